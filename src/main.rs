@@ -1,1 +1,101 @@
-fn main() {}
+//! The `confab` command: run the server, mint a token, print the configuration reference.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use confab::config::{Config, reference_markdown};
+use confab::startup::Application;
+
+#[derive(Parser)]
+#[command(name = "confab", version, about = "A real-time chat server")]
+struct Cli {
+    /// A TOML configuration file (environment variables override it).
+    #[arg(long, global = true, env = "CONFAB_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Print a token signed with the configured (or generated) HS256 secret.
+    Token {
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// The display name (`name`).
+        #[arg(long)]
+        name: Option<String>,
+        /// How long the token is valid: `90s`, `30m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: Duration,
+    },
+    /// Print the configuration reference (every setting, its default and variable).
+    Config,
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("expected a number with a unit, like 1h: {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("unknown unit {unit:?}: use s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err("the ttl must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Config => {
+            print!("{}", reference_markdown());
+            Ok(())
+        }
+        Command::Token { sub, name, ttl } => {
+            let mut config = Config::from_env(cli.config.as_deref())?;
+            config.ensure_jwt_secret()?;
+            let Some(secret) = &config.jwt.secret else {
+                bail!(
+                    "no HS256 secret: tokens for this server are signed by the app's private key"
+                );
+            };
+            let token = confab::auth::mint(secret, &sub, name.as_deref(), ttl)?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Serve => serve(Config::from_env(cli.config.as_deref())?).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    confab::telemetry::init(&config.log_filter, config.log_format);
+    let local = config.local_mode();
+    let app = Application::build(config)
+        .await
+        .context("starting confab")?;
+    tracing::info!(
+        "confab listening on http://{} ({} storage)",
+        app.local_addr(),
+        app.store().backend()
+    );
+    if local {
+        tracing::info!(
+            "local mode: mint a token with `confab token --sub alice` (from a checkout: `cargo run --release -- token --sub alice`)"
+        );
+    }
+    app.run_until_stopped().await
+}

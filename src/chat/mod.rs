@@ -1,0 +1,329 @@
+//! The use cases of chat, shared by the Socket.IO events and the HTTP routes: check the rules,
+//! write through the store, then deliver through the hub. Persist first, deliver after: the
+//! database is the source of truth.
+
+pub mod events;
+pub mod policy;
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::auth::Identity;
+use crate::config::Limits;
+use crate::domain::requests::{
+    ChangeMembers, ConversationRef, CreateConversation, DeleteMessage, EditMessage, History,
+    SendMessage, Sync,
+};
+use crate::domain::{Conversation, ConversationId, Message, UserId};
+use crate::error::{Error, Result};
+use crate::hub::{Hub, Outbound, SocketKey};
+use crate::store::{HistoryQuery, NewMessage, Page, SendOutcome, Store, SyncUpdate, Writer};
+use events::Event;
+
+/// Most messages per conversation in one `sync` answer.
+pub const SYNC_PAGE: u32 = 100;
+
+/// A message accepted by `send_message`: newly stored, or found stored by an earlier attempt.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub message: Message,
+    /// `false` when this was a retry of a message already stored.
+    pub new: bool,
+}
+
+/// Who is asking, and from which socket (HTTP requests have none). Events caused by a socket are
+/// not echoed back to it: it gets the ack instead.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub user: UserId,
+    pub socket: Option<SocketKey>,
+}
+
+/// The chat service. Cheap to clone.
+#[derive(Clone)]
+pub struct Chat {
+    store: Store,
+    writer: Writer,
+    hub: Hub,
+    limits: Arc<Limits>,
+}
+
+impl Chat {
+    pub fn new(store: Store, writer: Writer, hub: Hub, limits: Limits) -> Self {
+        Self {
+            store,
+            writer,
+            hub,
+            limits: Arc::new(limits),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A socket authenticated: record the user and start delivering their conversations' events.
+    pub async fn connect(
+        &self,
+        identity: &Identity,
+        key: SocketKey,
+        outbound: Arc<dyn Outbound>,
+    ) -> Result<()> {
+        // Register before loading memberships, so that a conversation created for this user
+        // meanwhile (a `join` on the hub) is not missed.
+        self.hub.register(&identity.user_id, key, outbound);
+        match self
+            .store
+            .touch_user(&identity.user_id, identity.name.as_ref())
+            .await
+        {
+            Ok(conversations) => {
+                self.hub
+                    .add_conversations(&identity.user_id, &conversations);
+                Ok(())
+            }
+            Err(e) => {
+                self.hub.unregister(&identity.user_id, key);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn disconnect(&self, user: &UserId, key: SocketKey) {
+        self.hub.unregister(user, key);
+    }
+
+    pub async fn create_conversation(
+        &self,
+        actor: &Actor,
+        request: CreateConversation,
+    ) -> Result<(Conversation, bool)> {
+        let (conversation, created) = match request {
+            CreateConversation::Direct { user_id } => {
+                if user_id == actor.user {
+                    return Err(Error::invalid(
+                        "user_id",
+                        "a direct conversation needs another user",
+                    ));
+                }
+                self.store.create_direct(&actor.user, &user_id).await?
+            }
+            CreateConversation::Group { title, member_ids } => {
+                let others: Vec<UserId> = member_ids
+                    .into_iter()
+                    .filter(|u| *u != actor.user)
+                    .collect();
+                let max = self.limits.max_group_members;
+                if others.len() + 1 > max {
+                    return Err(Error::too_large(
+                        "member_ids",
+                        format!("a group holds at most {max} members"),
+                    ));
+                }
+                let group = self
+                    .store
+                    .create_group(&actor.user, &title, &others)
+                    .await?;
+                (group, true)
+            }
+        };
+        if created {
+            let event = Event::ConversationNew(&conversation).encode();
+            for user in conversation.member_ids() {
+                self.hub.join(user, conversation.id);
+                self.hub.to_user(user, &event, actor.socket);
+            }
+        }
+        Ok((conversation, created))
+    }
+
+    pub async fn list_conversations(&self, actor: &Actor) -> Result<Vec<Conversation>> {
+        self.store.conversations_of(&actor.user).await
+    }
+
+    pub async fn add_members(&self, actor: &Actor, request: ChangeMembers) -> Result<Conversation> {
+        let max = self.limits.max_group_members;
+        let change = self
+            .store
+            .change_members(request.conversation_id, |c| {
+                policy::add_members(c, &actor.user, &request.user_ids, max)
+            })
+            .await?
+            .ok_or(Error::NotFound(policy::CONVERSATION_NOT_FOUND))?;
+        let after = &change.after;
+        let new = Event::ConversationNew(after).encode();
+        let updated = Event::ConversationUpdated(after).encode();
+        for member in after.member_ids() {
+            if change.before.member(member).is_none() {
+                self.hub.join(member, after.id);
+                self.hub.to_user(member, &new, actor.socket);
+            } else if change.before != change.after {
+                self.hub.to_user(member, &updated, actor.socket);
+            }
+        }
+        Ok(change.after)
+    }
+
+    pub async fn remove_members(
+        &self,
+        actor: &Actor,
+        request: ChangeMembers,
+    ) -> Result<Conversation> {
+        let change = self
+            .store
+            .change_members(request.conversation_id, |c| {
+                policy::remove_members(c, &actor.user, &request.user_ids)
+            })
+            .await?
+            .ok_or(Error::NotFound(policy::CONVERSATION_NOT_FOUND))?;
+        self.announce_departures(actor, &change.before, &change.after);
+        Ok(change.after)
+    }
+
+    pub async fn leave(&self, actor: &Actor, request: ConversationRef) -> Result<ConversationId> {
+        let change = self
+            .store
+            .change_members(request.conversation_id, |c| policy::leave(c, &actor.user))
+            .await?
+            .ok_or(Error::NotFound(policy::CONVERSATION_NOT_FOUND))?;
+        self.announce_departures(actor, &change.before, &change.after);
+        Ok(request.conversation_id)
+    }
+
+    /// Stops delivery to members who left, tells them, and tells those who remain.
+    fn announce_departures(&self, actor: &Actor, before: &Conversation, after: &Conversation) {
+        if before == after {
+            return;
+        }
+        let removed = Event::ConversationRemoved(after.id).encode();
+        for member in before.member_ids() {
+            if after.member(member).is_none() {
+                // Leave the room first: from here on, nothing of this conversation reaches them.
+                self.hub.leave(member, after.id);
+                self.hub.to_user(member, &removed, actor.socket);
+            }
+        }
+        let updated = Event::ConversationUpdated(after).encode();
+        for member in after.member_ids() {
+            self.hub.to_user(member, &updated, actor.socket);
+        }
+    }
+
+    /// Queues a message for the group-commit writer. Synchronous, so a socket's sends are
+    /// stored in the order it sent them. `done` is called once the message is committed (or
+    /// refused), before it is broadcast: persist, then ack, then broadcast.
+    pub fn send_message(
+        &self,
+        actor: &Actor,
+        request: SendMessage,
+        done: impl FnOnce(Result<Sent>) + Send + 'static,
+    ) {
+        let hub = self.hub.clone();
+        let origin = actor.socket;
+        self.writer.submit(
+            NewMessage {
+                conversation_id: request.conversation_id,
+                sender_id: actor.user.clone(),
+                client_id: request.client_id,
+                body: request.body,
+            },
+            Box::new(move |outcome| match outcome {
+                Ok(SendOutcome::Stored(message)) => {
+                    let event = Event::MessageNew(&message).encode();
+                    let conversation = message.conversation_id;
+                    done(Ok(Sent { message, new: true }));
+                    hub.to_conversation(conversation, &event, origin);
+                }
+                Ok(SendOutcome::Duplicate(message)) => done(Ok(Sent {
+                    message,
+                    new: false,
+                })),
+                Ok(SendOutcome::NotFound) => {
+                    done(Err(Error::NotFound(policy::CONVERSATION_NOT_FOUND)))
+                }
+                Err(e) => done(Err(e)),
+            }),
+        );
+    }
+
+    /// [`Chat::send_message`] for callers that wait for the outcome (HTTP).
+    pub async fn send_message_and_wait(&self, actor: &Actor, request: SendMessage) -> Result<Sent> {
+        let (tx, rx) = oneshot::channel();
+        self.send_message(actor, request, move |result| {
+            let _ = tx.send(result);
+        });
+        rx.await
+            .map_err(|_| Error::Internal(anyhow::anyhow!("the message writer stopped")))?
+    }
+
+    pub async fn edit_message(&self, actor: &Actor, request: EditMessage) -> Result<Message> {
+        let message = self
+            .store
+            .change_message(
+                request.conversation_id,
+                request.message_id,
+                &actor.user,
+                |m, role| policy::edit(m, role, &actor.user, request.body),
+            )
+            .await?
+            .ok_or(Error::NotFound(policy::MESSAGE_NOT_FOUND))?;
+        self.announce_update(actor, &message);
+        Ok(message)
+    }
+
+    pub async fn delete_message(&self, actor: &Actor, request: DeleteMessage) -> Result<Message> {
+        let message = self
+            .store
+            .change_message(
+                request.conversation_id,
+                request.message_id,
+                &actor.user,
+                |m, role| policy::delete(m, role, &actor.user),
+            )
+            .await?
+            .ok_or(Error::NotFound(policy::MESSAGE_NOT_FOUND))?;
+        self.announce_update(actor, &message);
+        Ok(message)
+    }
+
+    fn announce_update(&self, actor: &Actor, message: &Message) {
+        let event = Event::MessageUpdated(message).encode();
+        self.hub
+            .to_conversation(message.conversation_id, &event, actor.socket);
+    }
+
+    pub async fn history(&self, actor: &Actor, request: History) -> Result<Page> {
+        if !self
+            .store
+            .is_member(request.conversation_id, &actor.user)
+            .await?
+        {
+            return Err(Error::NotFound(policy::CONVERSATION_NOT_FOUND));
+        }
+        self.store
+            .history(
+                request.conversation_id,
+                HistoryQuery {
+                    before_seq: request.before_seq,
+                    after_seq: request.after_seq,
+                    limit: request.limit,
+                },
+            )
+            .await
+    }
+
+    pub async fn sync(&self, actor: &Actor, request: Sync) -> Result<Vec<SyncUpdate>> {
+        self.store
+            .sync(&actor.user, &request.cursors, SYNC_PAGE)
+            .await
+    }
+}

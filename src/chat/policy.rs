@@ -1,0 +1,278 @@
+//! The rules: who may change what. Pure functions of the current state, so they are written once
+//! for both storage backends and tested without a database; the store runs them inside the
+//! transaction that applies their decision.
+
+use crate::domain::{Conversation, ConversationKind, Message, MessageBody, Role, UserId};
+use crate::error::{Error, Result};
+use crate::store::{MembershipPlan, MessageChange};
+
+pub const CONVERSATION_NOT_FOUND: &str = "conversation not found";
+pub const MESSAGE_NOT_FOUND: &str = "message not found";
+
+/// The caller's role, or `not_found` when they are not a member: a conversation you are not in
+/// looks exactly like one that doesn't exist.
+fn role_of(conversation: &Conversation, actor: &UserId) -> Result<Role> {
+    conversation
+        .member(actor)
+        .map(|m| m.role)
+        .ok_or(Error::NotFound(CONVERSATION_NOT_FOUND))
+}
+
+fn managers_only(conversation: &Conversation, actor: &UserId, what: &'static str) -> Result<Role> {
+    let role = role_of(conversation, actor)?;
+    if conversation.kind == ConversationKind::Direct {
+        return Err(Error::invalid(
+            "conversation_id",
+            "direct conversations have fixed members",
+        ));
+    }
+    if role < Role::Admin {
+        return Err(Error::Forbidden(what));
+    }
+    Ok(role)
+}
+
+pub fn add_members(
+    conversation: &Conversation,
+    actor: &UserId,
+    users: &[UserId],
+    max_members: usize,
+) -> Result<MembershipPlan> {
+    managers_only(
+        conversation,
+        actor,
+        "only the owner or an admin can add members",
+    )?;
+    let add: Vec<UserId> = users
+        .iter()
+        .filter(|u| conversation.member(u).is_none())
+        .cloned()
+        .collect();
+    if conversation.members.len() + add.len() > max_members {
+        return Err(Error::too_large(
+            "user_ids",
+            format!("a group holds at most {max_members} members"),
+        ));
+    }
+    Ok(MembershipPlan {
+        add,
+        ..Default::default()
+    })
+}
+
+pub fn remove_members(
+    conversation: &Conversation,
+    actor: &UserId,
+    users: &[UserId],
+) -> Result<MembershipPlan> {
+    let actor_role = managers_only(
+        conversation,
+        actor,
+        "only the owner or an admin can remove members",
+    )?;
+    let mut remove = Vec::new();
+    for user in users {
+        let Some(member) = conversation.member(user) else {
+            continue;
+        };
+        if user == actor {
+            return Err(Error::invalid(
+                "user_ids",
+                "to leave a conversation, use conversation:leave",
+            ));
+        }
+        if member.role == Role::Owner {
+            return Err(Error::Forbidden("the owner can't be removed"));
+        }
+        if member.role == Role::Admin && actor_role != Role::Owner {
+            return Err(Error::Forbidden("only the owner can remove an admin"));
+        }
+        remove.push(user.clone());
+    }
+    Ok(MembershipPlan {
+        remove,
+        ..Default::default()
+    })
+}
+
+pub fn leave(conversation: &Conversation, actor: &UserId) -> Result<MembershipPlan> {
+    let role = role_of(conversation, actor)?;
+    if conversation.kind == ConversationKind::Direct {
+        return Err(Error::invalid(
+            "conversation_id",
+            "direct conversations can't be left",
+        ));
+    }
+    let mut plan = MembershipPlan {
+        remove: vec![actor.clone()],
+        ..Default::default()
+    };
+    if role == Role::Owner {
+        // Hand ownership to the longest-standing admin, else the longest-standing member.
+        let heir = conversation
+            .members
+            .iter()
+            .filter(|m| &m.user_id != actor)
+            .max_by(|a, b| {
+                a.role
+                    .cmp(&b.role)
+                    .then(b.joined_at.cmp(&a.joined_at))
+                    .then_with(|| b.user_id.cmp(&a.user_id))
+            });
+        if let Some(heir) = heir {
+            plan.set_role.push((heir.user_id.clone(), Role::Owner));
+        }
+    }
+    Ok(plan)
+}
+
+pub fn edit(
+    message: &Message,
+    role: Option<Role>,
+    actor: &UserId,
+    body: MessageBody,
+) -> Result<MessageChange> {
+    if role.is_none() {
+        return Err(Error::NotFound(MESSAGE_NOT_FOUND));
+    }
+    if &message.sender_id != actor {
+        return Err(Error::Forbidden("only the sender can edit a message"));
+    }
+    if message.deleted_at.is_some() {
+        return Err(Error::Conflict("the message was deleted"));
+    }
+    Ok(MessageChange::Edit(body))
+}
+
+pub fn delete(message: &Message, role: Option<Role>, actor: &UserId) -> Result<MessageChange> {
+    if role.is_none() {
+        return Err(Error::NotFound(MESSAGE_NOT_FOUND));
+    }
+    if &message.sender_id != actor {
+        return Err(Error::Forbidden("only the sender can delete a message"));
+    }
+    if message.deleted_at.is_some() {
+        return Ok(MessageChange::Unchanged);
+    }
+    Ok(MessageChange::Delete)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ConversationId, Member, Timestamp};
+
+    fn user(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
+    fn group(members: &[(&str, Role, i64)]) -> Conversation {
+        Conversation {
+            id: ConversationId::new(),
+            kind: ConversationKind::Group,
+            title: Some("t".into()),
+            members: members
+                .iter()
+                .map(|(u, role, joined)| Member {
+                    user_id: user(u),
+                    name: None,
+                    role: *role,
+                    joined_at: Timestamp(*joined),
+                })
+                .collect(),
+            created_at: Timestamp(0),
+            last_seq: 0,
+            last_message: None,
+        }
+    }
+
+    #[test]
+    fn only_managers_add_and_the_cap_holds() {
+        let g = group(&[
+            ("o", Role::Owner, 0),
+            ("a", Role::Admin, 1),
+            ("m", Role::Member, 2),
+        ]);
+        assert_eq!(
+            add_members(&g, &user("m"), &[user("x")], 10)
+                .unwrap_err()
+                .code(),
+            "forbidden"
+        );
+        assert_eq!(
+            add_members(&g, &user("stranger"), &[user("x")], 10)
+                .unwrap_err()
+                .code(),
+            "not_found"
+        );
+        let plan = add_members(&g, &user("a"), &[user("x"), user("m")], 10).unwrap();
+        assert_eq!(plan.add, [user("x")]);
+        assert_eq!(
+            add_members(&g, &user("o"), &[user("x"), user("y")], 4)
+                .unwrap_err()
+                .code(),
+            "too_large"
+        );
+    }
+
+    #[test]
+    fn owners_and_admins_are_protected() {
+        let g = group(&[
+            ("o", Role::Owner, 0),
+            ("a", Role::Admin, 1),
+            ("b", Role::Admin, 2),
+            ("m", Role::Member, 3),
+        ]);
+        assert_eq!(
+            remove_members(&g, &user("a"), &[user("o")])
+                .unwrap_err()
+                .code(),
+            "forbidden"
+        );
+        assert_eq!(
+            remove_members(&g, &user("a"), &[user("b")])
+                .unwrap_err()
+                .code(),
+            "forbidden"
+        );
+        assert_eq!(
+            remove_members(&g, &user("o"), &[user("b")]).unwrap().remove,
+            [user("b")]
+        );
+        assert_eq!(
+            remove_members(&g, &user("a"), &[user("m"), user("zz")])
+                .unwrap()
+                .remove,
+            [user("m")]
+        );
+        assert_eq!(
+            remove_members(&g, &user("a"), &[user("a")])
+                .unwrap_err()
+                .code(),
+            "invalid_payload"
+        );
+    }
+
+    #[test]
+    fn a_leaving_owner_hands_over_to_the_oldest_admin_else_member() {
+        let g = group(&[
+            ("o", Role::Owner, 0),
+            ("m", Role::Member, 1),
+            ("a2", Role::Admin, 3),
+            ("a1", Role::Admin, 2),
+        ]);
+        let plan = leave(&g, &user("o")).unwrap();
+        assert_eq!(plan.remove, [user("o")]);
+        assert_eq!(plan.set_role, [(user("a1"), Role::Owner)]);
+        let g = group(&[
+            ("o", Role::Owner, 0),
+            ("m2", Role::Member, 2),
+            ("m1", Role::Member, 1),
+        ]);
+        assert_eq!(
+            leave(&g, &user("o")).unwrap().set_role,
+            [(user("m1"), Role::Owner)]
+        );
+        assert!(leave(&g, &user("m1")).unwrap().set_role.is_empty());
+    }
+}

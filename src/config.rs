@@ -1,0 +1,433 @@
+//! Configuration: every setting, its default and its environment variable, in one table.
+//!
+//! Sources, later ones winning: the defaults below, an optional TOML file (`CONFAB_CONFIG` or
+//! `--config`), then `CONFAB_*` environment variables. The table is also the configuration
+//! reference: `confab config` prints it, and a test keeps docs/CONFIGURATION.md equal to it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use anyhow::{Context, bail};
+
+use crate::auth::JwtKeys;
+
+/// One configuration setting.
+pub struct Setting {
+    /// The key in the config file; the environment variable is `CONFAB_` + the key in capitals.
+    pub key: &'static str,
+    /// The default as text; empty means "not set".
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+impl Setting {
+    pub fn env_name(&self) -> String {
+        format!("CONFAB_{}", self.key.to_ascii_uppercase())
+    }
+}
+
+/// Every setting confab reads. Keep entries grouped by subsystem.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "bind",
+        default: "127.0.0.1:3001",
+        doc: "Address and port to listen on. Loopback by default; use `0.0.0.0:3001` to accept remote clients.",
+    },
+    Setting {
+        key: "data_dir",
+        default: "./confab-data",
+        doc: "Directory for local state: the SQLite database (by default) and the generated JWT secret. Created if missing.",
+    },
+    Setting {
+        key: "database_url",
+        default: "",
+        doc: "`sqlite://PATH` or `postgres://…`. Default: `sqlite://DATA_DIR/confab.db`. A SQLite file that doesn't exist is created.",
+    },
+    Setting {
+        key: "database_max_connections",
+        default: "16",
+        doc: "Size of the database connection pool (for SQLite: the readers; there is always one writer).",
+    },
+    Setting {
+        key: "jwt_secret",
+        default: "",
+        doc: "HS256 secret shared with the host app (for example its NextAuth secret), at least 16 bytes. When neither this nor `jwt_public_key` is set, a secret is generated once and kept in `DATA_DIR/jwt-secret` (local mode).",
+    },
+    Setting {
+        key: "jwt_public_key",
+        default: "",
+        doc: "PEM public key (RSA for RS256, P-256 for ES256) for apps that sign tokens with a private key; the PEM text itself or a path to a file.",
+    },
+    Setting {
+        key: "jwt_audience",
+        default: "",
+        doc: "When set, tokens must carry this `aud` claim.",
+    },
+    Setting {
+        key: "jwt_issuer",
+        default: "",
+        doc: "When set, tokens must carry this `iss` claim.",
+    },
+    Setting {
+        key: "cors_origins",
+        default: "",
+        doc: "Comma-separated origins allowed to connect from a browser and call the HTTP API (`https://app.example.com`). Empty: same-origin only.",
+    },
+    Setting {
+        key: "max_body_chars",
+        default: "5000",
+        doc: "Longest message body, in characters.",
+    },
+    Setting {
+        key: "max_group_members",
+        default: "1000",
+        doc: "Most members a group may have, owner included.",
+    },
+    Setting {
+        key: "max_payload_bytes",
+        default: "65536",
+        doc: "Largest Socket.IO message (WebSocket frame or polling request body) and HTTP request body accepted, in bytes.",
+    },
+    Setting {
+        key: "write_batch_max",
+        default: "512",
+        doc: "Most messages committed in one database transaction by the group-commit writer.",
+    },
+    Setting {
+        key: "log",
+        default: "info",
+        doc: "Log filter in `tracing` syntax, for example `info,confab=debug`.",
+    },
+    Setting {
+        key: "log_format",
+        default: "text",
+        doc: "`text` for people, `json` for log pipelines.",
+    },
+];
+
+/// Limits on what clients may send.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_chars: usize,
+    pub max_group_members: usize,
+    pub max_payload_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => bail!("expected `text` or `json`"),
+        }
+    }
+}
+
+/// The parsed configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub jwt: JwtKeys,
+    pub cors_origins: Vec<String>,
+    pub limits: Limits,
+    pub write_batch_max: usize,
+    pub log_filter: String,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment and the optional file.
+    pub fn from_env(file: Option<&Path>) -> anyhow::Result<Self> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("CONFAB_CONFIG").map(PathBuf::from));
+        Self::load(file.as_deref(), |name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration from a file and a variable lookup (the environment, or a map in
+    /// tests).
+    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let file_values = match file {
+            Some(path) => read_file(path)?,
+            None => BTreeMap::new(),
+        };
+        let src = Sources {
+            file: file_values,
+            env: &env,
+            read: Mutex::default(),
+        };
+        let data_dir: PathBuf = src.parse("data_dir")?;
+        let database_url = src
+            .get("database_url")
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("confab.db").display()));
+        let public_key_pem = src
+            .get("jwt_public_key")
+            .map(|v| -> anyhow::Result<String> {
+                if v.trim_start().starts_with("-----BEGIN") {
+                    Ok(v)
+                } else {
+                    std::fs::read_to_string(&v)
+                        .with_context(|| format!("CONFAB_JWT_PUBLIC_KEY: reading {v}"))
+                }
+            })
+            .transpose()?;
+        let config = Self {
+            bind: src.parse("bind")?,
+            database_max_connections: src.parse("database_max_connections")?,
+            jwt: JwtKeys {
+                secret: src.get("jwt_secret"),
+                public_key_pem,
+                audience: src.get("jwt_audience"),
+                issuer: src.get("jwt_issuer"),
+            },
+            cors_origins: src
+                .get("cors_origins")
+                .map(|v| {
+                    v.split(',')
+                        .map(|o| o.trim().trim_end_matches('/').to_owned())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            limits: Limits {
+                max_body_chars: src.parse("max_body_chars")?,
+                max_group_members: src.parse("max_group_members")?,
+                max_payload_bytes: src.parse("max_payload_bytes")?,
+            },
+            write_batch_max: src.parse("write_batch_max")?,
+            log_filter: src.parse("log")?,
+            log_format: src.parse("log_format")?,
+            data_dir,
+            database_url,
+        };
+        src.check_all_read();
+        if config.limits.max_group_members < 2 {
+            bail!("CONFAB_MAX_GROUP_MEMBERS must be at least 2");
+        }
+        if config.write_batch_max == 0 {
+            bail!("CONFAB_WRITE_BATCH_MAX must be at least 1");
+        }
+        Ok(config)
+    }
+
+    /// True when no key was configured, so confab runs with a secret of its own.
+    pub fn local_mode(&self) -> bool {
+        self.jwt.secret.is_none() && self.jwt.public_key_pem.is_none()
+    }
+
+    /// In local mode, loads the generated secret from the data directory, creating it the first
+    /// time, so tokens minted by `confab token` survive restarts.
+    pub fn ensure_jwt_secret(&mut self) -> anyhow::Result<()> {
+        if !self.local_mode() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
+        let path = self.data_dir.join("jwt-secret");
+        let secret = match std::fs::read_to_string(&path) {
+            Ok(s) => s.trim().to_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let secret = hex::encode(rand::random::<[u8; 32]>());
+                write_private(&path, &secret)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                secret
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        self.jwt.secret = Some(secret);
+        Ok(())
+    }
+}
+
+/// Writes a file only its owner can read: it holds a signing secret.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
+}
+
+fn read_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+    let mut values = BTreeMap::new();
+    for (key, value) in table {
+        if !SETTINGS.iter().any(|s| s.key == key) {
+            bail!("config file {}: unknown setting `{key}`", path.display());
+        }
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| i.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
+        values.insert(key, text);
+    }
+    Ok(values)
+}
+
+/// Looks settings up by key and remembers which were read, so a setting in the table that the
+/// code forgets to read is caught by tests.
+struct Sources<'a> {
+    file: BTreeMap<String, String>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    read: Mutex<BTreeSet<&'static str>>,
+}
+
+impl Sources<'_> {
+    fn setting(&self, key: &str) -> &'static Setting {
+        SETTINGS
+            .iter()
+            .find(|s| s.key == key)
+            .unwrap_or_else(|| panic!("setting `{key}` is missing from SETTINGS"))
+    }
+
+    /// The value of `key`, or `None` when unset (an empty value counts as unset).
+    fn get(&self, key: &str) -> Option<String> {
+        let setting = self.setting(key);
+        self.read.lock().unwrap().insert(setting.key);
+        (self.env)(&setting.env_name())
+            .or_else(|| self.file.get(key).cloned())
+            .or_else(|| Some(setting.default.to_owned()))
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    fn parse<T: FromStr>(&self, key: &str) -> anyhow::Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let setting = self.setting(key);
+        let raw = self
+            .get(key)
+            .with_context(|| format!("{} must be set", setting.env_name()))?;
+        raw.trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: invalid value {raw:?}: {e}", setting.env_name()))
+    }
+
+    fn check_all_read(&self) {
+        let read = self.read.lock().unwrap();
+        for s in SETTINGS {
+            debug_assert!(read.contains(s.key), "setting `{}` is never read", s.key);
+        }
+    }
+}
+
+/// The configuration reference as Markdown, generated from [`SETTINGS`].
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "# Configuration reference\n\n\
+         Generated by `confab config` from the settings table in `src/config.rs`; a test keeps this \
+         file equal to it.\n\n\
+         Settings come from, later ones winning: the defaults, a TOML file named by `--config` or \
+         `CONFAB_CONFIG` (keys as in the first column), and environment variables.\n\n\
+         | key | environment | default | meaning |\n|---|---|---|---|\n",
+    );
+    for s in SETTINGS {
+        let default = if s.default.is_empty() {
+            "(unset)".to_owned()
+        } else {
+            format!("`{}`", s.default)
+        };
+        out.push_str(&format!(
+            "| `{}` | `{}` | {} | {} |\n",
+            s.key,
+            s.env_name(),
+            default,
+            s.doc
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let vars: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(None, |k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_local_and_embedded() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.bind.to_string(), "127.0.0.1:3001");
+        assert_eq!(c.database_url, "sqlite://./confab-data/confab.db");
+        assert!(c.local_mode());
+        assert!(c.cors_origins.is_empty());
+        assert_eq!(c.limits.max_body_chars, 5000);
+    }
+
+    #[test]
+    fn env_overrides_and_bad_values_name_the_variable() {
+        let c = load(&[
+            ("CONFAB_BIND", "0.0.0.0:9000"),
+            (
+                "CONFAB_CORS_ORIGINS",
+                "https://a.example, https://b.example/",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.bind.port(), 9000);
+        assert_eq!(c.cors_origins, ["https://a.example", "https://b.example"]);
+        let err = load(&[("CONFAB_MAX_BODY_CHARS", "lots")]).err().unwrap();
+        assert!(err.to_string().contains("CONFAB_MAX_BODY_CHARS"), "{err}");
+    }
+
+    #[test]
+    fn file_values_lose_to_env() {
+        let dir = std::env::temp_dir().join(format!("confab-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("confab.toml");
+        std::fs::write(&path, "bind = \"127.0.0.1:4000\"\nmax_body_chars = 100\n").unwrap();
+        let c = Config::load(Some(&path), |k| {
+            (k == "CONFAB_MAX_BODY_CHARS").then(|| "200".to_owned())
+        })
+        .unwrap();
+        assert_eq!(c.bind.port(), 4000);
+        assert_eq!(c.limits.max_body_chars, 200);
+        std::fs::write(&path, "nonsense = 1\n").unwrap();
+        assert!(Config::load(Some(&path), |_| None).is_err());
+    }
+
+    #[test]
+    fn the_reference_document_matches_the_settings_table() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/CONFIGURATION.md"
+        ))
+        .unwrap_or_default();
+        assert!(
+            doc == reference_markdown(),
+            "docs/CONFIGURATION.md is out of date: run `cargo run -- config > docs/CONFIGURATION.md`"
+        );
+    }
+}

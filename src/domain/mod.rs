@@ -1,0 +1,15 @@
+//! Domain types: validated identifiers, user text, timestamps and the protocol's objects.
+//!
+//! Untrusted input is parsed into these types once, at the edge; everything past the edge
+//! works with values that are known to be valid.
+
+mod ids;
+mod model;
+pub mod requests;
+mod text;
+mod time;
+
+pub use ids::{ClientId, ConversationId, MessageId, UserId};
+pub use model::{Conversation, ConversationKind, Member, Message, Role};
+pub use text::{ConversationTitle, DisplayName, MessageBody, TextError};
+pub use time::Timestamp;

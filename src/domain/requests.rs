@@ -1,0 +1,491 @@
+//! Request payloads, parsed once from untrusted JSON into validated values.
+//!
+//! Each request has a "wire" struct that serde fills with plain types (so a type error can name
+//! its field, via `serde_path_to_error`) and a validated struct built from it. Unknown fields are
+//! ignored, as the protocol promises.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, Deserializer};
+
+use super::{ClientId, ConversationId, ConversationTitle, MessageBody, MessageId, UserId};
+use crate::config::Limits;
+use crate::error::{Error, Result};
+
+/// Most user ids in one `members:add`/`members:remove` call.
+pub const MAX_USER_IDS: usize = 1000;
+/// Most conversations in one `sync` call.
+pub const MAX_SYNC_CURSORS: usize = 1000;
+/// History page size when none is asked for, and the largest allowed.
+pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+pub const MAX_HISTORY_LIMIT: u32 = 200;
+
+/// Deserializes a wire struct, turning serde's error into `invalid_payload` naming the field.
+pub fn decode<'de, T, D>(input: D) -> Result<T>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+    D::Error: std::fmt::Display,
+{
+    serde_path_to_error::deserialize(input).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde reports a missing field at the parent's path, naming the field in its message.
+        let field = if let Some(rest) = inner.strip_prefix("missing field `") {
+            rest.split('`').next().unwrap_or_default().to_owned()
+        } else {
+            path
+        };
+        let message = inner
+            .split(" at line ")
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if field == "." || field.is_empty() {
+            Error::InvalidPayload {
+                field: None,
+                message: format!("payload: {message}"),
+            }
+        } else {
+            Error::invalid(field, message)
+        }
+    })
+}
+
+/// Parses a request from a JSON value. `null` (an event sent without arguments) reads as `{}`
+/// for requests whose fields are all optional, and as a type error otherwise.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
+    decode(value)
+}
+
+fn conversation_id(field: &str, raw: &str) -> Result<ConversationId> {
+    ConversationId::parse(raw)
+        .ok_or_else(|| Error::invalid(field, "must be a conversation id (a UUID)"))
+}
+
+fn user_id(field: &str, raw: &str) -> Result<UserId> {
+    UserId::parse(raw).map_err(|e| Error::invalid(field, e.to_string()))
+}
+
+fn user_ids(field: &str, raw: Vec<String>) -> Result<Vec<UserId>> {
+    if raw.len() > MAX_USER_IDS {
+        return Err(Error::too_large(
+            field,
+            format!("at most {MAX_USER_IDS} user ids"),
+        ));
+    }
+    let mut ids: Vec<UserId> = raw
+        .iter()
+        .enumerate()
+        .map(|(i, u)| user_id(&format!("{field}[{i}]"), u))
+        .collect::<Result<_>>()?;
+    // Keep first occurrences, in the caller's order.
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|u| seen.insert(u.clone()));
+    Ok(ids)
+}
+
+/// `conversation:create`.
+#[derive(Debug, Clone)]
+pub enum CreateConversation {
+    Direct {
+        user_id: UserId,
+    },
+    Group {
+        title: ConversationTitle,
+        member_ids: Vec<UserId>,
+    },
+}
+
+#[derive(Deserialize)]
+struct CreateConversationWire {
+    kind: String,
+    user_id: Option<String>,
+    title: Option<String>,
+    member_ids: Option<Vec<String>>,
+}
+
+impl CreateConversation {
+    pub fn parse(value: serde_json::Value) -> Result<Self> {
+        let wire: CreateConversationWire = from_value(value)?;
+        match wire.kind.as_str() {
+            "direct" => {
+                let raw = wire.user_id.ok_or_else(|| {
+                    Error::invalid("user_id", "is required for a direct conversation")
+                })?;
+                Ok(Self::Direct {
+                    user_id: user_id("user_id", &raw)?,
+                })
+            }
+            "group" => {
+                let raw = wire
+                    .title
+                    .ok_or_else(|| Error::invalid("title", "is required for a group"))?;
+                let title = ConversationTitle::parse(&raw).map_err(|e| Error::text("title", e))?;
+                let member_ids = user_ids("member_ids", wire.member_ids.unwrap_or_default())?;
+                Ok(Self::Group { title, member_ids })
+            }
+            _ => Err(Error::invalid("kind", "must be \"direct\" or \"group\"")),
+        }
+    }
+}
+
+/// `conversation:members:add` and `conversation:members:remove`.
+#[derive(Debug, Clone)]
+pub struct ChangeMembers {
+    pub conversation_id: ConversationId,
+    pub user_ids: Vec<UserId>,
+}
+
+#[derive(Deserialize)]
+struct ChangeMembersWire {
+    conversation_id: String,
+    user_ids: Vec<String>,
+}
+
+impl ChangeMembers {
+    pub fn parse(value: serde_json::Value) -> Result<Self> {
+        let wire: ChangeMembersWire = from_value(value)?;
+        let user_ids = user_ids("user_ids", wire.user_ids)?;
+        if user_ids.is_empty() {
+            return Err(Error::invalid("user_ids", "must name at least one user"));
+        }
+        Ok(Self {
+            conversation_id: conversation_id("conversation_id", &wire.conversation_id)?,
+            user_ids,
+        })
+    }
+}
+
+/// Requests that only name a conversation: `conversation:leave`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConversationRef {
+    pub conversation_id: ConversationId,
+}
+
+#[derive(Deserialize)]
+struct ConversationRefWire {
+    conversation_id: String,
+}
+
+impl ConversationRef {
+    pub fn parse(value: serde_json::Value) -> Result<Self> {
+        let wire: ConversationRefWire = from_value(value)?;
+        Ok(Self {
+            conversation_id: conversation_id("conversation_id", &wire.conversation_id)?,
+        })
+    }
+}
+
+/// `message:send` (and the HTTP route, which takes the conversation from the path).
+#[derive(Debug, Clone)]
+pub struct SendMessage {
+    pub conversation_id: ConversationId,
+    pub client_id: ClientId,
+    pub body: MessageBody,
+}
+
+#[derive(Deserialize)]
+struct SendMessageWire {
+    conversation_id: Option<String>,
+    client_id: String,
+    body: String,
+}
+
+impl SendMessage {
+    pub fn parse(value: serde_json::Value, limits: &Limits) -> Result<Self> {
+        Self::parse_in(value, None, limits)
+    }
+
+    /// Parses a send whose conversation may come from elsewhere (an HTTP path).
+    pub fn parse_in(
+        value: serde_json::Value,
+        conversation: Option<ConversationId>,
+        limits: &Limits,
+    ) -> Result<Self> {
+        let wire: SendMessageWire = from_value(value)?;
+        let conversation_id = match (conversation, wire.conversation_id) {
+            (Some(id), _) => id,
+            (None, Some(raw)) => conversation_id("conversation_id", &raw)?,
+            (None, None) => return Err(Error::invalid("conversation_id", "is required")),
+        };
+        Ok(Self {
+            conversation_id,
+            client_id: ClientId::parse(wire.client_id)
+                .map_err(|e| Error::invalid("client_id", e.to_string()))?,
+            body: MessageBody::parse(wire.body, limits.max_body_chars)
+                .map_err(|e| Error::text("body", e))?,
+        })
+    }
+}
+
+/// `message:edit`.
+#[derive(Debug, Clone)]
+pub struct EditMessage {
+    pub conversation_id: ConversationId,
+    pub message_id: MessageId,
+    pub body: MessageBody,
+}
+
+#[derive(Deserialize)]
+struct EditMessageWire {
+    conversation_id: String,
+    message_id: String,
+    body: String,
+}
+
+impl EditMessage {
+    pub fn parse(value: serde_json::Value, limits: &Limits) -> Result<Self> {
+        let wire: EditMessageWire = from_value(value)?;
+        Ok(Self {
+            conversation_id: conversation_id("conversation_id", &wire.conversation_id)?,
+            message_id: message_id(&wire.message_id)?,
+            body: MessageBody::parse(wire.body, limits.max_body_chars)
+                .map_err(|e| Error::text("body", e))?,
+        })
+    }
+}
+
+/// `message:delete`.
+#[derive(Debug, Clone, Copy)]
+pub struct DeleteMessage {
+    pub conversation_id: ConversationId,
+    pub message_id: MessageId,
+}
+
+#[derive(Deserialize)]
+struct DeleteMessageWire {
+    conversation_id: String,
+    message_id: String,
+}
+
+impl DeleteMessage {
+    pub fn parse(value: serde_json::Value) -> Result<Self> {
+        let wire: DeleteMessageWire = from_value(value)?;
+        Ok(Self {
+            conversation_id: conversation_id("conversation_id", &wire.conversation_id)?,
+            message_id: message_id(&wire.message_id)?,
+        })
+    }
+}
+
+fn message_id(raw: &str) -> Result<MessageId> {
+    MessageId::parse(raw)
+        .ok_or_else(|| Error::invalid("message_id", "must be a message id (a UUID)"))
+}
+
+/// `message:history` (and the HTTP route's query string).
+#[derive(Debug, Clone, Copy)]
+pub struct History {
+    pub conversation_id: ConversationId,
+    pub before_seq: Option<i64>,
+    pub after_seq: Option<i64>,
+    pub limit: u32,
+}
+
+/// The paging part of a history request, shared with the HTTP query string.
+#[derive(Deserialize, Default)]
+pub struct HistoryWindowWire {
+    pub before_seq: Option<i64>,
+    pub after_seq: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+// The window's fields are repeated rather than `#[serde(flatten)]`ed: flattening hides the
+// field path from error messages.
+#[derive(Deserialize)]
+struct HistoryWire {
+    conversation_id: String,
+    before_seq: Option<i64>,
+    after_seq: Option<i64>,
+    limit: Option<i64>,
+}
+
+impl History {
+    pub fn parse(value: serde_json::Value) -> Result<Self> {
+        let wire: HistoryWire = from_value(value)?;
+        Self::from_window(
+            conversation_id("conversation_id", &wire.conversation_id)?,
+            HistoryWindowWire {
+                before_seq: wire.before_seq,
+                after_seq: wire.after_seq,
+                limit: wire.limit,
+            },
+        )
+    }
+
+    pub fn from_window(conversation_id: ConversationId, w: HistoryWindowWire) -> Result<Self> {
+        if w.before_seq.is_some_and(|s| s < 1) {
+            return Err(Error::invalid("before_seq", "must be at least 1"));
+        }
+        if w.after_seq.is_some_and(|s| s < 0) {
+            return Err(Error::invalid("after_seq", "must not be negative"));
+        }
+        let limit = match w.limit {
+            None => DEFAULT_HISTORY_LIMIT,
+            Some(l) if l < 1 => return Err(Error::invalid("limit", "must be at least 1")),
+            // Larger pages are served at the maximum size rather than refused.
+            Some(l) => l.min(i64::from(MAX_HISTORY_LIMIT)) as u32,
+        };
+        Ok(Self {
+            conversation_id,
+            before_seq: w.before_seq,
+            after_seq: w.after_seq,
+            limit,
+        })
+    }
+}
+
+/// `sync`.
+#[derive(Debug, Clone)]
+pub struct Sync {
+    pub cursors: Vec<(ConversationId, i64)>,
+}
+
+#[derive(Deserialize)]
+struct SyncWire {
+    cursors: HashMap<String, i64>,
+}
+
+impl Sync {
+    pub fn parse(value: serde_json::Value) -> Result<Self> {
+        let wire: SyncWire = from_value(value)?;
+        if wire.cursors.len() > MAX_SYNC_CURSORS {
+            return Err(Error::too_large(
+                "cursors",
+                format!("at most {MAX_SYNC_CURSORS} conversations per sync"),
+            ));
+        }
+        let mut cursors = wire
+            .cursors
+            .iter()
+            .map(|(id, seq)| {
+                let field = format!("cursors.{id}");
+                let id = ConversationId::parse(id).ok_or_else(|| {
+                    Error::invalid(field.clone(), "keys must be conversation ids")
+                })?;
+                if *seq < 0 {
+                    return Err(Error::invalid(field, "must not be negative"));
+                }
+                Ok((id, *seq))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        cursors.sort();
+        Ok(Self { cursors })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_body_chars: 10,
+            max_group_members: 5,
+            max_payload_bytes: 1024,
+        }
+    }
+
+    fn field_of(e: Error) -> Option<String> {
+        match e {
+            Error::InvalidPayload { field, .. } | Error::TooLarge { field, .. } => field,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let id = ConversationId::new().to_string();
+        let e = SendMessage::parse(
+            json!({"conversation_id": id, "client_id": "c", "body": 5}),
+            &limits(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "invalid_payload");
+        assert_eq!(field_of(e).as_deref(), Some("body"));
+        let e =
+            SendMessage::parse(json!({"conversation_id": id, "body": "x"}), &limits()).unwrap_err();
+        assert_eq!(field_of(e).as_deref(), Some("client_id"));
+        let e = SendMessage::parse(json!("just a string"), &limits()).unwrap_err();
+        assert_eq!(field_of(e), None);
+        let e = SendMessage::parse(
+            json!({"conversation_id": "x", "client_id": "c", "body": "b"}),
+            &limits(),
+        )
+        .unwrap_err();
+        assert_eq!(field_of(e).as_deref(), Some("conversation_id"));
+    }
+
+    #[test]
+    fn over_long_bodies_are_too_large() {
+        let id = ConversationId::new().to_string();
+        let e = SendMessage::parse(
+            json!({"conversation_id": id, "client_id": "c", "body": "x".repeat(11)}),
+            &limits(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "too_large");
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let id = ConversationId::new().to_string();
+        let ok = SendMessage::parse(
+            json!({"conversation_id": id, "client_id": "c", "body": "b", "extra": [1, 2]}),
+            &limits(),
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn history_limits_are_checked_and_capped() {
+        let id = ConversationId::new().to_string();
+        let h = History::parse(json!({"conversation_id": id, "limit": 1000})).unwrap();
+        assert_eq!(h.limit, MAX_HISTORY_LIMIT);
+        let h = History::parse(json!({"conversation_id": id})).unwrap();
+        assert_eq!(h.limit, DEFAULT_HISTORY_LIMIT);
+        let e = History::parse(json!({"conversation_id": id, "limit": 0})).unwrap_err();
+        assert_eq!(field_of(e).as_deref(), Some("limit"));
+        let e = History::parse(json!({"conversation_id": id, "before_seq": "5"})).unwrap_err();
+        assert_eq!(field_of(e).as_deref(), Some("before_seq"));
+    }
+
+    #[test]
+    fn groups_dedupe_members_and_check_each_id() {
+        let g = CreateConversation::parse(
+            json!({"kind": "group", "title": "t", "member_ids": ["a", "b", "a"]}),
+        )
+        .unwrap();
+        let CreateConversation::Group { member_ids, .. } = g else {
+            panic!()
+        };
+        assert_eq!(member_ids.len(), 2);
+        let e = CreateConversation::parse(
+            json!({"kind": "group", "title": "t", "member_ids": ["a", ""]}),
+        )
+        .unwrap_err();
+        assert_eq!(field_of(e).as_deref(), Some("member_ids[1]"));
+        let e = CreateConversation::parse(json!({"kind": "channel"})).unwrap_err();
+        assert_eq!(field_of(e).as_deref(), Some("kind"));
+    }
+
+    #[test]
+    fn sync_cursors_are_validated() {
+        let id = ConversationId::new().to_string();
+        assert_eq!(
+            Sync::parse(json!({"cursors": {id.clone(): 3}}))
+                .unwrap()
+                .cursors
+                .len(),
+            1
+        );
+        let e = Sync::parse(json!({"cursors": {"nope": 3}})).unwrap_err();
+        assert_eq!(field_of(e).as_deref(), Some("cursors.nope"));
+        let e = Sync::parse(json!({"cursors": {id: "3"}})).unwrap_err();
+        assert_eq!(e.code(), "invalid_payload");
+    }
+}

@@ -1,0 +1,61 @@
+//! Wall-clock timestamps as stored (milliseconds since the Unix epoch) and as sent (RFC 3339).
+
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+
+/// Milliseconds since the Unix epoch, UTC.
+///
+/// Stored as a 64-bit integer on both backends: it sorts, compares and indexes the same way in
+/// SQLite and PostgreSQL, and it is exactly the precision the protocol promises.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Self(chrono::Utc::now().timestamp_millis())
+    }
+
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    pub fn from_secs(secs: i64) -> Self {
+        Self(secs.saturating_mul(1000))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match chrono::DateTime::from_timestamp_millis(self.0) {
+            Some(t) => f.write_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            None => write!(f, "invalid timestamp {}", self.0),
+        }
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_as_rfc3339_utc_with_millis() {
+        assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp(1_795_634_148_123).to_string(),
+            "2026-11-25T19:15:48.123Z"
+        );
+    }
+}

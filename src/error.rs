@@ -1,0 +1,179 @@
+//! The one error type at the edge. Every failure a client can see is a variant here; each maps to
+//! a protocol code, an HTTP status and the ack envelope. Internal failures are logged with their
+//! cause chain and returned opaque.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::domain::TextError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The payload is malformed. `field` names the offending field when there is one.
+    #[error("{message}")]
+    InvalidPayload {
+        field: Option<String>,
+        message: String,
+    },
+    #[error("unauthorized")]
+    Unauthorized(crate::auth::AuthFailure),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// Deliberately vague: "not a member" and "doesn't exist" must look the same.
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("{message}")]
+    TooLarge {
+        field: Option<String>,
+        message: String,
+    },
+    #[error("rate limited")]
+    RateLimited { retry_after_ms: u64 },
+    /// A dependency (the database) is unreachable; retrying later is safe.
+    #[error("service unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        let message = format!("{field}: {}", message.into());
+        Self::InvalidPayload {
+            field: Some(field),
+            message,
+        }
+    }
+
+    /// Maps a text check failure on `field`: too long is `too_large`, the rest `invalid_payload`.
+    pub fn text(field: &str, e: TextError) -> Self {
+        match e {
+            TextError::TooLong { .. } => Self::TooLarge {
+                field: Some(field.to_owned()),
+                message: format!("{field}: {e}"),
+            },
+            _ => Self::invalid(field, e.to_string()),
+        }
+    }
+
+    pub fn too_large(field: &str, message: impl std::fmt::Display) -> Self {
+        Self::TooLarge {
+            field: Some(field.to_owned()),
+            message: format!("{field}: {message}"),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidPayload { .. } => "invalid_payload",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::TooLarge { .. } => "too_large",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidPayload { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `error` object of the envelope. Logs server-side failures with their cause chain,
+    /// which is the only place their details go.
+    pub fn body(&self) -> Value {
+        match self {
+            Self::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "internal error")
+            }
+            Self::Unavailable(cause) => {
+                tracing::warn!(error = format!("{cause:#}"), "dependency unavailable")
+            }
+            _ => {}
+        }
+        let mut error = json!({ "code": self.code(), "message": self.to_string() });
+        match self {
+            Self::InvalidPayload {
+                field: Some(field), ..
+            }
+            | Self::TooLarge {
+                field: Some(field), ..
+            } => error["field"] = json!(field),
+            Self::RateLimited { retry_after_ms } => error["retry_after_ms"] = json!(retry_after_ms),
+            Self::Unauthorized(failure) => error["reason"] = json!(failure.reason()),
+            _ => {}
+        }
+        error
+    }
+
+    /// The whole failure envelope: `{ "ok": false, "error": { … } }`.
+    pub fn envelope(&self) -> Value {
+        json!({ "ok": false, "error": self.body() })
+    }
+}
+
+/// Adds context to a database error and classifies it: a database that can't be reached is
+/// `unavailable` (the client may retry), anything else is `internal` (a bug to look at).
+pub trait DbContext<T> {
+    fn db_context(self, what: &'static str) -> Result<T>;
+}
+
+impl<T> DbContext<T> for std::result::Result<T, sqlx::Error> {
+    fn db_context(self, what: &'static str) -> Result<T> {
+        self.map_err(|e| {
+            let unavailable = is_unavailable(&e);
+            let e = anyhow::Error::new(e).context(what);
+            if unavailable {
+                Error::Unavailable(e)
+            } else {
+                Error::Internal(e)
+            }
+        })
+    }
+}
+
+/// Errors that mean "the database is not there right now", as opposed to "the query is wrong".
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => {
+            // PostgreSQL: class 08 (connection exception), 57P01..57P03 (admin shutdown, crash
+            // shutdown, cannot connect now), 53300 (too many connections).
+            // SQLite: SQLITE_BUSY (5) / SQLITE_LOCKED (6) after the busy timeout.
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            code.starts_with("08")
+                || code.starts_with("57P0")
+                || code == "53300"
+                || code == "5"
+                || code == "6"
+        }
+        _ => false,
+    }
+}
+
+/// A success envelope: `{ "ok": true, "data": … }`.
+pub fn ok_envelope(data: Value) -> Value {
+    json!({ "ok": true, "data": data })
+}

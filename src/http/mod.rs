@@ -1,0 +1,59 @@
+//! HTTP: the REST API for app backends and scripts, health checks, and the guard that keeps
+//! browsers on other origins out (of the API and the Socket.IO handshake alike).
+
+mod api;
+mod extract;
+mod health;
+mod origin;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+
+pub use origin::OriginPolicy;
+
+use crate::auth::Verifier;
+use crate::chat::Chat;
+use crate::error::Error;
+
+/// What route handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub chat: Chat,
+    pub verifier: Arc<Verifier>,
+}
+
+/// The API and health routes.
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .merge(api::routes())
+        .merge(health::routes())
+        .with_state(state)
+}
+
+pub use origin::guard as origin_guard;
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, axum::Json(self.envelope())).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Error::Unauthorized(_) => {
+                headers.insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer"),
+                );
+            }
+            Error::RateLimited { retry_after_ms } => {
+                let secs = retry_after_ms.div_ceil(1000).max(1);
+                if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                    headers.insert(axum::http::header::RETRY_AFTER, v);
+                }
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,262 @@
+//! Local delivery: which sockets on this process belong to which user, and which local users are
+//! in which conversation. Events are serialized once and handed to every recipient socket.
+//!
+//! Everything here is synchronous: delivering means pushing onto each socket's outgoing queue,
+//! which never waits. Callers that deliver in seq order therefore get delivery in seq order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+use crate::domain::{ConversationId, UserId};
+
+/// A process-unique number for a connected socket.
+pub type SocketKey = u64;
+
+/// A server→client event, serialized once and shared by every recipient.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub event: &'static str,
+    pub json: Arc<str>,
+}
+
+impl Outgoing {
+    pub fn new(event: &'static str, payload: &impl Serialize) -> Self {
+        let json = serde_json::to_string(payload).expect("event payloads serialize");
+        Self {
+            event,
+            json: json.into(),
+        }
+    }
+}
+
+/// Where a socket's outgoing events go: implemented by the Socket.IO layer.
+pub trait Outbound: Send + Sync + 'static {
+    /// Queues an event without waiting. `false` when the socket is gone or can't keep up;
+    /// such a socket is disconnected and its client resynchronizes when it reconnects.
+    fn send(&self, event: &Outgoing) -> bool;
+    /// Closes the socket from the server side.
+    fn disconnect(&self);
+}
+
+#[derive(Default)]
+struct UserEntry {
+    sockets: Vec<(SocketKey, Arc<dyn Outbound>)>,
+    conversations: HashSet<ConversationId>,
+}
+
+#[derive(Default)]
+struct Local {
+    users: HashMap<UserId, UserEntry>,
+    /// Local users with sockets, per conversation. Only conversations with someone online here
+    /// have an entry, so memory follows this node's users, not the whole database.
+    conversations: HashMap<ConversationId, HashSet<UserId>>,
+}
+
+/// The registry of this process's sockets. Cheap to clone.
+///
+/// A std `RwLock` is enough: it is never held across an `.await`, and deliveries (the common
+/// case) only read.
+#[derive(Clone, Default)]
+pub struct Hub {
+    local: Arc<RwLock<Local>>,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a socket of `user`. Returns `true` when it is the user's first socket here.
+    pub fn register(&self, user: &UserId, key: SocketKey, outbound: Arc<dyn Outbound>) -> bool {
+        let mut local = self.local.write().unwrap();
+        let entry = local.users.entry(user.clone()).or_default();
+        entry.sockets.push((key, outbound));
+        entry.sockets.len() == 1
+    }
+
+    /// Records that `user` is a member of `conversations` (loaded when their socket connected).
+    pub fn add_conversations(&self, user: &UserId, conversations: &[ConversationId]) {
+        let mut local = self.local.write().unwrap();
+        let Local {
+            users,
+            conversations: by_conv,
+        } = &mut *local;
+        let Some(entry) = users.get_mut(user) else {
+            return;
+        };
+        for c in conversations {
+            if entry.conversations.insert(*c) {
+                by_conv.entry(*c).or_default().insert(user.clone());
+            }
+        }
+    }
+
+    /// Removes a socket. Returns `true` when it was the user's last socket here.
+    pub fn unregister(&self, user: &UserId, key: SocketKey) -> bool {
+        let mut local = self.local.write().unwrap();
+        let Local {
+            users,
+            conversations: by_conv,
+        } = &mut *local;
+        let Some(entry) = users.get_mut(user) else {
+            return false;
+        };
+        entry.sockets.retain(|(k, _)| *k != key);
+        if !entry.sockets.is_empty() {
+            return false;
+        }
+        let entry = users.remove(user).expect("entry exists");
+        for c in entry.conversations {
+            if let Some(set) = by_conv.get_mut(&c) {
+                set.remove(user);
+                if set.is_empty() {
+                    by_conv.remove(&c);
+                }
+            }
+        }
+        true
+    }
+
+    /// `user` joined `conversation`: their local sockets start receiving its events.
+    pub fn join(&self, user: &UserId, conversation: ConversationId) {
+        self.add_conversations(user, &[conversation]);
+    }
+
+    /// `user` left `conversation`: their local sockets stop receiving its events from now on.
+    pub fn leave(&self, user: &UserId, conversation: ConversationId) {
+        let mut local = self.local.write().unwrap();
+        let Local {
+            users,
+            conversations: by_conv,
+        } = &mut *local;
+        if let Some(entry) = users.get_mut(user) {
+            entry.conversations.remove(&conversation);
+        }
+        if let Some(set) = by_conv.get_mut(&conversation) {
+            set.remove(user);
+            if set.is_empty() {
+                by_conv.remove(&conversation);
+            }
+        }
+    }
+
+    /// Delivers to every local socket of every member of `conversation`, except `except`.
+    pub fn to_conversation(
+        &self,
+        conversation: ConversationId,
+        event: &Outgoing,
+        except: Option<SocketKey>,
+    ) {
+        let failed = {
+            let local = self.local.read().unwrap();
+            let Some(members) = local.conversations.get(&conversation) else {
+                return;
+            };
+            let mut failed = Vec::new();
+            for user in members {
+                if let Some(entry) = local.users.get(user) {
+                    deliver(&entry.sockets, event, except, &mut failed);
+                }
+            }
+            failed
+        };
+        disconnect_all(failed);
+    }
+
+    /// Delivers to every local socket of `user`, except `except`.
+    pub fn to_user(&self, user: &UserId, event: &Outgoing, except: Option<SocketKey>) {
+        let failed = {
+            let local = self.local.read().unwrap();
+            let Some(entry) = local.users.get(user) else {
+                return;
+            };
+            let mut failed = Vec::new();
+            deliver(&entry.sockets, event, except, &mut failed);
+            failed
+        };
+        disconnect_all(failed);
+    }
+
+    /// Number of locally connected sockets and users.
+    pub fn counts(&self) -> (usize, usize) {
+        let local = self.local.read().unwrap();
+        let sockets = local.users.values().map(|u| u.sockets.len()).sum();
+        (sockets, local.users.len())
+    }
+}
+
+fn deliver(
+    sockets: &[(SocketKey, Arc<dyn Outbound>)],
+    event: &Outgoing,
+    except: Option<SocketKey>,
+    failed: &mut Vec<Arc<dyn Outbound>>,
+) {
+    for (key, socket) in sockets {
+        if Some(*key) != except && !socket.send(event) {
+            failed.push(socket.clone());
+        }
+    }
+}
+
+/// Sockets that couldn't take an event are closed outside the lock: their clients reconnect and
+/// resynchronize, which is better than silently missing a message.
+fn disconnect_all(failed: Vec<Arc<dyn Outbound>>) {
+    for socket in failed {
+        metrics::counter!("confab_slow_consumer_disconnects_total").increment(1);
+        socket.disconnect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Outbound for Recorder {
+        fn send(&self, event: &Outgoing) -> bool {
+            self.0.lock().unwrap().push(event.json.to_string());
+            true
+        }
+        fn disconnect(&self) {}
+    }
+
+    fn user(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn delivers_to_members_sockets_except_the_origin() {
+        let hub = Hub::new();
+        let conv = ConversationId::new();
+        let (a1, a2, b) = (
+            Arc::new(Recorder::default()),
+            Arc::new(Recorder::default()),
+            Arc::new(Recorder::default()),
+        );
+        assert!(hub.register(&user("a"), 1, a1.clone()));
+        assert!(!hub.register(&user("a"), 2, a2.clone()));
+        hub.register(&user("b"), 3, b.clone());
+        hub.add_conversations(&user("a"), &[conv]);
+        hub.add_conversations(&user("b"), &[conv]);
+        hub.to_conversation(conv, &Outgoing::new("x", &1), Some(1));
+        assert_eq!(a1.0.lock().unwrap().len(), 0);
+        assert_eq!(a2.0.lock().unwrap().len(), 1);
+        assert_eq!(b.0.lock().unwrap().len(), 1);
+
+        hub.leave(&user("b"), conv);
+        hub.to_conversation(conv, &Outgoing::new("x", &2), None);
+        assert_eq!(b.0.lock().unwrap().len(), 1);
+        assert_eq!(a1.0.lock().unwrap().len(), 1);
+
+        assert!(!hub.unregister(&user("a"), 1));
+        assert!(hub.unregister(&user("a"), 2));
+        assert_eq!(hub.counts(), (1, 1));
+        assert!(hub.local.read().unwrap().conversations.is_empty());
+    }
+}

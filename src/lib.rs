@@ -1,0 +1,17 @@
+//! confab: a real-time chat server.
+//!
+//! The data path, from the outside in: `realtime` (Socket.IO events) and `http` (REST routes)
+//! parse requests and call `chat`, the use cases; `chat` applies the rules, writes through
+//! `store` and delivers through `hub`.
+
+pub mod auth;
+pub mod chat;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod realtime;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

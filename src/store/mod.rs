@@ -1,0 +1,431 @@
+//! Storage: the one place that knows SQL. PostgreSQL for production, SQLite for running alone;
+//! both implement the same operations with the same semantics and pass the same tests.
+//!
+//! The store knows nothing about sockets. Rules that decide *what* to change (who may add
+//! members, who may edit a message) live in `chat::policy` and are handed in as closures, so
+//! they are written once, while the store makes each decision and its write one atomic step.
+
+mod postgres;
+mod sqlite;
+mod writer;
+
+use std::collections::HashMap;
+
+use anyhow::{Context, bail};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+pub use writer::{SendReply, Writer};
+
+use crate::domain::{
+    ClientId, Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName,
+    Member, Message, MessageBody, MessageId, Role, Timestamp, UserId,
+};
+use crate::error::Result;
+
+/// A message to be written by the group-commit writer.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub conversation_id: ConversationId,
+    pub sender_id: UserId,
+    pub client_id: ClientId,
+    pub body: MessageBody,
+}
+
+/// What became of one [`NewMessage`].
+#[derive(Debug, Clone)]
+pub enum SendOutcome {
+    /// Newly stored: broadcast it.
+    Stored(Message),
+    /// A retry of a message already stored (same sender, conversation and client id): answer
+    /// with the stored one and broadcast nothing.
+    Duplicate(Message),
+    /// The sender is not a member, or there is no such conversation.
+    NotFound,
+}
+
+/// Which slice of a conversation's history to read.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryQuery {
+    pub before_seq: Option<i64>,
+    pub after_seq: Option<i64>,
+    pub limit: u32,
+}
+
+impl HistoryQuery {
+    /// Reading forward (oldest first from `after_seq`) or backward (newest first below
+    /// `before_seq`, or from the end).
+    pub fn ascending(&self) -> bool {
+        self.after_seq.is_some()
+    }
+}
+
+/// A page of messages in ascending seq.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub messages: Vec<Message>,
+    pub has_more: bool,
+}
+
+/// One conversation's part of a `sync` answer.
+#[derive(Debug, Clone)]
+pub struct SyncUpdate {
+    pub conversation_id: ConversationId,
+    pub messages: Vec<Message>,
+    pub has_more: bool,
+}
+
+/// Membership changes decided by policy, applied atomically by the store.
+#[derive(Debug, Default, Clone)]
+pub struct MembershipPlan {
+    pub add: Vec<UserId>,
+    pub remove: Vec<UserId>,
+    /// Role changes of existing members (ownership hand-over).
+    pub set_role: Vec<(UserId, Role)>,
+}
+
+impl MembershipPlan {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty() && self.set_role.is_empty()
+    }
+}
+
+/// A conversation before and after a membership change.
+#[derive(Debug, Clone)]
+pub struct MembershipChange {
+    pub before: Conversation,
+    pub after: Conversation,
+}
+
+/// What to do to a message, decided by policy.
+#[derive(Debug, Clone)]
+pub enum MessageChange {
+    Edit(MessageBody),
+    Delete,
+    /// Nothing to write (deleting what is already deleted): return the message as it is.
+    Unchanged,
+}
+
+/// The storage backend.
+#[derive(Clone)]
+pub enum Store {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+/// Calls the same method on whichever backend this is.
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Store::Postgres($s) => $call,
+            Store::Sqlite($s) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Connects to the database named by `url` and brings its schema up to date.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let store = PgStore::connect(url, max_connections)
+                .await
+                .context("connecting to PostgreSQL")?;
+            Ok(Self::Postgres(store))
+        } else if url.starts_with("sqlite:") {
+            let store = SqliteStore::connect(url, max_connections)
+                .await
+                .context("opening SQLite")?;
+            Ok(Self::Sqlite(store))
+        } else {
+            bail!("unsupported database url {url:?}: expected sqlite://… or postgres://…")
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgres",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// A round trip to the database, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        dispatch!(self, s => s.ping().await)
+    }
+
+    /// Records the user (and their latest display name) and returns their conversations.
+    /// Called on every connect, so it is one round trip.
+    pub async fn touch_user(
+        &self,
+        user: &UserId,
+        name: Option<&DisplayName>,
+    ) -> Result<Vec<ConversationId>> {
+        dispatch!(self, s => s.touch_user(user, name).await)
+    }
+
+    /// The direct conversation between `a` and `b`, created if needed. `true` when created now.
+    pub async fn create_direct(&self, a: &UserId, b: &UserId) -> Result<(Conversation, bool)> {
+        dispatch!(self, s => s.create_direct(a, b).await)
+    }
+
+    /// A new group owned by `owner` with `members` (which must not contain `owner`).
+    pub async fn create_group(
+        &self,
+        owner: &UserId,
+        title: &ConversationTitle,
+        members: &[UserId],
+    ) -> Result<Conversation> {
+        dispatch!(self, s => s.create_group(owner, title, members).await)
+    }
+
+    pub async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
+        dispatch!(self, s => s.conversation(id).await)
+    }
+
+    /// The user's conversations, most recent activity first.
+    pub async fn conversations_of(&self, user: &UserId) -> Result<Vec<Conversation>> {
+        dispatch!(self, s => s.conversations_of(user).await)
+    }
+
+    pub async fn is_member(&self, conversation: ConversationId, user: &UserId) -> Result<bool> {
+        dispatch!(self, s => s.is_member(conversation, user).await)
+    }
+
+    /// Locks the conversation, lets `decide` plan a membership change from its current state,
+    /// and applies the plan in the same transaction. `Ok(None)` when there is no such
+    /// conversation.
+    pub async fn change_members<F>(
+        &self,
+        conversation: ConversationId,
+        decide: F,
+    ) -> Result<Option<MembershipChange>>
+    where
+        F: FnOnce(&Conversation) -> Result<MembershipPlan> + Send,
+    {
+        dispatch!(self, s => s.change_members(conversation, decide).await)
+    }
+
+    /// Writes a batch of messages in one transaction, assigning each conversation's next seqs in
+    /// batch order. Duplicates (retries) and non-members are answered without writing.
+    pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<SendOutcome>> {
+        dispatch!(self, s => s.insert_messages(batch).await)
+    }
+
+    /// Locks the message, lets `decide` choose a change given the caller's role in the
+    /// conversation (`None`: not a member), and applies it. `Ok(None)`: no such message in that
+    /// conversation.
+    pub async fn change_message<F>(
+        &self,
+        conversation: ConversationId,
+        message: MessageId,
+        user: &UserId,
+        decide: F,
+    ) -> Result<Option<Message>>
+    where
+        F: FnOnce(&Message, Option<Role>) -> Result<MessageChange> + Send,
+    {
+        dispatch!(self, s => s.change_message(conversation, message, user, decide).await)
+    }
+
+    pub async fn history(&self, conversation: ConversationId, query: HistoryQuery) -> Result<Page> {
+        dispatch!(self, s => s.history(conversation, query).await)
+    }
+
+    /// For each cursor of a conversation `user` is a member of: up to `limit` messages after it.
+    pub async fn sync(
+        &self,
+        user: &UserId,
+        cursors: &[(ConversationId, i64)],
+        limit: u32,
+    ) -> Result<Vec<SyncUpdate>> {
+        dispatch!(self, s => s.sync(user, cursors, limit).await)
+    }
+}
+
+/// The key that makes a direct conversation unique per pair, whichever side creates it.
+pub(crate) fn direct_key(a: &UserId, b: &UserId) -> String {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    // User ids can't contain control characters, so a newline can't be forged into one.
+    format!("{lo}\n{hi}")
+}
+
+/// Assigns seqs to a batch, given each conversation's current `last_seq` and which senders are
+/// members and which client ids are already stored. Shared by both backends, so the rules of a
+/// batched send are written once.
+///
+/// Returns the outcome per message (in batch order) with `Stored` messages still to be written,
+/// and each touched conversation's new `last_seq`.
+pub(crate) fn plan_batch(
+    batch: &[NewMessage],
+    last_seq: &HashMap<ConversationId, i64>,
+    is_member: impl Fn(ConversationId, &UserId) -> bool,
+    mut existing: HashMap<(ConversationId, UserId, String), Message>,
+    now: Timestamp,
+) -> (Vec<SendOutcome>, HashMap<ConversationId, i64>) {
+    let mut next = last_seq.clone();
+    let outcomes = batch
+        .iter()
+        .map(|m| {
+            let Some(seq) = next.get_mut(&m.conversation_id) else {
+                return SendOutcome::NotFound;
+            };
+            if !is_member(m.conversation_id, &m.sender_id) {
+                return SendOutcome::NotFound;
+            }
+            let key = (
+                m.conversation_id,
+                m.sender_id.clone(),
+                m.client_id.as_str().to_owned(),
+            );
+            if let Some(stored) = existing.get(&key) {
+                return SendOutcome::Duplicate(stored.clone());
+            }
+            *seq += 1;
+            let message = Message {
+                id: MessageId::new(),
+                conversation_id: m.conversation_id,
+                seq: *seq,
+                sender_id: m.sender_id.clone(),
+                client_id: m.client_id.as_str().to_owned(),
+                body: Some(m.body.as_str().to_owned()),
+                created_at: now,
+                edited_at: None,
+                deleted_at: None,
+            };
+            // A second copy later in the same batch is a duplicate of this one.
+            existing.insert(key, message.clone());
+            SendOutcome::Stored(message)
+        })
+        .collect();
+    next.retain(|id, seq| last_seq.get(id) != Some(seq));
+    (outcomes, next)
+}
+
+/// Builds conversation objects from their parts, keeping the order of `heads`.
+pub(crate) fn assemble(
+    heads: Vec<ConversationHead>,
+    members: Vec<(ConversationId, Member)>,
+    last_messages: Vec<Message>,
+) -> Vec<Conversation> {
+    let mut members_of: HashMap<ConversationId, Vec<Member>> = HashMap::new();
+    for (conversation, member) in members {
+        members_of.entry(conversation).or_default().push(member);
+    }
+    let mut last_of: HashMap<ConversationId, Message> = last_messages
+        .into_iter()
+        .map(|m| (m.conversation_id, m))
+        .collect();
+    heads
+        .into_iter()
+        .map(|h| {
+            let mut members = members_of.remove(&h.id).unwrap_or_default();
+            // Owner first, then admins, then by join time: a stable, useful order for clients.
+            members.sort_by(|a, b| {
+                b.role
+                    .cmp(&a.role)
+                    .then(a.joined_at.cmp(&b.joined_at))
+                    .then_with(|| a.user_id.cmp(&b.user_id))
+            });
+            Conversation {
+                id: h.id,
+                kind: h.kind,
+                title: h.title,
+                members,
+                created_at: h.created_at,
+                last_seq: h.last_seq,
+                last_message: last_of.remove(&h.id),
+            }
+        })
+        .collect()
+}
+
+/// A conversation row, before members and last message are attached.
+#[derive(Debug, Clone)]
+pub(crate) struct ConversationHead {
+    pub id: ConversationId,
+    pub kind: ConversationKind,
+    pub title: Option<String>,
+    pub created_at: Timestamp,
+    pub last_seq: i64,
+}
+
+/// How many rows to fetch for a page: one more than asked, to learn whether there are more.
+pub(crate) fn page_from_rows(mut rows: Vec<Message>, query: HistoryQuery) -> Page {
+    let limit = query.limit as usize;
+    let has_more = rows.len() > limit;
+    rows.truncate(limit);
+    if !query.ascending() {
+        rows.reverse();
+    }
+    Page {
+        messages: rows,
+        has_more,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(conv: ConversationId, sender: &str, client: &str) -> NewMessage {
+        NewMessage {
+            conversation_id: conv,
+            sender_id: UserId::parse(sender).unwrap(),
+            client_id: ClientId::parse(client.into()).unwrap(),
+            body: MessageBody::parse("hi".into(), 10).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_batch_gets_consecutive_seqs_per_conversation_and_dedupes_within_itself() {
+        let (a, b) = (ConversationId::new(), ConversationId::new());
+        let batch = [
+            new(a, "alice", "1"),
+            new(b, "bob", "1"),
+            new(a, "bob", "1"),
+            new(a, "alice", "1"),
+            new(a, "mallory", "1"),
+        ];
+        let last = HashMap::from([(a, 10), (b, 0)]);
+        let (out, new_last) = plan_batch(
+            &batch,
+            &last,
+            |_, u| u.as_str() != "mallory",
+            HashMap::new(),
+            Timestamp(0),
+        );
+        let seqs: Vec<_> = out
+            .iter()
+            .map(|o| match o {
+                SendOutcome::Stored(m) => format!("stored {}", m.seq),
+                SendOutcome::Duplicate(m) => format!("dup {}", m.seq),
+                SendOutcome::NotFound => "not found".into(),
+            })
+            .collect();
+        assert_eq!(
+            seqs,
+            ["stored 11", "stored 1", "stored 12", "dup 11", "not found"]
+        );
+        assert_eq!(new_last, HashMap::from([(a, 12), (b, 1)]));
+    }
+
+    #[test]
+    fn unknown_conversations_are_not_found_and_leave_no_update() {
+        let a = ConversationId::new();
+        let (out, new_last) = plan_batch(
+            &[new(a, "alice", "1")],
+            &HashMap::new(),
+            |_, _| true,
+            HashMap::new(),
+            Timestamp(0),
+        );
+        assert!(matches!(out[0], SendOutcome::NotFound));
+        assert!(new_last.is_empty());
+    }
+
+    #[test]
+    fn direct_keys_ignore_order() {
+        let (a, b) = (UserId::parse("a").unwrap(), UserId::parse("b").unwrap());
+        assert_eq!(direct_key(&a, &b), direct_key(&b, &a));
+    }
+}

@@ -1,0 +1,678 @@
+//! The SQLite backend, for running confab alone on one machine.
+//!
+//! SQLite allows one writer at a time, so writes go through a pool of exactly one connection
+//! (they queue in the pool instead of failing with SQLITE_BUSY), while reads use a pool of their
+//! own: in WAL mode readers never wait for the writer. Statements run in-process, so a loop of
+//! small statements costs microseconds, not round trips.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use uuid::Uuid;
+
+use super::{
+    ConversationHead, HistoryQuery, MembershipChange, MembershipPlan, MessageChange, NewMessage,
+    Page, SendOutcome, SyncUpdate, assemble, direct_key, page_from_rows, plan_batch,
+};
+use crate::domain::{
+    Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName, Member,
+    Message, MessageId, Role, Timestamp, UserId,
+};
+use crate::error::{DbContext, Error, Result};
+
+/// The columns of a message, in the order `message_from_row` reads them. A macro, so that
+/// queries can be built with `concat!` and stay `&'static str` (sqlx caches statements by text).
+macro_rules! message_columns {
+    () => {
+        "m.id, m.conversation_id, m.seq, m.sender_id, m.client_id, m.body, m.created_at, m.edited_at, m.deleted_at"
+    };
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    /// Exactly one connection: SQLite's single writer, made explicit.
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, readers: u32) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .context("parsing the SQLite url")?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: an acknowledged message survives a power cut, not only a crash. Group
+            // commit makes the extra fsync per transaction affordable.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        if let Some(parent) = Path::new(options.get_filename()).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .context("opening the database")?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&writer)
+            .await
+            .context("running migrations")?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(readers.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.read_only(true))
+            .await
+            .context("opening read connections")?;
+        Ok(Self { writer, readers })
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.readers)
+            .await
+            .db_context("pinging the database")?;
+        Ok(())
+    }
+
+    pub async fn touch_user(
+        &self,
+        user: &UserId,
+        name: Option<&DisplayName>,
+    ) -> Result<Vec<ConversationId>> {
+        // Read first: in the common case (known user, same name) nothing needs the writer.
+        let mut conn = self.readers.acquire().await.db_context("acquiring")?;
+        let known: Option<Option<String>> =
+            sqlx::query_scalar("SELECT name FROM users WHERE id = ?")
+                .bind(user.as_str())
+                .fetch_optional(&mut *conn)
+                .await
+                .db_context("looking up the user")?;
+        let stale = match (&known, name) {
+            (None, _) => true,
+            (Some(old), Some(new)) => old.as_deref() != Some(new.as_str()),
+            (Some(_), None) => false,
+        };
+        if stale {
+            sqlx::query(
+                "INSERT INTO users (id, name, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET name = coalesce(excluded.name, users.name)",
+            )
+            .bind(user.as_str())
+            .bind(name.map(DisplayName::as_str))
+            .bind(Timestamp::now().millis())
+            .execute(&self.writer)
+            .await
+            .db_context("recording the user")?;
+        }
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT conversation_id FROM members WHERE user_id = ?")
+                .bind(user.as_str())
+                .fetch_all(&mut *conn)
+                .await
+                .db_context("loading memberships")?;
+        ids.iter().map(|s| conversation_id(s)).collect()
+    }
+
+    pub async fn create_direct(&self, a: &UserId, b: &UserId) -> Result<(Conversation, bool)> {
+        let key = direct_key(a, b);
+        let now = Timestamp::now().millis();
+        let mut tx = self.begin().await?;
+        ensure_users(&mut tx, &[a, b]).await?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT id FROM conversations WHERE direct_key = ?")
+                .bind(&key)
+                .fetch_optional(&mut *tx)
+                .await
+                .db_context("finding the direct conversation")?;
+        // The single writer makes check-then-insert safe here.
+        let (id, created) = match existing {
+            Some(id) => (conversation_id(&id)?, false),
+            None => {
+                let id = ConversationId::new();
+                sqlx::query(
+                    "INSERT INTO conversations (id, kind, direct_key, created_at, last_activity_at)
+                     VALUES (?1, 'direct', ?2, ?3, ?3)",
+                )
+                .bind(id.to_string())
+                .bind(&key)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .db_context("creating a direct conversation")?;
+                insert_members(&mut tx, id, &[(a, Role::Member), (b, Role::Member)], now).await?;
+                (id, true)
+            }
+        };
+        let conversation = load_one(&mut tx, id).await?;
+        tx.commit().await.db_context("committing")?;
+        Ok((conversation, created))
+    }
+
+    pub async fn create_group(
+        &self,
+        owner: &UserId,
+        title: &ConversationTitle,
+        members: &[UserId],
+    ) -> Result<Conversation> {
+        let id = ConversationId::new();
+        let now = Timestamp::now().millis();
+        let mut tx = self.begin().await?;
+        let mut everyone = vec![owner];
+        everyone.extend(members);
+        ensure_users(&mut tx, &everyone).await?;
+        sqlx::query(
+            "INSERT INTO conversations (id, kind, title, created_at, last_activity_at)
+             VALUES (?1, 'group', ?2, ?3, ?3)",
+        )
+        .bind(id.to_string())
+        .bind(title.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .db_context("creating a group")?;
+        let mut roles = vec![(owner, Role::Owner)];
+        roles.extend(members.iter().map(|m| (m, Role::Member)));
+        insert_members(&mut tx, id, &roles, now).await?;
+        let conversation = load_one(&mut tx, id).await?;
+        tx.commit().await.db_context("committing")?;
+        Ok(conversation)
+    }
+
+    pub async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
+        let mut conn = self.readers.acquire().await.db_context("acquiring")?;
+        let heads = load_heads(&mut conn, &[id]).await?;
+        Ok(load_full(&mut conn, heads).await?.pop())
+    }
+
+    pub async fn conversations_of(&self, user: &UserId) -> Result<Vec<Conversation>> {
+        let mut conn = self.readers.acquire().await.db_context("acquiring")?;
+        let rows = sqlx::query(
+            "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq
+             FROM members mb JOIN conversations c ON c.id = mb.conversation_id
+             WHERE mb.user_id = ?
+             ORDER BY c.last_activity_at DESC, c.id DESC",
+        )
+        .bind(user.as_str())
+        .fetch_all(&mut *conn)
+        .await
+        .db_context("listing conversations")?;
+        let heads = rows.iter().map(head_from_row).collect::<Result<_>>()?;
+        load_full(&mut conn, heads).await
+    }
+
+    pub async fn is_member(&self, conversation: ConversationId, user: &UserId) -> Result<bool> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM members WHERE conversation_id = ? AND user_id = ?)",
+        )
+        .bind(conversation.to_string())
+        .bind(user.as_str())
+        .fetch_one(&self.readers)
+        .await
+        .db_context("checking membership")
+    }
+
+    pub async fn change_members<F>(
+        &self,
+        id: ConversationId,
+        decide: F,
+    ) -> Result<Option<MembershipChange>>
+    where
+        F: FnOnce(&Conversation) -> Result<MembershipPlan> + Send,
+    {
+        // Holding the only write connection is the lock: nothing else writes meanwhile.
+        let mut tx = self.begin().await?;
+        let heads = load_heads(&mut tx, &[id]).await?;
+        let Some(before) = load_full(&mut tx, heads).await?.pop() else {
+            return Ok(None);
+        };
+        let plan = decide(&before)?;
+        if plan.is_empty() {
+            return Ok(Some(MembershipChange {
+                after: before.clone(),
+                before,
+            }));
+        }
+        let now = Timestamp::now().millis();
+        if !plan.add.is_empty() {
+            let users: Vec<&UserId> = plan.add.iter().collect();
+            ensure_users(&mut tx, &users).await?;
+            let roles: Vec<_> = plan.add.iter().map(|u| (u, Role::Member)).collect();
+            insert_members(&mut tx, id, &roles, now).await?;
+        }
+        for user in &plan.remove {
+            sqlx::query("DELETE FROM members WHERE conversation_id = ? AND user_id = ?")
+                .bind(id.to_string())
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await
+                .db_context("removing members")?;
+        }
+        for (user, role) in &plan.set_role {
+            sqlx::query("UPDATE members SET role = ? WHERE conversation_id = ? AND user_id = ?")
+                .bind(role.as_str())
+                .bind(id.to_string())
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await
+                .db_context("changing a role")?;
+        }
+        let after = load_one(&mut tx, id).await?;
+        tx.commit().await.db_context("committing")?;
+        Ok(Some(MembershipChange { before, after }))
+    }
+
+    pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<SendOutcome>> {
+        let mut tx = self.begin().await?;
+        let mut last_seq = HashMap::new();
+        let mut members = HashSet::new();
+        let mut existing = HashMap::new();
+        for m in batch {
+            let conv = m.conversation_id.to_string();
+            if let Entry::Vacant(slot) = last_seq.entry(m.conversation_id) {
+                let seq: Option<i64> =
+                    sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = ?")
+                        .bind(&conv)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .db_context("reading a conversation's seq")?;
+                // No such conversation: `plan_batch` answers not found.
+                let Some(seq) = seq else { continue };
+                slot.insert(seq);
+            }
+            let key = (m.conversation_id, m.sender_id.clone());
+            if !members.contains(&key) {
+                let member: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM members WHERE conversation_id = ? AND user_id = ?)",
+                )
+                .bind(&conv)
+                .bind(m.sender_id.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .db_context("checking the sender's membership")?;
+                if member {
+                    members.insert(key);
+                }
+            }
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages m
+                 WHERE m.conversation_id = ? AND m.sender_id = ? AND m.client_id = ?"
+            ))
+            .bind(&conv)
+            .bind(m.sender_id.as_str())
+            .bind(m.client_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .db_context("looking up a retried send")?;
+            if let Some(row) = row {
+                let stored = message_from_row(&row)?;
+                existing.insert(
+                    (
+                        stored.conversation_id,
+                        stored.sender_id.clone(),
+                        stored.client_id.clone(),
+                    ),
+                    stored,
+                );
+            }
+        }
+        let (outcomes, new_last) = plan_batch(
+            batch,
+            &last_seq,
+            |c, u| members.contains(&(c, u.clone())),
+            existing,
+            Timestamp::now(),
+        );
+        let mut activity = 0;
+        for outcome in &outcomes {
+            let SendOutcome::Stored(m) = outcome else {
+                continue;
+            };
+            activity = m.created_at.millis();
+            sqlx::query(
+                "INSERT INTO messages (id, conversation_id, seq, sender_id, client_id, body, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(m.id.to_string())
+            .bind(m.conversation_id.to_string())
+            .bind(m.seq)
+            .bind(m.sender_id.as_str())
+            .bind(&m.client_id)
+            .bind(m.body.as_deref())
+            .bind(m.created_at.millis())
+            .execute(&mut *tx)
+            .await
+            .db_context("inserting a message")?;
+        }
+        for (conv, seq) in &new_last {
+            sqlx::query("UPDATE conversations SET last_seq = ?, last_activity_at = ? WHERE id = ?")
+                .bind(seq)
+                .bind(activity)
+                .bind(conv.to_string())
+                .execute(&mut *tx)
+                .await
+                .db_context("advancing a conversation's seq")?;
+        }
+        tx.commit().await.db_context("committing messages")?;
+        Ok(outcomes)
+    }
+
+    pub async fn change_message<F>(
+        &self,
+        conversation: ConversationId,
+        message: MessageId,
+        user: &UserId,
+        decide: F,
+    ) -> Result<Option<Message>>
+    where
+        F: FnOnce(&Message, Option<Role>) -> Result<MessageChange> + Send,
+    {
+        let mut tx = self.begin().await?;
+        let role: Option<String> = sqlx::query_scalar(
+            "SELECT role FROM members WHERE conversation_id = ? AND user_id = ?",
+        )
+        .bind(conversation.to_string())
+        .bind(user.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .db_context("checking membership")?;
+        let role = role.as_deref().and_then(Role::from_db);
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m WHERE m.id = ? AND m.conversation_id = ?"
+        ))
+        .bind(message.to_string())
+        .bind(conversation.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .db_context("loading the message")?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let current = message_from_row(&row)?;
+        let now = Timestamp::now().millis();
+        let query = match decide(&current, role)? {
+            MessageChange::Unchanged => return Ok(Some(current)),
+            MessageChange::Edit(body) => sqlx::query(concat!(
+                "UPDATE messages AS m SET body = ?, edited_at = ?
+                 WHERE m.id = ? RETURNING ",
+                message_columns!(),
+                ""
+            ))
+            .bind(body.into_string())
+            .bind(now),
+            MessageChange::Delete => sqlx::query(concat!(
+                "UPDATE messages AS m SET body = NULL, deleted_at = ?
+                 WHERE m.id = ? RETURNING ",
+                message_columns!(),
+                ""
+            ))
+            .bind(now),
+        };
+        let row = query
+            .bind(message.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .db_context("updating the message")?;
+        let updated = message_from_row(&row)?;
+        tx.commit().await.db_context("committing")?;
+        Ok(Some(updated))
+    }
+
+    pub async fn history(&self, conversation: ConversationId, q: HistoryQuery) -> Result<Page> {
+        let mut conn = self.readers.acquire().await.db_context("acquiring")?;
+        let rows = read_range(
+            &mut conn,
+            conversation,
+            q.after_seq.unwrap_or(0),
+            q.before_seq.unwrap_or(i64::MAX),
+            q.ascending(),
+            q.limit + 1,
+        )
+        .await?;
+        Ok(page_from_rows(rows, q))
+    }
+
+    pub async fn sync(
+        &self,
+        user: &UserId,
+        cursors: &[(ConversationId, i64)],
+        limit: u32,
+    ) -> Result<Vec<SyncUpdate>> {
+        let mut conn = self.readers.acquire().await.db_context("acquiring")?;
+        let member_of: Vec<String> =
+            sqlx::query_scalar("SELECT conversation_id FROM members WHERE user_id = ?")
+                .bind(user.as_str())
+                .fetch_all(&mut *conn)
+                .await
+                .db_context("checking memberships for sync")?;
+        let member_of: HashSet<String> = member_of.into_iter().collect();
+        let mut updates = Vec::new();
+        for (conversation, after) in cursors {
+            if !member_of.contains(&conversation.to_string()) {
+                continue;
+            }
+            let mut messages =
+                read_range(&mut conn, *conversation, *after, i64::MAX, true, limit + 1).await?;
+            let has_more = messages.len() > limit as usize;
+            messages.truncate(limit as usize);
+            updates.push(SyncUpdate {
+                conversation_id: *conversation,
+                messages,
+                has_more,
+            });
+        }
+        Ok(updates)
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
+        self.writer
+            .begin()
+            .await
+            .db_context("beginning a transaction")
+    }
+}
+
+/// Messages with `after < seq < before`, `limit` of them from the low end if `ascending`, else
+/// from the high end (in descending order; the caller reverses).
+async fn read_range(
+    conn: &mut SqliteConnection,
+    conversation: ConversationId,
+    after: i64,
+    before: i64,
+    ascending: bool,
+    limit: u32,
+) -> Result<Vec<Message>> {
+    macro_rules! range {
+        ($order:literal) => {
+            concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages m
+                 WHERE m.conversation_id = ? AND m.seq > ? AND m.seq < ?
+                 ORDER BY m.seq ",
+                $order,
+                " LIMIT ?"
+            )
+        };
+    }
+    let sql = if ascending {
+        range!("ASC")
+    } else {
+        range!("DESC")
+    };
+    let rows = sqlx::query(sql)
+        .bind(conversation.to_string())
+        .bind(after)
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(conn)
+        .await
+        .db_context("reading messages")?;
+    rows.iter().map(message_from_row).collect()
+}
+
+async fn ensure_users(conn: &mut SqliteConnection, ids: &[&UserId]) -> Result<()> {
+    let now = Timestamp::now().millis();
+    for id in ids {
+        sqlx::query("INSERT INTO users (id, created_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING")
+            .bind(id.as_str())
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .db_context("recording users")?;
+    }
+    Ok(())
+}
+
+async fn insert_members(
+    conn: &mut SqliteConnection,
+    conversation: ConversationId,
+    members: &[(&UserId, Role)],
+    now: i64,
+) -> Result<()> {
+    for (user, role) in members {
+        sqlx::query(
+            "INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(conversation.to_string())
+        .bind(user.as_str())
+        .bind(role.as_str())
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .db_context("adding members")?;
+    }
+    Ok(())
+}
+
+async fn load_one(conn: &mut SqliteConnection, id: ConversationId) -> Result<Conversation> {
+    let heads = load_heads(conn, &[id]).await?;
+    load_full(conn, heads)
+        .await?
+        .pop()
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("conversation {id} vanished")))
+}
+
+/// A JSON array of ids, for `IN (SELECT value FROM json_each(?))`: SQLite's way to bind a list.
+fn json_ids(ids: impl IntoIterator<Item = ConversationId>) -> String {
+    serde_json::to_string(&ids.into_iter().map(|i| i.to_string()).collect::<Vec<_>>())
+        .expect("strings serialise")
+}
+
+async fn load_heads(
+    conn: &mut SqliteConnection,
+    ids: &[ConversationId],
+) -> Result<Vec<ConversationHead>> {
+    let rows = sqlx::query(
+        "SELECT id, kind, title, created_at, last_seq FROM conversations
+         WHERE id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(json_ids(ids.iter().copied()))
+    .fetch_all(conn)
+    .await
+    .db_context("loading conversations")?;
+    rows.iter().map(head_from_row).collect()
+}
+
+async fn load_full(
+    conn: &mut SqliteConnection,
+    heads: Vec<ConversationHead>,
+) -> Result<Vec<Conversation>> {
+    if heads.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = json_ids(heads.iter().map(|h| h.id));
+    let rows = sqlx::query(
+        "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at
+         FROM members mb JOIN users u ON u.id = mb.user_id
+         WHERE mb.conversation_id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await
+    .db_context("loading members")?;
+    let members = rows
+        .iter()
+        .map(|r| {
+            let role: &str = r.get(3);
+            Ok((
+                conversation_id(r.get(0))?,
+                Member {
+                    user_id: UserId::from_db(r.get(1)),
+                    name: r.get(2),
+                    role: Role::from_db(role).ok_or_else(|| corrupt("role", role))?,
+                    joined_at: Timestamp(r.get(4)),
+                },
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM conversations c
+         JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq
+         WHERE c.id IN (SELECT value FROM json_each(?))"
+    ))
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await
+    .db_context("loading last messages")?;
+    let last_messages = rows.iter().map(message_from_row).collect::<Result<_>>()?;
+    Ok(assemble(heads, members, last_messages))
+}
+
+fn head_from_row(r: &SqliteRow) -> Result<ConversationHead> {
+    let kind: &str = r.get(1);
+    Ok(ConversationHead {
+        id: conversation_id(r.get(0))?,
+        kind: ConversationKind::from_db(kind).ok_or_else(|| corrupt("kind", kind))?,
+        title: r.get(2),
+        created_at: Timestamp(r.get(3)),
+        last_seq: r.get(4),
+    })
+}
+
+fn message_from_row(r: &SqliteRow) -> Result<Message> {
+    Ok(Message {
+        id: MessageId(uuid(r.get(0))?),
+        conversation_id: conversation_id(r.get(1))?,
+        seq: r.get(2),
+        sender_id: UserId::from_db(r.get(3)),
+        client_id: r.get(4),
+        body: r.get(5),
+        created_at: Timestamp(r.get(6)),
+        edited_at: r.get::<Option<i64>, _>(7).map(Timestamp),
+        deleted_at: r.get::<Option<i64>, _>(8).map(Timestamp),
+    })
+}
+
+fn uuid(s: &str) -> Result<Uuid> {
+    Uuid::try_parse(s).map_err(|_| corrupt("uuid", s))
+}
+
+fn conversation_id(s: &str) -> Result<ConversationId> {
+    uuid(s).map(ConversationId)
+}
+
+fn corrupt(what: &str, value: &str) -> Error {
+    Error::Internal(anyhow::anyhow!(
+        "unexpected {what} {value:?} in the database"
+    ))
+}

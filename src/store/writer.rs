@@ -1,0 +1,155 @@
+//! Group commit: messages are written in batches, one transaction per batch.
+//!
+//! A round trip and a commit per message caps throughput at a few hundred messages a second.
+//! Here, whatever queued up while the previous transaction was committing is written by the next
+//! one, so batches grow with load by themselves and no artificial wait is added when idle.
+//!
+//! Order: jobs for one conversation always go to the same shard, each shard writes its batches
+//! one after another, and replies run in batch order right after the commit. So messages one
+//! socket sends are stored in the order it sent them, and each conversation's replies (which
+//! ack and broadcast) run in seq order.
+
+use std::hash::BuildHasher;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::{NewMessage, SendOutcome, Store};
+use crate::error::{Error, Result};
+
+/// Called once with the outcome of a submitted message, after its transaction ended. It runs
+/// on the writer's task, so it must be quick and must not block: ack and enqueue, nothing more.
+pub type SendReply = Box<dyn FnOnce(Result<SendOutcome>) + Send>;
+
+struct Job {
+    message: NewMessage,
+    reply: SendReply,
+}
+
+/// Jobs waiting beyond this per shard are refused as `unavailable`, which bounds memory when
+/// the database falls behind and tells clients to retry later.
+const QUEUE_PER_SHARD: usize = 16 * 1024;
+
+/// A failed batch is retried this many times when the failure is transient (a deadlock or
+/// serialization failure between nodes).
+const RETRIES: usize = 3;
+
+/// The handle to the writer tasks. Cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    shards: Vec<mpsc::Sender<Job>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Writer {
+    /// Starts `shards` writer tasks, each committing at most `max_batch` messages at a time.
+    pub fn start(store: Store, shards: usize, max_batch: usize) -> Self {
+        let shards = (0..shards.max(1))
+            .map(|shard| {
+                let (tx, rx) = mpsc::channel(QUEUE_PER_SHARD);
+                tokio::spawn(run(store.clone(), rx, max_batch, shard));
+                tx
+            })
+            .collect();
+        Self {
+            shards,
+            hasher: Default::default(),
+        }
+    }
+
+    /// Queues a message. Synchronous, so callers submitting in arrival order get their messages
+    /// written in that order. `reply` is always called exactly once.
+    pub fn submit(&self, message: NewMessage, reply: SendReply) {
+        let hash = self.hasher.hash_one(message.conversation_id);
+        let shard = &self.shards[(hash % self.shards.len() as u64) as usize];
+        if let Err(e) = shard.try_send(Job { message, reply }) {
+            let job = match e {
+                mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => {
+                    job
+                }
+            };
+            metrics::counter!("confab_writer_refused_total").increment(1);
+            (job.reply)(Err(Error::Unavailable(anyhow::anyhow!(
+                "the message writer is overloaded"
+            ))));
+        }
+    }
+}
+
+async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize, shard: usize) {
+    let mut jobs = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut jobs, max_batch).await > 0 {
+        let (messages, replies): (Vec<NewMessage>, Vec<SendReply>) =
+            jobs.drain(..).map(|j| (j.message, j.reply)).unzip();
+        let started = Instant::now();
+        let result = write_with_retries(&store, &messages).await;
+        metrics::histogram!("confab_persist_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("confab_persist_batch_size").record(messages.len() as f64);
+        match result {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    reply(Ok(outcome));
+                }
+            }
+            Err(e) if messages.len() > 1 && !matches!(e, Error::Unavailable(_)) => {
+                // Something in the batch fails that retrying didn't cure. Write the messages
+                // one by one so that one bad message can't take its neighbours down with it.
+                tracing::warn!(
+                    shard,
+                    error = format!("{e:#}"),
+                    "batch failed; writing singly"
+                );
+                for (message, reply) in messages.into_iter().zip(replies) {
+                    let result = write_with_retries(&store, std::slice::from_ref(&message)).await;
+                    reply(result.map(|mut o| o.remove(0)));
+                }
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                let unavailable = matches!(e, Error::Unavailable(_));
+                if !unavailable {
+                    tracing::error!(shard, error = message, "writing a message failed");
+                }
+                for reply in replies {
+                    let cause = anyhow::anyhow!("{message}");
+                    reply(Err(if unavailable {
+                        Error::Unavailable(cause)
+                    } else {
+                        Error::Internal(cause)
+                    }));
+                }
+            }
+        }
+    }
+}
+
+async fn write_with_retries(store: &Store, messages: &[NewMessage]) -> Result<Vec<SendOutcome>> {
+    let mut attempt = 0;
+    loop {
+        match store.insert_messages(messages).await {
+            Err(e) if attempt < RETRIES && is_transient(&e) => {
+                attempt += 1;
+                metrics::counter!("confab_writer_retries_total").increment(1);
+                tracing::debug!(attempt, error = format!("{e:#}"), "retrying a batch");
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Deadlocks, serialization failures and unique violations (a concurrent writer on another
+/// node got there first) are resolved by running the batch again.
+fn is_transient(e: &Error) -> bool {
+    let Error::Internal(cause) = e else {
+        return false;
+    };
+    cause
+        .chain()
+        .filter_map(|c| c.downcast_ref::<sqlx::Error>())
+        .any(|e| match e {
+            sqlx::Error::Database(db) => {
+                matches!(db.code().as_deref(), Some("40001" | "40P01" | "23505"))
+            }
+            _ => false,
+        })
+}
