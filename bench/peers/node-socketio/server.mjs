@@ -28,6 +28,10 @@ if (!config.jwtSecret) {
   console.error("JWT_SECRET is required");
   process.exit(2);
 }
+if (!Number.isInteger(config.port) || config.port < 0 || config.port > 65535) {
+  console.error("PORT must be a port number");
+  process.exit(2);
+}
 if (!Number.isInteger(config.pgPoolSize) || config.pgPoolSize < 1) {
   console.error("PG_POOL_SIZE must be a positive integer");
   process.exit(2);
@@ -90,7 +94,13 @@ function errorEnvelope(err, event) {
 
 // --- server --------------------------------------------------------------------------------------
 
-const pool = await db.createPool(config.databaseUrl, config.pgPoolSize);
+let pool;
+try {
+  pool = await db.createPool(config.databaseUrl, config.pgPoolSize);
+} catch (err) {
+  console.error(`cannot set up the database at ${config.databaseUrl}: ${err.message || err.code || err}`);
+  process.exit(1);
+}
 
 const pubClient = createClient({ url: config.redisUrl });
 const subClient = pubClient.duplicate();
