@@ -1,0 +1,139 @@
+//! The handshake: who gets in, and what the others are told.
+
+use confab_sio_client::ConnectError;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// Connects with `auth` and returns the refusal's (message, data).
+async fn refusal(app: &TestApp, auth: Value) -> (String, Option<Value>) {
+    match app.connect_auth(auth).await {
+        Err(ConnectError::Refused { message, data }) => (message, data),
+        Err(other) => panic!("expected a connect_error, got {other}"),
+        Ok(_) => panic!("the handshake should have been refused"),
+    }
+}
+
+/// Asserts a refusal is `unauthorized` with the given reason.
+async fn assert_refused(app: &TestApp, auth: Value, reason: &str) {
+    let (message, data) = refusal(app, auth.clone()).await;
+    assert_eq!(message, "unauthorized", "for {auth}");
+    let data = data.unwrap_or_else(|| panic!("connect_error without data for {auth}"));
+    assert_eq!(data, json!({ "code": "unauthorized", "reason": reason }), "for {auth}");
+}
+
+fn claims(sub: &str, exp_in: i64) -> Value {
+    let now = chrono_now();
+    json!({ "sub": sub, "iat": now, "exp": now + exp_in })
+}
+
+both_backends! {
+    async fn a_valid_token_connects_and_names_the_user(app: TestApp) {
+        let alice = app.connect("alice").await;
+        assert!(!alice.sid().is_empty());
+        let bob = app.connect("bob").await;
+        let data = alice.ok("conversation:create", json!({ "kind": "direct", "user_id": "bob" })).await;
+        let members = &data["conversation"]["members"];
+        let alice_member = members.as_array().unwrap().iter().find(|m| m["user_id"] == "alice").unwrap();
+        assert_eq!(alice_member["name"], "User alice");
+        drop(bob);
+    }
+
+    async fn a_missing_token_is_refused_as_missing(app: TestApp) {
+        assert_refused(&app, json!({}), "missing").await;
+        assert_refused(&app, json!({ "token": null }), "missing").await;
+        assert_refused(&app, Value::Null, "missing").await;
+    }
+
+    async fn malformed_and_forged_tokens_are_refused_as_invalid(app: TestApp) {
+        assert_refused(&app, json!({ "token": "not.a.jwt" }), "invalid").await;
+        assert_refused(&app, json!({ "token": 42 }), "invalid").await;
+        assert_refused(&app, json!({ "token": "x".repeat(20_000) }), "invalid").await;
+        // Signed with another key.
+        let forged = sign_with(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(b"some-other-secret-of-enough-length"),
+            claims("alice", 3600),
+        );
+        assert_refused(&app, json!({ "token": forged }), "invalid").await;
+        // The right secret, the wrong algorithm.
+        let hs512 = sign_with(Algorithm::HS512, &EncodingKey::from_secret(SECRET.as_bytes()), claims("alice", 3600));
+        assert_refused(&app, json!({ "token": hs512 }), "invalid").await;
+    }
+
+    async fn alg_none_is_refused(app: TestApp) {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let body = b64.encode(claims("alice", 3600).to_string());
+        assert_refused(&app, json!({ "token": format!("{header}.{body}.") }), "invalid").await;
+        assert_refused(&app, json!({ "token": format!("{header}.{body}") }), "invalid").await;
+    }
+
+    async fn expired_tokens_are_refused_as_expired(app: TestApp) {
+        // Beyond the 60 s leeway.
+        let expired = sign(claims("alice", -120));
+        assert_refused(&app, json!({ "token": expired }), "expired").await;
+    }
+
+    async fn claims_are_checked(app: TestApp) {
+        let now = chrono_now();
+        let no_sub = sign(json!({ "exp": now + 3600 }));
+        assert_refused(&app, json!({ "token": no_sub }), "invalid").await;
+        let no_exp = sign(json!({ "sub": "alice" }));
+        assert_refused(&app, json!({ "token": no_exp }), "invalid").await;
+        let empty_sub = sign(json!({ "sub": "", "exp": now + 3600 }));
+        assert_refused(&app, json!({ "token": empty_sub }), "invalid").await;
+        let long_sub = sign(json!({ "sub": "u".repeat(129), "exp": now + 3600 }));
+        assert_refused(&app, json!({ "token": long_sub }), "invalid").await;
+        let future = sign(json!({ "sub": "alice", "exp": now + 7200, "nbf": now + 3600 }));
+        assert_refused(&app, json!({ "token": future }), "invalid").await;
+        // A non-string name is ignored rather than fatal.
+        let odd_name = sign(json!({ "sub": "alice", "exp": now + 3600, "name": 7 }));
+        assert!(app.connect_auth(json!({ "token": odd_name })).await.is_ok());
+    }
+}
+
+mod asymmetric_keys {
+    use super::*;
+
+    const RSA_PRIVATE: &str = include_str!("../fixtures/rsa-private.pem");
+    const EC_PRIVATE: &str = include_str!("../fixtures/ec-private.pem");
+
+    async fn app_with_public_key(path: &str) -> TestApp {
+        let key = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+        spawn_app_with(Backend::Sqlite, &[("CONFAB_JWT_PUBLIC_KEY", &key)])
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn rs256_tokens_verify_and_hs_confusion_is_refused() {
+        let app = app_with_public_key("rsa-public.pem").await;
+        let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        let token = sign_with(Algorithm::RS256, &rsa, claims("alice", 3600));
+        assert!(app.connect_auth(json!({ "token": token })).await.is_ok());
+        // HS256 signed with the *public key* as the secret: the classic confusion attack.
+        let public = std::fs::read(format!(
+            "{}/tests/fixtures/rsa-public.pem",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let confused = sign_with(Algorithm::HS256, &EncodingKey::from_secret(&public), claims("alice", 3600));
+        assert_refused(&app, json!({ "token": confused }), "invalid").await;
+        // The shared secret still works alongside the key.
+        assert!(app.connect_auth(json!({ "token": app.token("bob") })).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn es256_tokens_verify() {
+        let app = app_with_public_key("ec-public.pem").await;
+        let ec = EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap();
+        let token = sign_with(Algorithm::ES256, &ec, claims("alice", 3600));
+        assert!(app.connect_auth(json!({ "token": token })).await.is_ok());
+        let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        let wrong = sign_with(Algorithm::RS256, &rsa, claims("alice", 3600));
+        assert_refused(&app, json!({ "token": wrong }), "invalid").await;
+    }
+}
