@@ -165,10 +165,11 @@ pub enum Incoming {
     /// An event (`42[…]`).
     Event(Event),
     /// The connection ended; always the last item. `reason` follows socket.io-client's names:
-    /// `"io server disconnect"` (the server sent `41`), `"transport close"` (the socket or the
-    /// Engine.IO session was closed), `"transport error: …"`, `"ping timeout"` (the server
-    /// was silent for pingInterval + pingTimeout), `"parse error: …"` (an undecodable frame),
-    /// or `"protocol error: …"` (a packet out of place).
+    /// `"io server disconnect"` (the server sent `41`), `"transport close"` (a WebSocket close
+    /// frame or an Engine.IO close `1`), `"transport error: …"` (the socket failed, or was
+    /// dropped without a close frame), `"ping timeout"` (the server was silent for
+    /// pingInterval + pingTimeout), `"parse error: …"` (an undecodable frame) or
+    /// `"protocol error: …"` (a packet out of place, such as a second CONNECT).
     Disconnected { reason: String },
 }
 
@@ -412,5 +413,56 @@ struct PendingAck<'a> {
 impl Drop for PendingAck<'_> {
     fn drop(&mut self) {
         self.shared.forget_ack(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_can_be_shared_across_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Client>();
+        shareable::<Incoming>();
+        shareable::<Error>();
+        shareable::<ConnectError>();
+    }
+
+    #[test]
+    fn event_data_is_the_first_argument() {
+        let mut event = Event {
+            name: "e".into(),
+            args: vec![],
+            received_at: Instant::now(),
+        };
+        assert_eq!(event.data(), &Value::Null);
+        event.args = vec![Value::from(1), Value::from(2)];
+        assert_eq!(event.data(), &Value::from(1));
+    }
+
+    #[test]
+    fn options_default_and_build() {
+        let opts = ConnectOptions::new("http://127.0.0.1:3001");
+        assert_eq!(opts.path, "/socket.io/");
+        assert_eq!(opts.ack_timeout, Duration::from_secs(10));
+        assert_eq!(opts.connect_timeout, Duration::from_secs(10));
+        assert!(opts.answer_pings && opts.auth.is_none() && opts.headers.is_empty());
+
+        let opts = opts
+            .path("/io/")
+            .auth(serde_json::json!({ "token": "t" }))
+            .header("Origin", "https://x.example")
+            .local_addr(IpAddr::from([127, 0, 0, 3]))
+            .ack_timeout(Duration::from_millis(5))
+            .connect_timeout(Duration::from_millis(6))
+            .answer_pings(false);
+        assert_eq!(opts.path, "/io/");
+        assert_eq!(
+            opts.headers,
+            vec![("Origin".into(), "https://x.example".into())]
+        );
+        assert_eq!(opts.local_addr, Some(IpAddr::from([127, 0, 0, 3])));
+        assert!(!opts.answer_pings);
     }
 }
