@@ -104,7 +104,10 @@ impl Connection {
                         Err(ending) => return ending,
                     }
                 }
-                () = self.shared.outbox_ready(), if !writing => {
+                // Always armed, even mid-write: a close requested while a write is stuck must
+                // still start the close grace, or the task would linger as long as the server
+                // keeps the socket open without reading.
+                () = self.shared.outbox_ready() => {
                     writing = true;
                     if self.closing_since.is_none() && self.shared.is_closed() {
                         // The client closed the connection: its close frame is queued, and
@@ -217,7 +220,7 @@ impl Connection {
     }
 }
 
-/// Writes out the outbox and flushes it.
+/// Writes out the outbox and flushes it; done once the outbox is empty and all is flushed.
 ///
 /// A frame leaves the outbox only once the sink is ready to take it, so when `select!` drops
 /// this future midway (another branch won), nothing is lost: what was not taken is still in
@@ -228,14 +231,21 @@ fn poll_write(
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), tungstenite::Error>> {
     loop {
-        ready!(sink.poll_ready_unpin(cx))?;
-        let Some(frame) = shared.pop_outgoing() else {
-            break;
-        };
-        sink.start_send_unpin(frame)?;
+        loop {
+            ready!(sink.poll_ready_unpin(cx))?;
+            let Some(frame) = shared.pop_outgoing() else {
+                break;
+            };
+            sink.start_send_unpin(frame)?;
+        }
+        shared.outbox_drained();
+        ready!(sink.poll_flush_unpin(cx))?;
+        // Frames queued during the flush would otherwise wait for the next wake-up, which
+        // the `select!` loop may already have spent while this write was in progress.
+        if !shared.has_outgoing() {
+            return Poll::Ready(Ok(()));
+        }
     }
-    shared.outbox_drained();
-    sink.poll_flush_unpin(cx)
 }
 
 fn transport_error(error: &tungstenite::Error) -> String {

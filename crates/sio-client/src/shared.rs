@@ -160,6 +160,11 @@ impl Shared {
         self.state().outbox.pop_front()
     }
 
+    /// Whether the outbox has frames waiting.
+    pub(crate) fn has_outgoing(&self) -> bool {
+        !self.state().outbox.is_empty()
+    }
+
     /// Tells waiting senders that the outbox has been emptied.
     pub(crate) fn outbox_drained(&self) {
         self.outbox_space.notify_waiters();

@@ -548,3 +548,65 @@ async fn reading_goes_on_while_writes_are_blocked() {
         "the event was only read once the writes went through"
     );
 }
+
+#[tokio::test]
+async fn a_close_during_stuck_writes_gives_up_after_a_grace() {
+    let (listener, opts) = listen().await;
+    let (client, mut ws) = pair(opts, &listener).await;
+    let chunk = "z".repeat(16 * 1024);
+    let fill = async {
+        loop {
+            client.emit("fill", json!(chunk)).await.unwrap();
+        }
+    };
+    let stuck = tokio::time::timeout(Duration::from_millis(300), fill).await;
+    assert!(stuck.is_err(), "the emits should be waiting for the server");
+
+    // The close frame queues behind writes that cannot go out; the connection task must give
+    // up on its own rather than live on with the server.
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+            Some(Ok(Message::Text(_))) => continue,
+            Some(Ok(other)) => panic!("expected the socket to end, got {other:?}"),
+            None | Some(Err(_)) => break,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_emitters_lose_nothing_and_keep_their_order() {
+    const TASKS: u64 = 8;
+    const EACH: u64 = 500;
+    let (listener, opts) = listen().await;
+    let (client, mut ws) = pair(opts, &listener).await;
+    let client = std::sync::Arc::new(client);
+    let emitters: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    client.emit("n", json!([task, i])).await.unwrap();
+                    if i % 50 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut next = [0u64; TASKS as usize];
+    for _ in 0..TASKS * EACH {
+        let frame = next_text(&mut ws).await;
+        let payload: serde_json::Value = serde_json::from_str(&frame[2..]).unwrap();
+        let (task, i) = (
+            payload[1][0].as_u64().unwrap(),
+            payload[1][1].as_u64().unwrap(),
+        );
+        assert_eq!(i, next[task as usize], "task {task}'s emits out of order");
+        next[task as usize] += 1;
+    }
+    for emitter in emitters {
+        emitter.await.unwrap();
+    }
+}
