@@ -14,7 +14,8 @@ pub enum ConnectError {
         message: String,
         data: Option<Value>,
     },
-    /// The WebSocket upgrade was answered with an HTTP status other than 101.
+    /// The WebSocket upgrade was answered with an HTTP status other than 101. `body` holds as
+    /// much of the response body as arrived with the headers (a short error text does).
     #[error("the WebSocket upgrade was refused with HTTP {status}")]
     Http { status: u16, body: String },
     /// The TCP connection could not be made or broke.

@@ -18,9 +18,11 @@ use crate::connection::WsStream;
 use crate::packet::{self, Decoded, EnginePacket, OpenInfo, Packet};
 use crate::{ConnectError, ConnectOptions};
 
-/// The read buffer tungstenite allocates up front for each connection. Its default (128 KiB)
-/// suits bulk transfer, not thousands of chat connections; larger frames still get through,
-/// the buffer just grows for them.
+/// The read buffer tungstenite keeps for each connection. Its default (128 KiB) suits bulk
+/// transfer, not thousands of chat connections; larger frames still get through, the buffer
+/// just grows for them. Going lower saves nothing: the 4 KiB buffer tungstenite's handshake
+/// reads the HTTP response into is reused as the read buffer. (Measured: about 6.7 KB of heap
+/// per idle connection in all, 4 KiB of it this buffer.)
 const WS_READ_BUFFER: usize = 4 * 1024;
 /// Frames queued by one flush are gathered up to this size before a write to the socket.
 const WS_WRITE_BUFFER: usize = 4 * 1024;
