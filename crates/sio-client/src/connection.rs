@@ -125,7 +125,10 @@ impl Connection {
                 () = &mut watchdog => {
                     let deadline = self.deadline();
                     if deadline <= Instant::now() {
-                        let reason = if self.closing_since.is_some() { "io client disconnect" } else { "ping timeout" };
+                        let reason = match self.closing_since {
+                            Some(_) => "io client disconnect",
+                            None => "ping timeout",
+                        };
                         return Ending::Dead(reason.into());
                     }
                     watchdog.as_mut().reset(deadline);

@@ -11,13 +11,20 @@ pub enum ConnectError {
     /// The server answered the Socket.IO CONNECT with `44{"message": …, "data": …}`.
     #[error("the server refused the connection: {message}")]
     Refused {
+        /// The error's `message`.
         message: String,
+        /// The error's `data`, if it had any.
         data: Option<Value>,
     },
     /// The WebSocket upgrade was answered with an HTTP status other than 101. `body` holds as
     /// much of the response body as arrived with the headers (a short error text does).
     #[error("the WebSocket upgrade was refused with HTTP {status}")]
-    Http { status: u16, body: String },
+    Http {
+        /// The HTTP status code.
+        status: u16,
+        /// The response body, decoded lossily as UTF-8.
+        body: String,
+    },
     /// The TCP connection could not be made or broke.
     #[error("I/O error while connecting: {0}")]
     Io(#[from] std::io::Error),

@@ -96,15 +96,25 @@ pub enum Packet {
     Disconnect,
     /// `42[name, …args]`, or `42<id>[…]` when the server asks for an ack.
     Event {
+        /// The event name.
         name: String,
+        /// The arguments after the name.
         args: Vec<Value>,
+        /// The id to ack with, when the server wants an ack.
         ack_id: Option<u64>,
     },
     /// `43<id>[…args]`: the answer to one of our events.
-    Ack { id: u64, args: Vec<Value> },
+    Ack {
+        /// The id of the event this answers.
+        id: u64,
+        /// The ack's arguments.
+        args: Vec<Value>,
+    },
     /// `44{"message": …, "data": …}`: the namespace refused the connection.
     ConnectError {
+        /// Why, in words.
         message: String,
+        /// Details, if the server sent any.
         data: Option<Value>,
     },
 }
@@ -114,6 +124,7 @@ pub enum Packet {
 pub struct Decoded<'a> {
     /// `/` unless the packet names another namespace (`42/chat,[…]`).
     pub namespace: &'a str,
+    /// The packet itself.
     pub packet: Packet,
 }
 
