@@ -379,17 +379,18 @@ async fn events_asking_for_an_ack_are_delivered() {
 
 #[tokio::test]
 async fn answers_pings() {
+    // Pings every 50 ms; the timeout is roomier so a busy test machine can't fail it.
     let mut server = TestServer::start_with(|b| {
         b.ping_interval(Duration::from_millis(50))
-            .ping_timeout(Duration::from_millis(50))
+            .ping_timeout(Duration::from_millis(500))
     })
     .await;
     let mut client = connect(server.options()).await.unwrap();
     assert_eq!(client.engine().ping_interval, 50);
-    assert_eq!(client.engine().ping_timeout, 50);
+    assert_eq!(client.engine().ping_timeout, 500);
 
     // Many heartbeats pass; a client that answers them stays connected.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(client.is_connected());
     let answer = client.emit_with_ack("echo_ack", json!("still here")).await;
     assert_eq!(answer.unwrap(), json!("still here"));
@@ -514,14 +515,7 @@ async fn abrupt_drop_looks_like_a_network_failure() {
     let (seen, reason) = server.next_disconnect().await;
     assert_eq!(seen, sid);
     // No close frame and no 41: the server only sees the socket go away.
-    assert!(
-        matches!(
-            reason,
-            DisconnectReason::TransportError | DisconnectReason::TransportClose
-        ),
-        "{reason:?}"
-    );
-    assert_ne!(reason, DisconnectReason::ClientNSDisconnect);
+    assert_eq!(reason, DisconnectReason::TransportError);
 }
 
 #[tokio::test]
