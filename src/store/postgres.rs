@@ -402,8 +402,7 @@ impl PgStore {
             MessageChange::Edit(body) => sqlx::query(concat!(
                 "UPDATE messages m SET body = $3, edited_at = $4
                      WHERE m.id = $1 AND m.conversation_id = $2 RETURNING ",
-                message_columns!(),
-                ""
+                message_columns!()
             ))
             .bind(message.0)
             .bind(conversation.0)
@@ -412,8 +411,7 @@ impl PgStore {
             MessageChange::Delete => sqlx::query(concat!(
                 "UPDATE messages m SET body = NULL, deleted_at = $3
                  WHERE m.id = $1 AND m.conversation_id = $2 RETURNING ",
-                message_columns!(),
-                ""
+                message_columns!()
             ))
             .bind(message.0)
             .bind(conversation.0)

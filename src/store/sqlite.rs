@@ -36,6 +36,13 @@ macro_rules! message_columns {
     };
 }
 
+/// The same columns unqualified, for `RETURNING` (SQLite doesn't accept the table alias there).
+macro_rules! returned_columns {
+    () => {
+        "id, conversation_id, seq, sender_id, client_id, body, created_at, edited_at, deleted_at"
+    };
+}
+
 #[derive(Clone)]
 pub struct SqliteStore {
     /// Exactly one connection: SQLite's single writer, made explicit.
@@ -409,18 +416,14 @@ impl SqliteStore {
         let query = match decide(&current, role)? {
             MessageChange::Unchanged => return Ok(Some(current)),
             MessageChange::Edit(body) => sqlx::query(concat!(
-                "UPDATE messages AS m SET body = ?, edited_at = ?
-                 WHERE m.id = ? RETURNING ",
-                message_columns!(),
-                ""
+                "UPDATE messages SET body = ?, edited_at = ? WHERE id = ? RETURNING ",
+                returned_columns!()
             ))
             .bind(body.into_string())
             .bind(now),
             MessageChange::Delete => sqlx::query(concat!(
-                "UPDATE messages AS m SET body = NULL, deleted_at = ?
-                 WHERE m.id = ? RETURNING ",
-                message_columns!(),
-                ""
+                "UPDATE messages SET body = NULL, deleted_at = ? WHERE id = ? RETURNING ",
+                returned_columns!()
             ))
             .bind(now),
         };

@@ -20,7 +20,11 @@ async fn assert_refused(app: &TestApp, auth: Value, reason: &str) {
     let (message, data) = refusal(app, auth.clone()).await;
     assert_eq!(message, "unauthorized", "for {auth}");
     let data = data.unwrap_or_else(|| panic!("connect_error without data for {auth}"));
-    assert_eq!(data, json!({ "code": "unauthorized", "reason": reason }), "for {auth}");
+    assert_eq!(
+        data,
+        json!({ "code": "unauthorized", "reason": reason }),
+        "for {auth}"
+    );
 }
 
 fn claims(sub: &str, exp_in: i64) -> Value {
@@ -120,10 +124,18 @@ mod asymmetric_keys {
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap();
-        let confused = sign_with(Algorithm::HS256, &EncodingKey::from_secret(&public), claims("alice", 3600));
+        let confused = sign_with(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(&public),
+            claims("alice", 3600),
+        );
         assert_refused(&app, json!({ "token": confused }), "invalid").await;
         // The shared secret still works alongside the key.
-        assert!(app.connect_auth(json!({ "token": app.token("bob") })).await.is_ok());
+        assert!(
+            app.connect_auth(json!({ "token": app.token("bob") }))
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]

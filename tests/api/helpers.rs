@@ -40,7 +40,6 @@ pub struct TestApp {
 
 /// Runs a test body once per backend: `sqlite` and `postgres` test functions in a module named
 /// after the test.
-#[macro_export]
 macro_rules! both_backends {
     ($(async fn $name:ident($app:ident: TestApp) $body:block)*) => {
         $(
@@ -81,10 +80,7 @@ pub async fn spawn_app_with(backend: Backend, settings: &[(&str, &str)]) -> Opti
     };
     let mut vars: BTreeMap<String, String> = BTreeMap::from([
         ("CONFAB_BIND".into(), "127.0.0.1:0".into()),
-        (
-            "CONFAB_DATA_DIR".into(),
-            dir.path().display().to_string(),
-        ),
+        ("CONFAB_DATA_DIR".into(), dir.path().display().to_string()),
         ("CONFAB_DATABASE_URL".into(), database_url.clone()),
         ("CONFAB_JWT_SECRET".into(), SECRET.into()),
         ("CONFAB_DATABASE_MAX_CONNECTIONS".into(), "4".into()),
@@ -161,7 +157,7 @@ async fn fresh_pg_schema() -> Option<String> {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let schema = format!("t_{now}_{}", uuid::Uuid::new_v4().simple());
+    let schema = format!("t_{now}_{}", uuid::Uuid::now_v7().simple());
     let base = format!("postgres://root@127.0.0.1:5432/{PG_TEST_DB}");
     let mut conn = sqlx::PgConnection::connect(&base)
         .await
@@ -242,7 +238,11 @@ pub fn chrono_now() -> i64 {
 
 /// Signs arbitrary claims with the test secret (HS256).
 pub fn sign(claims: Value) -> String {
-    sign_with(Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes()), claims)
+    sign_with(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+        claims,
+    )
 }
 
 pub fn sign_with(alg: Algorithm, key: &EncodingKey, claims: Value) -> String {

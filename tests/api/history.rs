@@ -5,7 +5,12 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 fn seqs(page: &Value) -> Vec<i64> {
-    page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect()
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect()
 }
 
 async fn conversation_with(app: &TestApp, n: usize) -> (confab_sio_client::Client, String) {

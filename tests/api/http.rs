@@ -112,24 +112,46 @@ both_backends! {
 
 #[tokio::test]
 async fn allowlisted_origins_get_cors_headers() {
-    let app = spawn_app_with(Backend::Sqlite, &[("CONFAB_CORS_ORIGINS", "https://app.example")]).await.unwrap();
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[("CONFAB_CORS_ORIGINS", "https://app.example")],
+    )
+    .await
+    .unwrap();
     let client = reqwest::Client::new();
     let url = format!("{}/api/conversations", app.url);
     let preflight = client
         .request(reqwest::Method::OPTIONS, &url)
         .header("origin", "https://app.example")
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "authorization,content-type")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
         .send()
         .await
         .unwrap();
     assert!(preflight.status().is_success());
-    assert_eq!(preflight.headers()["access-control-allow-origin"], "https://app.example");
-    let response = client.get(&url).header("origin", "https://app.example").bearer_auth(app.token("alice")).send().await.unwrap();
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let response = client
+        .get(&url)
+        .header("origin", "https://app.example")
+        .bearer_auth(app.token("alice"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
     let socket = confab_sio_client::connect(
-        app.options().auth(json!({ "token": app.token("alice") })).header("Origin", "https://app.example"),
+        app.options()
+            .auth(json!({ "token": app.token("alice") }))
+            .header("Origin", "https://app.example"),
     )
     .await;
     assert!(socket.is_ok());
@@ -137,13 +159,20 @@ async fn allowlisted_origins_get_cors_headers() {
 
 #[tokio::test]
 async fn readiness_fails_when_the_database_is_gone() {
-    let Some(app) = spawn_app(Backend::Postgres).await else { return };
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
     // Terminate this server's connections and forbid new ones by dropping its schema's
     // search path target: simplest is to point a second app at a database that doesn't exist.
     drop(app);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("confab.db");
-    let app = spawn_app_with(Backend::Sqlite, &[("CONFAB_DATABASE_URL", &format!("sqlite://{}", db.display()))]).await.unwrap();
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[("CONFAB_DATABASE_URL", &format!("sqlite://{}", db.display()))],
+    )
+    .await
+    .unwrap();
     std::fs::remove_file(&db).unwrap();
     std::fs::remove_dir_all(dir.path()).unwrap();
     let (status, _) = app.http().get("/readyz", None).await;

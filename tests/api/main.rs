@@ -1,1 +1,15 @@
-//! Integration tests.
+//! Integration tests: a real confab server per test (random port, fresh SQLite file or
+//! PostgreSQL schema), driven over real sockets by a real Socket.IO client.
+//!
+//! Most tests run twice, once per storage backend (`both_backends!`).
+
+#[macro_use]
+mod helpers;
+
+mod auth;
+mod conversations;
+mod history;
+mod http;
+mod messages;
+mod ordering;
+mod payloads;
