@@ -2,7 +2,6 @@
 //! and a real Socket.IO client.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -30,10 +29,7 @@ pub enum Backend {
 
 /// A running server. Dropping it stops the server.
 pub struct TestApp {
-    pub addr: SocketAddr,
     pub url: String,
-    pub backend: Backend,
-    pub database_url: String,
     _dir: tempfile::TempDir,
     _stop: oneshot::Sender<()>,
 }
@@ -81,7 +77,7 @@ pub async fn spawn_app_with(backend: Backend, settings: &[(&str, &str)]) -> Opti
     let mut vars: BTreeMap<String, String> = BTreeMap::from([
         ("CONFAB_BIND".into(), "127.0.0.1:0".into()),
         ("CONFAB_DATA_DIR".into(), dir.path().display().to_string()),
-        ("CONFAB_DATABASE_URL".into(), database_url.clone()),
+        ("CONFAB_DATABASE_URL".into(), database_url),
         ("CONFAB_JWT_SECRET".into(), SECRET.into()),
         ("CONFAB_DATABASE_MAX_CONNECTIONS".into(), "4".into()),
     ]);
@@ -97,10 +93,7 @@ pub async fn spawn_app_with(backend: Backend, settings: &[(&str, &str)]) -> Opti
         let _ = stopped.await;
     }));
     Some(TestApp {
-        addr,
         url: format!("http://{addr}"),
-        backend,
-        database_url,
         _dir: dir,
         _stop: stop,
     })
