@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -97,6 +98,46 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Most messages committed in one database transaction by the group-commit writer.",
     },
     Setting {
+        key: "typing_ttl_ms",
+        default: "6000",
+        doc: "How long a `typing:start` lasts without a repeat before the server sends `typing: false`.",
+    },
+    Setting {
+        key: "presence_grace_ms",
+        default: "3000",
+        doc: "How long after a user's last socket closes before they are announced offline (a tab reload is not an absence).",
+    },
+    Setting {
+        key: "session_warning_secs",
+        default: "60",
+        doc: "How long before a socket's token expires the server emits `session:expiring`.",
+    },
+    Setting {
+        key: "rate_send",
+        default: "20/40",
+        doc: "Per-user token bucket for `message:send` (and the HTTP send): rate per second / burst.",
+    },
+    Setting {
+        key: "rate_typing",
+        default: "5/10",
+        doc: "Per-user token bucket for `typing:start` and `typing:stop`: rate per second / burst.",
+    },
+    Setting {
+        key: "rate_other",
+        default: "30/60",
+        doc: "Per-user token bucket for every other event and API call: rate per second / burst.",
+    },
+    Setting {
+        key: "rate_connect_per_ip",
+        default: "20/40",
+        doc: "Socket.IO connection attempts per client IP address: rate per second / burst.",
+    },
+    Setting {
+        key: "max_sockets_per_user",
+        default: "50",
+        doc: "Most sockets one user may have connected to one server process at once.",
+    },
+    Setting {
         key: "log",
         default: "info",
         doc: "Log filter in `tracing` syntax, for example `info,confab=debug`.",
@@ -107,6 +148,42 @@ pub const SETTINGS: &[Setting] = &[
         doc: "`text` for people, `json` for log pipelines.",
     },
 ];
+
+/// A token bucket: `per_second` tokens refill each second, up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl FromStr for Rate {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let (rate, burst) = s.split_once('/').unwrap_or((s, s));
+        let per_second: u32 = rate
+            .trim()
+            .parse()
+            .context("expected RATE/BURST, like 20/40")?;
+        let burst: u32 = burst
+            .trim()
+            .parse()
+            .context("expected RATE/BURST, like 20/40")?;
+        if per_second == 0 || burst == 0 {
+            bail!("rate and burst must be positive");
+        }
+        Ok(Self { per_second, burst })
+    }
+}
+
+/// Rate limits per user and per address.
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    pub send: Rate,
+    pub typing: Rate,
+    pub other: Rate,
+    pub connect_per_ip: Rate,
+    pub max_sockets_per_user: usize,
+}
 
 /// Limits on what clients may send.
 #[derive(Debug, Clone)]
@@ -144,6 +221,10 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     pub limits: Limits,
     pub write_batch_max: usize,
+    pub typing_ttl: Duration,
+    pub presence_grace: Duration,
+    pub session_warning: Duration,
+    pub rates: RateLimits,
     pub log_filter: String,
     pub log_format: LogFormat,
 }
@@ -208,6 +289,16 @@ impl Config {
                 max_payload_bytes: src.parse("max_payload_bytes")?,
             },
             write_batch_max: src.parse("write_batch_max")?,
+            typing_ttl: Duration::from_millis(src.parse("typing_ttl_ms")?),
+            presence_grace: Duration::from_millis(src.parse("presence_grace_ms")?),
+            session_warning: Duration::from_secs(src.parse("session_warning_secs")?),
+            rates: RateLimits {
+                send: src.parse("rate_send")?,
+                typing: src.parse("rate_typing")?,
+                other: src.parse("rate_other")?,
+                connect_per_ip: src.parse("rate_connect_per_ip")?,
+                max_sockets_per_user: src.parse("max_sockets_per_user")?,
+            },
             log_filter: src.parse("log")?,
             log_format: src.parse("log_format")?,
             data_dir,

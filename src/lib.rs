@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod realtime;
 pub mod startup;
 pub mod store;

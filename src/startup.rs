@@ -12,11 +12,12 @@ use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::Verifier;
-use crate::chat::Chat;
+use crate::chat::{Chat, ChatSettings};
 use crate::config::Config;
 use crate::http::{AppState, OriginPolicy};
 use crate::hub::Hub;
-use crate::realtime::Realtime;
+use crate::limits::Limiter;
+use crate::realtime::{Realtime, Sessions};
 use crate::store::{Store, Writer};
 
 /// A built server, bound to its port, not yet serving.
@@ -41,19 +42,38 @@ impl Application {
             Store::Sqlite(_) => 1,
         };
         let writer = Writer::start(store.clone(), shards, config.write_batch_max);
-        let chat = Chat::new(store.clone(), writer, Hub::new(), config.limits.clone());
-        let realtime = Realtime::new(chat.clone(), verifier.clone());
+        let chat = Chat::new(
+            store.clone(),
+            writer,
+            Hub::new(),
+            ChatSettings {
+                limits: config.limits.clone(),
+                typing_ttl: config.typing_ttl,
+                presence_grace: config.presence_grace,
+            },
+        );
+        let limiter = Limiter::new(&config.rates);
+        let realtime = Realtime::new(
+            chat.clone(),
+            verifier.clone(),
+            limiter.clone(),
+            Sessions::new(config.session_warning),
+        );
         let (sio_layer, _io) = crate::realtime::layer(realtime, config.limits.max_payload_bytes);
 
         let policy = OriginPolicy::new(config.cors_origins.clone());
-        let router = crate::http::routes(AppState { chat, verifier })
-            .layer(DefaultBodyLimit::max(config.limits.max_payload_bytes))
-            .layer(sio_layer)
-            .layer(cors(&policy))
-            .layer(axum::middleware::from_fn_with_state(
-                policy,
-                crate::http::origin_guard,
-            ));
+        let router = crate::http::routes(AppState {
+            chat,
+            verifier,
+            limiter,
+        })
+        .layer(DefaultBodyLimit::max(config.limits.max_payload_bytes))
+        .layer(sio_layer)
+        .layer(cors(&policy))
+        .layer(axum::middleware::from_fn_with_state(
+            policy,
+            crate::http::origin_guard,
+        ));
 
         let listener = TcpListener::bind(config.bind)
             .await

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::domain::{Conversation, ConversationId, Message};
+use crate::domain::{Conversation, ConversationId, Message, UserId};
 use crate::hub::Outgoing;
 
 /// An event to deliver. [`Event::encode`] serializes it once for all recipients.
@@ -12,6 +12,8 @@ pub enum Event<'a> {
     ConversationNew(&'a Conversation),
     ConversationUpdated(&'a Conversation),
     ConversationRemoved(ConversationId),
+    /// A member's read mark moved: (conversation, member, seq).
+    Receipt(ConversationId, &'a UserId, i64),
 }
 
 #[derive(Serialize)]
@@ -22,6 +24,13 @@ struct MessagePayload<'a> {
 #[derive(Serialize)]
 struct ConversationPayload<'a> {
     conversation: &'a Conversation,
+}
+
+#[derive(Serialize)]
+struct ReceiptPayload<'a> {
+    conversation_id: ConversationId,
+    user_id: &'a UserId,
+    seq: i64,
 }
 
 #[derive(Serialize)]
@@ -37,6 +46,7 @@ impl Event<'_> {
             Self::ConversationNew(_) => "conversation:new",
             Self::ConversationUpdated(_) => "conversation:updated",
             Self::ConversationRemoved(_) => "conversation:removed",
+            Self::Receipt(..) => "receipt",
         }
     }
 
@@ -53,6 +63,14 @@ impl Event<'_> {
                 name,
                 &ConversationIdPayload {
                     conversation_id: *conversation_id,
+                },
+            ),
+            Self::Receipt(conversation_id, user_id, seq) => Outgoing::new(
+                name,
+                &ReceiptPayload {
+                    conversation_id: *conversation_id,
+                    user_id,
+                    seq: *seq,
                 },
             ),
         }

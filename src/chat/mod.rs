@@ -4,8 +4,11 @@
 
 pub mod events;
 pub mod policy;
+pub mod presence;
+pub mod typing;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -13,13 +16,15 @@ use crate::auth::Identity;
 use crate::config::Limits;
 use crate::domain::requests::{
     ChangeMembers, ConversationRef, CreateConversation, DeleteMessage, EditMessage, History,
-    SendMessage, Sync,
+    MarkRead, PresenceQuery, SendMessage, Sync,
 };
 use crate::domain::{Conversation, ConversationId, Message, UserId};
 use crate::error::{Error, Result};
-use crate::hub::{Hub, Outbound, SocketKey};
+use crate::hub::{Except, Hub, Outbound, SocketKey};
 use crate::store::{HistoryQuery, NewMessage, Page, SendOutcome, Store, SyncUpdate, Writer};
 use events::Event;
+use presence::Presence;
+use typing::Typing;
 
 /// Most messages per conversation in one `sync` answer.
 pub const SYNC_PAGE: u32 = 100;
@@ -40,22 +45,43 @@ pub struct Actor {
     pub socket: Option<SocketKey>,
 }
 
+impl Actor {
+    /// Events this actor causes skip the socket that asked (it gets the ack instead).
+    pub fn except(&self) -> Except<'static> {
+        Except::socket(self.socket)
+    }
+}
+
+/// Settings of the chat service.
+#[derive(Debug, Clone)]
+pub struct ChatSettings {
+    pub limits: Limits,
+    /// How long `typing:start` lasts without a repeat.
+    pub typing_ttl: Duration,
+    /// How long after a user's last socket closes before they are announced offline.
+    pub presence_grace: Duration,
+}
+
 /// The chat service. Cheap to clone.
 #[derive(Clone)]
 pub struct Chat {
     store: Store,
     writer: Writer,
     hub: Hub,
+    typing: Typing,
+    presence: Presence,
     limits: Arc<Limits>,
 }
 
 impl Chat {
-    pub fn new(store: Store, writer: Writer, hub: Hub, limits: Limits) -> Self {
+    pub fn new(store: Store, writer: Writer, hub: Hub, settings: ChatSettings) -> Self {
         Self {
+            typing: Typing::new(hub.clone(), settings.typing_ttl),
+            presence: Presence::new(hub.clone(), store.clone(), settings.presence_grace),
             store,
             writer,
             hub,
-            limits: Arc::new(limits),
+            limits: Arc::new(settings.limits),
         }
     }
 
@@ -80,26 +106,28 @@ impl Chat {
     ) -> Result<()> {
         // Register before loading memberships, so that a conversation created for this user
         // meanwhile (a `join` on the hub) is not missed.
-        self.hub.register(&identity.user_id, key, outbound);
-        match self
-            .store
-            .touch_user(&identity.user_id, identity.name.as_ref())
-            .await
-        {
+        let user = &identity.user_id;
+        let first = self.hub.register(user, key, outbound);
+        match self.store.touch_user(user, identity.name.as_ref()).await {
             Ok(conversations) => {
-                self.hub
-                    .add_conversations(&identity.user_id, &conversations);
+                self.hub.add_conversations(user, &conversations);
+                self.presence.connected(user, first);
                 Ok(())
             }
             Err(e) => {
-                self.hub.unregister(&identity.user_id, key);
+                self.hub.unregister(user, key);
                 Err(e)
             }
         }
     }
 
+    /// A socket closed: stop delivering to it, end its typing, and start the user's way
+    /// offline if it was their last.
     pub fn disconnect(&self, user: &UserId, key: SocketKey) {
-        self.hub.unregister(user, key);
+        if let Some(conversations) = self.hub.unregister(user, key) {
+            self.presence.disconnected(user, conversations);
+        }
+        self.typing.socket_closed(user, key);
     }
 
     pub async fn create_conversation(
@@ -140,7 +168,7 @@ impl Chat {
             let event = Event::ConversationNew(&conversation).encode();
             for user in conversation.member_ids() {
                 self.hub.join(user, conversation.id);
-                self.hub.to_user(user, &event, actor.socket);
+                self.hub.to_user(user, &event, actor.except());
             }
         }
         Ok((conversation, created))
@@ -165,9 +193,9 @@ impl Chat {
         for member in after.member_ids() {
             if change.before.member(member).is_none() {
                 self.hub.join(member, after.id);
-                self.hub.to_user(member, &new, actor.socket);
+                self.hub.to_user(member, &new, actor.except());
             } else if change.before != change.after {
-                self.hub.to_user(member, &updated, actor.socket);
+                self.hub.to_user(member, &updated, actor.except());
             }
         }
         Ok(change.after)
@@ -209,12 +237,13 @@ impl Chat {
             if after.member(member).is_none() {
                 // Leave the room first: from here on, nothing of this conversation reaches them.
                 self.hub.leave(member, after.id);
-                self.hub.to_user(member, &removed, actor.socket);
+                self.hub.to_user(member, &removed, actor.except());
+                self.typing.stop(member, after.id);
             }
         }
         let updated = Event::ConversationUpdated(after).encode();
         for member in after.member_ids() {
-            self.hub.to_user(member, &updated, actor.socket);
+            self.hub.to_user(member, &updated, actor.except());
         }
     }
 
@@ -241,7 +270,7 @@ impl Chat {
                     let event = Event::MessageNew(&message).encode();
                     let conversation = message.conversation_id;
                     done(Ok(Sent { message, new: true }));
-                    hub.to_conversation(conversation, &event, origin);
+                    hub.to_conversation(conversation, &event, Except::socket(origin));
                 }
                 Ok(SendOutcome::Duplicate(message)) => done(Ok(Sent {
                     message,
@@ -298,7 +327,7 @@ impl Chat {
     fn announce_update(&self, actor: &Actor, message: &Message) {
         let event = Event::MessageUpdated(message).encode();
         self.hub
-            .to_conversation(message.conversation_id, &event, actor.socket);
+            .to_conversation(message.conversation_id, &event, actor.except());
     }
 
     pub async fn history(&self, actor: &Actor, request: History) -> Result<Page> {
@@ -319,6 +348,56 @@ impl Chat {
                 },
             )
             .await
+    }
+
+    /// `user` is typing: the other members' sockets are told (coalesced, expired by the server).
+    pub fn typing_start(&self, actor: &Actor, request: ConversationRef) -> Result<()> {
+        let socket = self.typing_member(actor, request)?;
+        self.typing
+            .start(&actor.user, socket, request.conversation_id);
+        Ok(())
+    }
+
+    pub fn typing_stop(&self, actor: &Actor, request: ConversationRef) -> Result<()> {
+        self.typing_member(actor, request)?;
+        self.typing.stop(&actor.user, request.conversation_id);
+        Ok(())
+    }
+
+    /// Typing is a socket's business and checked against the memberships this process holds
+    /// for the socket's user, with no database round trip per keystroke.
+    fn typing_member(&self, actor: &Actor, request: ConversationRef) -> Result<SocketKey> {
+        let socket = actor
+            .socket
+            .ok_or(Error::invalid("conversation_id", "typing needs a socket"))?;
+        if !self.hub.is_member(&actor.user, request.conversation_id) {
+            return Err(Error::NotFound(policy::CONVERSATION_NOT_FOUND));
+        }
+        Ok(socket)
+    }
+
+    /// Moves the caller's read mark forward; the conversation (the caller's other devices
+    /// included) hears of it when it moved.
+    pub async fn mark_read(&self, actor: &Actor, request: MarkRead) -> Result<i64> {
+        let (mark, moved) = self
+            .store
+            .mark_read(request.conversation_id, &actor.user, request.seq)
+            .await?
+            .ok_or(Error::NotFound(policy::CONVERSATION_NOT_FOUND))?;
+        if moved {
+            let event = Event::Receipt(request.conversation_id, &actor.user, mark).encode();
+            self.hub
+                .to_conversation(request.conversation_id, &event, actor.except());
+        }
+        Ok(mark)
+    }
+
+    pub async fn presence(
+        &self,
+        actor: &Actor,
+        request: PresenceQuery,
+    ) -> Result<Vec<presence::PresenceState>> {
+        self.presence.get(&actor.user, &request.user_ids).await
     }
 
     pub async fn sync(&self, actor: &Actor, request: Sync) -> Result<Vec<SyncUpdate>> {

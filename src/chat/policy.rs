@@ -183,6 +183,7 @@ mod tests {
             created_at: Timestamp(0),
             last_seq: 0,
             last_message: None,
+            read_state: None,
         }
     }
 

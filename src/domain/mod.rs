@@ -10,6 +10,6 @@ mod text;
 mod time;
 
 pub use ids::{ClientId, ConversationId, MessageId, UserId};
-pub use model::{Conversation, ConversationKind, Member, Message, Role};
+pub use model::{Conversation, ConversationKind, Member, Message, ReadState, Role};
 pub use text::{ConversationTitle, DisplayName, MessageBody, TextError};
 pub use time::Timestamp;

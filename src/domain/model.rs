@@ -91,6 +91,18 @@ pub struct Conversation {
     pub created_at: Timestamp,
     pub last_seq: i64,
     pub last_message: Option<Message>,
+    /// The viewer's read state; only in answers about the viewer's own list.
+    #[serde(flatten)]
+    pub read_state: Option<ReadState>,
+}
+
+/// Where one member stands in a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReadState {
+    /// Everything up to this seq is read.
+    pub last_read_seq: i64,
+    /// Messages after `last_read_seq` that are not deleted and not the member's own.
+    pub unread_count: i64,
 }
 
 impl Conversation {

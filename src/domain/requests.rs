@@ -337,6 +337,79 @@ impl History {
     }
 }
 
+/// `conversation:read`.
+#[derive(Debug, Clone, Copy)]
+pub struct MarkRead {
+    pub conversation_id: ConversationId,
+    pub seq: i64,
+}
+
+#[derive(Deserialize)]
+struct MarkReadWire {
+    conversation_id: String,
+    seq: i64,
+}
+
+impl MarkRead {
+    pub fn parse(value: serde_json::Value) -> Result<Self> {
+        let wire: MarkReadWire = from_value(value)?;
+        if wire.seq < 0 {
+            return Err(Error::invalid("seq", "must not be negative"));
+        }
+        Ok(Self {
+            conversation_id: conversation_id("conversation_id", &wire.conversation_id)?,
+            seq: wire.seq,
+        })
+    }
+}
+
+/// Most users in one `presence:get`.
+pub const MAX_PRESENCE_USERS: usize = 500;
+
+/// `presence:get`.
+#[derive(Debug, Clone)]
+pub struct PresenceQuery {
+    pub user_ids: Vec<UserId>,
+}
+
+#[derive(Deserialize)]
+struct PresenceQueryWire {
+    user_ids: Vec<String>,
+}
+
+impl PresenceQuery {
+    pub fn parse(value: serde_json::Value) -> Result<Self> {
+        let wire: PresenceQueryWire = from_value(value)?;
+        if wire.user_ids.len() > MAX_PRESENCE_USERS {
+            return Err(Error::too_large(
+                "user_ids",
+                format!("at most {MAX_PRESENCE_USERS} users per call"),
+            ));
+        }
+        Ok(Self {
+            user_ids: user_ids("user_ids", wire.user_ids)?,
+        })
+    }
+}
+
+/// `auth:refresh`.
+#[derive(Debug, Clone)]
+pub struct Refresh {
+    pub token: String,
+}
+
+#[derive(Deserialize)]
+struct RefreshWire {
+    token: String,
+}
+
+impl Refresh {
+    pub fn parse(value: serde_json::Value) -> Result<Self> {
+        let wire: RefreshWire = from_value(value)?;
+        Ok(Self { token: wire.token })
+    }
+}
+
 /// `sync`.
 #[derive(Debug, Clone)]
 pub struct Sync {

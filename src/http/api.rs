@@ -13,6 +13,7 @@ use super::extract::{Caller, JsonBody, QueryParams};
 use crate::domain::ConversationId;
 use crate::domain::requests::{CreateConversation, History, HistoryWindowWire, SendMessage};
 use crate::error::{Error, Result, ok_envelope};
+use crate::limits::Bucket;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -39,6 +40,7 @@ async fn list_conversations(
     State(state): State<AppState>,
     Caller(actor): Caller,
 ) -> Result<Response> {
+    state.limiter.check(&actor.user, Bucket::Other)?;
     let conversations = state.chat.list_conversations(&actor).await?;
     Ok(respond(
         StatusCode::OK,
@@ -51,6 +53,7 @@ async fn create_conversation(
     Caller(actor): Caller,
     JsonBody(body): JsonBody,
 ) -> Result<Response> {
+    state.limiter.check(&actor.user, Bucket::Other)?;
     let request = CreateConversation::parse(body)?;
     let (conversation, created) = state.chat.create_conversation(&actor, request).await?;
     let status = if created {
@@ -67,6 +70,7 @@ async fn history(
     Path(id): Path<String>,
     QueryParams(window): QueryParams<HistoryWindowWire>,
 ) -> Result<Response> {
+    state.limiter.check(&actor.user, Bucket::Other)?;
     let request = History::from_window(conversation_id(&id)?, window)?;
     let page = state.chat.history(&actor, request).await?;
     Ok(respond(
@@ -81,6 +85,7 @@ async fn send_message(
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Response> {
+    state.limiter.check(&actor.user, Bucket::Send)?;
     let request = SendMessage::parse_in(body, Some(conversation_id(&id)?), state.chat.limits())?;
     let sent = state.chat.send_message_and_wait(&actor, request).await?;
     let status = if sent.new {

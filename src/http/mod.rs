@@ -16,12 +16,14 @@ pub use origin::OriginPolicy;
 use crate::auth::Verifier;
 use crate::chat::Chat;
 use crate::error::Error;
+use crate::limits::Limiter;
 
 /// What route handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub chat: Chat,
     pub verifier: Arc<Verifier>,
+    pub limiter: Limiter,
 }
 
 /// The API and health routes.

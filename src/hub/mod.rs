@@ -31,6 +31,30 @@ impl Outgoing {
     }
 }
 
+/// Whom a delivery leaves out.
+#[derive(Clone, Copy, Debug)]
+pub enum Except<'a> {
+    Nobody,
+    /// The socket that caused the event: it gets an ack instead.
+    Socket(SocketKey),
+    /// Every socket of the user who caused it (typing, presence: nobody needs their own).
+    User(&'a UserId),
+}
+
+impl Except<'_> {
+    pub fn socket(key: Option<SocketKey>) -> Self {
+        key.map_or(Except::Nobody, Except::Socket)
+    }
+
+    fn skips(&self, user: &UserId, key: SocketKey) -> bool {
+        match self {
+            Except::Nobody => false,
+            Except::Socket(k) => *k == key,
+            Except::User(u) => *u == user,
+        }
+    }
+}
+
 /// Where a socket's outgoing events go: implemented by the Socket.IO layer.
 pub trait Outbound: Send + Sync + 'static {
     /// Queues an event without waiting. `false` when the socket is gone or can't keep up;
@@ -93,30 +117,66 @@ impl Hub {
         }
     }
 
-    /// Removes a socket. Returns `true` when it was the user's last socket here.
-    pub fn unregister(&self, user: &UserId, key: SocketKey) -> bool {
+    /// Removes a socket. When it was the user's last socket here, returns the conversations
+    /// they were in (whose members may need to hear they left).
+    pub fn unregister(&self, user: &UserId, key: SocketKey) -> Option<Vec<ConversationId>> {
         let mut local = self.local.write().unwrap();
         let Local {
             users,
             conversations: by_conv,
         } = &mut *local;
-        let Some(entry) = users.get_mut(user) else {
-            return false;
-        };
+        let entry = users.get_mut(user)?;
         entry.sockets.retain(|(k, _)| *k != key);
         if !entry.sockets.is_empty() {
-            return false;
+            return None;
         }
         let entry = users.remove(user).expect("entry exists");
-        for c in entry.conversations {
-            if let Some(set) = by_conv.get_mut(&c) {
+        for c in &entry.conversations {
+            if let Some(set) = by_conv.get_mut(c) {
                 set.remove(user);
                 if set.is_empty() {
-                    by_conv.remove(&c);
+                    by_conv.remove(c);
                 }
             }
         }
-        true
+        Some(entry.conversations.into_iter().collect())
+    }
+
+    /// Whether `user` has a socket here.
+    pub fn is_online(&self, user: &UserId) -> bool {
+        self.local.read().unwrap().users.contains_key(user)
+    }
+
+    /// How many sockets `user` has here.
+    pub fn socket_count(&self, user: &UserId) -> usize {
+        self.local
+            .read()
+            .unwrap()
+            .users
+            .get(user)
+            .map_or(0, |u| u.sockets.len())
+    }
+
+    /// Whether `user`, connected here, is a member of `conversation` (as far as this process
+    /// knows: memberships are loaded at connect and kept current by `join`/`leave`).
+    pub fn is_member(&self, user: &UserId, conversation: ConversationId) -> bool {
+        self.local
+            .read()
+            .unwrap()
+            .users
+            .get(user)
+            .is_some_and(|u| u.conversations.contains(&conversation))
+    }
+
+    /// The conversations of `user`, connected here.
+    pub fn conversations_of(&self, user: &UserId) -> Vec<ConversationId> {
+        self.local
+            .read()
+            .unwrap()
+            .users
+            .get(user)
+            .map(|u| u.conversations.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// `user` joined `conversation`: their local sockets start receiving its events.
@@ -143,12 +203,7 @@ impl Hub {
     }
 
     /// Delivers to every local socket of every member of `conversation`, except `except`.
-    pub fn to_conversation(
-        &self,
-        conversation: ConversationId,
-        event: &Outgoing,
-        except: Option<SocketKey>,
-    ) {
+    pub fn to_conversation(&self, conversation: ConversationId, event: &Outgoing, except: Except) {
         let failed = {
             let local = self.local.read().unwrap();
             let Some(members) = local.conversations.get(&conversation) else {
@@ -157,7 +212,7 @@ impl Hub {
             let mut failed = Vec::new();
             for user in members {
                 if let Some(entry) = local.users.get(user) {
-                    deliver(&entry.sockets, event, except, &mut failed);
+                    deliver(user, &entry.sockets, event, except, &mut failed);
                 }
             }
             failed
@@ -166,17 +221,39 @@ impl Hub {
     }
 
     /// Delivers to every local socket of `user`, except `except`.
-    pub fn to_user(&self, user: &UserId, event: &Outgoing, except: Option<SocketKey>) {
+    pub fn to_user(&self, user: &UserId, event: &Outgoing, except: Except) {
+        self.to_users(std::iter::once(user), event, except);
+    }
+
+    /// Delivers once to every local socket of each of `users`, except `except`.
+    pub fn to_users<'u>(
+        &self,
+        users: impl IntoIterator<Item = &'u UserId>,
+        event: &Outgoing,
+        except: Except,
+    ) {
         let failed = {
             let local = self.local.read().unwrap();
-            let Some(entry) = local.users.get(user) else {
-                return;
-            };
             let mut failed = Vec::new();
-            deliver(&entry.sockets, event, except, &mut failed);
+            for user in users {
+                if let Some(entry) = local.users.get(user) {
+                    deliver(user, &entry.sockets, event, except, &mut failed);
+                }
+            }
             failed
         };
         disconnect_all(failed);
+    }
+
+    /// The local users who share one of `conversations`: whom presence news concerns.
+    pub fn local_members_of(&self, conversations: &[ConversationId]) -> HashSet<UserId> {
+        let local = self.local.read().unwrap();
+        conversations
+            .iter()
+            .filter_map(|c| local.conversations.get(c))
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// Number of locally connected sockets and users.
@@ -188,13 +265,14 @@ impl Hub {
 }
 
 fn deliver(
+    user: &UserId,
     sockets: &[(SocketKey, Arc<dyn Outbound>)],
     event: &Outgoing,
-    except: Option<SocketKey>,
+    except: Except,
     failed: &mut Vec<Arc<dyn Outbound>>,
 ) {
     for (key, socket) in sockets {
-        if Some(*key) != except && !socket.send(event) {
+        if !except.skips(user, *key) && !socket.send(event) {
             failed.push(socket.clone());
         }
     }
@@ -244,18 +322,18 @@ mod tests {
         hub.register(&user("b"), 3, b.clone());
         hub.add_conversations(&user("a"), &[conv]);
         hub.add_conversations(&user("b"), &[conv]);
-        hub.to_conversation(conv, &Outgoing::new("x", &1), Some(1));
+        hub.to_conversation(conv, &Outgoing::new("x", &1), Except::Socket(1));
         assert_eq!(a1.0.lock().unwrap().len(), 0);
         assert_eq!(a2.0.lock().unwrap().len(), 1);
         assert_eq!(b.0.lock().unwrap().len(), 1);
 
         hub.leave(&user("b"), conv);
-        hub.to_conversation(conv, &Outgoing::new("x", &2), None);
+        hub.to_conversation(conv, &Outgoing::new("x", &2), Except::Nobody);
         assert_eq!(b.0.lock().unwrap().len(), 1);
         assert_eq!(a1.0.lock().unwrap().len(), 1);
 
-        assert!(!hub.unregister(&user("a"), 1));
-        assert!(hub.unregister(&user("a"), 2));
+        assert!(hub.unregister(&user("a"), 1).is_none());
+        assert_eq!(hub.unregister(&user("a"), 2), Some(vec![conv]));
         assert_eq!(hub.counts(), (1, 1));
         assert!(hub.local.read().unwrap().conversations.is_empty());
     }

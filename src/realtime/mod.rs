@@ -1,23 +1,28 @@
 //! Socket events: from an incoming event to a call into `chat`, and from its result to the ack
 //! envelope. Transport-agnostic: the Socket.IO layer hands events in, in arrival order.
 
+mod session;
 mod socketio;
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
+pub use session::Sessions;
 pub use socketio::layer;
 
 use crate::auth::{AuthFailure, Identity, Verifier};
 use crate::chat::{Actor, Chat};
 use crate::domain::requests::{
     ChangeMembers, ConversationRef, CreateConversation, DeleteMessage, EditMessage, History,
-    SendMessage, Sync,
+    MarkRead, PresenceQuery, Refresh, SendMessage, Sync,
 };
+use crate::domain::{Timestamp, UserId};
 use crate::error::{Error, Result, ok_envelope};
 use crate::hub::{Outbound, SocketKey};
+use crate::limits::{Bucket, Limiter};
 
 /// Answers an event: called at most once with the envelope. Provided by the transport.
 pub type Ack = Box<dyn FnOnce(Value) + Send>;
@@ -25,15 +30,42 @@ pub type Ack = Box<dyn FnOnce(Value) + Send>;
 /// One authenticated socket.
 pub struct Connection {
     pub key: SocketKey,
-    pub identity: Identity,
+    pub user: UserId,
+    /// When the session ends, in milliseconds since the epoch; `auth:refresh` moves it.
+    pub expires_at: AtomicI64,
+    pub outbound: Arc<dyn Outbound>,
 }
 
 impl Connection {
     fn actor(&self) -> Actor {
         Actor {
-            user: self.identity.user_id.clone(),
+            user: self.user.clone(),
             socket: Some(self.key),
         }
+    }
+}
+
+/// Why a handshake was refused: the `connect_error` message and its `data`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub message: &'static str,
+    pub data: Value,
+}
+
+impl Refusal {
+    fn new(code: &'static str, extra: Value) -> Self {
+        let mut data = json!({ "code": code });
+        if let (Some(data), Value::Object(extra)) = (data.as_object_mut(), extra) {
+            data.extend(extra);
+        }
+        Self {
+            message: code,
+            data,
+        }
+    }
+
+    pub fn unauthorized(failure: AuthFailure) -> Self {
+        Self::new("unauthorized", json!({ "reason": failure.reason() }))
     }
 }
 
@@ -42,26 +74,30 @@ impl Connection {
 pub struct Realtime {
     chat: Chat,
     verifier: Arc<Verifier>,
+    limiter: Limiter,
+    sessions: Sessions,
     next_key: Arc<AtomicU64>,
 }
 
 /// The handshake's `auth` payload, as far as we read it.
 #[derive(serde::Deserialize)]
 struct Auth {
-    token: Option<serde_json::Value>,
+    token: Option<Value>,
 }
 
 impl Realtime {
-    pub fn new(chat: Chat, verifier: Arc<Verifier>) -> Self {
+    pub fn new(chat: Chat, verifier: Arc<Verifier>, limiter: Limiter, sessions: Sessions) -> Self {
         Self {
             chat,
             verifier,
+            limiter,
+            sessions,
             next_key: Arc::new(AtomicU64::new(1)),
         }
     }
 
     /// Verifies the token in a handshake's `auth` payload.
-    pub fn authenticate(&self, auth: Option<&Value>) -> Result<Identity, AuthFailure> {
+    fn authenticate(&self, auth: Option<&Value>) -> Result<Identity, AuthFailure> {
         let auth: Auth = match auth {
             None | Some(Value::Null) => return Err(AuthFailure::Missing),
             Some(v) => serde_json::from_value(v.clone()).map_err(|_| AuthFailure::Invalid)?,
@@ -73,27 +109,57 @@ impl Realtime {
         }
     }
 
-    /// Registers an authenticated socket and loads its memberships. Only once this returns is
-    /// the socket told it is connected.
+    /// A client asked to connect: rate-limit its address, verify its token, enforce the
+    /// per-user socket cap, then register it and load its memberships. Only once this returns
+    /// `Ok` is the socket told it is connected, so nothing reaches it before.
     pub async fn connect(
         &self,
-        identity: Identity,
+        auth: Option<&Value>,
+        remote: Option<IpAddr>,
         outbound: Arc<dyn Outbound>,
-    ) -> Result<Arc<Connection>> {
+    ) -> Result<Arc<Connection>, Refusal> {
+        if let Some(ip) = remote
+            && let Err(retry_after_ms) = self.limiter.check_connect(ip)
+        {
+            return Err(Refusal::new(
+                "rate_limited",
+                json!({ "retry_after_ms": retry_after_ms }),
+            ));
+        }
+        let identity = self.authenticate(auth).map_err(Refusal::unauthorized)?;
+        let cap = self.limiter.max_sockets_per_user;
+        if self.chat.hub().socket_count(&identity.user_id) >= cap {
+            return Err(Refusal::new(
+                "too_many_connections",
+                json!({ "limit": cap }),
+            ));
+        }
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        self.chat.connect(&identity, key, outbound).await?;
-        tracing::debug!(user = %identity.user_id, key, "socket connected");
-        Ok(Arc::new(Connection { key, identity }))
+        if let Err(e) = self.chat.connect(&identity, key, outbound.clone()).await {
+            // Logged with its cause by `body()`; the client learns only that it may retry.
+            let _ = e.body();
+            return Err(Refusal::new("unavailable", json!({})));
+        }
+        let conn = Arc::new(Connection {
+            key,
+            user: identity.user_id,
+            expires_at: AtomicI64::new(identity.expires_at.millis()),
+            outbound,
+        });
+        self.sessions.schedule(&conn);
+        tracing::debug!(user = %conn.user, key, "socket connected");
+        Ok(conn)
     }
 
     pub fn disconnect(&self, conn: &Connection) {
-        tracing::debug!(user = %conn.identity.user_id, key = conn.key, "socket disconnected");
-        self.chat.disconnect(&conn.identity.user_id, conn.key);
+        tracing::debug!(user = %conn.user, key = conn.key, "socket disconnected");
+        self.sessions.remove(conn.key);
+        self.chat.disconnect(&conn.user, conn.key);
     }
 
     /// Handles one event. Called synchronously in the order the socket's events arrived; sends
-    /// are queued for the writer before this returns, which keeps them in that order. Other
-    /// events run on their own task.
+    /// are queued for the writer before this returns, which keeps them in that order. Events
+    /// that need the database run on their own task.
     pub fn on_event(&self, conn: &Arc<Connection>, name: &str, payload: Value, ack: Option<Ack>) {
         let respond = move |result: Result<Value>| {
             let envelope = match result {
@@ -104,26 +170,57 @@ impl Realtime {
                 ack(envelope);
             }
         };
-        if name == "message:send" {
-            match SendMessage::parse(payload, self.chat.limits()) {
-                Ok(request) => self.chat.send_message(&conn.actor(), request, move |r| {
+        if let Err(e) = self.limiter.check(&conn.user, Bucket::of_event(name)) {
+            return respond(Err(e));
+        }
+        let actor = conn.actor();
+        match name {
+            "message:send" => match SendMessage::parse(payload, self.chat.limits()) {
+                Ok(request) => self.chat.send_message(&actor, request, move |r| {
                     respond(r.map(|sent| json!({ "message": sent.message })))
                 }),
                 Err(e) => respond(Err(e)),
+            },
+            "typing:start" => respond(
+                ConversationRef::parse(payload)
+                    .and_then(|r| self.chat.typing_start(&actor, r))
+                    .map(|()| json!({})),
+            ),
+            "typing:stop" => respond(
+                ConversationRef::parse(payload)
+                    .and_then(|r| self.chat.typing_stop(&actor, r))
+                    .map(|()| json!({})),
+            ),
+            "auth:refresh" => respond(self.refresh(conn, payload)),
+            _ => {
+                let chat = self.chat.clone();
+                let name = name.to_owned();
+                tokio::spawn(async move {
+                    respond(handle(&chat, &actor, &name, payload).await);
+                });
             }
-            return;
         }
-        let chat = self.chat.clone();
-        let actor = conn.actor();
-        let name = name.to_owned();
-        tokio::spawn(async move {
-            let result = handle(&chat, &actor, &name, payload).await;
-            respond(result);
-        });
+    }
+
+    /// `auth:refresh`: a fresh token for the same user extends the session.
+    fn refresh(&self, conn: &Arc<Connection>, payload: Value) -> Result<Value> {
+        let request = Refresh::parse(payload)?;
+        let identity = self
+            .verifier
+            .verify(&request.token)
+            .map_err(Error::Unauthorized)?;
+        if identity.user_id != conn.user {
+            // Another user's token can't take over this socket.
+            return Err(Error::Unauthorized(AuthFailure::Invalid));
+        }
+        conn.expires_at
+            .store(identity.expires_at.millis(), Ordering::Relaxed);
+        self.sessions.schedule(conn);
+        Ok(json!({ "expires_at": Timestamp(identity.expires_at.millis()) }))
     }
 }
 
-/// Every event other than `message:send`.
+/// The events that need the database (other than `message:send`).
 async fn handle(chat: &Chat, actor: &Actor, name: &str, payload: Value) -> Result<Value> {
     Ok(match name {
         "conversation:create" => {
@@ -151,6 +248,11 @@ async fn handle(chat: &Chat, actor: &Actor, name: &str, payload: Value) -> Resul
         "conversation:leave" => {
             let id = chat.leave(actor, ConversationRef::parse(payload)?).await?;
             json!({ "conversation_id": id })
+        }
+        "conversation:read" => {
+            let request = MarkRead::parse(payload)?;
+            let mark = chat.mark_read(actor, request).await?;
+            json!({ "conversation_id": request.conversation_id, "last_read_seq": mark })
         }
         "message:edit" => {
             let message = chat
@@ -181,6 +283,10 @@ async fn handle(chat: &Chat, actor: &Actor, name: &str, payload: Value) -> Resul
                 })
                 .collect();
             json!({ "updates": updates })
+        }
+        "presence:get" => {
+            let presence = chat.presence(actor, PresenceQuery::parse(payload)?).await?;
+            json!({ "presence": presence })
         }
         other => {
             return Err(Error::InvalidPayload {

@@ -13,8 +13,7 @@ use socketioxide::handler::{FromMessage, FromMessageParts};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::Socket;
 
-use super::{Connection, Realtime};
-use crate::auth::AuthFailure;
+use super::{Connection, Realtime, Refusal};
 use crate::hub::{Outbound, Outgoing};
 
 /// Builds the Socket.IO layer serving `/socket.io/` with namespace `/`.
@@ -32,14 +31,10 @@ pub fn layer(realtime: Realtime, max_payload: usize) -> (SocketIoLayer, SocketIo
 /// Everything happens in `authenticate`, before the client learns it is connected.
 async fn on_connect(_: SocketRef) {}
 
-/// Why a handshake was refused; its text is the `connect_error` message.
+/// socketioxide can only send a `connect_error` message, not its `data`.
 #[derive(Debug, thiserror::Error)]
-enum Refusal {
-    #[error("unauthorized")]
-    Unauthorized(AuthFailure),
-    #[error("unavailable")]
-    Unavailable,
-}
+#[error("{}", .0.message)]
+struct SioRefusal(Refusal);
 
 /// Connect middleware: runs before the client is told it is connected, so nothing reaches an
 /// unauthenticated socket, and the socket's event handlers exist before its first event.
@@ -47,17 +42,20 @@ async fn authenticate(
     s: SocketRef,
     TryData(auth): TryData<Value>,
     State(realtime): State<Realtime>,
-) -> Result<(), Refusal> {
-    let identity = realtime
-        .authenticate(auth.ok().as_ref())
-        .map_err(Refusal::Unauthorized)?;
+) -> Result<(), SioRefusal> {
+    let remote = s
+        .req_parts()
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     let conn = realtime
-        .connect(identity, Arc::new(SocketOutbound(s.clone())))
+        .connect(
+            auth.ok().as_ref(),
+            remote,
+            Arc::new(SocketOutbound(s.clone())),
+        )
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "connect failed");
-            Refusal::Unavailable
-        })?;
+        .map_err(SioRefusal)?;
     s.extensions.insert(conn);
     s.on_fallback(async |_: Dispatched| {});
     s.on_disconnect(async |s: SocketRef, State(realtime): State<Realtime>| {

@@ -19,7 +19,7 @@ pub use writer::{SendReply, Writer};
 
 use crate::domain::{
     ClientId, Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName,
-    Member, Message, MessageBody, MessageId, Role, Timestamp, UserId,
+    Member, Message, MessageBody, MessageId, ReadState, Role, Timestamp, UserId,
 };
 use crate::error::Result;
 
@@ -187,6 +187,32 @@ impl Store {
         dispatch!(self, s => s.conversations_of(user).await)
     }
 
+    /// Moves `user`'s read mark in `conversation` forward to `seq` (clamped to the last seq).
+    /// `Ok(None)` when not a member; otherwise the mark after the call and whether it moved.
+    pub async fn mark_read(
+        &self,
+        conversation: ConversationId,
+        user: &UserId,
+        seq: i64,
+    ) -> Result<Option<(i64, bool)>> {
+        dispatch!(self, s => s.mark_read(conversation, user, seq).await)
+    }
+
+    /// When each of `users` was last seen, for those who share a conversation with `viewer`.
+    /// Others are left out, so presence can't be probed.
+    pub async fn last_seen(
+        &self,
+        viewer: &UserId,
+        users: &[UserId],
+    ) -> Result<Vec<(UserId, Option<Timestamp>)>> {
+        dispatch!(self, s => s.last_seen(viewer, users).await)
+    }
+
+    /// Records when `user` went offline (`None`: online again).
+    pub async fn set_last_seen(&self, user: &UserId, at: Option<Timestamp>) -> Result<()> {
+        dispatch!(self, s => s.set_last_seen(user, at).await)
+    }
+
     pub async fn is_member(&self, conversation: ConversationId, user: &UserId) -> Result<bool> {
         dispatch!(self, s => s.is_member(conversation, user).await)
     }
@@ -334,6 +360,7 @@ pub(crate) fn assemble(
                 created_at: h.created_at,
                 last_seq: h.last_seq,
                 last_message: last_of.remove(&h.id),
+                read_state: h.read_state,
             }
         })
         .collect()
@@ -347,6 +374,8 @@ pub(crate) struct ConversationHead {
     pub title: Option<String>,
     pub created_at: Timestamp,
     pub last_seq: i64,
+    /// Filled in when listing a user's own conversations.
+    pub read_state: Option<ReadState>,
 }
 
 /// How many rows to fetch for a page: one more than asked, to learn whether there are more.

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::domain::{
     Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName, Member,
-    Message, MessageId, Role, Timestamp, UserId,
+    Message, MessageId, ReadState, Role, Timestamp, UserId,
 };
 use crate::error::{DbContext, Error, Result};
 
@@ -163,7 +163,10 @@ impl PgStore {
     pub async fn conversations_of(&self, user: &UserId) -> Result<Vec<Conversation>> {
         let mut conn = self.pool.acquire().await.db_context("acquiring")?;
         let rows = sqlx::query(
-            "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq
+            "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, mb.last_read_seq,
+                    (SELECT count(*) FROM messages m
+                     WHERE m.conversation_id = c.id AND m.seq > mb.last_read_seq
+                       AND m.deleted_at IS NULL AND m.sender_id <> mb.user_id) AS unread
              FROM members mb JOIN conversations c ON c.id = mb.conversation_id
              WHERE mb.user_id = $1
              ORDER BY c.last_activity_at DESC, c.id DESC",
@@ -174,6 +177,78 @@ impl PgStore {
         .db_context("listing conversations")?;
         let heads = rows.iter().map(head_from_row).collect::<Result<_>>()?;
         load_full(&mut conn, heads).await
+    }
+
+    pub async fn mark_read(
+        &self,
+        conversation: ConversationId,
+        user: &UserId,
+        seq: i64,
+    ) -> Result<Option<(i64, bool)>> {
+        // Only moves forward, and never past the last message.
+        let moved: Option<i64> = sqlx::query_scalar(
+            "UPDATE members mb SET last_read_seq = LEAST($3, c.last_seq)
+             FROM conversations c
+             WHERE c.id = mb.conversation_id AND mb.conversation_id = $1 AND mb.user_id = $2
+               AND mb.last_read_seq < LEAST($3, c.last_seq)
+             RETURNING mb.last_read_seq",
+        )
+        .bind(conversation.0)
+        .bind(user.as_str())
+        .bind(seq)
+        .fetch_optional(&self.pool)
+        .await
+        .db_context("marking read")?;
+        if let Some(mark) = moved {
+            return Ok(Some((mark, true)));
+        }
+        let current: Option<i64> = sqlx::query_scalar(
+            "SELECT last_read_seq FROM members WHERE conversation_id = $1 AND user_id = $2",
+        )
+        .bind(conversation.0)
+        .bind(user.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .db_context("reading the read mark")?;
+        Ok(current.map(|mark| (mark, false)))
+    }
+
+    pub async fn last_seen(
+        &self,
+        viewer: &UserId,
+        users: &[UserId],
+    ) -> Result<Vec<(UserId, Option<Timestamp>)>> {
+        let ids: Vec<&str> = users.iter().map(UserId::as_str).collect();
+        let rows = sqlx::query(
+            "SELECT u.id, u.last_seen_at FROM users u
+             WHERE u.id = ANY($2) AND EXISTS (
+                 SELECT 1 FROM members a JOIN members b ON b.conversation_id = a.conversation_id
+                 WHERE a.user_id = $1 AND b.user_id = u.id)",
+        )
+        .bind(viewer.as_str())
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .db_context("reading last seen times")?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    UserId::from_db(r.get(0)),
+                    r.get::<Option<i64>, _>(1).map(Timestamp),
+                )
+            })
+            .collect())
+    }
+
+    pub async fn set_last_seen(&self, user: &UserId, at: Option<Timestamp>) -> Result<()> {
+        sqlx::query("UPDATE users SET last_seen_at = $2 WHERE id = $1")
+            .bind(user.as_str())
+            .bind(at.map(Timestamp::millis))
+            .execute(&self.pool)
+            .await
+            .db_context("recording last seen")?;
+        Ok(())
     }
 
     pub async fn is_member(&self, conversation: ConversationId, user: &UserId) -> Result<bool> {
@@ -647,6 +722,11 @@ fn head_from_row(r: &PgRow) -> Result<ConversationHead> {
         title: r.get(2),
         created_at: Timestamp(r.get(3)),
         last_seq: r.get(4),
+        // Columns 5 and 6 are present when listing a member's own conversations.
+        read_state: (r.len() > 6).then(|| ReadState {
+            last_read_seq: r.get(5),
+            unread_count: r.get(6),
+        }),
     })
 }
 

@@ -80,6 +80,11 @@ pub async fn spawn_app_with(backend: Backend, settings: &[(&str, &str)]) -> Opti
         ("CONFAB_DATABASE_URL".into(), database_url),
         ("CONFAB_JWT_SECRET".into(), SECRET.into()),
         ("CONFAB_DATABASE_MAX_CONNECTIONS".into(), "4".into()),
+        // Tests fire bursts far beyond a person's pace; the rate-limit tests set their own.
+        ("CONFAB_RATE_SEND".into(), "100000/100000".into()),
+        ("CONFAB_RATE_TYPING".into(), "100000/100000".into()),
+        ("CONFAB_RATE_OTHER".into(), "100000/100000".into()),
+        ("CONFAB_RATE_CONNECT_PER_IP".into(), "100000/100000".into()),
     ]);
     for (k, v) in settings {
         vars.insert((*k).into(), (*v).into());

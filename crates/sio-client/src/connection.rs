@@ -241,7 +241,6 @@ fn poll_write(
             };
             sink.start_send_unpin(frame)?;
         }
-        shared.outbox_drained();
         ready!(sink.poll_flush_unpin(cx))?;
         // Frames queued during the flush would otherwise wait for the next wake-up, which
         // the `select!` loop may already have spent while this write was in progress.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde_json::Value;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::{Error, Incoming};
@@ -28,15 +28,19 @@ pub(crate) struct Shared {
     inbox_ready: Notify,
     /// Wakes the connection task: the outbox has something.
     outbox_ready: Notify,
-    /// Wakes senders waiting for room in the outbox (or for the connection to close).
-    outbox_space: Notify,
+    /// Room in the outbox, one permit per frame. A semaphore rather than a `Notify` because it
+    /// queues waiting senders fairly: frames emitted one after another, even while the outbox
+    /// is full, are sent in that order (a server that keeps a socket's events in order can
+    /// only do so if the client sends them in order). Closed when the connection ends.
+    outbox_space: Semaphore,
     next_ack_id: AtomicU64,
 }
 
 #[derive(Default)]
 struct State {
     inbox: VecDeque<Incoming>,
-    outbox: VecDeque<Message>,
+    /// Frames to send, each marked with whether it holds an `outbox_space` permit.
+    outbox: VecDeque<(Message, bool)>,
     /// Emits waiting for their ack, by ack id.
     acks: HashMap<u64, oneshot::Sender<Vec<Value>>>,
     /// Set once, when the connection ends or the client closes it: from then on nothing is
@@ -50,7 +54,7 @@ impl Shared {
             state: Mutex::default(),
             inbox_ready: Notify::new(),
             outbox_ready: Notify::new(),
-            outbox_space: Notify::new(),
+            outbox_space: Semaphore::new(OUTBOX_LIMIT),
             next_ack_id: AtomicU64::new(0),
         }
     }
@@ -65,25 +69,22 @@ impl Shared {
 
     /// Queues a frame for sending, waiting while the outbox is full.
     pub(crate) async fn send(&self, frame: Message) -> Result<(), Error> {
-        loop {
-            // Register for the wake-up before looking, so one that comes in between is not lost.
-            let space = self.outbox_space.notified();
-            tokio::pin!(space);
-            space.as_mut().enable();
-            {
-                let mut state = self.state();
-                if state.closed {
-                    return Err(Error::Closed);
-                }
-                if state.outbox.len() < OUTBOX_LIMIT {
-                    state.outbox.push_back(frame);
-                    drop(state);
-                    self.outbox_ready.notify_one();
-                    return Ok(());
-                }
+        let permit = self
+            .outbox_space
+            .acquire()
+            .await
+            .map_err(|_| Error::Closed)?;
+        {
+            let mut state = self.state();
+            if state.closed {
+                return Err(Error::Closed);
             }
-            space.await;
+            // The permit goes back when the connection task takes the frame.
+            permit.forget();
+            state.outbox.push_back((frame, true));
         }
+        self.outbox_ready.notify_one();
+        Ok(())
     }
 
     /// Reserves an ack id and the receiver its answer will arrive on.
@@ -134,11 +135,11 @@ impl Shared {
             if state.closed {
                 return false;
             }
-            state.outbox.extend(frames);
+            state.outbox.extend(frames.into_iter().map(|f| (f, false)));
             Self::close(&mut state);
         }
         self.outbox_ready.notify_one();
-        self.outbox_space.notify_waiters();
+        self.outbox_space.close();
         true
     }
 
@@ -157,17 +158,16 @@ impl Shared {
 
     /// Takes the next frame to send.
     pub(crate) fn pop_outgoing(&self) -> Option<Message> {
-        self.state().outbox.pop_front()
+        let (frame, counted) = self.state().outbox.pop_front()?;
+        if counted {
+            self.outbox_space.add_permits(1);
+        }
+        Some(frame)
     }
 
     /// Whether the outbox has frames waiting.
     pub(crate) fn has_outgoing(&self) -> bool {
         !self.state().outbox.is_empty()
-    }
-
-    /// Tells waiting senders that the outbox has been emptied.
-    pub(crate) fn outbox_drained(&self) {
-        self.outbox_space.notify_waiters();
     }
 
     /// Queues a frame ahead of the others and of the limit, for the task's own answers (pongs).
@@ -176,7 +176,7 @@ impl Shared {
     pub(crate) fn push_urgent(&self, frame: Message) -> bool {
         let mut state = self.state();
         if !state.closed {
-            state.outbox.push_front(frame);
+            state.outbox.push_front((frame, false));
         }
         !state.closed
     }
@@ -213,6 +213,6 @@ impl Shared {
             Self::close(&mut state);
         }
         self.inbox_ready.notify_one();
-        self.outbox_space.notify_waiters();
+        self.outbox_space.close();
     }
 }

@@ -1,0 +1,159 @@
+//! Rate limits: per-user token buckets for events and API calls, and a per-address bucket for
+//! connection attempts. Buckets are per server process; a user's sockets share them.
+
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::config::{Rate, RateLimits};
+use crate::domain::UserId;
+use crate::error::Error;
+
+/// Which bucket a request draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    Send,
+    Typing,
+    Other,
+}
+
+impl Bucket {
+    /// The bucket of a socket event.
+    pub fn of_event(name: &str) -> Self {
+        match name {
+            "message:send" => Self::Send,
+            "typing:start" | "typing:stop" => Self::Typing,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// How often idle buckets are forgotten, so memory follows active users.
+const CLEANUP: Duration = Duration::from_secs(60);
+
+/// All the limiters. Cheap to clone.
+#[derive(Clone)]
+pub struct Limiter {
+    send: Arc<DefaultKeyedRateLimiter<UserId>>,
+    typing: Arc<DefaultKeyedRateLimiter<UserId>>,
+    other: Arc<DefaultKeyedRateLimiter<UserId>>,
+    connect: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    pub max_sockets_per_user: usize,
+}
+
+fn quota(rate: Rate) -> Quota {
+    let n = |v: u32| NonZeroU32::new(v).expect("rates are validated positive");
+    Quota::per_second(n(rate.per_second)).allow_burst(n(rate.burst))
+}
+
+impl Limiter {
+    pub fn new(rates: &RateLimits) -> Self {
+        let limiter = Self {
+            send: Arc::new(RateLimiter::keyed(quota(rates.send))),
+            typing: Arc::new(RateLimiter::keyed(quota(rates.typing))),
+            other: Arc::new(RateLimiter::keyed(quota(rates.other))),
+            connect: Arc::new(RateLimiter::keyed(quota(rates.connect_per_ip))),
+            max_sockets_per_user: rates.max_sockets_per_user,
+        };
+        tokio::spawn(cleanup(
+            Arc::downgrade(&limiter.send),
+            Arc::downgrade(&limiter.typing),
+            Arc::downgrade(&limiter.other),
+            Arc::downgrade(&limiter.connect),
+        ));
+        limiter
+    }
+
+    /// Takes a token from `user`'s bucket, or says how long to wait.
+    pub fn check(&self, user: &UserId, bucket: Bucket) -> Result<(), Error> {
+        let limiter = match bucket {
+            Bucket::Send => &self.send,
+            Bucket::Typing => &self.typing,
+            Bucket::Other => &self.other,
+        };
+        take(limiter, user).map_err(|retry_after_ms| {
+            metrics::counter!("confab_rate_limited_total", "bucket" => format!("{bucket:?}"))
+                .increment(1);
+            Error::RateLimited { retry_after_ms }
+        })
+    }
+
+    /// Takes a token for a connection attempt from `ip`; `Err` holds the wait in milliseconds.
+    pub fn check_connect(&self, ip: IpAddr) -> Result<(), u64> {
+        take(&self.connect, &ip).inspect_err(|_| {
+            metrics::counter!("confab_rate_limited_total", "bucket" => "Connect").increment(1);
+        })
+    }
+}
+
+fn take<K: Hash + Eq + Clone>(limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), u64> {
+    limiter.check_key(key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        // Round up: retrying after a rounded-down wait would be refused again.
+        (wait.as_micros().div_ceil(1000) as u64).max(1)
+    })
+}
+
+async fn cleanup(
+    send: std::sync::Weak<DefaultKeyedRateLimiter<UserId>>,
+    typing: std::sync::Weak<DefaultKeyedRateLimiter<UserId>>,
+    other: std::sync::Weak<DefaultKeyedRateLimiter<UserId>>,
+    connect: std::sync::Weak<DefaultKeyedRateLimiter<IpAddr>>,
+) {
+    let mut tick = tokio::time::interval(CLEANUP);
+    loop {
+        tick.tick().await;
+        let (Some(send), Some(typing), Some(other), Some(connect)) = (
+            send.upgrade(),
+            typing.upgrade(),
+            other.upgrade(),
+            connect.upgrade(),
+        ) else {
+            return;
+        };
+        for limiter in [send, typing, other] {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        connect.retain_recent();
+        connect.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_burst_is_allowed_then_refused_with_a_wait() {
+        let rate = Rate {
+            per_second: 2,
+            burst: 3,
+        };
+        let limiter = Limiter::new(&RateLimits {
+            send: rate,
+            typing: rate,
+            other: rate,
+            connect_per_ip: rate,
+            max_sockets_per_user: 1,
+        });
+        let alice = UserId::parse("alice").unwrap();
+        for _ in 0..3 {
+            limiter.check(&alice, Bucket::Send).unwrap();
+        }
+        let Err(Error::RateLimited { retry_after_ms }) = limiter.check(&alice, Bucket::Send) else {
+            panic!("the fourth send should be refused");
+        };
+        assert!((1..=500).contains(&retry_after_ms), "{retry_after_ms}");
+        // Other users and other buckets are unaffected.
+        limiter
+            .check(&UserId::parse("bob").unwrap(), Bucket::Send)
+            .unwrap();
+        limiter.check(&alice, Bucket::Other).unwrap();
+    }
+}
