@@ -30,6 +30,7 @@ pub enum Backend {
 /// A running server. Dropping it stops the server.
 pub struct TestApp {
     pub url: String,
+    pub backend: Backend,
     _dir: tempfile::TempDir,
     _stop: oneshot::Sender<()>,
 }
@@ -62,6 +63,15 @@ macro_rules! both_backends {
     };
 }
 
+/// A database URL for a test that starts several servers on one database (a restart, several
+/// nodes): a fresh SQLite file in `dir`, or a fresh PostgreSQL schema.
+pub async fn shared_database(backend: Backend, dir: &std::path::Path) -> Option<String> {
+    match backend {
+        Backend::Sqlite => Some(format!("sqlite://{}", dir.join("shared.db").display())),
+        Backend::Postgres => fresh_pg_schema().await,
+    }
+}
+
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     spawn_app_with(backend, &[]).await
 }
@@ -70,9 +80,12 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 /// it is unreachable; in CI an unreachable PostgreSQL fails the test.
 pub async fn spawn_app_with(backend: Backend, settings: &[(&str, &str)]) -> Option<TestApp> {
     let dir = tempfile::tempdir().expect("temp dir");
-    let database_url = match backend {
-        Backend::Sqlite => format!("sqlite://{}", dir.path().join("confab.db").display()),
-        Backend::Postgres => fresh_pg_schema().await?,
+    let database_url = match settings.iter().find(|(k, _)| *k == "CONFAB_DATABASE_URL") {
+        Some((_, url)) => url.to_string(),
+        None => match backend {
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("confab.db").display()),
+            Backend::Postgres => fresh_pg_schema().await?,
+        },
     };
     let mut vars: BTreeMap<String, String> = BTreeMap::from([
         ("CONFAB_BIND".into(), "127.0.0.1:0".into()),
@@ -99,6 +112,7 @@ pub async fn spawn_app_with(backend: Backend, settings: &[(&str, &str)]) -> Opti
     }));
     Some(TestApp {
         url: format!("http://{addr}"),
+        backend,
         _dir: dir,
         _stop: stop,
     })
@@ -198,6 +212,13 @@ async fn drop_old_schemas() {
 }
 
 impl TestApp {
+    /// Another server like this one (same backend) with extra settings.
+    pub async fn with(&self, settings: &[(&str, &str)]) -> TestApp {
+        spawn_app_with(self.backend, settings)
+            .await
+            .expect("the backend was available a moment ago")
+    }
+
     /// A valid token for `user`, good for an hour.
     pub fn token(&self, user: &str) -> String {
         let now = chrono_now();

@@ -1,0 +1,108 @@
+//! Rate limits and caps: refused with a clear code, nothing stored, nobody else slowed.
+
+use std::time::{Duration, Instant};
+
+use confab_sio_client::ConnectError;
+use serde_json::json;
+
+use crate::helpers::*;
+
+both_backends! {
+    async fn sends_over_the_limit_are_refused_and_not_stored(app: TestApp) {
+        let app = app.with(&[("CONFAB_RATE_SEND", "2/3")]).await;
+        let alice = app.connect("alice").await;
+        let alice_tab = app.connect("alice").await;
+        let id = group(&alice, "team", &[]).await;
+        for i in 0..3 {
+            send(&alice, &id, &format!("k{i}"), "ok").await;
+        }
+        // The user's other socket draws from the same bucket.
+        let e = alice_tab.fails("message:send", json!({ "conversation_id": id, "client_id": "k3", "body": "too fast" })).await;
+        assert_eq!(e["code"], "rate_limited");
+        let wait = e["retry_after_ms"].as_u64().expect("retry_after_ms");
+        assert!((1..=1000).contains(&wait), "{wait}");
+        assert!(alice_tab.is_connected());
+        tokio::time::sleep(Duration::from_millis(wait + 20)).await;
+        send(&alice_tab, &id, "k3", "patient").await;
+        let page = alice.ok("message:history", json!({ "conversation_id": id })).await;
+        assert_eq!(page["messages"].as_array().unwrap().len(), 4, "the refused send was not stored");
+    }
+
+    async fn typing_has_its_own_bucket(app: TestApp) {
+        let app = app.with(&[("CONFAB_RATE_TYPING", "1/2")]).await;
+        let alice = app.connect("alice").await;
+        let id = group(&alice, "team", &[]).await;
+        alice.ok("typing:start", json!({ "conversation_id": id })).await;
+        alice.ok("typing:stop", json!({ "conversation_id": id })).await;
+        let e = alice.fails("typing:start", json!({ "conversation_id": id })).await;
+        assert_eq!(e["code"], "rate_limited");
+        send(&alice, &id, "k", "sending is unaffected").await;
+    }
+
+    async fn a_flood_from_one_user_leaves_others_unaffected(app: TestApp) {
+        let app = app.with(&[("CONFAB_RATE_SEND", "20/40"), ("CONFAB_RATE_OTHER", "20/40")]).await;
+        let flooder = app.connect("flooder").await;
+        let alice = app.connect("alice").await;
+        let mut bob = app.connect("bob").await;
+        let flood_room = group(&flooder, "flood", &[]).await;
+        let id = group(&alice, "calm", &["bob"]).await;
+        expect(&mut bob, "conversation:new").await;
+        let flood = async {
+            let mut refused = 0;
+            for i in 0..2000 {
+                let event = if i % 2 == 0 { "message:send" } else { "message:history" };
+                let reply = flooder
+                    .emit_with_ack(event, json!({ "conversation_id": flood_room, "client_id": format!("f{i}"), "body": "spam" }))
+                    .await
+                    .unwrap();
+                if reply["error"]["code"] == "rate_limited" {
+                    refused += 1;
+                }
+            }
+            refused
+        };
+        let calm = async {
+            let mut worst = Duration::ZERO;
+            for i in 0..20 {
+                let started = Instant::now();
+                let m = send(&alice, &id, &format!("c{i}"), "hello").await;
+                worst = worst.max(started.elapsed());
+                assert_eq!(expect(&mut bob, "message:new").await["message"], m);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            worst
+        };
+        let (refused, worst) = tokio::join!(flood, calm);
+        assert!(refused > 1500, "most of the flood is refused: {refused}");
+        // A generous bound: the point is that alice is served, not queued behind the flood.
+        assert!(worst < Duration::from_secs(1), "alice's slowest ack: {worst:?}");
+    }
+
+    async fn per_user_socket_cap(app: TestApp) {
+        let app = app.with(&[("CONFAB_MAX_SOCKETS_PER_USER", "2")]).await;
+        let _a = app.connect("alice").await;
+        let _b = app.connect("alice").await;
+        match app.connect_auth(json!({ "token": app.token("alice") })).await {
+            Err(ConnectError::Refused { message, .. }) => assert_eq!(message, "too_many_connections"),
+            other => panic!("expected too_many_connections, got {:?}", other.map(|_| ())),
+        }
+        let _bob = app.connect("bob").await;
+    }
+
+    async fn per_address_connection_attempts(app: TestApp) {
+        let app = app.with(&[("CONFAB_RATE_CONNECT_PER_IP", "1/3")]).await;
+        let mut refused = None;
+        for _ in 0..5 {
+            match app.connect_auth(json!({ "token": app.token("alice") })).await {
+                Ok(_) => {}
+                Err(ConnectError::Refused { message, data }) => {
+                    refused = Some((message, data));
+                    break;
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+        let (message, _data) = refused.expect("a burst of connects from one address is limited");
+        assert_eq!(message, "rate_limited");
+    }
+}
