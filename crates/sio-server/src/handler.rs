@@ -27,6 +27,7 @@ pub trait Handler: Send + Sync + 'static {
     /// `Ok(headers)` accepts it; the headers are added to the response, and for a polling session to every
     /// later response of that session too (this is where `Access-Control-Allow-Origin` goes).
     /// `Err(refusal)` answers with the refusal's status, headers and JSON body and opens nothing.
+    #[allow(clippy::result_large_err)] // refusals are rare; boxing would only burden implementors
     fn check_request(&self, req: &RequestInfo) -> Result<ResponseHeaders, Refusal>;
 
     /// A client sent `CONNECT` for `/` with this auth payload (a JSON object, if any).

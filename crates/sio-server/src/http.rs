@@ -118,10 +118,13 @@ impl<'a> Query<'a> {
     }
 }
 
+/// The engine's answer to a WebSocket handshake: accepted, or the HTTP response refusing it.
+pub(crate) type Handshake<H> = Result<WsAccept<H>, Response<Bytes>>;
+
 /// How an accepted WebSocket handshake continues once the `101` is out.
 pub(crate) enum WsPlan<H: Handler> {
     /// A new session for this request.
-    New(RequestInfo),
+    New(Box<RequestInfo>),
     /// An upgrade of this polling session.
     Upgrade(Arc<Connection<H>>),
 }
@@ -137,13 +140,14 @@ pub(crate) struct WsAccept<H: Handler> {
 
 impl<H: Handler> Engine<H> {
     /// Decides on a WebSocket handshake for the Engine.IO path: accepted, or the error answer to send.
+    #[allow(clippy::result_large_err)] // the error is the response itself, on a cold path
     pub(crate) fn websocket_handshake(
         &self,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
         remote_addr: SocketAddr,
-    ) -> Result<WsAccept<H>, Response<Bytes>> {
+    ) -> Handshake<H> {
         let query = Query::parse(uri.query());
         if query.eio != Some("4") {
             return Err(engine_error(EngineError::UnsupportedVersion));
@@ -180,7 +184,7 @@ impl<H: Handler> Engine<H> {
                 Ok(WsAccept {
                     accept,
                     headers: extra,
-                    plan: WsPlan::New(request),
+                    plan: WsPlan::New(Box::new(request)),
                 })
             }
             Some(sid) => {
@@ -203,20 +207,19 @@ impl<H: Handler> Engine<H> {
         }
     }
 
-    /// Runs the WebSocket session of an accepted handshake on `io`, after the `101` was sent.
-    pub(crate) async fn run_websocket<IO: WsIo>(
-        self: Arc<Self>,
+    /// Starts the WebSocket session of an accepted handshake on `io`, after the `101` was sent; the
+    /// returned future runs it (spawn it).
+    pub(crate) fn start_websocket<IO: WsIo>(
+        self: &Arc<Self>,
         plan: WsPlan<H>,
         io: IO,
         initial: BytesMut,
-    ) {
-        match plan {
-            WsPlan::New(request) => {
-                let conn = self.open(Transport::WebSocket, request, None);
-                websocket::run(self, conn, io, initial, Mode::New).await
-            }
-            WsPlan::Upgrade(conn) => websocket::run(self, conn, io, initial, Mode::Upgrade).await,
-        }
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let (conn, mode) = match plan {
+            WsPlan::New(request) => (self.open(Transport::WebSocket, *request, None), Mode::New),
+            WsPlan::Upgrade(conn) => (conn, Mode::Upgrade),
+        };
+        websocket::start(self.clone(), conn, io, initial, mode)
     }
 
     /// Answers an HTTP request on the Engine.IO path.
@@ -272,7 +275,7 @@ impl<H: Handler> Engine<H> {
                     match on_upgrade.await {
                         Ok(upgraded) => {
                             let io = Generic(TokioIo::new(upgraded));
-                            engine.run_websocket(plan, io, BytesMut::new()).await;
+                            engine.start_websocket(plan, io, BytesMut::new()).await;
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "HTTP upgrade failed");

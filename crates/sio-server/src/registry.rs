@@ -1,17 +1,19 @@
 //! The table of live sessions, keyed by Engine.IO sid.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, RwLock};
 
 use crate::sid::Sid;
 
 const SHARDS: usize = 32;
 
+type Shard<T> = RwLock<HashMap<Sid, Arc<T>>>;
+
 /// A map split into shards so that sessions opening and closing on different threads rarely meet on one
 /// lock. A std `RwLock` is enough because no lock is ever held across an `.await`.
 pub(crate) struct Registry<T> {
-    shards: Box<[RwLock<HashMap<Sid, Arc<T>>>]>,
+    shards: Box<[Shard<T>]>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -23,10 +25,8 @@ impl<T> Registry<T> {
         }
     }
 
-    fn shard(&self, sid: &Sid) -> &RwLock<HashMap<Sid, Arc<T>>> {
-        let mut h = self.hasher.build_hasher();
-        sid.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+    fn shard(&self, sid: &Sid) -> &Shard<T> {
+        &self.shards[(self.hasher.hash_one(sid) as usize) % SHARDS]
     }
 
     pub(crate) fn insert(&self, sid: Sid, value: Arc<T>) {

@@ -25,7 +25,7 @@ use tower_service::Service;
 use crate::SocketIo;
 use crate::engine::{Engine, TaskCount};
 use crate::handler::Handler;
-use crate::http::{BoxError, RemoteAddr, WsAccept};
+use crate::http::{BoxError, Handshake, RemoteAddr, WsAccept};
 use crate::ws::handshake;
 
 /// The first read of a request head; it grows (up to `Config::max_request_head`) only for larger heads.
@@ -100,7 +100,7 @@ async fn connection<H, S, B>(
     app: S,
     mut stream: TcpStream,
     remote: SocketAddr,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) where
     H: Handler,
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -152,7 +152,9 @@ async fn connection<H, S, B>(
                     BytesMut::new()
                 };
                 drop(buf);
-                engine.run_websocket(accepted.plan, stream, rest).await;
+                // The session gets a task of its own, sized for it alone; this one (sized for the HTTP
+                // path as well) ends here.
+                tokio::spawn(engine.start_websocket(accepted.plan, stream, rest));
             }
             Err(response) => {
                 let _ = write_raw_response(&mut stream, response).await;
@@ -161,7 +163,29 @@ async fn connection<H, S, B>(
         return;
     }
 
-    let head_timeout = config.request_head_timeout;
+    // Boxed, so that this future (and so each connection's task while it reads a head) stays small.
+    Box::pin(serve_http(engine, app, buf, stream, remote, stop)).await;
+}
+
+/// Serves an HTTP/1.1 connection with hyper, replaying the bytes already read.
+async fn serve_http<H, S, B>(
+    engine: Arc<Engine<H>>,
+    app: S,
+    buf: BytesMut,
+    stream: TcpStream,
+    remote: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) where
+    H: Handler,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let head_timeout = engine.config.request_head_timeout;
     let io = TokioIo::new(Prefixed {
         prefix: buf.freeze(),
         inner: stream,
@@ -239,7 +263,7 @@ fn direct_websocket<H: Handler>(
     engine: &Engine<H>,
     buf: &[u8],
     remote: SocketAddr,
-) -> Option<(usize, Result<WsAccept<H>, Response<Bytes>>)> {
+) -> Option<(usize, Handshake<H>)> {
     let mut raw_headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut raw_headers);
     let head_len = match req.parse(buf) {
@@ -369,5 +393,55 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::{ConnectError, IncomingEvent, Refusal, RequestInfo, ResponseHeaders};
+    use crate::socket::Socket;
+    use serde_json::value::RawValue;
+
+    struct Nothing;
+
+    impl Handler for Nothing {
+        type Session = ();
+        fn check_request(&self, _: &RequestInfo) -> Result<ResponseHeaders, Refusal> {
+            Ok(ResponseHeaders::new())
+        }
+        async fn connect(
+            &self,
+            _: Socket,
+            _: Option<&RawValue>,
+            _: &RequestInfo,
+        ) -> Result<(), ConnectError> {
+            Ok(())
+        }
+        fn event(&self, _: &Arc<()>, _: &Socket, _: IncomingEvent) {}
+        fn disconnect(&self, _: Arc<()>, _: &Socket, _: crate::DisconnectReason) {}
+    }
+
+    /// The WebSocket task's future is most of what an idle connection costs: keep an eye on its size.
+    #[tokio::test]
+    async fn websocket_task_stays_small() {
+        let engine = Engine::new(crate::Config::default(), Nothing);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let request = RequestInfo {
+            method: Method::GET,
+            uri: Uri::from_static("/socket.io/?EIO=4&transport=websocket"),
+            headers: HeaderMap::new(),
+            remote_addr: addr,
+        };
+        let plan = crate::http::WsPlan::New(Box::new(request));
+        let task = engine.start_websocket(plan, stream, BytesMut::new());
+        let size = std::mem::size_of_val(&task);
+        eprintln!("WebSocket task future: {size} bytes");
+        assert!(
+            size <= 1024,
+            "the WebSocket task future grew to {size} bytes"
+        );
     }
 }

@@ -144,6 +144,17 @@ impl TaskCount {
         TaskGuard(self)
     }
 
+    /// Counts a task that calls [`TaskCount::leave`] when it ends.
+    pub(crate) fn enter_detached(&self) {
+        self.active.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn leave(&self) {
+        if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
     pub(crate) async fn wait_idle(&self) {
         loop {
             let notified = self.idle.notified();
@@ -161,8 +172,6 @@ pub(crate) struct TaskGuard<'a>(&'a TaskCount);
 
 impl Drop for TaskGuard<'_> {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
+        self.0.leave();
     }
 }

@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Sleep};
 
 use crate::engine::packet::{Frame, Packet, open_packet};
@@ -52,9 +51,11 @@ enum Outcome {
     UpgradeAbandoned,
 }
 
-struct Driver<'a, H: Handler, IO> {
-    engine: &'a Arc<Engine<H>>,
-    conn: &'a Arc<Connection<H>>,
+/// The state of one WebSocket session. Everything lives in this struct and in the task's future, which
+/// is kept small on purpose: it is most of what an idle connection costs.
+pub(crate) struct Driver<H: Handler, IO> {
+    engine: Arc<Engine<H>>,
+    conn: Arc<Connection<H>>,
     io: IO,
     reader: FrameReader,
     writer: FrameWriter,
@@ -66,22 +67,19 @@ struct Driver<'a, H: Handler, IO> {
     timer_at: Instant,
 }
 
-/// Runs a WebSocket session to its end, then closes the session (or, for a failed upgrade, leaves the
-/// polling session alone).
-pub(crate) async fn run<H: Handler, IO: WsIo>(
+/// Prepares a WebSocket session and returns the future that runs it to its end, then closes the session
+/// (or, for a failed upgrade, leaves the polling session alone).
+pub(crate) fn start<H: Handler, IO: WsIo>(
     engine: Arc<Engine<H>>,
     conn: Arc<Connection<H>>,
     io: IO,
     initial: BytesMut,
     mode: Mode,
-) {
-    let _task = engine.tasks.enter();
+) -> impl Future<Output = ()> + Send + 'static {
+    engine.tasks.enter_detached();
     let now = Instant::now();
     let config = &engine.config;
     let mut driver = Driver {
-        engine: &engine,
-        conn: &conn,
-        io,
         reader: FrameReader::new(initial, config.max_payload),
         writer: FrameWriter::default(),
         phase: match mode {
@@ -94,41 +92,52 @@ pub(crate) async fn run<H: Handler, IO: WsIo>(
         connect_deadline: matches!(mode, Mode::New).then(|| now + config.connect_timeout),
         closing: None,
         timer_at: now,
+        io,
+        conn,
+        engine,
     };
     if let Mode::New = mode {
-        driver.writer.text(open_packet(&conn.sid, false, config));
+        driver
+            .writer
+            .text(open_packet(&driver.conn.sid, false, &driver.engine.config));
     }
     driver.timer_at = driver.next_deadline();
+    drive(driver)
+}
+
+/// The task of a WebSocket session. Only the driver and one timer are held across the await.
+async fn drive<H: Handler, IO: WsIo>(mut driver: Driver<H, IO>) {
     // One timer per connection, moved to whatever comes next (ping, pong deadline, connect deadline).
     let sleep = tokio::time::sleep_until(driver.timer_at);
     tokio::pin!(sleep);
     let outcome = poll_fn(|cx| driver.poll_drive(cx, sleep.as_mut())).await;
-
-    if let Err(e) = tokio::time::timeout(Duration::from_secs(1), driver.io.shutdown())
-        .await
-        .unwrap_or(Ok(()))
-    {
-        tracing::trace!(sid = %conn.sid, error = %e, "WebSocket shutdown failed");
-    }
-    drop(driver);
     match outcome {
-        Outcome::Closed(reason) => engine.finish(&conn, reason),
+        Outcome::Closed(reason) => driver.engine.finish(&driver.conn, reason),
         Outcome::UpgradeAbandoned => {
-            tracing::debug!(sid = %conn.sid, "upgrade abandoned; the session stays on polling");
-            if let Some(polling) = &conn.polling {
+            tracing::debug!(sid = %driver.conn.sid, "upgrade abandoned; the session stays on polling");
+            if let Some(polling) = &driver.conn.polling {
                 polling.end_upgrade();
             }
         }
     }
 }
 
-impl<H: Handler, IO: WsIo> Driver<'_, H, IO> {
+impl<H: Handler, IO> Drop for Driver<H, IO> {
+    fn drop(&mut self) {
+        self.engine.tasks.leave();
+    }
+}
+
+impl<H: Handler, IO: WsIo> Driver<H, IO> {
     fn poll_drive(&mut self, cx: &mut Context<'_>, mut sleep: Pin<&mut Sleep>) -> Poll<Outcome> {
         let mut budget = BUDGET;
         loop {
             if let Some((outcome, _)) = self.closing {
-                // Flush what's left (ending with the close frame); the timer bounds how long that may take.
-                if self.writer.poll_flush(&mut self.io, cx).is_ready() {
+                // Flush what's left (ending with the close frame) and shut the stream down; the timer
+                // bounds how long that may take.
+                if self.writer.poll_flush(&mut self.io, cx).is_ready()
+                    && Pin::new(&mut self.io).poll_shutdown(cx).is_ready()
+                {
                     return Poll::Ready(outcome);
                 }
             }
@@ -298,7 +307,8 @@ impl<H: Handler, IO: WsIo> Driver<'_, H, IO> {
                     self.begin_close(Outcome::UpgradeAbandoned, CloseCode::POLICY)
                 }
                 Phase::Open => {
-                    if let Err(reason) = self.engine.on_message(self.conn, SioMessage::Binary(data))
+                    if let Err(reason) =
+                        self.engine.on_message(&self.conn, SioMessage::Binary(data))
                     {
                         self.begin_close(Outcome::Closed(reason), CloseCode::NORMAL);
                     }
@@ -335,7 +345,8 @@ impl<H: Handler, IO: WsIo> Driver<'_, H, IO> {
             },
             Phase::Open => match packet {
                 Ok(Packet::Message(data)) => {
-                    if let Err(reason) = self.engine.on_message(self.conn, SioMessage::Text(data)) {
+                    if let Err(reason) = self.engine.on_message(&self.conn, SioMessage::Text(data))
+                    {
                         self.begin_close(Outcome::Closed(reason), CloseCode::NORMAL);
                     }
                 }

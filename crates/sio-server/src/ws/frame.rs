@@ -12,8 +12,6 @@ use tokio::io::AsyncWrite;
 
 use super::io::WsIo;
 
-/// How much to read at a time when no frame size is known yet.
-const READ_CHUNK: usize = 4096;
 /// How many frames one vectored write may carry.
 const WRITE_BATCH: usize = 32;
 
@@ -118,8 +116,7 @@ impl FrameReader {
                 }
                 Parsed::Fragment => continue,
                 Parsed::NeedMore(needed) => {
-                    let read =
-                        ready!(io.poll_read_into(cx, &mut self.buf, needed.max(READ_CHUNK)))?;
+                    let read = ready!(io.poll_read_into(cx, &mut self.buf, needed))?;
                     if read == 0 {
                         return Poll::Ready(Ok(None));
                     }
@@ -414,7 +411,7 @@ mod tests {
             &mut self,
             _: &mut Context<'_>,
             buf: &mut BytesMut,
-            _hint: usize,
+            _needed: usize,
         ) -> Poll<io::Result<usize>> {
             let n = self.step.min(self.input.len() - self.pos);
             buf.extend_from_slice(&self.input[self.pos..self.pos + n]);

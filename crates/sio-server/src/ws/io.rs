@@ -7,17 +7,21 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// A stream a WebSocket runs on. Reading goes through [`WsIo::poll_read_into`] so that a `TcpStream` can wait
-/// for readiness *without* a buffer and allocate one only when bytes have arrived: an idle connection then
-/// holds no read buffer at all.
+/// Reads of at most this size go through a buffer on the stack, and only the bytes received are copied
+/// to the heap: a connection whose readiness turns out to be stale allocates nothing.
+const STACK_READ: usize = 4096;
+
+/// A stream a WebSocket runs on. Reading goes through [`WsIo::poll_read_into`] so that it can wait for
+/// data *without* a heap buffer: an idle connection then holds no read buffer at all.
 pub(crate) trait WsIo: AsyncWrite + Unpin + Send + 'static {
-    /// Reads what is available into `buf` (reserving at least `hint` bytes first if it has less room).
-    /// `Ok(0)` means the peer closed its side.
+    /// Appends what is available to `buf`; `needed` is how many more bytes the reader knows it needs (a
+    /// large value means a large frame is arriving, which is worth reserving for). `Ok(0)` means the peer
+    /// closed its side.
     fn poll_read_into(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
-        hint: usize,
+        needed: usize,
     ) -> Poll<io::Result<usize>>;
 }
 
@@ -26,16 +30,21 @@ impl WsIo for TcpStream {
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
-        hint: usize,
+        needed: usize,
     ) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.poll_read_ready(cx))?;
-            if buf.capacity() - buf.len() < hint {
-                buf.reserve(hint);
-            }
-            match self.try_read_buf(buf) {
+            let result = if needed <= STACK_READ {
+                let mut chunk = [0u8; STACK_READ];
+                self.try_read(&mut chunk)
+                    .inspect(|&n| buf.extend_from_slice(&chunk[..n]))
+            } else {
+                buf.reserve(needed);
+                self.try_read_buf(buf)
+            };
+            match result {
                 Ok(n) => return Poll::Ready(Ok(n)),
-                // The readiness was stale; `try_read_buf` cleared it, so polling again registers the waker.
+                // The readiness was stale; `try_read` cleared it, so polling again registers the waker.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             }
@@ -43,9 +52,9 @@ impl WsIo for TcpStream {
     }
 }
 
-/// Any other stream (such as a connection hyper upgraded), read through an ordinary `AsyncRead` call.
-/// The buffer stays reserved while waiting; this path is only taken by WebSocket upgrades that arrive on a
-/// keep-alive HTTP connection, which browsers don't do.
+/// Any other stream (such as a connection hyper upgraded), read through an ordinary `AsyncRead` call into
+/// a stack buffer. This path is only taken by WebSocket upgrades that arrive on a keep-alive HTTP
+/// connection, which browsers don't do.
 pub(crate) struct Generic<T>(pub(crate) T);
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> WsIo for Generic<T> {
@@ -53,22 +62,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> WsIo for Generic<T> {
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
-        hint: usize,
+        _needed: usize,
     ) -> Poll<io::Result<usize>> {
-        let start = buf.len();
-        buf.resize(start + hint, 0);
-        let mut read_buf = ReadBuf::new(&mut buf[start..]);
-        let result = std::pin::Pin::new(&mut self.0).poll_read(cx, &mut read_buf);
-        let n = read_buf.filled().len();
-        buf.truncate(start + n);
-        match result {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(n)),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
+        let mut chunk = [0u8; STACK_READ];
+        let mut read_buf = ReadBuf::new(&mut chunk);
+        ready!(std::pin::Pin::new(&mut self.0).poll_read(cx, &mut read_buf))?;
+        buf.extend_from_slice(read_buf.filled());
+        Poll::Ready(Ok(read_buf.filled().len()))
     }
 }
-
 impl<T: AsyncWrite + Unpin> AsyncWrite for Generic<T> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
