@@ -63,6 +63,7 @@ where
     let (stop, stopped) = watch::channel(false);
     let http_connections = Arc::new(TaskCount::default());
     tokio::pin!(shutdown);
+    let mut last_accept_warning: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -78,8 +79,11 @@ where
                 }
                 Err(e) => {
                     // Typically out of file descriptors: back off instead of spinning; connections that
-                    // close will free some.
-                    tracing::warn!(error = %e, "accept failed");
+                    // close will free some. Warn at most once a second.
+                    if last_accept_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                        tracing::warn!(error = %e, "accept failed");
+                        last_accept_warning = Some(std::time::Instant::now());
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
@@ -124,6 +128,7 @@ async fn connection<H, S, B>(
             let _ = stream
                 .write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                 .await;
+            Box::pin(lingering_close(stream)).await;
             return;
         }
         Ok(Err(e)) => {
@@ -157,7 +162,9 @@ async fn connection<H, S, B>(
                 tokio::spawn(engine.start_websocket(accepted.plan, stream, rest));
             }
             Err(response) => {
-                let _ = write_raw_response(&mut stream, response).await;
+                if write_raw_response(&mut stream, response).await.is_ok() {
+                    Box::pin(lingering_close(stream)).await;
+                }
             }
         }
         return;
@@ -336,8 +343,25 @@ async fn write_raw_response(stream: &mut TcpStream, response: Response<Bytes>) -
         .as_bytes(),
     );
     out.extend_from_slice(&body);
-    stream.write_all(&out).await?;
-    stream.shutdown().await
+    stream.write_all(&out).await
+}
+
+/// Closes a connection whose request was not read to its end: stop writing, then read and discard what
+/// the client still sends for a moment. Closing with unread bytes would make the kernel reset the
+/// connection, and the client could lose the response it was about to read.
+async fn lingering_close(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut scratch = [0u8; 4096];
+        let mut total = 0usize;
+        while let Ok(n @ 1..) = stream.read(&mut scratch).await {
+            total += n;
+            if total > 256 * 1024 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
 /// A stream with bytes already read from it put back in front.

@@ -508,3 +508,135 @@ pub(crate) enum Taken {
     /// The socket is gone.
     Closed,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    fn core(max: usize) -> SocketCore {
+        SocketCore::new("127.0.0.1:1".parse().unwrap(), Transport::WebSocket, max)
+    }
+
+    fn take(core: &SocketCore) -> Vec<Frame> {
+        match core.poll_take(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Taken::Frames(frames, _)) => frames.into(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn sends_need_a_connecting_or_connected_socket() {
+        let socket = Socket(Arc::new(core(4)));
+        let packet = Packet::event("e", &1).unwrap();
+        assert!(matches!(socket.send(&packet), Err(SendError::Closed)));
+        socket.0.lock().state = State::Connecting;
+        socket.send(&packet).unwrap();
+        socket.0.lock().state = State::Connected;
+        socket.send(&packet).unwrap();
+        socket.0.mark_closed();
+        assert!(matches!(socket.send(&packet), Err(SendError::Closed)));
+        assert!(!socket.is_connected());
+    }
+
+    #[test]
+    fn a_full_queue_refuses_until_drained() {
+        let socket = Socket(Arc::new(core(3)));
+        socket.0.lock().state = State::Connected;
+        let packet = Packet::event("e", &"x").unwrap();
+        for _ in 0..3 {
+            socket.send(&packet).unwrap();
+        }
+        assert!(matches!(socket.send(&packet), Err(SendError::Full)));
+        assert_eq!(socket.queued(), 3);
+        // Protocol frames are not bounded.
+        socket.0.push_control(Frame::PING);
+        assert_eq!(take(&socket.0).len(), 4);
+        socket.send(&packet).unwrap();
+    }
+
+    #[test]
+    fn the_same_bytes_go_to_every_socket() {
+        let packet = Packet::event("message:new", &serde_json::json!({"seq": 1})).unwrap();
+        let sockets: Vec<Socket> = (0..3).map(|_| Socket(Arc::new(core(8)))).collect();
+        for s in &sockets {
+            s.0.lock().state = State::Connected;
+            s.send(&packet).unwrap();
+        }
+        for s in &sockets {
+            match &take(&s.0)[..] {
+                [Frame::Text(bytes)] => {
+                    assert_eq!(bytes.as_ptr(), packet.as_bytes().as_ptr(), "not re-encoded")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn disconnect_queues_41_then_closes() {
+        let socket = Socket(Arc::new(core(8)));
+        socket.0.lock().state = State::Connected;
+        socket.emit("bye", &()).unwrap();
+        socket.disconnect();
+        assert!(matches!(socket.emit("late", &()), Err(SendError::Closed)));
+        match socket.0.poll_take(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Taken::Frames(frames, Some(DisconnectReason::ServerDisconnect))) => {
+                assert_eq!(frames.back(), Some(&Frame::Text(Bytes::from_static(b"41"))));
+                assert_eq!(frames.len(), 2);
+            }
+            _ => panic!("expected the frames and the close"),
+        }
+    }
+
+    #[test]
+    fn binary_packets_queue_their_attachments_after_the_text() {
+        let socket = Socket(Arc::new(core(8)));
+        socket.0.lock().state = State::Connected;
+        let placeholder = RawValue::from_string(r#"{"_placeholder":true,"num":0}"#.into()).unwrap();
+        let packet =
+            Packet::binary_event("file", &[placeholder], vec![Bytes::from_static(&[1, 2])]);
+        socket.send(&packet).unwrap();
+        assert_eq!(
+            take(&socket.0),
+            vec![
+                Frame::Text(Bytes::from_static(
+                    br#"451-["file",{"_placeholder":true,"num":0}]"#
+                )),
+                Frame::Binary(Bytes::from_static(&[1, 2])),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn acks_resolve_time_out_or_fail_on_close() {
+        let socket = Socket(Arc::new(core(8)));
+        socket.0.lock().state = State::Connected;
+        let reply = socket.emit_with_ack("q", &1, Duration::from_secs(5));
+        let frames = take(&socket.0);
+        assert_eq!(
+            frames,
+            vec![Frame::Text(Bytes::from_static(br#"421["q",1]"#))]
+        );
+        let answer = RawValue::from_string("42".into()).unwrap();
+        socket.0.resolve_ack(
+            1,
+            AckReply {
+                args: vec![answer],
+                binary: Vec::new(),
+            },
+        );
+        assert_eq!(reply.await.unwrap().args[0].get(), "42");
+
+        let slow = socket.emit_with_ack("q", &2, Duration::from_millis(20));
+        assert!(matches!(slow.await, Err(AckError::Timeout)));
+        assert!(
+            socket.0.lock().acks.is_empty(),
+            "a timed-out ack leaves no entry behind"
+        );
+
+        let pending = socket.emit_with_ack("q", &3, Duration::from_secs(5));
+        socket.0.mark_closed();
+        assert!(matches!(pending.await, Err(AckError::Closed)));
+    }
+}

@@ -65,6 +65,8 @@ pub(crate) struct Driver<H: Handler, IO> {
     closing: Option<(Outcome, Instant)>,
     /// What the timer is currently set to.
     timer_at: Instant,
+    /// How the session ended, once it has.
+    ended: Option<Outcome>,
 }
 
 /// Prepares a WebSocket session and returns the future that runs it to its end, then closes the session
@@ -92,6 +94,7 @@ pub(crate) fn start<H: Handler, IO: WsIo>(
         connect_deadline: matches!(mode, Mode::New).then(|| now + config.connect_timeout),
         closing: None,
         timer_at: now,
+        ended: None,
         io,
         conn,
         engine,
@@ -111,19 +114,27 @@ async fn drive<H: Handler, IO: WsIo>(mut driver: Driver<H, IO>) {
     let sleep = tokio::time::sleep_until(driver.timer_at);
     tokio::pin!(sleep);
     let outcome = poll_fn(|cx| driver.poll_drive(cx, sleep.as_mut())).await;
-    match outcome {
-        Outcome::Closed(reason) => driver.engine.finish(&driver.conn, reason),
-        Outcome::UpgradeAbandoned => {
-            tracing::debug!(sid = %driver.conn.sid, "upgrade abandoned; the session stays on polling");
-            if let Some(polling) = &driver.conn.polling {
-                polling.end_upgrade();
-            }
-        }
-    }
+    driver.ended = Some(outcome);
+    // Dropping the driver closes the session.
 }
 
 impl<H: Handler, IO> Drop for Driver<H, IO> {
+    /// Ends the session, also when the task did not run to its end (the runtime shut down, or a handler
+    /// panicked on this task): the session must not stay in the table, and `disconnect` must run.
     fn drop(&mut self) {
+        let outcome = self.ended.take().unwrap_or(match self.phase {
+            Phase::Probing { .. } => Outcome::UpgradeAbandoned,
+            Phase::Open => Outcome::Closed(DisconnectReason::TransportError),
+        });
+        match outcome {
+            Outcome::Closed(reason) => self.engine.finish(&self.conn, reason),
+            Outcome::UpgradeAbandoned => {
+                tracing::debug!(sid = %self.conn.sid, "upgrade abandoned; the session stays on polling");
+                if let Some(polling) = &self.conn.polling {
+                    polling.end_upgrade();
+                }
+            }
+        }
         self.engine.tasks.leave();
     }
 }
