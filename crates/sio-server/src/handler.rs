@@ -150,7 +150,7 @@ pub enum DisconnectReason {
     PingTimeout,
     /// The client sent a malformed Engine.IO or Socket.IO packet.
     ParseError,
-    /// The server is shutting down ([`SocketIo::close_all`](crate::SocketIo::close_all)).
+    /// The server is shutting down ([`SocketIo::shutdown`](crate::SocketIo::shutdown)).
     ServerShutdown,
 }
 

@@ -419,8 +419,14 @@ async fn a_panicking_handler_still_closes_the_session() {
     let mut ws = ws_connected(&server, "panicky").await;
     ws.send(Message::text(r#"42["panic"]"#)).await.unwrap();
     closed(&mut ws).await;
-    eventually("the disconnect", || server.records().disconnects.contains_key("panicky")).await;
-    assert_eq!(server.records().disconnects["panicky"], vec![DisconnectReason::TransportError]);
+    eventually("the disconnect", || {
+        server.records().disconnects.contains_key("panicky")
+    })
+    .await;
+    assert_eq!(
+        server.records().disconnects["panicky"],
+        vec![DisconnectReason::TransportError]
+    );
     assert_eq!(server.sio.session_count(), 0);
     server.stop().await;
 }
