@@ -193,6 +193,7 @@ async fn serve_http<H, S, B>(
     B::Error: Into<BoxError>,
 {
     let head_timeout = engine.config.request_head_timeout;
+    let max_head = engine.config.max_request_head;
     let io = TokioIo::new(Prefixed {
         prefix: buf.freeze(),
         inner: stream,
@@ -217,6 +218,8 @@ async fn serve_http<H, S, B>(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout)
+        // The same head limit as the direct path (hyper's minimum is 8 KiB): larger heads get a 431.
+        .max_buf_size(max_head.max(8192))
         .serve_connection(io, service)
         .with_upgrades();
     tokio::pin!(conn);

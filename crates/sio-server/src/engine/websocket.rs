@@ -348,8 +348,12 @@ impl<H: Handler, IO: WsIo> Driver<H, IO> {
                         polling.stop();
                     }
                     self.phase = Phase::Open;
-                    self.heartbeat =
-                        Heartbeat::PingAt(Instant::now() + self.engine.config.ping_interval);
+                    let now = Instant::now();
+                    self.heartbeat = Heartbeat::PingAt(now + self.engine.config.ping_interval);
+                    // The polling heartbeat enforced the connect timeout until now; carry it on.
+                    if !self.conn.sio().is_connected() {
+                        self.connect_deadline = Some(now + self.engine.config.connect_timeout);
+                    }
                     tracing::debug!(sid = %self.conn.sid, "upgraded to WebSocket");
                 }
                 _ => self.begin_close(Outcome::UpgradeAbandoned, CloseCode::POLICY),
