@@ -3,11 +3,13 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
+use confab_sio::SocketIo;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -17,13 +19,14 @@ use crate::config::Config;
 use crate::http::{AppState, OriginPolicy};
 use crate::hub::Hub;
 use crate::limits::Limiter;
-use crate::realtime::{Realtime, Sessions};
+use crate::realtime::{Realtime, Sessions, SioHandler};
 use crate::store::{Store, Writer};
 
 /// A built server, bound to its port, not yet serving.
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    sio: SocketIo<SioHandler>,
     local_addr: SocketAddr,
     store: Store,
 }
@@ -59,16 +62,23 @@ impl Application {
             limiter.clone(),
             Sessions::new(config.session_warning),
         );
-        let (sio_layer, _io) = crate::realtime::layer(realtime, config.limits.max_payload_bytes);
-
         let policy = OriginPolicy::new(config.cors_origins.clone());
+        let sio = SocketIo::new(
+            confab_sio::Config {
+                max_payload: config.limits.max_payload_bytes,
+                ping_interval: config.ping_interval,
+                ping_timeout: config.ping_timeout,
+                ..confab_sio::Config::default()
+            },
+            SioHandler::new(realtime, policy.clone()),
+        );
+
         let router = crate::http::routes(AppState {
             chat,
             verifier,
             limiter,
         })
         .layer(DefaultBodyLimit::max(config.limits.max_payload_bytes))
-        .layer(sio_layer)
         .layer(cors(&policy))
         .layer(axum::middleware::from_fn_with_state(
             policy,
@@ -82,6 +92,7 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            sio,
             local_addr,
             store,
         })
@@ -109,14 +120,9 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving")
+        confab_sio::serve(self.listener, self.sio, self.router, shutdown)
+            .await
+            .context("serving")
     }
 }
 
@@ -131,6 +137,7 @@ fn cors(policy: &OriginPolicy) -> CorsLayer {
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600))
 }
 
 async fn shutdown_signal() {

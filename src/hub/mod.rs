@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
+use confab_sio::Packet;
 use serde::Serialize;
 
 use crate::domain::{ConversationId, UserId};
@@ -14,19 +15,17 @@ use crate::domain::{ConversationId, UserId};
 /// A process-unique number for a connected socket.
 pub type SocketKey = u64;
 
-/// A server→client event, serialized once and shared by every recipient.
+/// A server→client event, encoded once as a Socket.IO packet and shared by every recipient
+/// (each socket queues the same bytes).
 #[derive(Clone, Debug)]
 pub struct Outgoing {
-    pub event: &'static str,
-    pub json: Arc<str>,
+    pub packet: Packet,
 }
 
 impl Outgoing {
     pub fn new(event: &'static str, payload: &impl Serialize) -> Self {
-        let json = serde_json::to_string(payload).expect("event payloads serialize");
         Self {
-            event,
-            json: json.into(),
+            packet: Packet::event(event, payload).expect("event payloads serialize"),
         }
     }
 }
@@ -298,7 +297,10 @@ mod tests {
 
     impl Outbound for Recorder {
         fn send(&self, event: &Outgoing) -> bool {
-            self.0.lock().unwrap().push(event.json.to_string());
+            self.0
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(event.packet.as_bytes()).into_owned());
             true
         }
         fn disconnect(&self) {}

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use serde_json::{Value, json};
 
 pub use session::Sessions;
-pub use socketio::layer;
+pub use socketio::SioHandler;
 
 use crate::auth::{AuthFailure, Identity, Verifier};
 use crate::chat::{Actor, Chat};

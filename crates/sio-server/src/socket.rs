@@ -88,6 +88,16 @@ impl Packet {
         }
     }
 
+    /// A packet from an Engine.IO text frame that is already encoded, such as one encoded by another
+    /// server process and relayed to this one. The bytes are sent as they are: they must be a valid frame
+    /// (`4` followed by a Socket.IO packet) from a trusted source.
+    pub fn from_encoded(text: Bytes) -> Packet {
+        Packet {
+            text,
+            attachments: Vec::new(),
+        }
+    }
+
     /// The encoded Engine.IO text frame.
     pub fn as_bytes(&self) -> &Bytes {
         &self.text
