@@ -12,6 +12,7 @@ mod history;
 mod http;
 mod limits;
 mod messages;
+mod official_client;
 mod ordering;
 mod payloads;
 mod presence;
