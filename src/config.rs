@@ -53,6 +53,21 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Size of the database connection pool (for SQLite: the readers; there is always one writer).",
     },
     Setting {
+        key: "redis_url",
+        default: "",
+        doc: "`redis://host:6379`: run as one node of a cluster sharing Redis (and PostgreSQL). Unset: a single node with in-process fan-out.",
+    },
+    Setting {
+        key: "redis_prefix",
+        default: "confab",
+        doc: "Prefix of every Redis key and channel, so several clusters can share one Redis.",
+    },
+    Setting {
+        key: "node_timeout_secs",
+        default: "15",
+        doc: "A node whose heartbeat (renewed every 5 s) is this old is dead: the others mark its users offline.",
+    },
+    Setting {
         key: "jwt_secret",
         default: "",
         doc: "HS256 secret shared with the host app (for example its NextAuth secret), at least 16 bytes. When neither this nor `jwt_public_key` is set, a secret is generated once and kept in `DATA_DIR/jwt-secret` (local mode).",
@@ -227,6 +242,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub database_url: String,
     pub database_max_connections: u32,
+    pub redis_url: Option<String>,
+    pub redis_prefix: String,
+    pub node_timeout: Duration,
     pub jwt: JwtKeys,
     pub cors_origins: Vec<String>,
     pub limits: Limits,
@@ -280,6 +298,9 @@ impl Config {
         let config = Self {
             bind: src.parse("bind")?,
             database_max_connections: src.parse("database_max_connections")?,
+            redis_url: src.get("redis_url"),
+            redis_prefix: src.parse("redis_prefix")?,
+            node_timeout: Duration::from_secs(src.parse("node_timeout_secs")?),
             jwt: JwtKeys {
                 secret: src.get("jwt_secret"),
                 public_key_pem,

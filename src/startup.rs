@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,13 +15,18 @@ use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::Verifier;
+use crate::bus::Bus;
+use crate::chat::presence::ClusterPresence;
 use crate::chat::{Chat, ChatSettings};
 use crate::config::Config;
 use crate::http::{AppState, OriginPolicy};
-use crate::hub::Hub;
+use crate::hub::{Hub, Outgoing};
 use crate::limits::Limiter;
 use crate::realtime::{Realtime, Sessions, SioHandler};
 use crate::store::{Store, Writer};
+
+/// How long shutdown waits for sends in flight to be committed.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// A built server, bound to its port, not yet serving.
 pub struct Application {
@@ -29,6 +35,9 @@ pub struct Application {
     sio: SocketIo<SioHandler>,
     local_addr: SocketAddr,
     store: Store,
+    chat: Chat,
+    writer: Writer,
+    shutting_down: Arc<AtomicBool>,
 }
 
 impl Application {
@@ -45,14 +54,35 @@ impl Application {
             Store::Sqlite(_) => 1,
         };
         let writer = Writer::start(store.clone(), shards, config.write_batch_max);
+        let shutting_down = Arc::new(AtomicBool::new(false));
+        // With Redis this node joins a cluster; without, it runs alone.
+        let (hub, cluster_presence) = match &config.redis_url {
+            Some(url) => {
+                if matches!(store, Store::Sqlite(_)) {
+                    tracing::warn!(
+                        "a cluster on SQLite: every node must open the same file, on one machine"
+                    );
+                }
+                let (bus, signals) = Bus::start(url, &config.redis_prefix).await?;
+                let presence = ClusterPresence::new(
+                    bus.link().keys.clone(),
+                    &config.redis_prefix,
+                    bus.node_id(),
+                    config.node_timeout,
+                );
+                (Hub::new(Some((bus, signals))), Some(presence))
+            }
+            None => (Hub::new(None), None),
+        };
         let chat = Chat::new(
             store.clone(),
-            writer,
-            Hub::new(),
+            writer.clone(),
+            hub,
             ChatSettings {
                 limits: config.limits.clone(),
                 typing_ttl: config.typing_ttl,
                 presence_grace: config.presence_grace,
+                cluster_presence,
             },
         );
         let limiter = Limiter::new(&config.rates);
@@ -61,6 +91,7 @@ impl Application {
             verifier.clone(),
             limiter.clone(),
             Sessions::new(config.session_warning),
+            shutting_down.clone(),
         );
         let policy = OriginPolicy::new(config.cors_origins.clone());
         let sio = SocketIo::new(
@@ -74,9 +105,10 @@ impl Application {
         );
 
         let router = crate::http::routes(AppState {
-            chat,
+            chat: chat.clone(),
             verifier,
             limiter,
+            shutting_down: shutting_down.clone(),
         })
         .layer(DefaultBodyLimit::max(config.limits.max_payload_bytes))
         .layer(cors(&policy))
@@ -95,6 +127,9 @@ impl Application {
             sio,
             local_addr,
             store,
+            chat,
+            writer,
+            shutting_down,
         })
     }
 
@@ -110,17 +145,42 @@ impl Application {
         &self.store
     }
 
+    /// This node's bus counters, in a cluster.
+    pub fn bus_stats(&self) -> Option<Arc<crate::bus::BusStats>> {
+        self.chat.hub().bus().map(|b| b.stats.clone())
+    }
+
     /// Serves until Ctrl-C or SIGTERM.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run(shutdown_signal()).await
     }
 
     /// Serves until `shutdown` completes.
+    ///
+    /// Winding down: readiness fails and new sockets are refused, connected clients are told
+    /// `server:shutdown` (so they reconnect elsewhere), sends in flight are committed and
+    /// acked, and finally every connection is closed.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        confab_sio::serve(self.listener, self.sio, self.router, shutdown)
+        let chat = self.chat.clone();
+        let writer = self.writer.clone();
+        let shutting_down = self.shutting_down.clone();
+        let wind_down = async move {
+            shutdown.await;
+            shutting_down.store(true, Ordering::Relaxed);
+            let (sockets, _) = chat.hub().counts();
+            tracing::info!(
+                sockets,
+                "shutting down: telling clients to reconnect elsewhere"
+            );
+            chat.hub()
+                .to_everyone_here(&Outgoing::new("server:shutdown", &serde_json::json!({})));
+            writer.drain(DRAIN_LIMIT).await;
+            chat.retire().await;
+        };
+        confab_sio::serve(self.listener, self.sio, self.router, wind_down)
             .await
             .context("serving")
     }

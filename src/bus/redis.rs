@@ -56,8 +56,7 @@ pub struct Health {
 impl Health {
     /// `None` when both connections work, else why not.
     pub fn problem(&self) -> Option<String> {
-        if self.subscriber_up.load(Ordering::Relaxed) && self.publisher_up.load(Ordering::Relaxed)
-        {
+        if self.subscriber_up.load(Ordering::Relaxed) && self.publisher_up.load(Ordering::Relaxed) {
             return None;
         }
         Some(
@@ -81,7 +80,8 @@ impl Health {
         if !flag.swap(true, Ordering::Relaxed) {
             tracing::info!("connected to Redis");
         }
-        let up = self.subscriber_up.load(Ordering::Relaxed) && self.publisher_up.load(Ordering::Relaxed);
+        let up =
+            self.subscriber_up.load(Ordering::Relaxed) && self.publisher_up.load(Ordering::Relaxed);
         metrics::gauge!("confab_redis_up").set(if up { 1.0 } else { 0.0 });
     }
 }
@@ -154,7 +154,10 @@ async fn publisher(
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
         let mut pipe = redis::pipe();
         for (channel, payload) in &batch {
-            pipe.cmd("PUBLISH").arg(&channel[..]).arg(&payload[..]).ignore();
+            pipe.cmd("PUBLISH")
+                .arg(&channel[..])
+                .arg(&payload[..])
+                .ignore();
         }
         match pipe.query_async::<()>(&mut conn).await {
             Ok(()) => {

@@ -24,6 +24,8 @@ pub struct AppState {
     pub chat: Chat,
     pub verifier: Arc<Verifier>,
     pub limiter: Limiter,
+    /// Set when shutdown starts: readiness fails, so load balancers stop sending clients here.
+    pub shutting_down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The API and health routes.

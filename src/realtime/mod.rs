@@ -6,7 +6,7 @@ mod socketio;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
@@ -77,6 +77,8 @@ pub struct Realtime {
     limiter: Limiter,
     sessions: Sessions,
     next_key: Arc<AtomicU64>,
+    /// Set when the server is shutting down: new sockets are sent elsewhere.
+    shutting_down: Arc<AtomicBool>,
 }
 
 /// The handshake's `auth` payload, as far as we read it.
@@ -86,13 +88,20 @@ struct Auth {
 }
 
 impl Realtime {
-    pub fn new(chat: Chat, verifier: Arc<Verifier>, limiter: Limiter, sessions: Sessions) -> Self {
+    pub fn new(
+        chat: Chat,
+        verifier: Arc<Verifier>,
+        limiter: Limiter,
+        sessions: Sessions,
+        shutting_down: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             chat,
             verifier,
             limiter,
             sessions,
             next_key: Arc::new(AtomicU64::new(1)),
+            shutting_down,
         }
     }
 
@@ -118,6 +127,9 @@ impl Realtime {
         remote: Option<IpAddr>,
         outbound: Arc<dyn Outbound>,
     ) -> Result<Arc<Connection>, Refusal> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(Refusal::new("unavailable", json!({})));
+        }
         if let Some(ip) = remote
             && let Err(retry_after_ms) = self.limiter.check_connect(ip)
         {
