@@ -65,7 +65,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "node_timeout_secs",
         default: "15",
-        doc: "A node whose heartbeat (renewed every 5 s) is this old is dead: the others mark its users offline.",
+        doc: "A node whose heartbeat (renewed every third of this) is this old is dead: the others mark its users offline.",
     },
     Setting {
         key: "jwt_secret",
@@ -116,6 +116,11 @@ pub const SETTINGS: &[Setting] = &[
         key: "ping_timeout_ms",
         default: "20000",
         doc: "How long the server waits for a pong before it closes the socket (`pingTimeout`); a silent client counts as gone after interval + timeout.",
+    },
+    Setting {
+        key: "shutdown_grace_ms",
+        default: "1000",
+        doc: "On SIGTERM: after `server:shutdown` is sent, how long sockets stay open so sends already on their way are still stored and acked.",
     },
     Setting {
         key: "write_batch_max",
@@ -251,6 +256,7 @@ pub struct Config {
     pub write_batch_max: usize,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    pub shutdown_grace: Duration,
     pub typing_ttl: Duration,
     pub presence_grace: Duration,
     pub session_warning: Duration,
@@ -324,6 +330,7 @@ impl Config {
             write_batch_max: src.parse("write_batch_max")?,
             ping_interval: Duration::from_millis(src.parse("ping_interval_ms")?),
             ping_timeout: Duration::from_millis(src.parse("ping_timeout_ms")?),
+            shutdown_grace: Duration::from_millis(src.parse("shutdown_grace_ms")?),
             typing_ttl: Duration::from_millis(src.parse("typing_ttl_ms")?),
             presence_grace: Duration::from_millis(src.parse("presence_grace_ms")?),
             session_warning: Duration::from_secs(src.parse("session_warning_secs")?),

@@ -38,6 +38,7 @@ pub struct Application {
     chat: Chat,
     writer: Writer,
     shutting_down: Arc<AtomicBool>,
+    shutdown_grace: Duration,
 }
 
 impl Application {
@@ -130,6 +131,7 @@ impl Application {
             chat,
             writer,
             shutting_down,
+            shutdown_grace: config.shutdown_grace,
         })
     }
 
@@ -167,6 +169,7 @@ impl Application {
         let chat = self.chat.clone();
         let writer = self.writer.clone();
         let shutting_down = self.shutting_down.clone();
+        let grace = self.shutdown_grace;
         let wind_down = async move {
             shutdown.await;
             shutting_down.store(true, Ordering::Relaxed);
@@ -177,6 +180,8 @@ impl Application {
             );
             chat.hub()
                 .to_everyone_here(&Outgoing::new("server:shutdown", &serde_json::json!({})));
+            // Sends already on their way still arrive, are stored and acked; then the rest.
+            tokio::time::sleep(grace).await;
             writer.drain(DRAIN_LIMIT).await;
             chat.retire().await;
         };

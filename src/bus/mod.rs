@@ -25,7 +25,9 @@ use crate::domain::{ConversationId, UserId};
 /// Counts of what this node exchanged over the bus (tests and operators look at them).
 #[derive(Debug, Default)]
 pub struct BusStats {
+    /// Messages this node published.
     pub published: AtomicU64,
+    /// Messages from other nodes this node received (its subscriptions at work).
     pub received: AtomicU64,
 }
 
@@ -167,13 +169,14 @@ impl Bus {
 
     /// Decodes an incoming message. `None` for our own messages and for anything malformed.
     pub fn decode(&self, channel: &[u8], payload: Bytes) -> Option<Received> {
-        self.stats.received.fetch_add(1, Ordering::Relaxed);
         let channel = self.parse_channel(channel)?;
         let len = u32::from_be_bytes(payload.get(..4)?.try_into().ok()?) as usize;
         let header: Header = serde_json::from_slice(payload.get(4..4 + len)?).ok()?;
         if header.n == *self.node {
             return None;
         }
+        // Counted here, after our own echoes are dropped: what other nodes sent us.
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
         Some(Received {
             channel,
             control: header.control,

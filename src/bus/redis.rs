@@ -145,13 +145,29 @@ impl RedisLink {
     }
 }
 
+/// How often an idle publisher pings Redis, so health reflects reality without traffic.
+const IDLE_PING: Duration = Duration::from_secs(1);
+
 async fn publisher(
     mut conn: ConnectionManager,
     mut queue: mpsc::Receiver<(Bytes, Bytes)>,
     health: Arc<Health>,
 ) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
-    while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+    loop {
+        let received = tokio::select! {
+            n = queue.recv_many(&mut batch, PUBLISH_BATCH) => n,
+            _ = tokio::time::sleep(IDLE_PING) => {
+                match redis::cmd("PING").query_async::<()>(&mut conn).await {
+                    Ok(()) => health.recovered(&health.publisher_up),
+                    Err(e) => health.failed(&health.publisher_up, &e),
+                }
+                continue;
+            }
+        };
+        if received == 0 {
+            return;
+        }
         let mut pipe = redis::pipe();
         for (channel, payload) in &batch {
             pipe.cmd("PUBLISH")

@@ -16,9 +16,6 @@ use redis::aio::ConnectionManager;
 
 use crate::domain::UserId;
 
-/// How often a node renews its heartbeat and looks for dead nodes.
-pub const HEARTBEAT: Duration = Duration::from_secs(5);
-
 pub struct ClusterPresence {
     conn: ConnectionManager,
     prefix: String,
@@ -35,6 +32,12 @@ impl ClusterPresence {
             node: node.to_owned(),
             node_timeout,
         }
+    }
+
+    /// How often this node renews its heartbeat and looks for dead nodes: three beats per
+    /// timeout, so one lost beat doesn't make a live node look dead.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.node_timeout / 3
     }
 
     fn online_key(&self, user: &str) -> String {

@@ -223,7 +223,14 @@ impl Presence {
 /// Keeps this node's heartbeat, restores its users after Redis lost them, and marks the users
 /// of nodes that died offline.
 async fn heartbeat(presence: std::sync::Weak<Inner>) {
-    let mut tick = tokio::time::interval(cluster::HEARTBEAT);
+    let interval = match presence
+        .upgrade()
+        .and_then(|p| p.cluster.as_ref().map(|c| c.heartbeat_interval()))
+    {
+        Some(interval) => interval,
+        None => return,
+    };
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
