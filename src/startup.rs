@@ -46,6 +46,8 @@ impl Application {
     /// Binding happens here, so `port()` is known before serving (tests bind port 0).
     pub async fn build(mut config: Config) -> anyhow::Result<Self> {
         config.ensure_jwt_secret()?;
+        // Installed before anything records, so no early sample is lost.
+        crate::telemetry::metrics();
         let verifier = Arc::new(Verifier::new(&config.jwt).context("loading JWT keys")?);
         let store = Store::connect(&config.database_url, config.database_max_connections).await?;
         // SQLite has one writer anyway; PostgreSQL commits batches for different conversations

@@ -4,6 +4,7 @@
 mod api;
 mod extract;
 mod health;
+mod metrics;
 mod origin;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub fn routes(state: AppState) -> Router {
     Router::new()
         .merge(api::routes())
         .merge(health::routes())
+        .merge(metrics::routes())
         .with_state(state)
 }
 

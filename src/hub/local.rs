@@ -128,16 +128,23 @@ impl Local {
         except: Except,
     ) {
         let mut failed = Vec::new();
+        let mut delivered = 0u64;
         for user in users {
             let Some(entry) = self.users.get(user) else {
                 continue;
             };
             for (key, socket) in &entry.sockets {
-                if !except.skips(user, *key) && !socket.send(event) {
+                if except.skips(user, *key) {
+                    continue;
+                }
+                if socket.send(event) {
+                    delivered += 1;
+                } else {
                     failed.push(socket.clone());
                 }
             }
         }
+        metrics::counter!("confab_deliveries_total").increment(delivered);
         for socket in failed {
             metrics::counter!("confab_slow_consumer_disconnects_total").increment(1);
             socket.disconnect();

@@ -105,7 +105,7 @@ impl Handler for SioHandler {
     }
 
     fn disconnect(&self, conn: Arc<Arc<Connection>>, _socket: &Socket, reason: DisconnectReason) {
-        tracing::debug!(user = %conn.user, %reason, "socket closed");
+        tracing::debug!(parent: &conn.span, %reason, "socket closed");
         self.realtime.disconnect(&conn);
     }
 }
