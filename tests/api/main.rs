@@ -19,5 +19,6 @@ mod ordering;
 mod payloads;
 mod presence;
 mod receipts;
+mod security;
 mod session;
 mod typing;
