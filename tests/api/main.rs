@@ -9,6 +9,7 @@ mod helpers;
 mod auth;
 mod cluster;
 mod conversations;
+mod fuzz;
 mod history;
 mod http;
 mod limits;

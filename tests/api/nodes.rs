@@ -122,6 +122,10 @@ impl NodeProcess {
         Self { url, child }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// SIGKILL: no goodbye, nothing flushed.
     pub async fn kill(&mut self) {
         self.child.kill().await.unwrap();
