@@ -607,12 +607,15 @@ export class ConfabClient {
 
   /** `session:expiring`: swap in a fresh token; if that fails, reconnect with one. */
   private async refreshSession(): Promise<void> {
+    const generation = this.connectGeneration;
     try {
       const token = await this.freshToken();
+      if (generation !== this.connectGeneration) return; // a new session has its own token
       await this.request("auth:refresh", { token });
     } catch (e) {
       if (e instanceof ConfabError) this.eventListeners.emit("auth:error", e);
-      if (this.stateValue === "closed" || !this.socket.connected) return;
+      // Too late (the session ended and a new one began) or closed: nothing to repair.
+      if (generation !== this.connectGeneration || this.stateValue === "closed" || !this.socket.connected) return;
       this.socket.disconnect().connect();
     }
   }
