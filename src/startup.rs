@@ -14,7 +14,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::auth::Verifier;
 use crate::chat::{Chat, ChatSettings};
 use crate::config::Config;
-use crate::http::{AppState, OriginPolicy};
+use crate::http::{AppState, DevLogin, OriginPolicy};
 use crate::hub::Hub;
 use crate::limits::Limiter;
 use crate::realtime::{Realtime, Sessions};
@@ -62,11 +62,19 @@ impl Application {
         let (sio_layer, _io) = crate::realtime::layer(realtime, config.limits.max_payload_bytes);
 
         let policy = OriginPolicy::new(config.cors_origins.clone());
-        let router = crate::http::routes(AppState {
-            chat,
-            verifier,
-            limiter,
-        })
+        // The secret is there: generated in local mode, and required by `Config` otherwise.
+        let dev_login = config
+            .dev_login
+            .then(|| config.jwt.secret.as_deref().map(DevLogin::new))
+            .flatten();
+        let router = crate::http::routes(
+            AppState {
+                chat,
+                verifier,
+                limiter,
+            },
+            dev_login,
+        )
         .layer(DefaultBodyLimit::max(config.limits.max_payload_bytes))
         .layer(sio_layer)
         .layer(cors(&policy))

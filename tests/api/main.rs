@@ -18,3 +18,4 @@ mod presence;
 mod receipts;
 mod session;
 mod typing;
+mod web;
