@@ -563,6 +563,8 @@ export class ConfabClient {
     // Typing states end with the connection (the server says so to the others).
     for (const t of this.typingState.values()) clearTimeout(t.idle);
     this.typingState.clear();
+    // Others' presence can't be followed while we're away; it is fetched again on reconnect.
+    this.presence.forget();
     if (this.stateValue !== "unauthorized") this.setState("reconnecting");
     if (reason === "io server disconnect") {
       // The server ended the session (the token expired) or dropped us on purpose: socket.io

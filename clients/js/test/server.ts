@@ -153,3 +153,15 @@ export async function until<T>(
     await sleep(20);
   }
 }
+
+/** A token from a local-mode server's dev sign-in (`POST /api/dev/token`). */
+export async function devToken(server: TestServer, sub: string, name?: string): Promise<string> {
+  const response = await fetch(`${server.url}/api/dev/token`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ sub, name }),
+  });
+  const body = (await response.json()) as { ok: boolean; data: { token: string } };
+  if (!body.ok) throw new Error(`dev sign-in refused: ${JSON.stringify(body)}`);
+  return body.data.token;
+}

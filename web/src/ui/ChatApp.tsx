@@ -29,6 +29,8 @@ function Layout({ onSignOut }: { onSignOut: () => void }) {
   const client = useConfab();
   const [selected, setSelected] = useState<string | null>(null);
   const [creating, setCreating] = useState(false);
+  // Re-render on state changes: who we are is known once the first token is in.
+  useConnectionState();
   const me = client.me;
   return (
     <div class="app" data-open={selected ? "chat" : "list"}>

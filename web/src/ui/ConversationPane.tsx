@@ -65,9 +65,11 @@ function Header({ conversation, me, onBack }: { conversation: Conversation; me: 
   const subtitle =
     conversation.kind === "group"
       ? listNames(conversation.members.map((m) => (m.user_id === me ? "you" : (m.name ?? m.user_id))))
-      : state?.online
-        ? "online"
-        : lastSeen(state?.last_seen_at ?? null);
+      : !state
+        ? "" // unknown, e.g. while we are offline ourselves
+        : state.online
+          ? "online"
+          : lastSeen(state.last_seen_at);
   return (
     <header class="bar pane-header">
       <button type="button" class="ghost back" onClick={onBack} aria-label="Back to conversations">

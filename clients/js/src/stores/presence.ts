@@ -53,6 +53,13 @@ export class PresenceStore extends Store<PresenceSnapshot> {
     this.changed();
   }
 
+  /** Disconnected: what we know goes stale, so we stop claiming it. */
+  forget(): void {
+    if (this.known.size === 0) return;
+    this.known.clear();
+    this.changed();
+  }
+
   /** After a reconnect: what we knew may be stale. */
   refresh(): void {
     if (this.watched.size > 0) this.load([...this.watched.keys()]);
