@@ -201,14 +201,23 @@ test("a group, older history on scroll-up, and a phone-sized screen", async () =
   // Bob, on a phone.
   const phone = await person({ width: 390, height: 780 });
   await signIn(phone, "bob", "Bob");
-  await conversationButton(phone, "Launch plans").locator(".badge").waitFor();
+  const badge = conversationButton(phone, "Launch plans").locator(".badge");
+  await badge.waitFor();
+  // The list fits the screen: badge and buttons in view, long previews cut, not widening it.
+  const noOverflow = async () => {
+    const overflow = await phone.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    expect(overflow).toBeLessThanOrEqual(0);
+  };
+  await noOverflow();
+  for (const box of [await badge.boundingBox(), await phone.page.locator("text=Sign out").boundingBox()]) {
+    expect(box && box.x + box.width).toBeLessThanOrEqual(390);
+  }
   await phone.page.screenshot({ path: screenshotPath("08-phone-list") });
   await conversationButton(phone, "Launch plans").click();
   await phone.page.locator("li.message .body", { hasText: "A long message" }).waitFor();
   await phone.page.locator(".sender", { hasText: "Carol" }).first().waitFor();
   // Nothing sticks out sideways.
-  const overflow = await phone.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-  expect(overflow).toBeLessThanOrEqual(0);
+  await noOverflow();
   const bubble = await phone.page.locator("li.message", { hasText: "A long message" }).locator(".bubble").boundingBox();
   expect(bubble && bubble.x + bubble.width).toBeLessThanOrEqual(390);
   await phone.page.screenshot({ path: screenshotPath("09-phone-conversation") });
