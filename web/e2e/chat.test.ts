@@ -235,6 +235,7 @@ test("a group, older history on scroll-up, and a phone-sized screen", async () =
   const all = await bodies(phone);
   expect(all.slice(0, 70)).toEqual(Array.from({ length: 70 }, (_, i) => `history ${i + 1}`));
   await phone.page.locator(".older", { hasText: "beginning" }).waitFor();
+  await phone.page.locator(".messages").evaluate((el) => el.scrollTo(0, 0));
   await phone.page.screenshot({ path: screenshotPath("10-phone-history-top") });
   // Back to the list.
   await phone.page.click("button.back");
