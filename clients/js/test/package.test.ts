@@ -15,3 +15,21 @@ test("only the react entry point imports react, which is an optional peer", () =
   const importers = files.filter((f) => /from "react(-dom)?(\/[^"]*)?"/.test(readFileSync(join(root, "src", f), "utf8")));
   expect(importers).toEqual(["react.ts"]);
 });
+
+test("the built package loads in Node as ES modules, both entry points", async () => {
+  const { execFileSync } = await import("node:child_process");
+  const { rmSync } = await import("node:fs");
+  // Inside the package, so its dependencies resolve as they would for an installed package.
+  const out = join(root, ".dist-check");
+  try {
+    execFileSync(join(root, "node_modules/.bin/tsc"), ["-p", join(root, "tsconfig.build.json"), "--outDir", out]);
+    // Plain Node resolution (no bundler): every relative import must name its .js file.
+    const script = `const m = await import(${JSON.stringify(join(out, "index.js"))});
+      const r = await import(${JSON.stringify(join(out, "react.js"))});
+      console.log(typeof m.connect, typeof m.ConfabError, typeof r.useConversation, typeof r.ConfabProvider);`;
+    const printed = execFileSync(process.execPath, ["--input-type=module", "-e", script], { cwd: root, encoding: "utf8" });
+    expect(printed.trim()).toBe("function function function function");
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
