@@ -53,6 +53,21 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Size of the database connection pool (for SQLite: the readers; there is always one writer).",
     },
     Setting {
+        key: "redis_url",
+        default: "",
+        doc: "`redis://host:6379`: run as one node of a cluster sharing Redis (and PostgreSQL). Unset: a single node with in-process fan-out.",
+    },
+    Setting {
+        key: "redis_prefix",
+        default: "confab",
+        doc: "Prefix of every Redis key and channel, so several clusters can share one Redis.",
+    },
+    Setting {
+        key: "node_timeout_secs",
+        default: "15",
+        doc: "A node whose heartbeat (renewed every third of this) is this old is dead: the others mark its users offline.",
+    },
+    Setting {
         key: "jwt_secret",
         default: "",
         doc: "HS256 secret shared with the host app (for example its NextAuth secret), at least 16 bytes. When neither this nor `jwt_public_key` is set, a secret is generated once and kept in `DATA_DIR/jwt-secret` (local mode).",
@@ -96,6 +111,21 @@ pub const SETTINGS: &[Setting] = &[
         key: "max_payload_bytes",
         default: "65536",
         doc: "Largest Socket.IO message (WebSocket frame or polling request body) and HTTP request body accepted, in bytes.",
+    },
+    Setting {
+        key: "ping_interval_ms",
+        default: "25000",
+        doc: "How often the server pings each socket (Socket.IO `pingInterval`).",
+    },
+    Setting {
+        key: "ping_timeout_ms",
+        default: "20000",
+        doc: "How long the server waits for a pong before it closes the socket (`pingTimeout`); a silent client counts as gone after interval + timeout.",
+    },
+    Setting {
+        key: "shutdown_grace_ms",
+        default: "1000",
+        doc: "On SIGTERM: after `server:shutdown` is sent, how long sockets stay open so sends already on their way are still stored and acked.",
     },
     Setting {
         key: "write_batch_max",
@@ -222,12 +252,18 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub database_url: String,
     pub database_max_connections: u32,
+    pub redis_url: Option<String>,
+    pub redis_prefix: String,
+    pub node_timeout: Duration,
     pub jwt: JwtKeys,
     /// Whether `POST /api/dev/token` exists (see the `dev_login` setting).
     pub dev_login: bool,
     pub cors_origins: Vec<String>,
     pub limits: Limits,
     pub write_batch_max: usize,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub shutdown_grace: Duration,
     pub typing_ttl: Duration,
     pub presence_grace: Duration,
     pub session_warning: Duration,
@@ -285,6 +321,9 @@ impl Config {
         let mut config = Self {
             bind: src.parse("bind")?,
             database_max_connections: src.parse("database_max_connections")?,
+            redis_url: src.get("redis_url"),
+            redis_prefix: src.parse("redis_prefix")?,
+            node_timeout: Duration::from_secs(src.parse("node_timeout_secs")?),
             jwt: JwtKeys {
                 secret: src.get("jwt_secret"),
                 public_key_pem,
@@ -307,6 +346,9 @@ impl Config {
                 max_payload_bytes: src.parse("max_payload_bytes")?,
             },
             write_batch_max: src.parse("write_batch_max")?,
+            ping_interval: Duration::from_millis(src.parse("ping_interval_ms")?),
+            ping_timeout: Duration::from_millis(src.parse("ping_timeout_ms")?),
+            shutdown_grace: Duration::from_millis(src.parse("shutdown_grace_ms")?),
             typing_ttl: Duration::from_millis(src.parse("typing_ttl_ms")?),
             presence_grace: Duration::from_millis(src.parse("presence_grace_ms")?),
             session_warning: Duration::from_secs(src.parse("session_warning_secs")?),

@@ -5,6 +5,7 @@
 //! `store` and delivers through `hub`.
 
 pub mod auth;
+pub mod bus;
 pub mod chat;
 pub mod config;
 pub mod domain;

@@ -3,29 +3,42 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
+use confab_sio::SocketIo;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::Verifier;
+use crate::bus::Bus;
+use crate::chat::presence::ClusterPresence;
 use crate::chat::{Chat, ChatSettings};
 use crate::config::Config;
 use crate::http::{AppState, DevLogin, OriginPolicy};
-use crate::hub::Hub;
+use crate::hub::{Hub, Outgoing};
 use crate::limits::Limiter;
-use crate::realtime::{Realtime, Sessions};
+use crate::realtime::{Realtime, Sessions, SioHandler};
 use crate::store::{Store, Writer};
+
+/// How long shutdown waits for sends in flight to be committed.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// A built server, bound to its port, not yet serving.
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    sio: SocketIo<SioHandler>,
     local_addr: SocketAddr,
     store: Store,
+    chat: Chat,
+    writer: Writer,
+    shutting_down: Arc<AtomicBool>,
+    shutdown_grace: Duration,
 }
 
 impl Application {
@@ -33,6 +46,8 @@ impl Application {
     /// Binding happens here, so `port()` is known before serving (tests bind port 0).
     pub async fn build(mut config: Config) -> anyhow::Result<Self> {
         config.ensure_jwt_secret()?;
+        // Installed before anything records, so no early sample is lost.
+        crate::telemetry::metrics();
         let verifier = Arc::new(Verifier::new(&config.jwt).context("loading JWT keys")?);
         let store = Store::connect(&config.database_url, config.database_max_connections).await?;
         // SQLite has one writer anyway; PostgreSQL commits batches for different conversations
@@ -42,14 +57,35 @@ impl Application {
             Store::Sqlite(_) => 1,
         };
         let writer = Writer::start(store.clone(), shards, config.write_batch_max);
+        let shutting_down = Arc::new(AtomicBool::new(false));
+        // With Redis this node joins a cluster; without, it runs alone.
+        let (hub, cluster_presence) = match &config.redis_url {
+            Some(url) => {
+                if matches!(store, Store::Sqlite(_)) {
+                    tracing::warn!(
+                        "a cluster on SQLite: every node must open the same file, on one machine"
+                    );
+                }
+                let (bus, signals) = Bus::start(url, &config.redis_prefix).await?;
+                let presence = ClusterPresence::new(
+                    bus.link().keys.clone(),
+                    &config.redis_prefix,
+                    bus.node_id(),
+                    config.node_timeout,
+                );
+                (Hub::new(Some((bus, signals))), Some(presence))
+            }
+            None => (Hub::new(None), None),
+        };
         let chat = Chat::new(
             store.clone(),
-            writer,
-            Hub::new(),
+            writer.clone(),
+            hub,
             ChatSettings {
                 limits: config.limits.clone(),
                 typing_ttl: config.typing_ttl,
                 presence_grace: config.presence_grace,
+                cluster_presence,
             },
         );
         let limiter = Limiter::new(&config.rates);
@@ -58,10 +94,19 @@ impl Application {
             verifier.clone(),
             limiter.clone(),
             Sessions::new(config.session_warning),
+            shutting_down.clone(),
         );
-        let (sio_layer, _io) = crate::realtime::layer(realtime, config.limits.max_payload_bytes);
-
         let policy = OriginPolicy::new(config.cors_origins.clone());
+        let sio = SocketIo::new(
+            confab_sio::Config {
+                max_payload: config.limits.max_payload_bytes,
+                ping_interval: config.ping_interval,
+                ping_timeout: config.ping_timeout,
+                ..confab_sio::Config::default()
+            },
+            SioHandler::new(realtime, policy.clone()),
+        );
+
         // The secret is there: generated in local mode, and required by `Config` otherwise.
         let dev_login = config
             .dev_login
@@ -69,14 +114,14 @@ impl Application {
             .flatten();
         let router = crate::http::routes(
             AppState {
-                chat,
+                chat: chat.clone(),
                 verifier,
                 limiter,
+                shutting_down: shutting_down.clone(),
             },
             dev_login,
         )
         .layer(DefaultBodyLimit::max(config.limits.max_payload_bytes))
-        .layer(sio_layer)
         .layer(cors(&policy))
         .layer(axum::middleware::from_fn_with_state(
             policy,
@@ -90,8 +135,13 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            sio,
             local_addr,
             store,
+            chat,
+            writer,
+            shutting_down,
+            shutdown_grace: config.shutdown_grace,
         })
     }
 
@@ -107,24 +157,47 @@ impl Application {
         &self.store
     }
 
+    /// This node's bus counters, in a cluster.
+    pub fn bus_stats(&self) -> Option<Arc<crate::bus::BusStats>> {
+        self.chat.hub().bus().map(|b| b.stats.clone())
+    }
+
     /// Serves until Ctrl-C or SIGTERM.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run(shutdown_signal()).await
     }
 
     /// Serves until `shutdown` completes.
+    ///
+    /// Winding down: readiness fails and new sockets are refused, connected clients are told
+    /// `server:shutdown` (so they reconnect elsewhere), sends in flight are committed and
+    /// acked, and finally every connection is closed.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving")
+        let chat = self.chat.clone();
+        let writer = self.writer.clone();
+        let shutting_down = self.shutting_down.clone();
+        let grace = self.shutdown_grace;
+        let wind_down = async move {
+            shutdown.await;
+            shutting_down.store(true, Ordering::Relaxed);
+            let (sockets, _) = chat.hub().counts();
+            tracing::info!(
+                sockets,
+                "shutting down: telling clients to reconnect elsewhere"
+            );
+            chat.hub()
+                .to_everyone_here(&Outgoing::new("server:shutdown", &serde_json::json!({})));
+            // Sends already on their way still arrive, are stored and acked; then the rest.
+            tokio::time::sleep(grace).await;
+            writer.drain(DRAIN_LIMIT).await;
+            chat.retire().await;
+        };
+        confab_sio::serve(self.listener, self.sio, self.router, wind_down)
+            .await
+            .context("serving")
     }
 }
 
@@ -139,6 +212,7 @@ fn cors(policy: &OriginPolicy) -> CorsLayer {
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600))
 }
 
 async fn shutdown_signal() {

@@ -29,6 +29,9 @@ use typing::Typing;
 /// Most messages per conversation in one `sync` answer.
 pub const SYNC_PAGE: u32 = 100;
 
+/// How long a connect waits for Redis to confirm its subscriptions before going ahead anyway.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(1);
+
 /// A message accepted by `send_message`: newly stored, or found stored by an earlier attempt.
 #[derive(Debug, Clone)]
 pub struct Sent {
@@ -53,13 +56,14 @@ impl Actor {
 }
 
 /// Settings of the chat service.
-#[derive(Debug, Clone)]
 pub struct ChatSettings {
     pub limits: Limits,
     /// How long `typing:start` lasts without a repeat.
     pub typing_ttl: Duration,
     /// How long after a user's last socket closes before they are announced offline.
     pub presence_grace: Duration,
+    /// Presence shared with other nodes through Redis, in a cluster.
+    pub cluster_presence: Option<presence::ClusterPresence>,
 }
 
 /// The chat service. Cheap to clone.
@@ -77,7 +81,12 @@ impl Chat {
     pub fn new(store: Store, writer: Writer, hub: Hub, settings: ChatSettings) -> Self {
         Self {
             typing: Typing::new(hub.clone(), settings.typing_ttl),
-            presence: Presence::new(hub.clone(), store.clone(), settings.presence_grace),
+            presence: Presence::new(
+                hub.clone(),
+                store.clone(),
+                settings.presence_grace,
+                settings.cluster_presence,
+            ),
             store,
             writer,
             hub,
@@ -107,11 +116,15 @@ impl Chat {
         // Register before loading memberships, so that a conversation created for this user
         // meanwhile (a `join` on the hub) is not missed.
         let user = &identity.user_id;
-        let first = self.hub.register(user, key, outbound);
+        let (first, subscribed) = self.hub.register(user, key, outbound);
         match self.store.touch_user(user, identity.name.as_ref()).await {
             Ok(conversations) => {
-                self.hub.add_conversations(user, &conversations);
-                self.presence.connected(user, first);
+                let more = self.hub.add_conversations(user, &conversations);
+                // With Redis: only once this node hears the user's conversations may the client
+                // `sync`, or a message published in between would be missed.
+                subscribed.wait(SUBSCRIBE_WAIT).await;
+                more.wait(SUBSCRIBE_WAIT).await;
+                self.presence.connected(user, first).await;
                 Ok(())
             }
             Err(e) => {
@@ -119,6 +132,11 @@ impl Chat {
                 Err(e)
             }
         }
+    }
+
+    /// This node is going away: leave the cluster's presence (see `Presence::retire`).
+    pub async fn retire(&self) {
+        self.presence.retire().await;
     }
 
     /// A socket closed: stop delivering to it, end its typing, and start the user's way

@@ -5,6 +5,7 @@
 mod api;
 mod extract;
 mod health;
+mod metrics;
 mod origin;
 mod web;
 
@@ -27,6 +28,8 @@ pub struct AppState {
     pub chat: Chat,
     pub verifier: Arc<Verifier>,
     pub limiter: Limiter,
+    /// Set when shutdown starts: readiness fails, so load balancers stop sending clients here.
+    pub shutting_down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The API, health and web app routes; `dev_login` adds `POST /api/dev/token`.
@@ -34,6 +37,7 @@ pub fn routes(state: AppState, dev_login: Option<DevLogin>) -> Router {
     Router::new()
         .merge(api::routes())
         .merge(health::routes())
+        .merge(metrics::routes())
         .merge(web::routes(dev_login))
         .with_state(state)
 }

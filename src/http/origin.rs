@@ -30,6 +30,13 @@ impl OriginPolicy {
         &self.allowed
     }
 
+    /// Whether `origin` is on the allowlist (and so gets CORS headers).
+    pub fn is_listed(&self, origin: &axum::http::HeaderValue) -> bool {
+        origin
+            .to_str()
+            .is_ok_and(|o| self.allowed.iter().any(|a| a == o))
+    }
+
     /// Whether a request with these headers may proceed.
     pub fn allows(&self, headers: &HeaderMap) -> bool {
         let Some(origin) = headers.get(header::ORIGIN) else {

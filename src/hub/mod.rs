@@ -1,33 +1,51 @@
-//! Local delivery: which sockets on this process belong to which user, and which local users are
-//! in which conversation. Events are serialized once and handed to every recipient socket.
+//! Delivery: which sockets on this process belong to which user, which local users are in which
+//! conversation, and (with Redis) the other nodes. Events are encoded once and the same bytes are
+//! handed to every recipient socket.
 //!
-//! Everything here is synchronous: delivering means pushing onto each socket's outgoing queue,
-//! which never waits. Callers that deliver in seq order therefore get delivery in seq order.
+//! Delivering is synchronous: it pushes onto each socket's outgoing queue, which never waits, and
+//! onto the bus's publish queue, which never waits either. Callers that deliver in seq order
+//! therefore get delivery in seq order on this node, and publication in seq order to the others.
+
+mod local;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use confab_sio::Packet;
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::bus::{Bus, Channel, Control, Received, Signal};
 use crate::domain::{ConversationId, UserId};
+use local::{Interest, Local};
 
 /// A process-unique number for a connected socket.
 pub type SocketKey = u64;
 
-/// A server→client event, serialized once and shared by every recipient.
+/// A server→client event, encoded once as a Socket.IO packet and shared by every recipient
+/// (each socket queues the same bytes).
 #[derive(Clone, Debug)]
 pub struct Outgoing {
-    pub event: &'static str,
-    pub json: Arc<str>,
+    pub packet: Packet,
 }
 
 impl Outgoing {
     pub fn new(event: &'static str, payload: &impl Serialize) -> Self {
-        let json = serde_json::to_string(payload).expect("event payloads serialize");
         Self {
-            event,
-            json: json.into(),
+            packet: Packet::event(event, payload).expect("event payloads serialize"),
         }
+    }
+
+    fn from_frame(frame: Bytes) -> Self {
+        Self {
+            packet: Packet::from_encoded(frame),
+        }
+    }
+
+    fn frame(&self) -> &[u8] {
+        self.packet.as_bytes()
     }
 }
 
@@ -35,7 +53,8 @@ impl Outgoing {
 #[derive(Clone, Copy, Debug)]
 pub enum Except<'a> {
     Nobody,
-    /// The socket that caused the event: it gets an ack instead.
+    /// The socket that caused the event: it gets an ack instead. (Socket keys are local, so
+    /// other nodes deliver to all of the user's sockets there.)
     Socket(SocketKey),
     /// Every socket of the user who caused it (typing, presence: nobody needs their own).
     User(&'a UserId),
@@ -53,237 +72,341 @@ impl Except<'_> {
             Except::User(u) => *u == user,
         }
     }
+
+    fn user(&self) -> Option<String> {
+        match self {
+            Except::User(u) => Some(u.to_string()),
+            _ => None,
+        }
+    }
 }
 
 /// Where a socket's outgoing events go: implemented by the Socket.IO layer.
 pub trait Outbound: Send + Sync + 'static {
-    /// Queues an event without waiting. `false` when the socket is gone or can't keep up;
-    /// such a socket is disconnected and its client resynchronizes when it reconnects.
+    /// Queues an event without waiting. `false` when the socket can't keep up; such a socket
+    /// is disconnected and its client resynchronizes when it reconnects.
     fn send(&self, event: &Outgoing) -> bool;
     /// Closes the socket from the server side.
     fn disconnect(&self);
 }
 
+/// Subscriptions a change started, to wait for before telling a client it is connected: a
+/// message published between its `sync` and its subscription would otherwise be missed.
+#[must_use]
 #[derive(Default)]
-struct UserEntry {
-    sockets: Vec<(SocketKey, Arc<dyn Outbound>)>,
-    conversations: HashSet<ConversationId>,
+pub struct Pending(Vec<oneshot::Receiver<()>>);
+
+impl Pending {
+    /// Waits for Redis to confirm, but no longer than `limit` (Redis may be down; the node
+    /// serves its local users meanwhile).
+    pub async fn wait(self, limit: Duration) {
+        let all = futures::future::join_all(self.0);
+        let _ = tokio::time::timeout(limit, all).await;
+    }
 }
 
-#[derive(Default)]
-struct Local {
-    users: HashMap<UserId, UserEntry>,
-    /// Local users with sockets, per conversation. Only conversations with someone online here
-    /// have an entry, so memory follows this node's users, not the whole database.
-    conversations: HashMap<ConversationId, HashSet<UserId>>,
+/// Recently delivered presence news, so that a user in several conversations with someone hears
+/// each change once though it arrives once per conversation.
+type PresenceSeen = Mutex<HashMap<u64, (Instant, HashSet<UserId>)>>;
+const PRESENCE_DEDUP_WINDOW: Duration = Duration::from_secs(30);
+
+struct Inner {
+    /// A std `RwLock`: never held across an `.await`, and deliveries (the common case) read.
+    local: RwLock<Local>,
+    bus: Option<Bus>,
+    presence_seen: PresenceSeen,
 }
 
-/// The registry of this process's sockets. Cheap to clone.
-///
-/// A std `RwLock` is enough: it is never held across an `.await`, and deliveries (the common
-/// case) only read.
-#[derive(Clone, Default)]
+/// The registry of this process's sockets, and its link to the other nodes. Cheap to clone.
+#[derive(Clone)]
 pub struct Hub {
-    local: Arc<RwLock<Local>>,
+    inner: Arc<Inner>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new(None)
+    }
 }
 
 impl Hub {
-    pub fn new() -> Self {
-        Self::default()
+    /// A hub alone (`bus: None`) or in a cluster. With a bus, `signals` is its incoming stream;
+    /// a task applies it until the hub is dropped.
+    pub fn new(bus: Option<(Bus, mpsc::UnboundedReceiver<Signal>)>) -> Self {
+        let (bus, signals) = match bus {
+            Some((bus, signals)) => (Some(bus), Some(signals)),
+            None => (None, None),
+        };
+        let hub = Self {
+            inner: Arc::new(Inner {
+                local: RwLock::default(),
+                bus,
+                presence_seen: Mutex::default(),
+            }),
+        };
+        if let Some(signals) = signals {
+            tokio::spawn(receive(Arc::downgrade(&hub.inner), signals));
+        }
+        hub
     }
 
-    /// Adds a socket of `user`. Returns `true` when it is the user's first socket here.
-    pub fn register(&self, user: &UserId, key: SocketKey, outbound: Arc<dyn Outbound>) -> bool {
-        let mut local = self.local.write().unwrap();
-        let entry = local.users.entry(user.clone()).or_default();
-        entry.sockets.push((key, outbound));
-        entry.sockets.len() == 1
+    pub fn bus(&self) -> Option<&Bus> {
+        self.inner.bus.as_ref()
+    }
+
+    /// Applies interest changes to the bus: subscribe when the first local party appears,
+    /// unsubscribe when the last goes. Called with the lock held, so that the bus sees the
+    /// changes in the order they happened.
+    fn apply(&self, changes: Vec<Interest>) -> Pending {
+        let mut pending = Pending::default();
+        let Some(bus) = &self.inner.bus else {
+            return pending;
+        };
+        for change in changes {
+            match change {
+                Interest::Gained(channel) => pending.0.push(bus.subscribe(&channel)),
+                Interest::Lost(channel) => bus.unsubscribe(&channel),
+            }
+        }
+        pending
+    }
+
+    /// Adds a socket of `user`. Returns whether it is the user's first socket here.
+    pub fn register(
+        &self,
+        user: &UserId,
+        key: SocketKey,
+        outbound: Arc<dyn Outbound>,
+    ) -> (bool, Pending) {
+        let mut local = self.inner.local.write().unwrap();
+        let (first, changes) = local.register(user, key, outbound);
+        (first, self.apply(changes))
     }
 
     /// Records that `user` is a member of `conversations` (loaded when their socket connected).
-    pub fn add_conversations(&self, user: &UserId, conversations: &[ConversationId]) {
-        let mut local = self.local.write().unwrap();
-        let Local {
-            users,
-            conversations: by_conv,
-        } = &mut *local;
-        let Some(entry) = users.get_mut(user) else {
-            return;
-        };
-        for c in conversations {
-            if entry.conversations.insert(*c) {
-                by_conv.entry(*c).or_default().insert(user.clone());
-            }
-        }
+    pub fn add_conversations(&self, user: &UserId, conversations: &[ConversationId]) -> Pending {
+        let mut local = self.inner.local.write().unwrap();
+        let changes = local.add_conversations(user, conversations);
+        self.apply(changes)
     }
 
     /// Removes a socket. When it was the user's last socket here, returns the conversations
     /// they were in (whose members may need to hear they left).
     pub fn unregister(&self, user: &UserId, key: SocketKey) -> Option<Vec<ConversationId>> {
-        let mut local = self.local.write().unwrap();
-        let Local {
-            users,
-            conversations: by_conv,
-        } = &mut *local;
-        let entry = users.get_mut(user)?;
-        entry.sockets.retain(|(k, _)| *k != key);
-        if !entry.sockets.is_empty() {
-            return None;
+        let mut local = self.inner.local.write().unwrap();
+        let (gone, changes) = local.unregister(user, key);
+        let _ = self.apply(changes);
+        gone
+    }
+
+    /// `user` joined `conversation`: their sockets, here and on other nodes, start receiving it.
+    pub fn join(&self, user: &UserId, conversation: ConversationId) {
+        let _ = self.add_conversations(user, &[conversation]);
+        if let Some(bus) = &self.inner.bus {
+            bus.publish(
+                &Channel::User(user.clone()),
+                Control::Join { c: conversation },
+                &[],
+            );
         }
-        let entry = users.remove(user).expect("entry exists");
-        for c in &entry.conversations {
-            if let Some(set) = by_conv.get_mut(c) {
-                set.remove(user);
-                if set.is_empty() {
-                    by_conv.remove(c);
-                }
+    }
+
+    /// `user` left `conversation`: their sockets, here and on other nodes, stop receiving it.
+    pub fn leave(&self, user: &UserId, conversation: ConversationId) {
+        self.leave_locally(user, conversation);
+        if let Some(bus) = &self.inner.bus {
+            bus.publish(
+                &Channel::User(user.clone()),
+                Control::Leave { c: conversation },
+                &[],
+            );
+        }
+    }
+
+    fn leave_locally(&self, user: &UserId, conversation: ConversationId) {
+        let mut local = self.inner.local.write().unwrap();
+        let changes = local.leave(user, conversation);
+        let _ = self.apply(changes);
+    }
+
+    /// Delivers to every socket of every member of `conversation`, on every node, except
+    /// `except`.
+    pub fn to_conversation(&self, conversation: ConversationId, event: &Outgoing, except: Except) {
+        self.inner
+            .local
+            .read()
+            .unwrap()
+            .to_conversation(conversation, event, except);
+        if let Some(bus) = &self.inner.bus {
+            bus.publish(
+                &Channel::Conversation(conversation),
+                Control::Event { x: except.user() },
+                event.frame(),
+            );
+        }
+    }
+
+    /// Delivers to every socket of `user`, on every node, except `except`.
+    pub fn to_user(&self, user: &UserId, event: &Outgoing, except: Except) {
+        self.inner
+            .local
+            .read()
+            .unwrap()
+            .to_user(user, event, except);
+        if let Some(bus) = &self.inner.bus {
+            bus.publish(
+                &Channel::User(user.clone()),
+                Control::Event { x: except.user() },
+                event.frame(),
+            );
+        }
+    }
+
+    /// Tells the members of `conversations` (once each, on every node) about `subject`'s
+    /// presence.
+    pub fn announce_presence(
+        &self,
+        subject: &UserId,
+        conversations: &[ConversationId],
+        event: &Outgoing,
+    ) {
+        {
+            let local = self.inner.local.read().unwrap();
+            let recipients = local.members_of(conversations);
+            local.to_users(&recipients, event, Except::User(subject));
+        }
+        if let Some(bus) = &self.inner.bus {
+            let id = rand::random();
+            for c in conversations {
+                bus.publish(
+                    &Channel::Conversation(*c),
+                    Control::Presence {
+                        id,
+                        user: subject.to_string(),
+                    },
+                    event.frame(),
+                );
             }
         }
-        Some(entry.conversations.into_iter().collect())
+    }
+
+    /// Sends `event` to every socket on this node (shutdown notices, resync hints).
+    pub fn to_everyone_here(&self, event: &Outgoing) {
+        self.inner.local.read().unwrap().to_everyone(event);
     }
 
     /// Whether `user` has a socket here.
     pub fn is_online(&self, user: &UserId) -> bool {
-        self.local.read().unwrap().users.contains_key(user)
+        self.inner.local.read().unwrap().is_online(user)
     }
 
     /// How many sockets `user` has here.
     pub fn socket_count(&self, user: &UserId) -> usize {
-        self.local
-            .read()
-            .unwrap()
-            .users
-            .get(user)
-            .map_or(0, |u| u.sockets.len())
+        self.inner.local.read().unwrap().socket_count(user)
     }
 
     /// Whether `user`, connected here, is a member of `conversation` (as far as this process
     /// knows: memberships are loaded at connect and kept current by `join`/`leave`).
     pub fn is_member(&self, user: &UserId, conversation: ConversationId) -> bool {
-        self.local
+        self.inner
+            .local
             .read()
             .unwrap()
-            .users
-            .get(user)
-            .is_some_and(|u| u.conversations.contains(&conversation))
+            .is_member(user, conversation)
     }
 
     /// The conversations of `user`, connected here.
     pub fn conversations_of(&self, user: &UserId) -> Vec<ConversationId> {
-        self.local
-            .read()
-            .unwrap()
-            .users
-            .get(user)
-            .map(|u| u.conversations.iter().copied().collect())
-            .unwrap_or_default()
+        self.inner.local.read().unwrap().conversations_of(user)
     }
 
-    /// `user` joined `conversation`: their local sockets start receiving its events.
-    pub fn join(&self, user: &UserId, conversation: ConversationId) {
-        self.add_conversations(user, &[conversation]);
-    }
-
-    /// `user` left `conversation`: their local sockets stop receiving its events from now on.
-    pub fn leave(&self, user: &UserId, conversation: ConversationId) {
-        let mut local = self.local.write().unwrap();
-        let Local {
-            users,
-            conversations: by_conv,
-        } = &mut *local;
-        if let Some(entry) = users.get_mut(user) {
-            entry.conversations.remove(&conversation);
-        }
-        if let Some(set) = by_conv.get_mut(&conversation) {
-            set.remove(user);
-            if set.is_empty() {
-                by_conv.remove(&conversation);
-            }
-        }
-    }
-
-    /// Delivers to every local socket of every member of `conversation`, except `except`.
-    pub fn to_conversation(&self, conversation: ConversationId, event: &Outgoing, except: Except) {
-        let failed = {
-            let local = self.local.read().unwrap();
-            let Some(members) = local.conversations.get(&conversation) else {
-                return;
-            };
-            let mut failed = Vec::new();
-            for user in members {
-                if let Some(entry) = local.users.get(user) {
-                    deliver(user, &entry.sockets, event, except, &mut failed);
-                }
-            }
-            failed
-        };
-        disconnect_all(failed);
-    }
-
-    /// Delivers to every local socket of `user`, except `except`.
-    pub fn to_user(&self, user: &UserId, event: &Outgoing, except: Except) {
-        self.to_users(std::iter::once(user), event, except);
-    }
-
-    /// Delivers once to every local socket of each of `users`, except `except`.
-    pub fn to_users<'u>(
-        &self,
-        users: impl IntoIterator<Item = &'u UserId>,
-        event: &Outgoing,
-        except: Except,
-    ) {
-        let failed = {
-            let local = self.local.read().unwrap();
-            let mut failed = Vec::new();
-            for user in users {
-                if let Some(entry) = local.users.get(user) {
-                    deliver(user, &entry.sockets, event, except, &mut failed);
-                }
-            }
-            failed
-        };
-        disconnect_all(failed);
-    }
-
-    /// The local users who share one of `conversations`: whom presence news concerns.
-    pub fn local_members_of(&self, conversations: &[ConversationId]) -> HashSet<UserId> {
-        let local = self.local.read().unwrap();
-        conversations
-            .iter()
-            .filter_map(|c| local.conversations.get(c))
-            .flatten()
-            .cloned()
-            .collect()
+    /// The users with sockets here.
+    pub fn local_users(&self) -> Vec<UserId> {
+        self.inner.local.read().unwrap().users()
     }
 
     /// Number of locally connected sockets and users.
     pub fn counts(&self) -> (usize, usize) {
-        let local = self.local.read().unwrap();
-        let sockets = local.users.values().map(|u| u.sockets.len()).sum();
-        (sockets, local.users.len())
+        self.inner.local.read().unwrap().counts()
     }
 }
 
-fn deliver(
-    user: &UserId,
-    sockets: &[(SocketKey, Arc<dyn Outbound>)],
-    event: &Outgoing,
-    except: Except,
-    failed: &mut Vec<Arc<dyn Outbound>>,
-) {
-    for (key, socket) in sockets {
-        if !except.skips(user, *key) && !socket.send(event) {
-            failed.push(socket.clone());
+/// Applies what other nodes sent, until the hub is gone.
+async fn receive(hub: Weak<Inner>, mut signals: mpsc::UnboundedReceiver<Signal>) {
+    while let Some(signal) = signals.recv().await {
+        let Some(inner) = hub.upgrade() else {
+            return;
+        };
+        let hub = Hub { inner };
+        match signal {
+            Signal::Message(m) => {
+                let Some(bus) = hub.inner.bus.as_ref() else {
+                    return;
+                };
+                if let Some(received) = bus.decode(&m.channel, m.payload) {
+                    hub.apply_remote(received);
+                }
+            }
+            Signal::Reconnected => {
+                // Whatever other nodes published while we were cut off is lost to us; clients
+                // here are told to catch up with `sync` rather than wait for a seq gap that
+                // may never come.
+                tracing::info!("bus restored: asking local clients to resync");
+                hub.to_everyone_here(&Outgoing::new("resync", &serde_json::json!({})));
+            }
         }
     }
 }
 
-/// Sockets that couldn't take an event are closed outside the lock: their clients reconnect and
-/// resynchronize, which is better than silently missing a message.
-fn disconnect_all(failed: Vec<Arc<dyn Outbound>>) {
-    for socket in failed {
-        metrics::counter!("confab_slow_consumer_disconnects_total").increment(1);
-        socket.disconnect();
+impl Hub {
+    fn apply_remote(&self, received: Received) {
+        let Received {
+            channel,
+            control,
+            frame,
+        } = received;
+        match (channel, control) {
+            (Channel::Conversation(c), Control::Event { x }) => {
+                let except_user = x.and_then(|x| UserId::parse(x.as_str()).ok());
+                let except = except_user.as_ref().map_or(Except::Nobody, Except::User);
+                self.inner.local.read().unwrap().to_conversation(
+                    c,
+                    &Outgoing::from_frame(frame),
+                    except,
+                );
+            }
+            (Channel::User(u), Control::Event { .. }) => {
+                self.inner.local.read().unwrap().to_user(
+                    &u,
+                    &Outgoing::from_frame(frame),
+                    Except::Nobody,
+                );
+            }
+            (Channel::Conversation(c), Control::Presence { id, user }) => {
+                let Ok(subject) = UserId::parse(&user) else {
+                    return;
+                };
+                let event = Outgoing::from_frame(frame);
+                let local = self.inner.local.read().unwrap();
+                let mut recipients = local.members_of(&[c]);
+                {
+                    let mut seen = self.inner.presence_seen.lock().unwrap();
+                    let now = Instant::now();
+                    seen.retain(|_, (at, _)| now.duration_since(*at) < PRESENCE_DEDUP_WINDOW);
+                    let (_, served) = seen.entry(id).or_insert_with(|| (now, HashSet::new()));
+                    recipients.retain(|r| served.insert(r.clone()));
+                }
+                local.to_users(&recipients, &event, Except::User(&subject));
+            }
+            (Channel::User(u), Control::Join { c }) => {
+                let _ = self.add_conversations(&u, &[c]);
+            }
+            (Channel::User(u), Control::Leave { c }) => self.leave_locally(&u, c),
+            // Joins and leaves only travel on user channels, presence on conversations.
+            (channel, control) => {
+                tracing::debug!(?channel, ?control, "ignoring a misrouted bus message");
+            }
+        }
     }
 }
 
@@ -298,7 +421,10 @@ mod tests {
 
     impl Outbound for Recorder {
         fn send(&self, event: &Outgoing) -> bool {
-            self.0.lock().unwrap().push(event.json.to_string());
+            self.0
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(event.packet.as_bytes()).into_owned());
             true
         }
         fn disconnect(&self) {}
@@ -310,18 +436,18 @@ mod tests {
 
     #[test]
     fn delivers_to_members_sockets_except_the_origin() {
-        let hub = Hub::new();
+        let hub = Hub::default();
         let conv = ConversationId::new();
         let (a1, a2, b) = (
             Arc::new(Recorder::default()),
             Arc::new(Recorder::default()),
             Arc::new(Recorder::default()),
         );
-        assert!(hub.register(&user("a"), 1, a1.clone()));
-        assert!(!hub.register(&user("a"), 2, a2.clone()));
-        hub.register(&user("b"), 3, b.clone());
-        hub.add_conversations(&user("a"), &[conv]);
-        hub.add_conversations(&user("b"), &[conv]);
+        assert!(hub.register(&user("a"), 1, a1.clone()).0);
+        assert!(!hub.register(&user("a"), 2, a2.clone()).0);
+        let _ = hub.register(&user("b"), 3, b.clone());
+        let _ = hub.add_conversations(&user("a"), &[conv]);
+        let _ = hub.add_conversations(&user("b"), &[conv]);
         hub.to_conversation(conv, &Outgoing::new("x", &1), Except::Socket(1));
         assert_eq!(a1.0.lock().unwrap().len(), 0);
         assert_eq!(a2.0.lock().unwrap().len(), 1);
@@ -335,6 +461,5 @@ mod tests {
         assert!(hub.unregister(&user("a"), 1).is_none());
         assert_eq!(hub.unregister(&user("a"), 2), Some(vec![conv]));
         assert_eq!(hub.counts(), (1, 1));
-        assert!(hub.local.read().unwrap().conversations.is_empty());
     }
 }

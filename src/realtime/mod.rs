@@ -6,12 +6,12 @@ mod socketio;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
 pub use session::Sessions;
-pub use socketio::layer;
+pub use socketio::SioHandler;
 
 use crate::auth::{AuthFailure, Identity, Verifier};
 use crate::chat::{Actor, Chat};
@@ -34,6 +34,8 @@ pub struct Connection {
     /// When the session ends, in milliseconds since the epoch; `auth:refresh` moves it.
     pub expires_at: AtomicI64,
     pub outbound: Arc<dyn Outbound>,
+    /// Every log line about this socket carries its user and key.
+    pub span: tracing::Span,
 }
 
 impl Connection {
@@ -77,6 +79,8 @@ pub struct Realtime {
     limiter: Limiter,
     sessions: Sessions,
     next_key: Arc<AtomicU64>,
+    /// Set when the server is shutting down: new sockets are sent elsewhere.
+    shutting_down: Arc<AtomicBool>,
 }
 
 /// The handshake's `auth` payload, as far as we read it.
@@ -86,13 +90,20 @@ struct Auth {
 }
 
 impl Realtime {
-    pub fn new(chat: Chat, verifier: Arc<Verifier>, limiter: Limiter, sessions: Sessions) -> Self {
+    pub fn new(
+        chat: Chat,
+        verifier: Arc<Verifier>,
+        limiter: Limiter,
+        sessions: Sessions,
+        shutting_down: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             chat,
             verifier,
             limiter,
             sessions,
             next_key: Arc::new(AtomicU64::new(1)),
+            shutting_down,
         }
     }
 
@@ -118,6 +129,9 @@ impl Realtime {
         remote: Option<IpAddr>,
         outbound: Arc<dyn Outbound>,
     ) -> Result<Arc<Connection>, Refusal> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(Refusal::new("unavailable", json!({})));
+        }
         if let Some(ip) = remote
             && let Err(retry_after_ms) = self.limiter.check_connect(ip)
         {
@@ -140,19 +154,21 @@ impl Realtime {
             let _ = e.body();
             return Err(Refusal::new("unavailable", json!({})));
         }
+        let span = tracing::info_span!("socket", user = %identity.user_id, key);
         let conn = Arc::new(Connection {
             key,
             user: identity.user_id,
             expires_at: AtomicI64::new(identity.expires_at.millis()),
             outbound,
+            span,
         });
         self.sessions.schedule(&conn);
-        tracing::debug!(user = %conn.user, key, "socket connected");
+        tracing::debug!(parent: &conn.span, remote = ?remote, "socket connected");
         Ok(conn)
     }
 
     pub fn disconnect(&self, conn: &Connection) {
-        tracing::debug!(user = %conn.user, key = conn.key, "socket disconnected");
+        tracing::debug!(parent: &conn.span, "socket disconnected");
         self.sessions.remove(conn.key);
         self.chat.disconnect(&conn.user, conn.key);
     }
@@ -161,10 +177,18 @@ impl Realtime {
     /// are queued for the writer before this returns, which keeps them in that order. Events
     /// that need the database run on their own task.
     pub fn on_event(&self, conn: &Arc<Connection>, name: &str, payload: Value, ack: Option<Ack>) {
+        let _span = conn.span.enter();
+        metrics::counter!("confab_events_total", "event" => event_label(name)).increment(1);
         let respond = move |result: Result<Value>| {
             let envelope = match result {
-                Ok(data) => ok_envelope(data),
-                Err(e) => e.envelope(),
+                Ok(data) => {
+                    metrics::counter!("confab_acks_total", "code" => "ok").increment(1);
+                    ok_envelope(data)
+                }
+                Err(e) => {
+                    metrics::counter!("confab_acks_total", "code" => e.code()).increment(1);
+                    e.envelope()
+                }
             };
             if let Some(ack) = ack {
                 ack(envelope);
@@ -195,9 +219,10 @@ impl Realtime {
             _ => {
                 let chat = self.chat.clone();
                 let name = name.to_owned();
-                tokio::spawn(async move {
+                let task = async move {
                     respond(handle(&chat, &actor, &name, payload).await);
-                });
+                };
+                tokio::spawn(tracing::Instrument::instrument(task, conn.span.clone()));
             }
         }
     }
@@ -295,6 +320,33 @@ async fn handle(chat: &Chat, actor: &Actor, name: &str, payload: Value) -> Resul
             });
         }
     })
+}
+
+/// Event names as metric labels: the known ones, and "unknown" for anything a client makes up
+/// (a label per made-up name would let any client grow the metrics without bound).
+fn event_label(name: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "message:send",
+        "message:edit",
+        "message:delete",
+        "message:history",
+        "sync",
+        "conversation:create",
+        "conversation:list",
+        "conversation:members:add",
+        "conversation:members:remove",
+        "conversation:leave",
+        "conversation:read",
+        "typing:start",
+        "typing:stop",
+        "presence:get",
+        "auth:refresh",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == name)
+        .copied()
+        .unwrap_or("unknown")
 }
 
 fn truncate(s: &str, max: usize) -> &str {

@@ -1,118 +1,128 @@
-//! The Socket.IO transport, on socketioxide.
+//! The Socket.IO transport: confab-sio's `Handler`, connecting its sockets to the dispatcher.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use confab_sio::{
+    ConnectError, DisconnectReason, Handler, IncomingEvent, Refusal as HttpRefusal, RequestInfo,
+    ResponseHeaders, SendError, Socket,
+};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use socketioxide::SocketIo;
-use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
-use socketioxide::handler::ConnectHandler;
-use socketioxide::handler::{FromMessage, FromMessageParts};
-use socketioxide::layer::SocketIoLayer;
-use socketioxide::socket::Socket;
 
-use super::{Connection, Realtime, Refusal};
+use super::{Connection, Realtime};
+use crate::error::Error;
+use crate::http::OriginPolicy;
 use crate::hub::{Outbound, Outgoing};
 
-/// Builds the Socket.IO layer serving `/socket.io/` with namespace `/`.
-pub fn layer(realtime: Realtime, max_payload: usize) -> (SocketIoLayer, SocketIo) {
-    let (layer, io) = SocketIo::builder()
-        .max_payload(max_payload as u64)
-        .ws_max_message_size(max_payload)
-        .ws_max_frame_size(max_payload)
-        .with_state(realtime)
-        .build_layer();
-    io.ns("/", on_connect.with(authenticate));
-    (layer, io)
+/// confab's Socket.IO handler.
+pub struct SioHandler {
+    realtime: Realtime,
+    origins: OriginPolicy,
 }
 
-/// Everything happens in `authenticate`, before the client learns it is connected.
-async fn on_connect(_: SocketRef) {}
-
-/// socketioxide can only send a `connect_error` message, not its `data`.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .0.message)]
-struct SioRefusal(Refusal);
-
-/// Connect middleware: runs before the client is told it is connected, so nothing reaches an
-/// unauthenticated socket, and the socket's event handlers exist before its first event.
-async fn authenticate(
-    s: SocketRef,
-    TryData(auth): TryData<Value>,
-    State(realtime): State<Realtime>,
-) -> Result<(), SioRefusal> {
-    let remote = s
-        .req_parts()
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
-    let conn = realtime
-        .connect(
-            auth.ok().as_ref(),
-            remote,
-            Arc::new(SocketOutbound(s.clone())),
-        )
-        .await
-        .map_err(SioRefusal)?;
-    s.extensions.insert(conn);
-    s.on_fallback(async |_: Dispatched| {});
-    s.on_disconnect(async |s: SocketRef, State(realtime): State<Realtime>| {
-        if let Some(conn) = s.extensions.get::<Arc<Connection>>() {
-            realtime.disconnect(&conn);
-        }
-    });
-    Ok(())
-}
-
-/// An extractor that does the work: extractors run synchronously in the order events arrive,
-/// while socketioxide spawns the handler itself as a task (which would lose the order).
-struct Dispatched;
-
-impl<A: Adapter> FromMessage<A> for Dispatched {
-    type Error = Infallible;
-
-    fn from_message(
-        s: Arc<Socket<A>>,
-        mut v: socketioxide::handler::Value,
-        ack_id: Option<i64>,
-    ) -> Result<Self, Infallible> {
-        let Ok(Event(name)) = Event::from_message_parts(&s, &mut v, &ack_id) else {
-            return Ok(Dispatched);
-        };
-        let Ok(State(realtime)) = State::<Realtime>::from_message_parts(&s, &mut v, &ack_id) else {
-            return Ok(Dispatched);
-        };
-        let Some(conn) = s.extensions.get::<Arc<Connection>>() else {
-            return Ok(Dispatched);
-        };
-        let Ok(TryData(payload)) = TryData::<Value>::from_message_parts(&s, &mut v, &ack_id);
-        let ack = ack_id.map(|_| {
-            let Ok(sender) = AckSender::from_message_parts(&s, &mut v, &ack_id);
-            Box::new(move |envelope: Value| {
-                let _ = sender.send(&envelope);
-            }) as super::Ack
-        });
-        // A payload that isn't JSON at all still reaches the dispatcher, as `null`, so it can
-        // answer `invalid_payload`.
-        realtime.on_event(&conn, &name, payload.unwrap_or(Value::Null), ack);
-        Ok(Dispatched)
+impl SioHandler {
+    pub fn new(realtime: Realtime, origins: OriginPolicy) -> Self {
+        Self { realtime, origins }
     }
 }
 
-/// Delivers hub events to a socketioxide socket.
-struct SocketOutbound(SocketRef);
+impl Handler for SioHandler {
+    type Session = Arc<Connection>;
+
+    /// Screens a new Engine.IO session (or a CORS preflight) by its `Origin`: browsers on other
+    /// origins are refused before any session exists. Allowed cross-origin requests get the CORS
+    /// headers that let the browser read the answers.
+    fn check_request(&self, req: &RequestInfo) -> Result<ResponseHeaders, HttpRefusal> {
+        if !self.origins.allows(&req.headers) {
+            return Err(HttpRefusal::json(
+                StatusCode::FORBIDDEN,
+                &Error::Forbidden("origin not allowed").envelope(),
+            ));
+        }
+        let mut headers = ResponseHeaders::new();
+        if let Some(origin) = req.headers.get(header::ORIGIN)
+            && self.origins.is_listed(origin)
+        {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+            if req.method == Method::OPTIONS {
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    HeaderValue::from_static("GET, POST, OPTIONS"),
+                );
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    HeaderValue::from_static("content-type"),
+                );
+            }
+        }
+        Ok(headers)
+    }
+
+    async fn connect(
+        &self,
+        socket: Socket,
+        auth: Option<&RawValue>,
+        req: &RequestInfo,
+    ) -> Result<Arc<Connection>, ConnectError> {
+        // An auth payload that isn't JSON we can read is no token at all.
+        let auth: Option<Value> = auth.and_then(|raw| serde_json::from_str(raw.get()).ok());
+        self.realtime
+            .connect(
+                auth.as_ref(),
+                Some(req.remote_addr.ip()),
+                Arc::new(SocketOutbound(socket)),
+            )
+            .await
+            .map_err(|refusal| ConnectError::new(refusal.message).with_data(refusal.data))
+    }
+
+    fn event(&self, conn: &Arc<Arc<Connection>>, _socket: &Socket, event: IncomingEvent) {
+        let ack = event.ack.map(|ack| {
+            Box::new(move |envelope: Value| {
+                let _ = ack.send(&envelope);
+            }) as super::Ack
+        });
+        if !event.binary.is_empty() {
+            let error = Error::InvalidPayload {
+                field: None,
+                message: "payload: binary attachments are not supported".into(),
+            };
+            if let Some(ack) = ack {
+                ack(error.envelope());
+            }
+            return;
+        }
+        // The first argument is the payload. One that isn't JSON serde can hold (nesting too
+        // deep, say) reaches the dispatcher as `null`, which it answers `invalid_payload`.
+        let payload = event
+            .args
+            .first()
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or(Value::Null);
+        self.realtime.on_event(conn, &event.name, payload, ack);
+    }
+
+    fn disconnect(&self, conn: Arc<Arc<Connection>>, _socket: &Socket, reason: DisconnectReason) {
+        tracing::debug!(parent: &conn.span, %reason, "socket closed");
+        self.realtime.disconnect(&conn);
+    }
+}
+
+/// Delivers hub events to a confab-sio socket.
+struct SocketOutbound(Socket);
 
 impl Outbound for SocketOutbound {
     fn send(&self, event: &Outgoing) -> bool {
-        let Ok(raw) = serde_json::from_str::<&RawValue>(&event.json) else {
-            return false;
-        };
-        self.0.emit(event.event, raw).is_ok()
+        match self.0.send(&event.packet) {
+            Ok(()) | Err(SendError::Closed) => true,
+            // Full: the client isn't reading. Reported, so the hub disconnects it.
+            Err(_) => false,
+        }
     }
 
     fn disconnect(&self) {
-        let _ = self.0.clone().disconnect();
+        self.0.disconnect();
     }
 }

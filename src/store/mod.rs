@@ -163,6 +163,11 @@ impl Store {
         dispatch!(self, s => s.touch_user(user, name).await)
     }
 
+    /// The conversations `user` is a member of.
+    pub async fn memberships(&self, user: &UserId) -> Result<Vec<ConversationId>> {
+        dispatch!(self, s => s.memberships(user).await)
+    }
+
     /// The direct conversation between `a` and `b`, created if needed. `true` when created now.
     pub async fn create_direct(&self, a: &UserId, b: &UserId) -> Result<(Conversation, bool)> {
         dispatch!(self, s => s.create_direct(a, b).await)

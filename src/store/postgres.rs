@@ -90,6 +90,16 @@ impl PgStore {
             .collect())
     }
 
+    pub async fn memberships(&self, user: &UserId) -> Result<Vec<ConversationId>> {
+        let ids: Vec<Uuid> =
+            sqlx::query_scalar("SELECT conversation_id FROM members WHERE user_id = $1")
+                .bind(user.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .db_context("loading memberships")?;
+        Ok(ids.into_iter().map(ConversationId).collect())
+    }
+
     pub async fn create_direct(&self, a: &UserId, b: &UserId) -> Result<(Conversation, bool)> {
         let key = direct_key(a, b);
         let now = Timestamp::now().millis();

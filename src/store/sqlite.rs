@@ -133,6 +133,16 @@ impl SqliteStore {
         ids.iter().map(|s| conversation_id(s)).collect()
     }
 
+    pub async fn memberships(&self, user: &UserId) -> Result<Vec<ConversationId>> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT conversation_id FROM members WHERE user_id = ?")
+                .bind(user.as_str())
+                .fetch_all(&self.readers)
+                .await
+                .db_context("loading memberships")?;
+        ids.iter().map(|s| conversation_id(s)).collect()
+    }
+
     pub async fn create_direct(&self, a: &UserId, b: &UserId) -> Result<(Conversation, bool)> {
         let key = direct_key(a, b);
         let now = Timestamp::now().millis();

@@ -10,7 +10,9 @@
 //! ack and broadcast) run in seq order.
 
 use std::hash::BuildHasher;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -39,27 +41,40 @@ const RETRIES: usize = 3;
 pub struct Writer {
     shards: Vec<mpsc::Sender<Job>>,
     hasher: std::collections::hash_map::RandomState,
+    /// Messages submitted and not yet answered, so shutdown can let them finish.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Writer {
     /// Starts `shards` writer tasks, each committing at most `max_batch` messages at a time.
     pub fn start(store: Store, shards: usize, max_batch: usize) -> Self {
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let shards = (0..shards.max(1))
             .map(|shard| {
                 let (tx, rx) = mpsc::channel(QUEUE_PER_SHARD);
-                tokio::spawn(run(store.clone(), rx, max_batch, shard));
+                tokio::spawn(run(store.clone(), rx, max_batch, shard, in_flight.clone()));
                 tx
             })
             .collect();
         Self {
             shards,
             hasher: Default::default(),
+            in_flight,
+        }
+    }
+
+    /// Waits until every message submitted so far has been answered, or `limit` passed.
+    pub async fn drain(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     /// Queues a message. Synchronous, so callers submitting in arrival order get their messages
     /// written in that order. `reply` is always called exactly once.
     pub fn submit(&self, message: NewMessage, reply: SendReply) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         let hash = self.hasher.hash_one(message.conversation_id);
         let shard = &self.shards[(hash % self.shards.len() as u64) as usize];
         if let Err(e) = shard.try_send(Job { message, reply }) {
@@ -72,13 +87,21 @@ impl Writer {
             (job.reply)(Err(Error::Unavailable(anyhow::anyhow!(
                 "the message writer is overloaded"
             ))));
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize, shard: usize) {
+async fn run(
+    store: Store,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    shard: usize,
+    in_flight: Arc<AtomicUsize>,
+) {
     let mut jobs = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut jobs, max_batch).await > 0 {
+        let answered = jobs.len();
         let (messages, replies): (Vec<NewMessage>, Vec<SendReply>) =
             jobs.drain(..).map(|j| (j.message, j.reply)).unzip();
         let started = Instant::now();
@@ -120,6 +143,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize, shard:
                 }
             }
         }
+        in_flight.fetch_sub(answered, Ordering::AcqRel);
     }
 }
 

@@ -47,7 +47,14 @@ both_backends! {
     async fn a_missing_token_is_refused_as_missing(app: TestApp) {
         assert_refused(&app, json!({}), "missing").await;
         assert_refused(&app, json!({ "token": null }), "missing").await;
-        assert_refused(&app, Value::Null, "missing").await;
+        // No auth payload at all: a bare CONNECT.
+        match confab_sio_client::connect(app.options()).await {
+            Err(ConnectError::Refused { message, data }) => {
+                assert_eq!(message, "unauthorized");
+                assert_eq!(data, Some(json!({ "code": "unauthorized", "reason": "missing" })));
+            }
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
     }
 
     async fn malformed_and_forged_tokens_are_refused_as_invalid(app: TestApp) {

@@ -31,6 +31,8 @@ pub enum Backend {
 pub struct TestApp {
     pub url: String,
     pub backend: Backend,
+    /// This node's bus counters, when it runs in a cluster.
+    pub bus_stats: Option<std::sync::Arc<confab::bus::BusStats>>,
     _dir: tempfile::TempDir,
     _stop: oneshot::Sender<()>,
 }
@@ -106,6 +108,7 @@ pub async fn spawn_app_with(backend: Backend, settings: &[(&str, &str)]) -> Opti
     init_logs();
     let app = Application::build(config).await.expect("the server starts");
     let addr = app.local_addr();
+    let bus_stats = app.bus_stats();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(app.run(async {
         let _ = stopped.await;
@@ -113,6 +116,7 @@ pub async fn spawn_app_with(backend: Backend, settings: &[(&str, &str)]) -> Opti
     Some(TestApp {
         url: format!("http://{addr}"),
         backend,
+        bus_stats,
         _dir: dir,
         _stop: stop,
     })

@@ -83,7 +83,10 @@ both_backends! {
         let _a = app.connect("alice").await;
         let _b = app.connect("alice").await;
         match app.connect_auth(json!({ "token": app.token("alice") })).await {
-            Err(ConnectError::Refused { message, .. }) => assert_eq!(message, "too_many_connections"),
+            Err(ConnectError::Refused { message, data }) => {
+                assert_eq!(message, "too_many_connections");
+                assert_eq!(data, Some(json!({ "code": "too_many_connections", "limit": 2 })));
+            }
             other => panic!("expected too_many_connections, got {:?}", other.map(|_| ())),
         }
         let _bob = app.connect("bob").await;
@@ -102,7 +105,30 @@ both_backends! {
                 Err(other) => panic!("{other}"),
             }
         }
-        let (message, _data) = refused.expect("a burst of connects from one address is limited");
+        let (message, data) = refused.expect("a burst of connects from one address is limited");
         assert_eq!(message, "rate_limited");
+        let data = data.expect("data");
+        assert_eq!(data["code"], "rate_limited");
+        assert!(data["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0), "{data}");
+    }
+}
+
+both_backends! {
+    async fn oversized_frames_are_refused_and_hurt_nobody_else(app: TestApp) {
+        let app = app.with(&[("CONFAB_MAX_PAYLOAD_BYTES", "4096")]).await;
+        let alice = app.connect("alice").await;
+        let mut bob = app.connect("bob").await;
+        let mut mallory = app.connect("mallory").await;
+        let id = group(&alice, "team", &["bob"]).await;
+        // 10 KB of body in one frame: over the 4 KiB limit. The server closes that connection
+        // (Socket.IO has no way to refuse one frame and keep going).
+        let big = json!({ "conversation_id": id, "client_id": "big", "body": "x".repeat(10_000) });
+        mallory.send_raw(format!("42[\"message:send\",{big}]")).await.unwrap();
+        match mallory.next_event_timeout(Duration::from_secs(5)).await {
+            Some(confab_sio_client::Incoming::Disconnected { .. }) | None => {}
+            other => panic!("expected the oversized sender to be disconnected, got {other:?}"),
+        }
+        let m = send(&alice, &id, "small", "still fine").await;
+        assert_eq!(expect(&mut bob, "message:new").await["message"], m);
     }
 }

@@ -7,11 +7,14 @@
 mod helpers;
 
 mod auth;
+mod cluster;
 mod conversations;
 mod history;
 mod http;
 mod limits;
 mod messages;
+mod nodes;
+mod official_client;
 mod ordering;
 mod payloads;
 mod presence;

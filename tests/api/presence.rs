@@ -56,6 +56,25 @@ both_backends! {
             .expect("no offline/online flap for a reload");
     }
 
+    async fn a_silent_client_goes_offline_after_the_ping_timeout(app: TestApp) {
+        let app = app
+            .with(&[("CONFAB_PRESENCE_GRACE_MS", "100"), ("CONFAB_PING_INTERVAL_MS", "300"), ("CONFAB_PING_TIMEOUT_MS", "300")])
+            .await;
+        let mut alice = app.connect("alice").await;
+        let bob = confab_sio_client::connect(
+            app.options().auth(json!({ "token": app.token("bob") })).answer_pings(false),
+        )
+        .await
+        .unwrap();
+        group(&bob, "pair", &["alice"]).await;
+        expect(&mut alice, "conversation:new").await;
+        // Bob's network dies silently: no close, no pongs.
+        let offline = alice.expect_event("presence", Duration::from_secs(5)).await.unwrap();
+        assert_eq!(offline.data()["user_id"], "bob");
+        assert_eq!(offline.data()["online"], false);
+        drop(bob);
+    }
+
     async fn presence_is_only_visible_to_contacts(app: TestApp) {
         let app = app.with(&[("CONFAB_PRESENCE_GRACE_MS", GRACE)]).await;
         let alice = app.connect("alice").await;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde_json::Value;
-use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::{Error, Incoming};
@@ -28,19 +28,15 @@ pub(crate) struct Shared {
     inbox_ready: Notify,
     /// Wakes the connection task: the outbox has something.
     outbox_ready: Notify,
-    /// Room in the outbox, one permit per frame. A semaphore rather than a `Notify` because it
-    /// queues waiting senders fairly: frames emitted one after another, even while the outbox
-    /// is full, are sent in that order (a server that keeps a socket's events in order can
-    /// only do so if the client sends them in order). Closed when the connection ends.
-    outbox_space: Semaphore,
+    /// Wakes senders waiting for the outbox to shrink (or for the connection to close).
+    outbox_space: Notify,
     next_ack_id: AtomicU64,
 }
 
 #[derive(Default)]
 struct State {
     inbox: VecDeque<Incoming>,
-    /// Frames to send, each marked with whether it holds an `outbox_space` permit.
-    outbox: VecDeque<(Message, bool)>,
+    outbox: VecDeque<Message>,
     /// Emits waiting for their ack, by ack id.
     acks: HashMap<u64, oneshot::Sender<Vec<Value>>>,
     /// Set once, when the connection ends or the client closes it: from then on nothing is
@@ -54,7 +50,7 @@ impl Shared {
             state: Mutex::default(),
             inbox_ready: Notify::new(),
             outbox_ready: Notify::new(),
-            outbox_space: Semaphore::new(OUTBOX_LIMIT),
+            outbox_space: Notify::new(),
             next_ack_id: AtomicU64::new(0),
         }
     }
@@ -68,23 +64,34 @@ impl Shared {
     // --- the client's side ---
 
     /// Queues a frame for sending, waiting while the outbox is full.
+    ///
+    /// The frame is queued at once, and only then does the sender wait for room: frames emitted
+    /// one after another are sent in that order even while the outbox is full (a server that
+    /// keeps a socket's events in order can only do so if the client sends them in order).
     pub(crate) async fn send(&self, frame: Message) -> Result<(), Error> {
-        let permit = self
-            .outbox_space
-            .acquire()
-            .await
-            .map_err(|_| Error::Closed)?;
         {
             let mut state = self.state();
             if state.closed {
                 return Err(Error::Closed);
             }
-            // The permit goes back when the connection task takes the frame.
-            permit.forget();
-            state.outbox.push_back((frame, true));
+            state.outbox.push_back(frame);
         }
         self.outbox_ready.notify_one();
-        Ok(())
+        loop {
+            // Register for the wake-up before looking, so one that comes in between is not lost.
+            let space = self.outbox_space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            {
+                // Once queued, the frame shares the fate of every frame queued before a close:
+                // that is for acks and the inbox to tell, not for this wait.
+                let state = self.state();
+                if state.closed || state.outbox.len() <= OUTBOX_LIMIT {
+                    return Ok(());
+                }
+            }
+            space.await;
+        }
     }
 
     /// Reserves an ack id and the receiver its answer will arrive on.
@@ -135,11 +142,11 @@ impl Shared {
             if state.closed {
                 return false;
             }
-            state.outbox.extend(frames.into_iter().map(|f| (f, false)));
+            state.outbox.extend(frames);
             Self::close(&mut state);
         }
         self.outbox_ready.notify_one();
-        self.outbox_space.close();
+        self.outbox_space.notify_waiters();
         true
     }
 
@@ -158,11 +165,11 @@ impl Shared {
 
     /// Takes the next frame to send.
     pub(crate) fn pop_outgoing(&self) -> Option<Message> {
-        let (frame, counted) = self.state().outbox.pop_front()?;
-        if counted {
-            self.outbox_space.add_permits(1);
+        let frame = self.state().outbox.pop_front();
+        if frame.is_some() {
+            self.outbox_space.notify_waiters();
         }
-        Some(frame)
+        frame
     }
 
     /// Whether the outbox has frames waiting.
@@ -176,7 +183,7 @@ impl Shared {
     pub(crate) fn push_urgent(&self, frame: Message) -> bool {
         let mut state = self.state();
         if !state.closed {
-            state.outbox.push_front((frame, false));
+            state.outbox.push_front(frame);
         }
         !state.closed
     }
@@ -213,6 +220,6 @@ impl Shared {
             Self::close(&mut state);
         }
         self.inbox_ready.notify_one();
-        self.outbox_space.close();
+        self.outbox_space.notify_waiters();
     }
 }

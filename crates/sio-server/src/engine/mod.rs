@@ -1,0 +1,177 @@
+//! Engine.IO v4: sessions, their transports (long-polling and WebSocket) and the heartbeat.
+
+pub(crate) mod packet;
+pub(crate) mod polling;
+pub(crate) mod websocket;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use http::HeaderMap;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::handler::{DisconnectReason, Handler, RequestInfo};
+use crate::registry::Registry;
+use crate::sid::Sid;
+use crate::socket::{Socket, SocketCore, Transport};
+use crate::socketio::SioState;
+
+use polling::PollingState;
+
+/// The server's shared state: settings, the application's handler and the live sessions.
+pub(crate) struct Engine<H: Handler> {
+    pub(crate) config: Config,
+    pub(crate) handler: H,
+    sessions: Registry<Connection<H>>,
+    /// WebSocket tasks still running, so that a shutdown can wait for their close frames to go out.
+    pub(crate) tasks: TaskCount,
+    /// Set by a shutdown: new sessions are refused.
+    shutting_down: AtomicBool,
+}
+
+/// One Engine.IO session and the Socket.IO socket on it (only the `/` namespace exists, so there is at most
+/// one socket per session and they live and die together).
+pub(crate) struct Connection<H: Handler> {
+    pub(crate) socket: Socket,
+    /// The Engine.IO session id (private to the client; the socket id is a different one).
+    pub(crate) sid: Sid,
+    // A std Mutex: it is never held across an `.await` nor while calling the handler.
+    sio: Mutex<SioState<H::Session>>,
+    /// Present for sessions opened by long-polling (also after they upgrade).
+    pub(crate) polling: Option<PollingState>,
+}
+
+impl<H: Handler> Connection<H> {
+    pub(crate) fn sio(&self) -> MutexGuard<'_, SioState<H::Session>> {
+        self.sio.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<H: Handler> Engine<H> {
+    pub(crate) fn new(config: Config, handler: H) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            handler,
+            sessions: Registry::new(),
+            tasks: TaskCount::default(),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// Opens a session for an accepted request. `polling_headers` is `Some` for a session opened by
+    /// long-polling: the headers `check_request` asked for, added to each of its responses.
+    pub(crate) fn open(
+        &self,
+        transport: Transport,
+        request: RequestInfo,
+        polling_headers: Option<HeaderMap>,
+    ) -> Arc<Connection<H>> {
+        let core = SocketCore::new(
+            request.remote_addr,
+            transport,
+            self.config.max_queued_packets,
+        );
+        let conn = Arc::new(Connection {
+            socket: Socket(Arc::new(core)),
+            sid: Sid::random(),
+            sio: Mutex::new(SioState::new(request)),
+            polling: polling_headers.map(PollingState::new),
+        });
+        self.sessions.insert(conn.sid, conn.clone());
+        tracing::debug!(sid = %conn.sid, ?transport, "session opened");
+        conn
+    }
+
+    pub(crate) fn session(&self, sid: &Sid) -> Option<Arc<Connection<H>>> {
+        self.sessions.get(sid)
+    }
+
+    pub(crate) fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Ends a session: it leaves the table, its queue is dropped, and if its socket was connected the
+    /// handler's `disconnect` runs. Only the first call for a session does anything.
+    pub(crate) fn finish(&self, conn: &Connection<H>, reason: DisconnectReason) {
+        if self.sessions.remove(&conn.sid).is_none() {
+            return;
+        }
+        tracing::debug!(sid = %conn.sid, %reason, "session closed");
+        conn.socket.0.mark_closed();
+        if let Some(polling) = &conn.polling {
+            polling.stop();
+        }
+        let session = conn.sio().close();
+        if let Some(session) = session {
+            self.handler.disconnect(session, &conn.socket, reason);
+        }
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Refuses new sessions from now on and closes every session without a Socket.IO `DISCONNECT`.
+    pub(crate) fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.close_all(DisconnectReason::ServerShutdown);
+    }
+
+    /// Closes every session without a Socket.IO `DISCONNECT`.
+    pub(crate) fn close_all(&self, reason: DisconnectReason) {
+        for conn in self.sessions.values() {
+            conn.socket.0.request_close(reason, false);
+            // A polling session has no task of its own to carry the close out; a pending GET answers "1".
+            if conn.socket.transport() == Transport::Polling {
+                self.finish(&conn, reason);
+            }
+        }
+    }
+}
+
+/// Counts running tasks and lets a caller wait until none is left.
+#[derive(Default)]
+pub(crate) struct TaskCount {
+    active: AtomicUsize,
+    idle: Notify,
+}
+
+impl TaskCount {
+    /// Counts a task until the returned guard drops.
+    pub(crate) fn enter(self: &TaskCount) -> TaskGuard<'_> {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        TaskGuard(self)
+    }
+
+    /// Counts a task that calls [`TaskCount::leave`] when it ends.
+    pub(crate) fn enter_detached(&self) {
+        self.active.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn leave(&self) {
+        if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    pub(crate) async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.active.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+pub(crate) struct TaskGuard<'a>(&'a TaskCount);
+
+impl Drop for TaskGuard<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}

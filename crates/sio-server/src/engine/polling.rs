@@ -1,0 +1,301 @@
+//! Engine.IO over HTTP long-polling: `GET` waits for queued packets, `POST` delivers the client's, and a
+//! small task per session keeps the heartbeat.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::engine::packet::{self, Frame, Packet, PayloadItem};
+use crate::engine::{Connection, Engine};
+use crate::handler::{DisconnectReason, Handler};
+use crate::http::{BoxError, EngineError, engine_error};
+use crate::socket::{Taken, Transport};
+use crate::socketio::Message;
+
+/// The polling side of a session.
+pub(crate) struct PollingState {
+    /// A `GET` is waiting; a second one at the same time is a protocol violation.
+    get_busy: AtomicBool,
+    /// A `POST` is being handled; overlapping ones are refused the same way.
+    post_busy: AtomicBool,
+    /// A pong arrived since the last ping.
+    pong: AtomicBool,
+    /// The heartbeat task should end (the session closed or moved to WebSocket).
+    stopped: AtomicBool,
+    /// A WebSocket is probing an upgrade of this session.
+    upgrading: AtomicBool,
+    /// Wakes the heartbeat task on a pong or a stop.
+    wake: Notify,
+    /// Headers added to every response of the session (from `Handler::check_request`).
+    pub(crate) headers: HeaderMap,
+}
+
+impl PollingState {
+    pub(crate) fn new(headers: HeaderMap) -> Self {
+        Self {
+            get_busy: AtomicBool::new(false),
+            post_busy: AtomicBool::new(false),
+            pong: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            upgrading: AtomicBool::new(false),
+            wake: Notify::new(),
+            headers,
+        }
+    }
+
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Claims the session for an upgrade; `false` if another WebSocket is already probing it.
+    pub(crate) fn begin_upgrade(&self) -> bool {
+        !self.upgrading.swap(true, Ordering::SeqCst)
+    }
+
+    pub(crate) fn end_upgrade(&self) {
+        self.upgrading.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Clears a busy flag when the request ends, however it ends (hyper drops the future of a request whose
+/// client went away).
+struct Busy<'a>(&'a AtomicBool);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+impl<H: Handler> Engine<H> {
+    /// Answers the handshake `GET` of a new polling session and starts its heartbeat.
+    pub(crate) fn polling_open(self: &Arc<Self>, conn: Arc<Connection<H>>) -> Response<Bytes> {
+        let polling = conn.polling.as_ref().expect("a polling session");
+        let body = packet::open_packet(&conn.sid, true, &self.config);
+        let response = polling_response(
+            StatusCode::OK,
+            "text/plain; charset=UTF-8",
+            body,
+            &polling.headers,
+        );
+        tokio::spawn(heartbeat(self.clone(), conn));
+        response
+    }
+
+    /// A long-polling `GET`: waits until packets are queued, then returns them all.
+    pub(crate) async fn polling_get(&self, conn: &Arc<Connection<H>>) -> Response<Bytes> {
+        let polling = conn.polling.as_ref().expect("a polling session");
+        if conn.socket.transport() != Transport::Polling {
+            return engine_error(EngineError::BadRequest);
+        }
+        if polling.get_busy.swap(true, Ordering::SeqCst) {
+            tracing::debug!(sid = %conn.sid, "overlapping GET requests: closing the session");
+            self.finish(conn, DisconnectReason::TransportError);
+            return engine_error(EngineError::BadRequest);
+        }
+        let _busy = Busy(&polling.get_busy);
+
+        let taken = std::future::poll_fn(|cx| {
+            // An upgrade took the queue over: end this request with a noop.
+            if conn.socket.transport() != Transport::Polling {
+                return Poll::Ready(None);
+            }
+            conn.socket.0.poll_take(cx).map(Some)
+        })
+        .await;
+        let body = match taken {
+            None => Bytes::from_static(b"6"),
+            Some(Taken::Frames(frames, close)) => {
+                let mut frames: Vec<Frame> = frames.into();
+                if let Some(reason) = close {
+                    frames.push(Frame::Text(Bytes::from_static(b"1")));
+                    self.finish(conn, reason);
+                }
+                packet::encode_payload(&frames)
+            }
+            Some(Taken::Close(reason)) => {
+                self.finish(conn, reason);
+                Bytes::from_static(b"1")
+            }
+            Some(Taken::Closed) => Bytes::from_static(b"1"),
+        };
+        polling_response(
+            StatusCode::OK,
+            "text/plain; charset=UTF-8",
+            body,
+            &polling.headers,
+        )
+    }
+
+    /// A long-polling `POST`: delivers the client's packets, in order, before answering `ok`.
+    pub(crate) async fn polling_post<B>(
+        self: &Arc<Self>,
+        conn: &Arc<Connection<H>>,
+        headers: &HeaderMap,
+        body: B,
+    ) -> Response<Bytes>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let polling = conn.polling.as_ref().expect("a polling session");
+        if conn.socket.transport() != Transport::Polling {
+            return engine_error(EngineError::BadRequest);
+        }
+        if polling.post_busy.swap(true, Ordering::SeqCst) {
+            tracing::debug!(sid = %conn.sid, "overlapping POST requests: closing the session");
+            self.finish(conn, DisconnectReason::TransportError);
+            return engine_error(EngineError::BadRequest);
+        }
+        let _busy = Busy(&polling.post_busy);
+
+        let max = self.config.max_payload;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max as u64) {
+            self.finish(conn, DisconnectReason::TransportError);
+            return too_large();
+        }
+        let data = match Limited::new(body, max).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                let e: BoxError = e;
+                if e.is::<http_body_util::LengthLimitError>() {
+                    self.finish(conn, DisconnectReason::TransportError);
+                    return too_large();
+                }
+                tracing::debug!(sid = %conn.sid, error = %e, "reading a polling body failed");
+                return engine_error(EngineError::BadRequest);
+            }
+        };
+        let Ok(text) = std::str::from_utf8(&data) else {
+            self.finish(conn, DisconnectReason::ParseError);
+            return engine_error(EngineError::BadRequest);
+        };
+
+        for item in packet::decode_payload(text) {
+            let result = match item {
+                Ok(PayloadItem::Binary(data)) => self.on_message(conn, Message::Binary(data)),
+                Ok(PayloadItem::Text(text)) => match Packet::parse(text) {
+                    Ok(Packet::Message(data)) => self.on_message(conn, Message::Text(data)),
+                    Ok(Packet::Pong(_)) => {
+                        polling.pong.store(true, Ordering::SeqCst);
+                        polling.wake.notify_one();
+                        Ok(())
+                    }
+                    Ok(Packet::Close) => Err(DisconnectReason::TransportClose),
+                    Ok(Packet::Noop) => Ok(()),
+                    Ok(Packet::Ping(_) | Packet::Upgrade) | Err(_) => {
+                        self.finish(conn, DisconnectReason::ParseError);
+                        return engine_error(EngineError::BadRequest);
+                    }
+                },
+                Err(_) => {
+                    self.finish(conn, DisconnectReason::ParseError);
+                    return engine_error(EngineError::BadRequest);
+                }
+            };
+            if let Err(reason) = result {
+                self.finish(conn, reason);
+                break;
+            }
+        }
+        polling_response(
+            StatusCode::OK,
+            "text/html",
+            Bytes::from_static(b"ok"),
+            &polling.headers,
+        )
+    }
+}
+
+fn too_large() -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from_static(
+        br#"{"code":3,"message":"Payload too large"}"#,
+    ));
+    *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn polling_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+    extra: &HeaderMap,
+) -> Response<Bytes> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (name, value) in extra {
+        headers.append(name, value.clone());
+    }
+    response
+}
+
+/// The heartbeat of a polling session: queue a ping every ping interval and close the session if the pong
+/// doesn't come within the ping timeout. Also enforces the connect timeout. Ends when the session closes
+/// or upgrades (the WebSocket task keeps the heartbeat from then on).
+async fn heartbeat<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Connection<H>>) {
+    let Some(polling) = conn.polling.as_ref() else {
+        return;
+    };
+    let config = &engine.config;
+    let mut connect_deadline = Some(Instant::now() + config.connect_timeout);
+    let mut ping_at = Instant::now() + config.ping_interval;
+    let mut pong_by: Option<Instant> = None;
+    loop {
+        let beat = pong_by.unwrap_or(ping_at);
+        let deadline = connect_deadline.map_or(beat, |c| c.min(beat));
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = polling.wake.notified() => {}
+        }
+        if polling.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(at) = connect_deadline {
+            if conn.sio().is_connected() {
+                connect_deadline = None;
+            } else if now >= at {
+                tracing::debug!(sid = %conn.sid, "no CONNECT within the connect timeout");
+                engine.finish(&conn, DisconnectReason::TransportClose);
+                return;
+            }
+        }
+        match pong_by {
+            Some(_) if polling.pong.swap(false, Ordering::SeqCst) => {
+                pong_by = None;
+                ping_at = now + config.ping_interval;
+            }
+            Some(by) if now >= by => {
+                tracing::debug!(sid = %conn.sid, "ping timeout");
+                engine.finish(&conn, DisconnectReason::PingTimeout);
+                return;
+            }
+            Some(_) => {}
+            None if now >= ping_at => {
+                polling.pong.store(false, Ordering::SeqCst);
+                conn.socket.0.push_control(Frame::PING);
+                pong_by = Some(now + config.ping_timeout);
+            }
+            None => {}
+        }
+    }
+}

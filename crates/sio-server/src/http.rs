@@ -1,0 +1,399 @@
+//! The Engine.IO path over HTTP: query parsing, error answers, routing of polling and WebSocket requests,
+//! and the tower `Service` for mounting the engine in another server.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http_body::Body;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+
+use crate::engine::websocket::{self, Mode};
+use crate::engine::{Connection, Engine};
+use crate::handler::{Handler, Refusal, RequestInfo};
+use crate::sid::Sid;
+use crate::socket::Transport;
+use crate::ws::{WsIo, handshake, io::Generic};
+
+/// The error type of request and response bodies.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The response body of [`EngineService`].
+pub type EngineBody = Full<Bytes>;
+
+/// The peer's address, as a request extension. [`serve`](crate::serve) adds it to every request (the
+/// application's too); when mounting [`EngineService`] elsewhere, add it yourself so handlers see the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// The Engine.IO error codes and messages (answered with `400`, or `403` for `Forbidden`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum EngineError {
+    TransportUnknown,
+    UnknownSid,
+    BadHandshakeMethod,
+    BadRequest,
+    UnsupportedVersion,
+    ShuttingDown,
+}
+
+pub(crate) fn engine_error(error: EngineError) -> Response<Bytes> {
+    let (status, body): (StatusCode, &'static [u8]) = match error {
+        EngineError::TransportUnknown => (
+            StatusCode::BAD_REQUEST,
+            br#"{"code":0,"message":"Transport unknown"}"#,
+        ),
+        EngineError::UnknownSid => (
+            StatusCode::BAD_REQUEST,
+            br#"{"code":1,"message":"Session ID unknown"}"#,
+        ),
+        EngineError::BadHandshakeMethod => (
+            StatusCode::BAD_REQUEST,
+            br#"{"code":2,"message":"Bad handshake method"}"#,
+        ),
+        EngineError::BadRequest => (
+            StatusCode::BAD_REQUEST,
+            br#"{"code":3,"message":"Bad request"}"#,
+        ),
+        EngineError::UnsupportedVersion => (
+            StatusCode::BAD_REQUEST,
+            br#"{"code":5,"message":"Unsupported protocol version"}"#,
+        ),
+        EngineError::ShuttingDown => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            br#"{"code":4,"message":"Shutting down"}"#,
+        ),
+    };
+    json_response(status, Bytes::from_static(body))
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<Bytes> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn refusal_response(refusal: Refusal) -> Response<Bytes> {
+    let mut response = json_response(refusal.status, refusal.body);
+    for (name, value) in refusal.headers {
+        if let Some(name) = name {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}
+
+/// The Engine.IO query parameters we look at. Their values are plain ASCII, so they are not
+/// percent-decoded (a sid with escapes is simply unknown).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Query<'a> {
+    pub(crate) eio: Option<&'a str>,
+    pub(crate) transport: Option<&'a str>,
+    pub(crate) sid: Option<&'a str>,
+}
+
+impl<'a> Query<'a> {
+    pub(crate) fn parse(query: Option<&'a str>) -> Self {
+        let mut out = Query::default();
+        for pair in query.unwrap_or("").split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "EIO" => out.eio = Some(value),
+                "transport" => out.transport = Some(value),
+                "sid" => out.sid = Some(value),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// The engine's answer to a WebSocket handshake: accepted, or the HTTP response refusing it.
+pub(crate) type Handshake<H> = Result<WsAccept<H>, Response<Bytes>>;
+
+/// How an accepted WebSocket handshake continues once the `101` is out.
+pub(crate) enum WsPlan<H: Handler> {
+    /// A new session for this request.
+    New(Box<RequestInfo>),
+    /// An upgrade of this polling session.
+    Upgrade(Arc<Connection<H>>),
+}
+
+/// An accepted WebSocket handshake.
+pub(crate) struct WsAccept<H: Handler> {
+    /// The `Sec-WebSocket-Accept` value.
+    pub(crate) accept: HeaderValue,
+    /// Extra headers for the `101` (from `check_request`).
+    pub(crate) headers: HeaderMap,
+    pub(crate) plan: WsPlan<H>,
+}
+
+impl<H: Handler> Engine<H> {
+    /// Decides on a WebSocket handshake for the Engine.IO path: accepted, or the error answer to send.
+    #[allow(clippy::result_large_err)] // the error is the response itself, on a cold path
+    pub(crate) fn websocket_handshake(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        remote_addr: SocketAddr,
+    ) -> Handshake<H> {
+        let query = Query::parse(uri.query());
+        if query.eio != Some("4") {
+            return Err(engine_error(EngineError::UnsupportedVersion));
+        }
+        if query.transport != Some("websocket") {
+            return Err(engine_error(EngineError::TransportUnknown));
+        }
+        let accept = handshake::accept(method, headers).map_err(|e| {
+            tracing::debug!(error = %e, "bad WebSocket handshake");
+            let mut response = engine_error(EngineError::BadRequest);
+            if e == handshake::HandshakeError::Version {
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+            }
+            response
+        })?;
+        match query.sid {
+            None => {
+                if self.is_shutting_down() {
+                    return Err(engine_error(EngineError::ShuttingDown));
+                }
+                let request = RequestInfo {
+                    method: method.clone(),
+                    uri: uri.clone(),
+                    headers: headers.clone(),
+                    remote_addr,
+                };
+                let extra = self
+                    .handler
+                    .check_request(&request)
+                    .map_err(refusal_response)?;
+                Ok(WsAccept {
+                    accept,
+                    headers: extra,
+                    plan: WsPlan::New(Box::new(request)),
+                })
+            }
+            Some(sid) => {
+                let conn = Sid::parse(sid)
+                    .and_then(|sid| self.session(&sid))
+                    .ok_or_else(|| engine_error(EngineError::UnknownSid))?;
+                let polling = conn
+                    .polling
+                    .as_ref()
+                    .ok_or_else(|| engine_error(EngineError::BadRequest))?;
+                if conn.socket.transport() != Transport::Polling || !polling.begin_upgrade() {
+                    return Err(engine_error(EngineError::BadRequest));
+                }
+                Ok(WsAccept {
+                    accept,
+                    headers: polling.headers.clone(),
+                    plan: WsPlan::Upgrade(conn),
+                })
+            }
+        }
+    }
+
+    /// Starts the WebSocket session of an accepted handshake on `io`, after the `101` was sent; the
+    /// returned future runs it (spawn it).
+    pub(crate) fn start_websocket<IO: WsIo>(
+        self: &Arc<Self>,
+        plan: WsPlan<H>,
+        io: IO,
+        initial: BytesMut,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let (conn, mode) = match plan {
+            WsPlan::New(request) => (self.open(Transport::WebSocket, *request, None), Mode::New),
+            WsPlan::Upgrade(conn) => (conn, Mode::Upgrade),
+        };
+        websocket::start(self.clone(), conn, io, initial, mode)
+    }
+
+    /// Answers an HTTP request on the Engine.IO path.
+    pub(crate) async fn handle_http<B>(
+        self: &Arc<Self>,
+        mut req: Request<B>,
+        remote_addr: SocketAddr,
+    ) -> Response<Bytes>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        if req.method() == Method::OPTIONS {
+            // A CORS preflight: the application decides, through the same hook as for new sessions.
+            let request = request_info(&req, remote_addr);
+            return match self.handler.check_request(&request) {
+                Ok(extra) => {
+                    let mut response = Response::new(Bytes::new());
+                    *response.status_mut() = StatusCode::NO_CONTENT;
+                    *response.headers_mut() = extra;
+                    response
+                }
+                Err(refusal) => refusal_response(refusal),
+            };
+        }
+        let query = Query::parse(req.uri().query());
+        if query.eio != Some("4") {
+            return engine_error(EngineError::UnsupportedVersion);
+        }
+        match query.transport {
+            Some("websocket") => {
+                let accepted =
+                    self.websocket_handshake(req.method(), req.uri(), req.headers(), remote_addr);
+                let accepted = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(response) => return response,
+                };
+                // Reached through hyper: a WebSocket on a keep-alive connection, or the engine mounted as a
+                // service in another server. hyper hands the stream over once the 101 is written.
+                let on_upgrade = hyper::upgrade::on(&mut req);
+                let engine = self.clone();
+                let mut response = Response::new(Bytes::new());
+                *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                let headers = response.headers_mut();
+                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                headers.insert(header::SEC_WEBSOCKET_ACCEPT, accepted.accept);
+                for (name, value) in &accepted.headers {
+                    headers.append(name, value.clone());
+                }
+                let plan = accepted.plan;
+                tokio::spawn(async move {
+                    match on_upgrade.await {
+                        Ok(upgraded) => {
+                            let io = Generic(TokioIo::new(upgraded));
+                            engine.start_websocket(plan, io, BytesMut::new()).await;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "HTTP upgrade failed");
+                            if let WsPlan::Upgrade(conn) = plan {
+                                if let Some(polling) = &conn.polling {
+                                    polling.end_upgrade();
+                                }
+                            }
+                        }
+                    }
+                });
+                response
+            }
+            Some("polling") => match query.sid {
+                None if req.method() == Method::GET => {
+                    if self.is_shutting_down() {
+                        return engine_error(EngineError::ShuttingDown);
+                    }
+                    let request = request_info(&req, remote_addr);
+                    match self.handler.check_request(&request) {
+                        Ok(extra) => {
+                            let conn = self.open(Transport::Polling, request, Some(extra));
+                            self.polling_open(conn)
+                        }
+                        Err(refusal) => refusal_response(refusal),
+                    }
+                }
+                None => engine_error(EngineError::BadHandshakeMethod),
+                Some(sid) => {
+                    let Some(conn) = Sid::parse(sid).and_then(|sid| self.session(&sid)) else {
+                        return engine_error(EngineError::UnknownSid);
+                    };
+                    if conn.polling.is_none() {
+                        return engine_error(EngineError::BadRequest);
+                    }
+                    match *req.method() {
+                        Method::GET => self.polling_get(&conn).await,
+                        Method::POST => {
+                            let (parts, body) = req.into_parts();
+                            self.polling_post(&conn, &parts.headers, body).await
+                        }
+                        _ => engine_error(EngineError::BadRequest),
+                    }
+                }
+            },
+            _ => engine_error(EngineError::TransportUnknown),
+        }
+    }
+}
+
+fn request_info<B>(req: &Request<B>, remote_addr: SocketAddr) -> RequestInfo {
+    RequestInfo {
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        headers: req.headers().clone(),
+        remote_addr,
+    }
+}
+
+/// The engine as a tower `Service` (see [`SocketIo::service`](crate::SocketIo::service)).
+pub struct EngineService<H: Handler> {
+    engine: Arc<Engine<H>>,
+}
+
+impl<H: Handler> EngineService<H> {
+    pub(crate) fn new(engine: Arc<Engine<H>>) -> Self {
+        Self { engine }
+    }
+}
+
+impl<H: Handler> Clone for EngineService<H> {
+    fn clone(&self) -> Self {
+        Self {
+            engine: self.engine.clone(),
+        }
+    }
+}
+
+impl<H, B> tower_service::Service<Request<B>> for EngineService<H>
+where
+    H: Handler,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<EngineBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let engine = self.engine.clone();
+        let remote = req
+            .extensions()
+            .get::<RemoteAddr>()
+            .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |r| r.0);
+        Box::pin(async move { Ok(engine.handle_http(req, remote).await.map(Full::new)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_engine_queries() {
+        let q = Query::parse(Some("EIO=4&transport=polling&t=N8hyd6w&sid=abc"));
+        assert_eq!(
+            q,
+            Query {
+                eio: Some("4"),
+                transport: Some("polling"),
+                sid: Some("abc")
+            }
+        );
+        assert_eq!(Query::parse(None), Query::default());
+        assert_eq!(Query::parse(Some("EIO&&=x")).eio, Some(""));
+    }
+}

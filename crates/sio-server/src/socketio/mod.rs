@@ -1,0 +1,328 @@
+//! Socket.IO v5 on top of Engine.IO: namespace `/`, `CONNECT` with auth, events, acknowledgements and binary
+//! attachments.
+
+pub(crate) mod packet;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use crate::engine::packet::Frame;
+use crate::engine::{Connection, Engine};
+use crate::handler::{ConnectError, DisconnectReason, Handler, IncomingEvent, RequestInfo};
+use crate::socket::{Ack, AckReply, State};
+
+use packet::Packet;
+
+/// An Engine.IO message handed to the Socket.IO layer.
+pub(crate) enum Message<'a> {
+    Text(&'a str),
+    Binary(Bytes),
+}
+
+/// The Socket.IO side of a connection.
+pub(crate) struct SioState<S> {
+    /// The application's session, present while the socket is connected.
+    session: Option<Arc<S>>,
+    /// `Handler::connect` is running.
+    connecting: bool,
+    /// The connection is gone; a `connect` completing now must be undone.
+    closed: bool,
+    /// The request that opened the session, kept for `Handler::connect` and dropped once connected.
+    request: Option<Arc<RequestInfo>>,
+    /// A binary packet waiting for its attachments.
+    partial: Option<Box<PartialBinary>>,
+}
+
+impl<S> SioState<S> {
+    pub(crate) fn new(request: RequestInfo) -> Self {
+        Self {
+            session: None,
+            connecting: false,
+            closed: false,
+            request: Some(Arc::new(request)),
+            partial: None,
+        }
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// Marks the connection gone and hands back the session, if connected, for `Handler::disconnect`.
+    pub(crate) fn close(&mut self) -> Option<Arc<S>> {
+        self.closed = true;
+        self.request = None;
+        self.partial = None;
+        self.session.take()
+    }
+}
+
+/// A binary event or acknowledgement whose attachments are still arriving.
+pub(crate) struct PartialBinary {
+    kind: PartialKind,
+    expected: usize,
+    attachments: Vec<Bytes>,
+    size: usize,
+}
+
+enum PartialKind {
+    Event {
+        name: String,
+        args: Vec<Box<RawValue>>,
+        id: Option<u64>,
+    },
+    Ack {
+        id: u64,
+        args: Vec<Box<RawValue>>,
+    },
+}
+
+impl<H: Handler> Engine<H> {
+    /// Handles one Engine.IO message of a session. `Err` means the connection must close for that reason.
+    pub(crate) fn on_message(
+        self: &Arc<Self>,
+        conn: &Arc<Connection<H>>,
+        message: Message<'_>,
+    ) -> Result<(), DisconnectReason> {
+        let text = match message {
+            Message::Binary(data) => return self.on_attachment(conn, data),
+            Message::Text(text) => text,
+        };
+        if conn.sio().partial.is_some() {
+            tracing::debug!(sid = %conn.sid, "text packet while binary attachments were expected");
+            return Err(DisconnectReason::ParseError);
+        }
+        let packet = Packet::parse(text).map_err(|e| {
+            tracing::debug!(sid = %conn.sid, error = %e, "closing on a malformed packet");
+            DisconnectReason::ParseError
+        })?;
+        match packet {
+            Packet::Connect { nsp: "/", auth } => self.start_connect(conn, auth),
+            Packet::Connect { nsp, .. } => {
+                let refusal = packet::connect_error(nsp, &ConnectError::new("Invalid namespace"));
+                conn.socket.0.push_control(Frame::Text(refusal));
+            }
+            Packet::Disconnect { nsp: "/" } => return Err(DisconnectReason::ClientDisconnect),
+            Packet::Event {
+                nsp: "/",
+                name,
+                args,
+                id,
+                attachments: 0,
+            } => self.deliver(conn, name, args, Vec::new(), id),
+            Packet::Event {
+                nsp: "/",
+                name,
+                args,
+                id,
+                attachments,
+            } => {
+                self.expect_attachments(conn, PartialKind::Event { name, args, id }, attachments)?
+            }
+            Packet::Ack {
+                nsp: "/",
+                id,
+                args,
+                attachments: 0,
+            } => conn.socket.0.resolve_ack(
+                id,
+                AckReply {
+                    args,
+                    binary: Vec::new(),
+                },
+            ),
+            Packet::Ack {
+                nsp: "/",
+                id,
+                args,
+                attachments,
+            } => self.expect_attachments(conn, PartialKind::Ack { id, args }, attachments)?,
+            // Packets for a namespace the client is not connected to are ignored, as Socket.IO servers do.
+            Packet::Disconnect { .. } | Packet::Event { .. } | Packet::Ack { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn expect_attachments(
+        &self,
+        conn: &Connection<H>,
+        kind: PartialKind,
+        expected: usize,
+    ) -> Result<(), DisconnectReason> {
+        if expected > self.config.max_attachments {
+            tracing::debug!(sid = %conn.sid, expected, "too many binary attachments");
+            return Err(DisconnectReason::ParseError);
+        }
+        conn.sio().partial = Some(Box::new(PartialBinary {
+            kind,
+            expected,
+            attachments: Vec::with_capacity(expected),
+            size: 0,
+        }));
+        Ok(())
+    }
+
+    fn on_attachment(
+        &self,
+        conn: &Arc<Connection<H>>,
+        data: Bytes,
+    ) -> Result<(), DisconnectReason> {
+        let complete = {
+            let mut sio = conn.sio();
+            let Some(partial) = sio.partial.as_mut() else {
+                tracing::debug!(sid = %conn.sid, "binary message without a binary packet");
+                return Err(DisconnectReason::ParseError);
+            };
+            partial.size += data.len();
+            if partial.size > self.config.max_attachments_size {
+                tracing::debug!(sid = %conn.sid, size = partial.size, "binary attachments too large");
+                return Err(DisconnectReason::ParseError);
+            }
+            partial.attachments.push(data);
+            if partial.attachments.len() < partial.expected {
+                return Ok(());
+            }
+            sio.partial.take().expect("checked above")
+        };
+        match complete.kind {
+            PartialKind::Event { name, args, id } => {
+                self.deliver(conn, name, args, complete.attachments, id)
+            }
+            PartialKind::Ack { id, args } => conn.socket.0.resolve_ack(
+                id,
+                AckReply {
+                    args,
+                    binary: complete.attachments,
+                },
+            ),
+        }
+        Ok(())
+    }
+
+    /// Calls the handler for an event, synchronously, if the socket is connected.
+    fn deliver(
+        &self,
+        conn: &Connection<H>,
+        name: String,
+        args: Vec<Box<RawValue>>,
+        binary: Vec<Bytes>,
+        id: Option<u64>,
+    ) {
+        let session = conn.sio().session.clone();
+        let Some(session) = session else {
+            tracing::trace!(sid = %conn.sid, event = %name, "event before the socket connected: dropped");
+            return;
+        };
+        let ack = id.map(|id| Ack::new(conn.socket.clone(), id));
+        self.handler.event(
+            &session,
+            &conn.socket,
+            IncomingEvent {
+                name,
+                args,
+                binary,
+                ack,
+            },
+        );
+    }
+
+    /// Runs `Handler::connect` on its own task, so the connection keeps answering pings meanwhile.
+    fn start_connect(self: &Arc<Self>, conn: &Arc<Connection<H>>, auth: Option<Box<RawValue>>) {
+        let request = {
+            let mut sio = conn.sio();
+            if sio.connecting || sio.session.is_some() || sio.closed {
+                tracing::debug!(sid = %conn.sid, "duplicate CONNECT ignored");
+                return;
+            }
+            let Some(request) = sio.request.clone() else {
+                return;
+            };
+            sio.connecting = true;
+            request
+        };
+        {
+            let mut outbox = conn.socket.0.lock();
+            if outbox.state != State::Open {
+                drop(outbox);
+                conn.sio().connecting = false;
+                return;
+            }
+            outbox.state = State::Connecting;
+        }
+        let engine = self.clone();
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let result = engine
+                .handler
+                .connect(conn.socket.clone(), auth.as_deref(), &request)
+                .await;
+            drop(request);
+            engine.complete_connect(&conn, result);
+        });
+    }
+
+    fn complete_connect(&self, conn: &Connection<H>, result: Result<H::Session, ConnectError>) {
+        match result {
+            Ok(session) => {
+                let session = Arc::new(session);
+                {
+                    let mut outbox = conn.socket.0.lock();
+                    if outbox.state == State::Connecting {
+                        outbox.state = State::Connected;
+                        // In front of whatever the application queued during `connect`.
+                        outbox
+                            .frames
+                            .push_front(Frame::Text(packet::connect_ok(conn.socket.id())));
+                        if let Some(waker) = outbox.writer.take() {
+                            waker.wake();
+                        }
+                    }
+                }
+                let too_late = {
+                    let mut sio = conn.sio();
+                    sio.connecting = false;
+                    if sio.closed {
+                        true
+                    } else {
+                        sio.session = Some(session.clone());
+                        sio.request = None;
+                        false
+                    }
+                };
+                if too_late {
+                    self.handler.disconnect(
+                        session,
+                        &conn.socket,
+                        DisconnectReason::TransportClose,
+                    );
+                } else {
+                    tracing::debug!(sid = %conn.sid, socket = %conn.socket.id(), "socket connected");
+                }
+            }
+            Err(err) => {
+                {
+                    let mut outbox = conn.socket.0.lock();
+                    if outbox.state == State::Connecting {
+                        outbox.state = State::Open;
+                        // Drop what the application queued during `connect`; keep protocol frames (pings,
+                        // namespace refusals).
+                        outbox.frames.retain(|f| match f {
+                            Frame::Text(t) => !t.starts_with(b"4") || t.starts_with(b"44"),
+                            Frame::Binary(_) => false,
+                        });
+                        outbox
+                            .frames
+                            .push_back(Frame::Text(packet::connect_error("/", &err)));
+                        if let Some(waker) = outbox.writer.take() {
+                            waker.wake();
+                        }
+                    }
+                }
+                conn.sio().connecting = false;
+                tracing::debug!(sid = %conn.sid, message = %err.message, "connect refused");
+            }
+        }
+    }
+}

@@ -1,0 +1,612 @@
+//! The server's protocol behaviour, checked with raw HTTP requests and WebSocket frames.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, get, post, raw_http};
+use confab_sio::{Config, DisconnectReason};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{WebSocketStream, client_async};
+
+type Ws = WebSocketStream<TcpStream>;
+
+const POLLING: &str = "/socket.io/?EIO=4&transport=polling";
+
+async fn ws_open(server: &Server, query: &str) -> Ws {
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let url = format!(
+        "ws://{}/socket.io/?EIO=4&transport=websocket{query}",
+        server.addr
+    );
+    client_async(url, stream)
+        .await
+        .expect("WebSocket handshake")
+        .0
+}
+
+/// The next text message (pings are answered).
+async fn recv_text(ws: &mut Ws) -> String {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("the connection is open")
+            .expect("a valid frame");
+        match msg {
+            Message::Text(t) if t.as_str() == "2" => ws.send(Message::text("3")).await.unwrap(),
+            Message::Text(t) => return t.as_str().to_owned(),
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until the server closes; returns the close code, if it sent a close frame.
+async fn closed(ws: &mut Ws) -> Option<CloseCode> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("closed within 5 s")
+        {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// A WebSocket connected to `/` with the given auth name.
+async fn ws_connected(server: &Server, name: &str) -> Ws {
+    let mut ws = ws_open(server, "").await;
+    assert!(recv_text(&mut ws).await.starts_with("0{"));
+    ws.send(Message::text(format!(
+        r#"40{{"token":"ok","name":"{name}"}}"#
+    )))
+    .await
+    .unwrap();
+    assert!(recv_text(&mut ws).await.starts_with(r#"40{"sid":""#));
+    ws
+}
+
+async fn polling_open(server: &Server, name: &str) -> String {
+    let open = get(server.addr, POLLING).await;
+    assert_eq!(open.status, 200);
+    let handshake: Value = serde_json::from_str(&open.text()[1..]).unwrap();
+    let sid = handshake["sid"].as_str().unwrap().to_owned();
+    let body = format!(r#"40{{"token":"ok","name":"{name}"}}"#);
+    assert_eq!(
+        post(
+            server.addr,
+            &format!("{POLLING}&sid={sid}"),
+            body.as_bytes()
+        )
+        .await
+        .text(),
+        "ok"
+    );
+    let connected = get(server.addr, &format!("{POLLING}&sid={sid}")).await;
+    assert!(
+        connected.text().starts_with(r#"40{"sid":""#),
+        "{}",
+        connected.text()
+    );
+    sid
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn engine_errors_are_answered_with_the_engine_io_json() {
+    let server = Server::start(Config::default()).await;
+    let cases = [
+        (
+            format!("{POLLING}&sid=aaaaaaaaaaaaaaaaaaaa"),
+            r#"{"code":1,"message":"Session ID unknown"}"#,
+        ),
+        (
+            format!("{POLLING}&sid=not-a-sid"),
+            r#"{"code":1,"message":"Session ID unknown"}"#,
+        ),
+        (
+            "/socket.io/?EIO=3&transport=polling".into(),
+            r#"{"code":5,"message":"Unsupported protocol version"}"#,
+        ),
+        (
+            "/socket.io/?transport=polling".into(),
+            r#"{"code":5,"message":"Unsupported protocol version"}"#,
+        ),
+        (
+            "/socket.io/?EIO=4&transport=tobi".into(),
+            r#"{"code":0,"message":"Transport unknown"}"#,
+        ),
+        (
+            "/socket.io/?EIO=4".into(),
+            r#"{"code":0,"message":"Transport unknown"}"#,
+        ),
+    ];
+    for (path, body) in cases {
+        let response = get(server.addr, &path).await;
+        assert_eq!((response.status, response.text()), (400, body), "{path}");
+        assert_eq!(response.header("content-type"), Some("application/json"));
+    }
+    let response = post(server.addr, POLLING, b"").await;
+    assert_eq!(
+        (response.status, response.text()),
+        (400, r#"{"code":2,"message":"Bad handshake method"}"#)
+    );
+    // Other paths belong to the application.
+    assert_eq!(get(server.addr, "/healthz").await.text(), "ok");
+    assert_eq!(get(server.addr, "/nope").await.status, 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn polling_carries_events_acks_and_binary_attachments() {
+    let server = Server::start(Config::default()).await;
+    let open = get(server.addr, POLLING).await;
+    let handshake: Value = serde_json::from_str(&open.text()[1..]).unwrap();
+    assert_eq!(handshake["upgrades"], serde_json::json!(["websocket"]));
+    assert_eq!(handshake["pingInterval"], 25000);
+    assert_eq!(handshake["pingTimeout"], 20000);
+    assert_eq!(handshake["maxPayload"], 65536);
+
+    let sid = polling_open(&server, "polling").await;
+    let url = format!("{POLLING}&sid={sid}");
+    assert_eq!(
+        post(server.addr, &url, b"42[\"echo\",1]\x1e427[\"echo\",2]")
+            .await
+            .text(),
+        "ok"
+    );
+    assert_eq!(
+        get(server.addr, &url).await.text(),
+        "42[\"echo\",1]\x1e42[\"echo\",2]\x1e437[2]"
+    );
+
+    let binary = b"451-[\"echo\",{\"_placeholder\":true,\"num\":0}]\x1ebAQID";
+    assert_eq!(post(server.addr, &url, binary).await.text(), "ok");
+    let echoed = get(server.addr, &url).await;
+    assert_eq!(echoed.body, binary.to_vec());
+    assert_eq!(
+        echoed.header("content-type"),
+        Some("text/plain; charset=UTF-8")
+    );
+
+    // A body just under maxPayload (64 KiB) passes, however hyper buffers it.
+    let large = format!("42[\"echo\",\"{}\"]", "y".repeat(60_000));
+    assert_eq!(post(server.addr, &url, large.as_bytes()).await.text(), "ok");
+    assert_eq!(get(server.addr, &url).await.body, large.into_bytes());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_concurrent_get_closes_the_session() {
+    let server = Server::start(Config::default()).await;
+    let sid = polling_open(&server, "overlap").await;
+    let url = format!("{POLLING}&sid={sid}");
+    let addr = server.addr;
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { get(addr, &url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(get(addr, &url).await.status, 400);
+    let first = first.await.unwrap();
+    assert_eq!((first.status, first.text()), (200, "1"));
+    assert_eq!(get(addr, &url).await.status, 400);
+    assert_eq!(
+        server.records().disconnects["overlap"],
+        vec![DisconnectReason::TransportError]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_polling_bodies_close_the_session() {
+    let server = Server::start(Config {
+        max_payload: 1000,
+        ..Config::default()
+    })
+    .await;
+    let sid = polling_open(&server, "big").await;
+    let url = format!("{POLLING}&sid={sid}");
+    let big = format!("42[\"echo\",\"{}\"]", "x".repeat(2000));
+    assert_eq!(post(server.addr, &url, big.as_bytes()).await.status, 413);
+    assert_eq!(get(server.addr, &url).await.status, 400);
+    assert_eq!(
+        server.records().disconnects["big"],
+        vec![DisconnectReason::TransportError]
+    );
+    assert!(!server.records().events.contains_key("big"));
+
+    let sid = polling_open(&server, "garbage").await;
+    let url = format!("{POLLING}&sid={sid}");
+    assert_eq!(post(server.addr, &url, b"abc").await.status, 400);
+    assert_eq!(get(server.addr, &url).await.status, 400);
+    assert_eq!(
+        server.records().disconnects["garbage"],
+        vec![DisconnectReason::ParseError]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn requests_are_screened_and_cors_headers_added() {
+    let server = Server::start(Config::default()).await;
+    let evil = "origin: http://evil.example\r\n";
+    let refused = raw_http(
+        server.addr,
+        format!("GET {POLLING} HTTP/1.1\r\nhost: t\r\n{evil}connection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.text(), r#"{"code":"forbidden","reason":"origin"}"#);
+
+    // The direct WebSocket path answers the refusal on the raw stream.
+    let handshake = format!(
+        "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nhost: t\r\n{evil}upgrade: websocket\r\n\
+         connection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    let refused = raw_http(server.addr, handshake.as_bytes()).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.text(), r#"{"code":"forbidden","reason":"origin"}"#);
+
+    let preflight = |origin: &str| {
+        format!(
+            "OPTIONS {POLLING} HTTP/1.1\r\nhost: t\r\norigin: {origin}\r\n\
+             access-control-request-method: POST\r\nconnection: close\r\n\r\n"
+        )
+    };
+    assert_eq!(
+        raw_http(server.addr, preflight("http://evil.example").as_bytes())
+            .await
+            .status,
+        403
+    );
+    let allowed = raw_http(server.addr, preflight("http://app.example").as_bytes()).await;
+    assert_eq!(allowed.status, 204);
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("http://app.example")
+    );
+
+    let good = "origin: http://app.example\r\n";
+    let open = raw_http(
+        server.addr,
+        format!("GET {POLLING} HTTP/1.1\r\nhost: t\r\n{good}connection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        open.header("access-control-allow-origin"),
+        Some("http://app.example")
+    );
+    let sid = serde_json::from_str::<Value>(&open.text()[1..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Later requests of the session carry the same headers.
+    let later = post(
+        server.addr,
+        &format!("{POLLING}&sid={sid}"),
+        br#"40{"token":"ok"}"#,
+    )
+    .await;
+    assert_eq!(
+        later.header("access-control-allow-origin"),
+        Some("http://app.example")
+    );
+    let later = get(server.addr, &format!("{POLLING}&sid={sid}")).await;
+    assert_eq!(
+        later.header("access-control-allow-credentials"),
+        Some("true")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_websocket_frame_is_refused_from_its_header() {
+    let server = Server::start(Config {
+        max_payload: 1000,
+        ..Config::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nhost: t\r\nupgrade: websocket\r\n\
+              connection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 4096];
+    let n = stream.read(&mut head).await.unwrap();
+    let text = String::from_utf8_lossy(&head[..n]);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    assert!(text.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{text}");
+    // A binary frame header announcing 1 GiB, and no payload: the server must not wait for (or buffer) it.
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&(1u64 << 30).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    stream.write_all(&frame).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    // After the open packet: a close frame with 1009 (message too big).
+    let close = [0x88, 0x02, 0x03, 0xF1];
+    assert!(
+        rest.windows(4).any(|w| w == close),
+        "no 1009 close frame in {rest:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn events_before_the_connect_completes_are_dropped() {
+    let server = Server::start(Config::default()).await;
+    let mut ws = ws_open(&server, "").await;
+    assert!(recv_text(&mut ws).await.starts_with("0{"));
+    ws.send(Message::text(r#"42["echo","before connect"]"#))
+        .await
+        .unwrap();
+    // A connect that takes 300 ms: events meanwhile are dropped too.
+    ws.send(Message::text(r#"40{"token":"slow","name":"early"}"#))
+        .await
+        .unwrap();
+    ws.send(Message::text(r#"42["echo","while connecting"]"#))
+        .await
+        .unwrap();
+    assert!(recv_text(&mut ws).await.starts_with(r#"40{"sid":""#));
+    ws.send(Message::text(r#"42["echo","connected"]"#))
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut ws).await, r#"42["echo","connected"]"#);
+    assert_eq!(server.records().events["early"], vec!["echo"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_socket_io_packets_close_the_connection() {
+    let server = Server::start(Config::default()).await;
+    for (name, bad) in [
+        ("bad-json", r#"42["echo""#),
+        ("reserved", r#"42["disconnect"]"#),
+        ("type", "49"),
+    ] {
+        let mut ws = ws_connected(&server, name).await;
+        ws.send(Message::text(bad)).await.unwrap();
+        closed(&mut ws).await;
+        eventually(name, || server.records().disconnects.contains_key(name)).await;
+        assert_eq!(
+            server.records().disconnects[name],
+            vec![DisconnectReason::ParseError],
+            "{name}"
+        );
+    }
+    // Too many attachments, and an attachment nobody announced.
+    let mut ws = ws_connected(&server, "attachments").await;
+    ws.send(Message::text(r#"4599-["echo"]"#)).await.unwrap();
+    closed(&mut ws).await;
+    let mut ws = ws_connected(&server, "stray-binary").await;
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    closed(&mut ws).await;
+    // Another namespace is refused without closing the connection.
+    let mut ws = ws_connected(&server, "namespaces").await;
+    ws.send(Message::text("40/admin,")).await.unwrap();
+    assert_eq!(
+        recv_text(&mut ws).await,
+        r#"44/admin,{"message":"Invalid namespace"}"#
+    );
+    ws.send(Message::text(r#"42["echo","still here"]"#))
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut ws).await, r#"42["echo","still here"]"#);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_panicking_handler_still_closes_the_session() {
+    let server = Server::start(Config::default()).await;
+    let mut ws = ws_connected(&server, "panicky").await;
+    ws.send(Message::text(r#"42["panic"]"#)).await.unwrap();
+    closed(&mut ws).await;
+    eventually("the disconnect", || {
+        server.records().disconnects.contains_key("panicky")
+    })
+    .await;
+    assert_eq!(
+        server.records().disconnects["panicky"],
+        vec![DisconnectReason::TransportError]
+    );
+    assert_eq!(server.sio.session_count(), 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn quiet_clients_are_closed_by_the_connect_and_ping_timeouts() {
+    let config = Config {
+        connect_timeout: Duration::from_millis(300),
+        ping_interval: Duration::from_millis(200),
+        ping_timeout: Duration::from_millis(200),
+        ..Config::default()
+    };
+    let server = Server::start(config).await;
+    // No CONNECT at all.
+    let mut ws = ws_open(&server, "").await;
+    assert!(recv_text(&mut ws).await.starts_with("0{"));
+    closed(&mut ws).await;
+
+    // Connected, but pings go unanswered: read raw, never reply.
+    let mut ws = ws_open(&server, "").await;
+    ws.send(Message::text(r#"40{"token":"ok","name":"silent"}"#))
+        .await
+        .unwrap();
+    let mut saw_ping = false;
+    while let Some(Ok(msg)) = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+    {
+        saw_ping |= msg.to_text().ok() == Some("2");
+    }
+    assert!(saw_ping);
+    eventually("the ping timeout", || {
+        server.records().disconnects.contains_key("silent")
+    })
+    .await;
+    assert_eq!(
+        server.records().disconnects["silent"],
+        vec![DisconnectReason::PingTimeout]
+    );
+
+    // A polling client that stops polling.
+    let sid = polling_open(&server, "gone").await;
+    eventually("the polling ping timeout", || {
+        server.records().disconnects.contains_key("gone")
+    })
+    .await;
+    assert_eq!(
+        server.records().disconnects["gone"],
+        vec![DisconnectReason::PingTimeout]
+    );
+    assert_eq!(
+        get(server.addr, &format!("{POLLING}&sid={sid}"))
+            .await
+            .status,
+        400
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn polling_upgrades_to_websocket_with_probe_and_noop() {
+    let server = Server::start(Config::default()).await;
+    let sid = polling_open(&server, "upgrader").await;
+    let url = format!("{POLLING}&sid={sid}");
+    let addr = server.addr;
+    let pending = tokio::spawn({
+        let url = url.clone();
+        async move { get(addr, &url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut ws = ws_open(&server, &format!("&sid={sid}")).await;
+    ws.send(Message::text("2probe")).await.unwrap();
+    assert_eq!(recv_text(&mut ws).await, "3probe");
+    assert_eq!(
+        pending.await.unwrap().text(),
+        "6",
+        "the pending GET ends with a noop"
+    );
+    // Queued during the upgrade: delivered over the WebSocket once it completes.
+    assert_eq!(
+        post(addr, &url, br#"42["echo","buffered"]"#).await.text(),
+        "ok"
+    );
+    ws.send(Message::text("5")).await.unwrap();
+    assert_eq!(recv_text(&mut ws).await, r#"42["echo","buffered"]"#);
+    ws.send(Message::text(r#"42["echo","upgraded"]"#))
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut ws).await, r#"42["echo","upgraded"]"#);
+    assert_eq!(
+        get(addr, &url).await.status,
+        400,
+        "polling is over for this session"
+    );
+    // A second upgrade of the same session is refused.
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let again = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&sid={sid}");
+    assert!(client_async(again, stream).await.is_err());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_websocket_on_a_keep_alive_connection_goes_through_hyper() {
+    let server = Server::start(Config::default()).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).ends_with("\r\n\r\nok"));
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr);
+    let (mut ws, _) = client_async(url, stream).await.unwrap();
+    assert!(recv_text(&mut ws).await.starts_with("0{"));
+    ws.send(Message::text(r#"40{"token":"ok","name":"keep-alive"}"#))
+        .await
+        .unwrap();
+    assert!(recv_text(&mut ws).await.starts_with("40{"));
+    ws.send(Message::text(r#"42["echo",{"via":"hyper"}]"#))
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut ws).await, r#"42["echo",{"via":"hyper"}]"#);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn request_heads_are_bounded() {
+    let server = Server::start(Config::default()).await;
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nhost: t\r\nx-big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    assert_eq!(raw_http(server.addr, request.as_bytes()).await.status, 431);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_websockets_so_clients_reconnect() {
+    let server = Server::start(Config::default()).await;
+    let mut ws = ws_connected(&server, "at-shutdown").await;
+    let sio = server.sio.clone();
+    let stopping = tokio::spawn(server.stop());
+    assert_eq!(closed(&mut ws).await, Some(CloseCode::Away));
+    stopping.await.unwrap();
+    let records = sio.handler().records.lock().unwrap();
+    assert_eq!(
+        records.disconnects["at-shutdown"],
+        vec![DisconnectReason::ServerShutdown]
+    );
+    assert_eq!(sio.session_count(), 0);
+}
+
+#[tokio::test]
+async fn the_engine_mounts_in_a_plain_axum_app() {
+    let sio = confab_sio::SocketIo::new(Config::default(), common::TestHandler::default());
+    let app = axum::Router::new().route_service("/socket.io/", sio.service());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let open = get(addr, POLLING).await;
+    assert_eq!(open.status, 200);
+    assert!(open.text().starts_with(r#"0{"sid":""#));
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = client_async(url, stream).await.unwrap();
+    assert!(recv_text(&mut ws).await.starts_with("0{"));
+    ws.send(Message::text(r#"40{"token":"ok","name":"axum"}"#))
+        .await
+        .unwrap();
+    assert!(recv_text(&mut ws).await.starts_with("40{"));
+    ws.send(Message::text(r#"421["echo","axum"]"#))
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut ws).await, r#"42["echo","axum"]"#);
+    assert_eq!(recv_text(&mut ws).await, r#"431["axum"]"#);
+}

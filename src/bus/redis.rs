@@ -1,0 +1,296 @@
+//! The Redis side of the bus: one connection that publishes, one that subscribes, each
+//! reconnecting by itself.
+//!
+//! Publishing goes through a queue drained by one task, which sends whatever has queued up as a
+//! single pipeline: callers never wait for Redis, and order is kept (one connection, one
+//! writer). Subscribing is a dedicated pub/sub connection whose channel set this module keeps,
+//! so that after Redis comes back every subscription is restored.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{mpsc, oneshot};
+
+/// Messages waiting to be published beyond this are dropped (and counted): Redis is down or
+/// far behind, and clients will fill the gap with `sync`.
+const PUBLISH_QUEUE: usize = 64 * 1024;
+/// Most messages sent to Redis in one pipeline.
+const PUBLISH_BATCH: usize = 512;
+/// Wait between attempts to reach Redis again.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// A message that arrived on a subscribed channel.
+pub struct Inbound {
+    pub channel: Vec<u8>,
+    pub payload: Bytes,
+}
+
+/// What the subscriber connection reports besides messages.
+pub enum Signal {
+    Message(Inbound),
+    /// The subscriber connection was re-established and every channel re-subscribed: messages
+    /// published meanwhile were missed.
+    Reconnected,
+}
+
+enum Command {
+    Subscribe(String, oneshot::Sender<()>),
+    Unsubscribe(String),
+}
+
+/// Whether Redis is reachable, with the last error when it isn't.
+#[derive(Default)]
+pub struct Health {
+    subscriber_up: AtomicBool,
+    publisher_up: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Health {
+    /// `None` when both connections work, else why not.
+    pub fn problem(&self) -> Option<String> {
+        if self.subscriber_up.load(Ordering::Relaxed) && self.publisher_up.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(
+            self.last_error
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or_else(|| "connecting to Redis".into()),
+        )
+    }
+
+    fn failed(&self, flag: &AtomicBool, error: impl std::fmt::Display) {
+        if flag.swap(false, Ordering::Relaxed) {
+            tracing::warn!(error = %error, "lost Redis");
+        }
+        *self.last_error.lock().unwrap() = Some(format!("redis: {error}"));
+        metrics::gauge!("confab_redis_up").set(0.0);
+    }
+
+    fn recovered(&self, flag: &AtomicBool) {
+        if !flag.swap(true, Ordering::Relaxed) {
+            tracing::info!("connected to Redis");
+        }
+        let up =
+            self.subscriber_up.load(Ordering::Relaxed) && self.publisher_up.load(Ordering::Relaxed);
+        metrics::gauge!("confab_redis_up").set(if up { 1.0 } else { 0.0 });
+    }
+}
+
+/// The handle to both connections. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisLink {
+    publish: mpsc::Sender<(Bytes, Bytes)>,
+    commands: mpsc::UnboundedSender<Command>,
+    pub health: Arc<Health>,
+    /// A plain connection (reconnecting) for keys: presence and heartbeats.
+    pub keys: ConnectionManager,
+}
+
+impl RedisLink {
+    /// Starts both connections. Doesn't wait for Redis: a node starts (and serves its local
+    /// users) while Redis is down, and joins the cluster once it is reachable.
+    pub async fn start(url: &str) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<Signal>)> {
+        let client = redis::Client::open(url).context("parsing the Redis url")?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(RETRY_MAX);
+        let keys = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .context("setting up the Redis connection")?;
+        let health = Arc::new(Health::default());
+        let (publish, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (signals, signals_rx) = mpsc::unbounded_channel();
+        tokio::spawn(publisher(keys.clone(), publish_rx, health.clone()));
+        tokio::spawn(subscriber(client, commands_rx, signals, health.clone()));
+        Ok((
+            Self {
+                publish,
+                commands,
+                health,
+                keys,
+            },
+            signals_rx,
+        ))
+    }
+
+    /// Queues a message for publishing; never waits.
+    pub fn publish(&self, channel: Bytes, payload: Bytes) {
+        if self.publish.try_send((channel, payload)).is_err() {
+            metrics::counter!("confab_bus_dropped_total").increment(1);
+        }
+    }
+
+    /// Subscribes to `channel`. The receiver completes once Redis confirmed it (or at once when
+    /// Redis is down: the subscription is restored when it comes back).
+    pub fn subscribe(&self, channel: String) -> oneshot::Receiver<()> {
+        let (done, confirmed) = oneshot::channel();
+        let _ = self.commands.send(Command::Subscribe(channel, done));
+        confirmed
+    }
+
+    pub fn unsubscribe(&self, channel: String) {
+        let _ = self.commands.send(Command::Unsubscribe(channel));
+    }
+}
+
+/// How often an idle publisher pings Redis, so health reflects reality without traffic.
+const IDLE_PING: Duration = Duration::from_secs(1);
+
+async fn publisher(
+    mut conn: ConnectionManager,
+    mut queue: mpsc::Receiver<(Bytes, Bytes)>,
+    health: Arc<Health>,
+) {
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    loop {
+        let received = tokio::select! {
+            n = queue.recv_many(&mut batch, PUBLISH_BATCH) => n,
+            _ = tokio::time::sleep(IDLE_PING) => {
+                match redis::cmd("PING").query_async::<()>(&mut conn).await {
+                    Ok(()) => health.recovered(&health.publisher_up),
+                    Err(e) => health.failed(&health.publisher_up, &e),
+                }
+                continue;
+            }
+        };
+        if received == 0 {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for (channel, payload) in &batch {
+            pipe.cmd("PUBLISH")
+                .arg(&channel[..])
+                .arg(&payload[..])
+                .ignore();
+        }
+        match pipe.query_async::<()>(&mut conn).await {
+            Ok(()) => {
+                metrics::counter!("confab_bus_published_total").increment(batch.len() as u64);
+                health.recovered(&health.publisher_up);
+            }
+            Err(e) => {
+                // Not retried: by the time Redis is back, clients have moved on; they fill
+                // the gap with `sync` (and are told to, see `Signal::Reconnected`).
+                metrics::counter!("confab_bus_dropped_total").increment(batch.len() as u64);
+                health.failed(&health.publisher_up, &e);
+            }
+        }
+        batch.clear();
+    }
+}
+
+async fn subscriber(
+    client: redis::Client,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    signals: mpsc::UnboundedSender<Signal>,
+    health: Arc<Health>,
+) {
+    let mut channels: HashSet<String> = HashSet::new();
+    let mut retry = RETRY_MIN;
+    let mut connected_before = false;
+    loop {
+        let pubsub = match client.get_async_pubsub().await {
+            Ok(p) => p,
+            Err(e) => {
+                health.failed(&health.subscriber_up, &e);
+                // Keep the channel set current while waiting, and don't keep anyone waiting
+                // for a confirmation that can't come yet.
+                let deadline = tokio::time::sleep(retry);
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        _ = &mut deadline => break,
+                        cmd = commands.recv() => match cmd {
+                            Some(cmd) => apply_offline(&mut channels, cmd),
+                            None => return,
+                        },
+                    }
+                }
+                retry = (retry * 2).min(RETRY_MAX);
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        if !channels.is_empty() {
+            let all: Vec<&String> = channels.iter().collect();
+            if let Err(e) = sink.subscribe(all).await {
+                health.failed(&health.subscriber_up, &e);
+                continue;
+            }
+        }
+        retry = RETRY_MIN;
+        health.recovered(&health.subscriber_up);
+        if connected_before {
+            let _ = signals.send(Signal::Reconnected);
+        }
+        connected_before = true;
+        loop {
+            tokio::select! {
+                msg = stream.next() => {
+                    let Some(msg) = msg else {
+                        health.failed(&health.subscriber_up, "the subscriber connection closed");
+                        break;
+                    };
+                    metrics::counter!("confab_bus_received_total").increment(1);
+                    let inbound = Inbound {
+                        channel: msg.get_channel_name().as_bytes().to_vec(),
+                        payload: Bytes::copy_from_slice(msg.get_payload_bytes()),
+                    };
+                    if signals.send(Signal::Message(inbound)).is_err() {
+                        return;
+                    }
+                }
+                cmd = commands.recv() => {
+                    let Some(cmd) = cmd else { return };
+                    let result = match cmd {
+                        Command::Subscribe(channel, done) => {
+                            let result = if channels.insert(channel.clone()) {
+                                sink.subscribe(&channel).await
+                            } else {
+                                Ok(())
+                            };
+                            let _ = done.send(());
+                            result
+                        }
+                        Command::Unsubscribe(channel) => {
+                            if channels.remove(&channel) {
+                                sink.unsubscribe(&channel).await
+                            } else {
+                                Ok(())
+                            }
+                        }
+                    };
+                    if let Err(e) = result {
+                        health.failed(&health.subscriber_up, &e);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// While Redis is unreachable, (un)subscribing only changes the set restored on reconnect.
+fn apply_offline(channels: &mut HashSet<String>, cmd: Command) {
+    match cmd {
+        Command::Subscribe(channel, done) => {
+            channels.insert(channel);
+            let _ = done.send(());
+        }
+        Command::Unsubscribe(channel) => {
+            channels.remove(&channel);
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Presence across nodes, kept in Redis.
+//!
+//! Keys (under the configured prefix):
+//! - `online:{user}`: the set of nodes where the user has sockets. The user is online while it
+//!   is not empty; the node that adds the first member announces "online", the node that
+//!   removes the last announces "offline", so a user on several nodes changes state once.
+//! - `node:{node}`: a heartbeat that expires. A node whose heartbeat is gone has died without
+//!   saying goodbye: another node removes it from its users' sets (`node-users:{node}` lists
+//!   them) and announces those who are left with no node at all as offline.
+//! - `nodes`: the nodes to watch.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+
+use crate::domain::UserId;
+
+pub struct ClusterPresence {
+    conn: ConnectionManager,
+    prefix: String,
+    node: String,
+    /// A node silent this long is dead.
+    node_timeout: Duration,
+}
+
+impl ClusterPresence {
+    pub fn new(conn: ConnectionManager, prefix: &str, node: &str, node_timeout: Duration) -> Self {
+        Self {
+            conn,
+            prefix: prefix.to_owned(),
+            node: node.to_owned(),
+            node_timeout,
+        }
+    }
+
+    /// How often this node renews its heartbeat and looks for dead nodes: three beats per
+    /// timeout, so one lost beat doesn't make a live node look dead.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.node_timeout / 3
+    }
+
+    fn online_key(&self, user: &str) -> String {
+        format!("{}:online:{user}", self.prefix)
+    }
+
+    fn node_key(&self, node: &str) -> String {
+        format!("{}:node:{node}", self.prefix)
+    }
+
+    fn node_users_key(&self, node: &str) -> String {
+        format!("{}:node-users:{node}", self.prefix)
+    }
+
+    fn nodes_key(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    /// `user` has a socket on this node. `true` when no node had them before: announce online.
+    ///
+    /// (In these pipelines, `.ignore()`d commands leave no value in the result tuple.)
+    pub async fn arrive(&self, user: &UserId) -> redis::RedisResult<bool> {
+        let (added, count): (i64, i64) = redis::pipe()
+            .atomic()
+            .sadd(self.online_key(user.as_str()), &self.node)
+            .sadd(self.node_users_key(&self.node), user.as_str())
+            .ignore()
+            .scard(self.online_key(user.as_str()))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(added == 1 && count == 1)
+    }
+
+    /// `user` has no socket left on this node. `true` when no node has them now: announce
+    /// offline.
+    pub async fn depart(&self, user: &UserId) -> redis::RedisResult<bool> {
+        let (count,): (i64,) = redis::pipe()
+            .atomic()
+            .srem(self.online_key(user.as_str()), &self.node)
+            .ignore()
+            .srem(self.node_users_key(&self.node), user.as_str())
+            .ignore()
+            .scard(self.online_key(user.as_str()))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(count == 0)
+    }
+
+    /// Which of `users` have a socket on some node.
+    pub async fn online(&self, users: &[UserId]) -> redis::RedisResult<Vec<bool>> {
+        let mut pipe = redis::pipe();
+        for u in users {
+            pipe.exists(self.online_key(u.as_str()));
+        }
+        pipe.query_async(&mut self.conn.clone()).await
+    }
+
+    /// Renews this node's heartbeat. `true` when it had lapsed (Redis restarted and lost
+    /// everything, or other nodes took us for dead): the caller must re-register its users.
+    pub async fn heartbeat(&self) -> redis::RedisResult<bool> {
+        let ttl = self.node_timeout.as_millis() as u64;
+        let (previous,): (Option<String>,) = redis::pipe()
+            .cmd("SET")
+            .arg(self.node_key(&self.node))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl)
+            .arg("GET")
+            .sadd(self.nodes_key(), &self.node)
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(previous.is_none())
+    }
+
+    /// Registers users again after the heartbeat lapsed; returns those that no other node had,
+    /// who must be announced online again.
+    pub async fn reassert(&self, users: &[UserId]) -> redis::RedisResult<Vec<UserId>> {
+        let mut fresh = Vec::new();
+        for user in users {
+            if self.arrive(user).await? {
+                fresh.push(user.clone());
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// Finds nodes whose heartbeat expired, takes over the clean-up of one at a time (a lock
+    /// that expires, so a node dying mid-clean-up doesn't block it forever), removes the dead
+    /// node from its users' sets, and returns the users left offline by it.
+    pub async fn reap(&self) -> redis::RedisResult<Vec<UserId>> {
+        let mut conn = self.conn.clone();
+        let nodes: Vec<String> = conn.smembers(self.nodes_key()).await?;
+        let mut offline = Vec::new();
+        for node in nodes.into_iter().filter(|n| *n != self.node) {
+            let alive: bool = conn.exists(self.node_key(&node)).await?;
+            if alive {
+                continue;
+            }
+            let claimed: Option<String> = redis::cmd("SET")
+                .arg(format!("{}:reap:{node}", self.prefix))
+                .arg(&self.node)
+                .arg("NX")
+                .arg("PX")
+                .arg(30_000)
+                .query_async(&mut conn)
+                .await?;
+            if claimed.is_none() {
+                continue;
+            }
+            let users: Vec<String> = conn.smembers(self.node_users_key(&node)).await?;
+            tracing::warn!(
+                node,
+                users = users.len(),
+                "a node died: marking its users offline"
+            );
+            for user in users {
+                let (count,): (i64,) = redis::pipe()
+                    .srem(self.online_key(&user), &node)
+                    .ignore()
+                    .scard(self.online_key(&user))
+                    .query_async(&mut conn)
+                    .await?;
+                if count == 0
+                    && let Ok(user) = UserId::parse(&user)
+                {
+                    offline.push(user);
+                }
+            }
+            let (): () = redis::pipe()
+                .del(self.node_users_key(&node))
+                .ignore()
+                .srem(self.nodes_key(), &node)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+        }
+        Ok(offline)
+    }
+
+    /// Removes this node's heartbeat, so other nodes reap it at their next heartbeat.
+    pub async fn retire(&self) -> redis::RedisResult<()> {
+        let (): () = self.conn.clone().del(self.node_key(&self.node)).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,275 @@
+//! Presence: a user is online while at least one of their sockets is connected, on any node.
+//!
+//! Going offline waits a grace period, so a tab reload (disconnect, reconnect a moment later)
+//! is not announced as offline-then-online. `last_seen_at` is written when the user really goes.
+//! Alone, a node knows presence from its own sockets; in a cluster, `cluster` keeps it in Redis.
+
+mod cluster;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::domain::{ConversationId, Timestamp, UserId};
+use crate::hub::{Hub, Outgoing};
+use crate::store::Store;
+pub use cluster::ClusterPresence;
+
+/// One user's presence, as clients see it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PresenceState {
+    pub user_id: UserId,
+    pub online: bool,
+    pub last_seen_at: Option<Timestamp>,
+}
+
+/// Tracks who is online and announces changes. Cheap to clone.
+#[derive(Clone)]
+pub struct Presence {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    hub: Hub,
+    store: Store,
+    grace: Duration,
+    /// Users whose last socket here closed and whose grace period is running, with a
+    /// generation number so that a timer started before a reconnect can tell it is stale.
+    going: Mutex<HashMap<UserId, u64>>,
+    generation: AtomicU64,
+    cluster: Option<ClusterPresence>,
+}
+
+impl Presence {
+    pub fn new(hub: Hub, store: Store, grace: Duration, cluster: Option<ClusterPresence>) -> Self {
+        let presence = Self {
+            inner: Arc::new(Inner {
+                hub,
+                store,
+                grace,
+                going: Mutex::default(),
+                generation: AtomicU64::default(),
+                cluster,
+            }),
+        };
+        if presence.inner.cluster.is_some() {
+            tokio::spawn(heartbeat(Arc::downgrade(&presence.inner)));
+        }
+        presence
+    }
+
+    /// A socket of `user` connected (and its memberships are loaded into the hub).
+    pub async fn connected(&self, user: &UserId, first_socket: bool) {
+        if !first_socket {
+            return;
+        }
+        if self.inner.going.lock().unwrap().remove(user).is_some() {
+            // Back within the grace period: nobody was told they left.
+            return;
+        }
+        let first_anywhere = match &self.inner.cluster {
+            None => true,
+            Some(cluster) => cluster.arrive(user).await.unwrap_or_else(|e| {
+                // Redis is down: this node can only speak for itself.
+                tracing::debug!(error = %e, "presence without Redis");
+                true
+            }),
+        };
+        if first_anywhere {
+            self.announce_online(user);
+        }
+    }
+
+    fn announce_online(&self, user: &UserId) {
+        let conversations = self.inner.hub.conversations_of(user);
+        self.announce(
+            &conversations,
+            &PresenceState {
+                user_id: user.clone(),
+                online: true,
+                last_seen_at: None,
+            },
+        );
+    }
+
+    /// The last socket of `user` here closed; they were in `conversations`.
+    pub fn disconnected(&self, user: &UserId, conversations: Vec<ConversationId>) {
+        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .going
+            .lock()
+            .unwrap()
+            .insert(user.clone(), generation);
+        let this = self.clone();
+        let user = user.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(this.inner.grace).await;
+            {
+                let mut going = this.inner.going.lock().unwrap();
+                if going.get(&user) != Some(&generation) || this.inner.hub.is_online(&user) {
+                    return;
+                }
+                going.remove(&user);
+            }
+            let gone_everywhere = match &this.inner.cluster {
+                None => true,
+                Some(cluster) => cluster.depart(&user).await.unwrap_or(true),
+            };
+            if gone_everywhere {
+                this.went_offline(&user, &conversations).await;
+            }
+        });
+    }
+
+    /// Records and announces that `user` is offline everywhere.
+    async fn went_offline(&self, user: &UserId, conversations: &[ConversationId]) {
+        let now = Timestamp::now();
+        if let Err(e) = self.inner.store.set_last_seen(user, Some(now)).await {
+            tracing::warn!(user = %user, error = format!("{e:#}"), "recording last seen");
+        }
+        self.announce(
+            conversations,
+            &PresenceState {
+                user_id: user.clone(),
+                online: false,
+                last_seen_at: Some(now),
+            },
+        );
+    }
+
+    /// Tells every member of `conversations`, on every node (once each, never the user).
+    fn announce(&self, conversations: &[ConversationId], state: &PresenceState) {
+        let event = Outgoing::new("presence", state);
+        self.inner
+            .hub
+            .announce_presence(&state.user_id, conversations, &event);
+    }
+
+    /// This node is going away. Its heartbeat is removed so that the other nodes take its users
+    /// off within one heartbeat period: by then most clients have reconnected to another node
+    /// (and stay online without a flap); those who haven't are announced offline.
+    pub async fn retire(&self) {
+        if let Some(cluster) = &self.inner.cluster
+            && let Err(e) = cluster.retire().await
+        {
+            tracing::warn!(error = %e, "leaving the cluster");
+        }
+    }
+
+    /// The presence of `users` as `viewer` may see it: real for users who share a conversation
+    /// with the viewer, "offline, never seen" for anyone else.
+    pub async fn get(
+        &self,
+        viewer: &UserId,
+        users: &[UserId],
+    ) -> crate::error::Result<Vec<PresenceState>> {
+        let visible: HashMap<UserId, Option<Timestamp>> = self
+            .inner
+            .store
+            .last_seen(viewer, users)
+            .await?
+            .into_iter()
+            .collect();
+        let shown: Vec<UserId> = users
+            .iter()
+            .filter(|u| visible.contains_key(*u))
+            .cloned()
+            .collect();
+        let online = self.online(&shown).await;
+        Ok(users
+            .iter()
+            .map(|u| {
+                let (online, last_seen_at) = match visible.get(u) {
+                    Some(_) if online.get(u).copied().unwrap_or(false) => (true, None),
+                    Some(last_seen) => (false, *last_seen),
+                    None => (false, None),
+                };
+                PresenceState {
+                    user_id: u.clone(),
+                    online,
+                    last_seen_at,
+                }
+            })
+            .collect())
+    }
+
+    /// Online here (or in the grace period here), or on another node.
+    async fn online(&self, users: &[UserId]) -> HashMap<UserId, bool> {
+        let mut online: HashMap<UserId, bool> = users
+            .iter()
+            .map(|u| {
+                let here =
+                    self.inner.hub.is_online(u) || self.inner.going.lock().unwrap().contains_key(u);
+                (u.clone(), here)
+            })
+            .collect();
+        if let Some(cluster) = &self.inner.cluster {
+            match cluster.online(users).await {
+                Ok(elsewhere) => {
+                    for (u, on) in users.iter().zip(elsewhere) {
+                        *online.get_mut(u).expect("all users are keys") |= on;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "presence without Redis"),
+            }
+        }
+        online
+    }
+}
+
+/// Keeps this node's heartbeat, restores its users after Redis lost them, and marks the users
+/// of nodes that died offline.
+async fn heartbeat(presence: std::sync::Weak<Inner>) {
+    let interval = match presence
+        .upgrade()
+        .and_then(|p| p.cluster.as_ref().map(|c| c.heartbeat_interval()))
+    {
+        Some(interval) => interval,
+        None => return,
+    };
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // Stops with the server.
+        let Some(inner) = presence.upgrade() else {
+            return;
+        };
+        let presence = Presence { inner };
+        let Some(cluster) = &presence.inner.cluster else {
+            return;
+        };
+        match cluster.heartbeat().await {
+            Ok(true) => match cluster.reassert(&presence.inner.hub.local_users()).await {
+                Ok(fresh) => {
+                    for user in fresh {
+                        presence.announce_online(&user);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "re-registering users"),
+            },
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "presence heartbeat");
+                continue;
+            }
+        }
+        match cluster.reap().await {
+            Ok(offline) => {
+                for user in offline {
+                    let conversations = presence
+                        .inner
+                        .store
+                        .memberships(&user)
+                        .await
+                        .unwrap_or_default();
+                    presence.went_offline(&user, &conversations).await;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "looking for dead nodes"),
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! This node's sockets: the state behind the hub's lock, and delivery to it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::{Except, Outbound, Outgoing, SocketKey};
+use crate::bus::Channel;
+use crate::domain::{ConversationId, UserId};
+
+/// A change in what this node needs to hear from the others.
+pub enum Interest {
+    Gained(Channel),
+    Lost(Channel),
+}
+
+#[derive(Default)]
+struct UserEntry {
+    sockets: Vec<(SocketKey, Arc<dyn Outbound>)>,
+    conversations: HashSet<ConversationId>,
+}
+
+#[derive(Default)]
+pub struct Local {
+    users: HashMap<UserId, UserEntry>,
+    /// Local users with sockets, per conversation. Only conversations with someone online here
+    /// have an entry, so memory (and bus subscriptions) follow this node's users, not the
+    /// database.
+    conversations: HashMap<ConversationId, HashSet<UserId>>,
+}
+
+impl Local {
+    pub fn register(
+        &mut self,
+        user: &UserId,
+        key: SocketKey,
+        outbound: Arc<dyn Outbound>,
+    ) -> (bool, Vec<Interest>) {
+        let entry = self.users.entry(user.clone()).or_default();
+        entry.sockets.push((key, outbound));
+        let first = entry.sockets.len() == 1;
+        let changes = if first {
+            vec![Interest::Gained(Channel::User(user.clone()))]
+        } else {
+            Vec::new()
+        };
+        (first, changes)
+    }
+
+    pub fn add_conversations(
+        &mut self,
+        user: &UserId,
+        conversations: &[ConversationId],
+    ) -> Vec<Interest> {
+        let mut changes = Vec::new();
+        let Some(entry) = self.users.get_mut(user) else {
+            return changes;
+        };
+        for c in conversations {
+            if entry.conversations.insert(*c) {
+                let members = self.conversations.entry(*c).or_default();
+                if members.is_empty() {
+                    changes.push(Interest::Gained(Channel::Conversation(*c)));
+                }
+                members.insert(user.clone());
+            }
+        }
+        changes
+    }
+
+    pub fn unregister(
+        &mut self,
+        user: &UserId,
+        key: SocketKey,
+    ) -> (Option<Vec<ConversationId>>, Vec<Interest>) {
+        let Some(entry) = self.users.get_mut(user) else {
+            return (None, Vec::new());
+        };
+        entry.sockets.retain(|(k, _)| *k != key);
+        if !entry.sockets.is_empty() {
+            return (None, Vec::new());
+        }
+        let entry = self.users.remove(user).expect("entry exists");
+        let mut changes = vec![Interest::Lost(Channel::User(user.clone()))];
+        for c in &entry.conversations {
+            self.forget_member(*c, user, &mut changes);
+        }
+        (Some(entry.conversations.into_iter().collect()), changes)
+    }
+
+    pub fn leave(&mut self, user: &UserId, conversation: ConversationId) -> Vec<Interest> {
+        let mut changes = Vec::new();
+        if let Some(entry) = self.users.get_mut(user)
+            && entry.conversations.remove(&conversation)
+        {
+            self.forget_member(conversation, user, &mut changes);
+        }
+        changes
+    }
+
+    fn forget_member(&mut self, c: ConversationId, user: &UserId, changes: &mut Vec<Interest>) {
+        if let Some(set) = self.conversations.get_mut(&c) {
+            set.remove(user);
+            if set.is_empty() {
+                self.conversations.remove(&c);
+                changes.push(Interest::Lost(Channel::Conversation(c)));
+            }
+        }
+    }
+
+    pub fn to_conversation(&self, conversation: ConversationId, event: &Outgoing, except: Except) {
+        let Some(members) = self.conversations.get(&conversation) else {
+            return;
+        };
+        self.to_users(members, event, except);
+    }
+
+    pub fn to_user(&self, user: &UserId, event: &Outgoing, except: Except) {
+        self.to_users(std::iter::once(user), event, except);
+    }
+
+    /// Delivers once to every local socket of each of `users`, except `except`. Sockets that
+    /// can't take it are closed (outside this call's loop): their clients reconnect and
+    /// resynchronize, which beats silently missing a message.
+    pub fn to_users<'u>(
+        &self,
+        users: impl IntoIterator<Item = &'u UserId>,
+        event: &Outgoing,
+        except: Except,
+    ) {
+        let mut failed = Vec::new();
+        let mut delivered = 0u64;
+        for user in users {
+            let Some(entry) = self.users.get(user) else {
+                continue;
+            };
+            for (key, socket) in &entry.sockets {
+                if except.skips(user, *key) {
+                    continue;
+                }
+                if socket.send(event) {
+                    delivered += 1;
+                } else {
+                    failed.push(socket.clone());
+                }
+            }
+        }
+        metrics::counter!("confab_deliveries_total").increment(delivered);
+        for socket in failed {
+            metrics::counter!("confab_slow_consumer_disconnects_total").increment(1);
+            socket.disconnect();
+        }
+    }
+
+    pub fn to_everyone(&self, event: &Outgoing) {
+        self.to_users(self.users.keys(), event, Except::Nobody);
+    }
+
+    /// The local users who share one of `conversations`.
+    pub fn members_of(&self, conversations: &[ConversationId]) -> HashSet<UserId> {
+        conversations
+            .iter()
+            .filter_map(|c| self.conversations.get(c))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    pub fn is_online(&self, user: &UserId) -> bool {
+        self.users.contains_key(user)
+    }
+
+    pub fn socket_count(&self, user: &UserId) -> usize {
+        self.users.get(user).map_or(0, |u| u.sockets.len())
+    }
+
+    pub fn is_member(&self, user: &UserId, conversation: ConversationId) -> bool {
+        self.users
+            .get(user)
+            .is_some_and(|u| u.conversations.contains(&conversation))
+    }
+
+    pub fn conversations_of(&self, user: &UserId) -> Vec<ConversationId> {
+        self.users
+            .get(user)
+            .map(|u| u.conversations.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn users(&self) -> Vec<UserId> {
+        self.users.keys().cloned().collect()
+    }
+
+    pub fn counts(&self) -> (usize, usize) {
+        let sockets = self.users.values().map(|u| u.sockets.len()).sum();
+        (sockets, self.users.len())
+    }
+}

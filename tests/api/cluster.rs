@@ -1,0 +1,599 @@
+//! Several confab nodes sharing PostgreSQL and Redis: one chat, routed by interest, nothing lost
+//! when a node or Redis fails.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use confab_sio_client::{Client, Incoming};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use crate::nodes::{NodeProcess, RedisServer};
+
+/// A cluster on PostgreSQL: `n` in-process nodes sharing a fresh schema and a Redis prefix of
+/// their own. `None` when PostgreSQL is unavailable outside CI.
+async fn cluster(n: usize, redis_url: &str, extra: &[(&str, &str)]) -> Option<Vec<TestApp>> {
+    let dir = tempfile::tempdir().unwrap();
+    let database = shared_database(Backend::Postgres, dir.path()).await?;
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+    let mut settings = vec![
+        ("CONFAB_DATABASE_URL", database.as_str()),
+        ("CONFAB_REDIS_URL", redis_url),
+        ("CONFAB_REDIS_PREFIX", prefix.as_str()),
+    ];
+    settings.extend_from_slice(extra);
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(spawn_app_with(Backend::Postgres, &settings).await?);
+    }
+    Some(nodes)
+}
+
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+/// Checks Redis is there (or skips outside CI).
+async fn redis_available() -> bool {
+    match tokio::net::TcpStream::connect("127.0.0.1:6379").await {
+        Ok(_) => true,
+        Err(e) if !services_required() => {
+            eprintln!("Redis unreachable ({e}); skipping cluster tests");
+            false
+        }
+        Err(e) => panic!("Redis is required in CI: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_on_different_nodes_chat_as_if_on_one() {
+    if !redis_available().await {
+        return;
+    }
+    let Some(nodes) = cluster(2, REDIS, &[]).await else {
+        return;
+    };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut alice = a.connect("alice").await;
+    let mut bob = b.connect("bob").await;
+    let mut carol = b.connect("carol").await;
+
+    let id = group(&alice, "across", &["bob"]).await;
+    assert_eq!(
+        expect(&mut bob, "conversation:new").await["conversation"]["id"],
+        id.as_str()
+    );
+    let m = send(&alice, &id, "a1", "hello from node a").await;
+    assert_eq!(expect(&mut bob, "message:new").await["message"], m);
+    let reply = send(&bob, &id, "b1", "hello from node b").await;
+    assert_eq!(expect(&mut alice, "message:new").await["message"], reply);
+    assert_eq!(reply["seq"], 2);
+
+    // Membership: carol (on b) is added by alice (on a) and receives without reconnecting.
+    alice
+        .ok(
+            "conversation:members:add",
+            json!({ "conversation_id": id, "user_ids": ["carol"] }),
+        )
+        .await;
+    assert_eq!(
+        expect(&mut carol, "conversation:new").await["conversation"]["id"],
+        id.as_str()
+    );
+    expect(&mut bob, "conversation:updated").await;
+    let m3 = send(&alice, &id, "a2", "welcome carol").await;
+    assert_eq!(expect(&mut carol, "message:new").await["message"], m3);
+    assert_eq!(expect(&mut bob, "message:new").await["message"], m3);
+
+    // Edits, typing and receipts cross too.
+    let edited = alice
+        .ok(
+            "message:edit",
+            json!({ "conversation_id": id, "message_id": m["id"], "body": "edited" }),
+        )
+        .await;
+    assert_eq!(
+        expect(&mut carol, "message:updated").await["message"],
+        edited["message"]
+    );
+    alice
+        .ok("typing:start", json!({ "conversation_id": id }))
+        .await;
+    assert_eq!(expect(&mut carol, "typing").await["user_id"], "alice");
+    carol
+        .ok(
+            "conversation:read",
+            json!({ "conversation_id": id, "seq": 3 }),
+        )
+        .await;
+    assert_eq!(expect(&mut alice, "receipt").await["user_id"], "carol");
+
+    // Removal on a stops delivery on b at once.
+    alice
+        .ok(
+            "conversation:members:remove",
+            json!({ "conversation_id": id, "user_ids": ["bob"] }),
+        )
+        .await;
+    assert_eq!(
+        expect(&mut bob, "conversation:removed").await["conversation_id"],
+        id.as_str()
+    );
+    send(&alice, &id, "a3", "bob is gone").await;
+    expect(&mut carol, "message:new").await;
+    expect_none(&mut bob, "message:new").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_receives_only_traffic_of_its_own_users() {
+    if !redis_available().await {
+        return;
+    }
+    let Some(nodes) = cluster(3, REDIS, &[]).await else {
+        return;
+    };
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let alice = a.connect("alice").await;
+    let mut bob = b.connect("bob").await;
+    // Node c has users of its own, in a conversation of their own.
+    let dave = c.connect("dave").await;
+    let _erin = c.connect("erin").await;
+    let theirs = group(&dave, "elsewhere", &["erin"]).await;
+    send(&dave, &theirs, "d1", "unrelated").await;
+
+    let id = group(&alice, "a and b", &["bob"]).await;
+    expect(&mut bob, "conversation:new").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let received = |node: &TestApp| {
+        node.bus_stats
+            .as_ref()
+            .unwrap()
+            .received
+            .load(Ordering::Relaxed)
+    };
+    let before = (received(a), received(b), received(c));
+    for i in 0..50 {
+        send(&alice, &id, &format!("m{i}"), "for bob only").await;
+    }
+    for _ in 0..50 {
+        expect(&mut bob, "message:new").await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = (received(a), received(b), received(c));
+    assert!(
+        after.1 - before.1 >= 50,
+        "b received the conversation's traffic: {before:?} → {after:?}"
+    );
+    assert_eq!(
+        after.2, before.2,
+        "c, with no member online, received none of it"
+    );
+    assert_eq!(
+        after.0, before.0,
+        "a, the sender's node, doesn't get its own traffic back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_on_several_nodes_is_online_once_and_offline_once() {
+    if !redis_available().await {
+        return;
+    }
+    let Some(nodes) = cluster(3, REDIS, &[("CONFAB_PRESENCE_GRACE_MS", "300")]).await else {
+        return;
+    };
+    let mut alice = nodes[2].connect("alice").await;
+    let bob_a = nodes[0].connect("bob").await;
+    group(&bob_a, "pair", &["alice"]).await;
+    expect(&mut alice, "conversation:new").await;
+    drop(bob_a);
+    let offline = expect(&mut alice, "presence").await;
+    assert_eq!(
+        (offline["user_id"].as_str(), offline["online"].as_bool()),
+        (Some("bob"), Some(false))
+    );
+
+    let bob_a = nodes[0].connect("bob").await;
+    let online = expect(&mut alice, "presence").await;
+    assert_eq!(online["online"], true);
+    let bob_b = nodes[1].connect("bob").await;
+    expect_none(&mut alice, "presence").await;
+    let seen = alice
+        .ok("presence:get", json!({ "user_ids": ["bob"] }))
+        .await;
+    assert_eq!(seen["presence"][0]["online"], true);
+    bob_a.disconnect().await;
+    alice
+        .expect_no_event("presence", Duration::from_millis(800))
+        .await
+        .expect("still online on b");
+    bob_b.disconnect().await;
+    let offline = alice
+        .expect_event("presence", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(offline.data()["online"], false);
+    alice
+        .expect_no_event("presence", Duration::from_millis(500))
+        .await
+        .expect("offline once");
+}
+
+/// What one client has seen of a conversation, by seq: built from `message:new` and `sync`, the
+/// way the protocol tells client authors to.
+#[derive(Default)]
+struct View {
+    by_seq: BTreeMap<i64, Value>,
+    /// `message:new` events for a seq already seen (expected 0 without failures).
+    duplicates: usize,
+}
+
+impl View {
+    fn take(&mut self, message: &Value) -> bool {
+        let seq = message["seq"].as_i64().unwrap();
+        self.by_seq.insert(seq, message.clone()).is_none()
+    }
+
+    fn drain_events(&mut self, client: &mut Client) -> bool {
+        let mut connected = true;
+        while let Some(incoming) = client_try_next(client) {
+            match incoming {
+                Incoming::Event(e) if e.name == "message:new" => {
+                    if !self.take(&e.data()["message"]) {
+                        self.duplicates += 1;
+                    }
+                }
+                Incoming::Event(_) => {}
+                Incoming::Disconnected { .. } => connected = false,
+            }
+        }
+        connected
+    }
+
+    async fn sync(&mut self, client: &Client, conversation: &str) {
+        loop {
+            let cursor = self.by_seq.keys().next_back().copied().unwrap_or(0);
+            // Fill holes too: ask from the first gap.
+            let first_gap = (1..=cursor)
+                .find(|s| !self.by_seq.contains_key(s))
+                .map_or(cursor, |s| s - 1);
+            let data = client
+                .ok("sync", json!({ "cursors": { conversation: first_gap } }))
+                .await;
+            let update = &data["updates"][0];
+            for m in update["messages"].as_array().unwrap() {
+                self.take(m);
+            }
+            if update["has_more"] != true {
+                return;
+            }
+        }
+    }
+
+    fn assert_gap_free(&self, expected: &[Value], who: &str) {
+        let seqs: Vec<i64> = self.by_seq.keys().copied().collect();
+        let want: Vec<i64> = (1..=expected.len() as i64).collect();
+        assert_eq!(
+            seqs, want,
+            "{who} sees every message once, in seq order, with no gaps"
+        );
+        for m in expected {
+            let seq = m["seq"].as_i64().unwrap();
+            assert_eq!(
+                self.by_seq[&seq]["id"], m["id"],
+                "{who}: seq {seq} is the acked message"
+            );
+        }
+    }
+}
+
+/// The next already-received event, without waiting.
+fn client_try_next(client: &mut Client) -> Option<Incoming> {
+    futures::FutureExt::now_or_never(client.next_event()).flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_degrades_then_heals_and_sync_fills_the_gap() {
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    let Some(nodes) = cluster(2, &redis.url(), &[]).await else {
+        return;
+    };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let alice = a.connect("alice").await;
+    let mut alice_tab = a.connect("alice").await;
+    let mut bob = b.connect("bob").await;
+    let id = group(&alice, "outage", &["bob"]).await;
+    expect(&mut bob, "conversation:new").await;
+    let mut acked = vec![send(&alice, &id, "before", "before the outage").await];
+    expect(&mut bob, "message:new").await;
+
+    redis.stop().await;
+    // Nodes keep serving their own users: persist, ack, local delivery.
+    let mut ready = Value::Null;
+    for _ in 0..50 {
+        ready = a.http().get("/readyz", None).await.1;
+        if ready["status"] == "degraded" {
+            break;
+        }
+        let m = send(
+            &alice,
+            &id,
+            &format!("probe{}", acked.len()),
+            "are you there",
+        )
+        .await;
+        acked.push(m);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert!(
+        ready["redis"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("redis")),
+        "{ready}"
+    );
+    for i in 0..5 {
+        acked.push(send(&alice, &id, &format!("during{i}"), "during the outage").await);
+    }
+    let mut tab_view = View::default();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tab_view.drain_events(&mut alice_tab);
+    assert_eq!(tab_view.by_seq.len(), acked.len(), "local delivery went on");
+
+    redis.restart().await;
+    // Subscriptions are restored and local clients are told to resync.
+    bob.expect_event("resync", Duration::from_secs(10))
+        .await
+        .expect("a resync hint");
+    let mut ready = Value::Null;
+    for _ in 0..100 {
+        ready = b.http().get("/readyz", None).await.1;
+        if ready["status"] == "ready" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let mut bob_view = View::default();
+    bob_view.drain_events(&mut bob);
+    bob_view.take(&acked[0]);
+    bob_view.sync(&bob, &id).await;
+    bob_view.assert_gap_free(&acked, "bob");
+    // And live delivery across nodes works again.
+    let after = send(&alice, &id, "after", "redis is back").await;
+    assert_eq!(expect(&mut bob, "message:new").await["message"], after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_loses_nothing_acked_and_its_users_go_offline() {
+    if !redis_available().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(database) = shared_database(Backend::Postgres, dir.path()).await else {
+        return;
+    };
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+    let settings = [
+        ("CONFAB_DATABASE_URL", database.as_str()),
+        ("CONFAB_REDIS_URL", REDIS),
+        ("CONFAB_REDIS_PREFIX", prefix.as_str()),
+        ("CONFAB_JWT_SECRET", SECRET),
+        ("CONFAB_NODE_TIMEOUT_SECS", "3"),
+        ("CONFAB_PRESENCE_GRACE_MS", "200"),
+        ("CONFAB_DATA_DIR", dir.path().to_str().unwrap()),
+        ("CONFAB_RATE_SEND", "100000/100000"),
+        ("CONFAB_RATE_OTHER", "100000/100000"),
+    ];
+    let mut doomed = NodeProcess::start(&settings).await;
+    let survivor = NodeProcess::start(&settings).await;
+    let token = |user: &str| {
+        let now = chrono_now();
+        sign(json!({ "sub": user, "exp": now + 3600 }))
+    };
+    let connect = |url: String, user: &str| {
+        let auth = json!({ "token": token(user) });
+        async move {
+            confab_sio_client::connect(confab_sio_client::ConnectOptions::new(url).auth(auth))
+                .await
+                .expect("connect")
+        }
+    };
+    let alice = connect(doomed.url.clone(), "alice").await;
+    let mut bob = connect(survivor.url.clone(), "bob").await;
+    let id = group(&alice, "doomed", &["bob"]).await;
+    expect(&mut bob, "conversation:new").await;
+
+    // Alice sends without waiting for acks; the node dies mid-stream.
+    let pending: Vec<_> = (0..200)
+        .map(|i| {
+            let payload = json!({ "conversation_id": id, "client_id": format!("k{i}"), "body": format!("{i}") });
+            (format!("k{i}"), payload)
+        })
+        .collect();
+    let sends = futures::future::join_all(
+        pending
+            .iter()
+            .map(|(_, p)| alice.emit_with_ack("message:send", p.clone())),
+    );
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        doomed.kill().await;
+    };
+    let (results, ()) = tokio::join!(sends, killer);
+    let acked: HashSet<String> = results
+        .iter()
+        .zip(&pending)
+        .filter(|(r, _)| r.as_ref().is_ok_and(|r| r["ok"] == true))
+        .map(|(_, (k, _))| k.clone())
+        .collect();
+
+    // Alice reconnects to the survivor and retries everything unacked with the same client_id,
+    // as a client's outbox does.
+    let alice = connect(survivor.url.clone(), "alice").await;
+    for (key, payload) in &pending {
+        if !acked.contains(key) {
+            alice.ok("message:send", payload.clone()).await;
+        }
+    }
+    let history = alice
+        .ok(
+            "message:history",
+            json!({ "conversation_id": id, "limit": 200 }),
+        )
+        .await;
+    let stored: Vec<Value> = history["messages"].as_array().unwrap().clone();
+    let keys: Vec<&str> = stored
+        .iter()
+        .map(|m| m["client_id"].as_str().unwrap())
+        .collect();
+    let unique: HashSet<&str> = keys.iter().copied().collect();
+    assert_eq!(
+        keys.len(),
+        200,
+        "every message stored once ({} acked before the kill)",
+        acked.len()
+    );
+    assert_eq!(unique.len(), 200, "no duplicates");
+    for key in &acked {
+        assert!(
+            unique.contains(key.as_str()),
+            "acked {key} survived the kill"
+        );
+    }
+    // Bob, who stayed on the survivor, ends with exactly that after syncing.
+    let mut view = View::default();
+    view.drain_events(&mut bob);
+    view.sync(&bob, &id).await;
+    view.assert_gap_free(&stored, "bob");
+
+    // The dead node's user goes offline for the others within the node timeout... unless, as
+    // here, she came back on the survivor: then she stays online.
+    let seen = bob
+        .ok("presence:get", json!({ "user_ids": ["alice"] }))
+        .await;
+    assert_eq!(seen["presence"][0]["online"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_users_of_a_crashed_node_are_marked_offline_by_the_others() {
+    if !redis_available().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(database) = shared_database(Backend::Postgres, dir.path()).await else {
+        return;
+    };
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+    let settings = [
+        ("CONFAB_DATABASE_URL", database.as_str()),
+        ("CONFAB_REDIS_URL", REDIS),
+        ("CONFAB_REDIS_PREFIX", prefix.as_str()),
+        ("CONFAB_JWT_SECRET", SECRET),
+        ("CONFAB_NODE_TIMEOUT_SECS", "3"),
+        ("CONFAB_DATA_DIR", dir.path().to_str().unwrap()),
+    ];
+    let mut doomed = NodeProcess::start(&settings).await;
+    let survivor = spawn_app_with(Backend::Postgres, &settings).await.unwrap();
+    let carol = confab_sio_client::connect(
+        confab_sio_client::ConnectOptions::new(doomed.url.clone())
+            .auth(json!({ "token": survivor.token("carol") })),
+    )
+    .await
+    .unwrap();
+    let mut dave = survivor.connect("dave").await;
+    group(&carol, "pair", &["dave"]).await;
+    expect(&mut dave, "conversation:new").await;
+    let started = Instant::now();
+    doomed.kill().await;
+    drop(carol);
+    let offline = dave
+        .expect_event("presence", Duration::from_secs(10))
+        .await
+        .expect("carol goes offline");
+    assert_eq!(offline.data()["user_id"], "carol");
+    assert_eq!(offline.data()["online"], false);
+    assert!(offline.data()["last_seen_at"].is_string());
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "within about the node timeout: {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_tells_clients_finishes_sends_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("c.db").display());
+    let settings = [
+        ("CONFAB_DATABASE_URL", database.as_str()),
+        ("CONFAB_JWT_SECRET", SECRET),
+        ("CONFAB_DATA_DIR", dir.path().to_str().unwrap()),
+        ("CONFAB_RATE_SEND", "100000/100000"),
+    ];
+    let mut node = NodeProcess::start(&settings).await;
+    let token = sign(json!({ "sub": "alice", "exp": chrono_now() + 3600 }));
+    let connect = |url: String| {
+        let auth = json!({ "token": token.clone() });
+        async move {
+            confab_sio_client::connect(confab_sio_client::ConnectOptions::new(url).auth(auth))
+                .await
+                .unwrap()
+        }
+    };
+    let mut alice = connect(node.url.clone()).await;
+    let id = group(&alice, "bye", &[]).await;
+    let payload =
+        |i: usize| json!({ "conversation_id": id, "client_id": format!("k{i}"), "body": "x" });
+    let sends =
+        futures::future::join_all((0..50).map(|i| alice.emit_with_ack("message:send", payload(i))));
+    let started = Instant::now();
+    let (results, status) = tokio::join!(sends, node.terminate(Duration::from_secs(15)));
+    let status = status.expect("exits within the bound");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut told = false;
+    while let Some(incoming) = alice.next_event_timeout(Duration::from_secs(2)).await {
+        match incoming {
+            Incoming::Event(e) if e.name == "server:shutdown" => told = true,
+            Incoming::Disconnected { .. } => break,
+            _ => {}
+        }
+    }
+    assert!(told, "clients are told before the connection closes");
+    // Sends the node received before closing were committed and acked; any that weren't acked
+    // are retried against the next node with the same client_id, and nothing is doubled.
+    let acked: Vec<usize> = (0..50)
+        .filter(|i| results[*i].as_ref().is_ok_and(|r| r["ok"] == true))
+        .collect();
+    assert!(!acked.is_empty());
+    let node = NodeProcess::start(&settings).await;
+    let alice = connect(node.url.clone()).await;
+    for i in (0..50).filter(|i| !acked.contains(i)) {
+        alice.ok("message:send", payload(i)).await;
+    }
+    let page = alice
+        .ok(
+            "message:history",
+            json!({ "conversation_id": id, "limit": 200 }),
+        )
+        .await;
+    let stored: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["client_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(stored.len(), 50, "each message once: {stored:?}");
+    for i in acked {
+        assert_eq!(
+            results[i].as_ref().unwrap()["data"]["message"]["seq"],
+            page["messages"][i]["seq"]
+        );
+    }
+}
