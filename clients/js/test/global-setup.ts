@@ -1,5 +1,5 @@
 // Builds the server once before the tests (unless CONFAB_BIN names a binary already built, as
-// the Rust wrapper in tests/js.rs does).
+// the Rust wrapper in tests/js_suites.rs does).
 
 import { execFileSync } from "node:child_process";
 import { REPO_ROOT } from "./server.js";
