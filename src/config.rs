@@ -88,6 +88,11 @@ pub const SETTINGS: &[Setting] = &[
         doc: "When set, tokens must carry this `iss` claim.",
     },
     Setting {
+        key: "dev_login",
+        default: "",
+        doc: "Whether the web app at `/` offers \"sign in as …\" (`POST /api/dev/token` mints a token for any user id). Unset: on in local mode only. `true` turns it on with a configured `jwt_secret` too (for demos: anyone who can reach the server can then sign in as anyone); `false` turns it off.",
+    },
+    Setting {
         key: "cors_origins",
         default: "",
         doc: "Comma-separated origins allowed to connect from a browser and call the HTTP API (`https://app.example.com`). Empty: same-origin only.",
@@ -251,6 +256,8 @@ pub struct Config {
     pub redis_prefix: String,
     pub node_timeout: Duration,
     pub jwt: JwtKeys,
+    /// Whether `POST /api/dev/token` exists (see the `dev_login` setting).
+    pub dev_login: bool,
     pub cors_origins: Vec<String>,
     pub limits: Limits,
     pub write_batch_max: usize,
@@ -301,7 +308,17 @@ impl Config {
                 }
             })
             .transpose()?;
-        let config = Self {
+        let dev_login = src
+            .get("dev_login")
+            .map(|v| {
+                v.trim().parse::<bool>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "CONFAB_DEV_LOGIN: invalid value {v:?}: expected `true` or `false`"
+                    )
+                })
+            })
+            .transpose()?;
+        let mut config = Self {
             bind: src.parse("bind")?,
             database_max_connections: src.parse("database_max_connections")?,
             redis_url: src.get("redis_url"),
@@ -313,6 +330,7 @@ impl Config {
                 audience: src.get("jwt_audience"),
                 issuer: src.get("jwt_issuer"),
             },
+            dev_login: false,
             cors_origins: src
                 .get("cors_origins")
                 .map(|v| {
@@ -347,6 +365,10 @@ impl Config {
             database_url,
         };
         src.check_all_read();
+        config.dev_login = dev_login.unwrap_or_else(|| config.local_mode());
+        if config.dev_login && !config.local_mode() && config.jwt.secret.is_none() {
+            bail!("CONFAB_DEV_LOGIN needs an HS256 secret (CONFAB_JWT_SECRET) to sign tokens with");
+        }
         if config.limits.max_group_members < 2 {
             bail!("CONFAB_MAX_GROUP_MEMBERS must be at least 2");
         }
@@ -533,6 +555,23 @@ mod tests {
         assert_eq!(c.cors_origins, ["https://a.example", "https://b.example"]);
         let err = load(&[("CONFAB_MAX_BODY_CHARS", "lots")]).err().unwrap();
         assert!(err.to_string().contains("CONFAB_MAX_BODY_CHARS"), "{err}");
+    }
+
+    #[test]
+    fn dev_login_is_on_in_local_mode_only_unless_set() {
+        assert!(load(&[]).unwrap().dev_login);
+        let secret = ("CONFAB_JWT_SECRET", "a-secret-of-sixteen-bytes");
+        assert!(!load(&[secret]).unwrap().dev_login);
+        assert!(
+            load(&[secret, ("CONFAB_DEV_LOGIN", "true")])
+                .unwrap()
+                .dev_login
+        );
+        assert!(!load(&[("CONFAB_DEV_LOGIN", "false")]).unwrap().dev_login);
+        let err = load(&[("CONFAB_DEV_LOGIN", "yes")]).err().unwrap();
+        assert!(err.to_string().contains("CONFAB_DEV_LOGIN"), "{err}");
+        let pem = ("CONFAB_JWT_PUBLIC_KEY", "-----BEGIN PUBLIC KEY-----");
+        assert!(load(&[pem, ("CONFAB_DEV_LOGIN", "true")]).is_err());
     }
 
     #[test]

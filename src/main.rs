@@ -92,9 +92,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         app.local_addr(),
         app.store().backend()
     );
+    tracing::info!("web app at http://{}/", app.local_addr());
     if local {
         tracing::info!(
-            "local mode: mint a token with `confab token --sub alice` (from a checkout: `cargo run --release -- token --sub alice`)"
+            "local mode: sign in from the web app, or mint a token with `confab token --sub alice` (from a checkout: `cargo run --release -- token --sub alice`)"
         );
     }
     app.run_until_stopped().await

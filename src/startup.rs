@@ -19,7 +19,7 @@ use crate::bus::Bus;
 use crate::chat::presence::ClusterPresence;
 use crate::chat::{Chat, ChatSettings};
 use crate::config::Config;
-use crate::http::{AppState, OriginPolicy};
+use crate::http::{AppState, DevLogin, OriginPolicy};
 use crate::hub::{Hub, Outgoing};
 use crate::limits::Limiter;
 use crate::realtime::{Realtime, Sessions, SioHandler};
@@ -107,12 +107,20 @@ impl Application {
             SioHandler::new(realtime, policy.clone()),
         );
 
-        let router = crate::http::routes(AppState {
-            chat: chat.clone(),
-            verifier,
-            limiter,
-            shutting_down: shutting_down.clone(),
-        })
+        // The secret is there: generated in local mode, and required by `Config` otherwise.
+        let dev_login = config
+            .dev_login
+            .then(|| config.jwt.secret.as_deref().map(DevLogin::new))
+            .flatten();
+        let router = crate::http::routes(
+            AppState {
+                chat: chat.clone(),
+                verifier,
+                limiter,
+                shutting_down: shutting_down.clone(),
+            },
+            dev_login,
+        )
         .layer(DefaultBodyLimit::max(config.limits.max_payload_bytes))
         .layer(cors(&policy))
         .layer(axum::middleware::from_fn_with_state(

@@ -1,11 +1,13 @@
-//! HTTP: the REST API for app backends and scripts, health checks, and the guard that keeps
-//! browsers on other origins out (of the API and the Socket.IO handshake alike).
+//! HTTP: the REST API for app backends and scripts, health checks, the embedded web app, and
+//! the guard that keeps browsers on other origins out (of the API and the Socket.IO handshake
+//! alike).
 
 mod api;
 mod extract;
 mod health;
 mod metrics;
 mod origin;
+mod web;
 
 use std::sync::Arc;
 
@@ -13,6 +15,7 @@ use axum::Router;
 use axum::response::{IntoResponse, Response};
 
 pub use origin::OriginPolicy;
+pub use web::DevLogin;
 
 use crate::auth::Verifier;
 use crate::chat::Chat;
@@ -29,12 +32,13 @@ pub struct AppState {
     pub shutting_down: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// The API and health routes.
-pub fn routes(state: AppState) -> Router {
+/// The API, health and web app routes; `dev_login` adds `POST /api/dev/token`.
+pub fn routes(state: AppState, dev_login: Option<DevLogin>) -> Router {
     Router::new()
         .merge(api::routes())
         .merge(health::routes())
         .merge(metrics::routes())
+        .merge(web::routes(dev_login))
         .with_state(state)
 }
 

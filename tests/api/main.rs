@@ -23,3 +23,4 @@ mod receipts;
 mod security;
 mod session;
 mod typing;
+mod web;

@@ -10,6 +10,10 @@ use crate::helpers::*;
 
 /// Installs the script's dependencies once (`npm ci`) when they are missing.
 fn node_modules(dir: &Path) -> bool {
+    // Both backends' tests get here at once on a fresh checkout: without the lock, one runs the
+    // script while the other's `npm ci` is wiping node_modules.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     if dir.join("node_modules/socket.io-client").exists() {
         return true;
     }

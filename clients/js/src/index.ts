@@ -1,0 +1,16 @@
+// @confab/client: a typed client for confab over socket.io-client, with an outbox that retries
+// sends across reconnects and a per-conversation stream delivered exactly once, in seq order.
+
+export { connect, ConfabClient, newClientId } from "./client.js";
+export type { ConnectOptions, ConnectionState, ConversationHandlers, ClientEventMap } from "./client.js";
+export { ConfabError } from "./errors.js";
+export type { Unsubscribe } from "./listeners.js";
+export type { OutboxEntry, OutboxState } from "./outbox.js";
+export { ConversationList } from "./stores/conversations.js";
+export type { ConversationItem, ConversationListSnapshot } from "./stores/conversations.js";
+export { ConversationView } from "./stores/view.js";
+export type { ConversationViewSnapshot, ViewOptions } from "./stores/view.js";
+export { PresenceStore } from "./stores/presence.js";
+export type { PresenceSnapshot } from "./stores/presence.js";
+export { readClaims } from "./token.js";
+export type * from "./types.js";

@@ -1,0 +1,249 @@
+// The outbox: messages the user sent that the server hasn't acknowledged yet.
+//
+// Each entry keeps its `client_id` for life, so every attempt is the same message to the server,
+// which stores it at most once. Entries are retried until acknowledged, or until the server gives
+// an answer that retrying can't change (`invalid_payload`, `not_found`, `too_large`, …): then the
+// entry stays, `failed`, for the user to retry or discard.
+//
+// Order: a socket's sends are stored in the order it sent them, so entries are sent in creation
+// order and pipelined while all is well. After a retryable failure a conversation's entries go
+// one at a time until its queue drains, so a retry can't overtake the messages behind it twice.
+
+import { ConfabError } from "./errors.js";
+import type { Message } from "./types.js";
+
+export type OutboxState = "queued" | "sending" | "failed";
+
+/** A message on its way, as the UI shows it. */
+export interface OutboxEntry {
+  readonly clientId: string;
+  readonly conversationId: string;
+  readonly body: string;
+  readonly state: OutboxState;
+  /** The last failure: the reason a `failed` entry stopped, or why a queued one waits. */
+  readonly error: ConfabError | undefined;
+  readonly attempts: number;
+  readonly createdAt: number;
+}
+
+export interface OutboxHost {
+  connected(): boolean;
+  /** Emits `message:send`; rejects with a ConfabError (timeouts and disconnects included). */
+  send(payload: { conversation_id: string; client_id: string; body: string }): Promise<Message>;
+  /** The server stored the message. */
+  acked(message: Message): void;
+  /** The entries changed (for the UI). */
+  changed(conversationId: string): void;
+}
+
+interface Entry {
+  clientId: string;
+  conversationId: string;
+  body: string;
+  state: OutboxState;
+  error: ConfabError | undefined;
+  attempts: number;
+  createdAt: number;
+  /** Increments per attempt; a late answer to an older attempt is recognised by it. */
+  attempt: number;
+  waiters: { resolve: (m: Message) => void; reject: (e: ConfabError) => void }[];
+}
+
+const BACKOFF_BASE_MS = 250;
+const BACKOFF_MAX_MS = 10_000;
+
+export class Outbox {
+  private readonly entries: Entry[] = [];
+  /** Conversations sending one at a time after a retryable failure. */
+  private readonly careful = new Set<string>();
+  /** Conversations waiting (rate limit or backoff) until a time. */
+  private readonly holdUntil = new Map<string, number>();
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private closed = false;
+
+  constructor(private readonly host: OutboxHost) {}
+
+  /** Queues a message; resolves with it once stored. */
+  add(conversationId: string, body: string, clientId: string): Promise<Message> {
+    if (this.closed) return Promise.reject(ConfabError.client("closed", "the client is closed"));
+    if (this.entries.some((e) => e.clientId === clientId)) {
+      return Promise.reject(new ConfabError({ code: "invalid_payload", message: "client_id: already queued", field: "client_id" }));
+    }
+    const entry: Entry = {
+      clientId,
+      conversationId,
+      body,
+      state: "queued",
+      error: undefined,
+      attempts: 0,
+      createdAt: Date.now(),
+      attempt: 0,
+      waiters: [],
+    };
+    const promise = new Promise<Message>((resolve, reject) => entry.waiters.push({ resolve, reject }));
+    this.entries.push(entry);
+    this.host.changed(conversationId);
+    this.pump();
+    return promise;
+  }
+
+  /** Sends a failed entry again, with the same `client_id`. */
+  retry(clientId: string): Promise<Message> {
+    const entry = this.entries.find((e) => e.clientId === clientId);
+    if (!entry) return Promise.reject(new ConfabError({ code: "not_found", message: "no such outbox entry" }));
+    const promise = new Promise<Message>((resolve, reject) => entry.waiters.push({ resolve, reject }));
+    if (entry.state === "failed") {
+      entry.state = "queued";
+      this.host.changed(entry.conversationId);
+      this.pump();
+    }
+    return promise;
+  }
+
+  /** Drops an entry (a failed one, typically); its senders' promises reject. */
+  discard(clientId: string): void {
+    const index = this.entries.findIndex((e) => e.clientId === clientId);
+    if (index < 0) return;
+    const [entry] = this.entries.splice(index, 1);
+    if (!entry) return;
+    const error = entry.error ?? ConfabError.client("closed", "discarded");
+    for (const w of entry.waiters) w.reject(error);
+    this.host.changed(entry.conversationId);
+  }
+
+  /** The entries of one conversation (or all), oldest first. */
+  list(conversationId?: string): OutboxEntry[] {
+    return this.entries
+      .filter((e) => conversationId === undefined || e.conversationId === conversationId)
+      .map((e) => ({
+        clientId: e.clientId,
+        conversationId: e.conversationId,
+        body: e.body,
+        state: e.state,
+        error: e.error,
+        attempts: e.attempts,
+        createdAt: e.createdAt,
+      }));
+  }
+
+  /** A conversation is gone for us: its entries can never be sent. */
+  dropConversation(conversationId: string, error: ConfabError): void {
+    for (const entry of this.entries.filter((e) => e.conversationId === conversationId)) {
+      entry.state = "failed";
+      entry.error = error;
+      for (const w of entry.waiters.splice(0)) w.reject(error);
+    }
+    this.host.changed(conversationId);
+  }
+
+  /** Sends what can be sent now. Called on every connect and whenever something changes. */
+  pump(): void {
+    if (this.closed || !this.host.connected()) return;
+    const now = Date.now();
+    const busy = new Set<string>();
+    for (const e of this.entries) if (e.state === "sending") busy.add(e.conversationId);
+    for (const entry of this.entries) {
+      if (entry.state !== "queued") continue;
+      const id = entry.conversationId;
+      if ((this.holdUntil.get(id) ?? 0) > now) continue;
+      if (this.careful.has(id) && busy.has(id)) continue;
+      busy.add(id);
+      this.attempt(entry);
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+    const error = ConfabError.client("closed", "the client is closed");
+    for (const entry of this.entries.splice(0)) for (const w of entry.waiters) w.reject(error);
+    this.careful.clear();
+    this.holdUntil.clear();
+  }
+
+  stats(): { entries: number; careful: number; held: number } {
+    return { entries: this.entries.length, careful: this.careful.size, held: this.holdUntil.size };
+  }
+
+  private attempt(entry: Entry): void {
+    entry.state = "sending";
+    entry.attempts += 1;
+    const attempt = ++entry.attempt;
+    this.host.changed(entry.conversationId);
+    this.host
+      .send({ conversation_id: entry.conversationId, client_id: entry.clientId, body: entry.body })
+      .then(
+        (message) => this.succeeded(entry, message),
+        (error: unknown) => {
+          // A late failure of an older attempt says nothing about the current one.
+          if (entry.attempt === attempt) this.failed(entry, toConfabError(error));
+        },
+      );
+  }
+
+  private succeeded(entry: Entry, message: Message): void {
+    // Any attempt's success counts, even a late one: the message is stored.
+    const index = this.entries.indexOf(entry);
+    if (index < 0) return;
+    this.entries.splice(index, 1);
+    const id = entry.conversationId;
+    if (!this.entries.some((e) => e.conversationId === id && e.state !== "failed")) {
+      this.careful.delete(id);
+      this.holdUntil.delete(id);
+    }
+    this.host.acked(message);
+    for (const w of entry.waiters) w.resolve(message);
+    this.host.changed(id);
+    this.pump();
+  }
+
+  private failed(entry: Entry, error: ConfabError): void {
+    if (!this.entries.includes(entry) || this.closed) return;
+    entry.error = error;
+    const id = entry.conversationId;
+    if (!error.retryable) {
+      entry.state = "failed";
+      for (const w of entry.waiters.splice(0)) w.reject(error);
+      this.host.changed(id);
+      this.pump();
+      return;
+    }
+    entry.state = "queued";
+    this.careful.add(id);
+    if (error.code !== "disconnected") {
+      // Rate limited: wait as told. No answer or an outage: back off exponentially.
+      const wait =
+        error.code === "rate_limited"
+          ? (error.retryAfterMs ?? BACKOFF_BASE_MS)
+          : Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(entry.attempts - 1, 10));
+      this.hold(id, Date.now() + wait);
+    }
+    // A disconnect needs no timer: `pump` runs on the next connect.
+    this.host.changed(id);
+  }
+
+  private hold(conversationId: string, until: number): void {
+    this.holdUntil.set(conversationId, Math.max(until, this.holdUntil.get(conversationId) ?? 0));
+    this.schedule();
+  }
+
+  private schedule(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.holdUntil.size === 0) return;
+    const now = Date.now();
+    const next = Math.min(...this.holdUntil.values());
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      const t = Date.now();
+      for (const [id, until] of this.holdUntil) if (until <= t) this.holdUntil.delete(id);
+      this.schedule();
+      this.pump();
+    }, Math.max(0, next - now));
+  }
+}
+
+function toConfabError(error: unknown): ConfabError {
+  if (error instanceof ConfabError) return error;
+  return ConfabError.client("disconnected", error instanceof Error ? error.message : String(error));
+}

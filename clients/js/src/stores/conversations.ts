@@ -1,0 +1,160 @@
+// The conversation list, kept current: last message, unread count, most recent activity first.
+
+import type { Conversation, Message } from "../types.js";
+import { Store } from "./store.js";
+
+export interface ConversationItem {
+  conversation: Conversation;
+  lastMessage: Message | null;
+  /** Messages after the user's read mark that are neither theirs nor deleted (as far as known). */
+  unread: number;
+  lastReadSeq: number;
+}
+
+export interface ConversationListSnapshot {
+  /** Whether the list has been loaded at least once. */
+  loaded: boolean;
+  items: ConversationItem[];
+}
+
+interface Entry {
+  conversation: Conversation;
+  lastMessage: Message | null;
+  lastReadSeq: number;
+  /** Unread count the server reported for messages up to `baseSeq`. */
+  baseUnread: number;
+  baseSeq: number;
+  /** Seqs of others' messages delivered live after `baseSeq`. */
+  liveUnread: Set<number>;
+}
+
+export class ConversationList extends Store<ConversationListSnapshot> {
+  private readonly entries = new Map<string, Entry>();
+  private loaded = false;
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(private readonly me: () => string | undefined) {
+    super();
+  }
+
+  get(id: string): ConversationItem | undefined {
+    return this.getSnapshot().items.find((i) => i.conversation.id === id);
+  }
+
+  /** A `conversation:list` answer: the whole truth, read state included. */
+  replaceAll(conversations: Conversation[]): void {
+    const previous = new Map(this.entries);
+    this.entries.clear();
+    for (const c of conversations) {
+      const old = previous.get(c.id);
+      const lastReadSeq = Math.max(c.last_read_seq ?? 0, old?.lastReadSeq ?? 0);
+      this.entries.set(c.id, {
+        conversation: c,
+        lastMessage: newer(c.last_message, old?.lastMessage ?? null),
+        lastReadSeq,
+        baseUnread: lastReadSeq > (c.last_read_seq ?? 0) && lastReadSeq >= c.last_seq ? 0 : (c.unread_count ?? 0),
+        baseSeq: c.last_seq,
+        // Messages delivered after the server counted (they raced the answer) still count.
+        liveUnread: new Set([...(old?.liveUnread ?? [])].filter((s) => s > c.last_seq && s > lastReadSeq)),
+      });
+    }
+    this.loaded = true;
+    this.changed();
+  }
+
+  /** A conversation object from an event or an ack (without read state). */
+  upsert(conversation: Conversation): void {
+    const old = this.entries.get(conversation.id);
+    this.entries.set(conversation.id, {
+      conversation: { ...old?.conversation, ...conversation },
+      lastMessage: newer(conversation.last_message, old?.lastMessage ?? null),
+      lastReadSeq: old?.lastReadSeq ?? 0,
+      baseUnread: old?.baseUnread ?? 0,
+      baseSeq: old?.baseSeq ?? conversation.last_seq,
+      liveUnread: old?.liveUnread ?? new Set(),
+    });
+    this.changed();
+  }
+
+  remove(id: string): void {
+    if (this.entries.delete(id)) this.changed();
+  }
+
+  /** A message delivered by the stream. */
+  messageDelivered(message: Message): void {
+    const entry = this.entries.get(message.conversation_id);
+    if (!entry) return;
+    entry.lastMessage = newer(message, entry.lastMessage);
+    if (
+      message.sender_id !== this.me() &&
+      message.deleted_at === null &&
+      message.seq > entry.lastReadSeq &&
+      message.seq > entry.baseSeq
+    ) {
+      entry.liveUnread.add(message.seq);
+    }
+    this.changed();
+  }
+
+  messageChanged(message: Message): void {
+    const entry = this.entries.get(message.conversation_id);
+    if (!entry) return;
+    if (entry.lastMessage?.id === message.id) entry.lastMessage = message;
+    if (message.deleted_at !== null) entry.liveUnread.delete(message.seq);
+    this.changed();
+  }
+
+  /** The user's read mark moved (here or on another device). */
+  read(id: string, seq: number, _mine: true): void {
+    const entry = this.entries.get(id);
+    if (!entry || seq <= entry.lastReadSeq) return;
+    entry.lastReadSeq = seq;
+    for (const s of entry.liveUnread) if (s <= seq) entry.liveUnread.delete(s);
+    // The server's count covers messages up to baseSeq; read past them, it is zero. Read part
+    // way, we can't tell how many remain without asking: keep the count until the next list.
+    if (seq >= entry.baseSeq) entry.baseUnread = 0;
+    this.changed();
+  }
+
+  /** Reloads the list soon (coalescing bursts), with `load` doing the request. */
+  refreshSoon(load: () => Promise<unknown>): void {
+    if (this.refreshTimer !== undefined) return;
+    this.refreshTimer = setTimeout(() => {
+      this.refreshTimer = undefined;
+      load().catch(() => {
+        // The next connect reloads it anyway.
+      });
+    }, 200);
+  }
+
+  close(): void {
+    clearTimeout(this.refreshTimer);
+    this.entries.clear();
+    this.clearSubscribers();
+  }
+
+  stats(): { entries: number; subscribers: number } {
+    return { entries: this.entries.size, subscribers: this.subscriberCount };
+  }
+
+  protected build(): ConversationListSnapshot {
+    const items = [...this.entries.values()].map((e) => ({
+      conversation: e.conversation,
+      lastMessage: e.lastMessage,
+      unread: e.baseUnread + e.liveUnread.size,
+      lastReadSeq: e.lastReadSeq,
+    }));
+    items.sort((a, b) => activity(b).localeCompare(activity(a)));
+    return { loaded: this.loaded, items };
+  }
+}
+
+function activity(item: ConversationItem): string {
+  return item.lastMessage?.created_at ?? item.conversation.created_at;
+}
+
+function newer(a: Message | null, b: Message | null): Message | null {
+  if (!a) return b;
+  if (!b) return a;
+  return a.seq >= b.seq ? a : b;
+}

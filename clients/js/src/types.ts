@@ -1,0 +1,151 @@
+// The protocol's objects and payloads, as docs/PROTOCOL.md describes them.
+
+/** A user id: the `sub` of the user's token. */
+export type UserId = string;
+
+export interface Message {
+  id: string;
+  conversation_id: string;
+  /** Numbers a conversation's messages from 1, without gaps or duplicates. */
+  seq: number;
+  sender_id: UserId;
+  /** The sender's idempotency key. */
+  client_id: string;
+  /** `null` once deleted. */
+  body: string | null;
+  created_at: string;
+  edited_at: string | null;
+  deleted_at: string | null;
+}
+
+export type Role = "owner" | "admin" | "member";
+
+export interface Member {
+  user_id: UserId;
+  name: string | null;
+  role: Role;
+}
+
+export interface Conversation {
+  id: string;
+  kind: "direct" | "group";
+  title: string | null;
+  members: Member[];
+  created_at: string;
+  last_seq: number;
+  last_message: Message | null;
+  /** Only in `conversation:list` answers: the caller's read mark. */
+  last_read_seq?: number;
+  /** Only in `conversation:list` answers. */
+  unread_count?: number;
+}
+
+export interface Presence {
+  user_id: UserId;
+  online: boolean;
+  last_seen_at: string | null;
+}
+
+export interface Receipt {
+  conversation_id: string;
+  user_id: UserId;
+  seq: number;
+}
+
+export interface Typing {
+  conversation_id: string;
+  user_id: UserId;
+  typing: boolean;
+}
+
+export interface HistoryPage {
+  messages: Message[];
+  has_more: boolean;
+}
+
+export interface SyncUpdate {
+  conversation_id: string;
+  messages: Message[];
+  has_more: boolean;
+}
+
+/** The error codes of the ack envelope and of `connect_error`. */
+export type ErrorCode =
+  | "invalid_payload"
+  | "unauthorized"
+  | "forbidden"
+  | "not_found"
+  | "conflict"
+  | "too_large"
+  | "rate_limited"
+  | "unavailable"
+  | "internal"
+  | "too_many_connections"
+  // Client-side conditions, not sent by the server:
+  | "timeout"
+  | "disconnected"
+  | "closed";
+
+export interface ErrorBody {
+  code: ErrorCode;
+  message: string;
+  field?: string;
+  reason?: string;
+  retry_after_ms?: number;
+}
+
+export type Envelope<T> = { ok: true; data: T } | { ok: false; error: ErrorBody };
+
+/** Server → client events and their payloads. */
+export interface ServerEvents {
+  "message:new": { message: Message };
+  "message:updated": { message: Message };
+  "conversation:new": { conversation: Conversation };
+  "conversation:updated": { conversation: Conversation };
+  "conversation:removed": { conversation_id: string };
+  receipt: Receipt;
+  typing: Typing;
+  presence: Presence;
+  "session:expiring": { expires_at: string };
+  "session:expired": { expires_at: string };
+}
+
+/** Client → server events: request payload and the ack's `data`. */
+export interface ClientEvents {
+  "conversation:create": [
+    { kind: "direct"; user_id: UserId } | { kind: "group"; title: string; member_ids: UserId[] },
+    { conversation: Conversation },
+  ];
+  "conversation:list": [Record<string, never>, { conversations: Conversation[] }];
+  "conversation:members:add": [
+    { conversation_id: string; user_ids: UserId[] },
+    { conversation: Conversation },
+  ];
+  "conversation:members:remove": [
+    { conversation_id: string; user_ids: UserId[] },
+    { conversation: Conversation },
+  ];
+  "conversation:leave": [{ conversation_id: string }, { conversation_id: string }];
+  "conversation:read": [
+    { conversation_id: string; seq: number },
+    { conversation_id: string; last_read_seq: number },
+  ];
+  "message:send": [
+    { conversation_id: string; client_id: string; body: string },
+    { message: Message },
+  ];
+  "message:edit": [
+    { conversation_id: string; message_id: string; body: string },
+    { message: Message },
+  ];
+  "message:delete": [{ conversation_id: string; message_id: string }, { message: Message }];
+  "message:history": [
+    { conversation_id: string; before_seq?: number; after_seq?: number; limit?: number },
+    HistoryPage,
+  ];
+  "typing:start": [{ conversation_id: string }, Record<string, never>];
+  "typing:stop": [{ conversation_id: string }, Record<string, never>];
+  "presence:get": [{ user_ids: UserId[] }, { presence: Presence[] }];
+  sync: [{ cursors: Record<string, number> }, { updates: SyncUpdate[] }];
+  "auth:refresh": [{ token: string }, { expires_at: string }];
+}

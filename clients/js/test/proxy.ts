@@ -1,0 +1,72 @@
+// A TCP proxy between a client and the server, to break the connection on purpose: cut it, keep
+// it down for a while, or let requests through while swallowing the answers.
+
+import { createServer, connect, type Server, type Socket } from "node:net";
+
+export class Proxy {
+  port = 0;
+  private server: Server | undefined;
+  private readonly pairs = new Set<[Socket, Socket]>();
+  private refusing = false;
+  /** While true, bytes from the server are dropped (requests arrive, answers don't). */
+  blackhole = false;
+
+  constructor(private readonly targetPort: number) {}
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<this> {
+    this.server = createServer((client) => {
+      if (this.refusing) {
+        client.destroy();
+        return;
+      }
+      const upstream = connect(this.targetPort, "127.0.0.1");
+      const pair: [Socket, Socket] = [client, upstream];
+      this.pairs.add(pair);
+      client.on("data", (d) => upstream.write(d));
+      upstream.on("data", (d) => {
+        if (!this.blackhole) client.write(d);
+      });
+      const close = () => {
+        client.destroy();
+        upstream.destroy();
+        this.pairs.delete(pair);
+      };
+      client.on("close", close);
+      upstream.on("close", close);
+      client.on("error", close);
+      upstream.on("error", close);
+    });
+    await new Promise<void>((done) => this.server?.listen(0, "127.0.0.1", done));
+    const address = this.server.address();
+    this.port = typeof address === "object" && address ? address.port : 0;
+    return this;
+  }
+
+  /** Breaks every open connection (no close handshake: like a network failure). */
+  cut(): void {
+    for (const [a, b] of this.pairs) {
+      a.resetAndDestroy();
+      b.destroy();
+    }
+    this.pairs.clear();
+  }
+
+  /** Cuts and refuses new connections until `up()`. */
+  down(): void {
+    this.refusing = true;
+    this.cut();
+  }
+
+  up(): void {
+    this.refusing = false;
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    await new Promise<void>((done) => (this.server ? this.server.close(() => done()) : done()));
+  }
+}

@@ -1,0 +1,79 @@
+// Exactly once, in order, across a dropped connection while others keep sending.
+
+import { afterAll, beforeAll, expect, test } from "vitest";
+
+import { client, collect, live, range, seqs } from "./clients.js";
+import { Proxy } from "./proxy.js";
+import { sleep, startServer, until, type TestServer } from "./server.js";
+
+let server: TestServer;
+beforeAll(async () => {
+  server = await startServer();
+});
+afterAll(async () => server.dispose());
+
+test("messages sent while a client is away arrive once each and in order when it is back", async () => {
+  const proxy = await new Proxy(server.port).start();
+  try {
+    const alice = await live(client(server, "alice", { via: proxy }));
+    const bob = await live(client(server, "bob"));
+    const direct = await bob.createDirect("alice");
+    await until(() => alice.cursor(direct.id) !== undefined, "alice to learn the chat");
+    const atAlice = collect(alice, direct.id);
+    const states: string[] = [];
+    alice.onState((s) => states.push(s));
+
+    for (const i of range(1, 5)) await bob.send(direct.id, `m${i}`);
+    await until(() => atAlice.messages.length === 5, "the first five");
+
+    // Alice drops off and stays away while Bob goes on.
+    proxy.down();
+    await until(() => alice.state === "reconnecting", "alice to notice");
+    for (const i of range(6, 15)) await bob.send(direct.id, `m${i}`);
+    // Meanwhile Bob also starts a group with her: she must find it when back.
+    const group = await bob.createGroup("while you were out", ["alice"]);
+    await bob.send(group.id, "welcome");
+
+    // She comes back while Bob keeps sending: live messages race the catch-up sync.
+    proxy.up();
+    const more = (async () => {
+      for (const i of range(16, 40)) {
+        await bob.send(direct.id, `m${i}`);
+        await sleep(5);
+      }
+    })();
+    await more;
+    await until(() => atAlice.messages.length >= 40, "all 40 at alice");
+    await sleep(200);
+    expect(seqs(atAlice.messages)).toEqual(range(1, 40));
+    expect(atAlice.messages.map((m) => m.body)).toEqual(range(1, 40).map((i) => `m${i}`));
+    expect(states).toContain("live");
+    await until(() => alice.conversations.get(group.id), "the new group in alice's list");
+    expect(alice.conversations.get(group.id)?.lastMessage?.body).toBe("welcome");
+    expect(alice.conversations.get(group.id)?.unread).toBe(1);
+  } finally {
+    await proxy.close();
+  }
+});
+
+test("repeated drops during a burst still deliver exactly once, in order", async () => {
+  const proxy = await new Proxy(server.port).start();
+  try {
+    const alice = await live(client(server, "alice2", { via: proxy }));
+    const bob = await live(client(server, "bob2"));
+    const direct = await bob.createDirect("alice2");
+    await until(() => alice.cursor(direct.id) !== undefined, "alice to learn the chat");
+    const atAlice = collect(alice, direct.id);
+    const sending = Promise.all(range(1, 60).map((i) => bob.send(direct.id, `x${i}`)));
+    for (let i = 0; i < 4; i++) {
+      await sleep(30);
+      proxy.cut();
+    }
+    await sending;
+    await until(() => atAlice.messages.length >= 60, "all 60 at alice", 15_000);
+    await sleep(200);
+    expect(seqs(atAlice.messages)).toEqual(range(1, 60));
+  } finally {
+    await proxy.close();
+  }
+});

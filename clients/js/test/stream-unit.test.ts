@@ -1,0 +1,112 @@
+// The stream's sequencing rules on their own, with a scripted host: no server, every order of
+// arrival under control.
+
+import { expect, test } from "vitest";
+
+import { Stream, type StreamHost } from "../src/stream.js";
+import type { Message, SyncUpdate } from "../src/types.js";
+
+function message(seq: number, body = `m${seq}`, conversation = "c"): Message {
+  return {
+    id: `${conversation}-${seq}`,
+    conversation_id: conversation,
+    seq,
+    sender_id: "bob",
+    client_id: `k${seq}`,
+    body,
+    created_at: "2026-01-01T00:00:00.000Z",
+    edited_at: null,
+    deleted_at: null,
+  };
+}
+
+/** A host whose `sync` answers from a list of stored messages, and records what it was asked. */
+function host(stored: Message[]) {
+  const delivered: Message[] = [];
+  const updated: Message[] = [];
+  const syncs: Record<string, number>[] = [];
+  let connected = true;
+  const h: StreamHost = {
+    sync: async (cursors) => {
+      syncs.push(cursors);
+      if (!connected) throw new Error("disconnected");
+      return Object.entries(cursors).map(
+        ([id, cursor]): SyncUpdate => {
+          const after = stored.filter((m) => m.conversation_id === id && m.seq > cursor);
+          return { conversation_id: id, messages: after.slice(0, 2), has_more: after.length > 2 };
+        },
+      );
+    },
+    connected: () => connected,
+    deliver: (m) => delivered.push(m),
+    update: (m) => updated.push(m),
+    unknownConversation: () => {},
+  };
+  return { h, delivered, updated, syncs, setConnected: (c: boolean) => (connected = c) };
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 0));
+
+test("in-order messages are delivered at once; duplicates are dropped", () => {
+  const t = host([]);
+  const s = new Stream(t.h);
+  s.track("c", 0);
+  for (const seq of [1, 2, 2, 1, 3]) s.ingest(message(seq));
+  expect(t.delivered.map((m) => m.seq)).toEqual([1, 2, 3]);
+  expect(t.syncs).toEqual([]);
+});
+
+test("a gap holds later messages back until a paged sync fills it", async () => {
+  const stored = [1, 2, 3, 4, 5, 6].map((s) => message(s));
+  const t = host(stored);
+  const s = new Stream(t.h);
+  s.track("c", 0);
+  s.ingest(message(6));
+  s.ingest(message(5));
+  expect(t.delivered).toEqual([]);
+  await s.idle();
+  expect(t.delivered.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+  // Pages of two from cursors 0 and 2; 5 and 6 were waiting already; the second page said "more",
+  // so a last sync from 6 makes sure nothing lies beyond.
+  expect(t.syncs).toEqual([{ c: 0 }, { c: 2 }, { c: 6 }]);
+  expect(s.stats()).toEqual({ cursors: 1, ahead: 0, wanted: 0 });
+});
+
+test("an edit of a message still waiting behind a gap is delivered in its edited state", async () => {
+  const t = host([message(1), message(2, "edited")]);
+  const s = new Stream(t.h);
+  s.track("c", 0);
+  s.ingest(message(2, "original"));
+  s.change(message(2, "edited"));
+  await s.idle();
+  expect(t.delivered.map((m) => m.body)).toEqual(["m1", "edited"]);
+  expect(t.updated).toEqual([]);
+  // Once delivered, a change is an update.
+  s.change(message(1, "m1 edited"));
+  expect(t.updated.map((m) => m.body)).toEqual(["m1 edited"]);
+});
+
+test("a sync that fails while offline is asked again on resync", async () => {
+  const t = host([message(1), message(2)]);
+  const s = new Stream(t.h);
+  s.track("c", 0);
+  t.setConnected(false);
+  s.ingest(message(2));
+  await settle();
+  expect(t.delivered).toEqual([]);
+  t.setConnected(true);
+  s.resync();
+  await s.idle();
+  expect(t.delivered.map((m) => m.seq)).toEqual([1, 2]);
+});
+
+test("a forgotten conversation delivers nothing more", async () => {
+  const t = host([message(1), message(2)]);
+  const s = new Stream(t.h);
+  s.track("c", 0);
+  s.ingest(message(2));
+  s.forget("c");
+  await settle();
+  expect(t.delivered).toEqual([]);
+  expect(s.stats()).toEqual({ cursors: 0, ahead: 0, wanted: 0 });
+});
