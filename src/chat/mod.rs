@@ -396,7 +396,8 @@ impl Chat {
 
     /// Moves the caller's read mark forward; the conversation (the caller's other devices
     /// included) hears of it when it moved.
-    pub async fn mark_read(&self, actor: &Actor, request: MarkRead) -> Result<i64> {
+    /// Returns the read mark and how many messages remain unread after it.
+    pub async fn mark_read(&self, actor: &Actor, request: MarkRead) -> Result<(i64, i64)> {
         let (mark, moved) = self
             .store
             .mark_read(request.conversation_id, &actor.user, request.seq)
@@ -407,7 +408,11 @@ impl Chat {
             self.hub
                 .to_conversation(request.conversation_id, &event, actor.except());
         }
-        Ok(mark)
+        let unread = self
+            .store
+            .unread_count(request.conversation_id, &actor.user, mark)
+            .await?;
+        Ok((mark, unread))
     }
 
     pub async fn presence(

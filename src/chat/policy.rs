@@ -177,6 +177,7 @@ mod tests {
                     user_id: user(u),
                     name: None,
                     role: *role,
+                    last_read_seq: 0,
                     joined_at: Timestamp(*joined),
                 })
                 .collect(),

@@ -63,6 +63,8 @@ pub struct Member {
     /// The user's latest display name, when a token ever carried one.
     pub name: Option<String>,
     pub role: Role,
+    /// Everything up to this seq is read by this member: "seen by" in clients.
+    pub last_read_seq: i64,
     /// When the user joined; orders ownership hand-over ("longest-standing first").
     #[serde(skip)]
     pub joined_at: Timestamp,

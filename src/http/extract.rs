@@ -33,6 +33,14 @@ where
             .map_err(Error::Unauthorized)?;
         let token = bearer_token(header).map_err(Error::Unauthorized)?;
         let identity = state.verifier.verify(token).map_err(Error::Unauthorized)?;
+        // Keep the display name current, as a socket connect does.
+        if identity.name.is_some() {
+            state
+                .chat
+                .store()
+                .remember_user(&identity.user_id, identity.name.as_ref())
+                .await?;
+        }
         Ok(Caller(Actor {
             user: identity.user_id,
             socket: None,

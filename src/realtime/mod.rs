@@ -276,8 +276,12 @@ async fn handle(chat: &Chat, actor: &Actor, name: &str, payload: Value) -> Resul
         }
         "conversation:read" => {
             let request = MarkRead::parse(payload)?;
-            let mark = chat.mark_read(actor, request).await?;
-            json!({ "conversation_id": request.conversation_id, "last_read_seq": mark })
+            let (mark, unread) = chat.mark_read(actor, request).await?;
+            json!({
+                "conversation_id": request.conversation_id,
+                "last_read_seq": mark,
+                "unread_count": unread,
+            })
         }
         "message:edit" => {
             let message = chat

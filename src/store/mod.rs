@@ -163,6 +163,21 @@ impl Store {
         dispatch!(self, s => s.touch_user(user, name).await)
     }
 
+    /// Records the user and their latest display name (without loading anything).
+    pub async fn remember_user(&self, user: &UserId, name: Option<&DisplayName>) -> Result<()> {
+        dispatch!(self, s => s.remember_user(user, name).await)
+    }
+
+    /// Messages after `after` in `conversation` that are neither deleted nor `user`'s own.
+    pub async fn unread_count(
+        &self,
+        conversation: ConversationId,
+        user: &UserId,
+        after: i64,
+    ) -> Result<i64> {
+        dispatch!(self, s => s.unread_count(conversation, user, after).await)
+    }
+
     /// The conversations `user` is a member of.
     pub async fn memberships(&self, user: &UserId) -> Result<Vec<ConversationId>> {
         dispatch!(self, s => s.memberships(user).await)

@@ -90,6 +90,43 @@ impl PgStore {
             .collect())
     }
 
+    pub async fn remember_user(&self, user: &UserId, name: Option<&DisplayName>) -> Result<()> {
+        // As in `touch_user`: a known user with an unchanged name costs no write.
+        sqlx::query(
+            "WITH ins AS (
+                 INSERT INTO users (id, name, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO NOTHING
+             )
+             UPDATE users SET name = $2
+             WHERE id = $1 AND $2::text IS NOT NULL AND name IS DISTINCT FROM $2",
+        )
+        .bind(user.as_str())
+        .bind(name.map(DisplayName::as_str))
+        .bind(Timestamp::now().millis())
+        .execute(&self.pool)
+        .await
+        .db_context("recording the user")?;
+        Ok(())
+    }
+
+    pub async fn unread_count(
+        &self,
+        conversation: ConversationId,
+        user: &UserId,
+        after: i64,
+    ) -> Result<i64> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM messages
+             WHERE conversation_id = $1 AND seq > $2 AND deleted_at IS NULL AND sender_id <> $3",
+        )
+        .bind(conversation.0)
+        .bind(after)
+        .bind(user.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .db_context("counting unread messages")
+    }
+
     pub async fn memberships(&self, user: &UserId) -> Result<Vec<ConversationId>> {
         let ids: Vec<Uuid> =
             sqlx::query_scalar("SELECT conversation_id FROM members WHERE user_id = $1")
@@ -681,7 +718,7 @@ async fn load_full(
     }
     let ids: Vec<Uuid> = heads.iter().map(|h| h.id.0).collect();
     let rows = sqlx::query(
-        "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at
+        "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
          FROM members mb JOIN users u ON u.id = mb.user_id
          WHERE mb.conversation_id = ANY($1)",
     )
@@ -700,6 +737,7 @@ async fn load_full(
                     name: r.get(2),
                     role: Role::from_db(role).ok_or_else(|| corrupt("role", role))?,
                     joined_at: Timestamp(r.get(4)),
+                    last_read_seq: r.get(5),
                 },
             ))
         })

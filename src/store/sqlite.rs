@@ -99,12 +99,16 @@ impl SqliteStore {
         user: &UserId,
         name: Option<&DisplayName>,
     ) -> Result<Vec<ConversationId>> {
+        self.remember_user(user, name).await?;
+        self.memberships(user).await
+    }
+
+    pub async fn remember_user(&self, user: &UserId, name: Option<&DisplayName>) -> Result<()> {
         // Read first: in the common case (known user, same name) nothing needs the writer.
-        let mut conn = self.readers.acquire().await.db_context("acquiring")?;
         let known: Option<Option<String>> =
             sqlx::query_scalar("SELECT name FROM users WHERE id = ?")
                 .bind(user.as_str())
-                .fetch_optional(&mut *conn)
+                .fetch_optional(&self.readers)
                 .await
                 .db_context("looking up the user")?;
         let stale = match (&known, name) {
@@ -124,13 +128,25 @@ impl SqliteStore {
             .await
             .db_context("recording the user")?;
         }
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT conversation_id FROM members WHERE user_id = ?")
-                .bind(user.as_str())
-                .fetch_all(&mut *conn)
-                .await
-                .db_context("loading memberships")?;
-        ids.iter().map(|s| conversation_id(s)).collect()
+        Ok(())
+    }
+
+    pub async fn unread_count(
+        &self,
+        conversation: ConversationId,
+        user: &UserId,
+        after: i64,
+    ) -> Result<i64> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM messages
+             WHERE conversation_id = ? AND seq > ? AND deleted_at IS NULL AND sender_id <> ?",
+        )
+        .bind(conversation.to_string())
+        .bind(after)
+        .bind(user.as_str())
+        .fetch_one(&self.readers)
+        .await
+        .db_context("counting unread messages")
     }
 
     pub async fn memberships(&self, user: &UserId) -> Result<Vec<ConversationId>> {
@@ -689,7 +705,7 @@ async fn load_full(
     }
     let ids = json_ids(heads.iter().map(|h| h.id));
     let rows = sqlx::query(
-        "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at
+        "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
          FROM members mb JOIN users u ON u.id = mb.user_id
          WHERE mb.conversation_id IN (SELECT value FROM json_each(?))",
     )
@@ -708,6 +724,7 @@ async fn load_full(
                     name: r.get(2),
                     role: Role::from_db(role).ok_or_else(|| corrupt("role", role))?,
                     joined_at: Timestamp(r.get(4)),
+                    last_read_seq: r.get(5),
                 },
             ))
         })

@@ -13,6 +13,8 @@ both_backends! {
         assert_eq!(status, 201, "{body}");
         assert_eq!(body["ok"], true);
         let id = body["data"]["conversation"]["id"].as_str().unwrap().to_owned();
+        let owner = &body["data"]["conversation"]["members"][0];
+        assert_eq!((owner["user_id"].as_str(), owner["name"].as_str()), (Some("alice"), Some("User alice")), "the token's name is recorded");
         expect(&mut bob_socket, "conversation:new").await;
 
         let (status, body) = http.post(&format!("/api/conversations/{id}/messages"), Some(&alice), &json!({ "client_id": "h1", "body": "deploy done" })).await;

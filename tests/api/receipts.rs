@@ -24,7 +24,7 @@ both_backends! {
         }
         let mut alice = alice;
         let data = bob.ok("conversation:read", json!({ "conversation_id": id, "seq": 3 })).await;
-        assert_eq!(data, json!({ "conversation_id": id, "last_read_seq": 3 }));
+        assert_eq!(data, json!({ "conversation_id": id, "last_read_seq": 3, "unread_count": 2 }));
         let receipt = json!({ "conversation_id": id, "user_id": "bob", "seq": 3 });
         assert_eq!(expect(&mut alice, "receipt").await, receipt);
         assert_eq!(expect(&mut bob_phone, "receipt").await, receipt, "badges clear on every device");
@@ -37,6 +37,10 @@ both_backends! {
         let data = bob.ok("conversation:read", json!({ "conversation_id": id, "seq": 1000 })).await;
         assert_eq!(data["last_read_seq"], 5);
         assert_eq!(expect(&mut alice, "receipt").await["seq"], 5);
+        // Everyone's read mark is part of the conversation ("seen by" survives a reload).
+        let list = alice.ok("conversation:list", json!({})).await;
+        let bob_member = listed(&list, &id)["members"].as_array().unwrap().iter().find(|m| m["user_id"] == "bob").unwrap().clone();
+        assert_eq!(bob_member["last_read_seq"], 5);
     }
 
     async fn read_marks_need_membership_and_sane_input(app: TestApp) {
