@@ -5,7 +5,6 @@
 //! own: in WAL mode readers never wait for the writer. Statements run in-process, so a loop of
 //! small statements costs microseconds, not round trips.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
@@ -383,98 +382,125 @@ impl SqliteStore {
         Ok(Some(MembershipChange { before, after }))
     }
 
+    /// Writes a batch in a fixed number of statements whatever its size: the batch travels as
+    /// JSON arrays that SQLite unpacks with `json_each` (its way to bind a list), so a batch of
+    /// 500 costs about what a batch of 5 does.
     pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<SendOutcome>> {
-        let mut tx = self.begin().await?;
-        let mut last_seq = HashMap::new();
-        let mut members = HashSet::new();
-        let mut existing = HashMap::new();
-        for m in batch {
-            let conv = m.conversation_id.to_string();
-            if let Entry::Vacant(slot) = last_seq.entry(m.conversation_id) {
-                let seq: Option<i64> =
-                    sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = ?")
-                        .bind(&conv)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .db_context("reading a conversation's seq")?;
-                // No such conversation: `plan_batch` answers not found.
-                let Some(seq) = seq else { continue };
-                slot.insert(seq);
-            }
-            let key = (m.conversation_id, m.sender_id.clone());
-            if !members.contains(&key) {
-                let member: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM members WHERE conversation_id = ? AND user_id = ?)",
-                )
-                .bind(&conv)
-                .bind(m.sender_id.as_str())
-                .fetch_one(&mut *tx)
-                .await
-                .db_context("checking the sender's membership")?;
-                if member {
-                    members.insert(key);
-                }
-            }
-            let row = sqlx::query(concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM messages m
-                 WHERE m.conversation_id = ? AND m.sender_id = ? AND m.client_id = ?"
-            ))
-            .bind(&conv)
-            .bind(m.sender_id.as_str())
-            .bind(m.client_id.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .db_context("looking up a retried send")?;
-            if let Some(row) = row {
-                let stored = message_from_row(&row)?;
-                existing.insert(
+        let keys = serde_json::to_string(
+            &batch
+                .iter()
+                .map(|m| {
                     (
-                        stored.conversation_id,
-                        stored.sender_id.clone(),
-                        stored.client_id.clone(),
-                    ),
-                    stored,
-                );
-            }
-        }
+                        m.conversation_id.to_string(),
+                        m.sender_id.as_str(),
+                        m.client_id.as_str(),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )
+        .expect("strings serialise");
+        let mut tx = self.begin().await?;
+
+        let rows = sqlx::query(
+            "SELECT id, last_seq FROM conversations
+             WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each(?))",
+        )
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await
+        .db_context("reading conversations' seq")?;
+        let last_seq: HashMap<ConversationId, i64> = rows
+            .iter()
+            .map(|r| Ok((conversation_id(r.get(0))?, r.get(1))))
+            .collect::<Result<_>>()?;
+
+        let rows = sqlx::query(
+            "SELECT conversation_id, user_id FROM members
+             WHERE (conversation_id, user_id) IN
+                   (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
+        )
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await
+        .db_context("checking senders' membership")?;
+        let members: HashSet<(ConversationId, String)> = rows
+            .iter()
+            .map(|r| Ok((conversation_id(r.get(0))?, r.get(1))))
+            .collect::<Result<_>>()?;
+
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m
+             WHERE (m.conversation_id, m.sender_id, m.client_id) IN
+                   (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                           json_extract(value, '$[2]') FROM json_each(?))"
+        ))
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await
+        .db_context("looking up retried sends")?;
+        let existing = rows
+            .iter()
+            .map(|r| {
+                let m = message_from_row(r)?;
+                Ok((
+                    (m.conversation_id, m.sender_id.clone(), m.client_id.clone()),
+                    m,
+                ))
+            })
+            .collect::<Result<_>>()?;
+
         let (outcomes, new_last) = plan_batch(
             batch,
             &last_seq,
-            |c, u| members.contains(&(c, u.clone())),
+            |c, u| members.contains(&(c, u.as_str().to_owned())),
             existing,
             Timestamp::now(),
         );
-        let mut activity = 0;
-        for outcome in &outcomes {
-            let SendOutcome::Stored(m) = outcome else {
-                continue;
-            };
-            activity = m.created_at.millis();
+        let stored: Vec<_> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                SendOutcome::Stored(m) => Some((
+                    m.id.to_string(),
+                    m.conversation_id.to_string(),
+                    m.seq,
+                    m.sender_id.as_str(),
+                    m.client_id.as_str(),
+                    m.body.as_deref(),
+                    m.created_at.millis(),
+                )),
+                _ => None,
+            })
+            .collect();
+        if !stored.is_empty() {
+            let activity = stored[0].6;
             sqlx::query(
                 "INSERT INTO messages (id, conversation_id, seq, sender_id, client_id, body, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                        json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                        json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                        json_extract(value, '$[6]')
+                 FROM json_each(?)",
             )
-            .bind(m.id.to_string())
-            .bind(m.conversation_id.to_string())
-            .bind(m.seq)
-            .bind(m.sender_id.as_str())
-            .bind(&m.client_id)
-            .bind(m.body.as_deref())
-            .bind(m.created_at.millis())
+            .bind(serde_json::to_string(&stored).expect("values serialise"))
             .execute(&mut *tx)
             .await
-            .db_context("inserting a message")?;
-        }
-        for (conv, seq) in &new_last {
-            sqlx::query("UPDATE conversations SET last_seq = ?, last_activity_at = ? WHERE id = ?")
-                .bind(seq)
-                .bind(activity)
-                .bind(conv.to_string())
-                .execute(&mut *tx)
-                .await
-                .db_context("advancing a conversation's seq")?;
+            .db_context("inserting messages")?;
+            let seqs: Vec<(String, i64)> =
+                new_last.iter().map(|(c, s)| (c.to_string(), *s)).collect();
+            sqlx::query(
+                "UPDATE conversations
+                 SET last_seq = (SELECT json_extract(value, '$[1]') FROM json_each(?1)
+                                 WHERE json_extract(value, '$[0]') = conversations.id),
+                     last_activity_at = ?2
+                 WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each(?1))",
+            )
+            .bind(serde_json::to_string(&seqs).expect("values serialise"))
+            .bind(activity)
+            .execute(&mut *tx)
+            .await
+            .db_context("advancing conversations' seq")?;
         }
         tx.commit().await.db_context("committing messages")?;
         Ok(outcomes)
