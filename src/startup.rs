@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, header};
 use confab_sio::SocketIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::Verifier;
@@ -128,9 +128,7 @@ impl Application {
             crate::http::origin_guard,
         ));
 
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .with_context(|| format!("binding {}", config.bind))?;
+        let listener = listen(config.bind).with_context(|| format!("binding {}", config.bind))?;
         let local_addr = listener.local_addr().context("reading the bound address")?;
         Ok(Self {
             listener,
@@ -199,6 +197,20 @@ impl Application {
             .await
             .context("serving")
     }
+}
+
+/// Binds with a deep accept queue: a reconnect storm (a node restarting, a network blip) arrives
+/// as thousands of connections at once, and the usual 128-entry backlog would drop most of them
+/// into a one-second SYN retry.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// CORS headers for allowlisted origins (the origin guard has already refused the others).

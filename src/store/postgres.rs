@@ -361,66 +361,92 @@ impl PgStore {
         Ok(Some(MembershipChange { before, after }))
     }
 
+    /// Writes a batch in one transaction of two statements (four round trips with BEGIN and
+    /// COMMIT), whatever its size.
+    ///
+    /// Retries are rare, so the common path doesn't look for them: the insert skips rows whose
+    /// idempotency key already exists, and if it skipped any, the transaction is rolled back
+    /// and the batch is planned again knowing which sends are retries.
     pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<SendOutcome>> {
+        match self.try_insert_messages(batch, false).await? {
+            Some(outcomes) => Ok(outcomes),
+            None => self
+                .try_insert_messages(batch, true)
+                .await?
+                .ok_or_else(|| Error::Internal(anyhow::anyhow!("a retried send conflicted twice"))),
+        }
+    }
+
+    /// One attempt; `Ok(None)` when the insert met an existing key it didn't look up.
+    async fn try_insert_messages(
+        &self,
+        batch: &[NewMessage],
+        look_up_retries: bool,
+    ) -> Result<Option<Vec<SendOutcome>>> {
         let mut tx = self.begin().await?;
 
-        // 1. Lock the conversations in id order (so concurrent batches can't deadlock) and read
-        //    their last seq. Once locked, no other writer can hand out seqs for them.
+        // 1. Lock the conversations in id order (so concurrent batches can't deadlock), read
+        //    their last seq, and which of the batch's senders are members. Read under the lock,
+        //    so a concurrent removal has either committed (and is seen) or waits for us.
         let mut ids: Vec<Uuid> = batch.iter().map(|m| m.conversation_id.0).collect();
         ids.sort_unstable();
         ids.dedup();
+        let mut senders: Vec<&str> = batch.iter().map(|m| m.sender_id.as_str()).collect();
+        senders.sort_unstable();
+        senders.dedup();
         let rows = sqlx::query(
-            "SELECT id, last_seq FROM conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            "SELECT c.id, c.last_seq,
+                    ARRAY(SELECT mb.user_id FROM members mb
+                          WHERE mb.conversation_id = c.id AND mb.user_id = ANY($2))
+             FROM conversations c WHERE c.id = ANY($1) ORDER BY c.id FOR UPDATE OF c",
         )
         .bind(&ids)
+        .bind(&senders)
         .fetch_all(&mut *tx)
         .await
         .db_context("locking conversations")?;
-        let last_seq: HashMap<ConversationId, i64> = rows
-            .iter()
-            .map(|r| (ConversationId(r.get(0)), r.get(1)))
-            .collect();
+        let mut last_seq = HashMap::new();
+        let mut members: HashSet<(Uuid, String)> = HashSet::new();
+        for row in &rows {
+            let id: Uuid = row.get(0);
+            last_seq.insert(ConversationId(id), row.get::<i64, _>(1));
+            for user in row.get::<Vec<String>, _>(2) {
+                members.insert((id, user));
+            }
+        }
 
-        // 2. Which senders are members. Read after the lock, so a concurrent removal has either
-        //    committed (and is seen) or waits for us.
-        let convs: Vec<Uuid> = batch.iter().map(|m| m.conversation_id.0).collect();
-        let senders: Vec<&str> = batch.iter().map(|m| m.sender_id.as_str()).collect();
-        let clients: Vec<&str> = batch.iter().map(|m| m.client_id.as_str()).collect();
-        let rows = sqlx::query(
-            "SELECT conversation_id, user_id FROM members
-             WHERE (conversation_id, user_id) IN (SELECT * FROM UNNEST($1::uuid[], $2::text[]))",
-        )
-        .bind(&convs)
-        .bind(&senders)
-        .fetch_all(&mut *tx)
-        .await
-        .db_context("checking senders' membership")?;
-        let members: HashSet<(Uuid, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-
-        // 3. Which (conversation, sender, client id) keys are already stored: retries.
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages m
-             WHERE (m.conversation_id, m.sender_id, m.client_id) IN
-                   (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[]))"
-        ))
-        .bind(&convs)
-        .bind(&senders)
-        .bind(&clients)
-        .fetch_all(&mut *tx)
-        .await
-        .db_context("looking up retried sends")?;
-        let existing = rows
-            .iter()
-            .map(|r| {
-                let m = message_from_row(r)?;
-                Ok((
-                    (m.conversation_id, m.sender_id.clone(), m.client_id.clone()),
-                    m,
-                ))
-            })
-            .collect::<Result<_>>()?;
+        // 2. Only when a first attempt met one: which sends are retries of stored messages.
+        let existing = if look_up_retries {
+            let convs: Vec<Uuid> = batch.iter().map(|m| m.conversation_id.0).collect();
+            let senders: Vec<&str> = batch.iter().map(|m| m.sender_id.as_str()).collect();
+            let clients: Vec<&str> = batch.iter().map(|m| m.client_id.as_str()).collect();
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS k(c, s, cl)
+                 CROSS JOIN LATERAL (
+                     SELECT * FROM messages m
+                     WHERE m.conversation_id = k.c AND m.sender_id = k.s AND m.client_id = k.cl
+                 ) m"
+            ))
+            .bind(&convs)
+            .bind(&senders)
+            .bind(&clients)
+            .fetch_all(&mut *tx)
+            .await
+            .db_context("looking up retried sends")?;
+            rows.iter()
+                .map(|r| {
+                    let m = message_from_row(r)?;
+                    Ok((
+                        (m.conversation_id, m.sender_id.clone(), m.client_id.clone()),
+                        m,
+                    ))
+                })
+                .collect::<Result<_>>()?
+        } else {
+            HashMap::new()
+        };
 
         let (outcomes, new_last) = plan_batch(
             batch,
@@ -430,7 +456,7 @@ impl PgStore {
             Timestamp::now(),
         );
 
-        // 4. Write the new messages and move each conversation's last seq, in two statements.
+        // 3. Insert the new messages and move each conversation's last seq, in one statement.
         let stored: Vec<&Message> = outcomes
             .iter()
             .filter_map(|o| match o {
@@ -449,11 +475,22 @@ impl PgStore {
                 .map(|m| m.body.as_deref().unwrap_or_default())
                 .collect();
             let now = stored[0].created_at.millis();
-            sqlx::query(
-                "INSERT INTO messages (id, conversation_id, seq, sender_id, client_id, body, created_at)
-                 SELECT id, c, s, snd, cl, b, $7
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[])
-                      AS t(id, c, s, snd, cl, b)",
+            let (last_ids, last_seqs): (Vec<Uuid>, Vec<i64>) =
+                new_last.iter().map(|(c, s)| (c.0, *s)).unzip();
+            let inserted: i64 = sqlx::query_scalar(
+                "WITH ins AS (
+                     INSERT INTO messages (id, conversation_id, seq, sender_id, client_id, body, created_at)
+                     SELECT id, c, s, snd, cl, b, $7
+                     FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[])
+                          AS t(id, c, s, snd, cl, b)
+                     ON CONFLICT (conversation_id, sender_id, client_id) DO NOTHING
+                     RETURNING 1
+                 ), upd AS (
+                     UPDATE conversations c SET last_seq = t.s, last_activity_at = $7
+                     FROM UNNEST($8::uuid[], $9::bigint[]) AS t(id, s)
+                     WHERE c.id = t.id
+                 )
+                 SELECT count(*) FROM ins",
             )
             .bind(&ids)
             .bind(&convs)
@@ -462,25 +499,19 @@ impl PgStore {
             .bind(&clients)
             .bind(&bodies)
             .bind(now)
-            .execute(&mut *tx)
+            .bind(&last_ids)
+            .bind(&last_seqs)
+            .fetch_one(&mut *tx)
             .await
             .db_context("inserting messages")?;
-            let (ids, seqs): (Vec<Uuid>, Vec<i64>) =
-                new_last.iter().map(|(c, s)| (c.0, *s)).unzip();
-            sqlx::query(
-                "UPDATE conversations c SET last_seq = t.s, last_activity_at = $3
-                 FROM UNNEST($1::uuid[], $2::bigint[]) AS t(id, s)
-                 WHERE c.id = t.id",
-            )
-            .bind(&ids)
-            .bind(&seqs)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .db_context("advancing conversations' seq")?;
+            if inserted != stored.len() as i64 {
+                // A retry we didn't look up: its seq would leave a gap. Start over.
+                tx.rollback().await.db_context("rolling back")?;
+                return Ok(None);
+            }
         }
         tx.commit().await.db_context("committing messages")?;
-        Ok(outcomes)
+        Ok(Some(outcomes))
     }
 
     pub async fn change_message<F>(
