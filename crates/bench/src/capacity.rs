@@ -77,9 +77,7 @@ fn range(from: &str, to: &str) -> anyhow::Result<Vec<IpAddr>> {
     if to - from >= 4096 {
         bail!("--source-ips: a range may hold at most 4096 addresses");
     }
-    Ok((from..=to)
-        .map(|n| IpAddr::V4(Ipv4Addr::from(n)))
-        .collect())
+    Ok((from..=to).map(|n| IpAddr::V4(Ipv4Addr::from(n))).collect())
 }
 
 /// Raises the soft open-file limit to the hard one and returns the limit now in force.
@@ -88,7 +86,10 @@ pub fn raise_open_file_limit() -> anyhow::Result<u64> {
     unsafe {
         let mut limit: libc::rlimit = std::mem::zeroed();
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            bail!("getrlimit(RLIMIT_NOFILE): {}", std::io::Error::last_os_error());
+            bail!(
+                "getrlimit(RLIMIT_NOFILE): {}",
+                std::io::Error::last_os_error()
+            );
         }
         if limit.rlim_cur < limit.rlim_max {
             let raised = libc::rlimit {
@@ -121,7 +122,12 @@ fn parse_port_range(text: &str) -> Option<u64> {
 /// Refuses, with a message saying what to change, when `sockets` connections can't fit in
 /// the open-file limit or in the ports of the source addresses (`addrs` of them, 0 meaning
 /// one address chosen by the kernel).
-pub fn check(sockets: usize, open_file_limit: u64, addrs: usize, ports_per_addr: u64) -> anyhow::Result<()> {
+pub fn check(
+    sockets: usize,
+    open_file_limit: u64,
+    addrs: usize,
+    ports_per_addr: u64,
+) -> anyhow::Result<()> {
     let sockets = sockets as u64;
     if sockets + RESERVED_FDS > open_file_limit {
         bail!(
@@ -154,9 +160,15 @@ mod tests {
     #[test]
     fn parses_ranges_and_lists() {
         let addrs = SourceAddrs::parse("127.0.0.2-127.0.0.4", 10, true).unwrap();
-        assert_eq!(addrs.0, vec![v4("127.0.0.2"), v4("127.0.0.3"), v4("127.0.0.4")]);
+        assert_eq!(
+            addrs.0,
+            vec![v4("127.0.0.2"), v4("127.0.0.3"), v4("127.0.0.4")]
+        );
         let addrs = SourceAddrs::parse("127.0.0.5, 127.0.1.1-127.0.1.2", 10, true).unwrap();
-        assert_eq!(addrs.0, vec![v4("127.0.0.5"), v4("127.0.1.1"), v4("127.0.1.2")]);
+        assert_eq!(
+            addrs.0,
+            vec![v4("127.0.0.5"), v4("127.0.1.1"), v4("127.0.1.2")]
+        );
         assert!(SourceAddrs::parse("127.0.0.9-127.0.0.2", 10, true).is_err());
         assert!(SourceAddrs::parse("banana", 10, true).is_err());
         assert!(SourceAddrs::parse("none", 10, true).unwrap().0.is_empty());
@@ -164,9 +176,17 @@ mod tests {
 
     #[test]
     fn auto_uses_loopback_addresses_only_for_loopback_servers() {
-        assert_eq!(SourceAddrs::parse("auto", 10, true).unwrap().0, vec![v4("127.0.0.2")]);
+        assert_eq!(
+            SourceAddrs::parse("auto", 10, true).unwrap().0,
+            vec![v4("127.0.0.2")]
+        );
         assert_eq!(SourceAddrs::parse("auto", 25_000, true).unwrap().0.len(), 3);
-        assert!(SourceAddrs::parse("auto", 25_000, false).unwrap().0.is_empty());
+        assert!(
+            SourceAddrs::parse("auto", 25_000, false)
+                .unwrap()
+                .0
+                .is_empty()
+        );
     }
 
     #[test]

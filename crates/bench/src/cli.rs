@@ -20,7 +20,11 @@ pub struct Args {
 
     /// The server to drive, e.g. http://127.0.0.1:3001. Repeat for several nodes: users are
     /// spread over them round-robin (multinode needs at least two).
-    #[arg(long = "url", value_name = "URL", default_value = "http://127.0.0.1:3001")]
+    #[arg(
+        long = "url",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:3001"
+    )]
     pub urls: Vec<String>,
 
     /// The HS256 secret the server verifies tokens with (confab: CONFAB_JWT_SECRET, the Node

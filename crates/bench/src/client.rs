@@ -63,7 +63,10 @@ impl Target {
         if authority.contains('/') {
             bail!("--url {url:?}: give the server's root, without a path");
         }
-        let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
             authority.to_owned()
         } else {
             format!("{authority}:80")
@@ -226,10 +229,7 @@ pub struct Conversation {
 
 impl Conversation {
     pub fn new(id: &str) -> Self {
-        let payload_prefix = format!(
-            "{{\"conversation_id\":{},\"client_id\":\"",
-            Value::from(id)
-        );
+        let payload_prefix = format!("{{\"conversation_id\":{},\"client_id\":\"", Value::from(id));
         Self { payload_prefix }
     }
 }
@@ -606,7 +606,10 @@ impl Connection {
 
     fn on_frame(&mut self, frame: Message, now: Instant) -> Result<(), Ending> {
         match frame {
-            Message::Text(text) => self.on_engine_packet(text.as_str(), now),
+            Message::Text(text) => {
+                self.shared.recorder.frame_in(text.len());
+                self.on_engine_packet(text.as_str(), now)
+            }
             Message::Close(_) => Err(if self.closing {
                 Ending::Closed
             } else {
@@ -752,7 +755,10 @@ mod tests {
     fn parses_targets() {
         let t = Target::parse("http://127.0.0.1:3001").unwrap();
         assert!(t.is_loopback_v4());
-        assert_eq!(t.ws_url, "ws://127.0.0.1:3001/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(
+            t.ws_url,
+            "ws://127.0.0.1:3001/socket.io/?EIO=4&transport=websocket"
+        );
         assert!(Target::parse("https://127.0.0.1:3001").is_err());
         assert!(Target::parse("http://127.0.0.1:3001/chat").is_err());
         assert_eq!(Target::parse("ws://127.0.0.1/").unwrap().addr.port(), 80);
@@ -766,7 +772,9 @@ mod tests {
         assert_eq!(new.message.seq, 7);
         assert_eq!(new.message.client_id.as_deref(), Some("p0m5"));
 
-        let (ok,) = serde_json::from_str::<(Envelope<'_>,)>(r#"[{"ok":true,"data":{"message":{}}}]"#).unwrap();
+        let (ok,) =
+            serde_json::from_str::<(Envelope<'_>,)>(r#"[{"ok":true,"data":{"message":{}}}]"#)
+                .unwrap();
         assert!(ok.ok);
         let (err,) = serde_json::from_str::<(Envelope<'_>,)>(
             r#"[{"ok":false,"error":{"code":"rate_limited","retry_after_ms":5}}]"#,

@@ -91,8 +91,12 @@ pub async fn connect(plan: &ConnectPlan, shared: &Arc<Shared>) -> anyhow::Result
     let semaphore = Arc::new(Semaphore::new(plan.concurrency.max(1)));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut tasks = JoinSet::new();
-    let pacing = (plan.rate > 0.0)
-        .then(|| Schedule::new(plan.rate, Duration::from_secs_f64(plan.users as f64 / plan.rate)));
+    let pacing = (plan.rate > 0.0).then(|| {
+        Schedule::new(
+            plan.rate,
+            Duration::from_secs_f64(plan.users as f64 / plan.rate),
+        )
+    });
     let start = Instant::now();
 
     let mut spawned = 0;
@@ -301,7 +305,11 @@ pub struct Group {
 /// Creates a group owned by `members[0]` holding all of `members` (indexes into `users`):
 /// `conversation:create` with up to [`CREATE_MAX_MEMBERS`], then `conversation:members:add`
 /// in chunks of [`ADD_CHUNK`] for the rest.
-pub async fn create_group(users: &[Option<User>], members: Vec<usize>, title: &str) -> anyhow::Result<Group> {
+pub async fn create_group(
+    users: &[Option<User>],
+    members: Vec<usize>,
+    title: &str,
+) -> anyhow::Result<Group> {
     let user = |i: usize| users[i].as_ref().context("a group member is not connected");
     let owner = user(members[0])?;
     let ids: Vec<&str> = members[1..]

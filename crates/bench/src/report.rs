@@ -84,7 +84,12 @@ pub fn phase_ok(r: &PhaseResult, run: &RunCounters) -> bool {
 
 /// The human summary of a phase, a few lines for stderr.
 pub fn phase_summary(title: &str, r: &PhaseResult, run: &RunCounters) -> String {
-    let l = |l: &Latency| format!("p50 {} p99 {} p99.9 {} max {} ms", l.p50, l.p99, l.p999, l.max);
+    let l = |l: &Latency| {
+        format!(
+            "p50 {} p99 {} p99.9 {} max {} ms",
+            l.p50, l.p99, l.p999, l.max
+        )
+    };
     let mut out = format!(
         "{title}: {} msgs/s for {:.1} s: {} sent, {} acked ({}/s), {} delivered ({}/s), lost {}, \
          out of order {}\n  ack       {}\n  delivery  {}\n  last recv {}\n  send lag  {}",
@@ -103,7 +108,10 @@ pub fn phase_summary(title: &str, r: &PhaseResult, run: &RunCounters) -> String 
         l(&r.send_lag),
     );
     if !r.errors.is_empty() {
-        out += &format!("\n  errors: {}", crate::population::format_counts(&r.errors));
+        out += &format!(
+            "\n  errors: {}",
+            crate::population::format_counts(&r.errors)
+        );
     }
     if r.duplicates > 0 || r.unacked_delivered > 0 {
         out += &format!(
@@ -179,8 +187,14 @@ mod tests {
         // One line, keys in a stable order.
         let line = Value::Object(fields).to_string();
         assert!(!line.contains('\n'));
-        assert!(line.starts_with(r#"{"rate":100.0,"duration_s":1.0,"scheduled":100"#), "{line}");
-        assert!(!phase_ok(&result(), &run), "an error makes the phase not ok");
+        assert!(
+            line.starts_with(r#"{"rate":100.0,"duration_s":1.0,"scheduled":100"#),
+            "{line}"
+        );
+        assert!(
+            !phase_ok(&result(), &run),
+            "an error makes the phase not ok"
+        );
     }
 
     #[test]

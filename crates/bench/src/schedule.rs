@@ -101,6 +101,9 @@ mod tests {
     fn tiny_schedules() {
         assert_eq!(Schedule::new(0.5, Duration::from_secs(1)).total(), 1);
         assert_eq!(Schedule::new(100.0, Duration::ZERO).total(), 0);
-        assert_eq!(Schedule::new(100.0, Duration::ZERO).due_by(Duration::from_secs(1)), 0);
+        assert_eq!(
+            Schedule::new(100.0, Duration::ZERO).due_by(Duration::from_secs(1)),
+            0
+        );
     }
 }

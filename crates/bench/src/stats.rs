@@ -5,6 +5,7 @@
 //! holds it for well under a microsecond, and the generator runs on one or two threads.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -189,6 +190,10 @@ struct Inner {
 #[derive(Default)]
 pub struct Recorder {
     inner: Mutex<Inner>,
+    /// Text frames and their bytes received on all connections: atomics, not the mutex, as
+    /// every frame counts.
+    frames_in: AtomicU64,
+    bytes_in: AtomicU64,
 }
 
 impl Recorder {
@@ -199,6 +204,20 @@ impl Recorder {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // The recorder holds plain counters: still usable after a panic elsewhere.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a received text frame of `bytes` bytes.
+    pub fn frame_in(&self, bytes: usize) {
+        self.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Text frames and bytes received so far.
+    pub fn traffic(&self) -> (u64, u64) {
+        (
+            self.frames_in.load(Ordering::Relaxed),
+            self.bytes_in.load(Ordering::Relaxed),
+        )
     }
 
     /// Starts measuring phase `id`, whose messages follow `schedule` from `start`.

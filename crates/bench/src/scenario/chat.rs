@@ -34,7 +34,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
 
     let mut line = bench.header();
     line.insert("group_size".into(), json!(group_size));
-    line.insert("groups".into(), json!(load.groups.len()));
+    line.insert("groups".into(), json!(load.group_count()));
     line.extend(report::phase_fields(&outcome.result, &run));
     line.insert("connect".into(), Bench::connect_fields(&population));
     line.extend(outcome.usage);
@@ -46,7 +46,11 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
     );
 
     population.close(Duration::from_secs(3)).await;
-    Ok(if ok { Verdict::Clean } else { Verdict::Problems })
+    Ok(if ok {
+        Verdict::Clean
+    } else {
+        Verdict::Problems
+    })
 }
 
 /// Creates groups of `group_size` and waits `--settle` for the servers to finish joining them.

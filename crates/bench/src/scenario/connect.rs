@@ -36,9 +36,9 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
         bench.plan.concurrency,
         population::describe_sources(&bench.plan.sources)
     );
-    let window = Window::open(pids);
+    let window = Window::open(pids, &bench.recorder);
     let population = population::connect(&bench.plan, &bench.shared).await?;
-    let connect_usage = window.close(bench.args.threads);
+    let connect_usage = window.close(bench.args.threads, &bench.recorder);
     let r = population.report.clone();
     eprintln!(
         "connected {}/{} in {:.2} s: {}/s, latency p50 {} p99 {} max {} ms",
@@ -67,8 +67,12 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
 
     let per_conn = |before: Option<u64>, after: Option<u64>| -> Option<f64> {
         let (before, after) = (before?, after?);
-        (r.connected > 0)
-            .then(|| round((after as f64 - before as f64) * 1024.0 / r.connected as f64, 0))
+        (r.connected > 0).then(|| {
+            round(
+                (after as f64 - before as f64) * 1024.0 / r.connected as f64,
+                0,
+            )
+        })
     };
     let server_per_conn = per_conn(server_before, server_idle);
     let generator_per_conn = per_conn(generator_before, generator_connected);
@@ -124,11 +128,18 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
     if let Some(bytes) = generator_per_conn {
         eprintln!("generator RSS: {bytes} bytes per connection");
     }
-    eprintln!("{alive}/{} connections alive after the idle period", r.connected);
+    eprintln!(
+        "{alive}/{} connections alive after the idle period",
+        r.connected
+    );
     if !run.disconnects.is_empty() {
         eprintln!("  disconnects: {}", format_counts(&run.disconnects));
     }
 
     population.close(Duration::from_secs(5)).await;
-    Ok(if ok { Verdict::Clean } else { Verdict::Problems })
+    Ok(if ok {
+        Verdict::Clean
+    } else {
+        Verdict::Problems
+    })
 }

@@ -17,6 +17,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
     let population = bench.connect_all().await?;
 
     let started = Instant::now();
+    let (_, bytes_before) = bench.recorder.traffic();
     let members: Vec<usize> = (0..bench.users).collect();
     let group = population::create_group(&population.users, members, "bench fanout").await?;
     let setup_s = started.elapsed().as_secs_f64();
@@ -27,7 +28,11 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
     // pass before measuring, or it shows up as delivery latency.
     tokio::time::sleep(super::secs("--settle", bench.args.settle)?).await;
     let mut load = Load::new(&population, groups, bench.seed, bench.recorder.clone());
-    load.drain(Duration::from_secs(1), Duration::from_secs(60)).await;
+    load.drain(Duration::from_secs(1), Duration::from_secs(60))
+        .await;
+    // What creating the group sent the members (conversation:new, conversation:updated).
+    let setup_mib = (bench.recorder.traffic().1 - bytes_before) as f64 / (1024.0 * 1024.0);
+    eprintln!("the members received {setup_mib:.1} MiB of events while the group was built");
 
     eprintln!(
         "sending {rate} msgs/s for {:.1} s to {} members each",
@@ -51,6 +56,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
     line.insert("group_size".into(), json!(bench.users));
     line.insert("groups".into(), json!(1));
     line.insert("setup_s".into(), json!(report::round(setup_s, 3)));
+    line.insert("setup_mib_in".into(), json!(report::round(setup_mib, 1)));
     line.extend(report::phase_fields(&outcome.result, &run));
     line.insert("connect".into(), Bench::connect_fields(&population));
     line.extend(outcome.usage);
@@ -59,5 +65,9 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
     eprintln!("{}", report::phase_summary("fanout", &outcome.result, &run));
 
     population.close(Duration::from_secs(3)).await;
-    Ok(if ok { Verdict::Clean } else { Verdict::Problems })
+    Ok(if ok {
+        Verdict::Clean
+    } else {
+        Verdict::Problems
+    })
 }

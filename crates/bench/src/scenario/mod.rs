@@ -90,7 +90,12 @@ impl Bench {
         let loopback = targets.iter().all(|t| t.is_loopback_v4());
         let sources = SourceAddrs::parse(&args.source_ips, users, loopback)?;
         let open_files = capacity::raise_open_file_limit()?;
-        capacity::check(users, open_files, sources.0.len(), capacity::ephemeral_ports())?;
+        capacity::check(
+            users,
+            open_files,
+            sources.0.len(),
+            capacity::ephemeral_ports(),
+        )?;
 
         let recorder = Arc::new(Recorder::new());
         let body: String = "x".repeat(args.body_chars.max(1));
@@ -134,7 +139,12 @@ impl Bench {
         }
         m.insert(
             "urls".into(),
-            json!(self.targets.iter().map(|t| t.url.as_str()).collect::<Vec<_>>()),
+            json!(
+                self.targets
+                    .iter()
+                    .map(|t| t.url.as_str())
+                    .collect::<Vec<_>>()
+            ),
         );
         m.insert("users".into(), json!(self.users));
         m
@@ -180,7 +190,8 @@ impl Bench {
 }
 
 fn secs(flag: &str, value: f64) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(value).with_context(|| format!("{flag}: {value} is not a number of seconds"))
+    Duration::try_from_secs_f64(value)
+        .with_context(|| format!("{flag}: {value} is not a number of seconds"))
 }
 
 /// A user prefix unlikely to repeat: "b" and the time in base 36.
@@ -197,18 +208,20 @@ fn fresh_prefix() -> String {
     format!("b{}", digits.iter().rev().collect::<String>())
 }
 
-/// CPU figures over a stretch of time, for the generator and the watched servers.
+/// CPU and traffic figures over a stretch of time, for the generator and the watched servers.
 pub struct Window {
     started: Instant,
     generator: CpuTime,
+    traffic: (u64, u64),
     servers: Vec<(u32, Option<CpuTime>)>,
 }
 
 impl Window {
-    pub fn open(server_pids: &[u32]) -> Self {
+    pub fn open(server_pids: &[u32], recorder: &Recorder) -> Self {
         Self {
             started: Instant::now(),
             generator: usage::self_cpu(),
+            traffic: recorder.traffic(),
             servers: server_pids
                 .iter()
                 .map(|&pid| (pid, usage::process_cpu(pid).ok()))
@@ -216,11 +229,13 @@ impl Window {
         }
     }
 
-    /// `{"generator": {...}, "server": {...}}` fields for the time since `open`.
-    pub fn close(&self, threads: usize) -> Map<String, Value> {
+    /// `{"generator": {...}, "server": {...}}` fields for the time since `open`. `cpu_pct` is
+    /// of one core: 100 means one core fully busy.
+    pub fn close(&self, threads: usize, recorder: &Recorder) -> Map<String, Value> {
         let wall = self.started.elapsed().as_secs_f64().max(1e-9);
         let pct = |cpu: Duration| round(cpu.as_secs_f64() / wall * 100.0, 1);
         let spent = usage::self_cpu().since(&self.generator);
+        let (frames, bytes) = recorder.traffic();
         let mut m = Map::new();
         m.insert(
             "generator".into(),
@@ -230,6 +245,8 @@ impl Window {
                 "cpu_user_s": round(spent.user.as_secs_f64(), 3),
                 "cpu_sys_s": round(spent.system.as_secs_f64(), 3),
                 "rss_kib": usage::self_rss_kib().ok(),
+                "frames_in": frames - self.traffic.0,
+                "mib_in": round((bytes - self.traffic.1) as f64 / (1024.0 * 1024.0), 1),
             }),
         );
         if !self.servers.is_empty() {
@@ -254,13 +271,19 @@ impl Window {
     }
 }
 
-/// Who sends to which conversation, and the send loop of one measured phase.
-pub struct Load {
-    pub handles: Vec<Handle>,
-    pub groups: Vec<Group>,
+/// Who may send, and to which conversation.
+struct Senders {
+    handles: Vec<Handle>,
+    groups: Vec<Group>,
     /// For each user, the group it sends to.
     group_of: Vec<usize>,
-    rng: SmallRng,
+}
+
+/// The send loop of measured phases over one set of users and groups.
+pub struct Load {
+    senders: Arc<Senders>,
+    /// Taken by the dispatcher thread during a phase and handed back after.
+    rng: Option<SmallRng>,
     recorder: Arc<Recorder>,
 }
 
@@ -273,7 +296,12 @@ pub struct PhaseOutcome {
 
 impl Load {
     /// Senders are all members of `groups`, picked uniformly.
-    pub fn new(population: &Population, groups: Vec<Group>, seed: u64, recorder: Arc<Recorder>) -> Self {
+    pub fn new(
+        population: &Population,
+        groups: Vec<Group>,
+        seed: u64,
+        recorder: Arc<Recorder>,
+    ) -> Self {
         let handles = population.handles();
         let mut group_of = vec![usize::MAX; handles.len()];
         for (g, group) in groups.iter().enumerate() {
@@ -282,12 +310,19 @@ impl Load {
             }
         }
         Self {
-            handles,
-            groups,
-            group_of,
-            rng: SmallRng::seed_from_u64(seed),
+            senders: Arc::new(Senders {
+                handles,
+                groups,
+                group_of,
+            }),
+            rng: Some(SmallRng::seed_from_u64(seed)),
             recorder,
         }
+    }
+
+    /// How many groups there are.
+    pub fn group_count(&self) -> usize {
+        self.senders.groups.len()
     }
 
     /// Sends at `rate` for `duration` on the open-loop schedule, then waits up to `grace` for
@@ -302,48 +337,50 @@ impl Load {
         threads: usize,
     ) -> PhaseOutcome {
         let schedule = Schedule::new(rate, duration);
-        let window = Window::open(server_pids);
+        let window = Window::open(server_pids, &self.recorder);
         // A moment's head start, so the first sends are not already late.
         let start = Instant::now() + Duration::from_millis(5);
         self.recorder.begin_phase(id, start, schedule);
-        let total = schedule.total();
-        let mut next: u64 = 0;
-        while next < total {
-            let due = schedule.due_by(Instant::now().saturating_duration_since(start));
-            while next < due {
-                self.dispatch(id, next as u32);
-                next += 1;
+
+        // The schedule runs on a thread of its own: its sleeps are precise to tens of
+        // microseconds (tokio's timer ticks in milliseconds), and a burst of incoming frames on
+        // the runtime can't hold the next send back. Each send is a push into a connection's
+        // mailbox, which wakes that connection's task on the runtime.
+        let senders = self.senders.clone();
+        let recorder = self.recorder.clone();
+        let mut rng = self.rng.take().expect("the rng is back after each phase");
+        let dispatcher = tokio::task::spawn_blocking(move || {
+            let mut next: u64 = 0;
+            while next < schedule.total() {
+                let due = schedule.due_by(Instant::now().saturating_duration_since(start));
+                while next < due {
+                    senders.dispatch(&recorder, &mut rng, id, next as u32);
+                    next += 1;
+                }
+                if next < schedule.total() {
+                    let wake = start + schedule.offset(next);
+                    std::thread::sleep(wake.saturating_duration_since(Instant::now()));
+                }
             }
-            if next < total {
-                // tokio's timer has millisecond resolution, so at high rates each wake-up
-                // dispatches the sends of one millisecond together.
-                tokio::time::sleep_until((start + schedule.offset(next)).into()).await;
-            }
-        }
+            rng
+        });
+        self.rng = Some(match dispatcher.await {
+            Ok(rng) => rng,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        });
+
         let deadline = Instant::now() + grace;
         let mut settled = self.recorder.settled();
         while !settled && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
             settled = self.recorder.settled();
         }
-        let usage = window.close(threads);
+        let usage = window.close(threads, &self.recorder);
         let result = self.recorder.end_phase().expect("a phase was begun");
         PhaseOutcome {
             result,
             settled,
             usage,
-        }
-    }
-
-    fn dispatch(&mut self, phase: u32, msg: u32) {
-        let user = self.rng.random_range(0..self.handles.len());
-        let group = &self.groups[self.group_of[user]];
-        // Every other member has one socket, and the sender's own socket gets the ack instead.
-        let expected = (group.members.len() - 1) as u32;
-        self.recorder.dispatched(phase, msg, expected);
-        if !self.handles[user].send_message(&group.conversation, phase, msg) {
-            self.recorder
-                .acked(phase, msg, Instant::now(), AckOutcome::Error("closed".into()));
         }
     }
 
@@ -357,11 +394,32 @@ impl Load {
     }
 }
 
+impl Senders {
+    /// Hands message `msg` to a random user's connection, for that user's group.
+    fn dispatch(&self, recorder: &Recorder, rng: &mut SmallRng, phase: u32, msg: u32) {
+        let user = rng.random_range(0..self.handles.len());
+        let group = &self.groups[self.group_of[user]];
+        // Every other member has one socket, and the sender's own socket gets the ack instead.
+        let expected = (group.members.len() - 1) as u32;
+        recorder.dispatched(phase, msg, expected);
+        if !self.handles[user].send_message(&group.conversation, phase, msg) {
+            recorder.acked(
+                phase,
+                msg,
+                Instant::now(),
+                AckOutcome::Error("closed".into()),
+            );
+        }
+    }
+}
+
 /// Fails unless every user is in some group (the send loop picks senders among all users).
 pub fn check_groups(users: usize, groups: &[Group]) -> anyhow::Result<()> {
     let members: usize = groups.iter().map(|g| g.members.len()).sum();
     if members != users || groups.iter().any(|g| g.members.len() < 2) {
-        bail!("every group needs at least two members; use --users ≥ 2 and --group-size ≥ 2, with no single user left over");
+        bail!(
+            "every group needs at least two members; use --users ≥ 2 and --group-size ≥ 2, with no single user left over"
+        );
     }
     Ok(())
 }

@@ -17,7 +17,11 @@ const MIN_RATE: f64 = 10.0;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Search {
     /// Try these in order (`--rates`).
-    List { rates: Vec<f64>, next: usize, best: Option<f64> },
+    List {
+        rates: Vec<f64>,
+        next: usize,
+        best: Option<f64>,
+    },
     /// Double from the start while steps pass; after the first failure, bisect between the
     /// best pass and the lowest failure until they are within `precision` of each other.
     Auto {
@@ -104,7 +108,10 @@ impl Search {
 
 /// Whether a step passes: p99 ack latency within the bound, nothing lost, no failed sends.
 pub fn passes(result: &PhaseResult, p99_bound_ms: f64) -> bool {
-    result.lost == 0 && result.error_count() == 0 && result.acked > 0 && result.ack.p99 <= p99_bound_ms
+    result.lost == 0
+        && result.error_count() == 0
+        && result.acked > 0
+        && result.ack.p99 <= p99_bound_ms
 }
 
 pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
@@ -125,9 +132,19 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
             eprintln!("stopping after --max-steps {}", args.max_steps);
             break;
         }
-        eprintln!("step {step}: {rate} msgs/s for {:.1} s", bench.duration.as_secs_f64());
+        eprintln!(
+            "step {step}: {rate} msgs/s for {:.1} s",
+            bench.duration.as_secs_f64()
+        );
         let outcome = load
-            .run_phase(step, rate, bench.duration, bench.grace, &args.server_pids, args.threads)
+            .run_phase(
+                step,
+                rate,
+                bench.duration,
+                bench.grace,
+                &args.server_pids,
+                args.threads,
+            )
             .await;
         let passed = passes(&outcome.result, args.p99_bound_ms);
         search.record(rate, passed);
@@ -136,7 +153,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
         let mut line = bench.header();
         line.insert("step".into(), json!(step));
         line.insert("group_size".into(), json!(group_size));
-        line.insert("groups".into(), json!(load.groups.len()));
+        line.insert("groups".into(), json!(load.group_count()));
         line.extend(report::phase_fields(&outcome.result, &run));
         line.extend(outcome.usage);
         line.insert("p99_bound_ms".into(), json!(args.p99_bound_ms));
@@ -158,7 +175,8 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
         step += 1;
         if !outcome.settled {
             // An overloaded step leaves a backlog in the server; let it drain first.
-            load.drain(Duration::from_secs(1), Duration::from_secs(60)).await;
+            load.drain(Duration::from_secs(1), Duration::from_secs(60))
+                .await;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -168,7 +186,10 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
     line.insert("result".into(), json!("sustainable_rate"));
     line.insert("group_size".into(), json!(group_size));
     line.insert("p99_bound_ms".into(), json!(args.p99_bound_ms));
-    line.insert("step_duration_s".into(), json!(bench.duration.as_secs_f64()));
+    line.insert(
+        "step_duration_s".into(),
+        json!(bench.duration.as_secs_f64()),
+    );
     line.insert("sustainable_rate".into(), json!(best));
     line.insert("steps".into(), Value::Array(steps));
     line.insert("connect".into(), Bench::connect_fields(&population));
@@ -178,11 +199,18 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
             "sustainable: {rate} msgs/s (p99 ack ≤ {} ms, nothing lost)",
             args.p99_bound_ms
         ),
-        None => eprintln!("no rate passed (p99 ack ≤ {} ms, nothing lost)", args.p99_bound_ms),
+        None => eprintln!(
+            "no rate passed (p99 ack ≤ {} ms, nothing lost)",
+            args.p99_bound_ms
+        ),
     }
 
     population.close(Duration::from_secs(3)).await;
-    Ok(if best.is_some() { Verdict::Clean } else { Verdict::Problems })
+    Ok(if best.is_some() {
+        Verdict::Clean
+    } else {
+        Verdict::Problems
+    })
 }
 
 #[cfg(test)]
@@ -206,7 +234,7 @@ mod tests {
         assert_eq!(&tried[..4], &[1000.0, 2000.0, 4000.0, 8000.0]);
         assert_eq!(tried[4], 6000.0);
         let best = best.unwrap();
-        assert!(best <= 5000.0 && best >= 4500.0, "{best} from {tried:?}");
+        assert!((4500.0..=5000.0).contains(&best), "{best} from {tried:?}");
     }
 
     #[test]
