@@ -43,6 +43,30 @@ pub fn self_cpu() -> CpuTime {
     }
 }
 
+/// The whole machine's CPU time so far, all processes included: (busy, total) in clock ticks
+/// summed over every core, from the first line of `/proc/stat`.
+pub fn machine_cpu() -> anyhow::Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    parse_machine_cpu(&stat).context("unexpected format of /proc/stat")
+}
+
+fn parse_machine_cpu(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// How many cores the machine has online.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// The resident set size of process `pid` in KiB (`VmRSS` in `/proc/<pid>/status`).
 pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
@@ -107,6 +131,13 @@ mod tests {
         let cpu = parse_stat_cpu(stat, 100).unwrap();
         assert_eq!(cpu.user, Duration::from_millis(2500));
         assert_eq!(cpu.system, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn reads_machine_cpu() {
+        let stat = "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 50 2 25 400 10 1 1 0 0 0\n";
+        assert_eq!(parse_machine_cpu(stat), Some((160, 980)));
+        assert!(machine_cpu().is_ok());
     }
 
     #[test]

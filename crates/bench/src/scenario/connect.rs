@@ -113,6 +113,9 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
             "connect_cpu_pct": connect_usage["generator"]["cpu_pct"],
         }),
     );
+    if let Some(machine) = connect_usage.get("machine") {
+        line.insert("machine".into(), machine.clone());
+    }
     let ok = r.failed() == 0 && alive == r.connected && run.disconnects.is_empty();
     line.insert("ok".into(), json!(ok));
     bench.reporter.emit(&Value::Object(line))?;

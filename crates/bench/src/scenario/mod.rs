@@ -214,6 +214,7 @@ pub struct Window {
     generator: CpuTime,
     traffic: (u64, u64),
     servers: Vec<(u32, Option<CpuTime>)>,
+    machine: Option<(u64, u64)>,
 }
 
 impl Window {
@@ -226,11 +227,14 @@ impl Window {
                 .iter()
                 .map(|&pid| (pid, usage::process_cpu(pid).ok()))
                 .collect(),
+            machine: usage::machine_cpu().ok(),
         }
     }
 
-    /// `{"generator": {...}, "server": {...}}` fields for the time since `open`. `cpu_pct` is
-    /// of one core: 100 means one core fully busy.
+    /// `{"generator": {...}, "server": {...}, "machine": {...}}` fields for the time since
+    /// `open`. Every `cpu_pct` is of one core: 100 means one core fully busy, so the machine's
+    /// tops out at 100 × cores. The machine's figure includes everything else running, such as
+    /// PostgreSQL, and shows whether the cores were saturated.
     pub fn close(&self, threads: usize, recorder: &Recorder) -> Map<String, Value> {
         let wall = self.started.elapsed().as_secs_f64().max(1e-9);
         let pct = |cpu: Duration| round(cpu.as_secs_f64() / wall * 100.0, 1);
@@ -265,6 +269,14 @@ impl Window {
                     "cpu_pct": pct(cpu),
                     "rss_kib": rss,
                 }),
+            );
+        }
+        if let (Some((busy0, total0)), Ok((busy1, total1))) = (self.machine, usage::machine_cpu()) {
+            let cores = usage::cores();
+            let busy = (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64;
+            m.insert(
+                "machine".into(),
+                json!({ "cores": cores, "cpu_pct": round(busy * cores as f64 * 100.0, 1) }),
             );
         }
         m
