@@ -15,7 +15,10 @@
 #   SERVERS=confab-pg SCENARIOS="chat sweep" CHAT_RATE=8000 BENCH_ARGS="--threads 2" bench/measure.sh
 #
 # Needs PostgreSQL at 127.0.0.1:5432 (user root, trust), Redis at 127.0.0.1:6379, Node 20+.
-# Run it on a quiet machine: the generator shares the cores with the server.
+# Run it on a quiet machine: the generator shares the cores with the server. Before each
+# measurement the script waits (up to $QUIET_WAIT s) until the cores are less than
+# $QUIET_PCT % busy, and says so when they never were; each JSON line has the machine's CPU use
+# ("machine": {"cpu_pct", "saturated"}) to tell a starved run from a slow server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +33,8 @@ SWEEP_START=${SWEEP_START:-1000}
 SWEEP_SECS=${SWEEP_SECS:-10}
 BENCH_ARGS=${BENCH_ARGS:-}
 PG_URL=${PG_URL:-postgres://root@127.0.0.1:5432}
+QUIET_PCT=${QUIET_PCT:-25}
+QUIET_WAIT=${QUIET_WAIT:-300}
 mkdir -p bench/results
 OUT=${OUT:-bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl}
 SECRET="measure-secret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
@@ -66,6 +71,33 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# The share of all cores that was busy over the next two seconds, in percent.
+busy_pct() {
+  local a b
+  a=$(head -n 1 /proc/stat)
+  sleep 2
+  b=$(head -n 1 /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN {
+    split(a, x); split(b, y); total = 0; idle = 0
+    for (i = 2; i <= 9; i++) total += y[i] - x[i]
+    idle = (y[5] - x[5]) + (y[6] - x[6])
+    printf "%d", (total > 0 ? 100 * (total - idle) / total : 0)
+  }'
+}
+
+wait_quiet() {
+  local waited=0 busy
+  while busy=$(busy_pct) && ((busy >= QUIET_PCT)); do
+    if ((waited >= QUIET_WAIT)); then
+      echo "warning: the machine is still ${busy}% busy after ${waited} s; measuring anyway" >&2
+      return 0
+    fi
+    ((waited == 0)) && echo "waiting for the machine to quieten (${busy}% busy)" >&2
+    sleep 8
+    waited=$((waited + 10))
+  done
+}
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -132,21 +164,22 @@ export CONFAB_BENCH_SECRET=$SECRET
 for server in $SERVERS; do
   for scenario in $SCENARIOS; do
     log "$server: $scenario"
+    wait_quiet
     start_server "$server"
     # shellcheck disable=SC2086 # BENCH_ARGS is a list of options
     case $scenario in
       connect)
         "$BENCH" connect --url "$SERVER_URL" --users "$CONNECT_USERS" --duration 10 \
-          --server-pid "$SERVER_PID" --label "$server" --json-out "$OUT" $BENCH_ARGS || true
+          --server-pid "$SERVER_PID" --watch-comm postgres --label "$server" --json-out "$OUT" $BENCH_ARGS || true
         ;;
       chat)
         "$BENCH" chat --url "$SERVER_URL" --users "$USERS" --group-size "$GROUP_SIZE" \
-          --rate "$CHAT_RATE" --duration "$CHAT_SECS" --server-pid "$SERVER_PID" --label "$server" \
+          --rate "$CHAT_RATE" --duration "$CHAT_SECS" --server-pid "$SERVER_PID" --watch-comm postgres --label "$server" \
           --json-out "$OUT" $BENCH_ARGS || true
         ;;
       sweep)
         "$BENCH" sweep --url "$SERVER_URL" --users "$USERS" --group-size "$GROUP_SIZE" \
-          --rate "$SWEEP_START" --duration "$SWEEP_SECS" --server-pid "$SERVER_PID" --label "$server" \
+          --rate "$SWEEP_START" --duration "$SWEEP_SECS" --server-pid "$SERVER_PID" --watch-comm postgres --label "$server" \
           --json-out "$OUT" $BENCH_ARGS || true
         ;;
       *)

@@ -94,6 +94,11 @@ pub struct Args {
     #[arg(long = "server-pid", value_name = "PID")]
     pub server_pids: Vec<u32>,
 
+    /// Also report the CPU use of every process with this command name during the run, e.g.
+    /// `postgres` (all its backends) or `redis-server`. Repeat for several.
+    #[arg(long = "watch-comm", value_name = "NAME")]
+    pub watch_comms: Vec<String>,
+
     /// Also append each JSON line to this file.
     #[arg(long, value_name = "FILE")]
     pub json_out: Option<PathBuf>,

@@ -100,6 +100,34 @@ pub fn process_cpu(pid: u32) -> anyhow::Result<CpuTime> {
     parse_stat_cpu(&stat, ticks as u64).with_context(|| format!("unexpected format of {path}"))
 }
 
+/// The CPU time used so far by every process whose command name (`comm`, as `ps -o comm`
+/// shows it, e.g. `postgres`) is `name`, summed. Processes that ended are not counted.
+pub fn processes_cpu(name: &str) -> CpuTime {
+    let mut total = CpuTime::default();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return total;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+            continue;
+        };
+        if comm.trim_end() == name
+            && let Ok(cpu) = process_cpu(pid)
+        {
+            total.user += cpu.user;
+            total.system += cpu.system;
+        }
+    }
+    total
+}
+
 fn parse_stat_cpu(stat: &str, ticks_per_sec: u64) -> Option<CpuTime> {
     // The command name (field 2) is in parentheses and may hold spaces, so count the fields
     // after its closing parenthesis: utime and stime are fields 14 and 15 of the whole line.
@@ -138,6 +166,17 @@ mod tests {
         let stat = "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 50 2 25 400 10 1 1 0 0 0\n";
         assert_eq!(parse_machine_cpu(stat), Some((160, 980)));
         assert!(machine_cpu().is_ok());
+    }
+
+    #[test]
+    fn sums_processes_by_name() {
+        let own = std::fs::read_to_string("/proc/self/comm").unwrap();
+        let cpu = processes_cpu(own.trim_end());
+        assert!(cpu.total() > Duration::ZERO || self_cpu().total() < Duration::from_millis(20));
+        assert_eq!(
+            processes_cpu("no-such-process-name").total(),
+            Duration::ZERO
+        );
     }
 
     #[test]

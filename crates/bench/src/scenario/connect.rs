@@ -36,9 +36,9 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
         bench.plan.concurrency,
         population::describe_sources(&bench.plan.sources)
     );
-    let window = Window::open(pids, &bench.recorder);
+    let window = Window::open(&bench.watch(), &bench.recorder);
     let population = population::connect(&bench.plan, &bench.shared).await?;
-    let connect_usage = window.close(bench.args.threads, &bench.recorder);
+    let connect_usage = window.close(&bench.recorder);
     let r = population.report.clone();
     eprintln!(
         "connected {}/{} in {:.2} s: {}/s, latency p50 {} p99 {} max {} ms",
@@ -113,8 +113,11 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
             "connect_cpu_pct": connect_usage["generator"]["cpu_pct"],
         }),
     );
-    if let Some(machine) = connect_usage.get("machine") {
-        line.insert("machine".into(), machine.clone());
+    // The machine's load and any --watch-comm figures, over the connect phase.
+    for (key, value) in &connect_usage {
+        if key == "machine" || key.ends_with("_cpu_pct") {
+            line.insert(key.clone(), value.clone());
+        }
     }
     let ok = r.failed() == 0 && alive == r.connected && run.disconnects.is_empty();
     line.insert("ok".into(), json!(ok));

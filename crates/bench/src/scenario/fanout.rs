@@ -40,14 +40,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
         bench.users - 1
     );
     let outcome = load
-        .run_phase(
-            0,
-            rate,
-            bench.duration,
-            bench.grace,
-            &bench.args.server_pids,
-            bench.args.threads,
-        )
+        .run_phase(0, rate, bench.duration, bench.grace, &bench.watch())
         .await;
     let run = bench.recorder.run_counters();
     let ok = report::phase_ok(&outcome.result, &run);

@@ -208,24 +208,52 @@ fn fresh_prefix() -> String {
     format!("b{}", digits.iter().rev().collect::<String>())
 }
 
+/// What to watch besides the generator: server processes by pid and by command name.
+pub struct Watch {
+    pub pids: Vec<u32>,
+    pub comms: Vec<String>,
+    /// The generator's worker threads, for the report.
+    pub threads: usize,
+}
+
+impl Bench {
+    pub fn watch(&self) -> Watch {
+        Watch {
+            pids: self.args.server_pids.clone(),
+            comms: self.args.watch_comms.clone(),
+            threads: self.args.threads,
+        }
+    }
+}
+
 /// CPU and traffic figures over a stretch of time, for the generator and the watched servers.
 pub struct Window {
     started: Instant,
     generator: CpuTime,
     traffic: (u64, u64),
+    threads: usize,
     servers: Vec<(u32, Option<CpuTime>)>,
+    /// Processes watched by command name (`--watch-comm`).
+    named: Vec<(String, CpuTime)>,
     machine: Option<(u64, u64)>,
 }
 
 impl Window {
-    pub fn open(server_pids: &[u32], recorder: &Recorder) -> Self {
+    pub fn open(watch: &Watch, recorder: &Recorder) -> Self {
         Self {
             started: Instant::now(),
             generator: usage::self_cpu(),
             traffic: recorder.traffic(),
-            servers: server_pids
+            threads: watch.threads,
+            servers: watch
+                .pids
                 .iter()
                 .map(|&pid| (pid, usage::process_cpu(pid).ok()))
+                .collect(),
+            named: watch
+                .comms
+                .iter()
+                .map(|name| (name.clone(), usage::processes_cpu(name)))
                 .collect(),
             machine: usage::machine_cpu().ok(),
         }
@@ -235,7 +263,7 @@ impl Window {
     /// `open`. Every `cpu_pct` is of one core: 100 means one core fully busy, so the machine's
     /// tops out at 100 × cores. The machine's figure includes everything else running, such as
     /// PostgreSQL, and shows whether the cores were saturated.
-    pub fn close(&self, threads: usize, recorder: &Recorder) -> Map<String, Value> {
+    pub fn close(&self, recorder: &Recorder) -> Map<String, Value> {
         let wall = self.started.elapsed().as_secs_f64().max(1e-9);
         let pct = |cpu: Duration| round(cpu.as_secs_f64() / wall * 100.0, 1);
         let spent = usage::self_cpu().since(&self.generator);
@@ -244,7 +272,7 @@ impl Window {
         m.insert(
             "generator".into(),
             json!({
-                "threads": threads,
+                "threads": self.threads,
                 "cpu_pct": pct(spent.total()),
                 "cpu_user_s": round(spent.user.as_secs_f64(), 3),
                 "cpu_sys_s": round(spent.system.as_secs_f64(), 3),
@@ -271,12 +299,33 @@ impl Window {
                 }),
             );
         }
+        for (name, before) in &self.named {
+            let spent = usage::processes_cpu(name).since(before);
+            m.insert(format!("{name}_cpu_pct"), json!(pct(spent.total())));
+        }
         if let (Some((busy0, total0)), Ok((busy1, total1))) = (self.machine, usage::machine_cpu()) {
             let cores = usage::cores();
             let busy = (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64;
+            let saturated = busy >= 0.9;
+            if saturated {
+                eprintln!(
+                    "warning: the machine's {cores} cores were {:.0}% busy (generator {:.0}%, \
+                     watched servers {:.0}%, everything else the rest, of one core each): \
+                     latencies include waiting for a CPU",
+                    busy * 100.0,
+                    m["generator"]["cpu_pct"].as_f64().unwrap_or(0.0),
+                    m.get("server")
+                        .and_then(|s| s["cpu_pct"].as_f64())
+                        .unwrap_or(0.0),
+                );
+            }
             m.insert(
                 "machine".into(),
-                json!({ "cores": cores, "cpu_pct": round(busy * cores as f64 * 100.0, 1) }),
+                json!({
+                    "cores": cores,
+                    "cpu_pct": round(busy * cores as f64 * 100.0, 1),
+                    "saturated": saturated,
+                }),
             );
         }
         m
@@ -345,11 +394,10 @@ impl Load {
         rate: f64,
         duration: Duration,
         grace: Duration,
-        server_pids: &[u32],
-        threads: usize,
+        watch: &Watch,
     ) -> PhaseOutcome {
         let schedule = Schedule::new(rate, duration);
-        let window = Window::open(server_pids, &self.recorder);
+        let window = Window::open(watch, &self.recorder);
         // A moment's head start, so the first sends are not already late.
         let start = Instant::now() + Duration::from_millis(5);
         self.recorder.begin_phase(id, start, schedule);
@@ -387,7 +435,7 @@ impl Load {
             tokio::time::sleep(Duration::from_millis(5)).await;
             settled = self.recorder.settled();
         }
-        let usage = window.close(threads, &self.recorder);
+        let usage = window.close(&self.recorder);
         let result = self.recorder.end_phase().expect("a phase was begun");
         PhaseOutcome {
             result,

@@ -137,14 +137,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
             bench.duration.as_secs_f64()
         );
         let outcome = load
-            .run_phase(
-                step,
-                rate,
-                bench.duration,
-                bench.grace,
-                &args.server_pids,
-                args.threads,
-            )
+            .run_phase(step, rate, bench.duration, bench.grace, &bench.watch())
             .await;
         let passed = passes(&outcome.result, args.p99_bound_ms);
         search.record(rate, passed);
