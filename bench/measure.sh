@@ -170,16 +170,16 @@ for server in $SERVERS; do
     case $scenario in
       connect)
         "$BENCH" connect --url "$SERVER_URL" --users "$CONNECT_USERS" --duration 10 \
-          --server-pid "$SERVER_PID" --watch-comm postgres --label "$server" --json-out "$OUT" $BENCH_ARGS || true
+          --server-pid "$SERVER_PID" --watch-comm postgres ${SERVER_DB:+--watch-cmdline "$SERVER_DB"} --label "$server" --json-out "$OUT" $BENCH_ARGS || true
         ;;
       chat)
         "$BENCH" chat --url "$SERVER_URL" --users "$USERS" --group-size "$GROUP_SIZE" \
-          --rate "$CHAT_RATE" --duration "$CHAT_SECS" --server-pid "$SERVER_PID" --watch-comm postgres --label "$server" \
+          --rate "$CHAT_RATE" --duration "$CHAT_SECS" --server-pid "$SERVER_PID" --watch-comm postgres ${SERVER_DB:+--watch-cmdline "$SERVER_DB"} --label "$server" \
           --json-out "$OUT" $BENCH_ARGS || true
         ;;
       sweep)
         "$BENCH" sweep --url "$SERVER_URL" --users "$USERS" --group-size "$GROUP_SIZE" \
-          --rate "$SWEEP_START" --duration "$SWEEP_SECS" --server-pid "$SERVER_PID" --watch-comm postgres --label "$server" \
+          --rate "$SWEEP_START" --duration "$SWEEP_SECS" --server-pid "$SERVER_PID" --watch-comm postgres ${SERVER_DB:+--watch-cmdline "$SERVER_DB"} --label "$server" \
           --json-out "$OUT" $BENCH_ARGS || true
         ;;
       *)

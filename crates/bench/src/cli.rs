@@ -76,8 +76,10 @@ pub struct Args {
     #[arg(long, value_name = "SPEC", default_value = "auto")]
     pub source_ips: String,
 
-    /// Connects in flight at once. Keeps a connect storm from tripping the server's accept
-    /// backlog or limits (raise it to measure exactly that).
+    /// Connects in flight at once. Keeps a connect storm from tripping the server's limits
+    /// (raise it to measure exactly that): the default stays below a listen backlog of 128, the
+    /// one Rust's std and mio use, beyond which the kernel drops SYNs and a connect waits the
+    /// 1 s SYN retransmit.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub connect_concurrency: usize,
 
@@ -98,6 +100,12 @@ pub struct Args {
     /// `postgres` (all its backends) or `redis-server`. Repeat for several.
     #[arg(long = "watch-comm", value_name = "NAME")]
     pub watch_comms: Vec<String>,
+
+    /// Also report the CPU use of every process whose command line contains this text, e.g.
+    /// the database name, which PostgreSQL shows in its backends' command lines (so other
+    /// databases' work on a shared cluster is left out). Repeat for several.
+    #[arg(long = "watch-cmdline", value_name = "TEXT")]
+    pub watch_cmdlines: Vec<String>,
 
     /// Also append each JSON line to this file.
     #[arg(long, value_name = "FILE")]

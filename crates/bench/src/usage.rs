@@ -100,13 +100,42 @@ pub fn process_cpu(pid: u32) -> anyhow::Result<CpuTime> {
     parse_stat_cpu(&stat, ticks as u64).with_context(|| format!("unexpected format of {path}"))
 }
 
-/// The CPU time used so far by every process whose command name (`comm`, as `ps -o comm`
-/// shows it, e.g. `postgres`) is `name`, summed. Processes that ended are not counted.
-pub fn processes_cpu(name: &str) -> CpuTime {
+/// Which processes to add up: by command name (`comm`, as `ps -o comm` shows it, e.g.
+/// `postgres`), or by a piece of the command line (PostgreSQL backends show their database
+/// there: `postgres: 15/main: root <database> …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessMatch {
+    Comm(String),
+    CmdlineContains(String),
+}
+
+impl ProcessMatch {
+    /// How the match is named in reports: `postgres`, or `cmdline~<text>`.
+    pub fn label(&self) -> String {
+        match self {
+            ProcessMatch::Comm(name) => name.clone(),
+            ProcessMatch::CmdlineContains(text) => format!("cmdline~{text}"),
+        }
+    }
+
+    fn matches(&self, pid: u32) -> bool {
+        match self {
+            ProcessMatch::Comm(name) => std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == name),
+            ProcessMatch::CmdlineContains(text) => std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(text.as_str())),
+        }
+    }
+}
+
+/// The CPU time used so far by every process that `what` matches, summed. Processes that
+/// ended are not counted, and this process never is.
+pub fn processes_cpu(what: &ProcessMatch) -> CpuTime {
     let mut total = CpuTime::default();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return total;
     };
+    let own = std::process::id();
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -115,10 +144,8 @@ pub fn processes_cpu(name: &str) -> CpuTime {
         else {
             continue;
         };
-        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
-            continue;
-        };
-        if comm.trim_end() == name
+        if pid != own
+            && what.matches(pid)
             && let Ok(cpu) = process_cpu(pid)
         {
             total.user += cpu.user;
@@ -169,14 +196,16 @@ mod tests {
     }
 
     #[test]
-    fn sums_processes_by_name() {
-        let own = std::fs::read_to_string("/proc/self/comm").unwrap();
-        let cpu = processes_cpu(own.trim_end());
-        assert!(cpu.total() > Duration::ZERO || self_cpu().total() < Duration::from_millis(20));
-        assert_eq!(
-            processes_cpu("no-such-process-name").total(),
-            Duration::ZERO
-        );
+    fn matches_processes() {
+        let nobody = ProcessMatch::Comm("no-such-process-name".into());
+        assert_eq!(processes_cpu(&nobody).total(), Duration::ZERO);
+        assert!(ProcessMatch::Comm("init".into()).label() == "init");
+        let parent = std::os::unix::process::parent_id();
+        let cmdline = std::fs::read(format!("/proc/{parent}/cmdline")).unwrap();
+        let first =
+            String::from_utf8_lossy(cmdline.split(|&b| b == 0).next().unwrap()).into_owned();
+        assert!(ProcessMatch::CmdlineContains(first).matches(parent));
+        assert!(!ProcessMatch::CmdlineContains("no such text \u{1F600}".into()).matches(parent));
     }
 
     #[test]

@@ -113,9 +113,9 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
             "connect_cpu_pct": connect_usage["generator"]["cpu_pct"],
         }),
     );
-    // The machine's load and any --watch-comm figures, over the connect phase.
+    // The machine's load and the watched processes' CPU, over the connect phase.
     for (key, value) in &connect_usage {
-        if key == "machine" || key.ends_with("_cpu_pct") {
+        if key == "machine" || key == "watched_cpu_pct" {
             line.insert(key.clone(), value.clone());
         }
     }

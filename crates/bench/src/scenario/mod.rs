@@ -22,7 +22,7 @@ use crate::report::{self, Reporter, round};
 use crate::schedule::Schedule;
 use crate::stats::{AckOutcome, PhaseResult, Recorder};
 use crate::tokens::Minter;
-use crate::usage::{self, CpuTime};
+use crate::usage::{self, CpuTime, ProcessMatch};
 
 /// How a run ended, for the exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,7 +211,7 @@ fn fresh_prefix() -> String {
 /// What to watch besides the generator: server processes by pid and by command name.
 pub struct Watch {
     pub pids: Vec<u32>,
-    pub comms: Vec<String>,
+    pub processes: Vec<ProcessMatch>,
     /// The generator's worker threads, for the report.
     pub threads: usize,
 }
@@ -220,7 +220,18 @@ impl Bench {
     pub fn watch(&self) -> Watch {
         Watch {
             pids: self.args.server_pids.clone(),
-            comms: self.args.watch_comms.clone(),
+            processes: self
+                .args
+                .watch_comms
+                .iter()
+                .map(|c| ProcessMatch::Comm(c.clone()))
+                .chain(
+                    self.args
+                        .watch_cmdlines
+                        .iter()
+                        .map(|t| ProcessMatch::CmdlineContains(t.clone())),
+                )
+                .collect(),
             threads: self.args.threads,
         }
     }
@@ -234,7 +245,7 @@ pub struct Window {
     threads: usize,
     servers: Vec<(u32, Option<CpuTime>)>,
     /// Processes watched by command name (`--watch-comm`).
-    named: Vec<(String, CpuTime)>,
+    named: Vec<(ProcessMatch, CpuTime)>,
     machine: Option<(u64, u64)>,
 }
 
@@ -251,9 +262,9 @@ impl Window {
                 .map(|&pid| (pid, usage::process_cpu(pid).ok()))
                 .collect(),
             named: watch
-                .comms
+                .processes
                 .iter()
-                .map(|name| (name.clone(), usage::processes_cpu(name)))
+                .map(|what| (what.clone(), usage::processes_cpu(what)))
                 .collect(),
             machine: usage::machine_cpu().ok(),
         }
@@ -299,9 +310,16 @@ impl Window {
                 }),
             );
         }
-        for (name, before) in &self.named {
-            let spent = usage::processes_cpu(name).since(before);
-            m.insert(format!("{name}_cpu_pct"), json!(pct(spent.total())));
+        if !self.named.is_empty() {
+            let watched: Map<String, Value> = self
+                .named
+                .iter()
+                .map(|(what, before)| {
+                    let spent = usage::processes_cpu(what).since(before);
+                    (what.label(), json!(pct(spent.total())))
+                })
+                .collect();
+            m.insert("watched_cpu_pct".into(), Value::Object(watched));
         }
         if let (Some((busy0, total0)), Ok((busy1, total1))) = (self.machine, usage::machine_cpu()) {
             let cores = usage::cores();
