@@ -32,8 +32,7 @@ pub struct Args {
     #[arg(long, env = "CONFAB_BENCH_SECRET", hide_env_values = true)]
     pub secret: String,
 
-    /// Simulated users, each with one socket. [default: connect 1000, chat/multinode/sweep
-    /// 1000, fanout 1000]
+    /// Simulated users, each with one socket. [default: 1000]
     #[arg(long, value_name = "N")]
     pub users: Option<usize>,
 

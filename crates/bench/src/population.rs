@@ -227,17 +227,17 @@ impl Tally {
     }
 }
 
-/// The source addresses in use, for the report.
-pub fn describe_sources(sources: &SourceAddrs) -> Value {
+/// The source addresses in use, for the summary.
+pub fn describe_sources(sources: &SourceAddrs) -> String {
     match sources.0.as_slice() {
-        [] => json!("kernel's choice"),
-        [one] => json!(one.to_string()),
-        many => json!(format!(
+        [] => "the kernel's choice".into(),
+        [one] => one.to_string(),
+        many => format!(
             "{}..{} ({} addresses)",
             many[0],
             many[many.len() - 1],
             many.len()
-        )),
+        ),
     }
 }
 
