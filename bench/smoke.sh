@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Smoke test of the load generator: every confab-bench scenario once, at a tiny size, against
+# a confab it starts itself (SQLite in a temp dir) and against the Node peer
+# (bench/peers/node-socketio: two processes sharing PostgreSQL and Redis, so multinode crosses
+# processes). Fails if a scenario errors or reports lost, refused or duplicated messages
+# (confab-bench --strict). Leaves no processes or databases behind.
+#
+#   bench/smoke.sh                 # builds debug binaries first
+#   SMOKE_PROFILE=release bench/smoke.sh
+#
+# Needs PostgreSQL at 127.0.0.1:5432 (user root, trust) and Redis at 127.0.0.1:6379 for the
+# peer (SMOKE_PG_URL / SMOKE_REDIS_URL override them), Node 20+ and npm.
+# SMOKE_SKIP_PEER=1 runs the confab half only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PROFILE=${SMOKE_PROFILE:-debug}
+PG_URL=${SMOKE_PG_URL:-postgres://root@127.0.0.1:5432}
+REDIS_URL=${SMOKE_REDIS_URL:-redis://127.0.0.1:6379}
+SECRET="smoke-secret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/confab-bench-smoke.XXXXXX")
+PEER_DIR=bench/peers/node-socketio
+PEER_DB="confab_bench_smoke_$$_$RANDOM"
+PIDS=()
+PEER_DB_CREATED=0
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+cleanup() {
+  local status=$?
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    # A server that ignores SIGTERM for 5 s is killed.
+    for _ in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ $PEER_DB_CREATED == 1 ]]; then
+    (cd "$PEER_DIR" && node -e '
+      const pg = require("pg");
+      const c = new pg.Client({ connectionString: process.argv[1] + "/postgres" });
+      c.connect().then(() => c.query(`DROP DATABASE IF EXISTS "${process.argv[2]}" WITH (FORCE)`))
+        .catch((e) => console.error("dropping the smoke database:", e.message)).finally(() => c.end());
+    ' "$PG_URL" "$PEER_DB") || true
+  fi
+  if [[ $status != 0 ]]; then
+    for f in "$TMP"/*.log; do
+      [[ -f $f ]] || continue
+      echo "--- last lines of $(basename "$f")" >&2
+      tail -n 20 "$f" >&2
+    done
+  fi
+  rm -rf "$TMP"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits until $1 (a log file) has a line matching $2, or fails after 30 s; a dead $3 fails early.
+wait_for_line() {
+  local file=$1 pattern=$2 pid=$3
+  for _ in $(seq 1 300); do
+    grep -qE "$pattern" "$file" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || { echo "process $pid died; see $file" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "timed out waiting for /$pattern/ in $file" >&2
+  return 1
+}
+
+log "build ($PROFILE)"
+if [[ $PROFILE == release ]]; then
+  cargo build --release -p confab -p confab-bench
+else
+  cargo build -p confab -p confab-bench
+fi
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+CONFAB="$TARGET_DIR/$PROFILE/confab"
+BENCH="$TARGET_DIR/$PROFILE/confab-bench"
+export CONFAB_BENCH_SECRET=$SECRET
+STARTED=$SECONDS
+
+# Runs one scenario; --strict makes lost messages, errors and disconnects fail the script.
+bench() {
+  local name=$1
+  shift
+  log "$name"
+  "$BENCH" "$@" --strict --connect-timeout 10 --grace 3 --json-out "$TMP/results.jsonl"
+}
+
+log "confab (SQLite)"
+CONFAB_PORT=$(free_port)
+mkdir -p "$TMP/confab"
+CONFAB_BIND="127.0.0.1:$CONFAB_PORT" \
+  CONFAB_DATA_DIR="$TMP/confab" \
+  CONFAB_DATABASE_URL="sqlite://$TMP/confab/confab.db" \
+  CONFAB_JWT_SECRET=$SECRET \
+  CONFAB_MAX_GROUP_MEMBERS=2000 \
+  CONFAB_LOG=warn \
+  "$CONFAB" >"$TMP/confab.log" 2>&1 &
+CONFAB_PID=$!
+PIDS+=("$CONFAB_PID")
+for _ in $(seq 1 300); do
+  curl -fsS "http://127.0.0.1:$CONFAB_PORT/healthz" >/dev/null 2>&1 && break
+  kill -0 "$CONFAB_PID" 2>/dev/null || { echo "confab died" >&2; exit 1; }
+  sleep 0.1
+done
+CONFAB_URL="http://127.0.0.1:$CONFAB_PORT"
+
+bench "confab connect" connect --url "$CONFAB_URL" --users 200 --duration 1 --server-pid "$CONFAB_PID" --label smoke-confab
+bench "confab chat" chat --url "$CONFAB_URL" --users 60 --group-size 5 --rate 200 --duration 2 --server-pid "$CONFAB_PID" --settle 0.3 --label smoke-confab
+# 1100 members: one conversation:create of 1000, then a conversation:members:add.
+bench "confab fanout" fanout --url "$CONFAB_URL" --users 1100 --rate 5 --duration 1 --server-pid "$CONFAB_PID" --settle 0.3 --label smoke-confab
+# confab has no cross-node delivery yet, so its multinode smoke names the one node twice: it
+# runs the scenario's code path; the peer below runs it across two processes.
+bench "confab multinode" multinode --url "$CONFAB_URL" --url "$CONFAB_URL" --users 40 --group-size 4 --rate 100 --duration 1 --settle 0.3 --label smoke-confab
+bench "confab sweep" sweep --url "$CONFAB_URL" --users 40 --group-size 4 --rates 50,100 --duration 1 --p99-bound-ms 1000 --settle 0.3 --label smoke-confab
+
+if [[ ${SMOKE_SKIP_PEER:-0} != 1 ]]; then
+  log "Node peer (PostgreSQL + Redis)"
+  if [[ ! -d $PEER_DIR/node_modules ]]; then
+    (cd "$PEER_DIR" && npm ci --no-audit --no-fund)
+  fi
+  PEER_URLS=()
+  for n in 1 2; do
+    (
+      cd "$PEER_DIR"
+      PORT=0 JWT_SECRET=$SECRET DATABASE_URL="$PG_URL/$PEER_DB" REDIS_URL=$REDIS_URL \
+        REDIS_KEY="smoke-$PEER_DB" exec node server.mjs
+    ) >"$TMP/peer$n.log" 2>&1 &
+    PIDS+=("$!")
+    PEER_DB_CREATED=1
+    wait_for_line "$TMP/peer$n.log" '^listening on http://' "$!"
+    PEER_URLS+=("$(grep -oE 'http://[0-9.]+:[0-9]+' "$TMP/peer$n.log" | head -n 1)")
+  done
+  PEER_PID=${PIDS[-2]}
+
+  bench "peer connect" connect --url "${PEER_URLS[0]}" --users 200 --duration 1 --server-pid "$PEER_PID" --label smoke-peer
+  bench "peer chat" chat --url "${PEER_URLS[0]}" --users 60 --group-size 5 --rate 100 --duration 2 --server-pid "$PEER_PID" --settle 0.3 --label smoke-peer
+  # The peer has no conversation:members:add, so its groups stop at 1000 members.
+  bench "peer fanout" fanout --url "${PEER_URLS[0]}" --users 300 --rate 5 --duration 1 --server-pid "$PEER_PID" --settle 0.3 --label smoke-peer
+  bench "peer multinode" multinode --url "${PEER_URLS[0]}" --url "${PEER_URLS[1]}" --users 40 --group-size 4 --rate 50 --duration 2 --settle 1 --label smoke-peer
+  bench "peer sweep" sweep --url "${PEER_URLS[0]}" --users 40 --group-size 4 --rates 25,50 --duration 1 --p99-bound-ms 1000 --settle 0.3 --label smoke-peer
+fi
+
+log "results"
+# Belt and braces: every JSON line must parse and none may report a loss.
+python3 - "$TMP/results.jsonl" <<'EOF'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+bad = [l for l in lines if l.get("lost", 0) > 0 or l.get("ok") is False]
+for l in lines:
+    what = l.get("scenario") + (" step %s" % l["step"] if "step" in l else "")
+    print("%-12s %-18s lost=%s ok=%s" % (l.get("label"), what, l.get("lost", "-"), l.get("ok", l.get("passed", "-"))), file=sys.stderr)
+if bad:
+    sys.exit("smoke: %d result line(s) show problems" % len(bad))
+EOF
+log "smoke passed in $((SECONDS - STARTED)) s after the build"
