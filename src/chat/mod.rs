@@ -18,7 +18,7 @@ use crate::domain::requests::{
     ChangeMembers, ConversationRef, CreateConversation, DeleteMessage, EditMessage, History,
     MarkRead, PresenceQuery, SendMessage, Sync,
 };
-use crate::domain::{Conversation, ConversationId, Message, UserId};
+use crate::domain::{Conversation, ConversationId, Message, Timestamp, UserId};
 use crate::error::{Error, Result};
 use crate::hub::{Except, Hub, Outbound, SocketKey};
 use crate::store::{HistoryQuery, NewMessage, Page, SendOutcome, Store, SyncUpdate, Writer};
@@ -28,6 +28,9 @@ use typing::Typing;
 
 /// Most messages per conversation in one `sync` answer.
 pub const SYNC_PAGE: u32 = 100;
+
+/// How far back `sync` looks for changes before the caller's `since`.
+const CHANGE_MARGIN: Duration = Duration::from_secs(5);
 
 /// How long a connect waits for Redis to confirm its subscriptions before going ahead anyway.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(1);
@@ -423,9 +426,20 @@ impl Chat {
         self.presence.get(&actor.user, &request.user_ids).await
     }
 
-    pub async fn sync(&self, actor: &Actor, request: Sync) -> Result<Vec<SyncUpdate>> {
-        self.store
-            .sync(&actor.user, &request.cursors, SYNC_PAGE)
-            .await
+    /// What the caller missed, and the time to pass as `since` next time.
+    pub async fn sync(&self, actor: &Actor, request: Sync) -> Result<(Vec<SyncUpdate>, Timestamp)> {
+        // Taken before reading, and `since` is moved back by a margin: a change committed while
+        // a sync reads (or stamped by a node whose clock is a little behind) is returned by the
+        // next sync rather than by none. A change returned twice is harmless: clients replace
+        // the message by id.
+        let server_time = Timestamp::now();
+        let changed_since = request
+            .since
+            .map(|t| Timestamp(t.millis() - CHANGE_MARGIN.as_millis() as i64));
+        let updates = self
+            .store
+            .sync(&actor.user, &request.cursors, SYNC_PAGE, changed_since)
+            .await?;
+        Ok((updates, server_time))
     }
 }

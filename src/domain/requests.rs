@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, Deserializer};
 
-use super::{ClientId, ConversationId, ConversationTitle, MessageBody, MessageId, UserId};
+use super::{
+    ClientId, ConversationId, ConversationTitle, MessageBody, MessageId, Timestamp, UserId,
+};
 use crate::config::Limits;
 use crate::error::{Error, Result};
 
@@ -414,11 +416,14 @@ impl Refresh {
 #[derive(Debug, Clone)]
 pub struct Sync {
     pub cursors: Vec<(ConversationId, i64)>,
+    /// The `server_time` of the caller's previous sync: also return what changed since then.
+    pub since: Option<Timestamp>,
 }
 
 #[derive(Deserialize)]
 struct SyncWire {
     cursors: HashMap<String, i64>,
+    since: Option<String>,
 }
 
 impl Sync {
@@ -445,7 +450,15 @@ impl Sync {
             })
             .collect::<Result<Vec<_>>>()?;
         cursors.sort();
-        Ok(Self { cursors })
+        let since = wire
+            .since
+            .map(|raw| {
+                Timestamp::parse(&raw).ok_or_else(|| {
+                    Error::invalid("since", "must be a server_time from an earlier sync")
+                })
+            })
+            .transpose()?;
+        Ok(Self { cursors, since })
     }
 }
 

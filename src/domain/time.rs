@@ -23,6 +23,13 @@ impl Timestamp {
     pub fn from_secs(secs: i64) -> Self {
         Self(secs.saturating_mul(1000))
     }
+
+    /// Parses an RFC 3339 timestamp, as this type prints them.
+    pub fn parse(raw: &str) -> Option<Self> {
+        chrono::DateTime::parse_from_rfc3339(raw)
+            .ok()
+            .map(|t| Self(t.timestamp_millis()))
+    }
 }
 
 impl fmt::Display for Timestamp {
@@ -49,6 +56,13 @@ impl Serialize for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_what_it_prints() {
+        let t = Timestamp(1_795_634_148_123);
+        assert_eq!(Timestamp::parse(&t.to_string()), Some(t));
+        assert_eq!(Timestamp::parse("yesterday"), None);
+    }
 
     #[test]
     fn formats_as_rfc3339_utc_with_millis() {

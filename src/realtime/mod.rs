@@ -300,7 +300,7 @@ async fn handle(chat: &Chat, actor: &Actor, name: &str, payload: Value) -> Resul
             json!({ "messages": page.messages, "has_more": page.has_more })
         }
         "sync" => {
-            let updates = chat.sync(actor, Sync::parse(payload)?).await?;
+            let (updates, server_time) = chat.sync(actor, Sync::parse(payload)?).await?;
             let updates: Vec<Value> = updates
                 .into_iter()
                 .map(|u| {
@@ -308,10 +308,11 @@ async fn handle(chat: &Chat, actor: &Actor, name: &str, payload: Value) -> Resul
                         "conversation_id": u.conversation_id,
                         "messages": u.messages,
                         "has_more": u.has_more,
+                        "changed": u.changed,
                     })
                 })
                 .collect();
-            json!({ "updates": updates })
+            json!({ "updates": updates, "server_time": server_time })
         }
         "presence:get" => {
             let presence = chat.presence(actor, PresenceQuery::parse(payload)?).await?;

@@ -73,6 +73,8 @@ pub struct SyncUpdate {
     pub conversation_id: ConversationId,
     pub messages: Vec<Message>,
     pub has_more: bool,
+    /// Messages at or below the cursor edited or deleted since the caller's last sync.
+    pub changed: Vec<Message>,
 }
 
 /// Membership changes decided by policy, applied atomically by the store.
@@ -277,14 +279,16 @@ impl Store {
         dispatch!(self, s => s.history(conversation, query).await)
     }
 
-    /// For each cursor of a conversation `user` is a member of: up to `limit` messages after it.
+    /// For each cursor of a conversation `user` is a member of: up to `limit` messages after it,
+    /// and (with `changed_since`) up to `limit` messages at or below it changed since then.
     pub async fn sync(
         &self,
         user: &UserId,
         cursors: &[(ConversationId, i64)],
         limit: u32,
+        changed_since: Option<Timestamp>,
     ) -> Result<Vec<SyncUpdate>> {
-        dispatch!(self, s => s.sync(user, cursors, limit).await)
+        dispatch!(self, s => s.sync(user, cursors, limit, changed_since).await)
     }
 }
 
@@ -396,6 +400,29 @@ pub(crate) struct ConversationHead {
     pub last_seq: i64,
     /// Filled in when listing a user's own conversations.
     pub read_state: Option<ReadState>,
+}
+
+/// Splits rows read for a sync (new messages, and changed ones at or below the cursor) into one
+/// conversation's update.
+pub(crate) fn sync_update(
+    conversation_id: ConversationId,
+    cursor: i64,
+    mut messages: Vec<Message>,
+    mut changed: Vec<Message>,
+    limit: u32,
+) -> SyncUpdate {
+    messages.sort_by_key(|m| m.seq);
+    let has_more = messages.len() > limit as usize;
+    messages.truncate(limit as usize);
+    changed.retain(|m| m.seq <= cursor);
+    changed.sort_by_key(|m| m.seq);
+    changed.truncate(limit as usize);
+    SyncUpdate {
+        conversation_id,
+        messages,
+        has_more,
+        changed,
+    }
 }
 
 /// How many rows to fetch for a page: one more than asked, to learn whether there are more.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     ConversationHead, HistoryQuery, MembershipChange, MembershipPlan, MessageChange, NewMessage,
-    Page, SendOutcome, SyncUpdate, assemble, direct_key, page_from_rows, plan_batch,
+    Page, SendOutcome, SyncUpdate, assemble, direct_key, page_from_rows, plan_batch, sync_update,
 };
 use crate::domain::{
     Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName, Member,
@@ -553,7 +553,7 @@ impl PgStore {
         let query = match decide(&current, role)? {
             MessageChange::Unchanged => return Ok(Some(current)),
             MessageChange::Edit(body) => sqlx::query(concat!(
-                "UPDATE messages m SET body = $3, edited_at = $4
+                "UPDATE messages m SET body = $3, edited_at = $4, changed_at = $4
                      WHERE m.id = $1 AND m.conversation_id = $2 RETURNING ",
                 message_columns!()
             ))
@@ -562,7 +562,7 @@ impl PgStore {
             .bind(body.into_string())
             .bind(now),
             MessageChange::Delete => sqlx::query(concat!(
-                "UPDATE messages m SET body = NULL, deleted_at = $3
+                "UPDATE messages m SET body = NULL, deleted_at = $3, changed_at = $3
                  WHERE m.id = $1 AND m.conversation_id = $2 RETURNING ",
                 message_columns!()
             ))
@@ -615,6 +615,7 @@ impl PgStore {
         user: &UserId,
         cursors: &[(ConversationId, i64)],
         limit: u32,
+        changed_since: Option<Timestamp>,
     ) -> Result<Vec<SyncUpdate>> {
         let (convs, afters): (Vec<Uuid>, Vec<i64>) = cursors.iter().map(|(c, s)| (c.0, *s)).unzip();
         let mut conn = self.pool.acquire().await.db_context("acquiring")?;
@@ -627,6 +628,7 @@ impl PgStore {
         .await
         .db_context("checking memberships for sync")?;
         let member_of: HashSet<Uuid> = member_of.into_iter().collect();
+        let visible: Vec<Uuid> = member_of.iter().copied().collect();
         // One query for all conversations: for each cursor, the next `limit + 1` messages.
         let rows = sqlx::query(concat!(
             "SELECT ",
@@ -643,28 +645,53 @@ impl PgStore {
         .bind(&convs)
         .bind(&afters)
         .bind(i64::from(limit) + 1)
-        .bind(member_of.iter().copied().collect::<Vec<_>>())
+        .bind(&visible)
         .fetch_all(&mut *conn)
         .await
         .db_context("reading messages for sync")?;
-        let mut by_conv: HashMap<ConversationId, Vec<Message>> = HashMap::new();
+        let mut new: HashMap<ConversationId, Vec<Message>> = HashMap::new();
         for row in &rows {
             let m = message_from_row(row)?;
-            by_conv.entry(m.conversation_id).or_default().push(m);
+            new.entry(m.conversation_id).or_default().push(m);
+        }
+        let mut changed: HashMap<ConversationId, Vec<Message>> = HashMap::new();
+        if let Some(since) = changed_since {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                message_columns!(),
+                "
+                 FROM UNNEST($1::uuid[], $2::bigint[]) AS k(c, upto)
+                 CROSS JOIN LATERAL (
+                     SELECT * FROM messages m
+                     WHERE m.conversation_id = k.c AND m.changed_at >= $3 AND m.seq <= k.upto
+                     ORDER BY m.seq LIMIT $4
+                 ) m
+                 WHERE k.c = ANY($5)"
+            ))
+            .bind(&convs)
+            .bind(&afters)
+            .bind(since.millis())
+            .bind(i64::from(limit))
+            .bind(&visible)
+            .fetch_all(&mut *conn)
+            .await
+            .db_context("reading changed messages for sync")?;
+            for row in &rows {
+                let m = message_from_row(row)?;
+                changed.entry(m.conversation_id).or_default().push(m);
+            }
         }
         Ok(cursors
             .iter()
             .filter(|(c, _)| member_of.contains(&c.0))
-            .map(|(c, _)| {
-                let mut messages = by_conv.remove(c).unwrap_or_default();
-                messages.sort_by_key(|m| m.seq);
-                let has_more = messages.len() > limit as usize;
-                messages.truncate(limit as usize);
-                SyncUpdate {
-                    conversation_id: *c,
-                    messages,
-                    has_more,
-                }
+            .map(|(c, cursor)| {
+                sync_update(
+                    *c,
+                    *cursor,
+                    new.remove(c).unwrap_or_default(),
+                    changed.remove(c).unwrap_or_default(),
+                    limit,
+                )
             })
             .collect())
     }

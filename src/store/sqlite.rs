@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{
     ConversationHead, HistoryQuery, MembershipChange, MembershipPlan, MessageChange, NewMessage,
-    Page, SendOutcome, SyncUpdate, assemble, direct_key, page_from_rows, plan_batch,
+    Page, SendOutcome, SyncUpdate, assemble, direct_key, page_from_rows, plan_batch, sync_update,
 };
 use crate::domain::{
     Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName, Member,
@@ -544,13 +544,13 @@ impl SqliteStore {
         let query = match decide(&current, role)? {
             MessageChange::Unchanged => return Ok(Some(current)),
             MessageChange::Edit(body) => sqlx::query(concat!(
-                "UPDATE messages SET body = ?, edited_at = ? WHERE id = ? RETURNING ",
+                "UPDATE messages SET body = ?1, edited_at = ?2, changed_at = ?2 WHERE id = ?3 RETURNING ",
                 returned_columns!()
             ))
             .bind(body.into_string())
             .bind(now),
             MessageChange::Delete => sqlx::query(concat!(
-                "UPDATE messages SET body = NULL, deleted_at = ? WHERE id = ? RETURNING ",
+                "UPDATE messages SET body = NULL, deleted_at = ?1, changed_at = ?1 WHERE id = ?2 RETURNING ",
                 returned_columns!()
             ))
             .bind(now),
@@ -584,6 +584,7 @@ impl SqliteStore {
         user: &UserId,
         cursors: &[(ConversationId, i64)],
         limit: u32,
+        changed_since: Option<Timestamp>,
     ) -> Result<Vec<SyncUpdate>> {
         let mut conn = self.readers.acquire().await.db_context("acquiring")?;
         let member_of: Vec<String> =
@@ -598,15 +599,29 @@ impl SqliteStore {
             if !member_of.contains(&conversation.to_string()) {
                 continue;
             }
-            let mut messages =
+            let messages =
                 read_range(&mut conn, *conversation, *after, i64::MAX, true, limit + 1).await?;
-            let has_more = messages.len() > limit as usize;
-            messages.truncate(limit as usize);
-            updates.push(SyncUpdate {
-                conversation_id: *conversation,
-                messages,
-                has_more,
-            });
+            let changed = match changed_since {
+                None => Vec::new(),
+                Some(since) => {
+                    let rows = sqlx::query(concat!(
+                        "SELECT ",
+                        message_columns!(),
+                        " FROM messages m
+                         WHERE m.conversation_id = ? AND m.changed_at >= ? AND m.seq <= ?
+                         ORDER BY m.seq LIMIT ?"
+                    ))
+                    .bind(conversation.to_string())
+                    .bind(since.millis())
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .db_context("reading changed messages for sync")?;
+                    rows.iter().map(message_from_row).collect::<Result<_>>()?
+                }
+            };
+            updates.push(sync_update(*conversation, *after, messages, changed, limit));
         }
         Ok(updates)
     }

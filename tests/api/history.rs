@@ -99,6 +99,41 @@ both_backends! {
         assert_eq!(up_to_date["updates"][0]["messages"], json!([]));
     }
 
+    async fn sync_returns_edits_and_deletes_missed_since_the_last_sync(app: TestApp) {
+        let alice = app.connect("alice").await;
+        let bob = app.connect("bob").await;
+        let id = group(&alice, "team", &["bob"]).await;
+        let mut sent: Vec<Value> = Vec::new();
+        for i in 0..3 {
+            sent.push(send(&alice, &id, &format!("k{i}"), "original").await);
+        }
+        let first = bob.ok("sync", json!({ "cursors": { id.clone(): 0 } })).await;
+        let since = first["server_time"].as_str().expect("server_time").to_owned();
+        assert_eq!(first["updates"][0]["changed"], json!([]));
+        bob.disconnect().await;
+        // While bob is away: an edit, a delete, and a new message.
+        let by_seq = |seq: i64| sent.iter().find(|m| m["seq"] == seq).unwrap()["id"].clone();
+        alice.ok("message:edit", json!({ "conversation_id": id, "message_id": by_seq(1), "body": "edited" })).await;
+        alice.ok("message:delete", json!({ "conversation_id": id, "message_id": by_seq(2) })).await;
+        send(&alice, &id, "k3", "new").await;
+        let bob = app.connect("bob").await;
+        let data = bob.ok("sync", json!({ "cursors": { id.clone(): 3 }, "since": since })).await;
+        let update = &data["updates"][0];
+        assert_eq!(seqs(update), [4]);
+        let changed: Vec<(i64, Value)> = update["changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["seq"].as_i64().unwrap(), m["body"].clone()))
+            .collect();
+        assert_eq!(changed, [(1, json!("edited")), (2, Value::Null)]);
+        // Without `since`, only new messages.
+        let data = bob.ok("sync", json!({ "cursors": { id.clone(): 3 } })).await;
+        assert_eq!(data["updates"][0]["changed"], json!([]));
+        let e = bob.fails("sync", json!({ "cursors": {}, "since": "last tuesday" })).await;
+        assert_eq!(e["field"], "since");
+    }
+
     async fn sync_pages_at_a_hundred_per_conversation(app: TestApp) {
         let alice = app.connect("alice").await;
         let id = group(&alice, "busy", &[]).await;
