@@ -144,7 +144,8 @@ export class ConfabClient {
     this.conversations = new ConversationList(() => this.userId);
     this.presence = new PresenceStore((ids) => this.fetchPresence(ids));
     this.stream = new Stream({
-      sync: async (cursors) => (await this.request("sync", { cursors })).updates,
+      sync: async (cursors, since) =>
+        await this.request("sync", since === undefined ? { cursors } : { cursors, since }),
       connected: () => this.socket.connected,
       deliver: (message) => this.delivered(message),
       update: (message) => {

@@ -11,7 +11,10 @@ import type { Message, SyncUpdate } from "./types.js";
 
 export interface StreamHost {
   /** Calls `sync`; rejects when there is no answer (the stream retries after a reconnect). */
-  sync(cursors: Record<string, number>): Promise<SyncUpdate[]>;
+  sync(
+    cursors: Record<string, number>,
+    since?: string,
+  ): Promise<{ updates: SyncUpdate[]; server_time: string }>;
   /** Whether a request can be sent now. */
   connected(): boolean;
   /** A message to deliver: called once per (conversation, seq), in seq order. */
@@ -37,6 +40,14 @@ export class Stream {
   private stallTimer: ReturnType<typeof setTimeout> | undefined;
   private closed = false;
   private readonly idleWaiters: (() => void)[] = [];
+  /**
+   * The latest server time we know we were up to date at (a sync's `server_time`, or a live
+   * message's timestamp). After a reconnect, the next sync asks for changes since then: edits
+   * and deletions made while we were away.
+   */
+  private upToDate: string | undefined;
+  /** Set by `resync`: the next sync passes `since`. */
+  private catchingUp = false;
 
   constructor(private readonly host: StreamHost) {}
 
@@ -67,6 +78,7 @@ export class Stream {
 
   /** A message from any source. */
   ingest(message: Message): void {
+    this.noteTime(message.created_at);
     const id = message.conversation_id;
     let cursor = this.cursors.get(id);
     if (cursor === undefined) {
@@ -92,6 +104,7 @@ export class Stream {
 
   /** An edited or deleted message. */
   change(message: Message): void {
+    this.noteTime(message.deleted_at ?? message.edited_at ?? message.created_at);
     const id = message.conversation_id;
     const cursor = this.cursors.get(id);
     if (cursor !== undefined && message.seq <= cursor) {
@@ -105,9 +118,15 @@ export class Stream {
     else if (cursor !== undefined) this.requestSync([id]);
   }
 
-  /** After every (re)connect: ask for everything after every cursor. */
+  /** After every (re)connect: ask for everything after every cursor, and what changed. */
   resync(): void {
+    this.catchingUp = true;
     this.requestSync(this.conversations());
+  }
+
+  /** Server timestamps are RFC 3339 UTC with milliseconds, so they compare as strings. */
+  private noteTime(time: string | null | undefined): void {
+    if (time && (this.upToDate === undefined || time > this.upToDate)) this.upToDate = time;
   }
 
   /** Resolves once no sync is wanted or in flight (after a reconnect: once caught up). */
@@ -169,10 +188,17 @@ export class Stream {
     this.wanted.clear();
     if (Object.keys(cursors).length === 0) return this.checkIdle();
     this.inFlight = true;
+    const since = this.catchingUp ? this.upToDate : undefined;
+    this.catchingUp = false;
     let updates: SyncUpdate[];
     try {
-      updates = await this.host.sync(cursors);
+      const answer = await this.host.sync(cursors, since);
+      updates = answer.updates;
+      // A sync without `since` (a gap while connected) is up to date too: live events covered
+      // the rest.
+      this.noteTime(answer.server_time);
     } catch {
+      if (since !== undefined) this.catchingUp = true;
       // No answer: ask again on the next connect (or now, if we are still connected).
       this.inFlight = false;
       if (!this.closed) {
@@ -189,6 +215,7 @@ export class Stream {
       const before = this.cursors.get(id);
       if (before === undefined) continue; // forgotten meanwhile
       for (const message of update.messages) this.ingest(message);
+      for (const message of update.changed ?? []) this.change(message);
       const after = this.cursors.get(id);
       if (after === undefined) continue;
       if (update.has_more) this.wanted.add(id);

@@ -67,6 +67,8 @@ export interface SyncUpdate {
   conversation_id: string;
   messages: Message[];
   has_more: boolean;
+  /** Messages at or below the cursor edited or deleted since the request's `since`. */
+  changed: Message[];
 }
 
 /** The error codes of the ack envelope and of `connect_error`. */
@@ -146,6 +148,6 @@ export interface ClientEvents {
   "typing:start": [{ conversation_id: string }, Record<string, never>];
   "typing:stop": [{ conversation_id: string }, Record<string, never>];
   "presence:get": [{ user_ids: UserId[] }, { presence: Presence[] }];
-  sync: [{ cursors: Record<string, number> }, { updates: SyncUpdate[] }];
+  sync: [{ cursors: Record<string, number>; since?: string }, { updates: SyncUpdate[]; server_time: string }];
   "auth:refresh": [{ token: string }, { expires_at: string }];
 }

@@ -20,29 +20,35 @@ function message(seq: number, body = `m${seq}`, conversation = "c"): Message {
   };
 }
 
-/** A host whose `sync` answers from a list of stored messages, and records what it was asked. */
-function host(stored: Message[]) {
+/**
+ * A host whose `sync` answers from a list of stored messages (and, given `since`, the changed
+ * ones at or below the cursor), and records what it was asked.
+ */
+function host(stored: Message[], changed: Message[] = []) {
   const delivered: Message[] = [];
   const updated: Message[] = [];
   const syncs: Record<string, number>[] = [];
+  const sinces: (string | undefined)[] = [];
   let connected = true;
   const h: StreamHost = {
-    sync: async (cursors) => {
+    sync: async (cursors, since) => {
       syncs.push(cursors);
+      sinces.push(since);
       if (!connected) throw new Error("disconnected");
-      return Object.entries(cursors).map(
-        ([id, cursor]): SyncUpdate => {
-          const after = stored.filter((m) => m.conversation_id === id && m.seq > cursor);
-          return { conversation_id: id, messages: after.slice(0, 2), has_more: after.length > 2 };
-        },
-      );
+      const updates = Object.entries(cursors).map(([id, cursor]): SyncUpdate => {
+        const after = stored.filter((m) => m.conversation_id === id && m.seq > cursor);
+        const edits =
+          since === undefined ? [] : changed.filter((m) => m.conversation_id === id && m.seq <= cursor);
+        return { conversation_id: id, messages: after.slice(0, 2), has_more: after.length > 2, changed: edits };
+      });
+      return { updates, server_time: "2026-01-01T00:00:09.000Z" };
     },
     connected: () => connected,
     deliver: (m) => delivered.push(m),
     update: (m) => updated.push(m),
     unknownConversation: () => {},
   };
-  return { h, delivered, updated, syncs, setConnected: (c: boolean) => (connected = c) };
+  return { h, delivered, updated, syncs, sinces, setConnected: (c: boolean) => (connected = c) };
 }
 
 const settle = () => new Promise((r) => setTimeout(r, 0));
@@ -109,4 +115,22 @@ test("a forgotten conversation delivers nothing more", async () => {
   await settle();
   expect(t.delivered).toEqual([]);
   expect(s.stats()).toEqual({ cursors: 0, ahead: 0, wanted: 0 });
+});
+
+test("after a reconnect, edits and deletions made meanwhile arrive as updates", async () => {
+  const deleted = { ...message(1), body: null, deleted_at: "2026-01-01T00:00:05.000Z" };
+  const t = host([message(1), message(2)], [deleted]);
+  const s = new Stream(t.h);
+  s.track("c", 0);
+  s.ingest(message(1));
+  s.ingest(message(2));
+  // Reconnect: the catch-up sync asks for changes since the last server time seen.
+  s.resync();
+  await s.idle();
+  expect(t.sinces).toEqual(["2026-01-01T00:00:00.000Z"]);
+  expect(t.updated).toEqual([deleted]);
+  // A later gap while connected needs no `since`: live events covered the changes.
+  s.ingest(message(4));
+  await settle();
+  expect(t.sinces[1]).toBeUndefined();
 });
