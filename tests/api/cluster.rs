@@ -32,6 +32,32 @@ async fn cluster(n: usize, redis_url: &str, extra: &[(&str, &str)]) -> Option<Ve
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
+/// Settings for child-process nodes sharing `database` and a Redis prefix of their own.
+fn node_settings<'a>(
+    database: &'a str,
+    prefix: &'a str,
+    data_dir: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("CONFAB_DATABASE_URL", database),
+        ("CONFAB_REDIS_URL", REDIS),
+        ("CONFAB_REDIS_PREFIX", prefix),
+        ("CONFAB_JWT_SECRET", SECRET),
+        ("CONFAB_NODE_TIMEOUT_SECS", "3"),
+        ("CONFAB_DATA_DIR", data_dir),
+    ]
+}
+
+/// Connects `user` to the node at `url` with a valid token.
+async fn connect_to(url: &str, user: &str) -> Client {
+    let token = sign(json!({ "sub": user, "exp": chrono_now() + 3600 }));
+    confab_sio_client::connect(
+        confab_sio_client::ConnectOptions::new(url).auth(json!({ "token": token })),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{user} connects to {url}: {e}"))
+}
+
 /// Checks Redis is there (or skips outside CI).
 async fn redis_available() -> bool {
     match tokio::net::TcpStream::connect("127.0.0.1:6379").await {
@@ -375,33 +401,16 @@ async fn a_killed_node_loses_nothing_acked_and_its_users_go_offline() {
         return;
     };
     let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
-    let settings = [
-        ("CONFAB_DATABASE_URL", database.as_str()),
-        ("CONFAB_REDIS_URL", REDIS),
-        ("CONFAB_REDIS_PREFIX", prefix.as_str()),
-        ("CONFAB_JWT_SECRET", SECRET),
-        ("CONFAB_NODE_TIMEOUT_SECS", "3"),
+    let mut settings = node_settings(&database, &prefix, dir.path().to_str().unwrap());
+    settings.extend([
         ("CONFAB_PRESENCE_GRACE_MS", "200"),
-        ("CONFAB_DATA_DIR", dir.path().to_str().unwrap()),
         ("CONFAB_RATE_SEND", "100000/100000"),
         ("CONFAB_RATE_OTHER", "100000/100000"),
-    ];
+    ]);
     let mut doomed = NodeProcess::start(&settings).await;
     let survivor = NodeProcess::start(&settings).await;
-    let token = |user: &str| {
-        let now = chrono_now();
-        sign(json!({ "sub": user, "exp": now + 3600 }))
-    };
-    let connect = |url: String, user: &str| {
-        let auth = json!({ "token": token(user) });
-        async move {
-            confab_sio_client::connect(confab_sio_client::ConnectOptions::new(url).auth(auth))
-                .await
-                .expect("connect")
-        }
-    };
-    let alice = connect(doomed.url.clone(), "alice").await;
-    let mut bob = connect(survivor.url.clone(), "bob").await;
+    let alice = connect_to(&doomed.url, "alice").await;
+    let mut bob = connect_to(&survivor.url, "bob").await;
     let id = group(&alice, "doomed", &["bob"]).await;
     expect(&mut bob, "conversation:new").await;
 
@@ -431,7 +440,7 @@ async fn a_killed_node_loses_nothing_acked_and_its_users_go_offline() {
 
     // Alice reconnects to the survivor and retries everything unacked with the same client_id,
     // as a client's outbox does.
-    let alice = connect(survivor.url.clone(), "alice").await;
+    let alice = connect_to(&survivor.url, "alice").await;
     for (key, payload) in &pending {
         if !acked.contains(key) {
             alice.ok("message:send", payload.clone()).await;
@@ -486,22 +495,10 @@ async fn the_users_of_a_crashed_node_are_marked_offline_by_the_others() {
         return;
     };
     let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
-    let settings = [
-        ("CONFAB_DATABASE_URL", database.as_str()),
-        ("CONFAB_REDIS_URL", REDIS),
-        ("CONFAB_REDIS_PREFIX", prefix.as_str()),
-        ("CONFAB_JWT_SECRET", SECRET),
-        ("CONFAB_NODE_TIMEOUT_SECS", "3"),
-        ("CONFAB_DATA_DIR", dir.path().to_str().unwrap()),
-    ];
+    let settings = node_settings(&database, &prefix, dir.path().to_str().unwrap());
     let mut doomed = NodeProcess::start(&settings).await;
     let survivor = spawn_app_with(Backend::Postgres, &settings).await.unwrap();
-    let carol = confab_sio_client::connect(
-        confab_sio_client::ConnectOptions::new(doomed.url.clone())
-            .auth(json!({ "token": survivor.token("carol") })),
-    )
-    .await
-    .unwrap();
+    let carol = connect_to(&doomed.url, "carol").await;
     let mut dave = survivor.connect("dave").await;
     group(&carol, "pair", &["dave"]).await;
     expect(&mut dave, "conversation:new").await;
@@ -533,16 +530,7 @@ async fn sigterm_tells_clients_finishes_sends_and_exits() {
         ("CONFAB_RATE_SEND", "100000/100000"),
     ];
     let mut node = NodeProcess::start(&settings).await;
-    let token = sign(json!({ "sub": "alice", "exp": chrono_now() + 3600 }));
-    let connect = |url: String| {
-        let auth = json!({ "token": token.clone() });
-        async move {
-            confab_sio_client::connect(confab_sio_client::ConnectOptions::new(url).auth(auth))
-                .await
-                .unwrap()
-        }
-    };
-    let mut alice = connect(node.url.clone()).await;
+    let mut alice = connect_to(&node.url, "alice").await;
     let id = group(&alice, "bye", &[]).await;
     let payload =
         |i: usize| json!({ "conversation_id": id, "client_id": format!("k{i}"), "body": "x" });
@@ -573,7 +561,7 @@ async fn sigterm_tells_clients_finishes_sends_and_exits() {
         .collect();
     assert!(!acked.is_empty());
     let node = NodeProcess::start(&settings).await;
-    let alice = connect(node.url.clone()).await;
+    let alice = connect_to(&node.url, "alice").await;
     for i in (0..50).filter(|i| !acked.contains(i)) {
         alice.ok("message:send", payload(i)).await;
     }

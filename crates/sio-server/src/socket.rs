@@ -342,6 +342,9 @@ pub(crate) struct SocketCore {
 pub(crate) struct Outbox {
     /// Packets not yet handed to the transport. An empty `VecDeque` holds no allocation.
     pub(crate) frames: VecDeque<Frame>,
+    /// Application packets sent while `Handler::connect` runs: they may only follow the `40` that
+    /// answers the CONNECT, so they wait here (the transport drains `frames` meanwhile, for pings).
+    pub(crate) held: VecDeque<Frame>,
     /// The task that drains `frames` (the WebSocket task, or the pending polling `GET`).
     pub(crate) writer: Option<Waker>,
     pub(crate) state: State,
@@ -356,7 +359,7 @@ pub(crate) struct Outbox {
 impl Outbox {
     fn check_room(&self, max: usize) -> Result<(), SendError> {
         match self.state {
-            State::Connecting | State::Connected if self.frames.len() >= max => {
+            State::Connecting | State::Connected if self.frames.len() + self.held.len() >= max => {
                 Err(SendError::Full)
             }
             State::Connecting | State::Connected => Ok(()),
@@ -373,6 +376,7 @@ impl SocketCore {
             max_queued,
             outbox: Mutex::new(Outbox {
                 frames: VecDeque::new(),
+                held: VecDeque::new(),
                 writer: None,
                 state: State::Open,
                 transport,
@@ -402,9 +406,14 @@ impl SocketCore {
         } else if outbox.state == State::Closed {
             return Err(SendError::Closed);
         }
-        outbox.frames.push_back(Frame::Text(text.clone()));
+        let queue = if outbox.state == State::Connecting {
+            &mut outbox.held
+        } else {
+            &mut outbox.frames
+        };
+        queue.push_back(Frame::Text(text.clone()));
         for a in attachments {
-            outbox.frames.push_back(Frame::Binary(a.clone()));
+            queue.push_back(Frame::Binary(a.clone()));
         }
         let waker = outbox.writer.take();
         drop(outbox);
@@ -451,6 +460,7 @@ impl SocketCore {
         let mut outbox = self.lock();
         outbox.state = State::Closed;
         outbox.frames = VecDeque::new();
+        outbox.held = VecDeque::new();
         outbox.acks = Vec::new();
         let waker = outbox.writer.take();
         drop(outbox);

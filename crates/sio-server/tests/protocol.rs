@@ -380,6 +380,20 @@ async fn events_before_the_connect_completes_are_dropped() {
 }
 
 #[tokio::test]
+async fn packets_sent_during_the_connect_follow_its_answer() {
+    let server = Server::start(Config::default()).await;
+    let mut ws = ws_open(&server, "").await;
+    assert!(recv_text(&mut ws).await.starts_with("0{"));
+    ws.send(Message::text(r#"40{"token":"greet","name":"greeted"}"#))
+        .await
+        .unwrap();
+    let first = recv_text(&mut ws).await;
+    assert!(first.starts_with(r#"40{"sid":""#), "{first}");
+    assert_eq!(recv_text(&mut ws).await, r#"42["greeting","hello"]"#);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn malformed_socket_io_packets_close_the_connection() {
     let server = Server::start(Config::default()).await;
     for (name, bad) in [

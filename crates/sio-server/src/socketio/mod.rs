@@ -3,6 +3,7 @@
 
 pub(crate) mod packet;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -271,10 +272,12 @@ impl<H: Handler> Engine<H> {
                     let mut outbox = conn.socket.0.lock();
                     if outbox.state == State::Connecting {
                         outbox.state = State::Connected;
-                        // In front of whatever the application queued during `connect`.
+                        // Then whatever the application queued during `connect`.
                         outbox
                             .frames
-                            .push_front(Frame::Text(packet::connect_ok(conn.socket.id())));
+                            .push_back(Frame::Text(packet::connect_ok(conn.socket.id())));
+                        let held = std::mem::take(&mut outbox.held);
+                        outbox.frames.extend(held);
                         if let Some(waker) = outbox.writer.take() {
                             waker.wake();
                         }
@@ -306,12 +309,8 @@ impl<H: Handler> Engine<H> {
                     let mut outbox = conn.socket.0.lock();
                     if outbox.state == State::Connecting {
                         outbox.state = State::Open;
-                        // Drop what the application queued during `connect`; keep protocol frames (pings,
-                        // namespace refusals).
-                        outbox.frames.retain(|f| match f {
-                            Frame::Text(t) => !t.starts_with(b"4") || t.starts_with(b"44"),
-                            Frame::Binary(_) => false,
-                        });
+                        // Drop what the application queued during `connect`.
+                        outbox.held = VecDeque::new();
                         outbox
                             .frames
                             .push_back(Frame::Text(packet::connect_error("/", &err)));

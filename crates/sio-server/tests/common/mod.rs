@@ -68,7 +68,7 @@ impl Handler for TestHandler {
 
     async fn connect(
         &self,
-        _socket: Socket,
+        socket: Socket,
         auth: Option<&RawValue>,
         _req: &RequestInfo,
     ) -> Result<Session, ConnectError> {
@@ -85,6 +85,12 @@ impl Handler for TestHandler {
                     .with_data(json!({"code": "unauthorized", "reason": "expired"})));
             }
             Some("slow") => tokio::time::sleep(Duration::from_millis(300)).await,
+            Some("greet") => {
+                // An application that queues a packet before its connect completes (a message for
+                // the user arriving meanwhile): it must still reach the client after the `40`.
+                socket.emit("greeting", "hello").unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             Some(_) => {}
         }
         let label = auth
