@@ -403,9 +403,19 @@ export class ConfabClient {
     }
   }
 
-  /** Read marks of other members seen since connecting (confab has no query for them). */
+  /**
+   * Read marks of the other members: from the conversation's member list (as last loaded), moved
+   * forward by `receipt` events since.
+   */
   readMarksOf(conversationId: string): ReadonlyMap<UserId, number> {
-    return this.receipts.get(conversationId) ?? new Map();
+    const marks = new Map<UserId, number>();
+    for (const m of this.conversations.get(conversationId)?.conversation.members ?? []) {
+      if (m.user_id !== this.userId && m.last_read_seq !== undefined) marks.set(m.user_id, m.last_read_seq);
+    }
+    for (const [user, seq] of this.receipts.get(conversationId) ?? []) {
+      marks.set(user, Math.max(seq, marks.get(user) ?? 0));
+    }
+    return marks;
   }
 
   /** Asks for users' presence (see also the `presence` store, which follows it live). */

@@ -24,6 +24,8 @@ export interface Member {
   user_id: UserId;
   name: string | null;
   role: Role;
+  /** Everything up to this seq is read by this member. */
+  last_read_seq: number;
 }
 
 export interface Conversation {
