@@ -158,6 +158,40 @@ pub struct Args {
     pub max_steps: usize,
 }
 
+/// `confab-bench report`: writes docs/BENCHMARKS.md and its SVG plots from the JSON lines
+/// of a measuring run (bench/run.sh).
+#[derive(Debug, Parser)]
+#[command(name = "confab-bench report")]
+pub struct ReportArgs {
+    /// Results files (JSON lines from confab-bench and bench/measure.sh). When a system and
+    /// scenario occur more than once, the last line wins.
+    #[arg(long = "results", value_name = "FILE", num_args = 1.., required_unless_present = "stamp")]
+    pub results: Vec<PathBuf>,
+
+    /// The Markdown document to write.
+    #[arg(long, value_name = "FILE", default_value = "docs/BENCHMARKS.md")]
+    pub out: PathBuf,
+
+    /// Where the SVG plots go. [default: bench/ beside --out]
+    #[arg(long, value_name = "DIR")]
+    pub plots_dir: Option<PathBuf>,
+
+    /// Markdown appended as the document's "Notes" (analysis, profiles), so it survives
+    /// regenerating the figures.
+    #[arg(long, value_name = "FILE")]
+    pub notes: Option<PathBuf>,
+
+    /// Instead of a report: append a record of the machine (cores, CPU model, RAM, kernel,
+    /// open-file limit), the git commit, the date and --command to FILE, for the report made
+    /// from it later.
+    #[arg(long, value_name = "FILE")]
+    pub stamp: Option<PathBuf>,
+
+    /// With --stamp: the command that measured, as the report should show it.
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub command: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
     /// --users connect and stay idle for --duration: connects/s, connect latency, and the
@@ -196,6 +230,8 @@ Examples:
   confab-bench fanout --users 5000 --rate 5 --secret $S   # confab needs CONFAB_MAX_GROUP_MEMBERS=5000
   confab-bench multinode --url http://127.0.0.1:3001 --url http://127.0.0.1:3002 --secret $S
   confab-bench sweep --users 1000 --rate 1000 --duration 10 --secret $S --json-out sweep.jsonl
+
+  confab-bench report --results bench/results/run.jsonl --out docs/BENCHMARKS.md
 
 Exit status: 0 done, 1 could not run (bad options, connects or setup failed), 2 with --strict
 when the result shows a problem.";

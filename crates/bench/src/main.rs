@@ -4,6 +4,8 @@
 mod capacity;
 mod cli;
 mod client;
+mod markdown;
+mod plot;
 mod population;
 mod report;
 mod scenario;
@@ -19,6 +21,17 @@ use clap::Parser;
 use crate::scenario::Verdict;
 
 fn main() -> ExitCode {
+    // `report` reads results rather than generating load, so it has options of its own.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "report") {
+        let args = cli::ReportArgs::parse_from(std::env::args_os().skip(1));
+        return match report(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("confab-bench report: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let args = cli::Args::parse();
     let strict = args.strict;
     let runtime = if args.threads <= 1 {
@@ -53,4 +66,40 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn report(args: cli::ReportArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+
+    if let Some(path) = &args.stamp {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        writeln!(file, "{}", markdown::meta_record(&args.command))?;
+        return Ok(());
+    }
+    let results = markdown::Results::load(&args.results)?;
+    let plots_dir = args.plots_dir.clone().unwrap_or_else(|| {
+        args.out
+            .parent()
+            .unwrap_or(std::path::Path::new(""))
+            .join("bench")
+    });
+    let notes = match &args.notes {
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => None,
+    };
+    markdown::write(
+        &results,
+        &markdown::Options {
+            out: &args.out,
+            plots_dir: &plots_dir,
+            notes,
+        },
+    )
 }
