@@ -2,19 +2,27 @@
 # The issue's measurements, each against a freshly started server (so RSS per connection
 # isn't flattered by memory an earlier run left behind):
 #
-#   connect  10,000 users, idle, with --server-pid   (connects/s, server RSS per connection)
-#   chat     1,000 users in groups of 10 at $CHAT_RATE msgs/s for $CHAT_SECS s
-#   sweep    1,000 users in groups of 10 from $SWEEP_START msgs/s, p99 ack ≤ 50 ms
+#   connect    $CONNECT_USERS users, idle, with --server-pid   (connects/s, server RSS per connection)
+#   chat       $USERS users in groups of $GROUP_SIZE at $CHAT_RATE msgs/s for $CHAT_SECS s
+#   sweep      $USERS users in groups of $GROUP_SIZE from $SWEEP_START msgs/s (or the list
+#              $SWEEP_RATES), p99 ack ≤ 50 ms
+#   fanout     one group of $FANOUT_USERS at $FANOUT_RATE msgs/s (the peer stops at 1,000 members)
+#   multinode  two nodes sharing PostgreSQL and Redis, $USERS users spread over both
+#   capacity   as many users as the server's open-file limit ($CAPACITY_NOFILE) leaves room for,
+#              chatting at $CAPACITY_RATE msgs/s (label <server>/capacity)
 #
 # for each server in $SERVERS: confab-pg (release build, PostgreSQL, a fresh database),
-# confab-sqlite (release build, SQLite in a temp dir) and peer (the Node peer on PostgreSQL
-# and Redis). JSON lines go to $OUT (default bench/results/<date>.jsonl) and stdout; the
-# human summaries to stderr.
+# confab-sqlite (release build, SQLite in a temp dir; connect, chat and sweep only) and peer
+# (the Node peer on PostgreSQL and Redis). JSON lines go to $OUT (default
+# bench/results/<date>.jsonl) and stdout; the human summaries to stderr. Before each
+# measurement a {"record": "command"} line records the server and generator commands, how busy
+# the machine was, and the server's open-file limit (for `confab-bench report`).
 #
 #   bench/measure.sh
 #   SERVERS=confab-pg SCENARIOS="chat sweep" CHAT_RATE=8000 BENCH_ARGS="--threads 2" bench/measure.sh
 #
 # Needs PostgreSQL at 127.0.0.1:5432 (user root, trust), Redis at 127.0.0.1:6379, Node 20+.
+# bench/run.sh starts them, runs this at the issue's size and writes docs/BENCHMARKS.md.
 # Run it on a quiet machine: the generator shares the cores with the server. Before each
 # measurement the script waits (up to $QUIET_WAIT s) until the cores are less than
 # $QUIET_PCT % busy, and says so when they never were; each JSON line has the machine's CPU use
@@ -23,16 +31,29 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SERVERS=${SERVERS:-confab-pg confab-sqlite peer}
-SCENARIOS=${SCENARIOS:-connect chat sweep}
+SCENARIOS=${SCENARIOS:-connect chat sweep fanout multinode capacity}
 CONNECT_USERS=${CONNECT_USERS:-10000}
 USERS=${USERS:-1000}
 GROUP_SIZE=${GROUP_SIZE:-10}
-CHAT_RATE=${CHAT_RATE:-5000}
+CHAT_RATE=${CHAT_RATE:-1000}
 CHAT_SECS=${CHAT_SECS:-20}
 SWEEP_START=${SWEEP_START:-1000}
 SWEEP_SECS=${SWEEP_SECS:-10}
+SWEEP_RATES=${SWEEP_RATES:-}
+FANOUT_USERS=${FANOUT_USERS:-1000}
+FANOUT_RATE=${FANOUT_RATE:-5}
+FANOUT_SECS=${FANOUT_SECS:-10}
+MULTINODE_RATE=${MULTINODE_RATE:-1000}
+MULTINODE_SECS=${MULTINODE_SECS:-10}
+# The server's soft open-file limit in the capacity scenario (the shell's by default), and the
+# descriptors left spare beside those it has open at idle (for the database pool to grow).
+CAPACITY_NOFILE=${CAPACITY_NOFILE:-$(ulimit -Sn)}
+CAPACITY_SPARE=${CAPACITY_SPARE:-64}
+CAPACITY_RATE=${CAPACITY_RATE:-1000}
+CAPACITY_SECS=${CAPACITY_SECS:-10}
 BENCH_ARGS=${BENCH_ARGS:-}
 PG_URL=${PG_URL:-postgres://root@127.0.0.1:5432}
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 QUIET_PCT=${QUIET_PCT:-25}
 QUIET_WAIT=${QUIET_WAIT:-300}
 mkdir -p bench/results
@@ -40,23 +61,30 @@ OUT=${OUT:-bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl}
 SECRET="measure-secret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/confab-measure.XXXXXX")
 PEER_DIR=bench/peers/node-socketio
-SERVER_PID=
-SERVER_URL=
+SERVER_PIDS=()
+SERVER_URLS=()
 SERVER_DB=
+SERVER_CMD=
+SERVER_NOFILE=
+BUSY=0
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
 stop_server() {
-  if [[ -n $SERVER_PID ]]; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
+  local pid
+  for pid in "${SERVER_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${SERVER_PIDS[@]}"; do
     for _ in $(seq 1 100); do
-      kill -0 "$SERVER_PID" 2>/dev/null || break
+      kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-  fi
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  SERVER_PIDS=()
+  SERVER_URLS=()
   if [[ -n $SERVER_DB ]]; then
     psql -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS \"$SERVER_DB\" WITH (FORCE)" >/dev/null || true
     SERVER_DB=
@@ -86,9 +114,10 @@ busy_pct() {
   }'
 }
 
+# Sets BUSY to how busy the cores were when it stopped waiting.
 wait_quiet() {
   local waited=0 busy
-  while busy=$(busy_pct) && ((busy >= QUIET_PCT)); do
+  while busy=$(busy_pct) && BUSY=$busy && ((busy >= QUIET_PCT)); do
     if ((waited >= QUIET_WAIT)); then
       echo "warning: the machine is still ${busy}% busy after ${waited} s; measuring anyway" >&2
       return 0
@@ -103,54 +132,97 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# Waits until log $1 has a line matching $2 while process $3 lives.
 wait_ready() {
   for _ in $(seq 1 300); do
     grep -qE "$2" "$1" 2>/dev/null && return 0
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$1" >&2; echo "the server died" >&2; return 1; }
+    kill -0 "$3" 2>/dev/null || { cat "$1" >&2; echo "the server died" >&2; return 1; }
     sleep 0.1
   done
   echo "the server did not start" >&2
   return 1
 }
 
-# Starts server kind $1 fresh; sets SERVER_PID and SERVER_URL.
+# Starts server kind $1 fresh, $2 nodes of it (default 1; several share the database and
+# Redis), with soft open-file limit $3 (default: the shell's). Sets SERVER_PIDS, SERVER_URLS
+# and SERVER_CMD (the first node's command, for the record, with the secret as $S).
 start_server() {
-  local port
-  port=$(free_port)
-  case $1 in
-    confab-pg | confab-sqlite)
-      local db_url
-      mkdir -p "$TMP/data-$port"
-      if [[ $1 == confab-pg ]]; then
-        SERVER_DB="confab_measure_$$_$port"
-        psql -q "$PG_URL/postgres" -c "CREATE DATABASE \"$SERVER_DB\"" >/dev/null
-        db_url="$PG_URL/$SERVER_DB"
-      else
-        db_url="sqlite://$TMP/data-$port/confab.db"
-      fi
-      CONFAB_BIND="127.0.0.1:$port" CONFAB_DATA_DIR="$TMP/data-$port" CONFAB_DATABASE_URL=$db_url \
-        CONFAB_JWT_SECRET=$SECRET CONFAB_LOG=warn target/release/confab >"$TMP/server.log" 2>&1 &
-      SERVER_PID=$!
-      SERVER_URL="http://127.0.0.1:$port"
-      for _ in $(seq 1 300); do
-        curl -fsS "$SERVER_URL/readyz" >/dev/null 2>&1 && break
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$TMP/server.log" >&2; return 1; }
-        sleep 0.1
-      done
-      ;;
-    peer)
-      SERVER_DB="confab_peer_measure_$$_$port"
-      (cd "$PEER_DIR" && PORT=$port JWT_SECRET=$SECRET DATABASE_URL="$PG_URL/$SERVER_DB" \
-        REDIS_KEY="measure-$SERVER_DB" exec node server.mjs) >"$TMP/server.log" 2>&1 &
-      SERVER_PID=$!
-      SERVER_URL="http://127.0.0.1:$port"
-      wait_ready "$TMP/server.log" '^listening on'
-      ;;
-    *)
-      echo "unknown server $1 (confab-pg, confab-sqlite, peer)" >&2
-      return 1
-      ;;
-  esac
+  local kind=$1 nodes=${2:-1} nofile=${3:-$(ulimit -Sn)} n port db_url
+  local env=()
+  SERVER_NOFILE=$nofile
+  for n in $(seq 1 "$nodes"); do
+    port=$(free_port)
+    case $kind in
+      confab-pg | confab-sqlite)
+        mkdir -p "$TMP/data-$port"
+        if [[ $kind == confab-pg ]]; then
+          if [[ -z $SERVER_DB ]]; then
+            SERVER_DB="confab_measure_$$_$port"
+            psql -q "$PG_URL/postgres" -c "CREATE DATABASE \"$SERVER_DB\"" >/dev/null
+          fi
+          db_url="$PG_URL/$SERVER_DB"
+        else
+          db_url="sqlite://$TMP/data-$port/confab.db"
+        fi
+        # fanout's group may be larger than confab's default limit of 1,000 members.
+        env=(CONFAB_BIND="127.0.0.1:$port" CONFAB_DATA_DIR="$TMP/data-$port" CONFAB_DATABASE_URL="$db_url"
+          CONFAB_LOG=warn CONFAB_MAX_GROUP_MEMBERS=$((FANOUT_USERS > 1000 ? FANOUT_USERS : 1000)))
+        if ((nodes > 1)); then
+          env+=(CONFAB_REDIS_URL="$REDIS_URL" CONFAB_REDIS_PREFIX="measure-$SERVER_DB")
+        fi
+        (ulimit -Sn "$nofile" && exec env "${env[@]}" CONFAB_JWT_SECRET="$SECRET" target/release/confab) \
+          >"$TMP/server$n.log" 2>&1 &
+        SERVER_PIDS+=("$!")
+        SERVER_URLS+=("http://127.0.0.1:$port")
+        ((n > 1)) || SERVER_CMD="ulimit -Sn $nofile; ${env[*]} CONFAB_JWT_SECRET=\$S target/release/confab"
+        for _ in $(seq 1 300); do
+          curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+          kill -0 "${SERVER_PIDS[-1]}" 2>/dev/null || { cat "$TMP/server$n.log" >&2; return 1; }
+          sleep 0.1
+        done
+        ;;
+      peer)
+        [[ -n $SERVER_DB ]] || SERVER_DB="confab_peer_measure_$$_$port"
+        env=(PORT="$port" DATABASE_URL="$PG_URL/$SERVER_DB" REDIS_URL="$REDIS_URL" REDIS_KEY="measure-$SERVER_DB")
+        (cd "$PEER_DIR" && ulimit -Sn "$nofile" && exec env "${env[@]}" JWT_SECRET="$SECRET" node server.mjs) \
+          >"$TMP/server$n.log" 2>&1 &
+        SERVER_PIDS+=("$!")
+        SERVER_URLS+=("http://127.0.0.1:$port")
+        ((n > 1)) || SERVER_CMD="cd $PEER_DIR; ulimit -Sn $nofile; ${env[*]} JWT_SECRET=\$S node server.mjs"
+        wait_ready "$TMP/server$n.log" '^listening on' "${SERVER_PIDS[-1]}"
+        ;;
+      *)
+        echo "unknown server $kind (confab-pg, confab-sqlite, peer)" >&2
+        return 1
+        ;;
+    esac
+  done
+}
+
+# Appends the {"record": "command"} line for label $1, scenario $2; the rest is the generator's
+# command line.
+record_command() {
+  local label=$1 scenario=$2
+  shift 2
+  python3 - "$OUT" "$label" "$scenario" "$SERVER_CMD" "$BUSY" "$SERVER_NOFILE" "$@" <<'EOF'
+import json, shlex, sys
+out, label, scenario, server, busy, nofile, *bench = sys.argv[1:]
+line = {"record": "command", "label": label, "scenario": scenario, "server": server,
+        "bench": shlex.join(bench), "busy_before_pct": int(busy), "server_nofile": int(nofile)}
+with open(out, "a") as f:
+    f.write(json.dumps(line) + "\n")
+EOF
+}
+
+# Runs the generator for label $1 and scenario $2, after recording the command. A failed run
+# leaves its line out rather than stopping the rest.
+bench() {
+  local label=$1 scenario=$2
+  shift 2
+  # shellcheck disable=SC2086 # BENCH_ARGS is a list of options
+  local cmd=("$BENCH" "$@" --label "$label" $BENCH_ARGS)
+  record_command "$label" "$scenario" "${cmd[@]}"
+  "${cmd[@]}" --json-out "$OUT" || echo "warning: $label $scenario failed (status $?)" >&2
 }
 
 log "build"
@@ -163,24 +235,68 @@ export CONFAB_BENCH_SECRET=$SECRET
 
 for server in $SERVERS; do
   for scenario in $SCENARIOS; do
+    case $server:$scenario in
+      # SQLite is for one process, and its target is throughput: the rest would repeat
+      # confab-pg's figures at the cost of minutes.
+      confab-sqlite:fanout | confab-sqlite:multinode | confab-sqlite:capacity) continue ;;
+    esac
     log "$server: $scenario"
     wait_quiet
-    start_server "$server"
-    # shellcheck disable=SC2086 # BENCH_ARGS is a list of options
+    watch=(--watch-comm postgres)
+    case $scenario in
+      multinode)
+        start_server "$server" 2
+        watch+=(--watch-comm redis-server)
+        ;;
+      capacity) start_server "$server" 1 "$CAPACITY_NOFILE" ;;
+      *) start_server "$server" ;;
+    esac
+    if [[ -n $SERVER_DB ]]; then
+      watch+=(--watch-cmdline "$SERVER_DB")
+    fi
+    pids=()
+    for pid in "${SERVER_PIDS[@]}"; do
+      pids+=(--server-pid "$pid")
+    done
+    url=${SERVER_URLS[0]}
     case $scenario in
       connect)
-        "$BENCH" connect --url "$SERVER_URL" --users "$CONNECT_USERS" --duration 10 \
-          --server-pid "$SERVER_PID" --watch-comm postgres ${SERVER_DB:+--watch-cmdline "$SERVER_DB"} --label "$server" --json-out "$OUT" $BENCH_ARGS || true
+        bench "$server" connect connect --url "$url" --users "$CONNECT_USERS" --duration 10 \
+          "${pids[@]}" "${watch[@]}"
         ;;
       chat)
-        "$BENCH" chat --url "$SERVER_URL" --users "$USERS" --group-size "$GROUP_SIZE" \
-          --rate "$CHAT_RATE" --duration "$CHAT_SECS" --server-pid "$SERVER_PID" --watch-comm postgres ${SERVER_DB:+--watch-cmdline "$SERVER_DB"} --label "$server" \
-          --json-out "$OUT" $BENCH_ARGS || true
+        bench "$server" chat chat --url "$url" --users "$USERS" --group-size "$GROUP_SIZE" \
+          --rate "$CHAT_RATE" --duration "$CHAT_SECS" "${pids[@]}" "${watch[@]}"
         ;;
       sweep)
-        "$BENCH" sweep --url "$SERVER_URL" --users "$USERS" --group-size "$GROUP_SIZE" \
-          --rate "$SWEEP_START" --duration "$SWEEP_SECS" --server-pid "$SERVER_PID" --watch-comm postgres ${SERVER_DB:+--watch-cmdline "$SERVER_DB"} --label "$server" \
-          --json-out "$OUT" $BENCH_ARGS || true
+        rates=(--rate "$SWEEP_START")
+        if [[ -n $SWEEP_RATES ]]; then
+          rates=(--rates "$SWEEP_RATES")
+        fi
+        bench "$server" sweep sweep --url "$url" --users "$USERS" --group-size "$GROUP_SIZE" \
+          "${rates[@]}" --duration "$SWEEP_SECS" "${pids[@]}" "${watch[@]}"
+        ;;
+      fanout)
+        bench "$server" fanout fanout --url "$url" --users "$FANOUT_USERS" --rate "$FANOUT_RATE" \
+          --duration "$FANOUT_SECS" "${pids[@]}" "${watch[@]}"
+        ;;
+      multinode)
+        # The peer's Redis adapter joins members to rooms asynchronously: give it a moment.
+        bench "$server" multinode multinode --url "$url" --url "${SERVER_URLS[1]}" --users "$USERS" \
+          --group-size "$GROUP_SIZE" --rate "$MULTINODE_RATE" --duration "$MULTINODE_SECS" --settle 2 \
+          "${pids[@]}" "${watch[@]}"
+        ;;
+      capacity)
+        # Every descriptor the server has open at idle (listener, database, runtime) is one
+        # socket fewer.
+        users=$((CAPACITY_NOFILE - $(find "/proc/${SERVER_PIDS[0]}/fd" -mindepth 1 | wc -l) - CAPACITY_SPARE))
+        (
+          # The generator needs a descriptor per socket too: above the server's limit where
+          # allowed (as root); otherwise it raises its soft limit to the hard one itself.
+          ulimit -Hn $((users + 1000)) 2>/dev/null && ulimit -Sn $((users + 1000)) 2>/dev/null || true
+          bench "$server/capacity" chat chat --url "$url" --users "$users" --group-size "$GROUP_SIZE" \
+            --rate "$CAPACITY_RATE" --duration "$CAPACITY_SECS" --connect-timeout 30 "${pids[@]}" "${watch[@]}"
+        )
         ;;
       *)
         echo "unknown scenario $scenario" >&2
