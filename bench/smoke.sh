@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Smoke test of the load generator: every confab-bench scenario once, at a tiny size, against
-# a confab it starts itself (SQLite in a temp dir) and against the Node peer
-# (bench/peers/node-socketio: two processes sharing PostgreSQL and Redis, so multinode crosses
-# processes). Fails if a scenario errors or reports lost, refused or duplicated messages
-# (confab-bench --strict). Leaves no processes or databases behind.
+# a confab it starts itself (SQLite in a temp dir; multinode: two confab nodes sharing
+# PostgreSQL and Redis) and against the Node peer (bench/peers/node-socketio: two processes
+# sharing PostgreSQL and Redis). Fails if a scenario errors or reports lost, refused or
+# duplicated messages (confab-bench --strict). Then writes a report from the results
+# (confab-bench report) into a temp dir, to prove that path works. Leaves no processes or
+# databases behind. CI runs it (.ci/run); benchmarks proper are bench/run.sh.
 #
 #   bench/smoke.sh                 # builds debug binaries first
 #   SMOKE_PROFILE=release bench/smoke.sh
 #
-# Needs PostgreSQL at 127.0.0.1:5432 (user root, trust) and Redis at 127.0.0.1:6379 for the
-# peer (SMOKE_PG_URL / SMOKE_REDIS_URL override them), Node 20+ and npm.
-# SMOKE_SKIP_PEER=1 runs the confab half only.
+# Needs PostgreSQL at 127.0.0.1:5432 (user root, trust; psql) and Redis at 127.0.0.1:6379 for
+# confab's multinode and the peer (SMOKE_PG_URL / SMOKE_REDIS_URL override them), Node 20+ and
+# npm. SMOKE_SKIP_PEER=1 runs the confab half only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,8 +23,10 @@ SECRET="smoke-secret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/confab-bench-smoke.XXXXXX")
 PEER_DIR=bench/peers/node-socketio
 PEER_DB="confab_bench_smoke_$$_$RANDOM"
+CLUSTER_DB="confab_bench_smoke_cluster_$$_$RANDOM"
 PIDS=()
 PEER_DB_CREATED=0
+CLUSTER_DB_CREATED=0
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
@@ -40,6 +44,9 @@ cleanup() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
+  if [[ $CLUSTER_DB_CREATED == 1 ]]; then
+    psql -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS \"$CLUSTER_DB\" WITH (FORCE)" >/dev/null || true
+  fi
   if [[ $PEER_DB_CREATED == 1 ]]; then
     (cd "$PEER_DIR" && node -e '
       const pg = require("pg");
@@ -97,33 +104,47 @@ bench() {
   "$BENCH" "$@" --strict --connect-timeout 10 --grace 3 --json-out "$TMP/results.jsonl"
 }
 
-log "confab (SQLite)"
-CONFAB_PORT=$(free_port)
-mkdir -p "$TMP/confab"
-CONFAB_BIND="127.0.0.1:$CONFAB_PORT" \
-  CONFAB_DATA_DIR="$TMP/confab" \
-  CONFAB_DATABASE_URL="sqlite://$TMP/confab/confab.db" \
-  CONFAB_JWT_SECRET=$SECRET \
-  CONFAB_MAX_GROUP_MEMBERS=2000 \
-  CONFAB_LOG=warn \
-  "$CONFAB" >"$TMP/confab.log" 2>&1 &
-CONFAB_PID=$!
-PIDS+=("$CONFAB_PID")
-for _ in $(seq 1 300); do
-  curl -fsS "http://127.0.0.1:$CONFAB_PORT/healthz" >/dev/null 2>&1 && break
-  kill -0 "$CONFAB_PID" 2>/dev/null || { echo "confab died" >&2; exit 1; }
-  sleep 0.1
-done
-CONFAB_URL="http://127.0.0.1:$CONFAB_PORT"
+# Starts confab with the given extra environment; sets CONFAB_PID and CONFAB_URL.
+start_confab() {
+  local name=$1 port
+  shift
+  port=$(free_port)
+  mkdir -p "$TMP/$name"
+  env CONFAB_BIND="127.0.0.1:$port" CONFAB_DATA_DIR="$TMP/$name" CONFAB_JWT_SECRET="$SECRET" \
+    CONFAB_MAX_GROUP_MEMBERS=2000 CONFAB_LOG=warn "$@" "$CONFAB" >"$TMP/$name.log" 2>&1 &
+  CONFAB_PID=$!
+  PIDS+=("$CONFAB_PID")
+  CONFAB_URL="http://127.0.0.1:$port"
+  for _ in $(seq 1 300); do
+    curl -fsS "$CONFAB_URL/readyz" >/dev/null 2>&1 && return 0
+    kill -0 "$CONFAB_PID" 2>/dev/null || { echo "confab ($name) died" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "confab ($name) did not become ready" >&2
+  return 1
+}
 
-bench "confab connect" connect --url "$CONFAB_URL" --users 200 --duration 1 --server-pid "$CONFAB_PID" --label smoke-confab
-bench "confab chat" chat --url "$CONFAB_URL" --users 60 --group-size 5 --rate 200 --duration 2 --server-pid "$CONFAB_PID" --settle 0.3 --label smoke-confab
+# Labels as bench/run.sh uses them, so the report below has figures to show.
+log "confab (SQLite)"
+start_confab confab CONFAB_DATABASE_URL="sqlite://$TMP/confab/confab.db"
+bench "confab connect" connect --url "$CONFAB_URL" --users 200 --duration 1 --server-pid "$CONFAB_PID" --label confab-sqlite
+bench "confab chat" chat --url "$CONFAB_URL" --users 60 --group-size 5 --rate 200 --duration 2 --server-pid "$CONFAB_PID" --settle 0.3 --label confab-sqlite
 # 1100 members: one conversation:create of 1000, then a conversation:members:add.
-bench "confab fanout" fanout --url "$CONFAB_URL" --users 1100 --rate 5 --duration 1 --server-pid "$CONFAB_PID" --settle 0.3 --label smoke-confab
-# confab has no cross-node delivery yet, so its multinode smoke names the one node twice: it
-# runs the scenario's code path; the peer below runs it across two processes.
-bench "confab multinode" multinode --url "$CONFAB_URL" --url "$CONFAB_URL" --users 40 --group-size 4 --rate 100 --duration 1 --settle 0.3 --label smoke-confab
-bench "confab sweep" sweep --url "$CONFAB_URL" --users 40 --group-size 4 --rates 50,100 --duration 1 --p99-bound-ms 1000 --settle 0.3 --label smoke-confab
+bench "confab fanout" fanout --url "$CONFAB_URL" --users 1100 --rate 5 --duration 1 --server-pid "$CONFAB_PID" --settle 0.3 --label confab-sqlite
+bench "confab sweep" sweep --url "$CONFAB_URL" --users 40 --group-size 4 --rates 50,100 --duration 1 --p99-bound-ms 1000 --settle 0.3 --label confab-sqlite
+
+log "confab cluster (2 nodes, PostgreSQL + Redis)"
+psql -q "$PG_URL/postgres" -c "CREATE DATABASE \"$CLUSTER_DB\"" >/dev/null
+CLUSTER_DB_CREATED=1
+CLUSTER_URLS=()
+CLUSTER_PIDS=()
+for n in 1 2; do
+  start_confab "node$n" CONFAB_DATABASE_URL="$PG_URL/$CLUSTER_DB" CONFAB_REDIS_URL="$REDIS_URL" \
+    CONFAB_REDIS_PREFIX="smoke-$CLUSTER_DB"
+  CLUSTER_URLS+=(--url "$CONFAB_URL")
+  CLUSTER_PIDS+=(--server-pid "$CONFAB_PID")
+done
+bench "confab multinode" multinode "${CLUSTER_URLS[@]}" --users 40 --group-size 4 --rate 100 --duration 1 "${CLUSTER_PIDS[@]}" --settle 0.5 --label confab-pg
 
 if [[ ${SMOKE_SKIP_PEER:-0} != 1 ]]; then
   log "Node peer (PostgreSQL + Redis)"
@@ -144,12 +165,12 @@ if [[ ${SMOKE_SKIP_PEER:-0} != 1 ]]; then
   done
   PEER_PID=${PIDS[-2]}
 
-  bench "peer connect" connect --url "${PEER_URLS[0]}" --users 200 --duration 1 --server-pid "$PEER_PID" --label smoke-peer
-  bench "peer chat" chat --url "${PEER_URLS[0]}" --users 60 --group-size 5 --rate 100 --duration 2 --server-pid "$PEER_PID" --settle 0.3 --label smoke-peer
+  bench "peer connect" connect --url "${PEER_URLS[0]}" --users 200 --duration 1 --server-pid "$PEER_PID" --label peer
+  bench "peer chat" chat --url "${PEER_URLS[0]}" --users 60 --group-size 5 --rate 100 --duration 2 --server-pid "$PEER_PID" --settle 0.3 --label peer
   # The peer has no conversation:members:add, so its groups stop at 1000 members.
-  bench "peer fanout" fanout --url "${PEER_URLS[0]}" --users 300 --rate 5 --duration 1 --server-pid "$PEER_PID" --settle 0.3 --label smoke-peer
-  bench "peer multinode" multinode --url "${PEER_URLS[0]}" --url "${PEER_URLS[1]}" --users 40 --group-size 4 --rate 50 --duration 2 --settle 1 --label smoke-peer
-  bench "peer sweep" sweep --url "${PEER_URLS[0]}" --users 40 --group-size 4 --rates 25,50 --duration 1 --p99-bound-ms 1000 --settle 0.3 --label smoke-peer
+  bench "peer fanout" fanout --url "${PEER_URLS[0]}" --users 300 --rate 5 --duration 1 --server-pid "$PEER_PID" --settle 0.3 --label peer
+  bench "peer multinode" multinode --url "${PEER_URLS[0]}" --url "${PEER_URLS[1]}" --users 40 --group-size 4 --rate 50 --duration 2 --settle 1 --label peer
+  bench "peer sweep" sweep --url "${PEER_URLS[0]}" --users 40 --group-size 4 --rates 25,50 --duration 1 --p99-bound-ms 1000 --settle 0.3 --label peer
 fi
 
 log "results"
@@ -164,4 +185,10 @@ for l in lines:
 if bad:
     sys.exit("smoke: %d result line(s) show problems" % len(bad))
 EOF
+log "report"
+# The report writer on these results: it must run and show both systems' figures.
+"$BENCH" report --results "$TMP/results.jsonl" --out "$TMP/report/BENCHMARKS.md"
+grep -q '^| Connect rate' "$TMP/report/BENCHMARKS.md"
+grep -q '^### multinode' "$TMP/report/BENCHMARKS.md"
+[[ -s $TMP/report/bench/sweep-ack-latency.svg ]]
 log "smoke passed in $((SECONDS - STARTED)) s after the build"
