@@ -164,9 +164,13 @@ start_server() {
         else
           db_url="sqlite://$TMP/data-$port/confab.db"
         fi
-        # fanout's group may be larger than confab's default limit of 1,000 members.
+        # fanout's group may be larger than confab's default limit of 1,000 members. The rate
+        # limits are off: every simulated user comes from a few loopback addresses (the
+        # per-IP connect limit would refuse them), and the peer has none.
         env=(CONFAB_BIND="127.0.0.1:$port" CONFAB_DATA_DIR="$TMP/data-$port" CONFAB_DATABASE_URL="$db_url"
-          CONFAB_LOG=warn CONFAB_MAX_GROUP_MEMBERS=$((FANOUT_USERS > 1000 ? FANOUT_USERS : 1000)))
+          CONFAB_LOG=warn CONFAB_MAX_GROUP_MEMBERS=$((FANOUT_USERS > 1000 ? FANOUT_USERS : 1000))
+          CONFAB_RATE_CONNECT_PER_IP=1000000/1000000 CONFAB_RATE_SEND=1000000/1000000
+          CONFAB_RATE_OTHER=1000000/1000000)
         if ((nodes > 1)); then
           env+=(CONFAB_REDIS_URL="$REDIS_URL" CONFAB_REDIS_PREFIX="measure-$SERVER_DB")
         fi

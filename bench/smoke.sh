@@ -104,14 +104,16 @@ bench() {
   "$BENCH" "$@" --strict --connect-timeout 10 --grace 3 --json-out "$TMP/results.jsonl"
 }
 
-# Starts confab with the given extra environment; sets CONFAB_PID and CONFAB_URL.
+# Starts confab with the given extra environment; sets CONFAB_PID and CONFAB_URL. Rate limits
+# are off: every simulated user comes from one loopback address.
 start_confab() {
   local name=$1 port
   shift
   port=$(free_port)
   mkdir -p "$TMP/$name"
   env CONFAB_BIND="127.0.0.1:$port" CONFAB_DATA_DIR="$TMP/$name" CONFAB_JWT_SECRET="$SECRET" \
-    CONFAB_MAX_GROUP_MEMBERS=2000 CONFAB_LOG=warn "$@" "$CONFAB" >"$TMP/$name.log" 2>&1 &
+    CONFAB_MAX_GROUP_MEMBERS=2000 CONFAB_LOG=warn CONFAB_RATE_CONNECT_PER_IP=1000000/1000000 \
+    CONFAB_RATE_SEND=1000000/1000000 CONFAB_RATE_OTHER=1000000/1000000 "$@" "$CONFAB" >"$TMP/$name.log" 2>&1 &
   CONFAB_PID=$!
   PIDS+=("$CONFAB_PID")
   CONFAB_URL="http://127.0.0.1:$port"

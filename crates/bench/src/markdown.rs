@@ -242,7 +242,7 @@ impl TargetRow {
             ),
         };
         if let Some(c) = &self.caveat {
-            let _ = write!(text, " ({c})");
+            let _ = write!(text, "; {c}");
         }
         text
     }
@@ -323,8 +323,10 @@ pub fn conditions(line: &Value, command: Option<&Value>) -> Vec<String> {
             }
         }
     }
+    // How busy the machine was before the start says nothing about a sweep's later steps.
     if let Some(busy) = command.and_then(|c| num(c, "busy_before_pct"))
         && busy >= BUSY_BEFORE_PCT
+        && line.get("step").is_none()
     {
         out.push(format!("busy before the start ({busy:.0}% of all cores)"));
     }
@@ -559,7 +561,8 @@ fn target_rows(r: &Results) -> Vec<TargetRow> {
     let sweep_row = |name, label: &str, goal: f64, goal_text| {
         let figure = |label: &str| {
             let summary = r.sweep(label)?;
-            let rate = num(summary, "sustainable_rate")?;
+            // null when no step passed: that is a figure too, the lowest there is.
+            let rate = num(summary, "sustainable_rate").unwrap_or(0.0);
             let steps = r.sweep_steps(label);
             let deliveries = step_at(&steps, rate).and_then(|s| num(s, "delivered_per_s"));
             Some((rate, deliveries, summary))
@@ -568,6 +571,7 @@ fn target_rows(r: &Results) -> Vec<TargetRow> {
             Some((rate, Some(d), _)) => {
                 format!("{} msgs/s ({} deliveries/s)", fmt_num(*rate), fmt_num(*d))
             }
+            Some((rate, _, _)) if *rate == 0.0 => "no step passed".into(),
             Some((rate, None, _)) => format!("{} msgs/s", fmt_num(*rate)),
             None => "–".into(),
         };
@@ -1062,6 +1066,18 @@ mod tests {
         assert!(
             mem.contains("| 2.90 KB |") && mem.ends_with("| pass |"),
             "{mem}"
+        );
+    }
+
+    #[test]
+    fn a_sweep_where_nothing_passed_is_a_miss() {
+        let none = FIXTURE.replace(r#""sustainable_rate":2750.0"#, r#""sustainable_rate":null"#);
+        let md = render_md(&none).markdown;
+        let row_pg = row(&md, "Sustainable persisted throughput");
+        assert!(row_pg.contains("| no step passed |"), "{row_pg}");
+        assert!(
+            row_pg.contains("**miss** by 10,000 msgs/s (0% of the target)"),
+            "{row_pg}"
         );
     }
 
