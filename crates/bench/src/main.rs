@@ -23,7 +23,8 @@ use crate::scenario::Verdict;
 fn main() -> ExitCode {
     // `report` reads results rather than generating load, so it has options of its own.
     if std::env::args_os().nth(1).is_some_and(|a| a == "report") {
-        let args = cli::ReportArgs::parse_from(std::env::args_os().skip(1));
+        let argv = std::iter::once("confab-bench report".into()).chain(std::env::args_os().skip(2));
+        let args = cli::ReportArgs::parse_from::<_, std::ffi::OsString>(argv);
         return match report(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
