@@ -3,6 +3,8 @@
 # isn't flattered by memory an earlier run left behind):
 #
 #   connect    $CONNECT_USERS users, idle, with --server-pid   (connects/s, server RSS per connection)
+#   members    connect again, the users first put in groups of $GROUP_SIZE, so each connect
+#              loads memberships (connects/s; label <server>/members)
 #   chat       $USERS users in groups of $GROUP_SIZE at $CHAT_RATE msgs/s for $CHAT_SECS s
 #   sweep      $USERS users in groups of $GROUP_SIZE from $SWEEP_START msgs/s (or the list
 #              $SWEEP_RATES), p99 ack ≤ 50 ms
@@ -31,7 +33,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SERVERS=${SERVERS:-confab-pg confab-sqlite peer}
-SCENARIOS=${SCENARIOS:-connect chat sweep fanout multinode capacity}
+SCENARIOS=${SCENARIOS:-connect members chat sweep fanout multinode capacity}
 CONNECT_USERS=${CONNECT_USERS:-10000}
 USERS=${USERS:-1000}
 GROUP_SIZE=${GROUP_SIZE:-10}
@@ -267,6 +269,10 @@ for server in $SERVERS; do
       connect)
         bench "$server" connect connect --url "$url" --users "$CONNECT_USERS" --duration 10 \
           "${pids[@]}" "${watch[@]}"
+        ;;
+      members)
+        bench "$server/members" connect connect --url "$url" --users "$CONNECT_USERS" \
+          --group-size "$GROUP_SIZE" --duration 2 "${pids[@]}" "${watch[@]}"
         ;;
       chat)
         bench "$server" chat chat --url "$url" --users "$USERS" --group-size "$GROUP_SIZE" \

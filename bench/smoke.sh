@@ -130,6 +130,7 @@ start_confab() {
 log "confab (SQLite)"
 start_confab confab CONFAB_DATABASE_URL="sqlite://$TMP/confab/confab.db"
 bench "confab connect" connect --url "$CONFAB_URL" --users 200 --duration 1 --server-pid "$CONFAB_PID" --label confab-sqlite
+bench "confab connect, with memberships" connect --url "$CONFAB_URL" --users 200 --group-size 10 --duration 1 --label confab-sqlite/members
 bench "confab chat" chat --url "$CONFAB_URL" --users 60 --group-size 5 --rate 200 --duration 2 --server-pid "$CONFAB_PID" --settle 0.3 --label confab-sqlite
 # 1100 members: one conversation:create of 1000, then a conversation:members:add.
 bench "confab fanout" fanout --url "$CONFAB_URL" --users 1100 --rate 5 --duration 1 --server-pid "$CONFAB_PID" --settle 0.3 --label confab-sqlite
@@ -168,6 +169,7 @@ if [[ ${SMOKE_SKIP_PEER:-0} != 1 ]]; then
   PEER_PID=${PIDS[-2]}
 
   bench "peer connect" connect --url "${PEER_URLS[0]}" --users 200 --duration 1 --server-pid "$PEER_PID" --label peer
+  bench "peer connect, with memberships" connect --url "${PEER_URLS[0]}" --users 200 --group-size 10 --duration 1 --label peer/members
   bench "peer chat" chat --url "${PEER_URLS[0]}" --users 60 --group-size 5 --rate 100 --duration 2 --server-pid "$PEER_PID" --settle 0.3 --label peer
   # The peer has no conversation:members:add, so its groups stop at 1000 members.
   bench "peer fanout" fanout --url "${PEER_URLS[0]}" --users 300 --rate 5 --duration 1 --server-pid "$PEER_PID" --settle 0.3 --label peer

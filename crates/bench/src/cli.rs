@@ -37,7 +37,8 @@ pub struct Args {
     pub users: Option<usize>,
 
     /// Members per group (chat, multinode, sweep); consecutive users form a group, the last
-    /// one smaller if --users isn't a multiple. fanout puts all users in one group.
+    /// one smaller if --users isn't a multiple. fanout puts all users in one group. connect:
+    /// users join groups of K first, so the measured connects load memberships.
     /// [default: 10]
     #[arg(long, value_name = "K")]
     pub group_size: Option<usize>,

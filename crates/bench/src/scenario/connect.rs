@@ -1,11 +1,16 @@
 //! `connect`: users connect and stay idle. Connects per second, connect latency, and what each
 //! idle connection costs the server (VmRSS) and the generator.
+//!
+//! With `--group-size K` the users first join groups of K (a prepare round: connect, create
+//! the groups, disconnect), so each measured connect loads memberships, as a real user's does.
+//! The server then has seen these users before: its RSS growth per connection can read low
+//! (memory freed by the prepare round is reused), so idle memory is measured without groups.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Bench, Verdict, Window};
+use super::{Bench, Verdict, Window, check_groups};
 use crate::population::{self, format_counts};
 use crate::report::{self, round};
 use crate::usage;
@@ -14,6 +19,9 @@ use crate::usage;
 const SETTLE: Duration = Duration::from_secs(1);
 
 pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
+    if let Some(size) = bench.args.group_size {
+        prepare_memberships(bench, size).await?;
+    }
     let pids = &bench.args.server_pids;
     let rss = || -> Option<u64> {
         if pids.is_empty() {
@@ -78,6 +86,9 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
     let generator_per_conn = per_conn(generator_before, generator_connected);
 
     let mut line = bench.header();
+    if let Some(size) = bench.args.group_size {
+        line.insert("group_size".into(), json!(size));
+    }
     line.insert("connected".into(), json!(r.connected));
     line.insert("failed".into(), json!(r.failed()));
     line.insert("failures".into(), report::counts(&r.failures));
@@ -148,4 +159,21 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
     } else {
         Verdict::Problems
     })
+}
+
+/// Puts every user into a group of `size` (consecutive users, as in `chat`), then disconnects
+/// them all, so the measured connects find memberships to load.
+async fn prepare_memberships(bench: &Bench, size: usize) -> anyhow::Result<()> {
+    eprintln!("prepare: every user joins a group of {size}");
+    let population = bench.connect_all().await?;
+    let groups = population::create_groups(&population.users, size, 16, "bench").await?;
+    check_groups(bench.users, &groups)?;
+    population.close(Duration::from_secs(5)).await;
+    // The server finishes its disconnects (presence, memberships) before the measured round.
+    tokio::time::sleep(SETTLE).await;
+    eprintln!(
+        "prepare: {} groups created, everyone disconnected",
+        groups.len()
+    );
+    Ok(())
 }
