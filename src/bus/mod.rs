@@ -51,6 +51,10 @@ pub enum Control {
     /// The channel's user left conversation `c`.
     #[serde(rename = "l")]
     Leave { c: ConversationId },
+    /// On the cluster channel: node `node` died, and messages it committed may never have been
+    /// published. Every node tells its sockets to `resync`.
+    #[serde(rename = "d")]
+    NodeDied { node: String },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -66,6 +70,8 @@ struct Header {
 pub enum Channel {
     Conversation(ConversationId),
     User(UserId),
+    /// Every node subscribes to it: news for the whole cluster.
+    Cluster,
 }
 
 /// A decoded bus message.
@@ -127,13 +133,16 @@ impl Bus {
         match channel {
             Channel::Conversation(c) => format!("{}:c:{c}", self.prefix),
             Channel::User(u) => format!("{}:u:{u}", self.prefix),
+            Channel::Cluster => format!("{}:cluster", self.prefix),
         }
     }
 
     fn parse_channel(&self, name: &[u8]) -> Option<Channel> {
         let name = std::str::from_utf8(name).ok()?;
         let rest = name.strip_prefix(&*self.prefix)?.strip_prefix(':')?;
-        if let Some(id) = rest.strip_prefix("c:") {
+        if rest == "cluster" {
+            Some(Channel::Cluster)
+        } else if let Some(id) = rest.strip_prefix("c:") {
             ConversationId::parse(id).map(Channel::Conversation)
         } else {
             let user = rest.strip_prefix("u:")?;
