@@ -141,6 +141,8 @@ struct Member {
     outbox: VecDeque<Queued>,
     /// The node the user is connected to, if any.
     node: Option<usize>,
+    /// `resync` hints received.
+    resyncs: u64,
 }
 
 impl Member {
@@ -214,8 +216,10 @@ struct Figures {
     ack_timeouts: u64,
     /// Messages added to a view from `message:new`.
     live: u64,
-    /// Messages added to a view from a `sync` answer.
+    /// Messages of others added to a view from a `sync` answer.
     synced: u64,
+    /// The sender's own messages found by `sync` before their ack came (the ack was lost).
+    own_synced: u64,
     /// `message:new` for a seq the view already had (dropped, as clients must).
     duplicate_events: u64,
     syncs: u64,
@@ -470,6 +474,7 @@ impl User {
             }
             "resync" => {
                 sim.figures.resyncs += 1;
+                sim.members[self.index].resyncs += 1;
                 to_sync.extend(sim.members[self.index].conversations.iter().cloned());
             }
             _ => {}
@@ -552,12 +557,15 @@ impl User {
             let mut gap = false;
             for m in update["messages"].as_array().unwrap() {
                 let (seq, msg) = Msg::from_json(m);
+                let own = msg.sender == self.name;
                 let Sim {
                     members, problems, ..
                 } = &mut *sim;
                 let (new, hole) = members[self.index].take(&conversation, seq, msg, problems);
-                if new {
-                    sim.figures.synced += 1;
+                match (new, own) {
+                    (true, false) => sim.figures.synced += 1,
+                    (true, true) => sim.figures.own_synced += 1,
+                    (false, _) => {}
                 }
                 gap = hole;
             }
@@ -708,6 +716,7 @@ async fn faults() {
                     conversations: mine,
                     outbox: VecDeque::new(),
                     node: None,
+                    resyncs: 0,
                 }
             })
             .collect(),
@@ -765,7 +774,11 @@ async fn faults() {
         // must not depend on later messages revealing a gap (conversations do go quiet).
         switches.producing.store(true, Ordering::SeqCst);
         tokio::time::sleep(CALM).await;
-        let before = lock(&sim).figures.clone();
+        let (before, resyncs_before) = {
+            let sim = lock(&sim);
+            let resyncs: Vec<u64> = sim.members.iter().map(|m| m.resyncs).collect();
+            (sim.figures.clone(), resyncs)
+        };
         let injected = Instant::now();
         let note = match fault {
             Fault::Kill => {
@@ -817,6 +830,28 @@ async fn faults() {
         let recovered = wait_recovered(&sim, &members_of, healed, fault.name()).await;
         let after = lock(&sim).figures.clone();
         let mut note = note;
+        if fault == Fault::Kill {
+            // The dead node may have committed messages it never published: once it is reaped,
+            // every client is told to `resync` (within the node timeout plus a heartbeat).
+            let limit = injected + Duration::from_secs(15);
+            while lock(&sim)
+                .members
+                .iter()
+                .zip(&resyncs_before)
+                .any(|(m, before)| m.resyncs == *before)
+            {
+                assert!(
+                    Instant::now() < limit,
+                    "every client is told to resync after a node died"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = write!(
+                note,
+                ", all told to resync {} after the kill",
+                secs(injected.elapsed())
+            );
+        }
         if fault == Fault::Postgres {
             let unavailable = after.unavailable - before.unavailable;
             assert!(
@@ -1037,7 +1072,7 @@ fn print_figures(
         })
         .sum();
     let mut out = String::new();
-    let rows: [(&str, String); 15] = [
+    let rows: [(&str, String); 16] = [
         ("messages sent", f.sent.to_string()),
         ("send attempts", f.attempts.to_string()),
         ("answered unavailable", f.unavailable.to_string()),
@@ -1045,9 +1080,10 @@ fn print_figures(
         ("acked", f.acked.to_string()),
         ("  after a retry", f.acked_after_retry.to_string()),
         ("stored", report.stored.to_string()),
-        ("deliveries due", deliveries.to_string()),
+        ("deliveries due to others", deliveries.to_string()),
         ("  delivered live", f.live.to_string()),
         ("  recovered by sync", f.synced.to_string()),
+        ("own found by sync first", f.own_synced.to_string()),
         ("duplicate events dropped", f.duplicate_events.to_string()),
         ("lost", report.lost.to_string()),
         ("duplicated", report.duplicated.to_string()),
