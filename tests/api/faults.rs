@@ -767,7 +767,7 @@ async fn faults() {
         });
     }
 
-    let warm = wait_recovered(&sim, &members_of, Instant::now(), "start-up").await;
+    let (warm, _) = wait_recovered(&sim, &members_of, Instant::now(), "start-up").await;
     let mut measured = Vec::new();
     for fault in faults {
         // Traffic runs before, during and until the end of each fault, then stops: recovery
@@ -827,7 +827,7 @@ async fn faults() {
         };
         let healed = Instant::now();
         switches.producing.store(false, Ordering::SeqCst);
-        let recovered = wait_recovered(&sim, &members_of, healed, fault.name()).await;
+        let (recovered, waited_on) = wait_recovered(&sim, &members_of, healed, fault.name()).await;
         let after = lock(&sim).figures.clone();
         let mut note = note;
         if fault == Fault::Kill {
@@ -859,6 +859,9 @@ async fn faults() {
                 "sends during the database outage are answered unavailable"
             );
             let _ = write!(note, "{unavailable} sends answered unavailable");
+        }
+        if let Some(why) = waited_on {
+            let _ = write!(note, "; waited on: {why}");
         }
         measured.push(Measured {
             fault,
@@ -913,23 +916,31 @@ async fn wait_connected(sim: &Shared, users: &[usize], what: &str) {
     }
 }
 
-/// Waits until the cluster has recovered; returns how long that took from `since`.
+/// Waits until the cluster has recovered; returns how long that took from `since`, and what
+/// was still missing just before when that took over a second (what recovery waited on).
 async fn wait_recovered(
     sim: &Shared,
     members_of: &HashMap<String, Vec<usize>>,
     since: Instant,
     what: &str,
-) -> Duration {
+) -> (Duration, Option<String>) {
     let limit = since + RECOVERY_LIMIT;
+    let mut last = None;
     loop {
         let now = Instant::now();
         let why = not_recovered(&lock(sim), members_of);
         match why {
-            None => return now - since,
+            None => {
+                let took = now - since;
+                return (took, last.filter(|_| took > Duration::from_secs(1)));
+            }
             Some(why) if now > limit => {
                 panic!("no recovery from {what} within {RECOVERY_LIMIT:?}: {why}")
             }
-            Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Some(why) => {
+                last = Some(why);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
     }
 }
