@@ -193,3 +193,33 @@ impl Bus {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A death announced by one node reaches another as a `NodeDied` on the cluster channel.
+    #[tokio::test]
+    async fn a_death_notice_round_trips_on_the_cluster_channel() {
+        // Neither connects: starting a bus doesn't wait for Redis.
+        let (a, _) = Bus::start("redis://127.0.0.1:1", "p").await.unwrap();
+        let (b, _) = Bus::start("redis://127.0.0.1:1", "p").await.unwrap();
+        assert_eq!(a.channel_name(&Channel::Cluster), "p:cluster");
+        let header = serde_json::to_vec(&Header {
+            n: a.node_id().to_owned(),
+            control: Control::NodeDied { node: "x1".into() },
+        })
+        .unwrap();
+        let mut payload = BytesMut::new();
+        payload.put_u32(header.len() as u32);
+        payload.put_slice(&header);
+        let payload = payload.freeze();
+        let received = b.decode(b"p:cluster", payload.clone()).expect("decoded");
+        assert_eq!(received.channel, Channel::Cluster);
+        assert_eq!(received.control, Control::NodeDied { node: "x1".into() });
+        assert!(
+            a.decode(b"p:cluster", payload).is_none(),
+            "a node ignores its own"
+        );
+    }
+}
