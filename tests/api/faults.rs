@@ -10,6 +10,7 @@
 //!
 //! Everything is real and private to the test: three `confab` processes, a Redis server and a
 //! PostgreSQL cluster (initdb'd in a temp dir) that can be killed without disturbing other tests.
+//! Without `initdb`/`pg_ctl` or `redis-server` it is skipped, except in CI.
 //!
 //! `CONFAB_FAULTS_ONLY=kill,redis,postgres,stall,burst` runs some of the faults. The figures
 //! are printed to stderr: `cargo test --test api faults -- --nocapture`.
