@@ -65,7 +65,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "node_timeout_secs",
         default: "15",
-        doc: "A node whose heartbeat (renewed every third of this) is this old is dead: the others mark its users offline.",
+        doc: "A node whose heartbeat (renewed every third of this) is this old is dead: the others mark its users offline and tell every client to `resync`.",
     },
     Setting {
         key: "jwt_secret",

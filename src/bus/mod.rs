@@ -51,6 +51,10 @@ pub enum Control {
     /// The channel's user left conversation `c`.
     #[serde(rename = "l")]
     Leave { c: ConversationId },
+    /// On the cluster channel: node `node` died, and messages it committed may never have been
+    /// published. Every node tells its sockets to `resync`.
+    #[serde(rename = "d")]
+    NodeDied { node: String },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -66,6 +70,8 @@ struct Header {
 pub enum Channel {
     Conversation(ConversationId),
     User(UserId),
+    /// Every node subscribes to it: news for the whole cluster.
+    Cluster,
 }
 
 /// A decoded bus message.
@@ -127,13 +133,16 @@ impl Bus {
         match channel {
             Channel::Conversation(c) => format!("{}:c:{c}", self.prefix),
             Channel::User(u) => format!("{}:u:{u}", self.prefix),
+            Channel::Cluster => format!("{}:cluster", self.prefix),
         }
     }
 
     fn parse_channel(&self, name: &[u8]) -> Option<Channel> {
         let name = std::str::from_utf8(name).ok()?;
         let rest = name.strip_prefix(&*self.prefix)?.strip_prefix(':')?;
-        if let Some(id) = rest.strip_prefix("c:") {
+        if rest == "cluster" {
+            Some(Channel::Cluster)
+        } else if let Some(id) = rest.strip_prefix("c:") {
             ConversationId::parse(id).map(Channel::Conversation)
         } else {
             let user = rest.strip_prefix("u:")?;
@@ -182,5 +191,35 @@ impl Bus {
             control: header.control,
             frame: payload.slice(4 + len..),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A death announced by one node reaches another as a `NodeDied` on the cluster channel.
+    #[tokio::test]
+    async fn a_death_notice_round_trips_on_the_cluster_channel() {
+        // Neither connects: starting a bus doesn't wait for Redis.
+        let (a, _) = Bus::start("redis://127.0.0.1:1", "p").await.unwrap();
+        let (b, _) = Bus::start("redis://127.0.0.1:1", "p").await.unwrap();
+        assert_eq!(a.channel_name(&Channel::Cluster), "p:cluster");
+        let header = serde_json::to_vec(&Header {
+            n: a.node_id().to_owned(),
+            control: Control::NodeDied { node: "x1".into() },
+        })
+        .unwrap();
+        let mut payload = BytesMut::new();
+        payload.put_u32(header.len() as u32);
+        payload.put_slice(&header);
+        let payload = payload.freeze();
+        let received = b.decode(b"p:cluster", payload.clone()).expect("decoded");
+        assert_eq!(received.channel, Channel::Cluster);
+        assert_eq!(received.control, Control::NodeDied { node: "x1".into() });
+        assert!(
+            a.decode(b"p:cluster", payload).is_none(),
+            "a node ignores its own"
+        );
     }
 }

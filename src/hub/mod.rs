@@ -147,6 +147,10 @@ impl Hub {
         if let Some(signals) = signals {
             tokio::spawn(receive(Arc::downgrade(&hub.inner), signals));
         }
+        if let Some(bus) = &hub.inner.bus {
+            // Restored after Redis comes back, like every subscription; nobody waits for it.
+            drop(bus.subscribe(&Channel::Cluster));
+        }
         hub
     }
 
@@ -295,6 +299,24 @@ impl Hub {
         self.inner.local.read().unwrap().to_everyone(event);
     }
 
+    /// Node `node` was found dead. It may have committed messages it never published (killed
+    /// between the commit and the publish), and clients only notice a missing message at the
+    /// next one in its conversation, which may never come. So every node, this one included,
+    /// tells its sockets to `resync`.
+    pub fn node_died(&self, node: &str) {
+        tracing::info!(node, "a node died: asking every client to resync");
+        self.to_everyone_here(&resync());
+        if let Some(bus) = &self.inner.bus {
+            bus.publish(
+                &Channel::Cluster,
+                Control::NodeDied {
+                    node: node.to_owned(),
+                },
+                &[],
+            );
+        }
+    }
+
     /// Whether `user` has a socket here.
     pub fn is_online(&self, user: &UserId) -> bool {
         self.inner.local.read().unwrap().is_online(user)
@@ -331,6 +353,11 @@ impl Hub {
     }
 }
 
+/// The hint that events may have been missed: clients call `sync`.
+fn resync() -> Outgoing {
+    Outgoing::new("resync", &serde_json::json!({}))
+}
+
 /// Applies what other nodes sent, until the hub is gone.
 async fn receive(hub: Weak<Inner>, mut signals: mpsc::UnboundedReceiver<Signal>) {
     while let Some(signal) = signals.recv().await {
@@ -352,7 +379,7 @@ async fn receive(hub: Weak<Inner>, mut signals: mpsc::UnboundedReceiver<Signal>)
                 // here are told to catch up with `sync` rather than wait for a seq gap that
                 // may never come.
                 tracing::info!("bus restored: asking local clients to resync");
-                hub.to_everyone_here(&Outgoing::new("resync", &serde_json::json!({})));
+                hub.to_everyone_here(&resync());
             }
         }
     }
@@ -402,7 +429,15 @@ impl Hub {
                 let _ = self.add_conversations(&u, &[c]);
             }
             (Channel::User(u), Control::Leave { c }) => self.leave_locally(&u, c),
-            // Joins and leaves only travel on user channels, presence on conversations.
+            (Channel::Cluster, Control::NodeDied { node }) => {
+                tracing::info!(
+                    node,
+                    "another node reaped a dead one: asking local clients to resync"
+                );
+                self.to_everyone_here(&resync());
+            }
+            // Joins and leaves only travel on user channels, presence on conversations, deaths
+            // on the cluster channel.
             (channel, control) => {
                 tracing::debug!(?channel, ?control, "ignoring a misrouted bus message");
             }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 use crate::nodes::{NodeProcess, RedisServer};
+use crate::proxy::Proxy;
 
 /// A cluster on PostgreSQL: `n` in-process nodes sharing a fresh schema and a Redis prefix of
 /// their own. `None` when PostgreSQL is unavailable outside CI.
@@ -483,6 +484,72 @@ async fn a_killed_node_loses_nothing_acked_and_its_users_go_offline() {
         .ok("presence:get", json!({ "user_ids": ["alice"] }))
         .await;
     assert_eq!(seen["presence"][0]["online"], true);
+}
+
+/// A node that commits and acks a message, then dies before publishing it, leaves it stranded:
+/// stored, but never broadcast, and members elsewhere see no seq gap until some later message.
+/// The node that reaps the dead one asks the whole cluster to `resync`, so they find it with
+/// no further message sent.
+///
+/// The doomed node reaches Redis through a proxy the test cuts before the send: a real network
+/// partition makes the publish vanish, with no hook in the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stranded_by_a_dead_node_reaches_the_others_without_another_message() {
+    if !redis_available().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(database) = shared_database(Backend::Postgres, dir.path()).await else {
+        return;
+    };
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+    let settings = node_settings(&database, &prefix, dir.path().to_str().unwrap());
+    let proxy = Proxy::start("127.0.0.1:6379".parse().unwrap()).await;
+    let proxied = proxy.redis_url();
+    let doomed_settings: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|&(k, v)| match k {
+            "CONFAB_REDIS_URL" => (k, proxied.as_str()),
+            _ => (k, v),
+        })
+        .collect();
+    let mut doomed = NodeProcess::start(&doomed_settings).await;
+    let survivor = NodeProcess::start(&settings).await;
+    let alice = connect_to(&doomed.url, "alice").await;
+    let mut bob = connect_to(&survivor.url, "bob").await;
+    let id = group(&alice, "stranded", &["bob"]).await;
+    expect(&mut bob, "conversation:new").await;
+    let first = send(&alice, &id, "s1", "before").await;
+    assert_eq!(expect(&mut bob, "message:new").await["message"], first);
+
+    proxy.freeze(true);
+    let stranded = send(&alice, &id, "s2", "committed and acked, never published").await;
+    assert_eq!(stranded["seq"], 2);
+    doomed.kill().await;
+    drop(alice);
+    let started = Instant::now();
+    // Nothing else is sent. Bob gets no `message:new` (it never left the dead node) but, once
+    // the dead node is reaped, a `resync`.
+    loop {
+        match bob.next_event_timeout(Duration::from_secs(15)).await {
+            Some(Incoming::Event(e)) if e.name == "resync" => break,
+            Some(Incoming::Event(e)) if e.name == "message:new" => {
+                panic!("the message was not stranded after all: {:?}", e.data())
+            }
+            Some(Incoming::Event(_)) => {}
+            other => panic!("no resync after the node died: {other:?}"),
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "within about the node timeout: {took:?}"
+    );
+    // Bob does what the protocol says on `resync`: sync from his cursor.
+    let data = bob
+        .ok("sync", json!({ "cursors": { id.as_str(): 1 } }))
+        .await;
+    assert_eq!(data["updates"][0]["messages"], json!([stranded]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
-//! Processes for cluster tests: a private Redis server that can be stopped and restarted, and
-//! confab nodes as real child processes that can be killed.
+//! Processes for cluster and fault tests: a private Redis server and a private PostgreSQL that
+//! can be stopped and restarted, and confab nodes as real child processes that can be killed.
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -146,4 +147,175 @@ impl NodeProcess {
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, signal: i32) -> i32;
+    fn geteuid() -> u32;
+}
+
+/// A PostgreSQL cluster of the test's own (initdb in a temp dir, a random port, trust auth), so
+/// a test can stop and restart it without disturbing the shared server other tests use.
+pub struct PgServer {
+    pub port: u16,
+    bin: PathBuf,
+    /// Holds `data/` (the cluster), the Unix socket and the log.
+    base: tempfile::TempDir,
+    /// As root, PostgreSQL's tools run as the `postgres` user (the server refuses root).
+    as_postgres: bool,
+}
+
+impl PgServer {
+    /// `None` outside CI when PostgreSQL's server binaries aren't installed.
+    pub async fn start() -> Option<Self> {
+        let Some(bin) = pg_bindir() else {
+            if services_required() {
+                panic!("initdb is required in CI (looked in /usr/lib/postgresql/*/bin and PATH)");
+            }
+            eprintln!("initdb not found; skipping a test that needs a PostgreSQL of its own");
+            return None;
+        };
+        // SAFETY: geteuid has no preconditions.
+        let as_postgres = unsafe { geteuid() } == 0;
+        let base = tempfile::Builder::new()
+            .prefix("confab-pg-")
+            .tempdir()
+            .unwrap();
+        if as_postgres {
+            let status = std::process::Command::new("chown")
+                .arg("postgres:")
+                .arg(base.path())
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown the PostgreSQL dir to postgres");
+        }
+        let server = Self {
+            port: free_port(),
+            bin,
+            base,
+            as_postgres,
+        };
+        let data = server.data_dir();
+        server
+            .run(
+                "initdb",
+                &[
+                    "-D",
+                    &data,
+                    "-U",
+                    "confab",
+                    "--auth=trust",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ],
+            )
+            .await;
+        server.launch().await;
+        Some(server)
+    }
+
+    /// The URL nodes connect with (as superuser `confab`, to the `postgres` database).
+    pub fn url(&self) -> String {
+        format!("postgres://confab@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn data_dir(&self) -> String {
+        self.base.path().join("data").display().to_string()
+    }
+
+    /// Runs one of PostgreSQL's tools (as `postgres` when we are root) and checks it succeeded.
+    async fn run(&self, tool: &str, args: &[&str]) {
+        let program = self.bin.join(tool);
+        let mut command = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        let output = command
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("running {tool}: {e}"));
+        assert!(
+            output.status.success(),
+            "{tool} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    async fn launch(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=16MB",
+            self.port,
+            self.base.path().display()
+        );
+        let log = self.base.path().join("log").display().to_string();
+        let data = self.data_dir();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D", &data, "-l", &log, "-o", &options, "-w", "-t", "30", "start",
+            ],
+        )
+        .await;
+    }
+
+    /// Kills the server the hard way (`-m immediate`: no checkpoint, connections cut), as a
+    /// crash or a failover would.
+    pub async fn stop(&mut self) {
+        let data = self.data_dir();
+        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"])
+            .await;
+    }
+
+    /// Starts it again on the same port (after crash recovery) and waits until it accepts.
+    pub async fn restart(&mut self) {
+        self.launch().await;
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        // Synchronous: the runtime may be shutting down. Ignores failure (already stopped).
+        let program = self.bin.join("pg_ctl");
+        let data = self.data_dir();
+        let mut command = if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            std::process::Command::new(&program)
+        };
+        let _ = command
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Where `initdb` and `pg_ctl` live: Debian's versioned dir (newest first), else PATH.
+fn pg_bindir() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|d| d.join("initdb").is_file())
+        .collect();
+    dirs.sort_by_key(|d| {
+        d.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    if let Some(dir) = dirs.pop() {
+        return Some(dir);
+    }
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+    })
 }

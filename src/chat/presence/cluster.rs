@@ -16,6 +16,15 @@ use redis::aio::ConnectionManager;
 
 use crate::domain::UserId;
 
+/// What one look for dead nodes found.
+#[derive(Debug, Default)]
+pub struct Reaped {
+    /// The dead nodes this node cleaned up (each is cleaned up by one node only).
+    pub nodes: Vec<String>,
+    /// Their users who are now on no node at all.
+    pub offline: Vec<UserId>,
+}
+
 pub struct ClusterPresence {
     conn: ConnectionManager,
     prefix: String,
@@ -127,11 +136,12 @@ impl ClusterPresence {
 
     /// Finds nodes whose heartbeat expired, takes over the clean-up of one at a time (a lock
     /// that expires, so a node dying mid-clean-up doesn't block it forever), removes the dead
-    /// node from its users' sets, and returns the users left offline by it.
-    pub async fn reap(&self) -> redis::RedisResult<Vec<UserId>> {
+    /// node from its users' sets, and returns the nodes this node reaped and the users left
+    /// offline by them.
+    pub async fn reap(&self) -> redis::RedisResult<Reaped> {
         let mut conn = self.conn.clone();
         let nodes: Vec<String> = conn.smembers(self.nodes_key()).await?;
-        let mut offline = Vec::new();
+        let mut reaped = Reaped::default();
         for node in nodes.into_iter().filter(|n| *n != self.node) {
             let alive: bool = conn.exists(self.node_key(&node)).await?;
             if alive {
@@ -148,6 +158,7 @@ impl ClusterPresence {
             if claimed.is_none() {
                 continue;
             }
+            reaped.nodes.push(node.clone());
             let users: Vec<String> = conn.smembers(self.node_users_key(&node)).await?;
             tracing::warn!(
                 node,
@@ -164,7 +175,7 @@ impl ClusterPresence {
                 if count == 0
                     && let Ok(user) = UserId::parse(&user)
                 {
-                    offline.push(user);
+                    reaped.offline.push(user);
                 }
             }
             let (): () = redis::pipe()
@@ -175,7 +186,7 @@ impl ClusterPresence {
                 .query_async(&mut conn)
                 .await?;
         }
-        Ok(offline)
+        Ok(reaped)
     }
 
     /// Removes this node's heartbeat, so other nodes reap it at their next heartbeat.

@@ -258,8 +258,11 @@ async fn heartbeat(presence: std::sync::Weak<Inner>) {
             }
         }
         match cluster.reap().await {
-            Ok(offline) => {
-                for user in offline {
+            Ok(reaped) => {
+                for node in &reaped.nodes {
+                    presence.inner.hub.node_died(node);
+                }
+                for user in reaped.offline {
                     let conversations = presence
                         .inner
                         .store
