@@ -19,7 +19,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-pub use self::redis::{Health, RedisLink, Signal};
+pub use self::redis::{Health, Keys, RedisLink, Signal};
 use crate::domain::{ConversationId, UserId};
 
 /// Counts of what this node exchanged over the bus (tests and operators look at them).
@@ -55,6 +55,10 @@ pub enum Control {
     /// published. Every node tells its sockets to `resync`.
     #[serde(rename = "d")]
     NodeDied { node: String },
+    /// On the cluster channel: the sending node could not publish some messages (Redis was
+    /// down or far behind). Every other node tells its sockets to `resync`.
+    #[serde(rename = "m")]
+    Missed,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -38,6 +38,10 @@ pub enum Signal {
     /// The subscriber connection was re-established and every channel re-subscribed: messages
     /// published meanwhile were missed.
     Reconnected,
+    /// Publishing works again after messages of this node were dropped (Redis down or far
+    /// behind): other nodes missed them, and their subscribers may have reconnected (and told
+    /// their clients to resync) before these were dropped.
+    PublishRestored,
 }
 
 enum Command {
@@ -50,6 +54,9 @@ enum Command {
 pub struct Health {
     subscriber_up: AtomicBool,
     publisher_up: AtomicBool,
+    /// Set when a message could not be published; the publisher clears it, and says so with
+    /// `Signal::PublishRestored`, once a publish or ping succeeds again.
+    dropped: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
 
@@ -86,14 +93,59 @@ impl Health {
     }
 }
 
+/// A connection for commands that comes back by itself. `ConnectionManager` reconnects when
+/// the connection drops, but not when it goes silent (a partition without a reset): every
+/// command then times out on the same dead connection, for as long as TCP takes to give up.
+/// So a timeout replaces it. Cheap to clone.
+#[derive(Clone)]
+pub struct Keys {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// A std Mutex is enough: it is held only to clone or swap the handle, never across an
+    /// await.
+    conn: Arc<Mutex<ConnectionManager>>,
+}
+
+impl Keys {
+    fn new(client: redis::Client, config: ConnectionManagerConfig) -> anyhow::Result<Self> {
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .context("setting up the Redis connection")?;
+        Ok(Self {
+            client,
+            config,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// The current connection.
+    pub fn get(&self) -> ConnectionManager {
+        self.conn.lock().unwrap().clone()
+    }
+
+    /// Called with a command's error: after a timeout, the next command uses a new connection.
+    pub fn failed(&self, error: &redis::RedisError) {
+        if !error.is_timeout() {
+            return;
+        }
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
+            Ok(fresh) => {
+                tracing::debug!("Redis stopped answering: replacing the connection");
+                *self.conn.lock().unwrap() = fresh;
+            }
+            Err(e) => tracing::warn!(error = %e, "replacing the Redis connection"),
+        }
+    }
+}
+
 /// The handle to both connections. Cheap to clone.
 #[derive(Clone)]
 pub struct RedisLink {
     publish: mpsc::Sender<(Bytes, Bytes)>,
     commands: mpsc::UnboundedSender<Command>,
     pub health: Arc<Health>,
-    /// A plain connection (reconnecting) for keys: presence and heartbeats.
-    pub keys: ConnectionManager,
+    /// A connection for keys: presence and heartbeats. (Publishing has its own, so heartbeats
+    /// never queue behind a large pipeline.)
+    pub keys: Keys,
 }
 
 impl RedisLink {
@@ -106,13 +158,18 @@ impl RedisLink {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(1)
             .set_max_delay(RETRY_MAX);
-        let keys = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .context("setting up the Redis connection")?;
+        let keys = Keys::new(client.clone(), config.clone())?;
+        let publishing = Keys::new(client.clone(), config)?;
         let health = Arc::new(Health::default());
         let (publish, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (signals, signals_rx) = mpsc::unbounded_channel();
-        tokio::spawn(publisher(keys.clone(), publish_rx, health.clone()));
+        tokio::spawn(publisher(
+            publishing,
+            publish_rx,
+            health.clone(),
+            signals.clone(),
+        ));
         tokio::spawn(subscriber(client, commands_rx, signals, health.clone()));
         Ok((
             Self {
@@ -129,6 +186,7 @@ impl RedisLink {
     pub fn publish(&self, channel: Bytes, payload: Bytes) {
         if self.publish.try_send((channel, payload)).is_err() {
             metrics::counter!("confab_bus_dropped_total").increment(1);
+            self.health.dropped.store(true, Ordering::Relaxed);
         }
     }
 
@@ -147,20 +205,36 @@ impl RedisLink {
 
 /// How often an idle publisher pings Redis, so health reflects reality without traffic.
 const IDLE_PING: Duration = Duration::from_secs(1);
+/// How often the subscriber pings Redis, and how long it waits for the answer. A connection
+/// cut without a reset (a partition, a dead load balancer) would otherwise look healthy
+/// forever while no message arrives.
+const SUBSCRIBER_PING: Duration = Duration::from_secs(5);
+const SUBSCRIBER_PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn publisher(
-    mut conn: ConnectionManager,
+    conn: Keys,
     mut queue: mpsc::Receiver<(Bytes, Bytes)>,
     health: Arc<Health>,
+    signals: mpsc::UnboundedSender<Signal>,
 ) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    // After a success: if anything was dropped before it, the cluster hears of it.
+    let published = |health: &Health| {
+        health.recovered(&health.publisher_up);
+        if health.dropped.swap(false, Ordering::Relaxed) {
+            let _ = signals.send(Signal::PublishRestored);
+        }
+    };
     loop {
         let received = tokio::select! {
             n = queue.recv_many(&mut batch, PUBLISH_BATCH) => n,
             _ = tokio::time::sleep(IDLE_PING) => {
-                match redis::cmd("PING").query_async::<()>(&mut conn).await {
-                    Ok(()) => health.recovered(&health.publisher_up),
-                    Err(e) => health.failed(&health.publisher_up, &e),
+                match redis::cmd("PING").query_async::<()>(&mut conn.get()).await {
+                    Ok(()) => published(&health),
+                    Err(e) => {
+                        conn.failed(&e);
+                        health.failed(&health.publisher_up, &e);
+                    }
                 }
                 continue;
             }
@@ -175,15 +249,18 @@ async fn publisher(
                 .arg(&payload[..])
                 .ignore();
         }
-        match pipe.query_async::<()>(&mut conn).await {
+        match pipe.query_async::<()>(&mut conn.get()).await {
             Ok(()) => {
                 metrics::counter!("confab_bus_published_total").increment(batch.len() as u64);
-                health.recovered(&health.publisher_up);
+                published(&health);
             }
             Err(e) => {
                 // Not retried: by the time Redis is back, clients have moved on; they fill
-                // the gap with `sync` (and are told to, see `Signal::Reconnected`).
+                // the gap with `sync` (and are told to: `Signal::Reconnected` on the other
+                // nodes, `Signal::PublishRestored` here).
                 metrics::counter!("confab_bus_dropped_total").increment(batch.len() as u64);
+                health.dropped.store(true, Ordering::Relaxed);
+                conn.failed(&e);
                 health.failed(&health.publisher_up, &e);
             }
         }
@@ -236,8 +313,29 @@ async fn subscriber(
             let _ = signals.send(Signal::Reconnected);
         }
         connected_before = true;
+        let mut ping = tokio::time::interval(SUBSCRIBER_PING);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.reset();
         loop {
             tokio::select! {
+                _ = ping.tick() => {
+                    let answer = tokio::time::timeout(
+                        SUBSCRIBER_PING_TIMEOUT,
+                        sink.ping::<redis::Value>(),
+                    )
+                    .await;
+                    match answer {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            health.failed(&health.subscriber_up, &e);
+                            break;
+                        }
+                        Err(_) => {
+                            health.failed(&health.subscriber_up, "the subscriber connection stopped answering");
+                            break;
+                        }
+                    }
+                }
                 msg = stream.next() => {
                     let Some(msg) = msg else {
                         health.failed(&health.subscriber_up, "the subscriber connection closed");

@@ -381,6 +381,14 @@ async fn receive(hub: Weak<Inner>, mut signals: mpsc::UnboundedReceiver<Signal>)
                 tracing::info!("bus restored: asking local clients to resync");
                 hub.to_everyone_here(&resync());
             }
+            Signal::PublishRestored => {
+                // Local sockets had everything (local delivery doesn't use Redis); the other
+                // nodes' did not.
+                tracing::info!("publishing restored after drops: asking other nodes to resync");
+                if let Some(bus) = hub.bus() {
+                    bus.publish(&Channel::Cluster, Control::Missed, &[]);
+                }
+            }
         }
     }
 }
@@ -434,6 +442,10 @@ impl Hub {
                     node,
                     "another node reaped a dead one: asking local clients to resync"
                 );
+                self.to_everyone_here(&resync());
+            }
+            (Channel::Cluster, Control::Missed) => {
+                tracing::info!("another node dropped messages: asking local clients to resync");
                 self.to_everyone_here(&resync());
             }
             // Joins and leaves only travel on user channels, presence on conversations, deaths

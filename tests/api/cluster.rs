@@ -552,6 +552,82 @@ async fn a_message_stranded_by_a_dead_node_reaches_the_others_without_another_me
     assert_eq!(data["updates"][0]["messages"], json!([stranded]));
 }
 
+/// A node cut off from Redis without a reset (a partition: packets vanish) can't publish, but
+/// the other nodes' links are fine, so nothing tells their clients that events were missed.
+/// When the cut-off node can publish again it says so on the cluster channel, and the others
+/// ask their clients to `resync`. The cut-off node's subscriber notices the silence by itself
+/// (it pings) and reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_could_not_publish_tells_the_others_to_resync() {
+    if !redis_available().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(database) = shared_database(Backend::Postgres, dir.path()).await else {
+        return;
+    };
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+    let settings = node_settings(&database, &prefix, dir.path().to_str().unwrap());
+    let proxy = Proxy::start("127.0.0.1:6379".parse().unwrap()).await;
+    let proxied = proxy.redis_url();
+    // A node timeout far beyond the test, so the cut-off node isn't reaped as dead: that too
+    // makes the others resync, and would hide what is tested here.
+    let settings: Vec<(&str, &str)> = settings
+        .into_iter()
+        .map(|(k, v)| match k {
+            "CONFAB_NODE_TIMEOUT_SECS" => (k, "120"),
+            _ => (k, v),
+        })
+        .collect();
+    let cut_settings: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|&(k, v)| match k {
+            "CONFAB_REDIS_URL" => (k, proxied.as_str()),
+            _ => (k, v),
+        })
+        .collect();
+    let cut = NodeProcess::start(&cut_settings).await;
+    let other = NodeProcess::start(&settings).await;
+    let alice = connect_to(&cut.url, "alice").await;
+    let mut bob = connect_to(&other.url, "bob").await;
+    let id = group(&alice, "partition", &["bob"]).await;
+    expect(&mut bob, "conversation:new").await;
+    let first = send(&alice, &id, "p1", "before").await;
+    assert_eq!(expect(&mut bob, "message:new").await["message"], first);
+
+    // The path goes silent, long enough for the publish to time out and be dropped, then
+    // heals: new connections get through, so the node recovers once it gives up on the old.
+    proxy.freeze(true);
+    let missed = send(&alice, &id, "p2", "committed, its publish lost").await;
+    assert_eq!(missed["seq"], 2);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.admit_new();
+    loop {
+        match bob.next_event_timeout(Duration::from_secs(20)).await {
+            Some(Incoming::Event(e)) if e.name == "resync" => break,
+            Some(Incoming::Event(e)) if e.name == "message:new" => {
+                panic!("the publish was not lost after all: {:?}", e.data())
+            }
+            Some(Incoming::Event(_)) => {}
+            other => panic!("no resync after the node could publish again: {other:?}"),
+        }
+    }
+    let data = bob
+        .ok("sync", json!({ "cursors": { id.as_str(): 1 } }))
+        .await;
+    assert_eq!(data["updates"][0]["messages"], json!([missed]));
+
+    // The cut-off node's subscriber noticed the silence, reconnected and told its own clients
+    // to resync; from then on both directions work again.
+    let mut alice = alice;
+    alice
+        .expect_event("resync", Duration::from_secs(20))
+        .await
+        .expect("the cut-off node's subscriber reconnects by itself");
+    let after = send(&bob, &id, "p3", "after").await;
+    assert_eq!(expect(&mut alice, "message:new").await["message"], after);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_users_of_a_crashed_node_are_marked_offline_by_the_others() {
     if !redis_available().await {

@@ -77,6 +77,12 @@ impl Proxy {
         }
     }
 
+    /// Lets new connections through again (frozen ones stay frozen): the path has healed, and
+    /// whoever gave up on an old connection gets a working one.
+    pub fn admit_new(&self) {
+        self.state.blackhole.store(false, Ordering::SeqCst);
+    }
+
     /// How many frozen connections the upstream server has closed (e.g. by ping timeout).
     pub fn closed_by_upstream(&self) -> usize {
         self.state.closed_by_upstream.load(Ordering::SeqCst)

@@ -12,8 +12,8 @@
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
+use crate::bus::Keys;
 use crate::domain::UserId;
 
 /// What one look for dead nodes found.
@@ -26,7 +26,7 @@ pub struct Reaped {
 }
 
 pub struct ClusterPresence {
-    conn: ConnectionManager,
+    conn: Keys,
     prefix: String,
     node: String,
     /// A node silent this long is dead.
@@ -34,7 +34,7 @@ pub struct ClusterPresence {
 }
 
 impl ClusterPresence {
-    pub fn new(conn: ConnectionManager, prefix: &str, node: &str, node_timeout: Duration) -> Self {
+    pub fn new(conn: Keys, prefix: &str, node: &str, node_timeout: Duration) -> Self {
         Self {
             conn,
             prefix: prefix.to_owned(),
@@ -75,7 +75,7 @@ impl ClusterPresence {
             .sadd(self.node_users_key(&self.node), user.as_str())
             .ignore()
             .scard(self.online_key(user.as_str()))
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.get())
             .await?;
         Ok(added == 1 && count == 1)
     }
@@ -90,7 +90,7 @@ impl ClusterPresence {
             .srem(self.node_users_key(&self.node), user.as_str())
             .ignore()
             .scard(self.online_key(user.as_str()))
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.get())
             .await?;
         Ok(count == 0)
     }
@@ -101,7 +101,7 @@ impl ClusterPresence {
         for u in users {
             pipe.exists(self.online_key(u.as_str()));
         }
-        pipe.query_async(&mut self.conn.clone()).await
+        pipe.query_async(&mut self.conn.get()).await
     }
 
     /// Renews this node's heartbeat. `true` when it had lapsed (Redis restarted and lost
@@ -117,7 +117,7 @@ impl ClusterPresence {
             .arg("GET")
             .sadd(self.nodes_key(), &self.node)
             .ignore()
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.get())
             .await?;
         Ok(previous.is_none())
     }
@@ -139,7 +139,7 @@ impl ClusterPresence {
     /// node from its users' sets, and returns the nodes this node reaped and the users left
     /// offline by them.
     pub async fn reap(&self) -> redis::RedisResult<Reaped> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.get();
         let nodes: Vec<String> = conn.smembers(self.nodes_key()).await?;
         let mut reaped = Reaped::default();
         for node in nodes.into_iter().filter(|n| *n != self.node) {
@@ -189,9 +189,14 @@ impl ClusterPresence {
         Ok(reaped)
     }
 
+    /// Called with a command's error, so a connection that went silent is replaced.
+    pub fn failed(&self, error: &redis::RedisError) {
+        self.conn.failed(error);
+    }
+
     /// Removes this node's heartbeat, so other nodes reap it at their next heartbeat.
     pub async fn retire(&self) -> redis::RedisResult<()> {
-        let (): () = self.conn.clone().del(self.node_key(&self.node)).await?;
+        let (): () = self.conn.get().del(self.node_key(&self.node)).await?;
         Ok(())
     }
 }
