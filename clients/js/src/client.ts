@@ -47,7 +47,8 @@ export interface ConnectOptions {
 
 /**
  * - `connecting`: the first connection attempt.
- * - `syncing`: connected, catching up (conversation list and missed messages).
+ * - `syncing`: connected, catching up (conversation list and missed messages): after every
+ *   connect, and when the server says events may have been missed (`resync`).
  * - `live`: connected and caught up.
  * - `reconnecting`: the connection dropped; the client keeps trying.
  * - `unauthorized`: the server refused the token as invalid; call `reconnect()` after signing in.
@@ -77,12 +78,26 @@ export interface ClientEventMap {
   "conversation:updated": Conversation;
   "conversation:removed": { conversation_id: string };
   presence: Presence;
+  /**
+   * The server said events may have been missed (its link to the other nodes was restored, or
+   * another node died). The client catches up by itself (state `syncing`, then `live`); this is
+   * for diagnostics.
+   */
+  resync: ServerEvents["resync"];
   /** The token was refused or a refresh failed; `error.reason` says why. */
   "auth:error": ConfabError;
 }
 
 /** The unauthorized reasons after which retrying with a fresh token makes sense. */
 const RETRY_AUTH_LIMIT = 5;
+
+/**
+ * On `resync`, how far before the last event seen the catch-up asks for edits and deletions.
+ * What was missed may predate events that did arrive (a dead node's last changes precede its
+ * reaping by the node timeout, 15 s by default; other nodes' changes during a Redis outage
+ * precede the events our own node kept delivering meanwhile).
+ */
+const RESYNC_LOOKBACK_MS = 120_000;
 
 export function connect(options: ConnectOptions): ConfabClient {
   return new ConfabClient(options);
@@ -115,6 +130,11 @@ export class ConfabClient {
   private refusals = 0;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private connectGeneration = 0;
+  /** The latest catch-up (after a connect or a `resync`): only it may set the state `live`. */
+  private catchUpGeneration = 0;
+  private catchingUp = false;
+  /** A `resync` arrived during a catch-up: run one more when it ends. */
+  private catchUpAgain = false;
   private readonly socketHandlers: [string, (...args: never[]) => void][] = [];
   private userId: string | undefined;
   private userName: string | undefined;
@@ -539,6 +559,7 @@ export class ConfabClient {
       this.eventListeners.emit("presence", presence);
     });
     this.on_("session:expiring", () => void this.refreshSession());
+    this.on_("resync", () => this.onResync());
   }
 
   private readonly onReconnectAttempt = (): void => {
@@ -548,22 +569,53 @@ export class ConfabClient {
   private onConnect(): void {
     this.authRetries = 0;
     this.refusals = 0;
-    this.setState("syncing");
-    const generation = ++this.connectGeneration;
+    ++this.connectGeneration;
     // Outgoing messages first: they don't depend on the rest.
     this.outbox.pump();
-    this.stream.resync();
+    // This catch-up covers any `resync` that came before it.
+    this.catchUpAgain = false;
+    this.catchUp(0);
+  }
+
+  /**
+   * `resync`: events may have been missed without a seq gap showing it. Catch up as after a
+   * reconnect, but on the same connection: the outbox is not concerned (its sends get their
+   * acks as usual). Several at once make one catch-up, plus at most one more if they come
+   * while one runs (what it read may predate what the `resync` is about).
+   */
+  private onResync(): void {
+    if (this.stateValue === "closed" || !this.socket.connected) return; // the next connect catches up
+    this.eventListeners.emit("resync", {});
+    if (this.catchingUp) this.catchUpAgain = true;
+    else this.catchUp(RESYNC_LOOKBACK_MS);
+  }
+
+  /** Missed messages, edits and deletions, the conversation list and presence; then `live`. */
+  private catchUp(lookbackMs: number): void {
+    this.setState("syncing");
+    const generation = ++this.catchUpGeneration;
+    this.catchingUp = true;
+    this.stream.resync(lookbackMs);
     this.presence.refresh();
+    const current = () => generation === this.catchUpGeneration && this.socket.connected && this.stateValue !== "closed";
     this.loadConversations()
       .then(() => this.stream.idle())
       .then(
         () => {
-          if (generation === this.connectGeneration && this.socket.connected) this.setState("live");
+          if (!current()) return;
+          this.catchingUp = false;
+          if (this.catchUpAgain) {
+            this.catchUpAgain = false;
+            this.catchUp(RESYNC_LOOKBACK_MS);
+          } else {
+            this.setState("live");
+          }
         },
         () => {
           // The list failed (timeout, outage): try again shortly if still connected.
-          if (generation === this.connectGeneration && this.socket.connected) {
-            this.retryTimer = setTimeout(() => this.socket.connected && this.onConnect(), 1_000);
+          if (current()) {
+            clearTimeout(this.retryTimer);
+            this.retryTimer = setTimeout(() => current() && this.catchUp(lookbackMs), 1_000);
           }
         },
       );

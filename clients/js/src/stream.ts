@@ -48,6 +48,8 @@ export class Stream {
   private upToDate: string | undefined;
   /** Set by `resync`: the next sync passes `since`. */
   private catchingUp = false;
+  /** How far before `upToDate` that `since` goes (see `resync`). */
+  private lookbackMs = 0;
 
   constructor(private readonly host: StreamHost) {}
 
@@ -118,9 +120,16 @@ export class Stream {
     else if (cursor !== undefined) this.requestSync([id]);
   }
 
-  /** After every (re)connect: ask for everything after every cursor, and what changed. */
-  resync(): void {
+  /**
+   * After every (re)connect, and on the server's `resync`: ask for everything after every
+   * cursor, and what changed. `lookbackMs` moves `since` further back than the last time we
+   * knew we were up to date: after a `resync`, live events seen since then don't prove that
+   * nothing was missed (they may have come only from our own node). Calls made before the
+   * request goes out are merged into one, with the longest lookback.
+   */
+  resync(lookbackMs = 0): void {
     this.catchingUp = true;
+    this.lookbackMs = Math.max(this.lookbackMs, lookbackMs);
     this.requestSync(this.conversations());
   }
 
@@ -188,8 +197,10 @@ export class Stream {
     this.wanted.clear();
     if (Object.keys(cursors).length === 0) return this.checkIdle();
     this.inFlight = true;
-    const since = this.catchingUp ? this.upToDate : undefined;
+    const lookbackMs = this.lookbackMs;
+    const since = this.catchingUp ? before(this.upToDate, lookbackMs) : undefined;
     this.catchingUp = false;
+    this.lookbackMs = 0;
     let updates: SyncUpdate[];
     try {
       const answer = await this.host.sync(cursors, since);
@@ -198,7 +209,10 @@ export class Stream {
       // the rest.
       this.noteTime(answer.server_time);
     } catch {
-      if (since !== undefined) this.catchingUp = true;
+      if (since !== undefined) {
+        this.catchingUp = true;
+        this.lookbackMs = Math.max(this.lookbackMs, lookbackMs);
+      }
       // No answer: ask again on the next connect (or now, if we are still connected).
       this.inFlight = false;
       if (!this.closed) {
@@ -248,4 +262,11 @@ export class Stream {
       this.requestSync([]);
     }, STALL_RETRY_MS);
   }
+}
+
+/** A server time moved back by `ms` (in the server's format: RFC 3339 UTC with milliseconds). */
+function before(time: string | undefined, ms: number): string | undefined {
+  if (time === undefined || ms <= 0) return time;
+  const t = Date.parse(time);
+  return Number.isNaN(t) ? time : new Date(t - ms).toISOString();
 }

@@ -112,6 +112,10 @@ export interface ServerEvents {
   presence: Presence;
   "session:expiring": { expires_at: string };
   "session:expired": { expires_at: string };
+  /** Events may have been missed (a node's link restored, or a node died): call `sync`. */
+  resync: Record<string, never>;
+  /** The node is shutting down: reconnect (to another node) and `sync`. */
+  "server:shutdown": Record<string, never>;
 }
 
 /** Client → server events: request payload and the ack's `data`. */

@@ -1,5 +1,6 @@
 // A TCP proxy between a client and the server, to break the connection on purpose: cut it, keep
-// it down for a while, or let requests through while swallowing the answers.
+// it down for a while, let requests through while swallowing the answers, or freeze it (a
+// partition: nothing crosses, nothing closes). It proxies any TCP service, Redis too.
 
 import { createServer, connect, type Server, type Socket } from "node:net";
 
@@ -10,6 +11,8 @@ export class Proxy {
   private refusing = false;
   /** While true, bytes from the server are dropped (requests arrive, answers don't). */
   blackhole = false;
+  /** While true, nothing crosses in either direction, on open and new connections alike. */
+  private frozen = false;
 
   constructor(private readonly targetPort: number) {}
 
@@ -26,9 +29,11 @@ export class Proxy {
       const upstream = connect(this.targetPort, "127.0.0.1");
       const pair: [Socket, Socket] = [client, upstream];
       this.pairs.add(pair);
-      client.on("data", (d) => upstream.write(d));
+      client.on("data", (d) => {
+        if (!this.frozen) upstream.write(d);
+      });
       upstream.on("data", (d) => {
-        if (!this.blackhole) client.write(d);
+        if (!this.blackhole && !this.frozen) client.write(d);
       });
       const close = () => {
         client.destroy();
@@ -53,6 +58,11 @@ export class Proxy {
       b.destroy();
     }
     this.pairs.clear();
+  }
+
+  /** Drops whatever either side sends from now on, and closes nothing: a network partition. */
+  freeze(): void {
+    this.frozen = true;
   }
 
   /** Cuts and refuses new connections until `up()`. */

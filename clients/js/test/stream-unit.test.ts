@@ -134,3 +134,21 @@ test("after a reconnect, edits and deletions made meanwhile arrive as updates", 
   await settle();
   expect(t.sinces[1]).toBeUndefined();
 });
+
+test("resyncs in one tick make one sync, whose `since` goes back by the longest lookback", async () => {
+  const t = host([message(1), message(2)]);
+  const s = new Stream(t.h);
+  s.track("c", 0);
+  s.ingest(message(1)); // live: up to date at its created_at
+  s.resync(0);
+  s.resync(120_000);
+  s.resync(5_000);
+  await s.idle();
+  expect(t.syncs).toEqual([{ c: 1 }]);
+  expect(t.sinces).toEqual(["2025-12-31T23:58:00.000Z"]);
+  expect(t.delivered.map((m) => m.seq)).toEqual([1, 2]);
+  // A plain (re)connect catch-up afterwards asks from the last sync's server_time, unshifted.
+  s.resync();
+  await s.idle();
+  expect(t.sinces.at(-1)).toBe("2026-01-01T00:00:09.000Z");
+});

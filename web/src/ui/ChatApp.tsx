@@ -75,8 +75,16 @@ function Layout({ onSignOut }: { onSignOut: () => void }) {
 function Banner({ onSignOut }: { onSignOut: () => void }) {
   const state = useConnectionState();
   const [seenLive, setSeenLive] = useState(false);
+  // Whether the connection dropped since it was last live: `syncing` without a drop is the
+  // server's `resync` (events may have been missed), caught up on the same connection.
+  const [dropped, setDropped] = useState(false);
   useEffect(() => {
-    if (state === "live") setSeenLive(true);
+    if (state === "live") {
+      setSeenLive(true);
+      setDropped(false);
+    } else if (state === "reconnecting") {
+      setDropped(true);
+    }
   }, [state]);
   if (state === "live" || state === "closed") return null;
   if (state === "unauthorized") {
@@ -93,7 +101,9 @@ function Banner({ onSignOut }: { onSignOut: () => void }) {
     state === "reconnecting"
       ? "Connection lost. Reconnecting…"
       : state === "syncing" && seenLive
-        ? "Back online. Catching up…"
+        ? dropped
+          ? "Back online. Catching up…"
+          : "Catching up…"
         : "Connecting…";
   return (
     <div class="banner" role="status" data-state={state}>
