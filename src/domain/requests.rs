@@ -55,10 +55,28 @@ where
     })
 }
 
-/// Parses a request from a JSON value. `null` (an event sent without arguments) reads as `{}`
-/// for requests whose fields are all optional, and as a type error otherwise.
+/// Parses a request from a JSON value, which must be an object. serde's derived structs also
+/// accept an array (fields by position, so `["<id>", "c1", "hi"]` would read as a send); the
+/// protocol's payloads are objects, and a second spelling is only more to get wrong.
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
+    if !value.is_object() {
+        return Err(Error::InvalidPayload {
+            field: None,
+            message: format!("payload: must be an object, not {}", json_kind(&value)),
+        });
+    }
     decode(value)
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 fn conversation_id(field: &str, raw: &str) -> Result<ConversationId> {
@@ -504,6 +522,23 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(field_of(e).as_deref(), Some("conversation_id"));
+    }
+
+    #[test]
+    fn payloads_must_be_objects() {
+        let id = ConversationId::new().to_string();
+        // Positional arrays fill derived structs field by field; they must not read as requests.
+        let e = SendMessage::parse(json!([id, "c", "hello"]), &limits()).unwrap_err();
+        assert_eq!(e.code(), "invalid_payload");
+        assert!(
+            e.to_string().contains("must be an object, not an array"),
+            "{e}"
+        );
+        assert!(ConversationRef::parse(json!([id])).is_err());
+        assert!(MarkRead::parse(json!([id, 3])).is_err());
+        assert!(CreateConversation::parse(json!(["direct", "bob"])).is_err());
+        let e = History::parse(serde_json::Value::Null).unwrap_err();
+        assert_eq!(field_of(e), None);
     }
 
     #[test]
