@@ -107,7 +107,7 @@ fn user_ids(field: &str, raw: Vec<String>) -> Result<Vec<UserId>> {
 }
 
 /// `conversation:create`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreateConversation {
     Direct {
         user_id: UserId,
@@ -152,7 +152,7 @@ impl CreateConversation {
 }
 
 /// `conversation:members:add` and `conversation:members:remove`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangeMembers {
     pub conversation_id: ConversationId,
     pub user_ids: Vec<UserId>,
@@ -179,7 +179,7 @@ impl ChangeMembers {
 }
 
 /// Requests that only name a conversation: `conversation:leave`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConversationRef {
     pub conversation_id: ConversationId,
 }
@@ -199,7 +199,7 @@ impl ConversationRef {
 }
 
 /// `message:send` (and the HTTP route, which takes the conversation from the path).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendMessage {
     pub conversation_id: ConversationId,
     pub client_id: ClientId,
@@ -241,7 +241,7 @@ impl SendMessage {
 }
 
 /// `message:edit`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EditMessage {
     pub conversation_id: ConversationId,
     pub message_id: MessageId,
@@ -268,7 +268,7 @@ impl EditMessage {
 }
 
 /// `message:delete`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeleteMessage {
     pub conversation_id: ConversationId,
     pub message_id: MessageId,
@@ -296,7 +296,7 @@ fn message_id(raw: &str) -> Result<MessageId> {
 }
 
 /// `message:history` (and the HTTP route's query string).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct History {
     pub conversation_id: ConversationId,
     pub before_seq: Option<i64>,
@@ -358,7 +358,7 @@ impl History {
 }
 
 /// `conversation:read`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MarkRead {
     pub conversation_id: ConversationId,
     pub seq: i64,
@@ -387,7 +387,7 @@ impl MarkRead {
 pub const MAX_PRESENCE_USERS: usize = 500;
 
 /// `presence:get`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceQuery {
     pub user_ids: Vec<UserId>,
 }
@@ -413,7 +413,7 @@ impl PresenceQuery {
 }
 
 /// `auth:refresh`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refresh {
     pub token: String,
 }
@@ -431,7 +431,7 @@ impl Refresh {
 }
 
 /// `sync`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sync {
     pub cursors: Vec<(ConversationId, i64)>,
     /// The `server_time` of the caller's previous sync: also return what changed since then.
