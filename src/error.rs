@@ -96,6 +96,15 @@ impl Error {
         }
     }
 
+    /// What to log: the cause chain of a server-side failure (its `Display` is only the opaque
+    /// "internal error" / "service unavailable" sent to clients), the message otherwise.
+    pub fn cause_chain(&self) -> String {
+        match self {
+            Self::Internal(cause) | Self::Unavailable(cause) => format!("{cause:#}"),
+            other => other.to_string(),
+        }
+    }
+
     /// The `error` object of the envelope. Logs server-side failures with their cause chain,
     /// which is the only place their details go.
     pub fn body(&self) -> Value {

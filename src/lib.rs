@@ -10,6 +10,8 @@ pub mod chat;
 pub mod config;
 pub mod domain;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod limits;

@@ -63,7 +63,9 @@ macro_rules! uuid_id {
             /// Parses the canonical hyphenated form. Anything else is rejected, so one id has
             /// one spelling in logs, cursors and map keys.
             pub fn parse(raw: &str) -> Option<Self> {
-                if raw.len() != 36 {
+                // `Uuid::try_parse` also takes upper-case hex: two spellings of one id would be
+                // two keys of a `sync` cursor map.
+                if raw.len() != 36 || raw.bytes().any(|b| b.is_ascii_uppercase()) {
                     return None;
                 }
                 Uuid::try_parse(raw).ok().map(Self)
@@ -142,5 +144,8 @@ mod tests {
         assert_eq!(ConversationId::parse(&id.0.simple().to_string()), None);
         assert_eq!(ConversationId::parse("not-a-uuid"), None);
         assert_eq!(ConversationId::parse(""), None);
+        let upper = id.to_string().to_uppercase();
+        assert_eq!(ConversationId::parse(&upper), None);
+        assert_eq!(MessageId::parse(&upper), None);
     }
 }

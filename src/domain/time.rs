@@ -24,11 +24,19 @@ impl Timestamp {
         Self(secs.saturating_mul(1000))
     }
 
-    /// Parses an RFC 3339 timestamp, as this type prints them.
+    /// The last instant RFC 3339 can write in UTC: 9999-12-31T23:59:59.999Z.
+    const MAX_MILLIS: i64 = 253_402_300_799_999;
+
+    /// Parses an RFC 3339 timestamp, as this type prints them. An offset can carry a time past
+    /// year 9999 or before the epoch (`0000-01-01T00:00:00+01:00`), which would print as
+    /// something this can't parse back; those are refused.
     pub fn parse(raw: &str) -> Option<Self> {
-        chrono::DateTime::parse_from_rfc3339(raw)
-            .ok()
-            .map(|t| Self(t.timestamp_millis()))
+        let millis = chrono::DateTime::parse_from_rfc3339(raw)
+            .ok()?
+            .timestamp_millis();
+        (0..=Self::MAX_MILLIS)
+            .contains(&millis)
+            .then_some(Self(millis))
     }
 }
 
@@ -62,6 +70,11 @@ mod tests {
         let t = Timestamp(1_795_634_148_123);
         assert_eq!(Timestamp::parse(&t.to_string()), Some(t));
         assert_eq!(Timestamp::parse("yesterday"), None);
+        let last = Timestamp::parse("9999-12-31T23:59:59.999Z").unwrap();
+        assert_eq!(Timestamp::parse(&last.to_string()), Some(last));
+        // In range as written, out of range in UTC: they would print as `-0001-…`/`+10000-…`.
+        assert_eq!(Timestamp::parse("0000-01-01T00:00:00+01:00"), None);
+        assert_eq!(Timestamp::parse("9999-12-31T23:59:59-01:00"), None);
     }
 
     #[test]

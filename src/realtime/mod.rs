@@ -179,7 +179,11 @@ impl Realtime {
     pub fn on_event(&self, conn: &Arc<Connection>, name: &str, payload: Value, ack: Option<Ack>) {
         let _span = conn.span.enter();
         metrics::counter!("confab_events_total", "event" => event_label(name)).increment(1);
+        // Sends are answered from the writer's task: enter the span again there, so that a
+        // failure logged while answering names its socket.
+        let span = conn.span.clone();
         let respond = move |result: Result<Value>| {
+            let _span = span.enter();
             let envelope = match result {
                 Ok(data) => {
                     metrics::counter!("confab_acks_total", "code" => "ok").increment(1);

@@ -119,7 +119,7 @@ async fn run(
                 // one by one so that one bad message can't take its neighbours down with it.
                 tracing::warn!(
                     shard,
-                    error = format!("{e:#}"),
+                    error = e.cause_chain(),
                     "batch failed; writing singly"
                 );
                 for (message, reply) in messages.into_iter().zip(replies) {
@@ -128,7 +128,7 @@ async fn run(
                 }
             }
             Err(e) => {
-                let message = format!("{e:#}");
+                let message = e.cause_chain();
                 let unavailable = matches!(e, Error::Unavailable(_));
                 if !unavailable {
                     tracing::error!(shard, error = message, "writing a message failed");
@@ -154,7 +154,7 @@ async fn write_with_retries(store: &Store, messages: &[NewMessage]) -> Result<Ve
             Err(e) if attempt < RETRIES && is_transient(&e) => {
                 attempt += 1;
                 metrics::counter!("confab_writer_retries_total").increment(1);
-                tracing::debug!(attempt, error = format!("{e:#}"), "retrying a batch");
+                tracing::debug!(attempt, error = e.cause_chain(), "retrying a batch");
             }
             result => return result,
         }

@@ -14,6 +14,7 @@ mod fuzz;
 mod history;
 mod http;
 mod limits;
+mod logs;
 mod messages;
 mod nodes;
 mod official_client;

@@ -4,6 +4,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -87,6 +88,8 @@ impl RedisServer {
 pub struct NodeProcess {
     pub url: String,
     child: Child,
+    /// Every line it has written to stdout or stderr so far, in arrival order per stream.
+    output: Arc<Mutex<Vec<String>>>,
 }
 
 impl NodeProcess {
@@ -100,16 +103,26 @@ impl NodeProcess {
             .env("CONFAB_BIND", format!("127.0.0.1:{}", free_port()))
             .env("CONFAB_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         for (k, v) in settings {
             command.env(k, v);
         }
         let mut child = command.spawn().expect("starting confab");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
+        let output = Arc::new(Mutex::new(Vec::new()));
+        // Drain stderr all along (so the pipe never fills), keeping its lines.
+        let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
+        let kept = output.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = errors.next_line().await {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let kept = output.clone();
         let url = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.unwrap() {
+                kept.lock().unwrap().push(line.clone());
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     return rest.split_whitespace().next().unwrap().to_owned();
                 }
@@ -118,9 +131,18 @@ impl NodeProcess {
         })
         .await
         .expect("confab started in time");
-        // Keep draining its output so the pipe never fills.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { url, child }
+        let kept = output.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Self { url, child, output }
+    }
+
+    /// The lines the node has written so far (stdout and stderr).
+    pub fn output(&self) -> Vec<String> {
+        self.output.lock().unwrap().clone()
     }
 
     pub fn pid(&self) -> u32 {

@@ -79,4 +79,38 @@ both_backends! {
             .unwrap();
         assert_eq!(reply[0]["ok"], true);
     }
+
+    async fn positional_arrays_are_not_payloads(app: TestApp) {
+        // serde's derived structs read `["<id>", "c1", "hi"]` field by field; the protocol says
+        // payloads are objects, so each of these must be refused, and nothing done.
+        let alice = app.connect("alice").await;
+        let mut bob = app.connect("bob").await;
+        let id = group(&alice, "team", &["bob"]).await;
+        let attempts = [
+            ("message:send", json!([id, "positional", "hello"])),
+            ("conversation:create", json!(["direct", "bob"])),
+            ("conversation:create", json!(["group", null, "by position", ["bob"]])),
+            ("conversation:read", json!([id, 1])),
+            ("conversation:leave", json!([id])),
+            ("presence:get", json!([["bob"]])),
+        ];
+        for (event, payload) in attempts {
+            let e = alice.fails(event, payload.clone()).await;
+            assert_eq!(e["code"], "invalid_payload", "{event} {payload}: {e}");
+            assert_eq!(e["message"], "payload: must be an object, not an array", "{event}");
+            assert!(e.get("field").is_none(), "{e}");
+        }
+        let (status, body) = app
+            .http()
+            .post(&format!("/api/conversations/{id}/messages"), Some(&app.token("alice")), &json!(["positional", "hello"]))
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_payload");
+        // None of it happened: alice is still a member, no conversation was made, no message stored.
+        expect_none(&mut bob, "message:new").await;
+        let list = alice.ok("conversation:list", json!({})).await;
+        assert_eq!(list["conversations"].as_array().unwrap().len(), 1, "{list}");
+        let m = send(&alice, &id, "after-arrays", "objects still work").await;
+        assert_eq!(m["seq"], 1, "nothing was stored by the arrays");
+    }
 }

@@ -23,6 +23,8 @@
 
 mod config;
 mod engine;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod handler;
 mod http;
 mod registry;

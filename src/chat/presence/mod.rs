@@ -128,7 +128,7 @@ impl Presence {
     async fn went_offline(&self, user: &UserId, conversations: &[ConversationId]) {
         let now = Timestamp::now();
         if let Err(e) = self.inner.store.set_last_seen(user, Some(now)).await {
-            tracing::warn!(user = %user, error = format!("{e:#}"), "recording last seen");
+            tracing::warn!(user = %user, error = e.cause_chain(), "recording last seen");
         }
         self.announce(
             conversations,
