@@ -486,6 +486,51 @@ async fn a_killed_node_loses_nothing_acked_and_its_users_go_offline() {
     assert_eq!(seen["presence"][0]["online"], true);
 }
 
+/// Two child-process nodes on a fresh database; `behind` reaches Redis through a proxy the test
+/// can freeze (a partition between that node and Redis, with no hook in the server).
+struct ProxiedPair {
+    proxy: Proxy,
+    behind: NodeProcess,
+    direct: NodeProcess,
+    /// Holds the nodes' data directory.
+    _dir: tempfile::TempDir,
+}
+
+/// `None` when Redis or PostgreSQL is unavailable outside CI.
+async fn proxied_pair(node_timeout_secs: &str) -> Option<ProxiedPair> {
+    if !redis_available().await {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let database = shared_database(Backend::Postgres, dir.path()).await?;
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+    let proxy = Proxy::start("127.0.0.1:6379".parse().unwrap()).await;
+    let proxied = proxy.redis_url();
+    let settings: Vec<(&str, &str)> =
+        node_settings(&database, &prefix, dir.path().to_str().unwrap())
+            .into_iter()
+            .map(|(k, v)| match k {
+                "CONFAB_NODE_TIMEOUT_SECS" => (k, node_timeout_secs),
+                _ => (k, v),
+            })
+            .collect();
+    let behind_settings: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|&(k, v)| match k {
+            "CONFAB_REDIS_URL" => (k, proxied.as_str()),
+            _ => (k, v),
+        })
+        .collect();
+    let behind = NodeProcess::start(&behind_settings).await;
+    let direct = NodeProcess::start(&settings).await;
+    Some(ProxiedPair {
+        proxy,
+        behind,
+        direct,
+        _dir: dir,
+    })
+}
+
 /// A node that commits and acks a message, then dies before publishing it, leaves it stranded:
 /// stored, but never broadcast, and members elsewhere see no seq gap until some later message.
 /// The node that reaps the dead one asks the whole cluster to `resync`, so they find it with
@@ -495,26 +540,15 @@ async fn a_killed_node_loses_nothing_acked_and_its_users_go_offline() {
 /// partition makes the publish vanish, with no hook in the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_stranded_by_a_dead_node_reaches_the_others_without_another_message() {
-    if !redis_available().await {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(database) = shared_database(Backend::Postgres, dir.path()).await else {
+    let Some(ProxiedPair {
+        proxy,
+        behind: mut doomed,
+        direct: survivor,
+        _dir: _data,
+    }) = proxied_pair("3").await
+    else {
         return;
     };
-    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
-    let settings = node_settings(&database, &prefix, dir.path().to_str().unwrap());
-    let proxy = Proxy::start("127.0.0.1:6379".parse().unwrap()).await;
-    let proxied = proxy.redis_url();
-    let doomed_settings: Vec<(&str, &str)> = settings
-        .iter()
-        .map(|&(k, v)| match k {
-            "CONFAB_REDIS_URL" => (k, proxied.as_str()),
-            _ => (k, v),
-        })
-        .collect();
-    let mut doomed = NodeProcess::start(&doomed_settings).await;
-    let survivor = NodeProcess::start(&settings).await;
     let alice = connect_to(&doomed.url, "alice").await;
     let mut bob = connect_to(&survivor.url, "bob").await;
     let id = group(&alice, "stranded", &["bob"]).await;
@@ -559,35 +593,17 @@ async fn a_message_stranded_by_a_dead_node_reaches_the_others_without_another_me
 /// (it pings) and reconnects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_could_not_publish_tells_the_others_to_resync() {
-    if !redis_available().await {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(database) = shared_database(Backend::Postgres, dir.path()).await else {
-        return;
-    };
-    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
-    let settings = node_settings(&database, &prefix, dir.path().to_str().unwrap());
-    let proxy = Proxy::start("127.0.0.1:6379".parse().unwrap()).await;
-    let proxied = proxy.redis_url();
     // A node timeout far beyond the test, so the cut-off node isn't reaped as dead: that too
     // makes the others resync, and would hide what is tested here.
-    let settings: Vec<(&str, &str)> = settings
-        .into_iter()
-        .map(|(k, v)| match k {
-            "CONFAB_NODE_TIMEOUT_SECS" => (k, "120"),
-            _ => (k, v),
-        })
-        .collect();
-    let cut_settings: Vec<(&str, &str)> = settings
-        .iter()
-        .map(|&(k, v)| match k {
-            "CONFAB_REDIS_URL" => (k, proxied.as_str()),
-            _ => (k, v),
-        })
-        .collect();
-    let cut = NodeProcess::start(&cut_settings).await;
-    let other = NodeProcess::start(&settings).await;
+    let Some(ProxiedPair {
+        proxy,
+        behind: cut,
+        direct: other,
+        _dir: _data,
+    }) = proxied_pair("120").await
+    else {
+        return;
+    };
     let alice = connect_to(&cut.url, "alice").await;
     let mut bob = connect_to(&other.url, "bob").await;
     let id = group(&alice, "partition", &["bob"]).await;
