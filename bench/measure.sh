@@ -162,7 +162,9 @@ start_server() {
             SERVER_DB="confab_measure_$$_$port"
             psql -q "$PG_URL/postgres" -c "CREATE DATABASE \"$SERVER_DB\"" >/dev/null
           fi
-          db_url="$PG_URL/$SERVER_DB"
+          # Without TLS, like the peer (node-postgres connects in the clear unless told
+          # otherwise); sqlx's default (prefer) would encrypt every query on loopback.
+          db_url="$PG_URL/$SERVER_DB?sslmode=disable"
         else
           db_url="sqlite://$TMP/data-$port/confab.db"
         fi
