@@ -133,6 +133,11 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Most messages committed in one database transaction by the group-commit writer.",
     },
     Setting {
+        key: "write_shards",
+        default: "4",
+        doc: "Group-commit writers committing in parallel on PostgreSQL (a conversation always uses the same one). Fewer make bigger batches and fewer commits; more overlap one commit's wait with the next batch. SQLite always has one.",
+    },
+    Setting {
         key: "typing_ttl_ms",
         default: "6000",
         doc: "How long a `typing:start` lasts without a repeat before the server sends `typing: false`.",
@@ -261,6 +266,7 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     pub limits: Limits,
     pub write_batch_max: usize,
+    pub write_shards: usize,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -346,6 +352,7 @@ impl Config {
                 max_payload_bytes: src.parse("max_payload_bytes")?,
             },
             write_batch_max: src.parse("write_batch_max")?,
+            write_shards: src.parse("write_shards")?,
             ping_interval: Duration::from_millis(src.parse("ping_interval_ms")?),
             ping_timeout: Duration::from_millis(src.parse("ping_timeout_ms")?),
             shutdown_grace: Duration::from_millis(src.parse("shutdown_grace_ms")?),
@@ -374,6 +381,9 @@ impl Config {
         }
         if config.write_batch_max == 0 {
             bail!("CONFAB_WRITE_BATCH_MAX must be at least 1");
+        }
+        if config.write_shards == 0 {
+            bail!("CONFAB_WRITE_SHARDS must be at least 1");
         }
         Ok(config)
     }

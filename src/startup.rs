@@ -53,7 +53,7 @@ impl Application {
         // SQLite has one writer anyway; PostgreSQL commits batches for different conversations
         // in parallel, which overlaps one batch's fsync with the next batch's work.
         let shards = match store {
-            Store::Postgres(_) => 4,
+            Store::Postgres(_) => config.write_shards,
             Store::Sqlite(_) => 1,
         };
         let writer = Writer::start(store.clone(), shards, config.write_batch_max);
