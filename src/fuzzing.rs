@@ -306,83 +306,13 @@ mod tests {
     //! so every `cargo test` runs them on stable.
 
     use super::*;
+    use confab_sio::fuzzing::smoke::{Rng, mutate};
 
-    /// Xorshift: reproducible without a dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
-
-    fn seeds(target: &str) -> Vec<Vec<u8>> {
+    fn smoke(target: &str, body: fn(&[u8]), tokens: &[&str], mutations: usize) {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fuzz/seeds")
             .join(target);
-        let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
-            .collect();
-        seeds.sort();
-        assert!(seeds.len() >= 5, "too few seeds in {}", dir.display());
-        seeds
-    }
-
-    /// One libFuzzer-style mutation: flip, insert, delete, splice another seed, or insert a
-    /// token that steers into the parsers' branches.
-    fn mutate(rng: &mut Rng, input: &[u8], seeds: &[Vec<u8>], tokens: &[&str]) -> Vec<u8> {
-        let mut out = input.to_vec();
-        for _ in 0..1 + rng.below(3) {
-            let at = rng.below(out.len() + 1);
-            match rng.below(6) {
-                0 if !out.is_empty() => {
-                    let i = rng.below(out.len());
-                    out[i] ^= 1 << rng.below(8);
-                }
-                1 => out.insert(at, rng.next() as u8),
-                2 if at < out.len() => {
-                    let end = (at + 1 + rng.below(8)).min(out.len());
-                    out.drain(at..end);
-                }
-                3 => {
-                    let other = &seeds[rng.below(seeds.len())];
-                    let from = rng.below(other.len());
-                    let to = (from + rng.below(32)).min(other.len());
-                    out.splice(at..at, other[from..to].iter().copied());
-                }
-                _ => {
-                    let token = tokens[rng.below(tokens.len())].as_bytes();
-                    out.splice(at..at, token.iter().copied());
-                }
-            }
-        }
-        out
-    }
-
-    fn smoke(target: &str, body: fn(&[u8]), tokens: &[&str], mutations: usize) {
-        let seeds = seeds(target);
-        for seed in &seeds {
-            body(seed);
-        }
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        for _ in 0..mutations {
-            let pick = rng.below(seeds.len());
-            let input = mutate(&mut rng, &seeds[pick], &seeds, tokens);
-            let outcome = std::panic::catch_unwind(|| body(&input));
-            assert!(
-                outcome.is_ok(),
-                "{target} failed on {:?}",
-                String::from_utf8_lossy(&input)
-            );
-        }
+        confab_sio::fuzzing::smoke::run(&dir, body, tokens, mutations);
     }
 
     const JSON_TOKENS: &[&str] = &[

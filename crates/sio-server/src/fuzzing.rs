@@ -216,27 +216,98 @@ fn websocket_stream(data: &[u8]) {
     assert_eq!(read_all(&data[..split], &data[split..], 7), whole);
 }
 
-#[cfg(test)]
-mod tests {
-    //! The fuzz body over the seed corpus in confab's `fuzz/seeds/sio_packets/` plus deterministic
-    //! mutations of it, so every `cargo test` runs it on stable.
+/// The seeded smoke run shared by every fuzz body's test (here and in confab): each seed of a
+/// committed corpus, then deterministic libFuzzer-style mutations of them, so every stable
+/// `cargo test` runs the bodies without cargo-fuzz.
+pub mod smoke {
+    use std::path::Path;
 
-    use super::*;
-
-    struct Rng(u64);
+    /// Xorshift: reproducible without a dependency.
+    pub struct Rng(pub u64);
 
     impl Rng {
-        fn next(&mut self) -> u64 {
+        pub fn next_u64(&mut self) -> u64 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
             self.0
         }
 
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next_u64() % n.max(1) as u64) as usize
         }
     }
+
+    /// The files of a seed corpus, sorted so runs are reproducible.
+    pub fn seeds(dir: &Path) -> Vec<Vec<u8>> {
+        let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
+            .collect();
+        seeds.sort();
+        assert!(seeds.len() >= 5, "too few seeds in {}", dir.display());
+        seeds
+    }
+
+    /// One mutation: flip, insert, delete, splice another seed, or insert a token that steers
+    /// into the parsers' branches.
+    pub fn mutate(rng: &mut Rng, input: &[u8], seeds: &[Vec<u8>], tokens: &[&str]) -> Vec<u8> {
+        let mut out = input.to_vec();
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(out.len() + 1);
+            match rng.below(6) {
+                0 if !out.is_empty() => {
+                    let i = rng.below(out.len());
+                    out[i] ^= 1 << rng.below(8);
+                }
+                1 => out.insert(at, rng.next_u64() as u8),
+                2 if at < out.len() => {
+                    let end = (at + 1 + rng.below(8)).min(out.len());
+                    out.drain(at..end);
+                }
+                3 => {
+                    let other = &seeds[rng.below(seeds.len())];
+                    let from = rng.below(other.len());
+                    let to = (from + rng.below(32)).min(other.len());
+                    out.splice(at..at, other[from..to].iter().copied());
+                }
+                _ => {
+                    let token = tokens[rng.below(tokens.len())].as_bytes();
+                    out.splice(at..at, token.iter().copied());
+                }
+            }
+        }
+        out
+    }
+
+    /// Runs `body` over every seed in `dir` and `mutations` mutations of them; fails naming the
+    /// input that panicked.
+    pub fn run(dir: &Path, body: fn(&[u8]), tokens: &[&str], mutations: usize) {
+        let seeds = seeds(dir);
+        for seed in &seeds {
+            body(seed);
+        }
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..mutations {
+            let pick = rng.below(seeds.len());
+            let input = mutate(&mut rng, &seeds[pick], &seeds, tokens);
+            let outcome = std::panic::catch_unwind(|| body(&input));
+            assert!(
+                outcome.is_ok(),
+                "{} failed on {:?}",
+                dir.display(),
+                String::from_utf8_lossy(&input)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fuzz body over the seed corpus in confab's `fuzz/seeds/sio_packets/` plus deterministic
+    //! mutations of it, so every `cargo test` runs it on stable.
+
+    use super::*;
 
     const TOKENS: &[&str] = &[
         "0",
@@ -270,54 +341,10 @@ mod tests {
         "\u{7f}",
     ];
 
-    fn mutate(rng: &mut Rng, input: &[u8], seeds: &[Vec<u8>]) -> Vec<u8> {
-        let mut out = input.to_vec();
-        for _ in 0..1 + rng.below(3) {
-            let at = rng.below(out.len() + 1);
-            match rng.below(6) {
-                0 if !out.is_empty() => {
-                    let i = rng.below(out.len());
-                    out[i] ^= 1 << rng.below(8);
-                }
-                1 => out.insert(at, rng.next() as u8),
-                2 if at < out.len() => {
-                    let end = (at + 1 + rng.below(8)).min(out.len());
-                    out.drain(at..end);
-                }
-                3 => {
-                    let other = &seeds[rng.below(seeds.len())];
-                    let from = rng.below(other.len());
-                    let to = (from + rng.below(32)).min(other.len());
-                    out.splice(at..at, other[from..to].iter().copied());
-                }
-                _ => {
-                    let token = TOKENS[rng.below(TOKENS.len())].as_bytes();
-                    out.splice(at..at, token.iter().copied());
-                }
-            }
-        }
-        out
-    }
-
     #[test]
     fn packets_smoke() {
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/sio_packets");
-        let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
-            .collect();
-        seeds.sort();
-        assert!(seeds.len() >= 5, "too few seeds in {}", dir.display());
-        for seed in &seeds {
-            packets(seed);
-        }
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        for _ in 0..5000 {
-            let pick = rng.below(seeds.len());
-            let input = mutate(&mut rng, &seeds[pick], &seeds);
-            let outcome = std::panic::catch_unwind(|| packets(&input));
-            assert!(outcome.is_ok(), "failed on {input:?}");
-        }
+        smoke::run(&dir, packets, TOKENS, 5000);
     }
 }
