@@ -31,6 +31,7 @@
 # ("machine": {"cpu_pct", "saturated"}) to tell a starved run from a slow server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 SERVERS=${SERVERS:-confab-pg confab-sqlite peer}
 SCENARIOS=${SCENARIOS:-connect members chat sweep fanout multinode capacity}
@@ -73,18 +74,7 @@ BUSY=0
 log() { printf '\n== %s\n' "$*" >&2; }
 
 stop_server() {
-  local pid
-  for pid in "${SERVER_PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${SERVER_PIDS[@]}"; do
-    for _ in $(seq 1 100); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
+  stop_pids 10 "${SERVER_PIDS[@]}"
   SERVER_PIDS=()
   SERVER_URLS=()
   if [[ -n $SERVER_DB ]]; then

@@ -60,19 +60,8 @@ log() { printf '\n== %s\n' "$*" >&2; }
 STARTED=$SECONDS
 
 log "services"
-# As in .ci/run: PostgreSQL's cluster and a throwaway Redis, when they aren't running.
-if ! pg_isready -q -h 127.0.0.1 -p 5432; then
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
-fi
-if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
-fi
-for _ in $(seq 1 30); do
-  pg_isready -q -h 127.0.0.1 -p 5432 && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break
-  sleep 1
-done
-pg_isready -h 127.0.0.1 -p 5432
-redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null
+. .ci/services.sh
+start_services >/dev/null
 
 log "build"
 cargo build --release -p confab -p confab-bench

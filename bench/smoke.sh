@@ -15,6 +15,7 @@
 # npm. SMOKE_SKIP_PEER=1 runs the confab half only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 PROFILE=${SMOKE_PROFILE:-debug}
 PG_URL=${SMOKE_PG_URL:-postgres://root@127.0.0.1:5432}
@@ -32,18 +33,8 @@ log() { printf '\n== %s\n' "$*" >&2; }
 
 cleanup() {
   local status=$?
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    # A server that ignores SIGTERM for 5 s is killed.
-    for _ in $(seq 1 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
+  # A server that ignores SIGTERM for 5 s is killed.
+  stop_pids 5 "${PIDS[@]}"
   if [[ $CLUSTER_DB_CREATED == 1 ]]; then
     psql -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS \"$CLUSTER_DB\" WITH (FORCE)" >/dev/null || true
   fi
