@@ -364,9 +364,10 @@ impl PgStore {
     /// Writes a batch in one transaction of two statements (four round trips with BEGIN and
     /// COMMIT), whatever its size.
     ///
-    /// Retries are rare, so the common path doesn't look for them: the insert skips rows whose
-    /// idempotency key already exists, and if it skipped any, the transaction is rolled back
-    /// and the batch is planned again knowing which sends are retries.
+    /// Non-members and retries are rare, so the common path doesn't look for them: the insert
+    /// skips rows whose sender isn't a member or whose idempotency key already exists, and if it
+    /// skipped any, the transaction is rolled back and the batch is planned again knowing which
+    /// sends are refused and which are retries.
     pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<SendOutcome>> {
         match self.try_insert_messages(batch, false).await? {
             Some(outcomes) => Ok(outcomes),
@@ -377,49 +378,49 @@ impl PgStore {
         }
     }
 
-    /// One attempt; `Ok(None)` when the insert met an existing key it didn't look up.
+    /// One attempt; `Ok(None)` when the insert skipped a row the plan didn't expect it to.
     async fn try_insert_messages(
         &self,
         batch: &[NewMessage],
-        look_up_retries: bool,
+        look_up: bool,
     ) -> Result<Option<Vec<SendOutcome>>> {
         let mut tx = self.begin().await?;
 
-        // 1. Lock the conversations in id order (so concurrent batches can't deadlock), read
-        //    their last seq, and which of the batch's senders are members. Read under the lock,
-        //    so a concurrent removal has either committed (and is seen) or waits for us.
+        // 1. Lock the conversations in id order (so concurrent batches can't deadlock) and read
+        //    their last seq.
         let mut ids: Vec<Uuid> = batch.iter().map(|m| m.conversation_id.0).collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut senders: Vec<&str> = batch.iter().map(|m| m.sender_id.as_str()).collect();
-        senders.sort_unstable();
-        senders.dedup();
         let rows = sqlx::query(
-            "SELECT c.id, c.last_seq,
-                    ARRAY(SELECT mb.user_id FROM members mb
-                          WHERE mb.conversation_id = c.id AND mb.user_id = ANY($2))
-             FROM conversations c WHERE c.id = ANY($1) ORDER BY c.id FOR UPDATE OF c",
+            "SELECT id, last_seq FROM conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE",
         )
         .bind(&ids)
-        .bind(&senders)
         .fetch_all(&mut *tx)
         .await
         .db_context("locking conversations")?;
-        let mut last_seq = HashMap::new();
-        let mut members: HashSet<(Uuid, String)> = HashSet::new();
-        for row in &rows {
-            let id: Uuid = row.get(0);
-            last_seq.insert(ConversationId(id), row.get::<i64, _>(1));
-            for user in row.get::<Vec<String>, _>(2) {
-                members.insert((id, user));
-            }
-        }
+        let last_seq: HashMap<ConversationId, i64> = rows
+            .iter()
+            .map(|row| (ConversationId(row.get(0)), row.get(1)))
+            .collect();
 
-        // 2. Only when a first attempt met one: which sends are retries of stored messages.
-        let existing = if look_up_retries {
+        // 2. Only when a first attempt skipped a row: which senders are members, and which sends
+        //    are retries of stored messages. Read after the lock, in statements of their own, so
+        //    a membership change that committed while we waited for the lock is seen.
+        let (members, existing) = if look_up {
             let convs: Vec<Uuid> = batch.iter().map(|m| m.conversation_id.0).collect();
             let senders: Vec<&str> = batch.iter().map(|m| m.sender_id.as_str()).collect();
             let clients: Vec<&str> = batch.iter().map(|m| m.client_id.as_str()).collect();
+            let members: HashSet<(Uuid, String)> = sqlx::query_as(
+                "SELECT DISTINCT k.c, k.s FROM UNNEST($1::uuid[], $2::text[]) AS k(c, s)
+                 JOIN members mb ON mb.conversation_id = k.c AND mb.user_id = k.s",
+            )
+            .bind(&convs)
+            .bind(&senders)
+            .fetch_all(&mut *tx)
+            .await
+            .db_context("checking senders' membership")?
+            .into_iter()
+            .collect();
             let rows = sqlx::query(concat!(
                 "SELECT ",
                 message_columns!(),
@@ -435,7 +436,8 @@ impl PgStore {
             .fetch_all(&mut *tx)
             .await
             .db_context("looking up retried sends")?;
-            rows.iter()
+            let existing = rows
+                .iter()
                 .map(|r| {
                     let m = message_from_row(r)?;
                     Ok((
@@ -443,20 +445,28 @@ impl PgStore {
                         m,
                     ))
                 })
-                .collect::<Result<_>>()?
+                .collect::<Result<_>>()?;
+            (Some(members), existing)
         } else {
-            HashMap::new()
+            (None, HashMap::new())
         };
 
         let (outcomes, new_last) = plan_batch(
             batch,
             &last_seq,
-            |c, u| members.contains(&(c.0, u.as_str().to_owned())),
+            // Until a skipped row says otherwise, every sender is taken to be a member: the
+            // insert checks it.
+            |c, u| {
+                members
+                    .as_ref()
+                    .is_none_or(|m| m.contains(&(c.0, u.as_str().to_owned())))
+            },
             existing,
             Timestamp::now(),
         );
 
-        // 3. Insert the new messages and move each conversation's last seq, in one statement.
+        // 3. Insert the new messages (those whose sender is a member and whose key is new) and
+        //    move each conversation's last seq, in one statement.
         let stored: Vec<&Message> = outcomes
             .iter()
             .filter_map(|o| match o {
@@ -483,6 +493,8 @@ impl PgStore {
                      SELECT id, c, s, snd, cl, b, $7
                      FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[])
                           AS t(id, c, s, snd, cl, b)
+                     WHERE EXISTS (SELECT 1 FROM members mb
+                                   WHERE mb.conversation_id = t.c AND mb.user_id = t.snd)
                      ON CONFLICT (conversation_id, sender_id, client_id) DO NOTHING
                      RETURNING 1
                  ), upd AS (
@@ -505,7 +517,8 @@ impl PgStore {
             .await
             .db_context("inserting messages")?;
             if inserted != stored.len() as i64 {
-                // A retry we didn't look up: its seq would leave a gap. Start over.
+                // A non-member or a retry we didn't look up: its seq would leave a gap. Start
+                // over, looking them up.
                 tx.rollback().await.db_context("rolling back")?;
                 return Ok(None);
             }

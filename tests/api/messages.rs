@@ -76,6 +76,50 @@ both_backends! {
         assert_eq!(page["messages"], json!([]), "nothing was stored");
     }
 
+    async fn refusals_and_retries_among_other_sends_leave_no_gap(app: TestApp) {
+        // Sent all at once so that they share the writer's batches: a batch holding a
+        // non-member's send or a retry is written again knowing about them (PostgreSQL), and
+        // the others' messages must come out of that with consecutive seqs, once each. Refusals
+        // and retries go in separate rounds, so that either alone must trigger that.
+        let alice = app.connect("alice").await;
+        let bob = app.connect("bob").await;
+        let mallory = app.connect("mallory").await;
+        let id = group(&alice, "team", &["bob"]).await;
+        let first = send(&alice, &id, "k0", "first").await;
+        let payload = |client_id: String| json!({ "conversation_id": id, "client_id": client_id, "body": "hi" });
+        let members_send = |round: usize| {
+            let (alice, bob, payload) = (&alice, &bob, &payload);
+            futures::future::join_all((1..=20).map(move |i| {
+                let sender = if i % 2 == 0 { alice } else { bob };
+                sender.ok("message:send", payload(format!("r{round}-{i}")))
+            }))
+        };
+
+        let refused = futures::future::join_all(
+            (0..10).map(|i| mallory.fails("message:send", payload(format!("m{i}")))),
+        );
+        let (mut stored, refused) = tokio::join!(members_send(1), refused);
+        assert!(refused.iter().all(|e| e["code"] == "not_found"), "{refused:?}");
+
+        let retried = futures::future::join_all((0..10).map(|_| {
+            alice.ok("message:send", json!({ "conversation_id": id, "client_id": "k0", "body": "first" }))
+        }));
+        let (more, retried) = tokio::join!(members_send(2), retried);
+        assert!(retried.iter().all(|d| d["message"] == first), "{retried:?}");
+        stored.extend(more);
+
+        let mut seqs: Vec<i64> = stored.iter().map(|d| d["message"]["seq"].as_i64().unwrap()).collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (2..=41).collect::<Vec<_>>());
+        let page = alice
+            .ok("message:history", json!({ "conversation_id": id, "limit": 100 }))
+            .await;
+        let mut stored: Vec<i64> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+        stored.sort_unstable();
+        assert_eq!(stored, (1..=41).collect::<Vec<_>>());
+        assert!(page["messages"].as_array().unwrap().iter().all(|m| m["sender_id"] != "mallory"));
+    }
+
     async fn bodies_are_checked(app: TestApp) {
         let alice = app.connect("alice").await;
         let id = group(&alice, "team", &[]).await;
