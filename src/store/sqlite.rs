@@ -59,6 +59,9 @@ impl SqliteStore {
             // commit makes the extra fsync per transaction affordable.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // A batch's multi-row INSERT and UPDATE keep a statement journal (to undo just that
+            // statement); in a temp file it cost a write syscall per page, in memory it's a copy.
+            .pragma("temp_store", "memory")
             .busy_timeout(Duration::from_secs(5));
         if let Some(parent) = Path::new(options.get_filename()).parent()
             && !parent.as_os_str().is_empty()
@@ -385,7 +388,27 @@ impl SqliteStore {
     /// Writes a batch in a fixed number of statements whatever its size: the batch travels as
     /// JSON arrays that SQLite unpacks with `json_each` (its way to bind a list), so a batch of
     /// 500 costs about what a batch of 5 does.
+    ///
+    /// Non-members and retries are rare, so the common path doesn't look for them (each
+    /// statement is a round trip to SQLite's thread): the insert skips rows whose sender isn't a
+    /// member or whose idempotency key exists, and if it skipped any, the transaction is rolled
+    /// back and the batch is planned again knowing which sends are refused and which are retries.
     pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<SendOutcome>> {
+        match self.try_insert_messages(batch, false).await? {
+            Some(outcomes) => Ok(outcomes),
+            None => self
+                .try_insert_messages(batch, true)
+                .await?
+                .ok_or_else(|| Error::Internal(anyhow::anyhow!("a retried send conflicted twice"))),
+        }
+    }
+
+    /// One attempt; `Ok(None)` when the insert skipped a row the plan didn't expect it to.
+    async fn try_insert_messages(
+        &self,
+        batch: &[NewMessage],
+        look_up: bool,
+    ) -> Result<Option<Vec<SendOutcome>>> {
         let keys = serde_json::to_string(
             &batch
                 .iter()
@@ -399,6 +422,7 @@ impl SqliteStore {
                 .collect::<Vec<_>>(),
         )
         .expect("strings serialise");
+        // One writer connection: nothing can change the conversations between these statements.
         let mut tx = self.begin().await?;
 
         let rows = sqlx::query(
@@ -414,47 +438,57 @@ impl SqliteStore {
             .map(|r| Ok((conversation_id(r.get(0))?, r.get(1))))
             .collect::<Result<_>>()?;
 
-        let rows = sqlx::query(
-            "SELECT conversation_id, user_id FROM members
-             WHERE (conversation_id, user_id) IN
-                   (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
-        )
-        .bind(&keys)
-        .fetch_all(&mut *tx)
-        .await
-        .db_context("checking senders' membership")?;
-        let members: HashSet<(ConversationId, String)> = rows
-            .iter()
-            .map(|r| Ok((conversation_id(r.get(0))?, r.get(1))))
-            .collect::<Result<_>>()?;
-
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages m
-             WHERE (m.conversation_id, m.sender_id, m.client_id) IN
-                   (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-                           json_extract(value, '$[2]') FROM json_each(?))"
-        ))
-        .bind(&keys)
-        .fetch_all(&mut *tx)
-        .await
-        .db_context("looking up retried sends")?;
-        let existing = rows
-            .iter()
-            .map(|r| {
-                let m = message_from_row(r)?;
-                Ok((
-                    (m.conversation_id, m.sender_id.clone(), m.client_id.clone()),
-                    m,
-                ))
-            })
-            .collect::<Result<_>>()?;
+        let (members, existing) = if look_up {
+            let rows = sqlx::query(
+                "SELECT conversation_id, user_id FROM members
+                 WHERE (conversation_id, user_id) IN
+                       (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
+            )
+            .bind(&keys)
+            .fetch_all(&mut *tx)
+            .await
+            .db_context("checking senders' membership")?;
+            let members: HashSet<(ConversationId, String)> = rows
+                .iter()
+                .map(|r| Ok((conversation_id(r.get(0))?, r.get(1))))
+                .collect::<Result<_>>()?;
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages m
+                 WHERE (m.conversation_id, m.sender_id, m.client_id) IN
+                       (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                               json_extract(value, '$[2]') FROM json_each(?))"
+            ))
+            .bind(&keys)
+            .fetch_all(&mut *tx)
+            .await
+            .db_context("looking up retried sends")?;
+            let existing = rows
+                .iter()
+                .map(|r| {
+                    let m = message_from_row(r)?;
+                    Ok((
+                        (m.conversation_id, m.sender_id.clone(), m.client_id.clone()),
+                        m,
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            (Some(members), existing)
+        } else {
+            (None, HashMap::new())
+        };
 
         let (outcomes, new_last) = plan_batch(
             batch,
             &last_seq,
-            |c, u| members.contains(&(c, u.as_str().to_owned())),
+            // Until a skipped row says otherwise, every sender is taken to be a member: the
+            // insert checks it.
+            |c, u| {
+                members
+                    .as_ref()
+                    .is_none_or(|m| m.contains(&(c, u.as_str().to_owned())))
+            },
             existing,
             Timestamp::now(),
         );
@@ -475,18 +509,29 @@ impl SqliteStore {
             .collect();
         if !stored.is_empty() {
             let activity = stored[0].6;
-            sqlx::query(
+            let inserted = sqlx::query(
                 "INSERT INTO messages (id, conversation_id, seq, sender_id, client_id, body, created_at)
                  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                         json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                         json_extract(value, '$[4]'), json_extract(value, '$[5]'),
                         json_extract(value, '$[6]')
-                 FROM json_each(?)",
+                 FROM json_each(?) AS t
+                 WHERE EXISTS (SELECT 1 FROM members mb
+                               WHERE mb.conversation_id = json_extract(t.value, '$[1]')
+                                 AND mb.user_id = json_extract(t.value, '$[3]'))
+                 ON CONFLICT (conversation_id, sender_id, client_id) DO NOTHING",
             )
             .bind(serde_json::to_string(&stored).expect("values serialise"))
             .execute(&mut *tx)
             .await
-            .db_context("inserting messages")?;
+            .db_context("inserting messages")?
+            .rows_affected();
+            if inserted != stored.len() as u64 {
+                // A non-member or a retry we didn't look up: its seq would leave a gap. Start
+                // over, looking them up.
+                tx.rollback().await.db_context("rolling back")?;
+                return Ok(None);
+            }
             let seqs: Vec<(String, i64)> =
                 new_last.iter().map(|(c, s)| (c.to_string(), *s)).collect();
             sqlx::query(
@@ -503,7 +548,7 @@ impl SqliteStore {
             .db_context("advancing conversations' seq")?;
         }
         tx.commit().await.db_context("committing messages")?;
-        Ok(outcomes)
+        Ok(Some(outcomes))
     }
 
     pub async fn change_message<F>(
