@@ -255,8 +255,19 @@ impl Store {
 
     /// Writes a batch of messages in one transaction, assigning each conversation's next seqs in
     /// batch order. Duplicates (retries) and non-members are answered without writing.
+    /// Writes a batch of messages in one transaction (the group-commit writer's call).
+    ///
+    /// Non-members and retries are rare, so the first attempt doesn't look for them: its insert
+    /// skips rows whose sender isn't a member or whose idempotency key is already stored, and if
+    /// it skipped any, the backend rolls back and the batch is planned again, this time looking
+    /// both up.
     pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<SendOutcome>> {
-        dispatch!(self, s => s.insert_messages(batch).await)
+        if let Some(outcomes) = dispatch!(self, s => s.try_insert_messages(batch, false).await)? {
+            return Ok(outcomes);
+        }
+        dispatch!(self, s => s.try_insert_messages(batch, true).await)?.ok_or_else(|| {
+            crate::error::Error::Internal(anyhow::anyhow!("a retried send conflicted twice"))
+        })
     }
 
     /// Locks the message, lets `decide` choose a change given the caller's role in the
@@ -309,7 +320,7 @@ pub(crate) fn plan_batch(
     batch: &[NewMessage],
     last_seq: &HashMap<ConversationId, i64>,
     is_member: impl Fn(ConversationId, &UserId) -> bool,
-    mut existing: HashMap<(ConversationId, UserId, String), Message>,
+    mut existing: HashMap<SendKey, Message>,
     now: Timestamp,
 ) -> (Vec<SendOutcome>, HashMap<ConversationId, i64>) {
     let mut next = last_seq.clone();
@@ -349,6 +360,22 @@ pub(crate) fn plan_batch(
         .collect();
     next.retain(|id, seq| last_seq.get(id) != Some(seq));
     (outcomes, next)
+}
+
+/// A send's idempotency key: conversation, sender and client id.
+pub(crate) type SendKey = (ConversationId, UserId, String);
+
+/// Stored messages by their idempotency key, as [`plan_batch`] takes them.
+pub(crate) fn by_send_key(messages: Vec<Message>) -> HashMap<SendKey, Message> {
+    messages
+        .into_iter()
+        .map(|m| {
+            (
+                (m.conversation_id, m.sender_id.clone(), m.client_id.clone()),
+                m,
+            )
+        })
+        .collect()
 }
 
 /// Builds conversation objects from their parts, keeping the order of `heads`.

@@ -19,7 +19,8 @@ use uuid::Uuid;
 
 use super::{
     ConversationHead, HistoryQuery, MembershipChange, MembershipPlan, MessageChange, NewMessage,
-    Page, SendOutcome, SyncUpdate, assemble, direct_key, page_from_rows, plan_batch, sync_update,
+    Page, SendOutcome, SyncUpdate, assemble, by_send_key, direct_key, page_from_rows, plan_batch,
+    sync_update,
 };
 use crate::domain::{
     Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName, Member,
@@ -389,22 +390,9 @@ impl SqliteStore {
     /// JSON arrays that SQLite unpacks with `json_each` (its way to bind a list), so a batch of
     /// 500 costs about what a batch of 5 does.
     ///
-    /// Non-members and retries are rare, so the common path doesn't look for them (each
-    /// statement is a round trip to SQLite's thread): the insert skips rows whose sender isn't a
-    /// member or whose idempotency key exists, and if it skipped any, the transaction is rolled
-    /// back and the batch is planned again knowing which sends are refused and which are retries.
-    pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<SendOutcome>> {
-        match self.try_insert_messages(batch, false).await? {
-            Some(outcomes) => Ok(outcomes),
-            None => self
-                .try_insert_messages(batch, true)
-                .await?
-                .ok_or_else(|| Error::Internal(anyhow::anyhow!("a retried send conflicted twice"))),
-        }
-    }
-
-    /// One attempt; `Ok(None)` when the insert skipped a row the plan didn't expect it to.
-    async fn try_insert_messages(
+    /// One attempt (see [`Store::insert_messages`](super::Store::insert_messages)); `Ok(None)`
+    /// when the insert skipped a row the plan didn't expect it to.
+    pub(crate) async fn try_insert_messages(
         &self,
         batch: &[NewMessage],
         look_up: bool,
@@ -464,16 +452,7 @@ impl SqliteStore {
             .fetch_all(&mut *tx)
             .await
             .db_context("looking up retried sends")?;
-            let existing = rows
-                .iter()
-                .map(|r| {
-                    let m = message_from_row(r)?;
-                    Ok((
-                        (m.conversation_id, m.sender_id.clone(), m.client_id.clone()),
-                        m,
-                    ))
-                })
-                .collect::<Result<_>>()?;
+            let existing = by_send_key(rows.iter().map(message_from_row).collect::<Result<_>>()?);
             (Some(members), existing)
         } else {
             (None, HashMap::new())
