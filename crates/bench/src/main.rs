@@ -7,6 +7,7 @@ mod client;
 mod markdown;
 mod plot;
 mod population;
+mod probe;
 mod report;
 mod scenario;
 mod schedule;

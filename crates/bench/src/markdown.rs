@@ -164,6 +164,7 @@ pub fn machine_now() -> Value {
         "mem_total_kib": mem_kib,
         "kernel": kernel,
         "nofile": soft_open_file_limit(),
+        "probe": crate::probe::run(),
     })
 }
 
@@ -426,6 +427,16 @@ pub fn render(r: &Results, opts: &Options) -> Report {
     );
     let _ = writeln!(md, "| kernel | {} |", str_at(&m, "kernel").unwrap_or("–"));
     let _ = writeln!(md, "| open-file limit | {} |", opt(num(&m, "nofile"), ""));
+    // Absent from runs recorded before the probe existed.
+    if let (Some(rtt), Some(cpu)) = (
+        num(&m, "probe.loopback_rtt_us"),
+        num(&m, "probe.cpu_loop_ms"),
+    ) {
+        let _ = writeln!(
+            md,
+            "| speed at the start (lower is faster) | loopback TCP round trip {rtt} µs; fixed CPU loop {cpu} ms |"
+        );
+    }
     let _ = writeln!(md, "| date | {} |", str_at(&meta, "date").unwrap_or("–"));
     let _ = writeln!(
         md,
@@ -1035,6 +1046,27 @@ mod tests {
         md.lines()
             .find(|l| l.starts_with(&format!("| {name}")))
             .unwrap_or_else(|| panic!("no row {name} in\n{md}"))
+    }
+
+    #[test]
+    fn the_speed_probe_is_shown_when_the_run_recorded_one() {
+        let md = render_md(FIXTURE).markdown;
+        assert!(
+            !md.contains("speed at the start"),
+            "the fixture predates the probe"
+        );
+        let meta = FIXTURE
+            .lines()
+            .find(|l| l.contains(r#""record":"meta""#))
+            .unwrap();
+        let mut probed: Value = serde_json::from_str(meta).unwrap();
+        probed["machine"]["probe"] = json!({"loopback_rtt_us": 21.5, "cpu_loop_ms": 33.1});
+        let text = FIXTURE.replace(meta, &probed.to_string());
+        let md = render_md(&text).markdown;
+        assert!(
+            md.contains("| speed at the start (lower is faster) | loopback TCP round trip 21.5 µs; fixed CPU loop 33.1 ms |"),
+            "{md}"
+        );
     }
 
     #[test]
