@@ -253,9 +253,9 @@ impl Store {
         dispatch!(self, s => s.change_members(conversation, decide).await)
     }
 
-    /// Writes a batch of messages in one transaction, assigning each conversation's next seqs in
-    /// batch order. Duplicates (retries) and non-members are answered without writing.
-    /// Writes a batch of messages in one transaction (the group-commit writer's call).
+    /// Writes a batch of messages in one transaction (the group-commit writer's call), assigning
+    /// each conversation's next seqs in batch order. Duplicates (retries) and non-members are
+    /// answered without writing.
     ///
     /// Non-members and retries are rare, so the first attempt doesn't look for them: its insert
     /// skips rows whose sender isn't a member or whose idempotency key is already stored, and if
