@@ -120,21 +120,6 @@ wait_quiet() {
   done
 }
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Waits until log $1 has a line matching $2 while process $3 lives.
-wait_ready() {
-  for _ in $(seq 1 300); do
-    grep -qE "$2" "$1" 2>/dev/null && return 0
-    kill -0 "$3" 2>/dev/null || { cat "$1" >&2; echo "the server died" >&2; return 1; }
-    sleep 0.1
-  done
-  echo "the server did not start" >&2
-  return 1
-}
-
 # Starts server kind $1 fresh, $2 nodes of it (default 1; several share the database and
 # Redis), with soft open-file limit $3 (default: the shell's). Sets SERVER_PIDS, SERVER_URLS
 # and SERVER_CMD (the first node's command, for the record, with the secret as $S).
@@ -173,11 +158,7 @@ start_server() {
         SERVER_PIDS+=("$!")
         SERVER_URLS+=("http://127.0.0.1:$port")
         ((n > 1)) || SERVER_CMD="ulimit -Sn $nofile; ${env[*]} CONFAB_JWT_SECRET=\$S target/release/confab"
-        for _ in $(seq 1 300); do
-          curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-          kill -0 "${SERVER_PIDS[-1]}" 2>/dev/null || { cat "$TMP/server$n.log" >&2; return 1; }
-          sleep 0.1
-        done
+        wait_ready "http://127.0.0.1:$port" "${SERVER_PIDS[-1]}" "$TMP/server$n.log"
         ;;
       peer)
         [[ -n $SERVER_DB ]] || SERVER_DB="confab_peer_measure_$$_$port"
@@ -187,7 +168,7 @@ start_server() {
         SERVER_PIDS+=("$!")
         SERVER_URLS+=("http://127.0.0.1:$port")
         ((n > 1)) || SERVER_CMD="cd $PEER_DIR; ulimit -Sn $nofile; ${env[*]} JWT_SECRET=\$S node server.mjs"
-        wait_ready "$TMP/server$n.log" '^listening on' "${SERVER_PIDS[-1]}"
+        wait_for_line "$TMP/server$n.log" '^listening on' "${SERVER_PIDS[-1]}"
         ;;
       *)
         echo "unknown server $kind (confab-pg, confab-sqlite, peer)" >&2

@@ -59,22 +59,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Waits until $1 (a log file) has a line matching $2, or fails after 30 s; a dead $3 fails early.
-wait_for_line() {
-  local file=$1 pattern=$2 pid=$3
-  for _ in $(seq 1 300); do
-    grep -qE "$pattern" "$file" 2>/dev/null && return 0
-    kill -0 "$pid" 2>/dev/null || { echo "process $pid died; see $file" >&2; return 1; }
-    sleep 0.1
-  done
-  echo "timed out waiting for /$pattern/ in $file" >&2
-  return 1
-}
-
 log "build ($PROFILE)"
 if [[ $PROFILE == release ]]; then
   cargo build --release -p confab -p confab-bench
@@ -108,13 +92,7 @@ start_confab() {
   CONFAB_PID=$!
   PIDS+=("$CONFAB_PID")
   CONFAB_URL="http://127.0.0.1:$port"
-  for _ in $(seq 1 300); do
-    curl -fsS "$CONFAB_URL/readyz" >/dev/null 2>&1 && return 0
-    kill -0 "$CONFAB_PID" 2>/dev/null || { echo "confab ($name) died" >&2; return 1; }
-    sleep 0.1
-  done
-  echo "confab ($name) did not become ready" >&2
-  return 1
+  wait_ready "$CONFAB_URL" "$CONFAB_PID" "$TMP/$name.log"
 }
 
 # Labels as bench/run.sh uses them, so the report below has figures to show.
