@@ -117,13 +117,17 @@ impl Keys {
         })
     }
 
-    /// The current connection.
-    pub fn get(&self) -> ConnectionManager {
-        self.conn.lock().unwrap().clone()
+    /// The current connection. Every command sent through it reports its failure back here,
+    /// so no caller has to remember to.
+    pub fn get(&self) -> KeysConnection {
+        KeysConnection {
+            conn: self.conn.lock().unwrap().clone(),
+            keys: self.clone(),
+        }
     }
 
     /// Called with a command's error: after a timeout, the next command uses a new connection.
-    pub fn failed(&self, error: &redis::RedisError) {
+    fn failed(&self, error: &redis::RedisError) {
         if !error.is_timeout() {
             return;
         }
@@ -134,6 +138,49 @@ impl Keys {
             }
             Err(e) => tracing::warn!(error = %e, "replacing the Redis connection"),
         }
+    }
+}
+
+/// A connection from [`Keys::get`]: a `ConnectionManager` whose errors go back to its `Keys`.
+pub struct KeysConnection {
+    conn: ConnectionManager,
+    keys: Keys,
+}
+
+impl KeysConnection {
+    fn checked<T>(&self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(e) = &result {
+            self.keys.failed(e);
+        }
+        result
+    }
+}
+
+impl redis::aio::ConnectionLike for KeysConnection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let result = self.conn.req_packed_command(cmd).await;
+            self.checked(result)
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            let result = self.conn.req_packed_commands(pipeline, offset, count).await;
+            self.checked(result)
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
     }
 }
 
@@ -231,10 +278,7 @@ async fn publisher(
             _ = tokio::time::sleep(IDLE_PING) => {
                 match redis::cmd("PING").query_async::<()>(&mut conn.get()).await {
                     Ok(()) => published(&health),
-                    Err(e) => {
-                        conn.failed(&e);
-                        health.failed(&health.publisher_up, &e);
-                    }
+                    Err(e) => health.failed(&health.publisher_up, &e),
                 }
                 continue;
             }
@@ -260,7 +304,6 @@ async fn publisher(
                 // nodes, `Signal::PublishRestored` here).
                 metrics::counter!("confab_bus_dropped_total").increment(batch.len() as u64);
                 health.dropped.store(true, Ordering::Relaxed);
-                conn.failed(&e);
                 health.failed(&health.publisher_up, &e);
             }
         }

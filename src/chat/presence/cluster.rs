@@ -189,11 +189,6 @@ impl ClusterPresence {
         Ok(reaped)
     }
 
-    /// Called with a command's error, so a connection that went silent is replaced.
-    pub fn failed(&self, error: &redis::RedisError) {
-        self.conn.failed(error);
-    }
-
     /// Removes this node's heartbeat, so other nodes reap it at their next heartbeat.
     pub async fn retire(&self) -> redis::RedisResult<()> {
         let (): () = self.conn.get().del(self.node_key(&self.node)).await?;

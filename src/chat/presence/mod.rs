@@ -254,7 +254,6 @@ async fn heartbeat(presence: std::sync::Weak<Inner>) {
             Ok(false) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "presence heartbeat");
-                cluster.failed(&e);
                 continue;
             }
         }
