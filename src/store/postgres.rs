@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{Connection, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
@@ -31,6 +31,10 @@ macro_rules! message_columns {
     };
 }
 
+/// A pooled connection idle longer than this is pinged before use: long enough that a busy
+/// server never pays for it, short enough to catch a PostgreSQL restart before a request does.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
@@ -43,6 +47,18 @@ impl PgStore {
             .max_connections(max_connections)
             // A request waiting this long for a connection is better answered `unavailable`.
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx pings every connection before handing it out: a round trip in front of every
+            // write batch. A connection that was in use moments ago is known good (and sqlx
+            // pings it again on release anyway), so ping only one that has sat idle a while.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > IDLE_BEFORE_PING {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .context("connecting")?;
