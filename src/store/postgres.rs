@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{Connection, PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
@@ -31,35 +31,30 @@ macro_rules! message_columns {
     };
 }
 
-/// A pooled connection idle longer than this is pinged before use: long enough that a busy
-/// server never pays for it, short enough to catch a PostgreSQL restart before a request does.
-const IDLE_BEFORE_PING: Duration = Duration::from_secs(10);
-
 #[derive(Clone)]
 pub struct PgStore {
+    /// Everything but message batches. sqlx pings a connection before handing it out, so a
+    /// connection a PostgreSQL restart cut is replaced before a request gets it.
     pool: PgPool,
+    /// Message batches only: one connection per write shard in use at a time. No ping before
+    /// use, because it is a round trip in front of every batch on the hot path (sqlx still pings
+    /// on release, off the batch's path); a batch that gets a dead connection fails at once and
+    /// the writer runs it again on another (`writer::is_transient`), which sends' idempotency
+    /// makes safe.
+    batches: PgPool,
 }
 
 impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(url).context("parsing the PostgreSQL url")?;
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            // A request waiting this long for a connection is better answered `unavailable`.
-            .acquire_timeout(Duration::from_secs(5))
-            // sqlx pings every connection before handing it out: a round trip in front of every
-            // write batch. A connection that was in use moments ago is known good (and sqlx
-            // pings it again on release anyway), so ping only one that has sat idle a while.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for > IDLE_BEFORE_PING {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .connect_with(options)
+        let pool_options = || {
+            PgPoolOptions::new()
+                .max_connections(max_connections)
+                // A request waiting this long for a connection is better answered `unavailable`.
+                .acquire_timeout(Duration::from_secs(5))
+        };
+        let pool = pool_options()
+            .connect_with(options.clone())
             .await
             .context("connecting")?;
         // The migrator takes an advisory lock, so nodes starting together migrate once.
@@ -67,7 +62,10 @@ impl PgStore {
             .run(&pool)
             .await
             .context("running migrations")?;
-        Ok(Self { pool })
+        let batches = pool_options()
+            .test_before_acquire(false)
+            .connect_lazy_with(options);
+        Ok(Self { pool, batches })
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -388,7 +386,11 @@ impl PgStore {
         batch: &[NewMessage],
         look_up: bool,
     ) -> Result<Option<Vec<SendOutcome>>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self
+            .batches
+            .begin()
+            .await
+            .db_context("beginning a transaction")?;
 
         // 1. Lock the conversations in id order (so concurrent batches can't deadlock) and read
         //    their last seq.

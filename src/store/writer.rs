@@ -162,9 +162,13 @@ async fn write_with_retries(store: &Store, messages: &[NewMessage]) -> Result<Ve
 }
 
 /// Deadlocks, serialization failures and unique violations (a concurrent writer on another
-/// node got there first) are resolved by running the batch again.
+/// node got there first) are resolved by running the batch again. So is a connection the
+/// database dropped (it restarted while the connection sat in the pool, which doesn't ping
+/// before use): the retry gets another connection. Sends are idempotent, so a batch whose
+/// COMMIT went through before the connection broke is answered from what it stored (as
+/// duplicates, so not broadcast: members pick those up by the seq gap, as after any lost event).
 fn is_transient(e: &Error) -> bool {
-    let Error::Internal(cause) = e else {
+    let (Error::Internal(cause) | Error::Unavailable(cause)) = e else {
         return false;
     };
     cause
@@ -172,8 +176,14 @@ fn is_transient(e: &Error) -> bool {
         .filter_map(|c| c.downcast_ref::<sqlx::Error>())
         .any(|e| match e {
             sqlx::Error::Database(db) => {
-                matches!(db.code().as_deref(), Some("40001" | "40P01" | "23505"))
+                // 57P01 / 57P02: what a PostgreSQL shutting down (fast / crash) leaves on every
+                // connection it closes, read by the connection's next query.
+                matches!(
+                    db.code().as_deref(),
+                    Some("40001" | "40P01" | "23505" | "57P01" | "57P02")
+                )
             }
+            sqlx::Error::Io(_) => true,
             _ => false,
         })
 }

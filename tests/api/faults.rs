@@ -26,7 +26,7 @@ use confab_sio_client::{Client, ConnectOptions, Error as ClientError, Incoming};
 use futures::FutureExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{SECRET, chrono_now, sign};
+use crate::helpers::{Backend, SECRET, chrono_now, expect, group, sign, spawn_app_with};
 use crate::nodes::{NodeProcess, PgServer, RedisServer};
 use crate::proxy::Proxy;
 
@@ -1139,4 +1139,61 @@ fn print_figures(
     );
     let _ = writeln!(out, "  total wall time {}", secs(total));
     eprintln!("{out}");
+}
+
+/// PostgreSQL restarts while the server is quiet. Its pools then hold connections the restart
+/// cut, and the one message batches use is not pinged before use: requests after the restart
+/// must still succeed, not be answered `unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restart_between_requests() {
+    let Some(mut pg) = PgServer::start().await else {
+        return;
+    };
+    let database = pg.url();
+    let app = spawn_app_with(Backend::Postgres, &[("CONFAB_DATABASE_URL", &database)])
+        .await
+        .expect("the server starts on its own PostgreSQL");
+    let alice = app.connect("alice").await;
+    let mut bob = app.connect("bob").await;
+    let id = group(&alice, "restart", &["bob"]).await;
+
+    // Concurrent requests, so that the pool holds several connections (its limit is 4).
+    let burst = |round: &'static str| {
+        let (alice, id) = (&alice, &id);
+        async move {
+            let sends = (0..8).map(|i| {
+                alice.emit_with_ack(
+                    "message:send",
+                    json!({ "conversation_id": id, "client_id": format!("{round}-{i}"), "body": "hi" }),
+                )
+            });
+            let reads = (0..8).map(|_| {
+                alice.emit_with_ack(
+                    "message:history",
+                    json!({ "conversation_id": id, "limit": 5 }),
+                )
+            });
+            let replies = futures::future::join_all(sends.chain(reads)).await;
+            for reply in replies {
+                let reply = reply.expect("an ack");
+                assert_eq!(reply["ok"], true, "after round {round}: {reply}");
+            }
+        }
+    };
+    burst("before").await;
+    pg.stop().await;
+    pg.restart().await;
+    burst("after").await;
+
+    // Bob got all sixteen, gap-free.
+    let mut seqs = Vec::new();
+    for _ in 0..16 {
+        seqs.push(
+            expect(&mut bob, "message:new").await["message"]["seq"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=16).collect::<Vec<_>>());
 }

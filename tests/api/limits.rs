@@ -48,18 +48,19 @@ both_backends! {
         let id = group(&alice, "calm", &["bob"]).await;
         expect(&mut bob, "conversation:new").await;
         let flood = async {
-            let mut refused = 0;
+            let started = Instant::now();
+            let mut accepted = 0;
             for i in 0..2000 {
                 let event = if i % 2 == 0 { "message:send" } else { "message:history" };
                 let reply = flooder
                     .emit_with_ack(event, json!({ "conversation_id": flood_room, "client_id": format!("f{i}"), "body": "spam" }))
                     .await
                     .unwrap();
-                if reply["error"]["code"] == "rate_limited" {
-                    refused += 1;
+                if reply["error"]["code"] != "rate_limited" {
+                    accepted += 1;
                 }
             }
-            refused
+            (accepted, started.elapsed())
         };
         let calm = async {
             let mut worst = Duration::ZERO;
@@ -72,8 +73,14 @@ both_backends! {
             }
             worst
         };
-        let (refused, worst) = tokio::join!(flood, calm);
-        assert!(refused > 1500, "most of the flood is refused: {refused}");
+        let ((accepted, took), worst) = tokio::join!(flood, calm);
+        // Two buckets (sends, everything else), each a burst of 40 refilled at 20/s: whatever
+        // the machine's speed, no more than that got through.
+        let allowed = 2.0 * (40.0 + 20.0 * took.as_secs_f64());
+        assert!(
+            f64::from(accepted) <= allowed + 2.0,
+            "{accepted} of the flood accepted in {took:?}; the limits allow {allowed:.0}"
+        );
         // A generous bound: the point is that alice is served, not queued behind the flood.
         assert!(worst < Duration::from_secs(1), "alice's slowest ack: {worst:?}");
     }
