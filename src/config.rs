@@ -50,7 +50,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "database_max_connections",
         default: "16",
-        doc: "Size of the database connection pool (for SQLite: the readers; there is always one writer). PostgreSQL message batches use a connection of their own per write shard, on top of this.",
+        doc: "Size of the database connection pool (for SQLite: the readers; there is always one writer).",
     },
     Setting {
         key: "redis_url",

@@ -33,28 +33,17 @@ macro_rules! message_columns {
 
 #[derive(Clone)]
 pub struct PgStore {
-    /// Everything but message batches. sqlx pings a connection before handing it out, so a
-    /// connection a PostgreSQL restart cut is replaced before a request gets it.
     pool: PgPool,
-    /// Message batches only: one connection per write shard in use at a time. No ping before
-    /// use, because it is a round trip in front of every batch on the hot path (sqlx still pings
-    /// on release, off the batch's path); a batch that gets a dead connection fails at once and
-    /// the writer runs it again on another (`writer::is_transient`), which sends' idempotency
-    /// makes safe.
-    batches: PgPool,
 }
 
 impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(url).context("parsing the PostgreSQL url")?;
-        let pool_options = || {
-            PgPoolOptions::new()
-                .max_connections(max_connections)
-                // A request waiting this long for a connection is better answered `unavailable`.
-                .acquire_timeout(Duration::from_secs(5))
-        };
-        let pool = pool_options()
-            .connect_with(options.clone())
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            // A request waiting this long for a connection is better answered `unavailable`.
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
             .await
             .context("connecting")?;
         // The migrator takes an advisory lock, so nodes starting together migrate once.
@@ -62,10 +51,7 @@ impl PgStore {
             .run(&pool)
             .await
             .context("running migrations")?;
-        let batches = pool_options()
-            .test_before_acquire(false)
-            .connect_lazy_with(options);
-        Ok(Self { pool, batches })
+        Ok(Self { pool })
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -386,11 +372,7 @@ impl PgStore {
         batch: &[NewMessage],
         look_up: bool,
     ) -> Result<Option<Vec<SendOutcome>>> {
-        let mut tx = self
-            .batches
-            .begin()
-            .await
-            .db_context("beginning a transaction")?;
+        let mut tx = self.begin().await?;
 
         // 1. Lock the conversations in id order (so concurrent batches can't deadlock) and read
         //    their last seq.

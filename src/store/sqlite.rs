@@ -73,8 +73,6 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
-            // A file can't go away like a server can; the ping would only cost a worker hop.
-            .test_before_acquire(false)
             .connect_with(options.clone())
             .await
             .context("opening the database")?;
@@ -85,7 +83,6 @@ impl SqliteStore {
         let readers = SqlitePoolOptions::new()
             .max_connections(readers.max(1))
             .acquire_timeout(Duration::from_secs(10))
-            .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await
             .context("opening read connections")?;

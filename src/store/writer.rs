@@ -162,11 +162,11 @@ async fn write_with_retries(store: &Store, messages: &[NewMessage]) -> Result<Ve
 }
 
 /// Deadlocks, serialization failures and unique violations (a concurrent writer on another
-/// node got there first) are resolved by running the batch again. So is a connection the
-/// database dropped (it restarted while the connection sat in the pool, which doesn't ping
-/// before use): the retry gets another connection. Sends are idempotent, so a batch whose
-/// COMMIT went through before the connection broke is answered from what it stored (as
-/// duplicates, so not broadcast: members pick those up by the seq gap, as after any lost event).
+/// node got there first) are resolved by running the batch again. So is a connection lost in
+/// the middle of a batch (the database restarted, or ended that backend): the retry gets
+/// another connection. Sends are idempotent, so a batch whose COMMIT went through before the
+/// connection broke is answered from what it stored (as duplicates, so not broadcast: members
+/// pick those up by the seq gap, as after any lost event).
 fn is_transient(e: &Error) -> bool {
     let (Error::Internal(cause) | Error::Unavailable(cause)) = e else {
         return false;

@@ -1141,9 +1141,10 @@ fn print_figures(
     eprintln!("{out}");
 }
 
-/// PostgreSQL restarts while the server is quiet. Its pools then hold connections the restart
-/// cut, and the one message batches use is not pinged before use: requests after the restart
-/// must still succeed, not be answered `unavailable`.
+/// PostgreSQL restarts while the server is quiet, so its pool holds connections the restart
+/// cut: requests after the restart must still succeed, not be answered `unavailable`. (They do
+/// because sqlx pings a pooled connection before handing it out; a pool without that ping,
+/// tried on 2026-12-03, failed this test until the writer retried a lost connection.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_between_requests() {
     let Some(mut pg) = PgServer::start().await else {
