@@ -161,8 +161,8 @@ impl<T> DbContext<T> for std::result::Result<T, sqlx::Error> {
 /// Errors that mean "the database is not there right now", as opposed to "the query is wrong".
 pub fn is_unavailable(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
+        _ if is_connection_lost(e) => true,
+        sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Tls(_) => true,
@@ -178,6 +178,17 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
                 || code == "5"
                 || code == "6"
         }
+        _ => false,
+    }
+}
+
+/// A connection that was working is gone: the socket broke, or PostgreSQL closed it (57P01 /
+/// 57P02, what a server shutting down fast or after a crash leaves on every connection, read by
+/// its next query; also what ending one backend leaves). Another connection may work at once.
+pub fn is_connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P01" | "57P02")),
         _ => false,
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::{NewMessage, SendOutcome, Store};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_connection_lost};
 
 /// Called once with the outcome of a submitted message, after its transaction ended. It runs
 /// on the writer's task, so it must be quick and must not block: ack and enqueue, nothing more.
@@ -174,16 +174,9 @@ fn is_transient(e: &Error) -> bool {
     cause
         .chain()
         .filter_map(|c| c.downcast_ref::<sqlx::Error>())
-        .any(|e| match e {
-            sqlx::Error::Database(db) => {
-                // 57P01 / 57P02: what a PostgreSQL shutting down (fast / crash) leaves on every
-                // connection it closes, read by the connection's next query.
-                matches!(
-                    db.code().as_deref(),
-                    Some("40001" | "40P01" | "23505" | "57P01" | "57P02")
-                )
-            }
-            sqlx::Error::Io(_) => true,
-            _ => false,
+        .any(|e| {
+            is_connection_lost(e)
+                || matches!(e, sqlx::Error::Database(db)
+                    if matches!(db.code().as_deref(), Some("40001" | "40P01" | "23505")))
         })
 }

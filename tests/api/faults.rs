@@ -26,7 +26,7 @@ use confab_sio_client::{Client, ConnectOptions, Error as ClientError, Incoming};
 use futures::FutureExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, SECRET, chrono_now, expect, group, sign, spawn_app_with};
+use crate::helpers::{Backend, SECRET, TestApp, chrono_now, expect, group, sign, spawn_app_with};
 use crate::nodes::{NodeProcess, PgServer, RedisServer};
 use crate::proxy::Proxy;
 
@@ -1141,22 +1141,28 @@ fn print_figures(
     eprintln!("{out}");
 }
 
+/// A server on a PostgreSQL of its own (which a test may stop or tamper with), alice and bob
+/// connected, and a group of the two. `None` where such a PostgreSQL can't be had (not in CI).
+async fn on_private_postgres() -> Option<(PgServer, TestApp, Client, Client, String)> {
+    let pg = PgServer::start().await?;
+    let app = spawn_app_with(Backend::Postgres, &[("CONFAB_DATABASE_URL", &pg.url())])
+        .await
+        .expect("the server starts on its own PostgreSQL");
+    let alice = app.connect("alice").await;
+    let bob = app.connect("bob").await;
+    let id = group(&alice, "private", &["bob"]).await;
+    Some((pg, app, alice, bob, id))
+}
+
 /// PostgreSQL restarts while the server is quiet, so its pool holds connections the restart
 /// cut: requests after the restart must still succeed, not be answered `unavailable`. (They do
 /// because sqlx pings a pooled connection before handing it out; a pool without that ping,
 /// tried on 2026-12-03, failed this test until the writer retried a lost connection.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_between_requests() {
-    let Some(mut pg) = PgServer::start().await else {
+    let Some((mut pg, _app, alice, mut bob, id)) = on_private_postgres().await else {
         return;
     };
-    let database = pg.url();
-    let app = spawn_app_with(Backend::Postgres, &[("CONFAB_DATABASE_URL", &database)])
-        .await
-        .expect("the server starts on its own PostgreSQL");
-    let alice = app.connect("alice").await;
-    let mut bob = app.connect("bob").await;
-    let id = group(&alice, "restart", &["bob"]).await;
 
     // Concurrent requests, so that the pool holds several connections (its limit is 4).
     let burst = |round: &'static str| {
@@ -1197,4 +1203,62 @@ async fn postgres_restart_between_requests() {
     }
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=16).collect::<Vec<_>>());
+}
+
+/// PostgreSQL ends the backend a write batch is using, in the middle of the batch (here while
+/// it waits for a conversation's row lock): the writer runs the batch again on another
+/// connection, so the send is acked and stored once, not answered `unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_connection_is_lost_is_retried() {
+    use sqlx::Connection;
+    let Some((pg, _app, alice, mut bob, id)) = on_private_postgres().await else {
+        return;
+    };
+    let database = pg.url();
+
+    // Hold the conversation's row lock, so the batch stops at its first statement.
+    let mut locker = sqlx::PgConnection::connect(&database).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("SELECT 1 FROM conversations WHERE id = $1::uuid FOR UPDATE")
+        .bind(&id)
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let send = alice.emit_with_ack(
+        "message:send",
+        json!({ "conversation_id": id, "client_id": "c1", "body": "hi" }),
+    );
+    let end_the_writer = async {
+        let limit = Instant::now() + Duration::from_secs(10);
+        let writer: i32 = loop {
+            let blocked: Option<i32> = sqlx::query_scalar(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE pg_blocking_pids(pid) @> ARRAY[pg_backend_pid()]",
+            )
+            .fetch_optional(&mut locker)
+            .await
+            .unwrap();
+            if let Some(pid) = blocked {
+                break pid;
+            }
+            assert!(
+                Instant::now() < limit,
+                "the batch never waited for the lock"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(writer)
+            .fetch_one(&mut locker)
+            .await
+            .unwrap();
+        assert!(ended);
+        sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+    };
+    let (reply, ()) = tokio::join!(send, end_the_writer);
+    let reply = reply.expect("an ack");
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["data"]["message"]["seq"], 1);
+    assert_eq!(expect(&mut bob, "message:new").await["message"]["seq"], 1);
+    assert_eq!(stored_messages(&database).await.len(), 1);
 }
