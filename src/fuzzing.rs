@@ -120,13 +120,21 @@ pub fn requests(data: &[u8]) {
         assert!(r.cursors.len() <= MAX_SYNC_CURSORS);
         assert!(r.cursors.is_sorted());
         let mut cursors = Map::new();
-        for (id, seq) in &r.cursors {
-            assert!(*seq >= 0);
-            cursors.insert(id.to_string(), json!(seq));
+        let mut changed_after = Map::new();
+        for c in &r.cursors {
+            assert!(c.after >= 0 && c.changed_after >= 0);
+            cursors.insert(c.conversation_id.to_string(), json!(c.after));
+            if c.changed_after > 0 {
+                changed_after.insert(c.conversation_id.to_string(), json!(c.changed_after));
+            }
         }
         let mut wire = json!({ "cursors": cursors });
         if let Some(since) = r.since {
             wire["since"] = json!(since.to_string());
+        }
+        if !changed_after.is_empty() {
+            assert!(r.since.is_some());
+            wire["changed_after"] = Value::Object(changed_after);
         }
         wire
     });
@@ -334,6 +342,7 @@ mod tests {
         "\"body\":",
         "\"since\":",
         "\"cursors\":{",
+        "\"changed_after\":{",
         "\"limit\":",
         "\"user_ids\":[",
         "\"kind\":\"group\"",

@@ -433,15 +433,29 @@ impl Refresh {
 /// `sync`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sync {
-    pub cursors: Vec<(ConversationId, i64)>,
+    /// One per conversation, sorted by conversation id.
+    pub cursors: Vec<SyncCursor>,
     /// The `server_time` of the caller's previous sync: also return what changed since then.
     pub since: Option<Timestamp>,
+}
+
+/// What the caller has of one conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SyncCursor {
+    pub conversation_id: ConversationId,
+    /// The last seq the caller holds: newer messages are returned.
+    pub after: i64,
+    /// Changed messages are returned from the one after this seq: a caller pages through more
+    /// changes than one answer holds by passing the last one it got (`changed_after`).
+    pub changed_after: i64,
 }
 
 #[derive(Deserialize)]
 struct SyncWire {
     cursors: HashMap<String, i64>,
     since: Option<String>,
+    #[serde(default)]
+    changed_after: HashMap<String, i64>,
 }
 
 impl Sync {
@@ -453,21 +467,20 @@ impl Sync {
                 format!("at most {MAX_SYNC_CURSORS} conversations per sync"),
             ));
         }
-        let mut cursors = wire
-            .cursors
+        let seq = |map: &str, id: &str, seq: i64| {
+            let field = format!("{map}.{id}");
+            let id = ConversationId::parse(id)
+                .ok_or_else(|| Error::invalid(field.clone(), "keys must be conversation ids"))?;
+            if seq < 0 {
+                return Err(Error::invalid(field, "must not be negative"));
+            }
+            Ok((id, seq))
+        };
+        let mut changed_after = wire
+            .changed_after
             .iter()
-            .map(|(id, seq)| {
-                let field = format!("cursors.{id}");
-                let id = ConversationId::parse(id).ok_or_else(|| {
-                    Error::invalid(field.clone(), "keys must be conversation ids")
-                })?;
-                if *seq < 0 {
-                    return Err(Error::invalid(field, "must not be negative"));
-                }
-                Ok((id, *seq))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        cursors.sort();
+            .map(|(id, s)| seq("changed_after", id, *s))
+            .collect::<Result<HashMap<_, _>>>()?;
         let since = wire
             .since
             .map(|raw| {
@@ -476,6 +489,31 @@ impl Sync {
                 })
             })
             .transpose()?;
+        if since.is_none() && !changed_after.is_empty() {
+            return Err(Error::invalid(
+                "changed_after",
+                "pages through changes, so it needs `since`",
+            ));
+        }
+        let mut cursors = wire
+            .cursors
+            .iter()
+            .map(|(id, s)| {
+                let (conversation_id, after) = seq("cursors", id, *s)?;
+                Ok(SyncCursor {
+                    conversation_id,
+                    after,
+                    changed_after: changed_after.remove(&conversation_id).unwrap_or(0),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(id) = changed_after.keys().min() {
+            return Err(Error::invalid(
+                format!("changed_after.{id}"),
+                "names a conversation that is not in `cursors`",
+            ));
+        }
+        cursors.sort();
         Ok(Self { cursors, since })
     }
 }
@@ -611,6 +649,42 @@ mod tests {
         // One conversation under two spellings gave two cursors for it (the `requests` fuzz
         // body's round trip can't hold for that).
         let e = Sync::parse(json!({"cursors": {id.clone(): 1, id.to_uppercase(): 2}})).unwrap_err();
+        assert_eq!(e.code(), "invalid_payload");
+    }
+
+    #[test]
+    fn sync_changed_after_pages_changes_of_listed_conversations() {
+        let (a, b) = (ConversationId::new(), ConversationId::new());
+        let since = "2026-11-25T20:15:48.123Z";
+        let r = Sync::parse(json!({
+            "cursors": {a.to_string(): 300, b.to_string(): 7},
+            "since": since,
+            "changed_after": {a.to_string(): 120},
+        }))
+        .unwrap();
+        let of = |id| r.cursors.iter().find(|c| c.conversation_id == id).unwrap();
+        assert_eq!((of(a).after, of(a).changed_after), (300, 120));
+        assert_eq!((of(b).after, of(b).changed_after), (7, 0));
+
+        let e = Sync::parse(
+            json!({"cursors": {a.to_string(): 3}, "changed_after": {a.to_string(): 1}}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            field_of(e).as_deref(),
+            Some("changed_after"),
+            "it needs `since`"
+        );
+        let e = Sync::parse(json!({"cursors": {a.to_string(): 3}, "since": since, "changed_after": {b.to_string(): 1}}))
+            .unwrap_err();
+        assert_eq!(field_of(e), Some(format!("changed_after.{b}")));
+        let e = Sync::parse(json!({"cursors": {a.to_string(): 3}, "since": since, "changed_after": {a.to_string(): -1}}))
+            .unwrap_err();
+        assert_eq!(field_of(e), Some(format!("changed_after.{a}")));
+        let e = Sync::parse(
+            json!({"cursors": {a.to_string(): 3}, "since": since, "changed_after": [1]}),
+        )
+        .unwrap_err();
         assert_eq!(e.code(), "invalid_payload");
     }
 }

@@ -313,6 +313,7 @@ async fn handle(chat: &Chat, actor: &Actor, name: &str, payload: Value) -> Resul
                         "messages": u.messages,
                         "has_more": u.has_more,
                         "changed": u.changed,
+                        "changed_has_more": u.changed_has_more,
                     })
                 })
                 .collect();

@@ -17,6 +17,7 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use writer::{SendReply, Writer};
 
+use crate::domain::requests::SyncCursor;
 use crate::domain::{
     ClientId, Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName,
     Member, Message, MessageBody, MessageId, ReadState, Role, Timestamp, UserId,
@@ -73,8 +74,11 @@ pub struct SyncUpdate {
     pub conversation_id: ConversationId,
     pub messages: Vec<Message>,
     pub has_more: bool,
-    /// Messages at or below the cursor edited or deleted since the caller's last sync.
+    /// Messages at or below the cursor edited or deleted since the caller's last sync, after
+    /// the cursor's `changed_after`.
     pub changed: Vec<Message>,
+    /// More changes than `changed` holds: ask again from its last seq.
+    pub changed_has_more: bool,
 }
 
 /// Membership changes decided by policy, applied atomically by the store.
@@ -291,11 +295,13 @@ impl Store {
     }
 
     /// For each cursor of a conversation `user` is a member of: up to `limit` messages after it,
-    /// and (with `changed_since`) up to `limit` messages at or below it changed since then.
+    /// and (with `changed_since`) up to `limit` messages at or below it, after its
+    /// `changed_after`, changed since then. Each list is read with one row more than `limit`, to
+    /// learn whether there are more.
     pub async fn sync(
         &self,
         user: &UserId,
-        cursors: &[(ConversationId, i64)],
+        cursors: &[SyncCursor],
         limit: u32,
         changed_since: Option<Timestamp>,
     ) -> Result<Vec<SyncUpdate>> {
@@ -432,8 +438,7 @@ pub(crate) struct ConversationHead {
 /// Splits rows read for a sync (new messages, and changed ones at or below the cursor) into one
 /// conversation's update.
 pub(crate) fn sync_update(
-    conversation_id: ConversationId,
-    cursor: i64,
+    cursor: &SyncCursor,
     mut messages: Vec<Message>,
     mut changed: Vec<Message>,
     limit: u32,
@@ -441,14 +446,16 @@ pub(crate) fn sync_update(
     messages.sort_by_key(|m| m.seq);
     let has_more = messages.len() > limit as usize;
     messages.truncate(limit as usize);
-    changed.retain(|m| m.seq <= cursor);
+    changed.retain(|m| m.seq > cursor.changed_after && m.seq <= cursor.after);
     changed.sort_by_key(|m| m.seq);
+    let changed_has_more = changed.len() > limit as usize;
     changed.truncate(limit as usize);
     SyncUpdate {
-        conversation_id,
+        conversation_id: cursor.conversation_id,
         messages,
         has_more,
         changed,
+        changed_has_more,
     }
 }
 

@@ -17,6 +17,7 @@ use super::{
     Page, SendOutcome, SyncUpdate, assemble, by_send_key, direct_key, page_from_rows, plan_batch,
     sync_update,
 };
+use crate::domain::requests::SyncCursor;
 use crate::domain::{
     Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName, Member,
     Message, MessageId, ReadState, Role, Timestamp, UserId,
@@ -605,11 +606,12 @@ impl PgStore {
     pub async fn sync(
         &self,
         user: &UserId,
-        cursors: &[(ConversationId, i64)],
+        cursors: &[SyncCursor],
         limit: u32,
         changed_since: Option<Timestamp>,
     ) -> Result<Vec<SyncUpdate>> {
-        let (convs, afters): (Vec<Uuid>, Vec<i64>) = cursors.iter().map(|(c, s)| (c.0, *s)).unzip();
+        let convs: Vec<Uuid> = cursors.iter().map(|c| c.conversation_id.0).collect();
+        let afters: Vec<i64> = cursors.iter().map(|c| c.after).collect();
         let mut conn = self.pool.acquire().await.db_context("acquiring")?;
         let member_of: Vec<Uuid> = sqlx::query_scalar(
             "SELECT conversation_id FROM members WHERE user_id = $1 AND conversation_id = ANY($2)",
@@ -652,18 +654,25 @@ impl PgStore {
                 "SELECT ",
                 message_columns!(),
                 "
-                 FROM UNNEST($1::uuid[], $2::bigint[]) AS k(c, upto)
+                 FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[]) AS k(c, upto, from_seq)
                  CROSS JOIN LATERAL (
                      SELECT * FROM messages m
-                     WHERE m.conversation_id = k.c AND m.changed_at >= $3 AND m.seq <= k.upto
-                     ORDER BY m.seq LIMIT $4
+                     WHERE m.conversation_id = k.c AND m.changed_at >= $4
+                       AND m.seq > k.from_seq AND m.seq <= k.upto
+                     ORDER BY m.seq LIMIT $5
                  ) m
-                 WHERE k.c = ANY($5)"
+                 WHERE k.c = ANY($6)"
             ))
             .bind(&convs)
             .bind(&afters)
+            .bind(
+                cursors
+                    .iter()
+                    .map(|c| c.changed_after)
+                    .collect::<Vec<i64>>(),
+            )
             .bind(since.millis())
-            .bind(i64::from(limit))
+            .bind(i64::from(limit) + 1)
             .bind(&visible)
             .fetch_all(&mut *conn)
             .await
@@ -675,13 +684,12 @@ impl PgStore {
         }
         Ok(cursors
             .iter()
-            .filter(|(c, _)| member_of.contains(&c.0))
-            .map(|(c, cursor)| {
+            .filter(|c| member_of.contains(&c.conversation_id.0))
+            .map(|c| {
                 sync_update(
-                    *c,
-                    *cursor,
-                    new.remove(c).unwrap_or_default(),
-                    changed.remove(c).unwrap_or_default(),
+                    c,
+                    new.remove(&c.conversation_id).unwrap_or_default(),
+                    changed.remove(&c.conversation_id).unwrap_or_default(),
                     limit,
                 )
             })

@@ -22,6 +22,7 @@ use super::{
     Page, SendOutcome, SyncUpdate, assemble, by_send_key, direct_key, page_from_rows, plan_batch,
     sync_update,
 };
+use crate::domain::requests::SyncCursor;
 use crate::domain::{
     Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName, Member,
     Message, MessageId, ReadState, Role, Timestamp, UserId,
@@ -606,7 +607,7 @@ impl SqliteStore {
     pub async fn sync(
         &self,
         user: &UserId,
-        cursors: &[(ConversationId, i64)],
+        cursors: &[SyncCursor],
         limit: u32,
         changed_since: Option<Timestamp>,
     ) -> Result<Vec<SyncUpdate>> {
@@ -619,12 +620,20 @@ impl SqliteStore {
                 .db_context("checking memberships for sync")?;
         let member_of: HashSet<String> = member_of.into_iter().collect();
         let mut updates = Vec::new();
-        for (conversation, after) in cursors {
+        for cursor in cursors {
+            let conversation = cursor.conversation_id;
             if !member_of.contains(&conversation.to_string()) {
                 continue;
             }
-            let messages =
-                read_range(&mut conn, *conversation, *after, i64::MAX, true, limit + 1).await?;
+            let messages = read_range(
+                &mut conn,
+                conversation,
+                cursor.after,
+                i64::MAX,
+                true,
+                limit + 1,
+            )
+            .await?;
             let changed = match changed_since {
                 None => Vec::new(),
                 Some(since) => {
@@ -632,20 +641,22 @@ impl SqliteStore {
                         "SELECT ",
                         message_columns!(),
                         " FROM messages m
-                         WHERE m.conversation_id = ? AND m.changed_at >= ? AND m.seq <= ?
+                         WHERE m.conversation_id = ? AND m.changed_at >= ?
+                           AND m.seq > ? AND m.seq <= ?
                          ORDER BY m.seq LIMIT ?"
                     ))
                     .bind(conversation.to_string())
                     .bind(since.millis())
-                    .bind(after)
-                    .bind(i64::from(limit))
+                    .bind(cursor.changed_after)
+                    .bind(cursor.after)
+                    .bind(i64::from(limit) + 1)
                     .fetch_all(&mut *conn)
                     .await
                     .db_context("reading changed messages for sync")?;
                     rows.iter().map(message_from_row).collect::<Result<_>>()?
                 }
             };
-            updates.push(sync_update(*conversation, *after, messages, changed, limit));
+            updates.push(sync_update(cursor, messages, changed, limit));
         }
         Ok(updates)
     }

@@ -151,6 +151,57 @@ both_backends! {
         assert_eq!(seqs(&rest), (101..=130).collect::<Vec<_>>());
     }
 
+    async fn sync_pages_through_more_changes_than_one_answer_holds(app: TestApp) {
+        let alice = app.connect("alice").await;
+        let bob = app.connect("bob").await;
+        let id = group(&alice, "busy", &["bob"]).await;
+        let sends = (0..130).map(|i| {
+            alice.ok("message:send", json!({ "conversation_id": id, "client_id": format!("k{i}"), "body": "original" }))
+        });
+        let sent: Vec<Value> = futures::future::join_all(sends).await;
+        let first = bob.ok("sync", json!({ "cursors": { id.clone(): 130 } })).await;
+        let since = first["server_time"].as_str().unwrap().to_owned();
+        // 125 of the 130 are edited while bob is away (every one but seqs 1, 2, 64, 65, 130).
+        let skip = [1, 2, 64, 65, 130];
+        let edits = sent.iter().filter(|d| !skip.contains(&d["message"]["seq"].as_i64().unwrap())).map(|d| {
+            alice.ok("message:edit", json!({ "conversation_id": id, "message_id": d["message"]["id"], "body": "edited" }))
+        });
+        futures::future::join_all(edits).await;
+        let expected: Vec<i64> = (1..=130).filter(|s| !skip.contains(s)).collect();
+
+        let changed_seqs = |update: &Value| -> Vec<i64> {
+            update["changed"].as_array().unwrap().iter().map(|m| {
+                assert_eq!(m["body"], "edited");
+                m["seq"].as_i64().unwrap()
+            }).collect()
+        };
+        let page = bob.ok("sync", json!({ "cursors": { id.clone(): 130 }, "since": since })).await;
+        let update = &page["updates"][0];
+        assert_eq!(changed_seqs(update), expected[..100]);
+        assert_eq!(update["changed_has_more"], true);
+        assert_eq!(update["has_more"], false);
+        let last = expected[99];
+        let page = bob
+            .ok("sync", json!({ "cursors": { id.clone(): 130 }, "since": since, "changed_after": { id.clone(): last } }))
+            .await;
+        let update = &page["updates"][0];
+        assert_eq!(changed_seqs(update), expected[100..]);
+        assert_eq!(update["changed_has_more"], false);
+        // Exactly a page full says there are no more.
+        let page = bob
+            .ok("sync", json!({ "cursors": { id.clone(): 130 }, "since": since, "changed_after": { id.clone(): expected[24] } }))
+            .await;
+        assert_eq!(changed_seqs(&page["updates"][0]), expected[25..]);
+        assert_eq!(page["updates"][0]["changed_has_more"], false);
+        // Changes are only ever returned at or below the cursor.
+        let page = bob
+            .ok("sync", json!({ "cursors": { id.clone(): 50 }, "since": since, "changed_after": { id.clone(): 10 } }))
+            .await;
+        let below: Vec<i64> = expected.iter().copied().filter(|s| (11..=50).contains(s)).collect();
+        assert_eq!(changed_seqs(&page["updates"][0]), below);
+        assert_eq!(page["updates"][0]["changed_has_more"], false);
+    }
+
     async fn sync_arguments_are_checked(app: TestApp) {
         let alice = app.connect("alice").await;
         let id = uuid::Uuid::now_v7().to_string();
@@ -160,6 +211,8 @@ both_backends! {
             (json!({ "cursors": { "x": 1 } }), "invalid_payload"),
             (json!({ "cursors": { id.clone(): -1 } }), "invalid_payload"),
             (json!({ "cursors": { id.clone(): "1" } }), "invalid_payload"),
+            (json!({ "cursors": { id.clone(): 1 }, "changed_after": { id.clone(): 0 } }), "invalid_payload"),
+            (json!({ "cursors": {}, "since": "2026-11-25T20:15:48.123Z", "changed_after": { id.clone(): 0 } }), "invalid_payload"),
         ] {
             let e = alice.fails("sync", payload.clone()).await;
             assert_eq!(e["code"], code, "{payload}");

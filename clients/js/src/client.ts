@@ -164,8 +164,12 @@ export class ConfabClient {
     this.conversations = new ConversationList(() => this.userId);
     this.presence = new PresenceStore((ids) => this.fetchPresence(ids));
     this.stream = new Stream({
-      sync: async (cursors, since) =>
-        await this.request("sync", since === undefined ? { cursors } : { cursors, since }),
+      sync: async (cursors, since, changed_after) =>
+        await this.request("sync", {
+          cursors,
+          ...(since === undefined ? {} : { since }),
+          ...(changed_after === undefined ? {} : { changed_after }),
+        }),
       connected: () => this.socket.connected,
       deliver: (message) => this.delivered(message),
       update: (message) => {

@@ -14,6 +14,7 @@ export interface StreamHost {
   sync(
     cursors: Record<string, number>,
     since?: string,
+    changedAfter?: Record<string, number>,
   ): Promise<{ updates: SyncUpdate[]; server_time: string }>;
   /** Whether a request can be sent now. */
   connected(): boolean;
@@ -50,6 +51,11 @@ export class Stream {
   private catchingUp = false;
   /** How far before `upToDate` that `since` goes (see `resync`). */
   private lookbackMs = 0;
+  /**
+   * Conversations with more changes than one answer held: the `since` they were asked with and
+   * the seq of the last change received. The next sync asks for the rest with `changed_after`.
+   */
+  private readonly changesPending = new Map<string, { since: string; after: number }>();
 
   constructor(private readonly host: StreamHost) {}
 
@@ -76,6 +82,7 @@ export class Stream {
     this.cursors.delete(conversationId);
     this.ahead.delete(conversationId);
     this.wanted.delete(conversationId);
+    this.changesPending.delete(conversationId);
   }
 
   /** A message from any source. */
@@ -129,6 +136,9 @@ export class Stream {
    */
   resync(lookbackMs = 0): void {
     this.catchingUp = true;
+    // Changes still being paged through: while we were away, messages below the page's seq
+    // may have changed too, so start their pages over (from the same `since`).
+    for (const pending of this.changesPending.values()) pending.after = 0;
     this.lookbackMs = Math.max(this.lookbackMs, lookbackMs);
     this.requestSync(this.conversations());
   }
@@ -151,11 +161,17 @@ export class Stream {
     this.cursors.clear();
     this.ahead.clear();
     this.wanted.clear();
+    this.changesPending.clear();
   }
 
   /** Sizes of the internal maps, for leak checks. */
-  stats(): { cursors: number; ahead: number; wanted: number } {
-    return { cursors: this.cursors.size, ahead: this.ahead.size, wanted: this.wanted.size };
+  stats(): { cursors: number; ahead: number; wanted: number; changesPending: number } {
+    return {
+      cursors: this.cursors.size,
+      ahead: this.ahead.size,
+      wanted: this.wanted.size,
+      changesPending: this.changesPending.size,
+    };
   }
 
   /** Delivers `first`, then whatever waited in the buffer right behind it. */
@@ -198,12 +214,21 @@ export class Stream {
     if (Object.keys(cursors).length === 0) return this.checkIdle();
     this.inFlight = true;
     const lookbackMs = this.lookbackMs;
-    const since = this.catchingUp ? before(this.upToDate, lookbackMs) : undefined;
+    let since = this.catchingUp ? before(this.upToDate, lookbackMs) : undefined;
+    // One `since` for the whole request: the earliest wanted. A conversation asked with an
+    // earlier one than it needed gets a change twice at most, which `change` takes in its stride.
+    let changedAfter: Record<string, number> | undefined;
+    for (const id of Object.keys(cursors)) {
+      const pending = this.changesPending.get(id);
+      if (!pending) continue;
+      (changedAfter ??= {})[id] = pending.after;
+      if (since === undefined || pending.since < since) since = pending.since;
+    }
     this.catchingUp = false;
     this.lookbackMs = 0;
     let updates: SyncUpdate[];
     try {
-      const answer = await this.host.sync(cursors, since);
+      const answer = await this.host.sync(cursors, since, changedAfter);
       updates = answer.updates;
       // A sync without `since` (a gap while connected) is up to date too: live events covered
       // the rest.
@@ -229,7 +254,13 @@ export class Stream {
       const before = this.cursors.get(id);
       if (before === undefined) continue; // forgotten meanwhile
       for (const message of update.messages) this.ingest(message);
-      for (const message of update.changed ?? []) this.change(message);
+      const changed = update.changed ?? [];
+      for (const message of changed) this.change(message);
+      const lastChanged = changed.at(-1);
+      if (since !== undefined && update.changed_has_more && lastChanged) {
+        this.changesPending.set(id, { since, after: lastChanged.seq });
+        this.wanted.add(id);
+      } else if (since !== undefined) this.changesPending.delete(id);
       const after = this.cursors.get(id);
       if (after === undefined) continue;
       if (update.has_more) this.wanted.add(id);

@@ -69,8 +69,13 @@ export interface SyncUpdate {
   conversation_id: string;
   messages: Message[];
   has_more: boolean;
-  /** Messages at or below the cursor edited or deleted since the request's `since`. */
+  /**
+   * Messages at or below the cursor edited or deleted since the request's `since` (after its
+   * `changed_after`), at most 100, ascending by seq.
+   */
   changed: Message[];
+  /** More changes than `changed` holds: ask again with `changed_after` its last seq. */
+  changed_has_more?: boolean;
 }
 
 /** The error codes of the ack envelope and of `connect_error`. */
@@ -154,6 +159,6 @@ export interface ClientEvents {
   "typing:start": [{ conversation_id: string }, Record<string, never>];
   "typing:stop": [{ conversation_id: string }, Record<string, never>];
   "presence:get": [{ user_ids: UserId[] }, { presence: Presence[] }];
-  sync: [{ cursors: Record<string, number>; since?: string }, { updates: SyncUpdate[]; server_time: string }];
+  sync: [{ cursors: Record<string, number>; since?: string; changed_after?: Record<string, number> }, { updates: SyncUpdate[]; server_time: string }];
   "auth:refresh": [{ token: string }, { expires_at: string }];
 }

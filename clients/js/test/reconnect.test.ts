@@ -56,6 +56,38 @@ test("messages sent while a client is away arrive once each and in order when it
   }
 });
 
+test("edits and deletes made while a client is away reach it, more than one sync answer holds", async () => {
+  const proxy = await new Proxy(server.port).start();
+  try {
+    const alice = await live(client(server, "alice-edits", { via: proxy }));
+    const bob = await live(client(server, "bob-edits"));
+    const direct = await bob.createDirect("alice-edits");
+    await until(() => alice.cursor(direct.id) !== undefined, "alice to learn the chat");
+    const atAlice = collect(alice, direct.id);
+    const sent = await Promise.all(range(1, 130).map((i) => bob.send(direct.id, `m${i}`)));
+    await until(() => atAlice.messages.length === 130, "all 130 at alice");
+
+    proxy.down();
+    await until(() => alice.state === "reconnecting", "alice to notice");
+    // 120 edits and 5 deletes while she is away: a sync answer holds 100 changes.
+    const byBody = new Map(sent.map((m) => [m.body, m]));
+    await Promise.all(range(1, 120).map((i) => bob.edit(direct.id, byBody.get(`m${i}`)!.id, `e${i}`)));
+    await Promise.all(range(121, 125).map((i) => bob.delete(direct.id, byBody.get(`m${i}`)!.id)));
+    proxy.up();
+
+    await until(() => atAlice.updates.length >= 125, "125 updates at alice");
+    const last = new Map(atAlice.updates.map((m) => [m.seq, m]));
+    const expected = sent.map((m) => {
+      const i = Number(m.body!.slice(1));
+      return i <= 120 ? `e${i}` : i <= 125 ? null : `m${i}`;
+    });
+    expect(sent.map((m) => (last.get(m.seq) ?? m).body)).toEqual(expected);
+    expect(atAlice.messages).toHaveLength(130);
+  } finally {
+    await proxy.close();
+  }
+});
+
 test("repeated drops during a burst still deliver exactly once, in order", async () => {
   const proxy = await new Proxy(server.port).start();
   try {
