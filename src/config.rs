@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::auth::JwtKeys;
+use crate::http::TrustedProxies;
 
 /// One configuration setting.
 pub struct Setting {
@@ -173,6 +174,11 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Socket.IO connection attempts per client IP address: rate per second / burst.",
     },
     Setting {
+        key: "trusted_proxies",
+        default: "",
+        doc: "Comma-separated addresses and CIDR ranges of reverse proxies (`10.0.0.0/8, ::1`). A connection from one of them is counted, for `rate_connect_per_ip`, against the client address its `X-Forwarded-For` gives (the rightmost entry that isn't a trusted proxy). Empty: the TCP peer is the client.",
+    },
+    Setting {
         key: "max_sockets_per_user",
         default: "50",
         doc: "Most sockets one user may have connected to one server process at once.",
@@ -264,6 +270,8 @@ pub struct Config {
     /// Whether `POST /api/dev/token` exists (see the `dev_login` setting).
     pub dev_login: bool,
     pub cors_origins: Vec<String>,
+    /// Whose `X-Forwarded-For` names the client, for the per-address connect limit.
+    pub trusted_proxies: TrustedProxies,
     pub limits: Limits,
     pub write_batch_max: usize,
     pub write_shards: usize,
@@ -346,6 +354,8 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
+            trusted_proxies: TrustedProxies::parse(&src.get("trusted_proxies").unwrap_or_default())
+                .map_err(|e| anyhow::anyhow!("CONFAB_TRUSTED_PROXIES: {e}"))?,
             limits: Limits {
                 max_body_chars: src.parse("max_body_chars")?,
                 max_group_members: src.parse("max_group_members")?,
@@ -565,6 +575,11 @@ mod tests {
         assert_eq!(c.cors_origins, ["https://a.example", "https://b.example"]);
         let err = load(&[("CONFAB_MAX_BODY_CHARS", "lots")]).err().unwrap();
         assert!(err.to_string().contains("CONFAB_MAX_BODY_CHARS"), "{err}");
+        let err = load(&[("CONFAB_TRUSTED_PROXIES", "10.0.0.0/8, lb.internal")])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("CONFAB_TRUSTED_PROXIES"), "{err}");
+        assert!(err.to_string().contains("lb.internal"), "{err}");
     }
 
     #[test]

@@ -104,7 +104,7 @@ impl Application {
                 ping_timeout: config.ping_timeout,
                 ..confab_sio::Config::default()
             },
-            SioHandler::new(realtime, policy.clone()),
+            SioHandler::new(realtime, policy.clone(), config.trusted_proxies.clone()),
         );
 
         // The secret is there: generated in local mode, and required by `Config` otherwise.

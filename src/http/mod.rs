@@ -3,6 +3,7 @@
 //! alike).
 
 mod api;
+mod client_addr;
 mod extract;
 mod health;
 mod metrics;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::response::{IntoResponse, Response};
 
+pub use client_addr::TrustedProxies;
 pub use origin::OriginPolicy;
 pub use web::DevLogin;
 

@@ -12,18 +12,24 @@ use serde_json::value::RawValue;
 
 use super::{Connection, Realtime};
 use crate::error::Error;
-use crate::http::OriginPolicy;
+use crate::http::{OriginPolicy, TrustedProxies};
 use crate::hub::{Outbound, Outgoing};
 
 /// confab's Socket.IO handler.
 pub struct SioHandler {
     realtime: Realtime,
     origins: OriginPolicy,
+    /// Behind a load balancer, who the client is for the per-address connect limit.
+    proxies: TrustedProxies,
 }
 
 impl SioHandler {
-    pub fn new(realtime: Realtime, origins: OriginPolicy) -> Self {
-        Self { realtime, origins }
+    pub fn new(realtime: Realtime, origins: OriginPolicy, proxies: TrustedProxies) -> Self {
+        Self {
+            realtime,
+            origins,
+            proxies,
+        }
     }
 }
 
@@ -71,7 +77,7 @@ impl Handler for SioHandler {
         self.realtime
             .connect(
                 auth.as_ref(),
-                Some(req.remote_addr.ip()),
+                Some(self.proxies.client_addr(req.remote_addr.ip(), &req.headers)),
                 Arc::new(SocketOutbound(socket)),
             )
             .await

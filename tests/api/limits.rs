@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use confab_sio_client::ConnectError;
+use confab_sio_client::{ConnectError, connect};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -117,6 +117,49 @@ both_backends! {
         let data = data.expect("data");
         assert_eq!(data["code"], "rate_limited");
         assert!(data["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0), "{data}");
+    }
+
+    async fn behind_a_trusted_proxy_each_client_address_has_its_own_bucket(app: TestApp) {
+        // Connects claiming to come from `client` via a proxy; true when rate-limited.
+        async fn limited(app: &TestApp, client: &str) -> bool {
+            let options = app
+                .options()
+                .auth(json!({ "token": app.token("alice") }))
+                .header("X-Forwarded-For", client);
+            match connect(options).await {
+                Ok(_) => false,
+                Err(ConnectError::Refused { message, .. }) if message == "rate_limited" => true,
+                Err(other) => panic!("{other}"),
+            }
+        }
+        async fn exhaust(app: &TestApp, client: &str) {
+            for _ in 0..10 {
+                if limited(app, client).await {
+                    return;
+                }
+            }
+            panic!("{client} was never limited");
+        }
+
+        let proxied = app
+            .with(&[("CONFAB_RATE_CONNECT_PER_IP", "1/2"), ("CONFAB_TRUSTED_PROXIES", "127.0.0.0/8")])
+            .await;
+        exhaust(&proxied, "203.0.113.1").await;
+        // The bucket refills at one a second, so this comes right after: what the client wrote
+        // to the left of what the proxy appended is not believed.
+        assert!(limited(&proxied, "203.0.113.2, 203.0.113.1").await, "the rightmost untrusted hop counts");
+        assert!(!limited(&proxied, "203.0.113.2").await, "another client behind the proxy is not limited");
+
+        // Not a trusted proxy: the header is ignored and every connect counts against the peer.
+        let direct = app.with(&[("CONFAB_RATE_CONNECT_PER_IP", "1/2")]).await;
+        let mut refused = false;
+        for i in 0..10 {
+            if limited(&direct, &format!("203.0.113.{i}")).await {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "a client can't escape the limit by writing the header itself");
     }
 }
 
