@@ -216,7 +216,8 @@ export class Stream {
     const lookbackMs = this.lookbackMs;
     let since = this.catchingUp ? before(this.upToDate, lookbackMs) : undefined;
     // One `since` for the whole request: the earliest wanted. A conversation asked with an
-    // earlier one than it needed gets a change twice at most, which `change` takes in its stride.
+    // earlier one than it needed gets changes it already has again, which `change` applies
+    // again harmlessly (by id).
     let changedAfter: Record<string, number> | undefined;
     for (const id of Object.keys(cursors)) {
       const pending = this.changesPending.get(id);
