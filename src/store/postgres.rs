@@ -650,6 +650,7 @@ impl PgStore {
         }
         let mut changed: HashMap<ConversationId, Vec<Message>> = HashMap::new();
         if let Some(since) = changed_since {
+            let changed_afters: Vec<i64> = cursors.iter().map(|c| c.changed_after).collect();
             let rows = sqlx::query(concat!(
                 "SELECT ",
                 message_columns!(),
@@ -665,12 +666,7 @@ impl PgStore {
             ))
             .bind(&convs)
             .bind(&afters)
-            .bind(
-                cursors
-                    .iter()
-                    .map(|c| c.changed_after)
-                    .collect::<Vec<i64>>(),
-            )
+            .bind(&changed_afters)
             .bind(since.millis())
             .bind(i64::from(limit) + 1)
             .bind(&visible)
