@@ -1,6 +1,7 @@
 // The web app in a real browser against a real confab (local mode): two people sign in, chat,
 // see each other typing and online; one drops offline while the other writes, and finds the
-// missed messages in order when back; hostile text stays text; a phone-sized screen works.
+// missed messages in order when back; hostile text stays text; a phone-sized screen works; a
+// group's owner adds and removes members and a member leaves.
 
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, expect, test } from "vitest";
@@ -241,4 +242,45 @@ test("a group, older history on scroll-up, and a phone-sized screen", async () =
   await phone.page.click("button.back");
   await phone.page.locator(".conversations").waitFor();
   expect(phone.errors).toEqual([]);
+});
+
+test("a group's members dialog adds and removes people, and lets a member leave", async () => {
+  await alice.page.click("text=New chat");
+  await alice.page.click('.tabs button:has-text("Group")');
+  await alice.page.fill('input[name="title"]', "Book club");
+  await alice.page.fill('input[name="members"]', "bob");
+  await alice.page.click('.dialog button[type="submit"]');
+  await alice.page.locator(".pane-title h2", { hasText: "Book club" }).waitFor();
+  await conversationButton(bob, "Book club").waitFor();
+
+  // Alice, the owner, adds Dave.
+  await alice.page.click("button.members-button");
+  const dialog = alice.page.locator('.dialog[aria-label="Members"]');
+  await dialog.locator("h2", { hasText: "Members (2)" }).waitFor();
+  expect(await dialog.locator(".member .role").allTextContents()).toEqual(["owner"]);
+  await dialog.locator('input[name="add"]').fill("dave");
+  await dialog.locator('button[type="submit"]').click();
+  await dialog.locator("h2", { hasText: "Members (3)" }).waitFor();
+  await alice.page.screenshot({ path: screenshotPath("11-members") });
+  const dave = await person();
+  await signIn(dave, "dave", "Dave");
+  await conversationButton(dave, "Book club").waitFor();
+
+  // She removes Bob: the group leaves his list.
+  await dialog.locator('.member[data-user="bob"] button', { hasText: "Remove" }).click();
+  await dialog.locator("h2", { hasText: "Members (2)" }).waitFor();
+  await until(async () => (await conversationButton(bob, "Book club").count()) === 0, "the group to leave Bob's list");
+
+  // Dave, a plain member, can't remove or add anyone, but can leave.
+  await conversationButton(dave, "Book club").click();
+  await dave.page.click("button.members-button");
+  const his = dave.page.locator('.dialog[aria-label="Members"]');
+  await his.locator("h2", { hasText: "Members (2)" }).waitFor();
+  expect(await his.locator("button", { hasText: "Remove" }).count()).toBe(0);
+  expect(await his.locator('input[name="add"]').count()).toBe(0);
+  await his.locator("button", { hasText: "Leave group" }).click();
+  await until(async () => (await conversationButton(dave, "Book club").count()) === 0, "the group to leave Dave's list");
+  expect(dave.dialogs).toEqual(["confirm: Leave this group? You will stop receiving its messages."]);
+  await dialog.locator("h2", { hasText: "Members (1)" }).waitFor();
+  expect([...alice.errors, ...bob.errors, ...dave.errors]).toEqual([]);
 });

@@ -7,6 +7,7 @@ import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 
 import { clock, conversationTitle, lastSeen, listNames, memberName, otherMember } from "../format.js";
 import { initial } from "./ChatApp.js";
+import { Members } from "./Members.js";
 
 /** How close to the top (px) scrolling starts loading older messages. */
 const LOAD_OLDER_AT = 120;
@@ -58,6 +59,7 @@ export function ConversationPane({ id, onBack, onGone }: { id: string; onBack: (
 }
 
 function Header({ conversation, me, onBack }: { conversation: Conversation; me: string | undefined; onBack: () => void }) {
+  const [showMembers, setShowMembers] = useState(false);
   const other = otherMember(conversation, me);
   const presence = usePresence(other ? [other] : []);
   const state = other ? presence.get(other) : undefined;
@@ -83,6 +85,12 @@ function Header({ conversation, me, onBack }: { conversation: Conversation; me: 
         <h2>{title}</h2>
         <p class="muted presence-line">{subtitle}</p>
       </div>
+      {conversation.kind === "group" && (
+        <button type="button" class="ghost members-button" onClick={() => setShowMembers(true)}>
+          Members
+        </button>
+      )}
+      {showMembers && <Members conversation={conversation} onClose={() => setShowMembers(false)} />}
     </header>
   );
 }
