@@ -68,6 +68,16 @@ async function send(p: Person, text: string): Promise<void> {
   await p.page.keyboard.press("Enter");
 }
 
+/** Creates a group from the "New chat" dialog and waits for it to open. */
+async function createGroup(p: Person, title: string, members: string): Promise<void> {
+  await p.page.click("text=New chat");
+  await p.page.click('.tabs button:has-text("Group")');
+  await p.page.fill('input[name="title"]', title);
+  await p.page.fill('input[name="members"]', members);
+  await p.page.click('.dialog button[type="submit"]');
+  await p.page.locator(".pane-title h2", { hasText: title }).waitFor();
+}
+
 /** The bodies of delivered messages, in page order. */
 async function bodies(p: Person): Promise<string[]> {
   return p.page.locator("li.message:not(.pending) .body").allTextContents();
@@ -180,12 +190,7 @@ test("hostile text renders as text, and edits and deletes reach the other side",
 
 test("a group, older history on scroll-up, and a phone-sized screen", async () => {
   // A group with a long history, written through the API.
-  await alice.page.click("text=New chat");
-  await alice.page.click('.tabs button:has-text("Group")');
-  await alice.page.fill('input[name="title"]', "Launch plans");
-  await alice.page.fill('input[name="members"]', "bob, carol");
-  await alice.page.click('.dialog button[type="submit"]');
-  await alice.page.locator(".pane-title h2", { hasText: "Launch plans" }).waitFor();
+  await createGroup(alice, "Launch plans", "bob, carol");
   const id = await conversationButton(alice, "Launch plans").getAttribute("data-conversation");
   const token = await devToken(server, "carol", "Carol");
   for (let i = 1; i <= 70; i++) {
@@ -245,12 +250,7 @@ test("a group, older history on scroll-up, and a phone-sized screen", async () =
 });
 
 test("a group's members dialog adds and removes people, and lets a member leave", async () => {
-  await alice.page.click("text=New chat");
-  await alice.page.click('.tabs button:has-text("Group")');
-  await alice.page.fill('input[name="title"]', "Book club");
-  await alice.page.fill('input[name="members"]', "bob");
-  await alice.page.click('.dialog button[type="submit"]');
-  await alice.page.locator(".pane-title h2", { hasText: "Book club" }).waitFor();
+  await createGroup(alice, "Book club", "bob");
   await conversationButton(bob, "Book club").waitFor();
 
   // Alice, the owner, adds Dave.

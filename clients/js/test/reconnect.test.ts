@@ -12,14 +12,22 @@ beforeAll(async () => {
 });
 afterAll(async () => server.dispose());
 
+/**
+ * `alice` (through `proxy`, so her connection can be cut) and `bob` (direct), in a direct chat
+ * both know; `atAlice` collects what reaches her.
+ */
+async function directChat(proxy: Proxy, aliceId: string, bobId: string) {
+  const alice = await live(client(server, aliceId, { via: proxy }));
+  const bob = await live(client(server, bobId));
+  const direct = await bob.createDirect(aliceId);
+  await until(() => alice.cursor(direct.id) !== undefined, "alice to learn the chat");
+  return { alice, bob, direct, atAlice: collect(alice, direct.id) };
+}
+
 test("messages sent while a client is away arrive once each and in order when it is back", async () => {
   const proxy = await new Proxy(server.port).start();
   try {
-    const alice = await live(client(server, "alice", { via: proxy }));
-    const bob = await live(client(server, "bob"));
-    const direct = await bob.createDirect("alice");
-    await until(() => alice.cursor(direct.id) !== undefined, "alice to learn the chat");
-    const atAlice = collect(alice, direct.id);
+    const { alice, bob, direct, atAlice } = await directChat(proxy, "alice", "bob");
     const states: string[] = [];
     alice.onState((s) => states.push(s));
 
@@ -59,11 +67,7 @@ test("messages sent while a client is away arrive once each and in order when it
 test("edits and deletes made while a client is away reach it, more than one sync answer holds", async () => {
   const proxy = await new Proxy(server.port).start();
   try {
-    const alice = await live(client(server, "alice-edits", { via: proxy }));
-    const bob = await live(client(server, "bob-edits"));
-    const direct = await bob.createDirect("alice-edits");
-    await until(() => alice.cursor(direct.id) !== undefined, "alice to learn the chat");
-    const atAlice = collect(alice, direct.id);
+    const { alice, bob, direct, atAlice } = await directChat(proxy, "alice-edits", "bob-edits");
     const sent = await Promise.all(range(1, 130).map((i) => bob.send(direct.id, `m${i}`)));
     await until(() => atAlice.messages.length === 130, "all 130 at alice");
 
@@ -91,11 +95,7 @@ test("edits and deletes made while a client is away reach it, more than one sync
 test("repeated drops during a burst still deliver exactly once, in order", async () => {
   const proxy = await new Proxy(server.port).start();
   try {
-    const alice = await live(client(server, "alice2", { via: proxy }));
-    const bob = await live(client(server, "bob2"));
-    const direct = await bob.createDirect("alice2");
-    await until(() => alice.cursor(direct.id) !== undefined, "alice to learn the chat");
-    const atAlice = collect(alice, direct.id);
+    const { alice, bob, direct, atAlice } = await directChat(proxy, "alice2", "bob2");
     const sending = Promise.all(range(1, 60).map((i) => bob.send(direct.id, `x${i}`)));
     for (let i = 0; i < 4; i++) {
       await sleep(30);
