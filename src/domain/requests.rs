@@ -467,7 +467,8 @@ impl Sync {
                 format!("at most {MAX_SYNC_CURSORS} conversations per sync"),
             ));
         }
-        let seq = |map: &str, id: &str, seq: i64| {
+        // One `"<conversation_id>": <seq>` entry of `map`, checked.
+        let entry = |map: &str, id: &str, seq: i64| {
             let field = format!("{map}.{id}");
             let id = ConversationId::parse(id)
                 .ok_or_else(|| Error::invalid(field.clone(), "keys must be conversation ids"))?;
@@ -479,7 +480,7 @@ impl Sync {
         let mut changed_after = wire
             .changed_after
             .iter()
-            .map(|(id, s)| seq("changed_after", id, *s))
+            .map(|(id, s)| entry("changed_after", id, *s))
             .collect::<Result<HashMap<_, _>>>()?;
         let since = wire
             .since
@@ -499,7 +500,7 @@ impl Sync {
             .cursors
             .iter()
             .map(|(id, s)| {
-                let (conversation_id, after) = seq("cursors", id, *s)?;
+                let (conversation_id, after) = entry("cursors", id, *s)?;
                 Ok(SyncCursor {
                     conversation_id,
                     after,

@@ -41,13 +41,12 @@ impl TrustedProxies {
             return client;
         }
         // Several header lines are one list, in order (RFC 9110 §5.3).
-        let hops: Vec<&str> = headers
+        let hops = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .collect();
-        for hop in hops.iter().rev() {
+            .flat_map(|v| v.split(','));
+        for hop in hops.rev() {
             let Ok(addr) = hop.trim().parse::<IpAddr>() else {
                 break;
             };

@@ -262,6 +262,11 @@ test("a group's members dialog adds and removes people, and lets a member leave"
   await dialog.locator('button[type="submit"]').click();
   await dialog.locator("h2", { hasText: "Members (3)" }).waitFor();
   await alice.page.screenshot({ path: screenshotPath("11-members") });
+  // A refusal is shown and changes nothing (user ids are at most 128 characters).
+  await dialog.locator('input[name="add"]').fill("x".repeat(200));
+  await dialog.locator('button[type="submit"]').click();
+  await dialog.locator(".error").waitFor();
+  expect(await dialog.locator(".member").count()).toBe(3);
   const dave = await person();
   await signIn(dave, "dave", "Dave");
   await conversationButton(dave, "Book club").waitFor();
