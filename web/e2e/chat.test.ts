@@ -1,7 +1,8 @@
 // The web app in a real browser against a real confab (local mode): two people sign in, chat,
 // see each other typing and online; one drops offline while the other writes, and finds the
 // missed messages in order when back; hostile text stays text; a phone-sized screen works; a
-// group's owner adds and removes members and a member leaves.
+// group's owner adds and removes members and a member leaves; a message written offline is sent
+// after its tab was closed, and signing out discards unsent ones.
 
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, expect, test } from "vitest";
@@ -37,17 +38,22 @@ interface Person {
 async function person(viewport = { width: 1100, height: 720 }): Promise<Person> {
   const context = await browser.newContext({ viewport });
   contexts.push(context);
-  const page = await context.newPage();
+  const p: Person = { context, page: undefined as unknown as Page, dialogs: [], errors: [] };
+  await newTab(p);
+  return p;
+}
+
+/** A new tab in the person's browser (the same origin storage), replacing `page`. */
+async function newTab(p: Person): Promise<void> {
+  const page = await p.context.newPage();
   page.setDefaultTimeout(10_000);
-  const dialogs: string[] = [];
-  const errors: string[] = [];
   page.on("dialog", (d) => {
-    dialogs.push(`${d.type()}: ${d.message()}`);
+    p.dialogs.push(`${d.type()}: ${d.message()}`);
     // The app asks before deleting; anything else is a failure (recorded above).
     void (d.type() === "confirm" ? d.accept() : d.dismiss());
   });
-  page.on("pageerror", (e) => errors.push(e.message));
-  return { context, page, dialogs, errors };
+  page.on("pageerror", (e) => p.errors.push(e.message));
+  p.page = page;
 }
 
 async function signIn(p: Person, sub: string, name: string, shot?: string): Promise<void> {
@@ -288,4 +294,53 @@ test("a group's members dialog adds and removes people, and lets a member leave"
   expect(dave.dialogs).toEqual(["confirm: Leave this group? You will stop receiving its messages."]);
   await dialog.locator("h2", { hasText: "Members (1)" }).waitFor();
   expect([...alice.errors, ...bob.errors, ...dave.errors]).toEqual([]);
+});
+
+/** Bodies in this tab's `localStorage` outbox keys. */
+async function storedOutbox(p: Person): Promise<string[]> {
+  return p.page.evaluate(() =>
+    Object.keys(localStorage)
+      .filter((k) => k.startsWith("confab.outbox."))
+      .flatMap((k) => (JSON.parse(localStorage.getItem(k) ?? "[]") as { body: string }[]).map((e) => e.body)),
+  );
+}
+
+test("a message written offline is sent after its tab was closed, and signing out discards unsent ones", async () => {
+  await alice.page.locator('.dialog[aria-label="Members"] button', { hasText: "Close" }).click();
+  await conversationButton(alice, "Bob").click();
+  await conversationButton(bob, "Alice").click();
+  await bob.context.setOffline(true);
+  await bob.page.locator(".banner", { hasText: "Reconnecting" }).waitFor();
+  await send(bob, "written, then the tab closed");
+  await bob.page.locator("li.message.pending .body", { hasText: "written, then the tab closed" }).waitFor();
+  expect(await storedOutbox(bob)).toEqual(["written, then the tab closed"]);
+  await bob.page.close();
+
+  // Back online, in a new tab (its own session, so he signs in again): the message goes out.
+  await bob.context.setOffline(false);
+  await newTab(bob);
+  await signIn(bob, "bob", "Bob");
+  await alice.page.locator("li.message .body", { hasText: "written, then the tab closed" }).waitFor();
+  await until(async () => (await storedOutbox(bob)).length === 0, "the stored copy to go once sent");
+  const atAlice = await bodies(alice);
+  expect(atAlice.filter((b) => b === "written, then the tab closed")).toHaveLength(1);
+
+  // Signing out with a message unsent asks, then discards it: the next user of this browser
+  // doesn't inherit it, and it is never sent.
+  await conversationButton(bob, "Alice").click();
+  await bob.context.setOffline(true);
+  await bob.page.locator(".banner", { hasText: "Reconnecting" }).waitFor();
+  await send(bob, "never sent");
+  await bob.page.locator("li.message.pending .body", { hasText: "never sent" }).waitFor();
+  await bob.page.click('button[title="Sign out"]');
+  await bob.page.locator('input[name="sub"]').waitFor();
+  expect(bob.dialogs.at(-1)).toBe("confirm: 1 unsent message(s) will be discarded. Sign out?");
+  expect(await storedOutbox(bob)).toEqual([]);
+  await bob.context.setOffline(false);
+  await signIn(bob, "bob", "Bob");
+  await conversationButton(bob, "Alice").click();
+  await bob.page.locator("li.message .body", { hasText: "written, then the tab closed" }).waitFor();
+  expect(await bob.page.locator("li.message .body", { hasText: "never sent" }).count()).toBe(0);
+  expect(await bodies(alice)).toEqual(atAlice);
+  expect([...alice.errors, ...bob.errors]).toEqual([]);
 });

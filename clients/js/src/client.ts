@@ -6,6 +6,7 @@ import { io, type ManagerOptions, type Socket, type SocketOptions } from "socket
 import { ConfabError } from "./errors.js";
 import { KeyedListeners, Listeners, type Unsubscribe } from "./listeners.js";
 import { Outbox, type OutboxEntry } from "./outbox.js";
+import { OutboxPersistence, type OutboxStorage } from "./outbox-storage.js";
 import { ConversationList } from "./stores/conversations.js";
 import { PresenceStore } from "./stores/presence.js";
 import { ConversationView, type ViewOptions } from "./stores/view.js";
@@ -43,6 +44,12 @@ export interface ConnectOptions {
   typingIdleMs?: number;
   /** Passed to `socket.io-client` as is (transports, path, …). */
   socketOptions?: Partial<ManagerOptions & SocketOptions>;
+  /**
+   * Where unsent messages are kept across page loads, typically `localStorage`. With it, a
+   * message written offline is sent by the next client of the same user even if this page was
+   * closed first. Without it (the default) the outbox lives as long as the client.
+   */
+  outboxStorage?: OutboxStorage;
 }
 
 /**
@@ -112,6 +119,11 @@ export class ConfabClient {
   private readonly options: Required<Pick<ConnectOptions, "ackTimeoutMs" | "typingIdleMs">> & ConnectOptions;
   private readonly stream: Stream;
   private readonly outbox: Outbox;
+  /** Set once the user is known (from the first token), when `outboxStorage` was given. */
+  private outboxStore: OutboxPersistence | undefined;
+  private outboxUser: string | undefined;
+  /** A save is scheduled: many changes in one tick make one write. */
+  private outboxSaveQueued = false;
   private stateValue: ConnectionState = "connecting";
   private readonly stateListeners = new Listeners<[ConnectionState]>();
   private readonly conversationListeners = new KeyedListeners<string, [ConversationEvent]>();
@@ -182,7 +194,10 @@ export class ConfabClient {
       connected: () => this.socket.connected,
       send: async (payload) => (await this.request("message:send", payload)).message,
       acked: (message) => this.stream.ingest(message),
-      changed: (conversationId) => this.outboxListeners.emit(conversationId),
+      changed: (conversationId) => {
+        this.outboxListeners.emit(conversationId);
+        this.saveOutboxSoon();
+      },
     });
     this.listen();
     this.socket.connect();
@@ -223,6 +238,9 @@ export class ConfabClient {
     this.socketHandlers.length = 0;
     this.socket.io.off("reconnect_attempt", this.onReconnectAttempt);
     this.socket.disconnect();
+    // What is unsent stays stored for the user's next client; closing empties the outbox.
+    this.saveOutbox();
+    this.outboxStore = undefined;
     this.outbox.close();
     this.stream.close();
     this.presence.close();
@@ -507,11 +525,40 @@ export class ConfabClient {
       const claims = readClaims(token);
       this.userId = claims.sub ?? this.userId;
       this.userName = claims.name ?? this.userName;
+      this.adoptOutbox();
       return token;
     } catch (e) {
       this.tokenError = e;
       throw e;
     }
+  }
+
+  /**
+   * Once the user is known: takes over the messages earlier pages of this user left unsent,
+   * before the first connection, so they go out with it.
+   */
+  private adoptOutbox(): void {
+    const storage = this.options.outboxStorage;
+    if (!storage || this.outboxUser !== undefined || this.userId === undefined || this.stateValue === "closed") return;
+    this.outboxUser = this.userId;
+    this.outboxStore = new OutboxPersistence(storage, this.userId, newClientId());
+    this.outbox.restore(this.outboxStore.adopt());
+    this.saveOutbox();
+  }
+
+  private saveOutboxSoon(): void {
+    if (this.outboxStore === undefined || this.outboxSaveQueued) return;
+    this.outboxSaveQueued = true;
+    queueMicrotask(() => {
+      this.outboxSaveQueued = false;
+      this.saveOutbox();
+    });
+  }
+
+  private saveOutbox(): void {
+    // A token for another user (a sign-in in the same tab) must not store under the first one.
+    if (this.outboxStore === undefined || this.userId !== this.outboxUser) return;
+    this.outboxStore.save(this.outbox.snapshot());
   }
 
   private on_<A extends unknown[]>(event: string, handler: (...args: A) => void): void {

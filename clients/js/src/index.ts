@@ -6,6 +6,7 @@ export type { ConnectOptions, ConnectionState, ConversationHandlers, ClientEvent
 export { ConfabError } from "./errors.js";
 export type { Unsubscribe } from "./listeners.js";
 export type { OutboxEntry, OutboxState } from "./outbox.js";
+export type { OutboxStorage } from "./outbox-storage.js";
 export { ConversationList } from "./stores/conversations.js";
 export type { ConversationItem, ConversationListSnapshot } from "./stores/conversations.js";
 export { ConversationView } from "./stores/view.js";

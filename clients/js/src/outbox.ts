@@ -10,6 +10,7 @@
 // one at a time until its queue drains, so a retry can't overtake the messages behind it twice.
 
 import { ConfabError } from "./errors.js";
+import type { StoredEntry } from "./outbox-storage.js";
 import type { Message } from "./types.js";
 
 export type OutboxState = "queued" | "sending" | "failed";
@@ -124,6 +125,48 @@ export class Outbox {
         attempts: e.attempts,
         createdAt: e.createdAt,
       }));
+  }
+
+  /**
+   * Takes in entries a page left behind (see outbox-storage.ts). Entries already here are kept
+   * as they are; the rest join in creation order, so older messages are still sent first.
+   */
+  restore(stored: StoredEntry[]): void {
+    if (this.closed) return;
+    const changed = new Set<string>();
+    for (const s of stored) {
+      if (this.entries.some((e) => e.clientId === s.clientId)) continue;
+      this.entries.push({
+        clientId: s.clientId,
+        conversationId: s.conversationId,
+        body: s.body,
+        state: s.state,
+        error: s.error === undefined ? undefined : new ConfabError(s.error),
+        attempts: s.attempts,
+        createdAt: s.createdAt,
+        attempt: 0,
+        waiters: [],
+      });
+      changed.add(s.conversationId);
+    }
+    if (changed.size === 0) return;
+    // Stable: entries of one page keep their order even with equal times.
+    this.entries.sort((a, b) => a.createdAt - b.createdAt);
+    for (const id of changed) this.host.changed(id);
+    this.pump();
+  }
+
+  /** The entries as they should be stored. */
+  snapshot(): StoredEntry[] {
+    return this.entries.map((e) => ({
+      clientId: e.clientId,
+      conversationId: e.conversationId,
+      body: e.body,
+      state: e.state === "failed" ? "failed" : "queued",
+      error: e.error === undefined ? undefined : { code: e.error.code, message: e.error.message },
+      attempts: e.attempts,
+      createdAt: e.createdAt,
+    }));
   }
 
   /** A conversation is gone for us: its entries can never be sent. */

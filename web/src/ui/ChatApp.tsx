@@ -13,7 +13,8 @@ import { NewChat } from "./NewChat.js";
 export function ChatApp({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
   const [client, setClient] = useState<ConfabClient | null>(null);
   useEffect(() => {
-    const c = connect({ getToken: tokenSource(session) });
+    // Unsent messages outlive the tab: the next page of this user sends them.
+    const c = connect({ getToken: tokenSource(session), outboxStorage: storage() });
     setClient(c);
     return () => c.close();
   }, [session]);
@@ -32,6 +33,13 @@ function Layout({ onSignOut }: { onSignOut: () => void }) {
   // Re-render on state changes: who we are is known once the first token is in.
   useConnectionState();
   const me = client.me;
+  // Signing out is leaving the browser to someone else: unsent messages are not kept for later.
+  const signOut = () => {
+    const unsent = client.pending();
+    if (unsent.length > 0 && !confirm(`${unsent.length} unsent message(s) will be discarded. Sign out?`)) return;
+    for (const entry of unsent) client.discard(entry.clientId);
+    onSignOut();
+  };
   return (
     <div class="app" data-open={selected ? "chat" : "list"}>
       <Banner onSignOut={onSignOut} />
@@ -44,7 +52,7 @@ function Layout({ onSignOut }: { onSignOut: () => void }) {
           <button type="button" class="primary" onClick={() => setCreating(true)}>
             New chat
           </button>
-          <button type="button" class="ghost" onClick={onSignOut} title="Sign out">
+          <button type="button" class="ghost" onClick={signOut} title="Sign out">
             Sign out
           </button>
         </header>
@@ -114,4 +122,13 @@ function Banner({ onSignOut }: { onSignOut: () => void }) {
 
 export function initial(name: string): string {
   return (Array.from(name.trim())[0] ?? "?").toUpperCase();
+}
+
+/** `localStorage`, unless the browser refuses it (some private modes throw on access). */
+function storage(): Storage | undefined {
+  try {
+    return window.localStorage;
+  } catch {
+    return undefined;
+  }
 }
