@@ -106,7 +106,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "max_group_members",
         default: "1000",
-        doc: "Most members a group may have, owner included.",
+        doc: "Most members a group may have, owner included. Raise it with care: `conversation:new` and `conversation:updated` carry the whole member list to every member, so creating a group or changing its members sends members² list entries (measured: about 80 MiB for a group of 1,000, 4.4 GiB for 5,000; see the notes in docs/BENCHMARKS.md). Messages to large groups cost one frame per member.",
     },
     Setting {
         key: "max_payload_bytes",
