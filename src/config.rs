@@ -106,7 +106,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "max_group_members",
         default: "1000",
-        doc: "Most members a group may have, owner included. Raise it with care: `conversation:new` and `conversation:updated` carry the whole member list to every member, so creating a group or changing its members sends members² list entries (measured: about 80 MiB for a group of 1,000, 4.4 GiB for 5,000; see the notes in docs/BENCHMARKS.md). Messages to large groups cost one frame per member.",
+        doc: "Most members a group may have, owner included. Raise it with care: `conversation:new` carries the whole member list to each member, so creating a group of n sends n² list entries (measured: about 80 MiB for a group of 1,000, 2 GiB for 5,000; see the notes in docs/BENCHMARKS.md). Later membership changes send the others only what changed, and a message costs one frame per member.",
     },
     Setting {
         key: "max_payload_bytes",

@@ -1,8 +1,10 @@
 //! Server→client events and their payloads, named once here.
 
+use std::collections::{HashMap, HashSet};
+
 use serde::Serialize;
 
-use crate::domain::{Conversation, ConversationId, Message, UserId};
+use crate::domain::{Conversation, ConversationId, Member, Message, UserId};
 use crate::hub::Outgoing;
 
 /// An event to deliver. [`Event::encode`] serializes it once for all recipients.
@@ -10,7 +12,13 @@ pub enum Event<'a> {
     MessageNew(&'a Message),
     MessageUpdated(&'a Message),
     ConversationNew(&'a Conversation),
-    ConversationUpdated(&'a Conversation),
+    /// A group's members changed: who joined or changed role, and who left. A delta, not the
+    /// whole list, so a change in a group of n costs each of its n members O(change), not O(n).
+    ConversationMembers {
+        conversation_id: ConversationId,
+        changed: Vec<&'a Member>,
+        removed: Vec<&'a UserId>,
+    },
     ConversationRemoved(ConversationId),
     /// A member's read mark moved: (conversation, member, seq).
     Receipt(ConversationId, &'a UserId, i64),
@@ -27,6 +35,13 @@ struct ConversationPayload<'a> {
 }
 
 #[derive(Serialize)]
+struct MembersPayload<'a> {
+    conversation_id: ConversationId,
+    changed: &'a [&'a Member],
+    removed: &'a [&'a UserId],
+}
+
+#[derive(Serialize)]
 struct ReceiptPayload<'a> {
     conversation_id: ConversationId,
     user_id: &'a UserId,
@@ -38,13 +53,29 @@ struct ConversationIdPayload {
     conversation_id: ConversationId,
 }
 
-impl Event<'_> {
+impl<'a> Event<'a> {
+    /// The members event that takes `before`'s member list to `after`'s.
+    pub fn members_changed(before: &'a Conversation, after: &'a Conversation) -> Self {
+        let old: HashMap<&UserId, &Member> =
+            before.members.iter().map(|m| (&m.user_id, m)).collect();
+        let new: HashSet<&UserId> = after.member_ids().collect();
+        Self::ConversationMembers {
+            conversation_id: after.id,
+            changed: after
+                .members
+                .iter()
+                .filter(|m| old.get(&m.user_id) != Some(m))
+                .collect(),
+            removed: before.member_ids().filter(|id| !new.contains(id)).collect(),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::MessageNew(_) => "message:new",
             Self::MessageUpdated(_) => "message:updated",
             Self::ConversationNew(_) => "conversation:new",
-            Self::ConversationUpdated(_) => "conversation:updated",
+            Self::ConversationMembers { .. } => "conversation:members",
             Self::ConversationRemoved(_) => "conversation:removed",
             Self::Receipt(..) => "receipt",
         }
@@ -56,9 +87,21 @@ impl Event<'_> {
             Self::MessageNew(message) | Self::MessageUpdated(message) => {
                 Outgoing::new(name, &MessagePayload { message })
             }
-            Self::ConversationNew(conversation) | Self::ConversationUpdated(conversation) => {
+            Self::ConversationNew(conversation) => {
                 Outgoing::new(name, &ConversationPayload { conversation })
             }
+            Self::ConversationMembers {
+                conversation_id,
+                changed,
+                removed,
+            } => Outgoing::new(
+                name,
+                &MembersPayload {
+                    conversation_id: *conversation_id,
+                    changed,
+                    removed,
+                },
+            ),
             Self::ConversationRemoved(conversation_id) => Outgoing::new(
                 name,
                 &ConversationIdPayload {

@@ -7,6 +7,7 @@ pub mod policy;
 pub mod presence;
 pub mod typing;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -208,15 +209,19 @@ impl Chat {
             })
             .await?
             .ok_or(Error::NotFound(policy::CONVERSATION_NOT_FOUND))?;
-        let after = &change.after;
-        let new = Event::ConversationNew(after).encode();
-        let updated = Event::ConversationUpdated(after).encode();
-        for member in after.member_ids() {
-            if change.before.member(member).is_none() {
-                self.hub.join(member, after.id);
-                self.hub.to_user(member, &new, actor.except());
-            } else if change.before != change.after {
-                self.hub.to_user(member, &updated, actor.except());
+        let (before, after) = (&change.before, &change.after);
+        if before != after {
+            // Those who joined get the whole conversation; those already there, what changed.
+            let new = Event::ConversationNew(after).encode();
+            let members = Event::members_changed(before, after).encode();
+            let had: HashSet<&UserId> = before.member_ids().collect();
+            for member in after.member_ids() {
+                if had.contains(member) {
+                    self.hub.to_user(member, &members, actor.except());
+                } else {
+                    self.hub.join(member, after.id);
+                    self.hub.to_user(member, &new, actor.except());
+                }
             }
         }
         Ok(change.after)
@@ -262,9 +267,9 @@ impl Chat {
                 self.typing.stop(member, after.id);
             }
         }
-        let updated = Event::ConversationUpdated(after).encode();
+        let members = Event::members_changed(before, after).encode();
         for member in after.member_ids() {
-            self.hub.to_user(member, &updated, actor.except());
+            self.hub.to_user(member, &members, actor.except());
         }
     }
 

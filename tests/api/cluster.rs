@@ -106,7 +106,8 @@ async fn users_on_different_nodes_chat_as_if_on_one() {
         expect(&mut carol, "conversation:new").await["conversation"]["id"],
         id.as_str()
     );
-    expect(&mut bob, "conversation:updated").await;
+    let members = expect(&mut bob, "conversation:members").await;
+    assert_eq!(members["changed"][0]["user_id"], "carol");
     let m3 = send(&alice, &id, "a2", "welcome carol").await;
     assert_eq!(expect(&mut carol, "message:new").await["message"], m3);
     assert_eq!(expect(&mut bob, "message:new").await["message"], m3);

@@ -129,8 +129,15 @@ both_backends! {
         let data = alice.ok("conversation:members:add", json!({ "conversation_id": id, "user_ids": ["carol", "bob"] })).await;
         assert_eq!(member_ids(&data["conversation"]), ["alice", "bob", "carol"]);
         assert_eq!(expect(&mut carol, "conversation:new").await["conversation"]["id"], id.as_str());
-        let updated = expect(&mut bob, "conversation:updated").await;
-        assert_eq!(member_ids(&updated["conversation"]), ["alice", "bob", "carol"]);
+        // Bob, already a member, is told only what changed: carol joined (bob's re-add is a no-op).
+        let members = expect(&mut bob, "conversation:members").await;
+        assert_eq!(members["conversation_id"], id.as_str());
+        assert_eq!(member_ids(&json!({ "members": members["changed"] })), ["carol"]);
+        assert_eq!(role_of(&json!({ "members": members["changed"] }), "carol"), "member");
+        assert_eq!(members["removed"], json!([]));
+        // Adding only existing members changes nothing and announces nothing.
+        alice.ok("conversation:members:add", json!({ "conversation_id": id, "user_ids": ["bob"] })).await;
+        expect_none(&mut bob, "conversation:members").await;
         let m = send(&alice, &id, "c1", "hi carol").await;
         assert_eq!(expect(&mut carol, "message:new").await["message"], m);
     }
@@ -181,7 +188,8 @@ both_backends! {
         for socket in [&mut bob, &mut bob_tab] {
             assert_eq!(expect(socket, "conversation:removed").await, json!({ "conversation_id": id }));
         }
-        assert_eq!(member_ids(&expect(&mut carol, "conversation:updated").await["conversation"]), ["alice", "carol"]);
+        let members = expect(&mut carol, "conversation:members").await;
+        assert_eq!(members, json!({ "conversation_id": id, "changed": [], "removed": ["bob"] }));
         send(&alice, &id, "c2", "after").await;
         expect(&mut carol, "message:new").await;
         expect_none(&mut bob, "message:new").await;
@@ -214,10 +222,11 @@ both_backends! {
         let data = alice.ok("conversation:leave", json!({ "conversation_id": id })).await;
         assert_eq!(data, json!({ "conversation_id": id }));
         assert_eq!(expect(&mut alice_tab, "conversation:removed").await, json!({ "conversation_id": id }));
-        let updated = expect(&mut bob, "conversation:updated").await;
-        let c = &updated["conversation"];
-        assert_eq!(member_ids(c), ["bob", "carol"]);
-        assert_eq!(role_of(c, "bob"), "owner", "the longest-standing member inherits");
+        let members = expect(&mut bob, "conversation:members").await;
+        assert_eq!(members["removed"], json!(["alice"]));
+        let changed = json!({ "members": members["changed"] });
+        assert_eq!(member_ids(&changed), ["bob"], "only bob's role changed");
+        assert_eq!(role_of(&changed, "bob"), "owner", "the longest-standing member inherits");
         // The new owner can manage the group.
         bob.ok("conversation:members:add", json!({ "conversation_id": id, "user_ids": ["dave"] })).await;
         let e = alice.fails("conversation:leave", json!({ "conversation_id": id })).await;

@@ -45,7 +45,7 @@ both_backends! {
         alice.ok("typing:start", json!({ "conversation_id": id })).await;
         send(&alice, &id, "k2", "still secret").await;
         bob.ok("conversation:read", json!({ "conversation_id": id, "seq": 2 })).await;
-        for event in ["typing", "message:new", "receipt", "conversation:updated"] {
+        for event in ["typing", "message:new", "receipt", "conversation:members"] {
             expect_none(&mut mallory, event).await;
         }
         // And nothing the stranger tried changed anything.

@@ -82,6 +82,7 @@ type ConversationEvent =
 /** Events for `on()`: the server events that aren't about one conversation's stream. */
 export interface ClientEventMap {
   "conversation:new": Conversation;
+  /** A conversation changed (its members, from the server's `conversation:members`): as it is now. */
   "conversation:updated": Conversation;
   "conversation:removed": { conversation_id: string };
   presence: Presence;
@@ -579,9 +580,11 @@ export class ConfabClient {
       this.learn(conversation);
       this.eventListeners.emit("conversation:new", conversation);
     });
-    this.on_("conversation:updated", ({ conversation }: ServerEvents["conversation:updated"]) => {
-      this.conversations.upsert(conversation);
-      this.eventListeners.emit("conversation:updated", conversation);
+    this.on_("conversation:members", (change: ServerEvents["conversation:members"]) => {
+      const conversation = this.conversations.membersChanged(change.conversation_id, change.changed, change.removed);
+      // Not in the list yet (its `conversation:list` answer is on the way): reload it to be sure.
+      if (conversation === undefined) this.conversations.refreshSoon(() => this.loadConversations());
+      else this.eventListeners.emit("conversation:updated", conversation);
     });
     this.on_("conversation:removed", (payload: ServerEvents["conversation:removed"]) => {
       this.removed(payload.conversation_id);

@@ -110,7 +110,8 @@ export interface ServerEvents {
   "message:new": { message: Message };
   "message:updated": { message: Message };
   "conversation:new": { conversation: Conversation };
-  "conversation:updated": { conversation: Conversation };
+  /** A group's members changed: `changed` joined or changed role (replace by `user_id`), `removed` left. */
+  "conversation:members": { conversation_id: string; changed: Member[]; removed: UserId[] };
   "conversation:removed": { conversation_id: string };
   receipt: Receipt;
   typing: Typing;

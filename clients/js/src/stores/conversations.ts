@@ -1,6 +1,6 @@
 // The conversation list, kept current: last message, unread count, most recent activity first.
 
-import type { Conversation, Message } from "../types.js";
+import type { Conversation, Member, Message, Role, UserId } from "../types.js";
 import { Store } from "./store.js";
 
 export interface ConversationItem {
@@ -27,6 +27,8 @@ interface Entry {
   /** Seqs of others' messages delivered live after `baseSeq`. */
   liveUnread: Set<number>;
 }
+
+const ROLE_RANK: Record<Role, number> = { owner: 0, admin: 1, member: 2 };
 
 export class ConversationList extends Store<ConversationListSnapshot> {
   private readonly entries = new Map<string, Entry>();
@@ -74,6 +76,28 @@ export class ConversationList extends Store<ConversationListSnapshot> {
       liveUnread: old?.liveUnread ?? new Set(),
     });
     this.changed();
+  }
+
+  /** A `conversation:members` event: the members changed applied; the conversation after, if known. */
+  membersChanged(id: string, changed: Member[], removed: UserId[]): Conversation | undefined {
+    const entry = this.entries.get(id);
+    if (!entry) return undefined;
+    // Changed members keep their place and those who joined go last, then owner and admins first:
+    // the server's order (role, then joining), except that it places a changed role by join time.
+    const gone = new Set(removed);
+    const updates = new Map(changed.map((m) => [m.user_id, m]));
+    const members = entry.conversation.members
+      .filter((m) => !gone.has(m.user_id))
+      .map((m) => {
+        const update = updates.get(m.user_id);
+        updates.delete(m.user_id);
+        return update ?? m;
+      })
+      .concat([...updates.values()])
+      .sort((x, y) => ROLE_RANK[x.role] - ROLE_RANK[y.role]);
+    entry.conversation = { ...entry.conversation, members };
+    this.changed();
+    return entry.conversation;
   }
 
   remove(id: string): void {

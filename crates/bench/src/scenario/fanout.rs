@@ -24,13 +24,13 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
     eprintln!("created one group of {} in {setup_s:.2} s", bench.users);
     let groups = vec![group];
     check_groups(bench.users, &groups)?;
-    // Adding members sends every existing member a conversation:updated; let that traffic
+    // Adding members sends every existing member a conversation:members; let that traffic
     // pass before measuring, or it shows up as delivery latency.
     tokio::time::sleep(super::secs("--settle", bench.args.settle)?).await;
     let mut load = Load::new(&population, groups, bench.seed, bench.recorder.clone());
     load.drain(Duration::from_secs(1), Duration::from_secs(60))
         .await;
-    // What creating the group sent the members (conversation:new, conversation:updated).
+    // What creating the group sent the members (conversation:new, conversation:members).
     let setup_mib = (bench.recorder.traffic().1 - bytes_before) as f64 / (1024.0 * 1024.0);
     eprintln!("the members received {setup_mib:.1} MiB of events while the group was built");
 
