@@ -122,7 +122,6 @@ export class ConfabClient {
   private readonly outbox: Outbox;
   /** Set once the user is known (from the first token), when `outboxStorage` was given. */
   private outboxStore: OutboxPersistence | undefined;
-  private outboxUser: string | undefined;
   /** A save is scheduled: many changes in one tick make one write. */
   private outboxSaveQueued = false;
   private stateValue: ConnectionState = "connecting";
@@ -540,8 +539,7 @@ export class ConfabClient {
    */
   private adoptOutbox(): void {
     const storage = this.options.outboxStorage;
-    if (!storage || this.outboxUser !== undefined || this.userId === undefined || this.stateValue === "closed") return;
-    this.outboxUser = this.userId;
+    if (!storage || this.outboxStore !== undefined || this.userId === undefined || this.stateValue === "closed") return;
     this.outboxStore = new OutboxPersistence(storage, this.userId, newClientId());
     this.outbox.restore(this.outboxStore.adopt());
     this.saveOutbox();
@@ -558,7 +556,7 @@ export class ConfabClient {
 
   private saveOutbox(): void {
     // A token for another user (a sign-in in the same tab) must not store under the first one.
-    if (this.outboxStore === undefined || this.userId !== this.outboxUser) return;
+    if (this.outboxStore === undefined || this.userId !== this.outboxStore.userId) return;
     this.outboxStore.save(this.outbox.snapshot());
   }
 

@@ -40,11 +40,13 @@ export class OutboxPersistence {
 
   constructor(
     private readonly storage: OutboxStorage,
-    userId: string,
+    /** Whose entries these are. */
+    readonly userId: string,
     tabId: string,
   ) {
-    // The user id is encoded so that a `.` in it can't make one user's prefix match another's.
-    this.userPrefix = `${PREFIX}${encodeURIComponent(userId)}.`;
+    // `.` ends the user id in a key, so it is escaped in the id (encodeURIComponent leaves it):
+    // otherwise user `a` would adopt the entries of user `a.b`.
+    this.userPrefix = `${PREFIX}${encodeURIComponent(userId).replaceAll(".", "%2E")}.`;
     this.key = this.userPrefix + tabId;
   }
 

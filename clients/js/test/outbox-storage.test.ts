@@ -81,14 +81,17 @@ test("a message written offline is sent by the user's next client after the page
 
 test("another user's client on the same storage neither sends nor removes them", async () => {
   const storage = new MemoryStorage();
-  const { tab, other, direct } = await offlineChat("ps-carol", "ps-dan", storage);
+  const { tab, other, direct } = await offlineChat("ps-carol.x.y", "ps-dan", storage);
   void sendOffline(tab, direct.id, "carol's");
   await until(() => storage.length === 1, "the entry to be stored");
   tab.close();
 
   const someoneElse = await live(client(server, "ps-dan", { outboxStorage: storage }));
+  // Nor one whose id carol's starts with, up to a `.`.
+  const prefixOfHers = await live(client(server, "ps-carol.x", { outboxStorage: storage }));
   await sleep(200);
   expect(someoneElse.pending()).toEqual([]);
+  expect(prefixOfHers.pending()).toEqual([]);
   expect(storage.bodies()).toEqual(["carol's"]);
   expect((await other.history(direct.id)).messages).toEqual([]);
 });
@@ -129,4 +132,19 @@ test("a failed entry stays failed, with its error, for the next client to retry 
   expect(storage.getItem("confab.outbox.v1.ps-gus.junk")).toBeNull();
   next.discard(entry?.clientId ?? "");
   await until(() => storage.length === 0, "the discarded entry to be removed");
+});
+
+test("storage that refuses writes leaves the outbox working in memory", async () => {
+  const storage = new MemoryStorage();
+  storage.setItem = () => {
+    throw new Error("QuotaExceededError");
+  };
+  const { tab, other, direct } = await offlineChat("ps-hana", "ps-ivo", storage);
+  const sent = tab.send(direct.id, "kept in memory");
+  await sleep(100);
+  expect(tab.pending().map((e) => e.body)).toEqual(["kept in memory"]);
+  expect(storage.length).toBe(0);
+  proxy.up();
+  const message = await sent;
+  expect((await other.history(direct.id)).messages.map((m) => m.id)).toEqual([message.id]);
 });
