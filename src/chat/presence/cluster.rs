@@ -23,6 +23,9 @@ pub struct Reaped {
     pub nodes: Vec<String>,
     /// Their users who are now on no node at all.
     pub offline: Vec<UserId>,
+    /// When the earliest heartbeat of the nodes still alive lapses, if none is renewed before:
+    /// looking again then finds a dead node at its timeout, not up to a beat later.
+    pub next_lapse: Option<Duration>,
 }
 
 pub struct ClusterPresence {
@@ -143,8 +146,11 @@ impl ClusterPresence {
         let nodes: Vec<String> = conn.smembers(self.nodes_key()).await?;
         let mut reaped = Reaped::default();
         for node in nodes.into_iter().filter(|n| *n != self.node) {
-            let alive: bool = conn.exists(self.node_key(&node)).await?;
-            if alive {
+            // Milliseconds left on its heartbeat; negative once it's gone.
+            let left: i64 = conn.pttl(self.node_key(&node)).await?;
+            if left >= 0 {
+                let left = Duration::from_millis(left as u64);
+                reaped.next_lapse = Some(reaped.next_lapse.map_or(left, |n| n.min(left)));
                 continue;
             }
             let claimed: Option<String> = redis::cmd("SET")

@@ -222,7 +222,15 @@ impl Presence {
 
 /// Keeps this node's heartbeat, restores its users after Redis lost them, and marks the users
 /// of nodes that died offline.
+///
+/// It beats every third of the node timeout, and looks for dead nodes at each beat and also
+/// right after the earliest other node's heartbeat would lapse: a node that dies is found at its
+/// timeout (counted from its last beat, so at most the timeout after its death), not up to a
+/// beat later.
 async fn heartbeat(presence: std::sync::Weak<Inner>) {
+    /// Redis drops an expired key when it is next touched; looking a moment after the lapse
+    /// finds it gone.
+    const AFTER_LAPSE: Duration = Duration::from_millis(10);
     let interval = match presence
         .upgrade()
         .and_then(|p| p.cluster.as_ref().map(|c| c.heartbeat_interval()))
@@ -230,10 +238,10 @@ async fn heartbeat(presence: std::sync::Weak<Inner>) {
         Some(interval) => interval,
         None => return,
     };
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_beat = tokio::time::Instant::now();
+    let mut next_look = next_beat;
     loop {
-        tick.tick().await;
+        tokio::time::sleep_until(next_beat.min(next_look)).await;
         // Stops with the server.
         let Some(inner) = presence.upgrade() else {
             return;
@@ -242,23 +250,32 @@ async fn heartbeat(presence: std::sync::Weak<Inner>) {
         let Some(cluster) = &presence.inner.cluster else {
             return;
         };
-        match cluster.heartbeat().await {
-            Ok(true) => match cluster.reassert(&presence.inner.hub.local_users()).await {
-                Ok(fresh) => {
-                    for user in fresh {
-                        presence.announce_online(&user);
+        let now = tokio::time::Instant::now();
+        if now >= next_beat {
+            next_beat = now + interval;
+            match cluster.heartbeat().await {
+                Ok(true) => match cluster.reassert(&presence.inner.hub.local_users()).await {
+                    Ok(fresh) => {
+                        for user in fresh {
+                            presence.announce_online(&user);
+                        }
                     }
+                    Err(e) => tracing::debug!(error = %e, "re-registering users"),
+                },
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "presence heartbeat");
+                    next_look = next_beat;
+                    continue;
                 }
-                Err(e) => tracing::debug!(error = %e, "re-registering users"),
-            },
-            Ok(false) => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "presence heartbeat");
-                continue;
             }
         }
+        next_look = next_beat;
         match cluster.reap().await {
             Ok(reaped) => {
+                if let Some(lapse) = reaped.next_lapse {
+                    next_look = next_look.min(tokio::time::Instant::now() + lapse + AFTER_LAPSE);
+                }
                 for node in &reaped.nodes {
                     presence.inner.hub.node_died(node);
                 }
