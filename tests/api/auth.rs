@@ -104,6 +104,30 @@ both_backends! {
         let odd_name = sign(json!({ "sub": "alice", "exp": now + 3600, "name": 7 }));
         assert!(app.connect_auth(json!({ "token": odd_name })).await.is_ok());
     }
+
+    async fn ids_that_look_like_others_are_refused_and_names_are_cleaned(app: TestApp) {
+        let now = chrono_now();
+        // `alice` with a zero-width space, reversed by a direction override, padded, or made of
+        // nothing visible: each would pass for someone else, or for no one.
+        for sub in ["alice\u{200b}", "\u{202e}ecila", " alice", "\u{200b}\u{2060}"] {
+            let token = sign(json!({ "sub": sub, "exp": now + 3600 }));
+            assert_refused(&app, json!({ "token": token }), "invalid").await;
+        }
+        // A name loses what hides and what reorders, and is cut at 200 characters.
+        let long = format!("\u{202e}Mallory\u{200b} {}", "x".repeat(400));
+        let token = sign(json!({ "sub": "mallory", "exp": now + 3600, "name": long }));
+        let mallory = app.connect_auth(json!({ "token": token })).await.unwrap();
+        let invisible = sign(json!({ "sub": "ghost", "exp": now + 3600, "name": "\u{200b}\u{202e} " }));
+        app.connect_auth(json!({ "token": invisible })).await.unwrap();
+        let data = mallory.ok("conversation:create", json!({ "kind": "group", "title": "t", "member_ids": ["ghost"] })).await;
+        let members = data["conversation"]["members"].as_array().unwrap();
+        let name_of = |id: &str| members.iter().find(|m| m["user_id"] == id).unwrap()["name"].clone();
+        let name = name_of("mallory");
+        let name = name.as_str().unwrap();
+        assert!(name.starts_with("Mallory xxx"), "{name:?}");
+        assert_eq!(name.chars().count(), 200);
+        assert_eq!(name_of("ghost"), Value::Null);
+    }
 }
 
 mod asymmetric_keys {
