@@ -2,9 +2,9 @@
 //!
 //! Sources, later ones winning: the defaults below, an optional TOML file (`CONFAB_CONFIG` or
 //! `--config`), then `CONFAB_*` environment variables. The table is also the configuration
-//! reference: `confab config` prints it, and a test keeps docs/CONFIGURATION.md equal to it.
+//! reference: `confab config --reference` prints it, and a test keeps docs/CONFIGURATION.md equal to it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -36,7 +36,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "bind",
         default: "127.0.0.1:3001",
-        doc: "Address and port to listen on. Loopback by default; use `0.0.0.0:3001` to accept remote clients.",
+        doc: "Address and port to listen on (`127.0.0.1:3001`, `[::1]:3001`, or a host name such as `localhost:3001`, resolved once at start). Loopback by default; use `0.0.0.0:3001` to accept remote clients (local mode and dev login then need `dev_login` set explicitly).",
     },
     Setting {
         key: "data_dir",
@@ -91,12 +91,17 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "dev_login",
         default: "",
-        doc: "Whether the web app at `/` offers \"sign in as …\" (`POST /api/dev/token` mints a token for any user id). Unset: on in local mode only. `true` turns it on with a configured `jwt_secret` too (for demos: anyone who can reach the server can then sign in as anyone); `false` turns it off.",
+        doc: "Whether the web app at `/` offers \"sign in as …\" (`POST /api/dev/token` mints a token for any user id). Unset: on in local mode only. `true` turns it on with a configured `jwt_secret` too (for demos: anyone who can reach the server can then sign in as anyone); `false` turns it off. On an address other than loopback, local mode starts only with this set explicitly (either way), and an open sign-in is logged as a warning.",
     },
     Setting {
         key: "cors_origins",
         default: "",
         doc: "Comma-separated origins allowed to connect from a browser and call the HTTP API (`https://app.example.com`). Empty: same-origin only.",
+    },
+    Setting {
+        key: "allowed_hosts",
+        default: "",
+        doc: "In local mode or with dev login on, the only `Host` headers accepted are IP addresses, `localhost` and `*.localhost`, which a DNS-rebinding page can't send; list here the host names you reach this server by otherwise (`demo.example.com`, or `.example.com` for every subdomain). Ignored when neither is on.",
     },
     Setting {
         key: "max_body_chars",
@@ -169,6 +174,11 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Per-user token bucket for every other event and API call: rate per second / burst.",
     },
     Setting {
+        key: "rate_members",
+        default: "20/1000",
+        doc: "Per-user budget of members touched by membership requests (each member named in a group create, an add or a remove costs one): rate per second / burst. The burst must hold a whole group (`max_group_members` - 1). It bounds how many memberships, user rows and `conversation:new` events one user can cause, whatever the size of each request.",
+    },
+    Setting {
         key: "rate_connect_per_ip",
         default: "20/40",
         doc: "Socket.IO connection attempts per client IP address: rate per second / burst.",
@@ -227,6 +237,8 @@ pub struct RateLimits {
     pub send: Rate,
     pub typing: Rate,
     pub other: Rate,
+    /// Members touched by membership requests (see the `rate_members` setting).
+    pub members: Rate,
     pub connect_per_ip: Rate,
     pub max_sockets_per_user: usize,
 }
@@ -262,6 +274,9 @@ pub struct Config {
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
     pub database_url: String,
+    /// Whether `database_url` was configured (rather than derived from `data_dir`): a
+    /// configured SQLite path must exist up to its directory, a typo must not start empty.
+    pub database_url_configured: bool,
     pub database_max_connections: u32,
     pub redis_url: Option<String>,
     pub redis_prefix: String,
@@ -270,6 +285,8 @@ pub struct Config {
     /// Whether `POST /api/dev/token` exists (see the `dev_login` setting).
     pub dev_login: bool,
     pub cors_origins: Vec<String>,
+    /// Host names accepted besides IP addresses and `localhost` when the host check is on.
+    pub allowed_hosts: Vec<String>,
     /// Whose `X-Forwarded-For` names the client, for the per-address connect limit.
     pub trusted_proxies: TrustedProxies,
     pub limits: Limits,
@@ -284,6 +301,28 @@ pub struct Config {
     pub rates: RateLimits,
     pub log_filter: String,
     pub log_format: LogFormat,
+    /// Things worth telling the operator that don't stop the start (a misspelled variable, an
+    /// open sign-in on a public address). Logged once logging is up.
+    pub warnings: Vec<String>,
+    /// Every setting's effective value and where it came from, for `confab config`.
+    pub effective: Vec<Effective>,
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    File,
+    Env,
+}
+
+/// One setting as it is in effect, for `confab config`. Secrets and URL passwords are masked.
+#[derive(Debug, Clone)]
+pub struct Effective {
+    pub key: &'static str,
+    pub env_name: String,
+    pub value: Option<String>,
+    pub origin: Origin,
 }
 
 impl Config {
@@ -292,7 +331,10 @@ impl Config {
         let file = file
             .map(Path::to_path_buf)
             .or_else(|| std::env::var_os("CONFAB_CONFIG").map(PathBuf::from));
-        Self::load(file.as_deref(), |name| std::env::var(name).ok())
+        let mut config = Self::load(file.as_deref(), |name| std::env::var(name).ok())?;
+        let names = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
+        config.warnings.extend(unknown_variables(names));
+        Ok(config)
     }
 
     /// Reads the configuration from a file and a variable lookup (the environment, or a map in
@@ -308,22 +350,25 @@ impl Config {
             read: Mutex::default(),
         };
         let data_dir: PathBuf = src.parse("data_dir")?;
-        let database_url = src
-            .get("database_url")
+        let configured_url = src.get("database_url")?;
+        let database_url_configured = configured_url.is_some();
+        let database_url = configured_url
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("confab.db").display()));
         let public_key_pem = src
-            .get("jwt_public_key")
+            .get("jwt_public_key")?
             .map(|v| -> anyhow::Result<String> {
-                if v.trim_start().starts_with("-----BEGIN") {
-                    Ok(v)
+                let pem = if v.trim_start().starts_with("-----BEGIN") {
+                    v
                 } else {
                     std::fs::read_to_string(&v)
-                        .with_context(|| format!("CONFAB_JWT_PUBLIC_KEY: reading {v}"))
-                }
+                        .with_context(|| format!("CONFAB_JWT_PUBLIC_KEY: reading {v}"))?
+                };
+                check_public_pem(&pem)?;
+                Ok(pem)
             })
             .transpose()?;
         let dev_login = src
-            .get("dev_login")
+            .get("dev_login")?
             .map(|v| {
                 v.trim().parse::<bool>().map_err(|_| {
                     anyhow::anyhow!(
@@ -333,29 +378,30 @@ impl Config {
             })
             .transpose()?;
         let mut config = Self {
-            bind: src.parse("bind")?,
+            bind: resolve_bind(&src.parse::<String>("bind")?)?,
             database_max_connections: src.parse("database_max_connections")?,
-            redis_url: src.get("redis_url"),
+            redis_url: src.get("redis_url")?,
             redis_prefix: src.parse("redis_prefix")?,
             node_timeout: Duration::from_secs(src.parse("node_timeout_secs")?),
             jwt: JwtKeys {
-                secret: src.get("jwt_secret"),
+                secret: src.get("jwt_secret")?,
                 public_key_pem,
-                audience: src.get("jwt_audience"),
-                issuer: src.get("jwt_issuer"),
+                audience: src.get("jwt_audience")?,
+                issuer: src.get("jwt_issuer")?,
             },
             dev_login: false,
-            cors_origins: src
-                .get("cors_origins")
-                .map(|v| {
-                    v.split(',')
-                        .map(|o| o.trim().trim_end_matches('/').to_owned())
-                        .filter(|o| !o.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            trusted_proxies: TrustedProxies::parse(&src.get("trusted_proxies").unwrap_or_default())
-                .map_err(|e| anyhow::anyhow!("CONFAB_TRUSTED_PROXIES: {e}"))?,
+            cors_origins: list(src.get("cors_origins")?)
+                .into_iter()
+                .map(|o| o.trim_end_matches('/').to_owned())
+                .collect(),
+            allowed_hosts: list(src.get("allowed_hosts")?)
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            trusted_proxies: TrustedProxies::parse(
+                &src.get("trusted_proxies")?.unwrap_or_default(),
+            )
+            .map_err(|e| anyhow::anyhow!("CONFAB_TRUSTED_PROXIES: {e}"))?,
             limits: Limits {
                 max_body_chars: src.parse("max_body_chars")?,
                 max_group_members: src.parse("max_group_members")?,
@@ -373,6 +419,7 @@ impl Config {
                 send: src.parse("rate_send")?,
                 typing: src.parse("rate_typing")?,
                 other: src.parse("rate_other")?,
+                members: src.parse("rate_members")?,
                 connect_per_ip: src.parse("rate_connect_per_ip")?,
                 max_sockets_per_user: src.parse("max_sockets_per_user")?,
             },
@@ -380,14 +427,26 @@ impl Config {
             log_format: src.parse("log_format")?,
             data_dir,
             database_url,
+            database_url_configured,
+            warnings: Vec::new(),
+            effective: Vec::new(),
         };
         src.check_all_read();
+        config.effective = src.effective();
         config.dev_login = dev_login.unwrap_or_else(|| config.local_mode());
         if config.dev_login && !config.local_mode() && config.jwt.secret.is_none() {
             bail!("CONFAB_DEV_LOGIN needs an HS256 secret (CONFAB_JWT_SECRET) to sign tokens with");
         }
+        config.check_exposure(dev_login.is_some())?;
         if config.limits.max_group_members < 2 {
             bail!("CONFAB_MAX_GROUP_MEMBERS must be at least 2");
+        }
+        let members_burst = config.rates.members.burst as usize;
+        if members_burst < config.limits.max_group_members - 1 {
+            bail!(
+                "CONFAB_RATE_MEMBERS: a burst of {members_burst} can't create a full group: it must be at least CONFAB_MAX_GROUP_MEMBERS - 1 ({})",
+                config.limits.max_group_members - 1
+            );
         }
         if config.write_batch_max == 0 {
             bail!("CONFAB_WRITE_BATCH_MAX must be at least 1");
@@ -403,6 +462,41 @@ impl Config {
         self.jwt.secret.is_none() && self.jwt.public_key_pem.is_none()
     }
 
+    /// Whether requests must name this server by an address a DNS-rebinding page can't use:
+    /// in local mode or with dev login, a page that rebinds its own name to this server would
+    /// otherwise be same-origin with it, and could sign in as anyone.
+    pub fn checks_host(&self) -> bool {
+        self.local_mode() || self.dev_login
+    }
+
+    /// Local mode and dev login let anyone who reaches the server act as anyone: fine on
+    /// loopback, an explicit choice anywhere else (`dev_login` set, either way).
+    fn check_exposure(&mut self, dev_login_explicit: bool) -> anyhow::Result<()> {
+        if self.bind.ip().is_loopback() {
+            return Ok(());
+        }
+        let bind = self.bind;
+        if self.local_mode() && !dev_login_explicit {
+            bail!(
+                "CONFAB_BIND={bind} is not a loopback address, and no JWT key is configured (local mode), \
+                 which lets anyone who can reach it sign in as anyone. Set CONFAB_JWT_SECRET (or \
+                 CONFAB_JWT_PUBLIC_KEY) to the key your app signs tokens with; if CONFAB_JWT_SECRET is \
+                 set in your shell, check it isn't empty. For a demo open to everyone, set \
+                 CONFAB_DEV_LOGIN=true explicitly."
+            );
+        }
+        if self.dev_login {
+            self.warnings.push(format!(
+                "dev login is on and the server listens on {bind}: anyone who can reach it can sign in as anyone"
+            ));
+        } else if self.local_mode() {
+            self.warnings.push(format!(
+                "local mode on {bind}: only tokens from `confab token` (signed with the generated secret) are accepted"
+            ));
+        }
+        Ok(())
+    }
+
     /// In local mode, loads the generated secret from the data directory, creating it the first
     /// time, so tokens minted by `confab token` survive restarts.
     pub fn ensure_jwt_secret(&mut self) -> anyhow::Result<()> {
@@ -412,19 +506,125 @@ impl Config {
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
         let path = self.data_dir.join("jwt-secret");
-        let secret = match std::fs::read_to_string(&path) {
-            Ok(s) => s.trim().to_owned(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let secret = match self.read_local_secret()? {
+            Some(secret) => secret,
+            None => {
                 let secret = hex::encode(rand::random::<[u8; 32]>());
                 write_private(&path, &secret)
                     .with_context(|| format!("writing {}", path.display()))?;
                 secret
             }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         self.jwt.secret = Some(secret);
         Ok(())
     }
+
+    /// The secret a local-mode server generated, if it is there. `confab token` uses this and
+    /// never creates one: a token signed with a secret no server knows would only be refused.
+    pub fn read_local_secret(&self) -> anyhow::Result<Option<String>> {
+        let path = self.local_secret_path();
+        match std::fs::read_to_string(&path) {
+            Ok(s) => Ok(Some(s.trim().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Where local mode keeps its generated secret.
+    pub fn local_secret_path(&self) -> PathBuf {
+        self.data_dir.join("jwt-secret")
+    }
+}
+
+/// Splits a comma-separated setting, dropping empty entries.
+fn list(value: Option<String>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// `bind` as an address: `IP:PORT`, or `HOST:PORT` resolved now (the first address found,
+/// IPv4 first, as `localhost` is usually meant).
+fn resolve_bind(raw: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(addr) = raw.parse() {
+        return Ok(addr);
+    }
+    let invalid = || {
+        anyhow::anyhow!(
+            "CONFAB_BIND: invalid value {raw:?}: expected ADDRESS:PORT, like 127.0.0.1:3001, [::1]:3001 or localhost:3001"
+        )
+    };
+    let (_, port) = raw.rsplit_once(':').ok_or_else(invalid)?;
+    port.parse::<u16>().map_err(|_| invalid())?;
+    let mut addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(raw)
+        .with_context(|| format!("CONFAB_BIND: can't resolve {raw:?}"))?
+        .collect();
+    addrs.sort_by_key(|a| a.is_ipv6());
+    addrs
+        .into_iter()
+        .next()
+        .with_context(|| format!("CONFAB_BIND: {raw:?} resolves to no address"))
+}
+
+/// A private key where the public one belongs would be accepted by the PEM parser and then
+/// refuse every token, with nothing saying why.
+fn check_public_pem(pem: &str) -> anyhow::Result<()> {
+    if pem.contains("PRIVATE KEY-----") {
+        bail!(
+            "CONFAB_JWT_PUBLIC_KEY holds a private key. confab needs only the public key: \
+             derive it with `openssl pkey -in private.pem -pubout -out public.pem`, and keep the \
+             private key with the app that signs tokens"
+        );
+    }
+    if pem.contains("BEGIN CERTIFICATE") {
+        bail!(
+            "CONFAB_JWT_PUBLIC_KEY holds a certificate; give the public key itself \
+             (`openssl x509 -in cert.pem -pubkey -noout`)"
+        );
+    }
+    Ok(())
+}
+
+/// `CONFAB_*` variables that are no setting: most likely misspelled, and silently ignored
+/// otherwise. Each comes with the closest setting's name.
+fn unknown_variables(names: impl Iterator<Item = String>) -> Vec<String> {
+    let known: Vec<String> = SETTINGS.iter().map(Setting::env_name).collect();
+    names
+        .filter(|n| n.starts_with("CONFAB_") && n != "CONFAB_CONFIG" && !known.contains(n))
+        .map(|name| {
+            let closest = known
+                .iter()
+                .min_by_key(|k| edit_distance(k, &name))
+                .filter(|k| edit_distance(k, &name) <= 3);
+            match closest {
+                Some(k) => format!("{name} is not a confab setting (did you mean {k}?); ignored"),
+                None => {
+                    format!("{name} is not a confab setting; ignored (`confab config` lists them)")
+                }
+            }
+        })
+        .collect()
+}
+
+/// Levenshtein distance, for "did you mean": the names are short, so the plain table is fine.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (prev + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// Writes a file only its owner can read: it holds a signing secret.
@@ -465,13 +665,17 @@ fn read_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(values)
 }
 
-/// Looks settings up by key and remembers which were read, so a setting in the table that the
-/// code forgets to read is caught by tests.
+/// Looks settings up by key and remembers which were read, and from where, so a setting in the
+/// table that the code forgets to read is caught by tests, and `confab config` can say where
+/// each value came from.
 struct Sources<'a> {
     file: BTreeMap<String, String>,
     env: &'a dyn Fn(&str) -> Option<String>,
-    read: Mutex<BTreeSet<&'static str>>,
+    read: Mutex<BTreeMap<&'static str, (Option<String>, Origin)>>,
 }
+
+/// Settings whose values are secrets or may hold one (a password in a URL).
+const SENSITIVE: &[&str] = &["jwt_secret", "database_url", "redis_url"];
 
 impl Sources<'_> {
     fn setting(&self, key: &str) -> &'static Setting {
@@ -481,14 +685,42 @@ impl Sources<'_> {
             .unwrap_or_else(|| panic!("setting `{key}` is missing from SETTINGS"))
     }
 
-    /// The value of `key`, or `None` when unset (an empty value counts as unset).
-    fn get(&self, key: &str) -> Option<String> {
+    /// The value of `key`, or `None` when unset and without a default.
+    ///
+    /// A variable (or file key) that is set but empty is an error, not "unset": it is how
+    /// `CONFAB_JWT_SECRET="$AUTH_SECRET"` looks when `AUTH_SECRET` is missing, and taking it
+    /// for unset would quietly give local mode, SQLite or a single node instead.
+    fn get(&self, key: &str) -> anyhow::Result<Option<String>> {
         let setting = self.setting(key);
-        self.read.lock().unwrap().insert(setting.key);
-        (self.env)(&setting.env_name())
-            .or_else(|| self.file.get(key).cloned())
-            .or_else(|| Some(setting.default.to_owned()))
-            .filter(|v| !v.trim().is_empty())
+        let (value, origin) = match (self.env)(&setting.env_name()) {
+            Some(v) => (Some(v), Origin::Env),
+            None => match self.file.get(key) {
+                Some(v) => (Some(v.clone()), Origin::File),
+                None => (
+                    Some(setting.default.to_owned()).filter(|d| !d.is_empty()),
+                    Origin::Default,
+                ),
+            },
+        };
+        if origin != Origin::Default && value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            let place = match origin {
+                Origin::Env => setting.env_name(),
+                _ => format!("`{key}` in the config file"),
+            };
+            bail!(
+                "{place} is set but empty. Unset it to use the default{}, or give it a value",
+                if setting.default.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", setting.default)
+                }
+            );
+        }
+        self.read
+            .lock()
+            .unwrap()
+            .insert(setting.key, (value.clone(), origin));
+        Ok(value)
     }
 
     fn parse<T: FromStr>(&self, key: &str) -> anyhow::Result<T>
@@ -497,7 +729,7 @@ impl Sources<'_> {
     {
         let setting = self.setting(key);
         let raw = self
-            .get(key)
+            .get(key)?
             .with_context(|| format!("{} must be set", setting.env_name()))?;
         raw.trim()
             .parse()
@@ -507,16 +739,73 @@ impl Sources<'_> {
     fn check_all_read(&self) {
         let read = self.read.lock().unwrap();
         for s in SETTINGS {
-            debug_assert!(read.contains(s.key), "setting `{}` is never read", s.key);
+            debug_assert!(
+                read.contains_key(s.key),
+                "setting `{}` is never read",
+                s.key
+            );
         }
     }
+
+    /// Every setting as read, in table order, with secrets masked.
+    fn effective(&self) -> Vec<Effective> {
+        let read = self.read.lock().unwrap();
+        SETTINGS
+            .iter()
+            .map(|s| {
+                let (value, origin) = read.get(s.key).cloned().unwrap_or((None, Origin::Default));
+                let value = value.map(|v| match s.key {
+                    "jwt_secret" => format!("(set, {} bytes)", v.len()),
+                    k if SENSITIVE.contains(&k) => mask_password(&v),
+                    _ => v,
+                });
+                Effective {
+                    key: s.key,
+                    env_name: s.env_name(),
+                    value,
+                    origin,
+                }
+            })
+            .collect()
+    }
+}
+
+/// `scheme://user:password@host/…` with the password replaced by `***`.
+fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// The effective settings as a table for people: `confab config`.
+pub fn effective_table(config: &Config) -> String {
+    let mut out = String::from("# effective settings (confab config --reference describes each)\n");
+    for e in &config.effective {
+        let origin = match e.origin {
+            Origin::Default => "default",
+            Origin::File => "file",
+            Origin::Env => "env",
+        };
+        let value = e.value.as_deref().unwrap_or("(unset)");
+        out.push_str(&format!("{:<28} {:<8} {value}\n", e.env_name, origin));
+    }
+    out
 }
 
 /// The configuration reference as Markdown, generated from [`SETTINGS`].
 pub fn reference_markdown() -> String {
     let mut out = String::from(
         "# Configuration reference\n\n\
-         Generated by `confab config` from the settings table in `src/config.rs`; a test keeps this \
+         Generated by `confab config --reference` from the settings table in `src/config.rs`; a test keeps this \
          file equal to it.\n\n\
          Settings come from, later ones winning: the defaults, a TOML file named by `--config` or \
          `CONFAB_CONFIG` (keys as in the first column), and environment variables.\n\n\
@@ -565,6 +854,7 @@ mod tests {
     fn env_overrides_and_bad_values_name_the_variable() {
         let c = load(&[
             ("CONFAB_BIND", "0.0.0.0:9000"),
+            ("CONFAB_JWT_SECRET", "a-secret-of-sixteen-bytes"),
             (
                 "CONFAB_CORS_ORIGINS",
                 "https://a.example, https://b.example/",
@@ -600,6 +890,138 @@ mod tests {
     }
 
     #[test]
+    fn a_variable_set_but_empty_is_an_error_not_a_default() {
+        // `CONFAB_JWT_SECRET="$AUTH_SECRET"` with AUTH_SECRET unset.
+        let err = load(&[("CONFAB_JWT_SECRET", "")]).err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("CONFAB_JWT_SECRET is set but empty"),
+            "{err}"
+        );
+        for var in [
+            "CONFAB_DATABASE_URL",
+            "CONFAB_REDIS_URL",
+            "CONFAB_JWT_AUDIENCE",
+            "CONFAB_BIND",
+        ] {
+            let err = load(&[(var, " ")]).err().unwrap();
+            assert!(err.to_string().contains(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_open_sign_in_on_a_public_address_must_be_asked_for() {
+        // Local mode (which turns dev login on) on every interface: refused, saying what to do.
+        let err = load(&[("CONFAB_BIND", "0.0.0.0:3001")]).err().unwrap();
+        let text = err.to_string();
+        assert!(
+            text.contains("CONFAB_JWT_SECRET") && text.contains("CONFAB_DEV_LOGIN=true"),
+            "{text}"
+        );
+        // Asked for explicitly: allowed, with a warning.
+        let c = load(&[
+            ("CONFAB_BIND", "0.0.0.0:3001"),
+            ("CONFAB_DEV_LOGIN", "true"),
+        ])
+        .unwrap();
+        assert!(c.dev_login && c.checks_host());
+        assert!(
+            c.warnings.iter().any(|w| w.contains("sign in as anyone")),
+            "{:?}",
+            c.warnings
+        );
+        // A key configured: no sign-in to open, no host check.
+        let c = load(&[
+            ("CONFAB_BIND", "0.0.0.0:3001"),
+            ("CONFAB_JWT_SECRET", "a-secret-of-sixteen-bytes"),
+        ])
+        .unwrap();
+        assert!(!c.dev_login && !c.checks_host() && c.warnings.is_empty());
+        // Loopback needs nothing.
+        assert!(
+            load(&[("CONFAB_BIND", "[::1]:3001")])
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn bind_takes_host_names() {
+        let c = load(&[("CONFAB_BIND", "localhost:3005")]).unwrap();
+        assert!(c.bind.ip().is_loopback(), "{}", c.bind);
+        assert_eq!(c.bind.port(), 3005);
+        let err = load(&[("CONFAB_BIND", "localhost")]).err().unwrap();
+        assert!(err.to_string().contains("ADDRESS:PORT"), "{err}");
+    }
+
+    #[test]
+    fn a_private_key_is_not_a_public_key() {
+        for pem in [
+            "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----",
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----",
+            "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----",
+        ] {
+            let err = load(&[("CONFAB_JWT_PUBLIC_KEY", pem)]).err().unwrap();
+            assert!(err.to_string().contains("private key"), "{err}");
+        }
+    }
+
+    #[test]
+    fn misspelled_variables_are_named_with_a_suggestion() {
+        let names = [
+            "CONFAB_JWT_SECERT",
+            "CONFAB_CONFIG",
+            "CONFAB_BIND",
+            "CONFAB_ZZZZZZZZZZZZ",
+            "HOME",
+        ];
+        let warnings = unknown_variables(names.iter().map(|n| n.to_string()));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].contains("did you mean CONFAB_JWT_SECRET?"),
+            "{warnings:?}"
+        );
+        assert!(warnings[1].contains("CONFAB_ZZZZZZZZZZZZ is not a confab setting"));
+    }
+
+    #[test]
+    fn the_members_budget_must_hold_a_whole_group() {
+        let err = load(&[("CONFAB_RATE_MEMBERS", "10/50")]).err().unwrap();
+        assert!(err.to_string().contains("CONFAB_RATE_MEMBERS"), "{err}");
+        assert!(
+            load(&[
+                ("CONFAB_RATE_MEMBERS", "10/50"),
+                ("CONFAB_MAX_GROUP_MEMBERS", "51")
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn effective_settings_say_where_they_come_from_and_hide_secrets() {
+        let c = load(&[
+            ("CONFAB_JWT_SECRET", "a-secret-of-sixteen-bytes"),
+            ("CONFAB_DATABASE_URL", "postgres://app:hunter2@db:5432/chat"),
+        ])
+        .unwrap();
+        let table = effective_table(&c);
+        assert!(
+            !table.contains("hunter2") && !table.contains("a-secret-of"),
+            "{table}"
+        );
+        assert!(table.contains("postgres://app:***@db:5432/chat"), "{table}");
+        assert!(table.contains("(set, 25 bytes)"), "{table}");
+        let bind = c.effective.iter().find(|e| e.key == "bind").unwrap();
+        assert_eq!(
+            (bind.origin, bind.value.as_deref()),
+            (Origin::Default, Some("127.0.0.1:3001"))
+        );
+        assert_eq!(mask_password("redis://:pw@r:6379"), "redis://:***@r:6379");
+        assert_eq!(mask_password("sqlite://./x.db"), "sqlite://./x.db");
+    }
+
+    #[test]
     fn file_values_lose_to_env() {
         let dir = std::env::temp_dir().join(format!("confab-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -624,7 +1046,7 @@ mod tests {
         .unwrap_or_default();
         assert!(
             doc == reference_markdown(),
-            "docs/CONFIGURATION.md is out of date: run `cargo run -- config > docs/CONFIGURATION.md`"
+            "docs/CONFIGURATION.md is out of date: run `cargo run -- config --reference > docs/CONFIGURATION.md`"
         );
     }
 }

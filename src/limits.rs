@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
 
 use crate::config::{Rate, RateLimits};
 use crate::domain::UserId;
@@ -20,6 +20,8 @@ pub enum Bucket {
     Send,
     Typing,
     Other,
+    /// Members touched by membership requests: charged per member, not per request.
+    Members,
 }
 
 impl Bucket {
@@ -42,6 +44,7 @@ pub struct Limiter {
     send: Arc<DefaultKeyedRateLimiter<UserId>>,
     typing: Arc<DefaultKeyedRateLimiter<UserId>>,
     other: Arc<DefaultKeyedRateLimiter<UserId>>,
+    members: Arc<DefaultKeyedRateLimiter<UserId>>,
     connect: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     pub max_sockets_per_user: usize,
 }
@@ -57,13 +60,17 @@ impl Limiter {
             send: Arc::new(RateLimiter::keyed(quota(rates.send))),
             typing: Arc::new(RateLimiter::keyed(quota(rates.typing))),
             other: Arc::new(RateLimiter::keyed(quota(rates.other))),
+            members: Arc::new(RateLimiter::keyed(quota(rates.members))),
             connect: Arc::new(RateLimiter::keyed(quota(rates.connect_per_ip))),
             max_sockets_per_user: rates.max_sockets_per_user,
         };
         tokio::spawn(cleanup(
-            Arc::downgrade(&limiter.send),
-            Arc::downgrade(&limiter.typing),
-            Arc::downgrade(&limiter.other),
+            [
+                Arc::downgrade(&limiter.send),
+                Arc::downgrade(&limiter.typing),
+                Arc::downgrade(&limiter.other),
+                Arc::downgrade(&limiter.members),
+            ],
             Arc::downgrade(&limiter.connect),
         ));
         limiter
@@ -71,16 +78,42 @@ impl Limiter {
 
     /// Takes a token from `user`'s bucket, or says how long to wait.
     pub fn check(&self, user: &UserId, bucket: Bucket) -> Result<(), Error> {
+        self.charge(user, bucket, 1)
+    }
+
+    /// Takes `cost` tokens from `user`'s bucket at once, or none and says how long to wait. A
+    /// cost the bucket can never hold is refused as too large.
+    pub fn charge(&self, user: &UserId, bucket: Bucket, cost: usize) -> Result<(), Error> {
         let limiter = match bucket {
             Bucket::Send => &self.send,
             Bucket::Typing => &self.typing,
             Bucket::Other => &self.other,
+            Bucket::Members => &self.members,
         };
-        take(limiter, user).map_err(|retry_after_ms| {
-            metrics::counter!("confab_rate_limited_total", "bucket" => format!("{bucket:?}"))
-                .increment(1);
-            Error::RateLimited { retry_after_ms }
-        })
+        let Some(n) = u32::try_from(cost).ok().and_then(NonZeroU32::new) else {
+            return if cost == 0 {
+                Ok(())
+            } else {
+                Err(Error::too_large(
+                    "user_ids",
+                    "too many members in one request",
+                ))
+            };
+        };
+        match limiter.check_key_n(user, n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => {
+                metrics::counter!("confab_rate_limited_total", "bucket" => bucket.label())
+                    .increment(1);
+                Err(Error::RateLimited {
+                    retry_after_ms: wait_ms(&not_until),
+                })
+            }
+            Err(insufficient) => Err(Error::too_large(
+                "user_ids",
+                format!("one request may touch at most {} members", insufficient.0),
+            )),
+        }
     }
 
     /// Takes a token for a connection attempt from `ip`; `Err` holds the wait in milliseconds.
@@ -91,32 +124,39 @@ impl Limiter {
     }
 }
 
-fn take<K: Hash + Eq + Clone>(limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), u64> {
-    limiter.check_key(key).map_err(|not_until| {
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
-        // Round up: retrying after a rounded-down wait would be refused again.
-        (wait.as_micros().div_ceil(1000) as u64).max(1)
-    })
+impl Bucket {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Send => "Send",
+            Self::Typing => "Typing",
+            Self::Other => "Other",
+            Self::Members => "Members",
+        }
+    }
 }
 
-async fn cleanup(
-    send: std::sync::Weak<DefaultKeyedRateLimiter<UserId>>,
-    typing: std::sync::Weak<DefaultKeyedRateLimiter<UserId>>,
-    other: std::sync::Weak<DefaultKeyedRateLimiter<UserId>>,
-    connect: std::sync::Weak<DefaultKeyedRateLimiter<IpAddr>>,
-) {
+fn take<K: Hash + Eq + Clone>(limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), u64> {
+    limiter
+        .check_key(key)
+        .map_err(|not_until| wait_ms(&not_until))
+}
+
+fn wait_ms(not_until: &NotUntil<<DefaultClock as Clock>::Instant>) -> u64 {
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    // Round up: retrying after a rounded-down wait would be refused again.
+    (wait.as_micros().div_ceil(1000) as u64).max(1)
+}
+
+type Weak<K> = std::sync::Weak<DefaultKeyedRateLimiter<K>>;
+
+async fn cleanup(per_user: [Weak<UserId>; 4], connect: Weak<IpAddr>) {
     let mut tick = tokio::time::interval(CLEANUP);
     loop {
         tick.tick().await;
-        let (Some(send), Some(typing), Some(other), Some(connect)) = (
-            send.upgrade(),
-            typing.upgrade(),
-            other.upgrade(),
-            connect.upgrade(),
-        ) else {
+        let Some(connect) = connect.upgrade() else {
             return;
         };
-        for limiter in [send, typing, other] {
+        for limiter in per_user.iter().filter_map(std::sync::Weak::upgrade) {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -139,6 +179,7 @@ mod tests {
             send: rate,
             typing: rate,
             other: rate,
+            members: rate,
             connect_per_ip: rate,
             max_sockets_per_user: 1,
         });

@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::process::ExitCode;
+
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use confab::config::{Config, reference_markdown};
+use confab::config::{Config, effective_table, reference_markdown};
 use confab::startup::Application;
 
 #[derive(Parser)]
@@ -34,8 +36,13 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: Duration,
     },
-    /// Print the configuration reference (every setting, its default and variable).
-    Config,
+    /// Print the settings in effect (from defaults, the file and the environment), secrets
+    /// masked; `--reference` prints what every setting means instead.
+    Config {
+        /// Print the configuration reference (every setting, its default and variable).
+        #[arg(long)]
+        reference: bool,
+    },
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
@@ -57,23 +64,59 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Errors end the process with their chain of causes on one line, not a `Debug` dump (which
+/// prints a backtrace whenever `RUST_BACKTRACE` is set, as it often is on developer machines).
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("confab: can't start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("confab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Config => {
+        Command::Config { reference: true } => {
             print!("{}", reference_markdown());
             Ok(())
         }
+        Command::Config { reference: false } => {
+            let config = Config::from_env(cli.config.as_deref())?;
+            warn_to_stderr(&config);
+            print!("{}", effective_table(&config));
+            Ok(())
+        }
         Command::Token { sub, name, ttl } => {
-            let mut config = Config::from_env(cli.config.as_deref())?;
-            config.ensure_jwt_secret()?;
-            let Some(secret) = &config.jwt.secret else {
-                bail!(
+            let config = Config::from_env(cli.config.as_deref())?;
+            warn_to_stderr(&config);
+            let secret = match (&config.jwt.secret, config.local_mode()) {
+                (Some(secret), _) => secret.clone(),
+                (None, true) => config.read_local_secret()?.with_context(|| {
+                    format!(
+                        "no secret to sign with: no JWT key is configured, and there is no local-mode \
+                         secret at {path}. A local-mode server creates that file on its first start; \
+                         run this command where you run the server (or set CONFAB_DATA_DIR to its \
+                         data directory), or set CONFAB_JWT_SECRET to the secret it uses",
+                        path = std::path::absolute(config.local_secret_path())
+                            .unwrap_or_else(|_| config.local_secret_path())
+                            .display()
+                    )
+                })?,
+                (None, false) => bail!(
                     "no HS256 secret: tokens for this server are signed by the app's private key"
-                );
+                ),
             };
-            let token = confab::auth::mint(secret, &sub, name.as_deref(), ttl)?;
+            let token = confab::auth::mint(&secret, &sub, name.as_deref(), ttl)?;
             println!("{token}");
             Ok(())
         }
@@ -81,12 +124,19 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+fn warn_to_stderr(config: &Config) {
+    for warning in &config.warnings {
+        eprintln!("confab: warning: {warning}");
+    }
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     confab::telemetry::init(&config.log_filter, config.log_format);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let local = config.local_mode();
-    let app = Application::build(config)
-        .await
-        .context("starting confab")?;
+    let app = Application::build(config).await.context("can't start")?;
     tracing::info!(
         "confab listening on http://{} ({} storage)",
         app.local_addr(),

@@ -45,6 +45,15 @@ impl Application {
     /// Connects to the database (migrating it), binds the listener and assembles the routes.
     /// Binding happens here, so `port()` is known before serving (tests bind port 0).
     pub async fn build(mut config: Config) -> anyhow::Result<Self> {
+        // The port first: if it is taken, say so before anything is created on disk.
+        let listener = listen(config.bind)?;
+        let local_addr = listener.local_addr().context("reading the bound address")?;
+        if !config.database_url_configured {
+            // The default database lives in the data directory.
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("creating data directory {}", config.data_dir.display())
+            })?;
+        }
         config.ensure_jwt_secret()?;
         // Installed before anything records, so no early sample is lost.
         crate::telemetry::metrics();
@@ -96,7 +105,10 @@ impl Application {
             Sessions::new(config.session_warning),
             shutting_down.clone(),
         );
-        let policy = OriginPolicy::new(config.cors_origins.clone());
+        let policy = OriginPolicy::new(
+            config.cors_origins.clone(),
+            config.checks_host().then(|| config.allowed_hosts.clone()),
+        );
         let sio = SocketIo::new(
             confab_sio::Config {
                 max_payload: config.limits.max_payload_bytes,
@@ -128,8 +140,6 @@ impl Application {
             crate::http::origin_guard,
         ));
 
-        let listener = listen(config.bind).with_context(|| format!("binding {}", config.bind))?;
-        let local_addr = listener.local_addr().context("reading the bound address")?;
         Ok(Self {
             listener,
             router,
@@ -202,15 +212,35 @@ impl Application {
 /// Binds with a deep accept queue: a reconnect storm (a node restarting, a network blip) arrives
 /// as thousands of connections at once, and the usual 128-entry backlog would drop most of them
 /// into a one-second SYN retry.
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
+fn listen(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let bind = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(4096)
     };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(4096)
+    bind().map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => format!(
+                "{addr} is already in use (is another confab, or another server, running there?). \
+                 Stop it, or pick another port: CONFAB_BIND={}:{}",
+                if addr.is_ipv6() { format!("[{}]", addr.ip()) } else { addr.ip().to_string() },
+                addr.port().wrapping_add(1).max(1024)
+            ),
+            std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => format!(
+                "{addr}: ports below 1024 need privileges; use a higher port behind a reverse proxy"
+            ),
+            std::io::ErrorKind::AddrNotAvailable => format!(
+                "{addr} is not an address of this machine (CONFAB_BIND: use 0.0.0.0 for every interface)"
+            ),
+            _ => format!("binding {addr}: {e}"),
+        };
+        anyhow::anyhow!(hint)
+    })
 }
 
 /// CORS headers for allowlisted origins (the origin guard has already refused the others).

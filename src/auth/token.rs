@@ -118,12 +118,19 @@ impl Verifier {
             .into_iter()
             .flatten()
             .find(|(_, v)| v.algorithms.contains(&header.alg))
-            .ok_or(AuthFailure::Invalid)?;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
+            .ok_or_else(|| {
+                tracing::debug!(alg = ?header.alg, "token refused: no key configured for its algorithm");
+                AuthFailure::Invalid
+            })?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| {
+            // The detail (bad signature, wrong audience, …) helps whoever configures the
+            // keys; it names no part of the token.
+            tracing::debug!(error = ?e.kind(), "token refused");
+            match e.kind() {
                 ErrorKind::ExpiredSignature => AuthFailure::Expired,
                 _ => AuthFailure::Invalid,
-            })?;
+            }
+        })?;
         let claims = data.claims;
         let user_id = UserId::parse(&claims.sub).map_err(|_| AuthFailure::Invalid)?;
         let name = match claims.name {

@@ -204,8 +204,8 @@ impl Chat {
         let max = self.limits.max_group_members;
         let change = self
             .store
-            .change_members(request.conversation_id, |c| {
-                policy::add_members(c, &actor.user, &request.user_ids, max)
+            .change_members(request.conversation_id, &request.user_ids, |c, departed| {
+                policy::add_members(c, &actor.user, &request.user_ids, departed, max)
             })
             .await?
             .ok_or(Error::NotFound(policy::CONVERSATION_NOT_FOUND))?;
@@ -234,7 +234,7 @@ impl Chat {
     ) -> Result<Conversation> {
         let change = self
             .store
-            .change_members(request.conversation_id, |c| {
+            .change_members(request.conversation_id, &[], |c, _| {
                 policy::remove_members(c, &actor.user, &request.user_ids)
             })
             .await?
@@ -246,7 +246,9 @@ impl Chat {
     pub async fn leave(&self, actor: &Actor, request: ConversationRef) -> Result<ConversationId> {
         let change = self
             .store
-            .change_members(request.conversation_id, |c| policy::leave(c, &actor.user))
+            .change_members(request.conversation_id, &[], |c, _| {
+                policy::leave(c, &actor.user)
+            })
             .await?
             .ok_or(Error::NotFound(policy::CONVERSATION_NOT_FOUND))?;
         self.announce_departures(actor, &change.before, &change.after);

@@ -32,10 +32,13 @@ fn managers_only(conversation: &Conversation, actor: &UserId, what: &'static str
     Ok(role)
 }
 
+/// `departed`: which of `users` left this group by their own choice. Being added needs no
+/// consent, so leaving has to stick: they can't be added back.
 pub fn add_members(
     conversation: &Conversation,
     actor: &UserId,
     users: &[UserId],
+    departed: &[UserId],
     max_members: usize,
 ) -> Result<MembershipPlan> {
     managers_only(
@@ -43,6 +46,11 @@ pub fn add_members(
         actor,
         "only the owner or an admin can add members",
     )?;
+    if !departed.is_empty() {
+        return Err(Error::Forbidden(
+            "people who left a group can't be added back to it",
+        ));
+    }
     let add: Vec<UserId> = users
         .iter()
         .filter(|u| conversation.member(u).is_none())
@@ -105,6 +113,7 @@ pub fn leave(conversation: &Conversation, actor: &UserId) -> Result<MembershipPl
     }
     let mut plan = MembershipPlan {
         remove: vec![actor.clone()],
+        departures: vec![actor.clone()],
         ..Default::default()
     };
     if role == Role::Owner {
@@ -196,24 +205,46 @@ mod tests {
             ("m", Role::Member, 2),
         ]);
         assert_eq!(
-            add_members(&g, &user("m"), &[user("x")], 10)
+            add_members(&g, &user("m"), &[user("x")], &[], 10)
                 .unwrap_err()
                 .code(),
             "forbidden"
         );
         assert_eq!(
-            add_members(&g, &user("stranger"), &[user("x")], 10)
+            add_members(&g, &user("stranger"), &[user("x")], &[], 10)
                 .unwrap_err()
                 .code(),
             "not_found"
         );
-        let plan = add_members(&g, &user("a"), &[user("x"), user("m")], 10).unwrap();
+        let plan = add_members(&g, &user("a"), &[user("x"), user("m")], &[], 10).unwrap();
         assert_eq!(plan.add, [user("x")]);
         assert_eq!(
-            add_members(&g, &user("o"), &[user("x"), user("y")], 4)
+            add_members(&g, &user("o"), &[user("x"), user("y")], &[], 4)
                 .unwrap_err()
                 .code(),
             "too_large"
+        );
+    }
+
+    #[test]
+    fn who_left_stays_out_and_leaving_is_recorded() {
+        let g = group(&[("o", Role::Owner, 0), ("m", Role::Member, 1)]);
+        let err = add_members(
+            &g,
+            &user("o"),
+            &[user("x"), user("gone")],
+            &[user("gone")],
+            10,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "forbidden");
+        assert_eq!(leave(&g, &user("m")).unwrap().departures, [user("m")]);
+        // A removal is the admin's decision, not the member's: no departure.
+        assert!(
+            remove_members(&g, &user("o"), &[user("m")])
+                .unwrap()
+                .departures
+                .is_empty()
         );
     }
 

@@ -149,6 +149,15 @@ impl CreateConversation {
             _ => Err(Error::invalid("kind", "must be \"direct\" or \"group\"")),
         }
     }
+
+    /// The users this request makes members (the caller aside), which is what it costs from
+    /// the caller's members budget.
+    pub fn members_touched(&self) -> usize {
+        match self {
+            Self::Direct { .. } => 1,
+            Self::Group { member_ids, .. } => member_ids.len(),
+        }
+    }
 }
 
 /// `conversation:members:add` and `conversation:members:remove`.
@@ -175,6 +184,11 @@ impl ChangeMembers {
             conversation_id: conversation_id("conversation_id", &wire.conversation_id)?,
             user_ids,
         })
+    }
+
+    /// What this request costs from the caller's members budget: every user it names.
+    pub fn members_touched(&self) -> usize {
+        self.user_ids.len()
     }
 }
 

@@ -55,6 +55,9 @@ async fn create_conversation(
 ) -> Result<Response> {
     state.limiter.check(&actor.user, Bucket::Other)?;
     let request = CreateConversation::parse(body)?;
+    state
+        .limiter
+        .charge(&actor.user, Bucket::Members, request.members_touched())?;
     let (conversation, created) = state.chat.create_conversation(&actor, request).await?;
     let status = if created {
         StatusCode::CREATED

@@ -135,14 +135,21 @@ impl Realtime {
         if let Some(ip) = remote
             && let Err(retry_after_ms) = self.limiter.check_connect(ip)
         {
+            tracing::debug!(remote = ?remote, "handshake refused: rate_limited");
             return Err(Refusal::new(
                 "rate_limited",
                 json!({ "retry_after_ms": retry_after_ms }),
             ));
         }
-        let identity = self.authenticate(auth).map_err(Refusal::unauthorized)?;
+        // Why a token was refused is the first thing an integrator needs to see; the token
+        // itself never reaches the log.
+        let identity = self.authenticate(auth).map_err(|failure| {
+            tracing::info!(remote = ?remote, reason = failure.reason(), "handshake refused: unauthorized");
+            Refusal::unauthorized(failure)
+        })?;
         let cap = self.limiter.max_sockets_per_user;
         if self.chat.hub().socket_count(&identity.user_id) >= cap {
+            tracing::info!(user = %identity.user_id, limit = cap, "handshake refused: too_many_connections");
             return Err(Refusal::new(
                 "too_many_connections",
                 json!({ "limit": cap }),
@@ -222,9 +229,10 @@ impl Realtime {
             "auth:refresh" => respond(self.refresh(conn, payload)),
             _ => {
                 let chat = self.chat.clone();
+                let limiter = self.limiter.clone();
                 let name = name.to_owned();
                 let task = async move {
-                    respond(handle(&chat, &actor, &name, payload).await);
+                    respond(handle(&chat, &limiter, &actor, &name, payload).await);
                 };
                 tokio::spawn(tracing::Instrument::instrument(task, conn.span.clone()));
             }
@@ -250,12 +258,21 @@ impl Realtime {
 }
 
 /// The events that need the database (other than `message:send`).
-async fn handle(chat: &Chat, actor: &Actor, name: &str, payload: Value) -> Result<Value> {
+async fn handle(
+    chat: &Chat,
+    limiter: &Limiter,
+    actor: &Actor,
+    name: &str,
+    payload: Value,
+) -> Result<Value> {
+    // Membership requests cost what they touch: one request naming 999 users is 999 members
+    // from the caller's budget, which bounds the rows and `conversation:new` events they cause.
+    let members = |touched: usize| limiter.charge(&actor.user, Bucket::Members, touched);
     Ok(match name {
         "conversation:create" => {
-            let (conversation, _) = chat
-                .create_conversation(actor, CreateConversation::parse(payload)?)
-                .await?;
+            let request = CreateConversation::parse(payload)?;
+            members(request.members_touched())?;
+            let (conversation, _) = chat.create_conversation(actor, request).await?;
             json!({ "conversation": conversation })
         }
         "conversation:list" => {
@@ -263,15 +280,15 @@ async fn handle(chat: &Chat, actor: &Actor, name: &str, payload: Value) -> Resul
             json!({ "conversations": conversations })
         }
         "conversation:members:add" => {
-            let conversation = chat
-                .add_members(actor, ChangeMembers::parse(payload)?)
-                .await?;
+            let request = ChangeMembers::parse(payload)?;
+            members(request.members_touched())?;
+            let conversation = chat.add_members(actor, request).await?;
             json!({ "conversation": conversation })
         }
         "conversation:members:remove" => {
-            let conversation = chat
-                .remove_members(actor, ChangeMembers::parse(payload)?)
-                .await?;
+            let request = ChangeMembers::parse(payload)?;
+            members(request.members_touched())?;
+            let conversation = chat.remove_members(actor, request).await?;
             json!({ "conversation": conversation })
         }
         "conversation:leave" => {

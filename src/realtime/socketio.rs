@@ -40,11 +40,14 @@ impl Handler for SioHandler {
     /// origins are refused before any session exists. Allowed cross-origin requests get the CORS
     /// headers that let the browser read the answers.
     fn check_request(&self, req: &RequestInfo) -> Result<ResponseHeaders, HttpRefusal> {
-        if !self.origins.allows(&req.headers) {
-            return Err(HttpRefusal::json(
-                StatusCode::FORBIDDEN,
-                &Error::Forbidden("origin not allowed").envelope(),
-            ));
+        if let Err(refused) = self.origins.check(&req.headers) {
+            refused.log();
+            // The refused origin may read the answer, so the page can show why.
+            let mut refusal = HttpRefusal::json(StatusCode::FORBIDDEN, &refused.error().envelope());
+            if let Some(origin) = req.headers.get(header::ORIGIN) {
+                refusal = refusal.with_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            }
+            return Err(refusal);
         }
         let mut headers = ResponseHeaders::new();
         if let Some(origin) = req.headers.get(header::ORIGIN)

@@ -88,11 +88,16 @@ pub struct MembershipPlan {
     pub remove: Vec<UserId>,
     /// Role changes of existing members (ownership hand-over).
     pub set_role: Vec<(UserId, Role)>,
+    /// Members leaving by their own choice: recorded, so others can't add them back.
+    pub departures: Vec<UserId>,
 }
 
 impl MembershipPlan {
     pub fn is_empty(&self) -> bool {
-        self.add.is_empty() && self.remove.is_empty() && self.set_role.is_empty()
+        self.add.is_empty()
+            && self.remove.is_empty()
+            && self.set_role.is_empty()
+            && self.departures.is_empty()
     }
 }
 
@@ -133,9 +138,8 @@ impl Store {
     /// Connects to the database named by `url` and brings its schema up to date.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let store = PgStore::connect(url, max_connections)
-                .await
-                .context("connecting to PostgreSQL")?;
+            // Its errors name the server and database themselves.
+            let store = PgStore::connect(url, max_connections).await?;
             Ok(Self::Postgres(store))
         } else if url.starts_with("sqlite:") {
             let store = SqliteStore::connect(url, max_connections)
@@ -243,18 +247,19 @@ impl Store {
         dispatch!(self, s => s.is_member(conversation, user).await)
     }
 
-    /// Locks the conversation, lets `decide` plan a membership change from its current state,
-    /// and applies the plan in the same transaction. `Ok(None)` when there is no such
-    /// conversation.
+    /// Locks the conversation, lets `decide` plan a membership change from its current state
+    /// (and which of the users the request `names` left it by their own choice), and applies
+    /// the plan in the same transaction. `Ok(None)` when there is no such conversation.
     pub async fn change_members<F>(
         &self,
         conversation: ConversationId,
+        names: &[UserId],
         decide: F,
     ) -> Result<Option<MembershipChange>>
     where
-        F: FnOnce(&Conversation) -> Result<MembershipPlan> + Send,
+        F: FnOnce(&Conversation, &[UserId]) -> Result<MembershipPlan> + Send,
     {
-        dispatch!(self, s => s.change_members(conversation, decide).await)
+        dispatch!(self, s => s.change_members(conversation, names, decide).await)
     }
 
     /// Writes a batch of messages in one transaction (the group-commit writer's call), assigning

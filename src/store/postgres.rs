@@ -37,21 +37,71 @@ pub struct PgStore {
     pool: PgPool,
 }
 
+/// How long the first connection may take before the start fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens one connection first, so that a start that can't reach the database says what
+/// failed, and where (the pool would only say "timed out", or quote the server's source line),
+/// and never shows the password.
+async fn probe(options: &PgConnectOptions) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let place = format!(
+        "PostgreSQL at {}:{} (database {:?}, user {:?})",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or(options.get_username()),
+        options.get_username(),
+    );
+    let error = match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        sqlx::PgConnection::connect_with(options),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            return Ok(());
+        }
+        Ok(Err(e)) => e,
+        Err(_) => anyhow::bail!(
+            "{place}: no answer within {}s (is the host reachable, and the port right?)",
+            CONNECT_TIMEOUT.as_secs()
+        ),
+    };
+    let what = match &error {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused (is PostgreSQL running, and listening on that address and port?)"
+                .to_owned()
+        }
+        sqlx::Error::Io(io) => format!("can't connect: {io}"),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("3D000") => {
+                "the database does not exist (create it, for example with `createdb`)".to_owned()
+            }
+            Some("28P01" | "28000") => format!("the server refused the user: {}", db.message()),
+            _ => format!("the server refused the connection: {}", db.message()),
+        },
+        other => other.to_string(),
+    };
+    anyhow::bail!("{place}: {what}")
+}
+
 impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(url).context("parsing the PostgreSQL url")?;
+        probe(&options).await?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             // A request waiting this long for a connection is better answered `unavailable`.
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
-            .context("connecting")?;
+            .context("opening the PostgreSQL connection pool")?;
         // The migrator takes an advisory lock, so nodes starting together migrate once.
         sqlx::migrate!("migrations/postgres")
             .run(&pool)
             .await
-            .context("running migrations")?;
+            .context("migrating the PostgreSQL database")?;
         Ok(Self { pool })
     }
 
@@ -314,10 +364,11 @@ impl PgStore {
     pub async fn change_members<F>(
         &self,
         id: ConversationId,
+        names: &[UserId],
         decide: F,
     ) -> Result<Option<MembershipChange>>
     where
-        F: FnOnce(&Conversation) -> Result<MembershipPlan> + Send,
+        F: FnOnce(&Conversation, &[UserId]) -> Result<MembershipPlan> + Send,
     {
         let mut tx = self.begin().await?;
         // Locking the conversation row serialises membership changes with each other and with
@@ -326,7 +377,23 @@ impl PgStore {
         let Some(before) = load_full(&mut tx, heads).await?.pop() else {
             return Ok(None);
         };
-        let plan = decide(&before)?;
+        let departed: Vec<UserId> = if names.is_empty() {
+            Vec::new()
+        } else {
+            let ids: Vec<&str> = names.iter().map(UserId::as_str).collect();
+            sqlx::query_scalar::<_, String>(
+                "SELECT user_id FROM departures WHERE conversation_id = $1 AND user_id = ANY($2)",
+            )
+            .bind(id.0)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await
+            .db_context("loading departures")?
+            .iter()
+            .map(|u| UserId::from_db(u))
+            .collect()
+        };
+        let plan = decide(&before, &departed)?;
         if plan.is_empty() {
             return Ok(Some(MembershipChange {
                 after: before.clone(),
@@ -357,6 +424,20 @@ impl PgStore {
                 .execute(&mut *tx)
                 .await
                 .db_context("changing a role")?;
+        }
+        if !plan.departures.is_empty() {
+            let ids: Vec<&str> = plan.departures.iter().map(UserId::as_str).collect();
+            sqlx::query(
+                "INSERT INTO departures (conversation_id, user_id, left_at)
+                 SELECT $1, u, $3 FROM UNNEST($2::text[]) AS u
+                 ON CONFLICT (conversation_id, user_id) DO UPDATE SET left_at = EXCLUDED.left_at",
+            )
+            .bind(id.0)
+            .bind(&ids)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .db_context("recording departures")?;
         }
         let after = load_one(&mut tx, id).await?;
         tx.commit().await.db_context("committing")?;

@@ -65,11 +65,20 @@ impl SqliteStore {
             // statement); in a temp file it cost a write syscall per page, in memory it's a copy.
             .pragma("temp_store", "memory")
             .busy_timeout(Duration::from_secs(5));
-        if let Some(parent) = Path::new(options.get_filename()).parent()
+        // A file is created when missing (a first start), its directory never: a path with a
+        // typo in it must fail, not start on an empty database somewhere unexpected.
+        let file = Path::new(options.get_filename());
+        if let Some(parent) = file.parent()
             && !parent.as_os_str().is_empty()
+            && !parent.is_dir()
         {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
+            anyhow::bail!(
+                "the directory of the SQLite database {} does not exist (confab creates the file, not its directory: check the path)",
+                file.display()
+            );
+        }
+        if !file.exists() && options.get_filename() != Path::new(":memory:") {
+            tracing::warn!(path = %file.display(), "no database there: creating a new, empty one");
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -340,10 +349,11 @@ impl SqliteStore {
     pub async fn change_members<F>(
         &self,
         id: ConversationId,
+        names: &[UserId],
         decide: F,
     ) -> Result<Option<MembershipChange>>
     where
-        F: FnOnce(&Conversation) -> Result<MembershipPlan> + Send,
+        F: FnOnce(&Conversation, &[UserId]) -> Result<MembershipPlan> + Send,
     {
         // Holding the only write connection is the lock: nothing else writes meanwhile.
         let mut tx = self.begin().await?;
@@ -351,7 +361,24 @@ impl SqliteStore {
         let Some(before) = load_full(&mut tx, heads).await?.pop() else {
             return Ok(None);
         };
-        let plan = decide(&before)?;
+        let departed: Vec<UserId> = if names.is_empty() {
+            Vec::new()
+        } else {
+            let ids: Vec<&str> = names.iter().map(UserId::as_str).collect();
+            sqlx::query_scalar::<_, String>(
+                "SELECT user_id FROM departures
+                 WHERE conversation_id = ? AND user_id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(id.to_string())
+            .bind(serde_json::to_string(&ids).expect("strings serialise"))
+            .fetch_all(&mut *tx)
+            .await
+            .db_context("loading departures")?
+            .iter()
+            .map(|u| UserId::from_db(u))
+            .collect()
+        };
+        let plan = decide(&before, &departed)?;
         if plan.is_empty() {
             return Ok(Some(MembershipChange {
                 after: before.clone(),
@@ -381,6 +408,18 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .db_context("changing a role")?;
+        }
+        for user in &plan.departures {
+            sqlx::query(
+                "INSERT INTO departures (conversation_id, user_id, left_at) VALUES (?, ?, ?)
+                 ON CONFLICT (conversation_id, user_id) DO UPDATE SET left_at = excluded.left_at",
+            )
+            .bind(id.to_string())
+            .bind(user.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .db_context("recording departures")?;
         }
         let after = load_one(&mut tx, id).await?;
         tx.commit().await.db_context("committing")?;

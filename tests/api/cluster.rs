@@ -408,6 +408,7 @@ async fn a_killed_node_loses_nothing_acked_and_its_users_go_offline() {
         ("CONFAB_PRESENCE_GRACE_MS", "200"),
         ("CONFAB_RATE_SEND", "100000/100000"),
         ("CONFAB_RATE_OTHER", "100000/100000"),
+        ("CONFAB_RATE_MEMBERS", "100000/100000"),
     ]);
     let mut doomed = NodeProcess::start(&settings).await;
     let survivor = NodeProcess::start(&settings).await;
@@ -647,6 +648,7 @@ async fn a_node_that_could_not_publish_tells_the_others_to_resync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_users_of_a_crashed_node_are_marked_offline_by_the_others() {
+    use redis::AsyncCommands;
     if !redis_available().await {
         return;
     }

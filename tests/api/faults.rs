@@ -664,6 +664,7 @@ async fn faults() {
         ("CONFAB_PRESENCE_GRACE_MS", "300"),
         ("CONFAB_RATE_SEND", "100000/100000"),
         ("CONFAB_RATE_OTHER", "100000/100000"),
+        ("CONFAB_RATE_MEMBERS", "100000/100000"),
         ("CONFAB_RATE_CONNECT_PER_IP", "100000/100000"),
     ];
     let mut nodes = Vec::new();

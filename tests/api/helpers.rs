@@ -78,7 +78,8 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     spawn_app_with(backend, &[]).await
 }
 
-/// Starts a server with extra `CONFAB_*` settings. `None` only for PostgreSQL outside CI when
+/// Starts a server with extra `CONFAB_*` settings (an empty value unsets one of the harness's
+/// defaults). `None` only for PostgreSQL outside CI when
 /// it is unreachable; in CI an unreachable PostgreSQL fails the test.
 pub async fn spawn_app_with(backend: Backend, settings: &[(&str, &str)]) -> Option<TestApp> {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -99,10 +100,17 @@ pub async fn spawn_app_with(backend: Backend, settings: &[(&str, &str)]) -> Opti
         ("CONFAB_RATE_SEND".into(), "100000/100000".into()),
         ("CONFAB_RATE_TYPING".into(), "100000/100000".into()),
         ("CONFAB_RATE_OTHER".into(), "100000/100000".into()),
+        ("CONFAB_RATE_MEMBERS".into(), "100000/100000".into()),
         ("CONFAB_RATE_CONNECT_PER_IP".into(), "100000/100000".into()),
     ]);
+    // An empty value removes a default of the harness (for example the secret, for local
+    // mode): confab itself refuses a variable that is set but empty.
     for (k, v) in settings {
-        vars.insert((*k).into(), (*v).into());
+        if v.is_empty() {
+            vars.remove(*k);
+        } else {
+            vars.insert((*k).into(), (*v).into());
+        }
     }
     let config = Config::load(None, |k| vars.get(k).cloned()).expect("test config");
     init_logs();

@@ -6,6 +6,7 @@
 #[macro_use]
 mod helpers;
 
+mod amplification;
 mod auth;
 mod cluster;
 mod conversations;
@@ -25,5 +26,6 @@ mod proxy;
 mod receipts;
 mod security;
 mod session;
+mod startup;
 mod typing;
 mod web;

@@ -173,3 +173,84 @@ async fn dev_sign_in_can_be_turned_on_beside_a_secret() {
         .await
         .expect("connects");
 }
+
+/// A DNS-rebinding page points its own name at this server: its requests then carry its name
+/// in both `Host` and `Origin`, so "same origin" would let it sign in as anyone.
+#[tokio::test]
+async fn a_rebound_host_name_is_refused_in_local_mode() {
+    let app = local_app(&[]).await;
+    let port = app.url.rsplit(':').next().unwrap().to_owned();
+    let client = reqwest::Client::new();
+    let dev_token = |host: String| {
+        client
+            .post(format!("{}/api/dev/token", app.url))
+            .header("host", &host)
+            .header("origin", format!("http://{host}"))
+            .json(&json!({ "sub": "alice" }))
+            .send()
+    };
+    let refused = dev_token(format!("rebind.evil.example:{port}"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("CONFAB_ALLOWED_HOSTS"),
+        "{body}"
+    );
+    // The Socket.IO handshake too, on both transports.
+    for query in ["transport=polling", "transport=websocket"] {
+        let status = client
+            .get(format!("{}/socket.io/?EIO=4&{query}", app.url))
+            .header("host", format!("rebind.evil.example:{port}"))
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 403, "{query}");
+    }
+    // Names a rebinding page can't use are fine.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("chat.localhost:{port}"),
+    ] {
+        let status = dev_token(host.clone()).await.unwrap().status();
+        assert_eq!(status, 201, "{host}");
+    }
+
+    // A name the operator lists is accepted.
+    let listed = local_app(&[("CONFAB_ALLOWED_HOSTS", "demo.example, .lan.example")]).await;
+    let port = listed.url.rsplit(':').next().unwrap().to_owned();
+    for host in ["demo.example", "box.lan.example"] {
+        let status = client
+            .post(format!("{}/api/dev/token", listed.url))
+            .header("host", format!("{host}:{port}"))
+            .json(&json!({ "sub": "alice" }))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 201, "{host}");
+    }
+
+    // With a key configured there is no sign-in to steal and the host is not checked: a
+    // deployment is reached by whatever name its proxy forwards.
+    let keyed = spawn_app(Backend::Sqlite).await.unwrap();
+    let status = client
+        .get(format!("{}/healthz", keyed.url))
+        .header("host", "chat.example.com")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+}

@@ -61,6 +61,7 @@ export class TestServer {
       CONFAB_RATE_SEND: "10000/10000",
       CONFAB_RATE_TYPING: "10000/10000",
       CONFAB_RATE_OTHER: "10000/10000",
+      CONFAB_RATE_MEMBERS: "100000/100000",
       CONFAB_RATE_CONNECT_PER_IP: "10000/10000",
       ...(this.options.secret !== null && { CONFAB_JWT_SECRET: this.options.secret ?? SECRET }),
       ...this.options.env,
