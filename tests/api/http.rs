@@ -159,25 +159,105 @@ async fn allowlisted_origins_get_cors_headers() {
     assert!(socket.is_ok());
 }
 
-#[tokio::test]
-async fn readiness_fails_when_the_database_is_gone() {
-    let Some(app) = spawn_app(Backend::Postgres).await else {
+/// The documented promises of an outage: `/readyz` answers 503 (so a load balancer stops
+/// sending clients), new sockets are refused `unavailable` (so clients retry, elsewhere), sends
+/// are acked `unavailable`; and all of it heals when the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_gone_readiness_fails_and_connects_are_unavailable() {
+    let Some(mut pg) = crate::nodes::PgServer::start().await else {
         return;
     };
-    // Terminate this server's connections and forbid new ones by dropping its schema's
-    // search path target: simplest is to point a second app at a database that doesn't exist.
-    drop(app);
+    let app = spawn_app_with(Backend::Postgres, &[("CONFAB_DATABASE_URL", &pg.url())])
+        .await
+        .unwrap();
+    let (status, body) = app.http().get("/readyz", None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ready")),
+        "{body}"
+    );
+    let alice = app.connect("alice").await;
+    let id = group(&alice, "team", &[]).await;
+
+    pg.stop().await;
+    let (status, body) = app.http().get("/readyz", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["database"], "unreachable");
+    match app.connect_auth(json!({ "token": app.token("bob") })).await {
+        Err(confab_sio_client::ConnectError::Refused { message, data }) => {
+            assert_eq!(message, "unavailable");
+            assert_eq!(data, Some(json!({ "code": "unavailable" })));
+        }
+        other => panic!("expected unavailable, got {:?}", other.map(|_| ())),
+    }
+    let e = alice
+        .fails(
+            "message:send",
+            json!({ "conversation_id": id, "client_id": "k1", "body": "hello?" }),
+        )
+        .await;
+    assert_eq!(e["code"], "unavailable", "{e}");
+    assert!(alice.is_connected(), "an outage doesn't drop sockets");
+
+    pg.restart().await;
+    let mut ready = 0;
+    for _ in 0..100 {
+        ready = app.http().get("/readyz", None).await.0;
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, 200, "readiness comes back with the database");
+    app.connect("bob").await;
+    // The retry, with the same client_id, is stored once.
+    send(&alice, &id, "k1", "hello?").await;
+}
+
+/// While shutting down, a node is not ready and refuses new sockets `unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shutting_down_is_not_ready_and_refuses_new_sockets() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("confab.db");
-    let app = spawn_app_with(
-        Backend::Sqlite,
-        &[("CONFAB_DATABASE_URL", &format!("sqlite://{}", db.display()))],
-    )
-    .await
-    .unwrap();
-    std::fs::remove_file(&db).unwrap();
-    std::fs::remove_dir_all(dir.path()).unwrap();
-    let (status, _) = app.http().get("/readyz", None).await;
-    // SQLite keeps the open file alive, so readiness stays up: a deleted file is not an outage.
-    assert_eq!(status, 200);
+    let mut node = crate::nodes::NodeProcess::start(&[
+        ("CONFAB_JWT_SECRET", SECRET),
+        ("CONFAB_DATA_DIR", dir.path().to_str().unwrap()),
+        // A long grace: the checks below run inside it.
+        ("CONFAB_SHUTDOWN_GRACE_MS", "5000"),
+    ])
+    .await;
+    let options = || confab_sio_client::ConnectOptions::new(node.url.clone());
+    let token = sign(json!({ "sub": "alice", "exp": chrono_now() + 3600 }));
+    let mut alice = confab_sio_client::connect(options().auth(json!({ "token": token })))
+        .await
+        .unwrap();
+    let pid = node.pid() as i32;
+    // SAFETY: a signal to our own child.
+    unsafe { kill(pid, 15) };
+    alice
+        .expect_event("server:shutdown", std::time::Duration::from_secs(5))
+        .await
+        .expect("told to go elsewhere");
+    let readyz = reqwest::get(format!("{}/readyz", node.url)).await.unwrap();
+    assert_eq!(readyz.status(), 503);
+    let body: serde_json::Value = readyz.json().await.unwrap();
+    assert_eq!(body["status"], "shutting down");
+    let token = sign(json!({ "sub": "bob", "exp": chrono_now() + 3600 }));
+    match confab_sio_client::connect(options().auth(json!({ "token": token }))).await {
+        Err(confab_sio_client::ConnectError::Refused { message, data }) => {
+            assert_eq!(message, "unavailable");
+            assert_eq!(data, Some(json!({ "code": "unavailable" })));
+        }
+        Err(other) => panic!("expected a refusal, got {other}"),
+        Ok(_) => panic!("a node shutting down accepted a new socket"),
+    }
+    assert!(
+        node.terminate(std::time::Duration::from_secs(15))
+            .await
+            .is_some()
+    );
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, signal: i32) -> i32;
 }

@@ -169,10 +169,13 @@ both_backends! {
         // (Socket.IO has no way to refuse one frame and keep going).
         let big = json!({ "conversation_id": id, "client_id": "big", "body": "x".repeat(10_000) });
         mallory.send_raw(format!("42[\"message:send\",{big}]")).await.unwrap();
+        // Closed by the server: an event that never comes is not a disconnect.
         match mallory.next_event_timeout(Duration::from_secs(5)).await {
-            Some(confab_sio_client::Incoming::Disconnected { .. }) | None => {}
+            Some(confab_sio_client::Incoming::Disconnected { .. }) => {}
+            None => panic!("the oversized sender is still connected after 5 s"),
             other => panic!("expected the oversized sender to be disconnected, got {other:?}"),
         }
+        assert!(!mallory.is_connected());
         let m = send(&alice, &id, "small", "still fine").await;
         assert_eq!(expect(&mut bob, "message:new").await["message"], m);
     }

@@ -48,8 +48,8 @@ both_backends! {
         group(&bob, "pair", &["alice"]).await;
         expect(&mut alice, "conversation:new").await;
         bob.disconnect().await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
         let _bob = app.connect("bob").await;
+        // Watched for longer than the grace, so an offline announcement would have come.
         alice
             .expect_no_event("presence", Duration::from_millis(2000))
             .await
@@ -97,11 +97,13 @@ both_backends! {
         let url = shared_database(app.backend, dir.path()).await.unwrap();
         let settings = [("CONFAB_PRESENCE_GRACE_MS", "100"), ("CONFAB_DATABASE_URL", url.as_str())];
         let first = app.with(&settings).await;
-        let alice = first.connect("alice").await;
+        let mut alice = first.connect("alice").await;
         let bob = first.connect("bob").await;
         group(&alice, "pair", &["bob"]).await;
         bob.disconnect().await;
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        // Wait for the announcement, not for a guess at how long it takes.
+        let offline = expect(&mut alice, "presence").await;
+        assert_eq!((offline["user_id"].as_str(), offline["online"].as_bool()), (Some("bob"), Some(false)));
         let before = presence_of(&alice, &["bob"]).await[0]["last_seen_at"].clone();
         assert!(before.is_string(), "{before}");
         drop(alice);
