@@ -22,10 +22,12 @@ const CONFAB = process.env.CONFAB_BIN ?? join(REPO, "target/debug/confab");
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const SCREENSHOTS = join(REPO, ".ci/artifacts/screenshots");
 const NEXT = join(APP, "node_modules/next/dist/bin/next");
+/** `E2E_NEXT=dev` or `E2E_NEXT=build` runs only that mode. */
+const MODES = ["build", "dev"].filter((m) => !process.env.E2E_NEXT || process.env.E2E_NEXT === m);
 
 const children = [];
+const dirs = [];
 let browser;
-let dir;
 let confabUrl;
 let appUrl;
 
@@ -90,38 +92,6 @@ before(async () => {
   const lock = JSON.parse(readFileSync(join(APP, "package-lock.json"), "utf8"));
   assert.equal(lock.packages["node_modules/@confab/client"].integrity, undefined, "package-lock.json pins the tarball's integrity: remove it");
 
-  // One dedicated secret, shared by confab and the app's token route; Auth.js has its own.
-  const secret = randomBytes(32).toString("hex");
-  const confabPort = await freePort();
-  const appPort = await freePort();
-  confabUrl = `http://127.0.0.1:${confabPort}`;
-  appUrl = `http://127.0.0.1:${appPort}`;
-  dir = mkdtempSync(join(tmpdir(), "confab-nextjs-"));
-
-  const confab = start("confab", CONFAB, [], {
-    CONFAB_BIND: `127.0.0.1:${confabPort}`,
-    CONFAB_DATA_DIR: dir,
-    CONFAB_DATABASE_URL: `sqlite://${join(dir, "confab.db")}`,
-    CONFAB_JWT_SECRET: secret,
-    CONFAB_CORS_ORIGINS: appUrl,
-    CONFAB_LOG: "warn",
-  });
-
-  // NEXT_PUBLIC_* is compiled into the pages: build with this run's confab URL.
-  const started = Date.now();
-  await run(process.execPath, [NEXT, "build"], { NEXT_PUBLIC_CONFAB_URL: confabUrl, NEXT_TELEMETRY_DISABLED: "1" });
-  console.log(`next build: ${((Date.now() - started) / 1000).toFixed(1)}s`);
-
-  const app = start("next start", process.execPath, [NEXT, "start", "-p", String(appPort), "-H", "127.0.0.1"], {
-    AUTH_SECRET: randomBytes(32).toString("hex"),
-    // `next start` is production mode, where Auth.js trusts the Host header only when told.
-    AUTH_TRUST_HOST: "true",
-    CONFAB_JWT_SECRET: secret,
-    NEXT_TELEMETRY_DISABLED: "1",
-  });
-  await until(async () => (await fetch(`${confabUrl}/healthz`)).ok, "confab", 20_000, confab);
-  await until(async () => (await fetch(`${appUrl}/signin`)).ok, "the app", 60_000, app);
-
   mkdirSync(SCREENSHOTS, { recursive: true });
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -135,21 +105,70 @@ before(async () => {
       "--disable-sync",
     ],
   });
-}, { timeout: 300_000 });
+}, { timeout: 60_000 });
 
 after(async () => {
   await browser?.close().catch(() => {});
-  for (const { child } of children) {
-    if (child.exitCode === null) {
-      try {
-        process.kill(-child.pid, "SIGKILL");
-      } catch {
-        // already gone
-      }
-    }
-  }
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  for (const entry of children) stop(entry);
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
+
+/**
+ * confab and the app as the README runs them, on free ports, with a fresh database: `next dev`,
+ * or a production build (`next build`, `next start`). Returns a function that stops both.
+ */
+async function serve(mode) {
+  // One dedicated secret, shared by confab and the app's token route; Auth.js has its own.
+  const secret = randomBytes(32).toString("hex");
+  const confabPort = await freePort();
+  const appPort = await freePort();
+  confabUrl = `http://127.0.0.1:${confabPort}`;
+  appUrl = `http://127.0.0.1:${appPort}`;
+  const dir = mkdtempSync(join(tmpdir(), "confab-nextjs-"));
+  dirs.push(dir);
+
+  const confab = start("confab", CONFAB, [], {
+    CONFAB_BIND: `127.0.0.1:${confabPort}`,
+    CONFAB_DATA_DIR: dir,
+    CONFAB_DATABASE_URL: `sqlite://${join(dir, "confab.db")}`,
+    CONFAB_JWT_SECRET: secret,
+    CONFAB_CORS_ORIGINS: appUrl,
+    CONFAB_LOG: "warn",
+  });
+  const env = {
+    AUTH_SECRET: randomBytes(32).toString("hex"),
+    CONFAB_JWT_SECRET: secret,
+    NEXT_PUBLIC_CONFAB_URL: confabUrl,
+    NEXT_TELEMETRY_DISABLED: "1",
+  };
+  const listen = ["-p", String(appPort), "-H", "127.0.0.1"];
+  let app;
+  if (mode === "dev") {
+    app = start("next dev", process.execPath, [NEXT, "dev", ...listen], env);
+  } else {
+    // NEXT_PUBLIC_* is compiled into the pages: build with this run's confab URL.
+    const started = Date.now();
+    await run(process.execPath, [NEXT, "build"], env);
+    console.log(`next build: ${((Date.now() - started) / 1000).toFixed(1)}s`);
+    // Production mode, where Auth.js trusts the Host header only when told.
+    app = start("next start", process.execPath, [NEXT, "start", ...listen], { ...env, AUTH_TRUST_HOST: "true" });
+  }
+  await until(async () => (await fetch(`${confabUrl}/healthz`)).ok, "confab", 20_000, confab);
+  await until(async () => (await fetch(`${appUrl}/signin`)).ok, "the app", 90_000, app);
+  return () => {
+    stop(app);
+    stop(confab);
+  };
+}
+
+function stop({ child }) {
+  if (child.exitCode !== null) return;
+  try {
+    process.kill(-child.pid, "SIGKILL");
+  } catch {
+    // already gone
+  }
+}
 
 /** A person in a browser of their own; page errors and console errors are kept. */
 async function person(viewport = { width: 1100, height: 720 }) {
@@ -173,7 +192,19 @@ async function signIn(page, user, password) {
 
 const texts = async (locator) => (await locator.allInnerTexts()).map((t) => t.replace(/\s+/g, " ").trim());
 
-test("two people sign in through Auth.js, chat, and one reloads and sees the history", { timeout: 180_000 }, async () => {
+for (const mode of MODES) {
+  const what = mode === "dev" ? "next dev (StrictMode)" : "a production build";
+  test(`${what}: two people sign in through Auth.js, chat, and one reloads and sees the history`, { timeout: 300_000 }, async () => {
+    const stopAll = await serve(mode);
+    try {
+      await chat(mode);
+    } finally {
+      stopAll();
+    }
+  });
+}
+
+async function chat(mode) {
   const alice = await person();
   const bob = await person({ width: 390, height: 800 });
 
@@ -199,7 +230,7 @@ test("two people sign in through Auth.js, chat, and one reloads and sees the his
   // Bob's list shows the new conversation, unread.
   const bobList = bob.page.getByRole("navigation", { name: "Conversations" });
   await bobList.getByRole("button", { name: /Alice/ }).getByLabel("1 unread").waitFor();
-  await bob.page.screenshot({ path: join(SCREENSHOTS, "nextjs-bob-unread.png") });
+  await bob.page.screenshot({ path: join(SCREENSHOTS, `nextjs-${mode}-bob-unread.png`) });
   await bobList.getByRole("button", { name: /Alice/ }).click();
   const bobThread = bob.page.getByRole("region", { name: "Conversation with Alice" });
   await bobThread.getByRole("log").getByText("hello bob").waitFor();
@@ -210,7 +241,7 @@ test("two people sign in through Auth.js, chat, and one reloads and sees the his
   // Bob types: Alice sees it; then he sends.
   await bobThread.getByRole("textbox", { name: "Message" }).pressSequentially("hi al", { delay: 30 });
   await aliceThread.getByText("Bob is typing…").waitFor();
-  await alice.page.screenshot({ path: join(SCREENSHOTS, "nextjs-alice-typing.png") });
+  await alice.page.screenshot({ path: join(SCREENSHOTS, `nextjs-${mode}-alice-typing.png`) });
   await bobThread.getByRole("textbox", { name: "Message" }).pressSequentially("ice");
   await bobThread.getByRole("button", { name: "Send" }).click();
   await aliceThread.getByRole("log").getByText("hi alice").waitFor();
@@ -222,17 +253,17 @@ test("two people sign in through Auth.js, chat, and one reloads and sees the his
   await bobList.getByRole("button", { name: /Alice/ }).click();
   await bobThread.getByRole("log").getByText("hi alice").waitFor();
   assert.deepEqual(await texts(bobThread.getByRole("log").getByRole("listitem")), ["Alice hello bob", "You hi alice"]);
-  await bob.page.screenshot({ path: join(SCREENSHOTS, "nextjs-bob-after-reload.png") });
+  await bob.page.screenshot({ path: join(SCREENSHOTS, `nextjs-${mode}-bob-after-reload.png`) });
 
   // And it is live again: Alice's next message arrives.
   await aliceThread.getByRole("textbox", { name: "Message" }).fill("welcome back");
   await aliceThread.getByRole("textbox", { name: "Message" }).press("Enter");
   await bobThread.getByRole("log").getByText("welcome back").waitFor();
-  await alice.page.screenshot({ path: join(SCREENSHOTS, "nextjs-alice.png") });
+  await alice.page.screenshot({ path: join(SCREENSHOTS, `nextjs-${mode}-alice.png`) });
 
   // No React errors ("Invalid hook call", hydration mismatches) and no failed requests.
   assert.deepEqual(alice.errors, []);
   assert.deepEqual(bob.errors, []);
   await alice.context.close();
   await bob.context.close();
-});
+}
