@@ -51,6 +51,20 @@ fn node_ok() -> bool {
     out.status.success() && major >= 20 && Command::new("npm").arg("--version").output().is_ok()
 }
 
+/// Node.js and Chromium, for the browser tests: `need()` of each.
+fn browser_tools() -> Result<(), ()> {
+    need(
+        "Node.js 20+ with npm",
+        node_ok(),
+        "install Node.js 20 or later",
+    )?;
+    need(
+        "Chromium",
+        chromium_path().exists(),
+        "apt-get install -y chromium, or set CHROMIUM_PATH",
+    )
+}
+
 fn chromium_path() -> PathBuf {
     std::env::var_os("CHROMIUM_PATH")
         .map(PathBuf::from)
@@ -140,19 +154,7 @@ fn web_bundle_matches_its_sources() {
 #[test]
 fn web_app_in_a_browser() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if need(
-        "Node.js 20+ with npm",
-        node_ok(),
-        "install Node.js 20 or later",
-    )
-    .is_err()
-        || need(
-            "Chromium",
-            chromium_path().exists(),
-            "apt-get install -y chromium, or set CHROMIUM_PATH",
-        )
-        .is_err()
-    {
+    if browser_tools().is_err() {
         return;
     }
     install(&["clients/js", "web"]);
@@ -162,19 +164,7 @@ fn web_app_in_a_browser() {
 #[test]
 fn nextjs_example_in_a_browser() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if need(
-        "Node.js 20+ with npm",
-        node_ok(),
-        "install Node.js 20 or later",
-    )
-    .is_err()
-        || need(
-            "Chromium",
-            chromium_path().exists(),
-            "apt-get install -y chromium, or set CHROMIUM_PATH",
-        )
-        .is_err()
-    {
+    if browser_tools().is_err() {
         return;
     }
     install(&["clients/js"]);
@@ -188,6 +178,7 @@ fn nextjs_example_in_a_browser() {
         "npm",
         &["ci", "--no-audit", "--no-fund"],
     );
-    // Builds the app (`next build`) and drives it in Chromium (examples/nextjs/e2e).
+    // Builds and starts the app (`next build` and `next start`, then `next dev`) and drives it in
+    // Chromium (examples/nextjs/e2e).
     run(&repo().join("examples/nextjs"), "npm", &["test"]);
 }
