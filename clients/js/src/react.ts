@@ -1,6 +1,7 @@
 "use client";
-// For React Server Components (Next.js App Router): a Server Component may import this entry, to
-// render <ConfabProvider> around its client components, and gets references to run in the browser.
+// For React Server Components (Next.js App Router): a Server Component that imports this entry
+// (directly or through a module of the app) gets references to code that runs in the browser,
+// instead of running createContext and the hooks on the server, where they don't exist.
 
 // @confab/client/react: hooks over the client's stores. A separate entry point, so apps
 // without React don't pull it in (react is an optional peer dependency).
