@@ -71,7 +71,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "jwt_secret",
         default: "",
-        doc: "HS256 secret shared with the host app (for example its NextAuth secret), at least 16 bytes. When neither this nor `jwt_public_key` is set, a secret is generated once and kept in `DATA_DIR/jwt-secret` (local mode).",
+        doc: "HS256 secret shared with the host app, at least 16 bytes: a dedicated one, generated (`openssl rand -hex 32`) and given to the app as an environment variable, not the app's own session secret (NextAuth's `AUTH_SECRET`). When neither this nor `jwt_public_key` is set, a secret is generated once and kept in `DATA_DIR/jwt-secret` (local mode).",
     },
     Setting {
         key: "jwt_public_key",

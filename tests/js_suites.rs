@@ -1,6 +1,7 @@
 //! The JavaScript suites, run by `cargo test` so that the README's one command runs everything:
 //! the client library's tests (`clients/js`), the web bundle check and the browser tests (`web/`),
-//! each against this build's `confab` binary.
+//! and the Next.js example (`examples/nextjs`) built and driven in the browser, each against this
+//! build's `confab` binary.
 //!
 //! They need Node.js 20+ with npm, and (for the browser tests) Chromium at `/usr/bin/chromium` or
 //! `CHROMIUM_PATH`. Missing tools skip the tests with a note on a laptop, and fail them in CI
@@ -48,6 +49,20 @@ fn node_ok() -> bool {
         .and_then(|m| m.parse().ok())
         .unwrap_or(0);
     out.status.success() && major >= 20 && Command::new("npm").arg("--version").output().is_ok()
+}
+
+/// Node.js and Chromium, for the browser tests: `need()` of each.
+fn browser_tools() -> Result<(), ()> {
+    need(
+        "Node.js 20+ with npm",
+        node_ok(),
+        "install Node.js 20 or later",
+    )?;
+    need(
+        "Chromium",
+        chromium_path().exists(),
+        "apt-get install -y chromium, or set CHROMIUM_PATH",
+    )
 }
 
 fn chromium_path() -> PathBuf {
@@ -139,21 +154,31 @@ fn web_bundle_matches_its_sources() {
 #[test]
 fn web_app_in_a_browser() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if need(
-        "Node.js 20+ with npm",
-        node_ok(),
-        "install Node.js 20 or later",
-    )
-    .is_err()
-        || need(
-            "Chromium",
-            chromium_path().exists(),
-            "apt-get install -y chromium, or set CHROMIUM_PATH",
-        )
-        .is_err()
-    {
+    if browser_tools().is_err() {
         return;
     }
     install(&["clients/js", "web"]);
     run(&repo().join("web"), "npm", &["test"]);
+}
+
+#[test]
+fn nextjs_example_in_a_browser() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if browser_tools().is_err() {
+        return;
+    }
+    install(&["clients/js"]);
+    // The example installs @confab/client as npm users would: from the tarball `npm pack` makes
+    // (its `prepare` builds it), not a link to the sources. Packed and installed every time, since
+    // the tarball changes with the sources (its lockfile entry has no integrity, so `npm ci`
+    // reads the new one rather than npm's cached copy of the old).
+    run(&repo().join("clients/js"), "npm", &["pack"]);
+    run(
+        &repo().join("examples/nextjs"),
+        "npm",
+        &["ci", "--no-audit", "--no-fund"],
+    );
+    // Builds and starts the app (`next build` and `next start`, then `next dev`) and drives it in
+    // Chromium (examples/nextjs/e2e).
+    run(&repo().join("examples/nextjs"), "npm", &["test"]);
 }

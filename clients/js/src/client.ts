@@ -50,10 +50,16 @@ export interface ConnectOptions {
    * closed first. Without it (the default) the outbox lives as long as the client.
    */
   outboxStorage?: OutboxStorage;
+  /**
+   * Whether to start connecting at once (the default). With `false` the client does nothing
+   * until `connect()`: for code that creates it where it must not connect, such as a component
+   * rendered on the server.
+   */
+  autoConnect?: boolean;
 }
 
 /**
- * - `connecting`: the first connection attempt.
+ * - `connecting`: the first connection attempt (and, with `autoConnect: false`, before `connect()`).
  * - `syncing`: connected, catching up (conversation list and missed messages): after every
  *   connect, and when the server says events may have been missed (`resync`).
  * - `live`: connected and caught up.
@@ -125,6 +131,8 @@ export class ConfabClient {
   /** A save is scheduled: many changes in one tick make one write. */
   private outboxSaveQueued = false;
   private stateValue: ConnectionState = "connecting";
+  /** `connect()` was called (by the constructor, unless `autoConnect: false`). */
+  private started = false;
   private readonly stateListeners = new Listeners<[ConnectionState]>();
   private readonly conversationListeners = new KeyedListeners<string, [ConversationEvent]>();
   private readonly messageListeners = new Listeners<[Message]>();
@@ -200,7 +208,7 @@ export class ConfabClient {
       },
     });
     this.listen();
-    this.socket.connect();
+    if (options.autoConnect !== false) this.connect();
   }
 
   // ---- connection ------------------------------------------------------------------------
@@ -216,6 +224,16 @@ export class ConfabClient {
 
   onState(listener: (state: ConnectionState) => void): Unsubscribe {
     return this.stateListeners.add(listener);
+  }
+
+  /**
+   * Starts the first connection of a client created with `autoConnect: false`. Does nothing
+   * once started (the client then reconnects by itself) or closed.
+   */
+  connect(): void {
+    if (this.started || this.stateValue === "closed") return;
+    this.started = true;
+    this.socket.connect();
   }
 
   /** Connects again after `unauthorized` (say, once the user signed in again). */

@@ -1,3 +1,8 @@
+"use client";
+// For React Server Components (Next.js App Router): a Server Component that imports this entry
+// (directly or through a module of the app) gets references to code that runs in the browser,
+// instead of running createContext and the hooks on the server, where they don't exist.
+
 // @confab/client/react: hooks over the client's stores. A separate entry point, so apps
 // without React don't pull it in (react is an optional peer dependency).
 
@@ -49,17 +54,16 @@ export function useConversation(
   options?: ViewOptions,
 ): ConversationViewSnapshot & { view: ConversationView } {
   const client = useConfab();
-  // The view lives from mount to unmount (and is replaced when the id changes). Created in an
+  // The view lives from mount to unmount (and is replaced when the id changes). Taken in an
   // effect rather than during render: render may run twice or be thrown away (StrictMode,
   // concurrent rendering), and a view created there could never be disposed.
   const [view, setView] = useState<ConversationView | null>(null);
   const pageSize = options?.pageSize;
   const typingTimeoutMs = options?.typingTimeoutMs;
   useEffect(() => {
-    const v = client.view(conversationId, { pageSize, typingTimeoutMs });
-    setView(v);
+    const release = takeView(client, conversationId, { pageSize, typingTimeoutMs }, setView);
     return () => {
-      v.dispose();
+      release();
       setView(null);
     };
   }, [client, conversationId, pageSize, typingTimeoutMs]);
@@ -83,6 +87,44 @@ export function usePresence(userIds: UserId[]): ReadonlyMap<UserId, Presence> {
   }, [client, key]);
   const store = client.presence;
   return useSyncExternalStore(store.subscribe, store.getSnapshot, store.getSnapshot);
+}
+
+/**
+ * Views in use, per client, conversation and options. Components showing the same conversation
+ * share one, and a view given back is disposed a microtask later unless taken again meanwhile:
+ * StrictMode tears every effect down and sets it up again at once (as Next.js does in
+ * development), which must not make a second view and fetch the history twice.
+ */
+const views = new WeakMap<ConfabClient, Map<string, { view: ConversationView; users: number }>>();
+
+function takeView(
+  client: ConfabClient,
+  conversationId: string,
+  options: ViewOptions,
+  use: (view: ConversationView) => void,
+): () => void {
+  let ofClient = views.get(client);
+  if (!ofClient) {
+    ofClient = new Map();
+    views.set(client, ofClient);
+  }
+  const key = [conversationId, options.pageSize, options.typingTimeoutMs].join("\u0000");
+  let entry = ofClient.get(key);
+  if (!entry) {
+    entry = { view: client.view(conversationId, options), users: 0 };
+    ofClient.set(key, entry);
+  }
+  const taken = entry;
+  taken.users++;
+  use(taken.view);
+  return () => {
+    if (--taken.users > 0) return;
+    queueMicrotask(() => {
+      if (taken.users > 0 || ofClient.get(key) !== taken) return;
+      ofClient.delete(key);
+      taken.view.dispose();
+    });
+  };
 }
 
 const noopSubscribe = () => () => {};

@@ -150,3 +150,16 @@ test("the guide's code type-checks, mints a working token and renders a live cha
     Object.assign(globalThis, saved);
   }
 });
+
+test("the docs give one answer on the secret: a dedicated one, never the app's NextAuth secret", () => {
+  const docs = ["README.md", "docs/INTEGRATION.md", "docs/CONFIGURATION.md", "docs/DEPLOYMENT.md", "docs/SECURITY.md", "examples/nextjs/README.md", "clients/js/README.md"];
+  for (const doc of docs) {
+    const text = readFileSync(join(REPO_ROOT, doc), "utf8");
+    // Reusing the session secret, suggested in words or in a command.
+    expect(text, doc).not.toMatch(/(e\.g\.|for example|such as) (its|the app's|your app's) (NextAuth|Auth\.js|session) secret/i);
+    expect(text, doc).not.toMatch(/CONFAB_JWT_SECRET=["']?\$\{?(NEXTAUTH|AUTH)_SECRET/);
+  }
+  for (const doc of ["README.md", "docs/INTEGRATION.md", "docs/CONFIGURATION.md"]) {
+    expect(readFileSync(join(REPO_ROOT, doc), "utf8"), doc).toContain("openssl rand -hex 32");
+  }
+});

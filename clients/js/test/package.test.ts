@@ -8,7 +8,7 @@ const root = join(import.meta.dirname, "..");
 
 test("only the react entry point imports react, which is an optional peer", () => {
   const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
-  expect(Object.keys(pkg.exports)).toEqual([".", "./react"]);
+  expect(Object.keys(pkg.exports)).toEqual([".", "./react", "./package.json"]);
   expect(pkg.dependencies.react).toBeUndefined();
   expect(pkg.peerDependenciesMeta.react.optional).toBe(true);
   const files = readdirSync(join(root, "src"), { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".ts"));
