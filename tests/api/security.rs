@@ -99,3 +99,97 @@ both_backends! {
         assert_eq!(page["messages"][0]["body"], "alice's words");
     }
 }
+
+/// Nothing reaches a socket before its CONNECT is answered: not the events of conversations
+/// the user is in (which start flowing to the user's registration while the handshake loads
+/// their memberships), not answers to events sent before authenticating, and after a refusal
+/// nothing at all.
+mod before_authentication {
+    use std::time::Duration;
+
+    use futures::{SinkExt, StreamExt};
+    use serde_json::json;
+    use tokio_tungstenite::tungstenite::Message;
+
+    use crate::helpers::*;
+
+    type Ws = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    async fn open(app: &TestApp) -> Ws {
+        let url = format!(
+            "{}/socket.io/?EIO=4&transport=websocket",
+            app.url.replacen("http", "ws", 1)
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.starts_with('0') => {}
+            other => panic!("expected the open packet, got {other:?}"),
+        }
+        ws
+    }
+
+    /// The text frames that arrive within `wait`, pings answered and left out.
+    async fn frames(ws: &mut Ws, until: impl Fn(&str) -> bool, wait: Duration) -> Vec<String> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, ws.next()).await {
+            if let Message::Text(text) = message {
+                if text.as_str() == "2" {
+                    ws.send(Message::text("3")).await.unwrap();
+                    continue;
+                }
+                seen.push(text.to_string());
+                if until(text.as_str()) {
+                    break;
+                }
+            }
+        }
+        seen
+    }
+
+    both_backends! {
+        async fn nothing_is_emitted_before_the_connect_is_answered(app: TestApp) {
+            let alice = app.connect("alice").await;
+            let id = group(&alice, "busy", &["bob"]).await;
+            // Alice keeps the conversation busy while bob's sockets connect.
+            let chatter = {
+                let alice = app.connect("alice").await;
+                let id = id.clone();
+                tokio::spawn(async move {
+                    for i in 0.. {
+                        let payload = json!({ "conversation_id": id, "client_id": format!("c{i}"), "body": "busy" });
+                        let _ = alice.emit_with_ack("message:send", payload).await;
+                        let _ = alice.emit_with_ack("typing:start", json!({ "conversation_id": id })).await;
+                    }
+                })
+            };
+            for round in 0..20 {
+                let mut ws = open(&app).await;
+                // An event before authenticating is dropped, not answered.
+                let early = json!({ "conversation_id": id, "client_id": format!("early{round}"), "body": "sneaky" });
+                ws.send(Message::text(format!("421[\"message:send\",{early}]"))).await.unwrap();
+                let token = json!({ "token": app.token("bob") });
+                ws.send(Message::text(format!("40{token}"))).await.unwrap();
+                let seen = frames(&mut ws, |t| t.starts_with("40") || t.starts_with("44"), EVENT_WAIT).await;
+                let answer = seen.last().unwrap_or_else(|| panic!("no answer to CONNECT"));
+                assert!(answer.starts_with("40{"), "round {round}: {seen:?}");
+                assert_eq!(seen.len(), 1, "round {round}: frames before the connect answer: {seen:?}");
+                // After it, the conversation's events flow, and the early send never got an ack.
+                let after = frames(&mut ws, |t| t.starts_with("42[\"message:new\""), EVENT_WAIT).await;
+                assert!(after.iter().any(|t| t.starts_with("42[\"message:new\"")), "{after:?}");
+                assert!(!after.iter().any(|t| t.starts_with("431")), "the early event was answered: {after:?}");
+            }
+            // Refused: the 44, then nothing while the conversation stays busy.
+            let mut ws = open(&app).await;
+            ws.send(Message::text(r#"40{"token":"not-a-token"}"#)).await.unwrap();
+            let seen = frames(&mut ws, |_| false, Duration::from_millis(1500)).await;
+            assert_eq!(seen.len(), 1, "{seen:?}");
+            assert!(seen[0].starts_with("44{"), "{seen:?}");
+            chatter.abort();
+            let page = alice.ok("message:history", json!({ "conversation_id": id, "limit": 200 })).await;
+            assert!(!page["messages"].as_array().unwrap().iter().any(|m| m["body"] == "sneaky"));
+        }
+    }
+}
