@@ -156,7 +156,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "session_warning_secs",
         default: "60",
-        doc: "How long before a socket's token expires the server emits `session:expiring`.",
+        doc: "How long before a socket's token expires the server emits `session:expiring` (once per expiry). A session shorter than twice this is warned halfway through what is left instead, so a short token isn't warned at once.",
     },
     Setting {
         key: "rate_send",

@@ -14,7 +14,11 @@ use crate::domain::{DisplayName, Timestamp, UserId};
 /// and it bounds the work an attacker can cause per handshake.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// Clock skew tolerated between the host app and confab.
+/// Clock skew tolerated between the host app and confab, for `nbf`: a token from a host whose
+/// clock runs ahead is usable at once. Not for `exp`: a session ends at `exp` by this server's
+/// clock (see `realtime::session`), so a token accepted past its `exp` would open a session
+/// that ends the moment it begins, and a client reconnecting with it would loop. Skew at `exp`
+/// only shortens or lengthens a token's life by the skew, which a lifetime of minutes absorbs.
 const LEEWAY_SECS: u64 = 60;
 
 /// The keys tokens may be signed with, as configured.
@@ -132,6 +136,11 @@ impl Verifier {
             }
         })?;
         let claims = data.claims;
+        // `jsonwebtoken` applies the leeway to `exp` too; we don't (see `LEEWAY_SECS`).
+        let expires_at = Timestamp::from_secs(claims.exp);
+        if expires_at <= Timestamp::now() {
+            return Err(AuthFailure::Expired);
+        }
         let user_id = UserId::parse(&claims.sub).map_err(|_| AuthFailure::Invalid)?;
         let name = match claims.name {
             Some(serde_json::Value::String(name)) => DisplayName::sanitize(&name),
@@ -140,7 +149,7 @@ impl Verifier {
         Ok(Identity {
             user_id,
             name,
-            expires_at: Timestamp::from_secs(claims.exp),
+            expires_at,
         })
     }
 }
@@ -212,6 +221,23 @@ mod tests {
         assert_eq!(verifier().verify("").unwrap_err(), AuthFailure::Missing);
         let huge = "a".repeat(MAX_TOKEN_BYTES + 1);
         assert_eq!(verifier().verify(&huge).unwrap_err(), AuthFailure::Invalid);
+    }
+
+    fn signed(claims: serde_json::Value) -> String {
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    }
+
+    #[test]
+    fn the_leeway_covers_nbf_but_not_exp() {
+        let now = chrono::Utc::now().timestamp();
+        let just_expired = signed(serde_json::json!({ "sub": "alice", "exp": now - 5 }));
+        assert_eq!(
+            verifier().verify(&just_expired).unwrap_err(),
+            AuthFailure::Expired
+        );
+        let ahead = signed(serde_json::json!({ "sub": "alice", "nbf": now + 30, "exp": now + 90 }));
+        assert_eq!(verifier().verify(&ahead).unwrap().user_id.as_str(), "alice");
     }
 
     #[test]

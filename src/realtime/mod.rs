@@ -250,6 +250,15 @@ impl Realtime {
             // Another user's token can't take over this socket.
             return Err(Error::Unauthorized(AuthFailure::Invalid));
         }
+        // A token that doesn't end later renews nothing. Refused rather than acknowledged, so a
+        // client re-sending a cached token learns it can't renew, and the session's warning is
+        // not scheduled again for the same expiry (it was once sent again at once, each time).
+        if identity.expires_at.millis() <= conn.expires_at.load(Ordering::Relaxed) {
+            return Err(Error::invalid(
+                "token",
+                "does not extend the session (its exp is not later than the session's end)",
+            ));
+        }
         conn.expires_at
             .store(identity.expires_at.millis(), Ordering::Relaxed);
         self.sessions.schedule(conn);

@@ -83,9 +83,22 @@ both_backends! {
     }
 
     async fn expired_tokens_are_refused_as_expired(app: TestApp) {
-        // Beyond the 60 s leeway.
         let expired = sign(claims("alice", -120));
         assert_refused(&app, json!({ "token": expired }), "expired").await;
+        // Past `exp` by less than the 60 s clock-skew leeway: still expired. The leeway is for
+        // `nbf`; a session that would end the moment it began is refused instead of accepted.
+        let just_expired = sign(claims("alice", -5));
+        assert_refused(&app, json!({ "token": just_expired.clone() }), "expired").await;
+        // The HTTP API judges it the same way.
+        let (status, body) = app.http().get("/api/conversations", Some(&just_expired)).await;
+        assert_eq!((status, body["error"]["reason"].as_str()), (401, Some("expired")), "{body}");
+    }
+
+    async fn nbf_keeps_its_clock_skew_leeway(app: TestApp) {
+        // Issued by a host whose clock runs 30 s ahead of ours.
+        let now = chrono_now();
+        let ahead = sign(json!({ "sub": "alice", "nbf": now + 30, "iat": now + 30, "exp": now + 3600 }));
+        assert!(app.connect_auth(json!({ "token": ahead })).await.is_ok());
     }
 
     async fn claims_are_checked(app: TestApp) {

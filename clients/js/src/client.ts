@@ -32,12 +32,17 @@ export interface ConnectOptions {
   /**
    * Returns a token for the current user. Called for the first connection, on every
    * reconnection, and when the session is about to expire, so it should return a fresh token
-   * (from your backend) rather than a cached one that may have expired.
+   * (from your backend) rather than a cached one that may have expired. A client is for one
+   * user, the `sub` of its first token: a token for anyone else is refused (state
+   * `unauthorized`, reason `user_changed`). For another user, make another client.
    */
   getToken: () => string | Promise<string>;
   /** How long to wait for an answer to a request. Default 10 s. */
   ackTimeoutMs?: number;
-  /** First and longest delay between reconnection attempts. Defaults 500 ms and 5 s. */
+  /**
+   * First and longest delay between reconnection attempts, and between tries for a token that
+   * renews an ended session. Defaults 500 ms and 5 s; each delay is jittered (±50%).
+   */
   reconnectionDelayMs?: number;
   reconnectionDelayMaxMs?: number;
   /** After how long without a `typing()` call the client sends `typing:stop`. Default 3 s. */
@@ -63,11 +68,18 @@ export interface ConnectOptions {
  * - `syncing`: connected, catching up (conversation list and missed messages): after every
  *   connect, and when the server says events may have been missed (`resync`).
  * - `live`: connected and caught up.
- * - `reconnecting`: the connection dropped; the client keeps trying.
- * - `unauthorized`: the server refused the token as invalid; call `reconnect()` after signing in.
+ * - `reconnecting`: the connection dropped, or the session ended and a token that renews it is
+ *   being fetched; the client keeps trying, with backoff.
+ * - `unauthorized`: a token was refused: by the server as invalid, or by the client because it
+ *   is for another user than this client's (`auth:error` says which). The client stops; call
+ *   `reconnect()` once `getToken` gives a token the server accepts for this client's user.
+ * - `ended`: the session ended (its token expired) and no token that ends later came:
+ *   `getToken` kept giving the expired one, or failed, a few times with backoff. The client
+ *   stops and does nothing more: tell the user their session ended, and call `reconnect()` once
+ *   they have signed in again. Entered once per ended session.
  * - `closed`: `close()` was called.
  */
-export type ConnectionState = "connecting" | "syncing" | "live" | "reconnecting" | "unauthorized" | "closed";
+export type ConnectionState = "connecting" | "syncing" | "live" | "reconnecting" | "unauthorized" | "ended" | "closed";
 
 /** What a conversation subscriber is told. */
 export interface ConversationHandlers {
@@ -98,12 +110,21 @@ export interface ClientEventMap {
    * for diagnostics.
    */
   resync: ServerEvents["resync"];
-  /** The token was refused or a refresh failed; `error.reason` says why. */
+  /**
+   * A token was refused (by the server at a connection or refresh, or by the client for being
+   * another user's: reason `user_changed`) or a refresh failed; `error.reason` says why.
+   */
   "auth:error": ConfabError;
 }
 
-/** The unauthorized reasons after which retrying with a fresh token makes sense. */
-const RETRY_AUTH_LIMIT = 5;
+/**
+ * After the session ended (or a token was refused as expired), how many times `getToken` is
+ * asked for a token that ends later before the client gives up (state `ended`).
+ */
+const RENEWAL_TRIES = 4;
+
+/** After `session:expiring`, how many more times a refresh is tried when it gets no better token. */
+const REFRESH_RETRIES = 3;
 
 /**
  * On `resync`, how far before the last event seen the catch-up asks for edits and deletions.
@@ -143,12 +164,26 @@ export class ConfabClient {
   /** Our own read marks sent or in flight, per conversation: never send a lower one. */
   private readonly readMarks = new Map<string, number>();
   private readonly typingState = new Map<string, { startedAt: number; idle: ReturnType<typeof setTimeout> }>();
-  private lastToken: string | undefined;
-  private tokenError: unknown;
-  private authRetries = 0;
+  /** The token (and its `exp`, in seconds) handed to the connection attempt under way. */
+  private attempt: { token: string; exp: number | undefined } | undefined;
+  /** A token fetched (and checked) before connecting, for the next handshake. */
+  private readyToken: { token: string; exp: number | undefined } | undefined;
+  /** The `exp` (seconds) of the token the current session runs on. */
+  private sessionExp: number | undefined;
+  /**
+   * Tokens whose `exp` (seconds) is not later than this are known to be expired, by the
+   * server's word (a session that ended, a token refused as expired): never sent again. Known
+   * without reading this machine's clock, which may be wrong.
+   */
+  private deadExp = 0;
+  /** Consecutive failures to get a usable token for a new session: backs off, then `ended`. */
+  private renewals = 0;
   /** Consecutive refused handshakes other than `unauthorized`: backs off the retries. */
   private refusals = 0;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Refresh attempts after `session:expiring` that found no better token, for this session. */
+  private refreshRetries = 0;
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
   private connectGeneration = 0;
   /** The latest catch-up (after a connect or a `resync`): only it may set the state `live`. */
   private catchUpGeneration = 0;
@@ -171,14 +206,7 @@ export class ConfabClient {
       autoConnect: false,
       ...options.socketOptions,
       // A function: socket.io calls it on every connection attempt, so each gets a fresh token.
-      auth: (cb: (data: object) => void) => {
-        this.freshToken().then(
-          (token) => cb({ token }),
-          // No token to be had right now: try with the last one; the refusal is handled in
-          // `onConnectError`, which retries because `tokenError` is set.
-          () => cb({ token: this.lastToken ?? "" }),
-        );
-      },
+      auth: (cb: (data: object) => void) => void this.handshakeToken(cb),
     };
     this.socket = options.url === undefined ? io(socketOptions) : io(options.url, socketOptions);
     this.conversations = new ConversationList(() => this.userId);
@@ -233,23 +261,25 @@ export class ConfabClient {
   connect(): void {
     if (this.started || this.stateValue === "closed") return;
     this.started = true;
-    this.socket.connect();
+    void this.renew();
   }
 
-  /** Connects again after `unauthorized` (say, once the user signed in again). */
+  /** Connects again after `unauthorized` or `ended` (say, once the user signed in again). */
   reconnect(): void {
     if (this.stateValue === "closed") return;
-    this.authRetries = 0;
-    clearTimeout(this.retryTimer);
+    this.renewals = 0;
+    this.refusals = 0;
+    this.stopTimers();
     this.setState("reconnecting");
-    this.socket.disconnect().connect();
+    this.socket.disconnect();
+    void this.renew();
   }
 
   /** Disconnects for good and releases everything: listeners, timers, pending sends. */
   close(): void {
     if (this.stateValue === "closed") return;
     this.setState("closed");
-    clearTimeout(this.retryTimer);
+    this.stopTimers();
     for (const t of this.typingState.values()) clearTimeout(t.idle);
     this.typingState.clear();
     for (const [event, handler] of this.socketHandlers) this.socket.off(event, handler as never);
@@ -535,20 +565,127 @@ export class ConfabClient {
     this.stateListeners.emit(state);
   }
 
-  private async freshToken(): Promise<string> {
+  /** Whether the client has stopped: closed, or waiting for `reconnect()`. */
+  private get stopped(): boolean {
+    return this.stateValue === "closed" || this.stateValue === "unauthorized" || this.stateValue === "ended";
+  }
+
+  private stopTimers(): void {
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.refreshTimer);
+  }
+
+  /**
+   * Asks `getToken` for a token and checks it: one for another user than this client's is
+   * refused (`user_changed`), and so is one known to be expired (`stale`: its `exp` is not later
+   * than that of a session that ended or a token refused as expired).
+   */
+  private async nextToken(): Promise<
+    { token: string; exp: number | undefined } | { problem: "user_changed" | "stale" | "unavailable" }
+  > {
+    let token: string;
     try {
-      const token = await this.options.getToken();
-      this.tokenError = undefined;
-      this.lastToken = token;
-      const claims = readClaims(token);
-      this.userId = claims.sub ?? this.userId;
-      this.userName = claims.name ?? this.userName;
-      this.adoptOutbox();
-      return token;
-    } catch (e) {
-      this.tokenError = e;
-      throw e;
+      token = await this.options.getToken();
+    } catch {
+      return { problem: "unavailable" };
     }
+    const claims = readClaims(token);
+    if (claims.sub !== undefined) {
+      // The first user the client sees is the one it is for, for good: what it holds (unsent
+      // messages, stream cursors, the conversation list, read marks) is that user's.
+      if (this.userId === undefined) this.userId = claims.sub;
+      else if (claims.sub !== this.userId) return { problem: "user_changed" };
+    }
+    this.userName = claims.name ?? this.userName;
+    this.adoptOutbox();
+    if (claims.exp !== undefined && claims.exp <= this.deadExp) return { problem: "stale" };
+    return { token, exp: claims.exp };
+  }
+
+  /**
+   * Gets a usable token, then connects with it; without one, backs off and tries again, up to
+   * `RENEWAL_TRIES`. The token is fetched before the connection is opened, so that a client
+   * without a usable token opens nothing at all.
+   */
+  private async renew(): Promise<void> {
+    clearTimeout(this.retryTimer);
+    const next = await this.nextToken();
+    if (this.stopped || this.socket.active) return;
+    if ("problem" in next) {
+      this.tokenProblem(next.problem);
+      return;
+    }
+    this.readyToken = next;
+    this.socket.connect();
+  }
+
+  /** socket.io's `auth`, on each connection attempt: the token checked by `renew`, or a fresh one. */
+  private async handshakeToken(cb: (data: object) => void): Promise<void> {
+    const ready = this.readyToken;
+    this.readyToken = undefined;
+    // The manager's own reconnections (after a transport failure) come without one.
+    const next = ready ?? (await this.nextToken());
+    if (this.stateValue === "closed") return;
+    if ("problem" in next) {
+      // The transport is open, but the server has seen no CONNECT: leave without one.
+      this.socket.disconnect();
+      this.tokenProblem(next.problem);
+      return;
+    }
+    this.attempt = next;
+    cb({ token: next.token });
+  }
+
+  /** No usable token for a new session: refuse another user's; otherwise back off and retry. */
+  private tokenProblem(problem: "user_changed" | "stale" | "unavailable"): void {
+    if (problem === "user_changed") {
+      this.refuseOtherUser();
+      return;
+    }
+    this.renewalFailed();
+  }
+
+  /** A token for another user: stop, before anything is sent with it (and leave the session). */
+  private refuseOtherUser(): void {
+    this.stopTimers();
+    this.eventListeners.emit(
+      "auth:error",
+      new ConfabError({
+        code: "unauthorized",
+        message: `getToken returned a token for another user than this client's (${this.userId ?? "?"})`,
+        reason: "user_changed",
+      }),
+    );
+    this.setState("unauthorized");
+    this.socket.disconnect();
+  }
+
+  /** A try at a token for a new session failed: again later (jittered), or give up: `ended`. */
+  private renewalFailed(): void {
+    if (++this.renewals >= RENEWAL_TRIES) {
+      this.stopTimers();
+      this.setState("ended");
+      return;
+    }
+    this.setState("reconnecting");
+    const delay = Math.min(this.maxDelay, this.baseDelay * 2 ** (this.renewals - 1));
+    this.retryAfter(jitter(delay));
+  }
+
+  /** Calls `renew` after `ms`, unless the client stopped meanwhile. */
+  private retryAfter(ms: number): void {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => {
+      if (!this.stopped) void this.renew();
+    }, ms);
+  }
+
+  private get baseDelay(): number {
+    return this.options.reconnectionDelayMs ?? 500;
+  }
+
+  private get maxDelay(): number {
+    return this.options.reconnectionDelayMaxMs ?? 5_000;
   }
 
   /**
@@ -629,16 +766,23 @@ export class ConfabClient {
       this.eventListeners.emit("presence", presence);
     });
     this.on_("session:expiring", () => void this.refreshSession());
+    this.on_("session:expired", ({ expires_at }: ServerEvents["session:expired"]) => {
+      // The server ended the session: its token, and any ending no later, is expired.
+      const ended = Math.floor(Date.parse(expires_at) / 1000);
+      this.deadExp = Math.max(this.deadExp, this.sessionExp ?? 0, Number.isFinite(ended) ? ended : 0);
+    });
     this.on_("resync", () => this.onResync());
   }
 
   private readonly onReconnectAttempt = (): void => {
-    if (this.stateValue !== "closed" && this.stateValue !== "unauthorized") this.setState("reconnecting");
+    if (!this.stopped) this.setState("reconnecting");
   };
 
   private onConnect(): void {
-    this.authRetries = 0;
+    this.renewals = 0;
     this.refusals = 0;
+    this.refreshRetries = 0;
+    this.sessionExp = this.attempt?.exp;
     ++this.connectGeneration;
     // Outgoing messages first: they don't depend on the rest.
     this.outbox.pump();
@@ -698,61 +842,96 @@ export class ConfabClient {
     this.typingState.clear();
     // Others' presence can't be followed while we're away; it is fetched again on reconnect.
     this.presence.forget();
-    if (this.stateValue !== "unauthorized") this.setState("reconnecting");
+    clearTimeout(this.refreshTimer);
+    if (this.stopped) return;
+    this.setState("reconnecting");
     if (reason === "io server disconnect") {
       // The server ended the session (the token expired) or dropped us on purpose: socket.io
-      // doesn't reconnect by itself then. Connect again; the auth function gets a fresh token.
-      this.retryTimer = setTimeout(() => this.stateValue !== "closed" && this.socket.connect(), 0);
+      // doesn't reconnect by itself then. Renew with a fresh token, after a jittered pause so
+      // that clients dropped together don't come back together.
+      this.retryAfter(Math.random() * this.baseDelay);
     }
   }
 
   private onConnectError(err: Error & { data?: { code?: string; reason?: string; retry_after_ms?: number } }): void {
-    if (this.stateValue === "closed") return;
-    // A transport failure: the manager keeps retrying by itself.
+    if (this.stopped) return;
+    // A transport failure: the manager keeps retrying by itself (with jittered backoff).
     if (this.socket.active) {
       if (this.stateValue !== "connecting") this.setState("reconnecting");
       return;
     }
-    // The server refused the handshake. Today's server sends only `message`; the protocol's
-    // `data` ({ code, reason }) is used when present.
+    // The server refused the handshake: `data` says why (`{ code, reason }`); a server
+    // without it sends only `message`.
     const code = err.data?.code ?? err.message;
-    let delay: number;
     if (code === "unauthorized") {
-      const reason =
-        err.data?.reason ?? (this.tokenError !== undefined || looksExpired(this.lastToken) ? "expired" : "invalid");
-      const error = new ConfabError({ code: "unauthorized", message: err.message, reason });
-      this.eventListeners.emit("auth:error", error);
-      if ((reason !== "expired" && this.tokenError === undefined) || ++this.authRetries > RETRY_AUTH_LIMIT) {
+      const reason = err.data?.reason ?? (looksExpired(this.attempt?.token) ? "expired" : "invalid");
+      this.eventListeners.emit("auth:error", new ConfabError({ code: "unauthorized", message: err.message, reason }));
+      if (reason !== "expired") {
+        this.stopTimers();
         this.setState("unauthorized");
         return;
       }
-      delay = Math.min(30_000, 250 * 2 ** (this.authRetries - 1));
-    } else if (code === "rate_limited") {
-      delay = err.data?.retry_after_ms ?? 1_000;
-    } else {
-      // too_many_connections, unavailable, or something new: back off and try again.
-      delay = Math.min(30_000, 1_000 * 2 ** Math.min(this.refusals++, 5));
+      // Expired by the server's clock: so is every token ending no later. Only a token that
+      // ends later is worth a try; `renew` asks for one, with backoff, and gives up in time.
+      this.deadExp = Math.max(this.deadExp, this.attempt?.exp ?? 0);
+      this.renewalFailed();
+      return;
     }
+    // rate_limited (no sooner than its retry_after_ms), too_many_connections, unavailable, or
+    // something new: back off and try again.
+    const backoff = jitter(Math.min(30_000, 1_000 * 2 ** Math.min(this.refusals++, 5)));
+    const told = err.data?.retry_after_ms;
+    const delay = code === "rate_limited" && told !== undefined ? told * (1 + Math.random() / 2) : backoff;
     this.setState("reconnecting");
-    clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => {
-      if (this.stateValue !== "closed" && this.stateValue !== "unauthorized") this.socket.connect();
-    }, delay);
+    this.retryAfter(delay);
   }
 
-  /** `session:expiring`: swap in a fresh token; if that fails, reconnect with one. */
+  /**
+   * `session:expiring`: swap in a fresh token (`auth:refresh`), on the same connection. A token
+   * that doesn't end later than the session's renews nothing and is not sent; nor is a refused
+   * or failed refresh answered by reconnecting (that would need a token as good). Either way the
+   * refresh is tried again a few times, with backoff (a host app's token cache may renew late);
+   * if the session ends first, the client renews it with a new connection, or ends.
+   */
   private async refreshSession(): Promise<void> {
+    clearTimeout(this.refreshTimer);
     const generation = this.connectGeneration;
-    try {
-      const token = await this.freshToken();
-      if (generation !== this.connectGeneration) return; // a new session has its own token
-      await this.request("auth:refresh", { token });
-    } catch (e) {
-      if (e instanceof ConfabError) this.eventListeners.emit("auth:error", e);
-      // Too late (the session ended and a new one began) or closed: nothing to repair.
-      if (generation !== this.connectGeneration || this.stateValue === "closed" || !this.socket.connected) return;
-      this.socket.disconnect().connect();
+    const current = () => generation === this.connectGeneration && !this.stopped && this.socket.connected;
+    const next = await this.nextToken();
+    if (!current()) return; // a new session has its own token, or none is wanted
+    if ("problem" in next) {
+      if (next.problem === "user_changed") this.refuseOtherUser();
+      else this.retryRefresh(generation);
+      return;
     }
+    if (next.exp !== undefined && this.sessionExp !== undefined && next.exp <= this.sessionExp) {
+      this.retryRefresh(generation);
+      return;
+    }
+    try {
+      await this.request("auth:refresh", { token: next.token });
+      if (generation === this.connectGeneration) {
+        this.sessionExp = next.exp;
+        this.refreshRetries = 0;
+      }
+    } catch (e) {
+      if (e instanceof ConfabError) {
+        this.eventListeners.emit("auth:error", e);
+        if (e.reason === "expired") this.deadExp = Math.max(this.deadExp, next.exp ?? 0);
+      }
+      if (current()) this.retryRefresh(generation);
+    }
+  }
+
+  private retryRefresh(generation: number): void {
+    if (++this.refreshRetries > REFRESH_RETRIES) return; // the session's end will tell
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = setTimeout(
+      () => {
+        if (generation === this.connectGeneration) void this.refreshSession();
+      },
+      jitter(this.maxDelay * 2 ** (this.refreshRetries - 1)),
+    );
   }
 
   private async loadConversations(): Promise<Conversation[]> {
@@ -793,6 +972,11 @@ export class ConfabClient {
       // Typing is best effort: a lost typing event is harmless.
     });
   }
+}
+
+/** `ms` ± 50%, at random: clients that fail together don't retry together. */
+function jitter(ms: number): number {
+  return ms * (0.5 + Math.random());
 }
 
 /** Every listener on a socket.io emitter, whatever the event: a leak shows up here. */

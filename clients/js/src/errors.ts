@@ -5,7 +5,10 @@ export class ConfabError extends Error {
   readonly code: ErrorCode;
   /** The offending field, for `invalid_payload` and `too_large`. */
   readonly field: string | undefined;
-  /** Why a token was refused (`missing`, `invalid`, `expired`), for `unauthorized`. */
+  /**
+   * Why a token was refused, for `unauthorized`: `missing`, `invalid` or `expired` (the
+   * server's), or `user_changed` (the client's: `getToken` gave a token for another user).
+   */
   readonly reason: string | undefined;
   /** For `rate_limited`: how long to wait before trying again. */
   readonly retryAfterMs: number | undefined;

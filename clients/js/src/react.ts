@@ -16,7 +16,11 @@ import type { Presence, UserId } from "./types.js";
 
 const ClientContext = createContext<ConfabClient | null>(null);
 
-/** Makes a client available to the hooks below. */
+/**
+ * Makes a client available to the hooks below. A client is for one user: when the signed-in
+ * user changes, give a new client (key the component that makes it by the user id), never the
+ * previous user's, which refuses the new user's token (state `unauthorized`).
+ */
 export function ConfabProvider(props: { client: ConfabClient; children?: ReactNode }) {
   return createElement(ClientContext.Provider, { value: props.client }, props.children);
 }
@@ -28,7 +32,10 @@ export function useConfab(): ConfabClient {
   return client;
 }
 
-/** The connection state: show a banner while it isn't `live`. */
+/**
+ * The connection state: show a banner while it isn't `live`. `ended` (the session ran out and no
+ * fresh token came) and `unauthorized` are where the client stops: ask the user to sign in again.
+ */
 export function useConnectionState(): ConnectionState {
   const client = useConfab();
   return useSyncExternalStore(

@@ -133,17 +133,31 @@ test("the guide's code type-checks, mints a working token and renders a live cha
     await bob.send(direct.id, "hi from bob");
 
     const { Chat } = (await import(join(OUT, "app/chat/Chat.tsx"))) as {
-      Chat: FunctionComponent<{ url: string }>;
+      Chat: FunctionComponent<{ url: string; user: string }>;
     };
     const container = dom.document.createElement("div");
     dom.document.body.append(container);
     const root = createRoot(container as unknown as Element);
-    await act(async () => root.render(createElement(Chat, { url: server.url })));
+    await act(async () => root.render(createElement(Chat, { url: server.url, user: "alice" })));
     const text = () => container.textContent ?? "";
     await act(() => until(() => text().includes("(1)"), "the conversation with one unread"));
     await act(async () => (container.querySelector("li button") as unknown as HTMLButtonElement).click());
     await act(() => until(() => text().includes("bob: hi from bob"), "bob's message in the thread"));
     expect(tokenRequests).toBeGreaterThanOrEqual(2);
+
+    // Alice signs out and Bob signs in, in the same page: the chat becomes Bob's, on a client of
+    // his own (Alice's would refuse his token rather than mix the two accounts).
+    const carol = await live(client(server, "carol"));
+    await act(async () => {
+      await carol.createGroup("alice and carol", ["alice"]);
+      await until(() => text().includes("alice and carol"), "alice's group in her list");
+    });
+    setSession({ user: { id: "bob", name: "Bob" } });
+    await carol.createGroup("bob and carol", ["bob"]);
+    await act(async () => root.render(createElement(Chat, { url: server.url, user: "bob" })));
+    await act(() => until(() => text().includes("bob and carol"), `bob's group in his list (shows: ${text()})`));
+    expect(text()).not.toContain("alice and carol");
+    expect(text()).not.toContain("sign in again");
     await act(async () => root.unmount());
   } finally {
     globalThis.fetch = realFetch;

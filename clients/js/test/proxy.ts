@@ -13,6 +13,8 @@ export class Proxy {
   blackhole = false;
   /** While true, nothing crosses in either direction, on open and new connections alike. */
   private frozen = false;
+  /** TCP connections accepted so far (refused ones too): connection attempts, as the server sees them. */
+  connections = 0;
 
   constructor(private readonly targetPort: number) {}
 
@@ -22,6 +24,7 @@ export class Proxy {
 
   async start(): Promise<this> {
     this.server = createServer((client) => {
+      this.connections++;
       if (this.refusing) {
         client.destroy();
         return;

@@ -95,10 +95,11 @@ function Banner({ onSignOut }: { onSignOut: () => void }) {
     }
   }, [state]);
   if (state === "live" || state === "closed") return null;
-  if (state === "unauthorized") {
+  // Where the client stops (it makes no more attempts): said once, until the user signs in again.
+  if (state === "ended" || state === "unauthorized") {
     return (
-      <div class="banner error" role="alert">
-        Your session was refused or has ended.{" "}
+      <div class="banner error" role="alert" data-state={state}>
+        {state === "ended" ? "Your session has ended." : "Your session was refused."}{" "}
         <button type="button" onClick={onSignOut}>
           Sign in again
         </button>
