@@ -138,61 +138,6 @@ impl Error {
     }
 }
 
-/// Adds context to a database error and classifies it: a database that can't be reached is
-/// `unavailable` (the client may retry), anything else is `internal` (a bug to look at).
-pub trait DbContext<T> {
-    fn db_context(self, what: &'static str) -> Result<T>;
-}
-
-impl<T> DbContext<T> for std::result::Result<T, sqlx::Error> {
-    fn db_context(self, what: &'static str) -> Result<T> {
-        self.map_err(|e| {
-            let unavailable = is_unavailable(&e);
-            let e = anyhow::Error::new(e).context(what);
-            if unavailable {
-                Error::Unavailable(e)
-            } else {
-                Error::Internal(e)
-            }
-        })
-    }
-}
-
-/// Errors that mean "the database is not there right now", as opposed to "the query is wrong".
-pub fn is_unavailable(e: &sqlx::Error) -> bool {
-    match e {
-        _ if is_connection_lost(e) => true,
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => {
-            // PostgreSQL: class 08 (connection exception), 57P01..57P03 (admin shutdown, crash
-            // shutdown, cannot connect now), 53300 (too many connections).
-            // SQLite: SQLITE_BUSY (5) / SQLITE_LOCKED (6) after the busy timeout.
-            let code = db.code();
-            let code = code.as_deref().unwrap_or("");
-            code.starts_with("08")
-                || code.starts_with("57P0")
-                || code == "53300"
-                || code == "5"
-                || code == "6"
-        }
-        _ => false,
-    }
-}
-
-/// A connection that was working is gone: the socket broke, or PostgreSQL closed it (57P01 /
-/// 57P02, what a server shutting down fast or after a crash leaves on every connection, read by
-/// its next query; also what ending one backend leaves). Another connection may work at once.
-pub fn is_connection_lost(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P01" | "57P02")),
-        _ => false,
-    }
-}
-
 /// A success envelope: `{ "ok": true, "data": … }`.
 pub fn ok_envelope(data: Value) -> Value {
     json!({ "ok": true, "data": data })

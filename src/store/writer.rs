@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::is_connection_lost;
 use super::{NewMessage, SendOutcome, Store};
-use crate::error::{Error, Result, is_connection_lost};
+use crate::error::{Error, Result};
 
 /// Called once with the outcome of a submitted message, after its transaction ended. It runs
 /// on the writer's task, so it must be quick and must not block: ack and enqueue, nothing more.
