@@ -5,9 +5,11 @@
 // an answer that retrying can't change (`invalid_payload`, `not_found`, `too_large`, …): then the
 // entry stays, `failed`, for the user to retry or discard.
 //
-// Order: a socket's sends are stored in the order it sent them, so entries are sent in creation
-// order and pipelined while all is well. After a retryable failure a conversation's entries go
-// one at a time until its queue drains, so a retry can't overtake the messages behind it twice.
+// Order: a conversation's messages are stored in the order they were written. So each
+// conversation has at most one send in flight: the next goes once the one before is stored (or
+// failed for good). Pipelining them would not keep that order under partial failure: when the
+// first is answered `unavailable` and the second, already on its way, is stored, the retry of
+// the first lands after it. Conversations don't wait for each other.
 
 import { ConfabError } from "./errors.js";
 import type { StoredEntry } from "./outbox-storage.js";
@@ -55,8 +57,6 @@ const BACKOFF_MAX_MS = 10_000;
 
 export class Outbox {
   private readonly entries: Entry[] = [];
-  /** Conversations sending one at a time after a retryable failure. */
-  private readonly careful = new Set<string>();
   /** Conversations waiting (rate limit or backoff) until a time. */
   private readonly holdUntil = new Map<string, number>();
   private timer: ReturnType<typeof setTimeout> | undefined;
@@ -179,7 +179,11 @@ export class Outbox {
     this.host.changed(conversationId);
   }
 
-  /** Sends what can be sent now. Called on every connect and whenever something changes. */
+  /**
+   * Sends what can be sent now: each conversation's oldest queued entry, unless one of its
+   * entries is in flight or it waits (backoff, rate limit). Called on every connect and whenever
+   * something changes.
+   */
   pump(): void {
     if (this.closed || !this.host.connected()) return;
     const now = Date.now();
@@ -188,9 +192,10 @@ export class Outbox {
     for (const entry of this.entries) {
       if (entry.state !== "queued") continue;
       const id = entry.conversationId;
-      if ((this.holdUntil.get(id) ?? 0) > now) continue;
-      if (this.careful.has(id) && busy.has(id)) continue;
+      if (busy.has(id)) continue;
+      // Whatever comes next in this conversation waits behind this entry.
       busy.add(id);
+      if ((this.holdUntil.get(id) ?? 0) > now) continue;
       this.attempt(entry);
     }
   }
@@ -200,12 +205,11 @@ export class Outbox {
     clearTimeout(this.timer);
     const error = ConfabError.client("closed", "the client is closed");
     for (const entry of this.entries.splice(0)) for (const w of entry.waiters) w.reject(error);
-    this.careful.clear();
     this.holdUntil.clear();
   }
 
-  stats(): { entries: number; careful: number; held: number } {
-    return { entries: this.entries.length, careful: this.careful.size, held: this.holdUntil.size };
+  stats(): { entries: number; held: number } {
+    return { entries: this.entries.length, held: this.holdUntil.size };
   }
 
   private attempt(entry: Entry): void {
@@ -230,10 +234,7 @@ export class Outbox {
     if (index < 0) return;
     this.entries.splice(index, 1);
     const id = entry.conversationId;
-    if (!this.entries.some((e) => e.conversationId === id && e.state !== "failed")) {
-      this.careful.delete(id);
-      this.holdUntil.delete(id);
-    }
+    if (!this.entries.some((e) => e.conversationId === id && e.state !== "failed")) this.holdUntil.delete(id);
     this.host.acked(message);
     for (const w of entry.waiters) w.resolve(message);
     this.host.changed(id);
@@ -252,7 +253,6 @@ export class Outbox {
       return;
     }
     entry.state = "queued";
-    this.careful.add(id);
     if (error.code !== "disconnected") {
       // Rate limited: wait as told. No answer or an outage: back off exponentially.
       const wait =
