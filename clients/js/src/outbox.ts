@@ -15,18 +15,39 @@ import { ConfabError } from "./errors.js";
 import type { StoredEntry } from "./outbox-storage.js";
 import type { Message } from "./types.js";
 
+/**
+ * - `queued`: waiting to be sent (for the connection, for the message before it in the
+ *   conversation, or for a backoff after a failure that retrying may cure).
+ * - `sending`: sent, the answer is awaited.
+ * - `failed`: refused for good (`too_large`, `not_found`, …): sent again only by `retry()`.
+ */
 export type OutboxState = "queued" | "sending" | "failed";
 
-/** A message on its way, as the UI shows it. */
+/**
+ * A message on its way: written, not stored yet. A record, so its fields have the protocol's
+ * names, as a {@link Message} has: once stored, the message has the same `client_id`,
+ * `conversation_id` and `body`.
+ */
 export interface OutboxEntry {
-  readonly clientId: string;
-  readonly conversationId: string;
+  /** The idempotency key the message is sent with, on every attempt. */
+  readonly client_id: string;
+  readonly conversation_id: string;
   readonly body: string;
   readonly state: OutboxState;
   /** The last failure: the reason a `failed` entry stopped, or why a queued one waits. */
   readonly error: ConfabError | undefined;
+  /** Attempts made so far. */
   readonly attempts: number;
-  readonly createdAt: number;
+  /** When it was written (ISO 8601), by this device's clock. */
+  readonly created_at: string;
+}
+
+/** How long a caller waits for a send to be stored: the message is sent all the same. */
+export interface WaitOptions {
+  /** Stops waiting: the promise rejects with `signal.reason`; the message stays queued. */
+  signal?: AbortSignal;
+  /** Stops waiting after this long: rejects with `timeout`; the message stays queued. */
+  timeoutMs?: number;
 }
 
 export interface OutboxHost {
@@ -49,7 +70,12 @@ interface Entry {
   createdAt: number;
   /** Increments per attempt; a late answer to an older attempt is recognised by it. */
   attempt: number;
-  waiters: { resolve: (m: Message) => void; reject: (e: ConfabError) => void }[];
+  waiters: Waiter[];
+}
+
+interface Waiter {
+  resolve: (m: Message) => void;
+  reject: (e: ConfabError) => void;
 }
 
 const BACKOFF_BASE_MS = 250;
@@ -64,11 +90,15 @@ export class Outbox {
 
   constructor(private readonly host: OutboxHost) {}
 
-  /** Queues a message; resolves with it once stored. */
-  add(conversationId: string, body: string, clientId: string): Promise<Message> {
-    if (this.closed) return Promise.reject(ConfabError.client("closed", "the client is closed"));
+  /** Queues a message; resolves with it once stored (see `WaitOptions` for how long it waits). */
+  add(conversationId: string, body: string, clientId: string, wait: WaitOptions = {}): Promise<Message> {
+    if (this.closed) return Promise.reject(ConfabError.client("closed", "the client is closed").forSend(clientId));
+    // Aborted already: nothing is queued, as `fetch` sends nothing.
+    if (wait.signal?.aborted) return Promise.reject(wait.signal.reason);
     if (this.entries.some((e) => e.clientId === clientId)) {
-      return Promise.reject(new ConfabError({ code: "invalid_payload", message: "client_id: already queued", field: "client_id" }));
+      return Promise.reject(
+        new ConfabError({ code: "invalid_payload", message: "client_id: already queued", field: "client_id" }, clientId),
+      );
     }
     const entry: Entry = {
       clientId,
@@ -81,18 +111,19 @@ export class Outbox {
       attempt: 0,
       waiters: [],
     };
-    const promise = new Promise<Message>((resolve, reject) => entry.waiters.push({ resolve, reject }));
+    const promise = this.waitFor(entry, wait);
     this.entries.push(entry);
     this.host.changed(conversationId);
     this.pump();
     return promise;
   }
 
-  /** Sends a failed entry again, with the same `client_id`. */
-  retry(clientId: string): Promise<Message> {
+  /** Sends a failed entry again, with the same `client_id`; waits for it like `add`. */
+  retry(clientId: string, wait: WaitOptions = {}): Promise<Message> {
     const entry = this.entries.find((e) => e.clientId === clientId);
-    if (!entry) return Promise.reject(new ConfabError({ code: "not_found", message: "no such outbox entry" }));
-    const promise = new Promise<Message>((resolve, reject) => entry.waiters.push({ resolve, reject }));
+    if (!entry) return Promise.reject(new ConfabError({ code: "not_found", message: "no such outbox entry" }, clientId));
+    if (wait.signal?.aborted) return Promise.reject(wait.signal.reason);
+    const promise = this.waitFor(entry, wait);
     if (entry.state === "failed") {
       entry.state = "queued";
       this.host.changed(entry.conversationId);
@@ -107,9 +138,14 @@ export class Outbox {
     if (index < 0) return;
     const [entry] = this.entries.splice(index, 1);
     if (!entry) return;
-    const error = entry.error ?? ConfabError.client("closed", "discarded");
-    for (const w of entry.waiters) w.reject(error);
+    const error = (entry.error ?? ConfabError.client("closed", "discarded")).forSend(entry.clientId);
+    for (const w of entry.waiters.splice(0)) w.reject(error);
     this.host.changed(entry.conversationId);
+  }
+
+  /** Whether an entry with this `client_id` is in the outbox. */
+  has(clientId: string): boolean {
+    return this.entries.some((e) => e.clientId === clientId);
   }
 
   /** The entries of one conversation (or all), oldest first. */
@@ -117,13 +153,13 @@ export class Outbox {
     return this.entries
       .filter((e) => conversationId === undefined || e.conversationId === conversationId)
       .map((e) => ({
-        clientId: e.clientId,
-        conversationId: e.conversationId,
+        client_id: e.clientId,
+        conversation_id: e.conversationId,
         body: e.body,
         state: e.state,
         error: e.error,
         attempts: e.attempts,
-        createdAt: e.createdAt,
+        created_at: new Date(e.createdAt).toISOString(),
       }));
   }
 
@@ -174,7 +210,7 @@ export class Outbox {
     for (const entry of this.entries.filter((e) => e.conversationId === conversationId)) {
       entry.state = "failed";
       entry.error = error;
-      for (const w of entry.waiters.splice(0)) w.reject(error);
+      for (const w of entry.waiters.splice(0)) w.reject(error.forSend(entry.clientId));
     }
     this.host.changed(conversationId);
   }
@@ -204,7 +240,7 @@ export class Outbox {
     this.closed = true;
     clearTimeout(this.timer);
     const error = ConfabError.client("closed", "the client is closed");
-    for (const entry of this.entries.splice(0)) for (const w of entry.waiters) w.reject(error);
+    for (const entry of this.entries.splice(0)) for (const w of entry.waiters.splice(0)) w.reject(error.forSend(entry.clientId));
     this.holdUntil.clear();
   }
 
@@ -236,7 +272,7 @@ export class Outbox {
     const id = entry.conversationId;
     if (!this.entries.some((e) => e.conversationId === id && e.state !== "failed")) this.holdUntil.delete(id);
     this.host.acked(message);
-    for (const w of entry.waiters) w.resolve(message);
+    for (const w of entry.waiters.splice(0)) w.resolve(message);
     this.host.changed(id);
     this.pump();
   }
@@ -247,7 +283,7 @@ export class Outbox {
     const id = entry.conversationId;
     if (!error.retryable) {
       entry.state = "failed";
-      for (const w of entry.waiters.splice(0)) w.reject(error);
+      for (const w of entry.waiters.splice(0)) w.reject(error.forSend(entry.clientId));
       this.host.changed(id);
       this.pump();
       return;
@@ -263,6 +299,50 @@ export class Outbox {
     }
     // A disconnect needs no timer: `pump` runs on the next connect.
     this.host.changed(id);
+  }
+
+  /**
+   * A promise for the entry's outcome, given up (not the entry) on abort or after the timeout:
+   * a send offline neither hangs for ever nor loses the message.
+   */
+  private waitFor(entry: Entry, { signal, timeoutMs }: WaitOptions): Promise<Message> {
+    return new Promise<Message>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stop = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        const i = entry.waiters.indexOf(waiter);
+        if (i >= 0) entry.waiters.splice(i, 1);
+      };
+      const waiter: Waiter = {
+        resolve: (m) => {
+          stop();
+          resolve(m);
+        },
+        reject: (e) => {
+          stop();
+          reject(e);
+        },
+      };
+      const onAbort = () => {
+        stop();
+        reject(signal?.reason);
+      };
+      entry.waiters.push(waiter);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      if (timeoutMs !== undefined && Number.isFinite(timeoutMs)) {
+        timer = setTimeout(() => {
+          stop();
+          const why = entry.error ? `; last error: ${entry.error.message}` : "";
+          reject(
+            new ConfabError(
+              { code: "timeout", message: `not stored within ${timeoutMs} ms; still queued, and sent when possible${why}` },
+              entry.clientId,
+            ),
+          );
+        }, timeoutMs);
+      }
+    });
   }
 
   private hold(conversationId: string, until: number): void {

@@ -130,7 +130,7 @@ test("a failed entry stays failed, with its error, for the next client to retry 
   expect(entry).toMatchObject({ body: "nowhere", state: "failed", attempts: 1 });
   expect(entry?.error?.code).toBe("not_found");
   expect(storage.getItem("confab.outbox.v1.ps-gus.junk")).toBeNull();
-  next.discard(entry?.clientId ?? "");
+  next.discard(entry?.client_id ?? "");
   await until(() => storage.length === 0, "the discarded entry to be removed");
 });
 

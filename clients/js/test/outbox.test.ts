@@ -136,7 +136,7 @@ test("a refused send fails without retrying, and can be discarded", async () => 
   const [entry] = alice.pending(group.id);
   expect(entry?.state).toBe("failed");
   expect(entry?.attempts).toBe(1);
-  alice.discard(entry?.clientId ?? "");
+  alice.discard(entry?.client_id ?? "");
   expect(alice.pending(group.id)).toEqual([]);
   // A conversation that isn't ours: not_found, not retried either.
   const missing = await alice.send("0190f000-0000-7000-8000-000000000000", "hi").catch((e: unknown) => e);

@@ -3,17 +3,23 @@
 import type { Conversation, Member, Message, Role, UserId } from "../types.js";
 import { Store } from "./store.js";
 
-export interface ConversationItem {
-  conversation: Conversation;
-  lastMessage: Message | null;
+/**
+ * A conversation of the list, kept current: a {@link Conversation} (as `conversation:list`
+ * answers it) whose `last_message`, `last_seq`, `last_read_seq` and `unread_count` follow the
+ * live stream, read marks and member changes. A record, so it has the protocol's field names.
+ */
+export interface ConversationItem extends Conversation {
+  /** Everything up to this seq is read by the current user (here or on another device). */
+  last_read_seq: number;
   /** Messages after the user's read mark that are neither theirs nor deleted (as far as known). */
-  unread: number;
-  lastReadSeq: number;
+  unread_count: number;
 }
 
+/** What `conversations.getSnapshot()` (and `useConversations()`) gives. */
 export interface ConversationListSnapshot {
   /** Whether the list has been loaded at least once. */
   loaded: boolean;
+  /** Most recent activity first. */
   items: ConversationItem[];
 }
 
@@ -30,17 +36,20 @@ interface Entry {
 
 const ROLE_RANK: Record<Role, number> = { owner: 0, admin: 1, member: 2 };
 
+/** The user's conversations, kept current; a store (see `Store`). */
 export class ConversationList extends Store<ConversationListSnapshot> {
   private readonly entries = new Map<string, Entry>();
   private loaded = false;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
 
+  /** @internal The client makes it. */
   constructor(private readonly me: () => string | undefined) {
     super();
   }
 
+  /** One conversation of the list, by id. */
   get(id: string): ConversationItem | undefined {
-    return this.getSnapshot().items.find((i) => i.conversation.id === id);
+    return this.getSnapshot().items.find((i) => i.id === id);
   }
 
   /** A `conversation:list` answer: the whole truth, read state included. */
@@ -162,19 +171,22 @@ export class ConversationList extends Store<ConversationListSnapshot> {
   }
 
   protected build(): ConversationListSnapshot {
-    const items = [...this.entries.values()].map((e) => ({
-      conversation: e.conversation,
-      lastMessage: e.lastMessage,
-      unread: e.baseUnread + e.liveUnread.size,
-      lastReadSeq: e.lastReadSeq,
-    }));
+    const items = [...this.entries.values()].map(
+      (e): ConversationItem => ({
+        ...e.conversation,
+        last_message: e.lastMessage,
+        last_seq: Math.max(e.conversation.last_seq, e.lastMessage?.seq ?? 0),
+        last_read_seq: e.lastReadSeq,
+        unread_count: e.baseUnread + e.liveUnread.size,
+      }),
+    );
     items.sort((a, b) => activity(b).localeCompare(activity(a)));
     return { loaded: this.loaded, items };
   }
 }
 
 function activity(item: ConversationItem): string {
-  return item.lastMessage?.created_at ?? item.conversation.created_at;
+  return item.last_message?.created_at ?? item.created_at;
 }
 
 function newer(a: Message | null, b: Message | null): Message | null {
