@@ -9,7 +9,6 @@
 import {
   createContext,
   createElement,
-  useCallback,
   useContext,
   useEffect,
   useMemo,
@@ -55,8 +54,10 @@ export function useConnectionState(): ConnectionState {
   const client = useConfab();
   // Stable per client: a new function on every render would make React unsubscribe and
   // subscribe again on every render.
-  const subscribe = useCallback((onChange: () => void) => client.onState(onChange), [client]);
-  const getState = useCallback(() => client.state, [client]);
+  const { subscribe, getState } = useMemo(
+    () => ({ subscribe: (onChange: () => void) => client.onState(onChange), getState: () => client.state }),
+    [client],
+  );
   return useSyncExternalStore(subscribe, getState, getState);
 }
 
