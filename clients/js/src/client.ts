@@ -6,7 +6,7 @@ import { io, type ManagerOptions, type Socket, type SocketOptions } from "socket
 import { ConfabError } from "./errors.js";
 import { KeyedListeners, Listeners, type Unsubscribe } from "./listeners.js";
 import { Outbox, type OutboxEntry, type WaitOptions } from "./outbox.js";
-import { OutboxPersistence, type OutboxStorage } from "./outbox-storage.js";
+import { OutboxPersistence, webLocks, type OutboxStorage } from "./outbox-storage.js";
 import { ConversationList } from "./stores/conversations.js";
 import { PresenceStore } from "./stores/presence.js";
 import { ConversationView, type ViewOptions } from "./stores/view.js";
@@ -59,7 +59,9 @@ export interface ConnectOptions {
   /**
    * Where unsent messages are kept across page loads, typically `localStorage`. With it, a
    * message written offline is sent by the next client of the same user even if this page was
-   * closed first. Without it (the default) the outbox lives as long as the client.
+   * closed first. Without it (the default) the outbox lives as long as the client. Tabs of one
+   * user coordinate through Web Locks: a tab sends what it wrote, and what tabs that closed left
+   * (see the README's "Outbox across page loads").
    */
   outboxStorage?: OutboxStorage;
   /**
@@ -281,6 +283,7 @@ export class ConfabClient {
         this.outboxListeners.emit(conversationId);
         this.saveOutboxSoon();
       },
+      discardedElsewhere: (clientId) => this.outboxStore?.isDiscarded(clientId) ?? false,
     });
     this.listen();
     if (options.autoConnect !== false) this.connect();
@@ -337,6 +340,7 @@ export class ConfabClient {
     this.socket.disconnect();
     // What is unsent stays stored for the user's next client; closing empties the outbox.
     this.saveOutbox();
+    this.outboxStore?.close();
     this.outboxStore = undefined;
     this.outbox.close();
     this.stream.close();
@@ -446,7 +450,10 @@ export class ConfabClient {
    * it is rejected. An entry being sent may still be stored by the server.
    */
   discard(clientId: string): void {
+    if (!this.outbox.has(clientId)) return;
     this.outbox.discard(clientId);
+    // For the user's other tabs: a copy they hold (without Web Locks) is not sent either.
+    this.outboxStore?.discard(clientId);
   }
 
   /** Called when a conversation's outbox entries change. */
@@ -792,8 +799,14 @@ export class ConfabClient {
   private adoptOutbox(): void {
     const storage = this.options.outboxStorage;
     if (!storage || this.outboxStore !== undefined || this.userId === undefined || this.stateValue === "closed") return;
-    this.outboxStore = new OutboxPersistence(storage, this.userId, newClientId());
-    this.outbox.restore(this.outboxStore.adopt());
+    this.outboxStore = new OutboxPersistence(storage, this.userId, newClientId(), webLocks(), {
+      adopted: (entries) => {
+        this.outbox.restore(entries);
+        this.saveOutbox();
+      },
+      discarded: (clientIds) => this.outbox.dropDiscarded(clientIds),
+    });
+    this.outboxStore.start();
     this.saveOutbox();
   }
 

@@ -58,6 +58,8 @@ export interface OutboxHost {
   acked(message: Message): void;
   /** The entries changed (for the UI). */
   changed(conversationId: string): void;
+  /** Whether the user discarded this message elsewhere (another tab): then it is not sent. */
+  discardedElsewhere(clientId: string): boolean;
 }
 
 interface Entry {
@@ -141,6 +143,14 @@ export class Outbox {
     const error = (entry.error ?? ConfabError.client("closed", "discarded")).forSend(entry.clientId);
     for (const w of entry.waiters.splice(0)) w.reject(error);
     this.host.changed(entry.conversationId);
+  }
+
+  /** Drops entries the user discarded elsewhere (another tab), without sending them. */
+  dropDiscarded(clientIds: string[]): void {
+    for (const id of clientIds) {
+      const entry = this.entries.find((e) => e.clientId === id);
+      if (entry) this.dropEntry(entry, ConfabError.client("closed", "discarded in another tab"));
+    }
   }
 
   /** Whether an entry with this `client_id` is in the outbox. */
@@ -249,6 +259,10 @@ export class Outbox {
   }
 
   private attempt(entry: Entry): void {
+    if (this.host.discardedElsewhere(entry.clientId)) {
+      this.dropEntry(entry, ConfabError.client("closed", "discarded in another tab"));
+      return;
+    }
     entry.state = "sending";
     entry.attempts += 1;
     const attempt = ++entry.attempt;
@@ -299,6 +313,14 @@ export class Outbox {
     }
     // A disconnect needs no timer: `pump` runs on the next connect.
     this.host.changed(id);
+  }
+
+  private dropEntry(entry: Entry, error: ConfabError): void {
+    const index = this.entries.indexOf(entry);
+    if (index < 0) return;
+    this.entries.splice(index, 1);
+    for (const w of entry.waiters.splice(0)) w.reject(error.forSend(entry.clientId));
+    this.host.changed(entry.conversationId);
   }
 
   /**
