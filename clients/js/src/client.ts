@@ -26,6 +26,7 @@ import type {
   UserId,
 } from "./types.js";
 
+/** Options of {@link connect}. */
 export interface ConnectOptions {
   /** The confab server, e.g. `https://chat.example.com`. Default: the page's own origin. */
   url?: string;
@@ -127,7 +128,9 @@ export interface ConversationHandlers {
   message?: (message: Message) => void;
   /** A message already delivered was edited or deleted. */
   update?: (message: Message) => void;
+  /** A member started or stopped typing. */
   typing?: (typing: Typing) => void;
+  /** A member's read mark moved. */
   receipt?: (receipt: Receipt) => void;
 }
 

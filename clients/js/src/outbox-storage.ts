@@ -23,10 +23,15 @@ import type { ErrorCode } from "./types.js";
 
 /** The part of the Web Storage API the client uses: `localStorage` is one. */
 export interface OutboxStorage {
+  /** How many keys there are. */
   readonly length: number;
+  /** The key at `index`, or `null`. */
   key(index: number): string | null;
+  /** The value under `key`, or `null`. */
   getItem(key: string): string | null;
+  /** Stores a value (may throw when full). */
   setItem(key: string, value: string): void;
+  /** Removes a key. */
   removeItem(key: string): void;
 }
 

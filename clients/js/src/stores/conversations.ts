@@ -52,7 +52,7 @@ export class ConversationList extends Store<ConversationListSnapshot> {
     return this.getSnapshot().items.find((i) => i.id === id);
   }
 
-  /** A `conversation:list` answer: the whole truth, read state included. */
+  /** A `conversation:list` answer: the whole truth, read state included. @internal */
   replaceAll(conversations: Conversation[]): void {
     const previous = new Map(this.entries);
     this.entries.clear();
@@ -73,7 +73,7 @@ export class ConversationList extends Store<ConversationListSnapshot> {
     this.changed();
   }
 
-  /** A conversation object from an event or an ack (without read state). */
+  /** A conversation object from an event or an ack (without read state). @internal */
   upsert(conversation: Conversation): void {
     const old = this.entries.get(conversation.id);
     this.entries.set(conversation.id, {
@@ -87,7 +87,7 @@ export class ConversationList extends Store<ConversationListSnapshot> {
     this.changed();
   }
 
-  /** A `conversation:members` event: the members changed applied; the conversation after, if known. */
+  /** A `conversation:members` event: the members changed applied; the conversation after, if known. @internal */
   membersChanged(id: string, changed: Member[], removed: UserId[]): Conversation | undefined {
     const entry = this.entries.get(id);
     if (!entry) return undefined;
@@ -109,11 +109,12 @@ export class ConversationList extends Store<ConversationListSnapshot> {
     return entry.conversation;
   }
 
+  /** @internal */
   remove(id: string): void {
     if (this.entries.delete(id)) this.changed();
   }
 
-  /** A message delivered by the stream. */
+  /** A message delivered by the stream. @internal */
   messageDelivered(message: Message): void {
     const entry = this.entries.get(message.conversation_id);
     if (!entry) return;
@@ -129,6 +130,7 @@ export class ConversationList extends Store<ConversationListSnapshot> {
     this.changed();
   }
 
+  /** @internal */
   messageChanged(message: Message): void {
     const entry = this.entries.get(message.conversation_id);
     if (!entry) return;
@@ -137,7 +139,7 @@ export class ConversationList extends Store<ConversationListSnapshot> {
     this.changed();
   }
 
-  /** The user's read mark moved (here or on another device). */
+  /** The user's read mark moved (here or on another device). @internal */
   read(id: string, seq: number, _mine: true): void {
     const entry = this.entries.get(id);
     if (!entry || seq <= entry.lastReadSeq) return;
@@ -149,7 +151,7 @@ export class ConversationList extends Store<ConversationListSnapshot> {
     this.changed();
   }
 
-  /** Reloads the list soon (coalescing bursts), with `load` doing the request. */
+  /** Reloads the list soon (coalescing bursts), with `load` doing the request. @internal */
   refreshSoon(load: () => Promise<unknown>): void {
     if (this.refreshTimer !== undefined) return;
     this.refreshTimer = setTimeout(() => {
@@ -160,12 +162,14 @@ export class ConversationList extends Store<ConversationListSnapshot> {
     }, 200);
   }
 
+  /** @internal */
   close(): void {
     clearTimeout(this.refreshTimer);
     this.entries.clear();
     this.clearSubscribers();
   }
 
+  /** @internal */
   stats(): { entries: number; subscribers: number } {
     return { entries: this.entries.size, subscribers: this.subscriberCount };
   }

@@ -147,7 +147,7 @@ export class ConversationView extends Store<ConversationViewSnapshot> implements
   private parts: { messages?: Message[]; pending?: OutboxEntry[]; readBy?: ReadonlyMap<UserId, number>; typing?: UserId[] } =
     {};
 
-  /** Prefer `client.view(id)`, which does the same. */
+  /** @internal Made by `client.view(id)`. */
   constructor(
     private readonly host: ViewHost,
     readonly conversationId: string,
