@@ -37,7 +37,7 @@ function Layout({ onSignOut }: { onSignOut: () => void }) {
   const signOut = () => {
     const unsent = client.pending();
     if (unsent.length > 0 && !confirm(`${unsent.length} unsent message(s) will be discarded. Sign out?`)) return;
-    for (const entry of unsent) client.discard(entry.clientId);
+    for (const entry of unsent) client.discard(entry.client_id);
     onSignOut();
   };
   return (

@@ -9,13 +9,14 @@ export function ConversationList({ selected, onSelect }: { selected: string | nu
   const client = useConfab();
   const me = client.me?.id;
   const { loaded, items } = useConversations();
-  const others = items.map((i) => otherMember(i.conversation, me)).filter((id): id is string => id !== undefined);
+  const others = items.map((i) => otherMember(i, me)).filter((id): id is string => id !== undefined);
   const presence = usePresence(others);
   if (!loaded) return <p class="muted pad">Loading…</p>;
   if (items.length === 0) return <p class="muted pad">No conversations yet.</p>;
   return (
     <ul class="conversations" aria-label="Conversations">
-      {items.map(({ conversation, lastMessage, unread }) => {
+      {items.map((conversation) => {
+        const { last_message: lastMessage, unread_count: unread } = conversation;
         const title = conversationTitle(conversation, me);
         const other = otherMember(conversation, me);
         const online = other !== undefined && presence.get(other)?.online === true;

@@ -16,7 +16,7 @@ export function ConversationPane({ id, onBack, onGone }: { id: string; onBack: (
   const client = useConfab();
   const me = client.me?.id;
   const { items, loaded } = useConversations();
-  const conversation = items.find((i) => i.conversation.id === id)?.conversation;
+  const conversation = items.find((i) => i.id === id);
   const chat = useConversation(id);
   const { view } = chat;
 
@@ -176,7 +176,7 @@ function Messages(props: MessagesProps) {
           />
         ))}
         {pending.map((entry) => (
-          <PendingItem key={entry.clientId} entry={entry} onRetry={props.onRetry} onDiscard={props.onDiscard} />
+          <PendingItem key={entry.client_id} entry={entry} onRetry={props.onRetry} onDiscard={props.onDiscard} />
         ))}
       </ol>
     </div>
@@ -288,17 +288,17 @@ function PendingItem({ entry, onRetry, onDiscard }: { entry: OutboxEntry; onRetr
           ? "Slowing down…"
           : "Waiting for the connection…";
   return (
-    <li class={`message mine pending ${entry.state}`} data-client-id={entry.clientId}>
+    <li class={`message mine pending ${entry.state}`} data-client-id={entry.client_id}>
       <div class="bubble">
         <p class="body">{entry.body}</p>
         <span class="meta">{status}</span>
       </div>
       {entry.state === "failed" && (
         <span class="actions visible">
-          <button type="button" class="link" onClick={() => onRetry(entry.clientId)}>
+          <button type="button" class="link" onClick={() => onRetry(entry.client_id)}>
             Retry
           </button>
-          <button type="button" class="link" onClick={() => onDiscard(entry.clientId)}>
+          <button type="button" class="link" onClick={() => onDiscard(entry.client_id)}>
             Discard
           </button>
         </span>
