@@ -14,7 +14,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::auth::JwtKeys;
+use crate::domain::Limits;
 use crate::http::TrustedProxies;
+use crate::limits::RateLimits;
+use crate::telemetry::LogFormat;
 
 /// One configuration setting.
 pub struct Setting {
@@ -204,69 +207,6 @@ pub const SETTINGS: &[Setting] = &[
         doc: "`text` for people, `json` for log pipelines.",
     },
 ];
-
-/// A token bucket: `per_second` tokens refill each second, up to `burst`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub per_second: u32,
-    pub burst: u32,
-}
-
-impl FromStr for Rate {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        let (rate, burst) = s.split_once('/').unwrap_or((s, s));
-        let per_second: u32 = rate
-            .trim()
-            .parse()
-            .context("expected RATE/BURST, like 20/40")?;
-        let burst: u32 = burst
-            .trim()
-            .parse()
-            .context("expected RATE/BURST, like 20/40")?;
-        if per_second == 0 || burst == 0 {
-            bail!("rate and burst must be positive");
-        }
-        Ok(Self { per_second, burst })
-    }
-}
-
-/// Rate limits per user and per address.
-#[derive(Debug, Clone)]
-pub struct RateLimits {
-    pub send: Rate,
-    pub typing: Rate,
-    pub other: Rate,
-    /// Members touched by membership requests (see the `rate_members` setting).
-    pub members: Rate,
-    pub connect_per_ip: Rate,
-    pub max_sockets_per_user: usize,
-}
-
-/// Limits on what clients may send.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_body_chars: usize,
-    pub max_group_members: usize,
-    pub max_payload_bytes: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-impl FromStr for LogFormat {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        match s {
-            "text" => Ok(Self::Text),
-            "json" => Ok(Self::Json),
-            _ => bail!("expected `text` or `json`"),
-        }
-    }
-}
 
 /// The parsed configuration.
 #[derive(Clone)]

@@ -7,13 +7,13 @@ use confab_sio::{
     ConnectError, DisconnectReason, Handler, IncomingEvent, Refusal as HttpRefusal, RequestInfo,
     ResponseHeaders, SendError, Socket,
 };
-use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::{Connection, Realtime};
+use super::{Realtime, UserSocket};
 use crate::error::Error;
 use crate::http::{OriginPolicy, TrustedProxies};
 use crate::hub::{Outbound, Outgoing};
+use crate::protocol::{Envelope, Reply, envelope};
 
 /// confab's Socket.IO handler.
 pub struct SioHandler {
@@ -34,7 +34,7 @@ impl SioHandler {
 }
 
 impl Handler for SioHandler {
-    type Session = Arc<Connection>;
+    type Session = Arc<UserSocket>;
 
     /// Screens a new Engine.IO session (or a CORS preflight) by its `Origin`: browsers on other
     /// origins are refused before any session exists. Allowed cross-origin requests get the CORS
@@ -43,7 +43,8 @@ impl Handler for SioHandler {
         if let Err(refused) = self.origins.check(&req.headers) {
             refused.log();
             // The refused origin may read the answer, so the page can show why.
-            let mut refusal = HttpRefusal::json(StatusCode::FORBIDDEN, &refused.error().envelope());
+            let mut refusal =
+                HttpRefusal::json(StatusCode::FORBIDDEN, &envelope::failure(&refused.error()));
             if let Some(origin) = req.headers.get(header::ORIGIN) {
                 refusal = refusal.with_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
             }
@@ -74,24 +75,22 @@ impl Handler for SioHandler {
         socket: Socket,
         auth: Option<&RawValue>,
         req: &RequestInfo,
-    ) -> Result<Arc<Connection>, ConnectError> {
-        // An auth payload that isn't JSON we can read is no token at all.
-        let auth: Option<Value> = auth.and_then(|raw| serde_json::from_str(raw.get()).ok());
+    ) -> Result<Arc<UserSocket>, ConnectError> {
         self.realtime
             .connect(
-                auth.as_ref(),
+                auth.map(RawValue::get),
                 Some(self.proxies.client_addr(req.remote_addr.ip(), &req.headers)),
                 Arc::new(SocketOutbound(socket)),
             )
             .await
-            .map_err(|refusal| ConnectError::new(refusal.message).with_data(refusal.data))
+            .map_err(|refusal| ConnectError::new(refusal.message).with_data(refusal.data()))
     }
 
-    fn event(&self, conn: &Arc<Arc<Connection>>, _socket: &Socket, event: IncomingEvent) {
+    fn event(&self, conn: &Arc<Arc<UserSocket>>, _socket: &Socket, event: IncomingEvent) {
         let ack = event.ack.map(|ack| {
-            Box::new(move |envelope: Value| {
-                let _ = ack.send(&envelope);
-            }) as super::Ack
+            Box::new(move |envelope: &Envelope<'_, Reply>| {
+                let _ = ack.send(envelope);
+            }) as super::AckSender
         });
         if !event.binary.is_empty() {
             let error = Error::InvalidPayload {
@@ -99,21 +98,17 @@ impl Handler for SioHandler {
                 message: "payload: binary attachments are not supported".into(),
             };
             if let Some(ack) = ack {
-                ack(error.envelope());
+                ack(&Envelope::Err(&error));
             }
             return;
         }
-        // The first argument is the payload. One that isn't JSON serde can hold (nesting too
-        // deep, say) reaches the dispatcher as `null`, which it answers `invalid_payload`.
-        let payload = event
-            .args
-            .first()
-            .and_then(|raw| serde_json::from_str(raw.get()).ok())
-            .unwrap_or(Value::Null);
+        // The first argument is the payload, parsed once, from its raw JSON, by the request it
+        // is for. An event without one has `null`.
+        let payload = event.args.first().map_or("null", |raw| raw.get());
         self.realtime.on_event(conn, &event.name, payload, ack);
     }
 
-    fn disconnect(&self, conn: Arc<Arc<Connection>>, _socket: &Socket, reason: DisconnectReason) {
+    fn disconnect(&self, conn: Arc<Arc<UserSocket>>, _socket: &Socket, reason: DisconnectReason) {
         tracing::debug!(parent: &conn.span, %reason, "socket closed");
         self.realtime.disconnect(&conn);
     }

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 
 use super::{HistoryQuery, Page, SyncUpdate};
-use crate::domain::requests::SyncCursor;
 use crate::domain::{
     Conversation, ConversationId, ConversationKind, Member, Message, ReadState, Timestamp,
 };
+use crate::protocol::requests::SyncCursor;
 
 /// Builds conversation objects from their parts, keeping the order of `heads`.
 pub(crate) fn assemble(

@@ -23,12 +23,13 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use writer::{SendReply, Writer};
 
-use crate::domain::requests::SyncCursor;
 use crate::domain::{
     ClientId, Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageBody,
     MessageId, Role, Timestamp, UserId,
 };
 use crate::error::{Error, Result};
+pub use crate::protocol::replies::{Page, SyncUpdate};
+use crate::protocol::requests::SyncCursor;
 
 /// A message to be written by the group-commit writer.
 #[derive(Debug, Clone)]
@@ -65,26 +66,6 @@ impl HistoryQuery {
     pub fn ascending(&self) -> bool {
         self.after_seq.is_some()
     }
-}
-
-/// A page of messages in ascending seq.
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub messages: Vec<Message>,
-    pub has_more: bool,
-}
-
-/// One conversation's part of a `sync` answer.
-#[derive(Debug, Clone)]
-pub struct SyncUpdate {
-    pub conversation_id: ConversationId,
-    pub messages: Vec<Message>,
-    pub has_more: bool,
-    /// Messages at or below the cursor edited or deleted since the caller's last sync, after
-    /// the cursor's `changed_after`.
-    pub changed: Vec<Message>,
-    /// More changes than `changed` holds: ask again from its last seq.
-    pub changed_has_more: bool,
 }
 
 /// Membership changes decided by policy, applied atomically by the store.
@@ -315,9 +296,9 @@ pub(crate) fn db_error(e: sqlx::Error, what: &'static str) -> Error {
     let unavailable = is_unavailable(&e);
     let e = anyhow::Error::new(e).context(what);
     if unavailable {
-        Error::Unavailable(e)
+        Error::Unavailable(e.into())
     } else {
-        Error::Internal(e)
+        Error::Internal(e.into())
     }
 }
 

@@ -21,12 +21,12 @@ use super::rows::{
 };
 use super::transactions::{Backend, Rewrite};
 use super::{DbContext, HistoryQuery, NewMessage, Page, SyncUpdate};
-use crate::domain::requests::SyncCursor;
 use crate::domain::{
     Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageId, Role,
     Timestamp, UserId,
 };
 use crate::error::Result;
+use crate::protocol::requests::SyncCursor;
 
 #[derive(Clone)]
 pub struct PgStore {

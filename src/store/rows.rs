@@ -205,7 +205,7 @@ pub(crate) fn role(stored: &str) -> Result<Role> {
 }
 
 fn corrupt(what: &str, value: &str) -> Error {
-    Error::Internal(anyhow::anyhow!(
+    Error::internal(anyhow::anyhow!(
         "unexpected {what} {value:?} in the database"
     ))
 }

@@ -140,7 +140,7 @@ async fn reload<B: Backend>(c: &mut Conn<B>, id: ConversationId) -> Result<Conve
     B::load_conversations(c, &[id], false)
         .await?
         .pop()
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("conversation {id} vanished")))
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("conversation {id} vanished")))
 }
 
 /// The direct conversation between `a` and `b`, created if needed; `true` when created now.
@@ -278,7 +278,7 @@ pub(crate) async fn insert_messages<B: Backend>(
     }
     try_insert_messages(backend, batch, true)
         .await?
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("a retried send conflicted twice")))
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("a retried send conflicted twice")))
 }
 
 /// One attempt at a batch; `Ok(None)` when the insert skipped a row the plan didn't expect it

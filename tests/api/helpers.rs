@@ -134,7 +134,7 @@ fn init_logs() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         let filter = std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into());
-        confab::telemetry::init(&filter, confab::config::LogFormat::Text);
+        confab::telemetry::init(&filter, confab::telemetry::LogFormat::Text);
     });
 }
 
