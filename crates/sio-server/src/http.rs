@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body::Body;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
@@ -144,6 +144,7 @@ impl<H: Handler> Engine<H> {
     pub(crate) fn websocket_handshake(
         &self,
         method: &Method,
+        version: Version,
         uri: &Uri,
         headers: &HeaderMap,
         remote_addr: SocketAddr,
@@ -155,7 +156,7 @@ impl<H: Handler> Engine<H> {
         if query.transport != Some("websocket") {
             return Err(engine_error(EngineError::TransportUnknown));
         }
-        let accept = handshake::accept(method, headers).map_err(|e| {
+        let accept = handshake::accept(method, version, headers).map_err(|e| {
             tracing::debug!(error = %e, "bad WebSocket handshake");
             let mut response = engine_error(EngineError::BadRequest);
             if e == handshake::HandshakeError::Version {
@@ -251,8 +252,13 @@ impl<H: Handler> Engine<H> {
         }
         match query.transport {
             Some("websocket") => {
-                let accepted =
-                    self.websocket_handshake(req.method(), req.uri(), req.headers(), remote_addr);
+                let accepted = self.websocket_handshake(
+                    req.method(),
+                    req.version(),
+                    req.uri(),
+                    req.headers(),
+                    remote_addr,
+                );
                 let accepted = match accepted {
                     Ok(accepted) => accepted,
                     Err(response) => return response,

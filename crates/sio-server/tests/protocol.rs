@@ -572,6 +572,155 @@ async fn a_websocket_on_a_keep_alive_connection_goes_through_hyper() {
     server.stop().await;
 }
 
+/// A WebSocket opened by hand, for frames a library client won't send. Returns the stream after the 101.
+async fn raw_ws(server: &Server, query: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /socket.io/?EIO=4&transport=websocket{query} HTTP/1.1\r\nhost: t\r\nupgrade: websocket\r\n\
+                 connection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "the 101 head");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}
+
+/// A masked client frame.
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut out = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// A server frame: opcode and payload.
+async fn server_frame(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).await.ok()?;
+    let len = match head[1] & 0x7F {
+        126 => {
+            let mut l = [0u8; 2];
+            stream.read_exact(&mut l).await.ok()?;
+            u64::from(u16::from_be_bytes(l))
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            stream.read_exact(&mut l).await.ok()?;
+            u64::from_be_bytes(l)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; len as usize];
+    stream.read_exact(&mut payload).await.ok()?;
+    Some((head[0] & 0x0F, payload))
+}
+
+/// Reads server frames until a close frame and returns its status code (`None`: the stream ended first).
+async fn server_close_code(stream: &mut TcpStream) -> Option<u16> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some((opcode, payload)) = server_frame(stream).await {
+            if opcode == 0x8 {
+                return payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed within 5 s")
+}
+
+#[tokio::test]
+async fn close_frames_with_invalid_codes_or_reasons_are_answered_as_rfc_6455_says() {
+    let server = Server::start(Config::default()).await;
+    let close = |code: u16, reason: &[u8]| [&code.to_be_bytes()[..], reason].concat();
+    let cases: [(Vec<u8>, u16); 11] = [
+        (close(1000, b"bye"), 1000),
+        (close(1001, b""), 1000),
+        (close(4000, "é".as_bytes()), 1000),
+        (close(1012, b""), 1000),
+        // Codes a peer must never send (RFC 6455 section 7.4): a protocol error.
+        (close(999, b""), 1002),
+        (close(0, b""), 1002),
+        (close(1004, b""), 1002),
+        (close(1005, b""), 1002),
+        (close(1006, b""), 1002),
+        (close(2999, b""), 1002),
+        (close(5000, b""), 1002),
+    ];
+    for (payload, expected) in cases {
+        let mut ws = raw_ws(&server, "").await;
+        ws.write_all(&client_frame(0x8, &payload)).await.unwrap();
+        assert_eq!(
+            server_close_code(&mut ws).await,
+            Some(expected),
+            "close frame {payload:?}"
+        );
+    }
+    // A reason that is not UTF-8: invalid data.
+    let mut ws = raw_ws(&server, "").await;
+    ws.write_all(&client_frame(0x8, &close(1000, &[0xff, 0xfe])))
+        .await
+        .unwrap();
+    assert_eq!(server_close_code(&mut ws).await, Some(1007));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http_1_0_websocket_upgrades_are_refused() {
+    let server = Server::start(Config::default()).await;
+    let upgrade = "GET /socket.io/?EIO=4&transport=websocket HTTP/1.0\r\nhost: t\r\nupgrade: websocket\r\n\
+                   connection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let refused = raw_http(server.addr, upgrade.as_bytes()).await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    // The same on a keep-alive connection, where hyper reads the request.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).ends_with("\r\n\r\nok"));
+    stream.write_all(upgrade.as_bytes()).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.0 400"),
+        "{answer}"
+    );
+    assert_eq!(server.sio.session_count(), 0);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn request_heads_are_bounded() {
     let server = Server::start(Config::default()).await;
