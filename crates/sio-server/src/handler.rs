@@ -144,11 +144,13 @@ pub enum DisconnectReason {
     /// The client closed the connection (WebSocket closed, Engine.IO close packet, TCP end).
     TransportClose,
     /// The transport failed: an I/O error, a WebSocket protocol violation, an oversized message, an
-    /// overlapping polling request.
+    /// overlapping polling request, or a protocol reply (a pong, a `CONNECT` refusal) that didn't fit in
+    /// the outgoing queue because the client doesn't read.
     TransportError,
     /// The client did not answer a ping within the ping timeout.
     PingTimeout,
-    /// The client sent a malformed Engine.IO or Socket.IO packet.
+    /// The client sent a malformed Engine.IO or Socket.IO packet, or a `CONNECT` to a namespace that
+    /// doesn't exist.
     ParseError,
     /// The server is shutting down ([`SocketIo::shutdown`](crate::SocketIo::shutdown)).
     ServerShutdown,

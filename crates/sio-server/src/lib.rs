@@ -10,16 +10,18 @@
 //! * [`Handler::disconnect`] is called once when a connected socket goes away.
 //!
 //! Outgoing packets are encoded once ([`Packet`]) and the same bytes can be queued on any number of sockets.
-//! Each socket's queue is bounded ([`Config::max_queued_packets`]); a full queue is reported to the caller
-//! instead of growing.
+//! Everything queued for a connection, protocol replies included, counts against one bound in bytes
+//! ([`Config::max_queued_bytes`]): a packet that doesn't fit is reported to the caller instead of growing
+//! the queue, a reply that doesn't fit ends the session, and a WebSocket stops reading from a client that
+//! doesn't read what it is sent (the ping timeout then closes it).
 //!
 //! [`serve`] runs the whole thing on a `TcpListener`: WebSocket handshakes for the Engine.IO path are answered
 //! on the raw `TcpStream` (no HTTP connection object stays alive behind an idle WebSocket), and every other
 //! request goes to hyper, with the Engine.IO path handled here and the rest passed to the application's
 //! service. [`SocketIo::service`] exposes the engine as a tower `Service` for mounting in another server.
 //!
-//! Only the main namespace `/` is served; `CONNECT` to any other namespace is refused with
-//! `Invalid namespace`.
+//! Only the main namespace `/` is served; a `CONNECT` to any other namespace is refused with
+//! `Invalid namespace`, once, and the connection is closed.
 
 mod config;
 mod engine;

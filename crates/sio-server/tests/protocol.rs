@@ -418,17 +418,177 @@ async fn malformed_socket_io_packets_close_the_connection() {
     let mut ws = ws_connected(&server, "stray-binary").await;
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     closed(&mut ws).await;
-    // Another namespace is refused without closing the connection.
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_namespace_is_refused_once_and_the_connection_closed() {
+    let server = Server::start(Config::default()).await;
+    // Connected to `/`, then asking for another namespace, twice in a row.
     let mut ws = ws_connected(&server, "namespaces").await;
+    ws.send(Message::text("40/admin,")).await.unwrap();
     ws.send(Message::text("40/admin,")).await.unwrap();
     assert_eq!(
         recv_text(&mut ws).await,
         r#"44/admin,{"message":"Invalid namespace"}"#
     );
-    ws.send(Message::text(r#"42["echo","still here"]"#))
-        .await
-        .unwrap();
-    assert_eq!(recv_text(&mut ws).await, r#"42["echo","still here"]"#);
+    assert_eq!(closed(&mut ws).await, Some(CloseCode::Normal));
+    eventually("the disconnect", || {
+        server.records().disconnects.contains_key("namespaces")
+    })
+    .await;
+    assert_eq!(
+        server.records().disconnects["namespaces"],
+        vec![DisconnectReason::ParseError]
+    );
+    // Not connected at all.
+    let mut ws = ws_open(&server, "").await;
+    assert!(recv_text(&mut ws).await.starts_with("0{"));
+    ws.send(Message::text("40/x,")).await.unwrap();
+    assert_eq!(
+        recv_text(&mut ws).await,
+        r#"44/x,{"message":"Invalid namespace"}"#
+    );
+    assert_eq!(closed(&mut ws).await, Some(CloseCode::Normal));
+    // Over polling, a body full of them gets one answer, then the close packet.
+    let open = get(server.addr, POLLING).await;
+    let sid = serde_json::from_str::<Value>(&open.text()[1..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!("{POLLING}&sid={sid}");
+    let body = vec!["40/a,"; 10_000].join("\x1e");
+    assert_eq!(post(server.addr, &url, body.as_bytes()).await.text(), "ok");
+    assert_eq!(
+        get(server.addr, &url).await.text(),
+        "44/a,{\"message\":\"Invalid namespace\"}\x1e1"
+    );
+    assert_eq!(
+        get(server.addr, &url).await.status,
+        400,
+        "the session is gone"
+    );
+    eventually("no session left", || server.sio.session_count() == 0).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_probes_queue_one_noop() {
+    let server = Server::start(Config::default()).await;
+    let sid = polling_open(&server, "prober").await;
+    let url = format!("{POLLING}&sid={sid}");
+    let addr = server.addr;
+    let pending = tokio::spawn({
+        let url = url.clone();
+        async move { get(addr, &url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut ws = ws_open(&server, &format!("&sid={sid}")).await;
+    for _ in 0..100 {
+        ws.send(Message::text("2probe")).await.unwrap();
+    }
+    for _ in 0..100 {
+        assert_eq!(recv_text(&mut ws).await, "3probe");
+    }
+    assert_eq!(pending.await.unwrap().text(), "6");
+    // Nothing else was queued for the polling side: the next GET carries only the application's packet.
+    assert_eq!(
+        post(addr, &url, br#"42["echo","after"]"#).await.text(),
+        "ok"
+    );
+    assert_eq!(get(addr, &url).await.text(), r#"42["echo","after"]"#);
+    // A WebSocket still probing ends only at the upgrade timeout, even at shutdown: close it first.
+    drop(ws);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_paused_then_disconnected() {
+    let bound = 64 * 1024;
+    let config = Config {
+        max_queued_bytes: bound,
+        ping_interval: Duration::from_millis(300),
+        ping_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let server = Server::start(config).await;
+    let mut ws = ws_connected(&server, "deaf").await;
+    // Never reads; floods echo requests and answers pings blindly, so only paused reads can end it.
+    let event = format!(r#"42["echo","{}"]"#, "x".repeat(10_000));
+    let flood = async {
+        for i in 0u64.. {
+            if ws.send(Message::text(event.clone())).await.is_err() {
+                return i;
+            }
+            if i % 4 == 0 && ws.send(Message::text("3")).await.is_err() {
+                return i;
+            }
+        }
+        unreachable!()
+    };
+    let sent = tokio::time::timeout(Duration::from_secs(20), flood).await;
+    let sent = match sent {
+        Ok(sent) => sent,
+        // Writes stalled for good (the server stopped reading and has not closed), or never did.
+        Err(_) => {
+            let records = server.records();
+            panic!(
+                "the connection is still open after 20 s; the server read {:?} echo requests, its queue peaked at {} bytes",
+                records.events.get("deaf").map(Vec::len),
+                records.max_queued_bytes
+            )
+        }
+    };
+    eventually("the disconnect", || {
+        server.records().disconnects.contains_key("deaf")
+    })
+    .await;
+    assert_eq!(
+        server.records().disconnects["deaf"],
+        vec![DisconnectReason::PingTimeout]
+    );
+    let read = server.records().events["deaf"].len() as u64;
+    let most = server.records().max_queued_bytes;
+    eprintln!("sent {sent} echo requests, the server read {read}; queue peaked at {most} bytes");
+    assert!(read < sent, "the server stopped reading: {read} of {sent}");
+    // The bound, plus the one packet that may overshoot it.
+    assert!(
+        most <= bound + 10_100,
+        "the queue held {most} bytes (bound {bound})"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn replies_a_client_never_fetches_close_the_session_at_the_bound() {
+    // A long connect timeout, so that only the bound can end the session.
+    let server = Server::start(Config {
+        connect_timeout: Duration::from_secs(60),
+        ..Config::default()
+    })
+    .await;
+    // A polling session that never connects and never polls, and asks to connect again and again: each
+    // refusal (`44…`) is queued until its bytes pass the bound for unconnected sessions.
+    let open = get(server.addr, POLLING).await;
+    let sid = serde_json::from_str::<Value>(&open.text()[1..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!("{POLLING}&sid={sid}");
+    let mut posts = 0;
+    while posts < 5_000 {
+        let answer = post(server.addr, &url, br#"40{"name":"refused"}"#).await;
+        if answer.status != 200 {
+            break;
+        }
+        posts += 1;
+    }
+    eprintln!("{posts} refused CONNECTs before the session was closed");
+    assert!(posts < 5_000, "the session was never closed");
+    // About 64 KiB of refusals (each some 140 bytes with its queue slot), not fewer: the bound is what
+    // closed it.
+    assert!(posts >= 400, "closed after only {posts} refusals");
+    assert_eq!(get(server.addr, &url).await.status, 400);
     server.stop().await;
 }
 

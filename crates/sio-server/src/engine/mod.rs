@@ -6,6 +6,7 @@ pub(crate) mod websocket;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use http::HeaderMap;
 use tokio::sync::Notify;
@@ -17,7 +18,12 @@ use crate::sid::Sid;
 use crate::socket::{Socket, SocketCore, Transport};
 use crate::socketio::SioState;
 
+use packet::Frame;
 use polling::PollingState;
+
+/// How long a session asked to close may take to deliver what is queued (a WebSocket's last frames and
+/// its close frame; a polling session's last `GET`).
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// The server's shared state: settings, the application's handler and the live sessions.
 pub(crate) struct Engine<H: Handler> {
@@ -67,16 +73,17 @@ impl<H: Handler> Engine<H> {
         request: RequestInfo,
         polling_headers: Option<HeaderMap>,
     ) -> Arc<Connection<H>> {
-        let core = SocketCore::new(
-            request.remote_addr,
-            transport,
-            self.config.max_queued_packets,
-        );
+        let core = SocketCore::new(request.remote_addr, transport, self.config.max_queued_bytes);
         let conn = Arc::new(Connection {
             socket: Socket(Arc::new(core)),
             sid: Sid::random(),
             sio: Mutex::new(SioState::new(request)),
-            polling: polling_headers.map(PollingState::new),
+            polling: polling_headers.map(|headers| {
+                PollingState::new(
+                    headers,
+                    tokio::time::Instant::now() + self.config.connect_timeout,
+                )
+            }),
         });
         self.sessions.insert(conn.sid, conn.clone());
         tracing::debug!(sid = %conn.sid, ?transport, "session opened");
@@ -89,6 +96,18 @@ impl<H: Handler> Engine<H> {
 
     pub(crate) fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Queues a protocol reply (a noop, a ping, a refusal) for a session. A session that can't take it
+    /// (its queue would pass its bound: the client provokes replies and doesn't read them; or it is
+    /// closing) is ended. `false` then.
+    pub(crate) fn reply(&self, conn: &Connection<H>, frame: Frame) -> bool {
+        if conn.socket.0.push_control(frame) {
+            return true;
+        }
+        tracing::debug!(sid = %conn.sid, "a reply doesn't fit in the outgoing queue: closing the session");
+        self.finish(conn, DisconnectReason::TransportError);
+        false
     }
 
     /// Ends a session: it leaves the table, its queue is dropped, and if its socket was connected the

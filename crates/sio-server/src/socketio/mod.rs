@@ -3,7 +3,6 @@
 
 pub(crate) mod packet;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -102,8 +101,12 @@ impl<H: Handler> Engine<H> {
         match packet {
             Packet::Connect { nsp: "/", auth } => self.start_connect(conn, auth),
             Packet::Connect { nsp, .. } => {
+                // Refused once, and the connection closed after the answer: a client has no reason to
+                // ask again, and answering every ask would let it queue answers without end.
+                tracing::debug!(sid = %conn.sid, "CONNECT to an unknown namespace");
                 let refusal = packet::connect_error(nsp, &ConnectError::new("Invalid namespace"));
-                conn.socket.0.push_control(Frame::Text(refusal));
+                self.reply(conn, Frame::Text(refusal));
+                return Err(DisconnectReason::ParseError);
             }
             Packet::Disconnect { nsp: "/" } => return Err(DisconnectReason::ClientDisconnect),
             Packet::Event {
@@ -268,21 +271,10 @@ impl<H: Handler> Engine<H> {
         match result {
             Ok(session) => {
                 let session = Arc::new(session);
-                {
-                    let mut outbox = conn.socket.0.lock();
-                    if outbox.state == State::Connecting {
-                        outbox.state = State::Connected;
-                        // Then whatever the application queued during `connect`.
-                        outbox
-                            .frames
-                            .push_back(Frame::Text(packet::connect_ok(conn.socket.id())));
-                        let held = std::mem::take(&mut outbox.held);
-                        outbox.frames.extend(held);
-                        if let Some(waker) = outbox.writer.take() {
-                            waker.wake();
-                        }
-                    }
-                }
+                // The answer, then whatever the application queued during `connect`.
+                conn.socket
+                    .0
+                    .connected(packet::connect_ok(conn.socket.id()));
                 let too_late = {
                     let mut sio = conn.sio();
                     sio.connecting = false;
@@ -305,22 +297,15 @@ impl<H: Handler> Engine<H> {
                 }
             }
             Err(err) => {
-                {
-                    let mut outbox = conn.socket.0.lock();
-                    if outbox.state == State::Connecting {
-                        outbox.state = State::Open;
-                        // Drop what the application queued during `connect`.
-                        outbox.held = VecDeque::new();
-                        outbox
-                            .frames
-                            .push_back(Frame::Text(packet::connect_error("/", &err)));
-                        if let Some(waker) = outbox.writer.take() {
-                            waker.wake();
-                        }
-                    }
-                }
-                conn.sio().connecting = false;
                 tracing::debug!(sid = %conn.sid, message = %err.message, "connect refused");
+                // What the application queued during `connect` is dropped. A client that keeps asking
+                // and doesn't read the refusals has its session ended at the bound.
+                let queued = conn.socket.0.refused(packet::connect_error("/", &err));
+                conn.sio().connecting = false;
+                if !queued {
+                    tracing::debug!(sid = %conn.sid, "refusals pile up unread: closing the session");
+                    self.finish(conn, DisconnectReason::TransportError);
+                }
             }
         }
     }

@@ -293,10 +293,6 @@ impl FrameWriter {
         });
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.queue.len()
-    }
-
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }

@@ -24,6 +24,8 @@ pub struct Records {
     pub disconnects: HashMap<String, Vec<DisconnectReason>>,
     pub events: HashMap<String, Vec<String>>,
     pub connects: HashMap<String, usize>,
+    /// The most bytes any socket's outgoing queue held after an `echo` was queued.
+    pub max_queued_bytes: usize,
 }
 
 #[derive(Default)]
@@ -132,6 +134,9 @@ impl Handler for TestHandler {
                 if let Some(ack) = ack {
                     let _ = ack.send_binary(&args, binary);
                 }
+                let queued = socket.queued_bytes();
+                let mut records = self.records.lock().unwrap();
+                records.max_queued_bytes = records.max_queued_bytes.max(queued);
             }
             "auth:get" => {
                 if let Some(ack) = ack {
