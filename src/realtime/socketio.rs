@@ -1,5 +1,6 @@
 //! The Socket.IO transport: confab-sio's `Handler`, connecting its sockets to the dispatcher.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -35,12 +36,14 @@ impl SioHandler {
 
 impl Handler for SioHandler {
     type Session = Arc<Connection>;
+    /// The client's address, for the per-address connect limit: all a session keeps of its request.
+    type Pending = IpAddr;
 
     /// Screens a new Engine.IO session (or a CORS preflight) by its `Origin`: browsers on other
     /// origins are refused before any session exists. Allowed cross-origin requests get the CORS
     /// headers that let the browser read the answers.
-    fn check_request(&self, req: &RequestInfo) -> Result<ResponseHeaders, HttpRefusal> {
-        if !self.origins.allows(&req.headers) {
+    fn check_request(&self, req: &RequestInfo<'_>) -> Result<ResponseHeaders, HttpRefusal> {
+        if !self.origins.allows(req.headers) {
             return Err(HttpRefusal::json(
                 StatusCode::FORBIDDEN,
                 &Error::Forbidden("origin not allowed").envelope(),
@@ -66,18 +69,24 @@ impl Handler for SioHandler {
         Ok(headers)
     }
 
+    /// Behind a load balancer, the client is who `X-Forwarded-For` says (believed only from a
+    /// trusted proxy).
+    fn admit(&self, req: &RequestInfo<'_>) -> Result<IpAddr, HttpRefusal> {
+        Ok(self.proxies.client_addr(req.remote_addr.ip(), req.headers))
+    }
+
     async fn connect(
         &self,
         socket: Socket,
         auth: Option<&RawValue>,
-        req: &RequestInfo,
+        client: &IpAddr,
     ) -> Result<Arc<Connection>, ConnectError> {
         // An auth payload that isn't JSON we can read is no token at all.
         let auth: Option<Value> = auth.and_then(|raw| serde_json::from_str(raw.get()).ok());
         self.realtime
             .connect(
                 auth.as_ref(),
-                Some(self.proxies.client_addr(req.remote_addr.ip(), &req.headers)),
+                Some(*client),
                 Arc::new(SocketOutbound(socket)),
             )
             .await

@@ -123,8 +123,8 @@ pub(crate) type Handshake<H> = Result<WsAccept<H>, Response<Bytes>>;
 
 /// How an accepted WebSocket handshake continues once the `101` is out.
 pub(crate) enum WsPlan<H: Handler> {
-    /// A new session for this request.
-    New(Box<RequestInfo>),
+    /// A new session, admitted with this value, for a client at this address.
+    New(Arc<H::Pending>, SocketAddr),
     /// An upgrade of this polling session.
     Upgrade(Arc<Connection<H>>),
 }
@@ -173,19 +173,20 @@ impl<H: Handler> Engine<H> {
                     return Err(engine_error(EngineError::ShuttingDown));
                 }
                 let request = RequestInfo {
-                    method: method.clone(),
-                    uri: uri.clone(),
-                    headers: headers.clone(),
+                    method,
+                    uri,
+                    headers,
                     remote_addr,
                 };
                 let extra = self
                     .handler
                     .check_request(&request)
                     .map_err(refusal_response)?;
+                let pending = self.handler.admit(&request).map_err(refusal_response)?;
                 Ok(WsAccept {
                     accept,
                     headers: extra,
-                    plan: WsPlan::New(Box::new(request)),
+                    plan: WsPlan::New(Arc::new(pending), remote_addr),
                 })
             }
             Some(sid) => {
@@ -217,7 +218,10 @@ impl<H: Handler> Engine<H> {
         initial: BytesMut,
     ) -> impl Future<Output = ()> + Send + 'static {
         let (conn, mode) = match plan {
-            WsPlan::New(request) => (self.open(Transport::WebSocket, *request, None), Mode::New),
+            WsPlan::New(pending, remote_addr) => (
+                self.open(Transport::WebSocket, remote_addr, pending, None),
+                Mode::New,
+            ),
             WsPlan::Upgrade(conn) => (conn, Mode::Upgrade),
         };
         websocket::start(self.clone(), conn, io, initial, mode)
@@ -301,13 +305,21 @@ impl<H: Handler> Engine<H> {
                         return engine_error(EngineError::ShuttingDown);
                     }
                     let request = request_info(&req, remote_addr);
-                    match self.handler.check_request(&request) {
-                        Ok(extra) => {
-                            let conn = self.open(Transport::Polling, request, Some(extra));
-                            self.polling_open(conn)
-                        }
-                        Err(refusal) => refusal_response(refusal),
-                    }
+                    let extra = match self.handler.check_request(&request) {
+                        Ok(extra) => extra,
+                        Err(refusal) => return refusal_response(refusal),
+                    };
+                    let pending = match self.handler.admit(&request) {
+                        Ok(pending) => pending,
+                        Err(refusal) => return refusal_response(refusal),
+                    };
+                    let conn = self.open(
+                        Transport::Polling,
+                        remote_addr,
+                        Arc::new(pending),
+                        Some(extra),
+                    );
+                    self.polling_open(conn)
                 }
                 None => engine_error(EngineError::BadHandshakeMethod),
                 Some(sid) => {
@@ -332,11 +344,11 @@ impl<H: Handler> Engine<H> {
     }
 }
 
-fn request_info<B>(req: &Request<B>, remote_addr: SocketAddr) -> RequestInfo {
+fn request_info<B>(req: &Request<B>, remote_addr: SocketAddr) -> RequestInfo<'_> {
     RequestInfo {
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        headers: req.headers().clone(),
+        method: req.method(),
+        uri: req.uri(),
+        headers: req.headers(),
         remote_addr,
     }
 }

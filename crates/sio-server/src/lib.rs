@@ -3,7 +3,10 @@
 //! Browsers connect with the standard `socket.io-client` 4.x over WebSocket or HTTP long-polling (and upgrade
 //! from one to the other). The application plugs in a [`Handler`]:
 //!
-//! * [`Handler::check_request`] screens the HTTP request that would open a session (origin, rate limits);
+//! * [`Handler::check_request`] screens the HTTP request that would open a session, and CORS preflights
+//!   (origin);
+//! * [`Handler::admit`] admits a new session (per-address limits, caps on sessions not yet connected) and
+//!   returns the small value the session keeps until it connects ([`Handler::Pending`]);
 //! * [`Handler::connect`] accepts or refuses the Socket.IO `CONNECT`, and a refusal carries a `data` field
 //!   (`44{"message":…,"data":…}`);
 //! * [`Handler::event`] is called synchronously, in arrival order, for every event of a connected socket;

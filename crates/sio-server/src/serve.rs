@@ -440,14 +440,18 @@ mod tests {
 
     impl Handler for Nothing {
         type Session = ();
-        fn check_request(&self, _: &RequestInfo) -> Result<ResponseHeaders, Refusal> {
+        type Pending = ();
+        fn check_request(&self, _: &RequestInfo<'_>) -> Result<ResponseHeaders, Refusal> {
             Ok(ResponseHeaders::new())
+        }
+        fn admit(&self, _: &RequestInfo<'_>) -> Result<(), Refusal> {
+            Ok(())
         }
         async fn connect(
             &self,
             _: Socket,
             _: Option<&RawValue>,
-            _: &RequestInfo,
+            _: &(),
         ) -> Result<(), ConnectError> {
             Ok(())
         }
@@ -462,13 +466,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stream = TcpStream::connect(addr).await.unwrap();
-        let request = RequestInfo {
-            method: Method::GET,
-            uri: Uri::from_static("/socket.io/?EIO=4&transport=websocket"),
-            headers: HeaderMap::new(),
-            remote_addr: addr,
-        };
-        let plan = crate::http::WsPlan::New(Box::new(request));
+        let plan = crate::http::WsPlan::New(Arc::new(()), addr);
         let task = engine.start_websocket(plan, stream, BytesMut::new());
         let size = std::mem::size_of_val(&task);
         eprintln!("WebSocket task future: {size} bytes");

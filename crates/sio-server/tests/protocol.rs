@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Server, get, post, raw_http};
@@ -11,6 +12,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{WebSocketStream, client_async};
 
@@ -312,6 +314,142 @@ async fn requests_are_screened_and_cors_headers_added() {
     assert_eq!(
         later.header("access-control-allow-credentials"),
         Some("true")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn admission_refusals_are_answered_and_open_nothing() {
+    let server = Server::start(Config::default()).await;
+    let no = "x-admit: no\r\n";
+    let polling = raw_http(
+        server.addr,
+        format!("GET {POLLING} HTTP/1.1\r\nhost: t\r\n{no}connection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let websocket = raw_http(
+        server.addr,
+        format!(
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nhost: t\r\n{no}upgrade: websocket\r\n\
+             connection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    for refused in [polling, websocket] {
+        assert_eq!(refused.status, 429);
+        assert_eq!(refused.header("retry-after"), Some("7"));
+        assert_eq!(refused.text(), r#"{"code":"rate_limited"}"#);
+    }
+    // A preflight opens nothing, so it is screened (check_request) but not admitted.
+    let preflight = raw_http(
+        server.addr,
+        format!("OPTIONS {POLLING} HTTP/1.1\r\nhost: t\r\n{no}origin: http://app.example\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(preflight.status, 204);
+    assert_eq!(server.sio.session_count(), 0);
+    assert_eq!(server.sio.handler().pending.load(Ordering::SeqCst), 0);
+    server.stop().await;
+}
+
+/// A WebSocket whose handshake carries `x-tag: tag`.
+async fn ws_open_tagged(server: &Server, tag: &str) -> Ws {
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut request = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert("x-tag", tag.parse().unwrap());
+    client_async(request, stream).await.unwrap().0
+}
+
+#[tokio::test]
+async fn a_session_keeps_only_its_admission_value_until_it_connects() {
+    let server = Server::start(Config {
+        connect_timeout: Duration::from_millis(1000),
+        ..Config::default()
+    })
+    .await;
+    let pending = || server.sio.handler().pending.load(Ordering::SeqCst);
+    let open = raw_http(
+        server.addr,
+        format!(
+            "GET {POLLING} HTTP/1.1\r\nhost: t\r\nx-tag: from-polling\r\nconnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let sid = serde_json::from_str::<Value>(&open.text()[1..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ws = ws_open_tagged(&server, "from-websocket").await;
+    assert!(recv_text(&mut ws).await.starts_with("0{"));
+    assert_eq!(pending(), 2);
+
+    // Each CONNECT is handed what its session's request left: the tag, not the request.
+    let url = format!("{POLLING}&sid={sid}");
+    assert_eq!(
+        post(server.addr, &url, br#"40{"token":"ok","name":"p"}"#)
+            .await
+            .text(),
+        "ok"
+    );
+    assert!(get(server.addr, &url).await.text().starts_with("40{"));
+    ws.send(Message::text(r#"40{"token":"ok","name":"w"}"#))
+        .await
+        .unwrap();
+    assert!(recv_text(&mut ws).await.starts_with("40{"));
+    assert_eq!(server.records().tags["p"], "from-polling");
+    assert_eq!(server.records().tags["w"], "from-websocket");
+    // Connected: nothing of the admission is kept.
+    eventually("the admission values dropped", || pending() == 0).await;
+
+    // Sessions that never connect keep theirs until the connect timeout closes them, on both transports.
+    let open = get(server.addr, POLLING).await;
+    let sid = serde_json::from_str::<Value>(&open.text()[1..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut silent = ws_open_tagged(&server, "silent").await;
+    assert!(recv_text(&mut silent).await.starts_with("0{"));
+    assert_eq!(pending(), 2);
+    assert_eq!(closed(&mut silent).await, Some(CloseCode::Policy));
+    eventually("both closed", || pending() == 0).await;
+    assert_eq!(
+        get(server.addr, &format!("{POLLING}&sid={sid}"))
+            .await
+            .status,
+        400
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_connect_timeout_holds_across_an_upgrade() {
+    let server = Server::start(Config {
+        connect_timeout: Duration::from_secs(3),
+        ..Config::default()
+    })
+    .await;
+    let opened = std::time::Instant::now();
+    let open = get(server.addr, POLLING).await;
+    let sid = serde_json::from_str::<Value>(&open.text()[1..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut ws = ws_open(&server, &format!("&sid={sid}")).await;
+    ws.send(Message::text("2probe")).await.unwrap();
+    assert_eq!(recv_text(&mut ws).await, "3probe");
+    ws.send(Message::text("5")).await.unwrap();
+    // Never connects: closed 3 s after the session opened, not 3 s after the upgrade.
+    assert_eq!(closed(&mut ws).await, Some(CloseCode::Policy));
+    let lived = opened.elapsed();
+    assert!(
+        lived < Duration::from_millis(3700),
+        "closed {lived:?} after opening"
     );
     server.stop().await;
 }

@@ -4,6 +4,7 @@ pub(crate) mod packet;
 pub(crate) mod polling;
 pub(crate) mod websocket;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use http::HeaderMap;
 use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::handler::{DisconnectReason, Handler, RequestInfo};
+use crate::handler::{DisconnectReason, Handler};
 use crate::registry::Registry;
 use crate::sid::Sid;
 use crate::socket::{Socket, SocketCore, Transport};
@@ -43,13 +44,13 @@ pub(crate) struct Connection<H: Handler> {
     /// The Engine.IO session id (private to the client; the socket id is a different one).
     pub(crate) sid: Sid,
     // A std Mutex: it is never held across an `.await` nor while calling the handler.
-    sio: Mutex<SioState<H::Session>>,
+    sio: Mutex<SioState<H::Session, H::Pending>>,
     /// Present for sessions opened by long-polling (also after they upgrade).
     pub(crate) polling: Option<PollingState>,
 }
 
 impl<H: Handler> Connection<H> {
-    pub(crate) fn sio(&self) -> MutexGuard<'_, SioState<H::Session>> {
+    pub(crate) fn sio(&self) -> MutexGuard<'_, SioState<H::Session, H::Pending>> {
         self.sio.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -65,19 +66,21 @@ impl<H: Handler> Engine<H> {
         })
     }
 
-    /// Opens a session for an accepted request. `polling_headers` is `Some` for a session opened by
+    /// Opens a session for an admitted request from `remote_addr`, keeping `pending` (from
+    /// `Handler::admit`) until its socket connects. `polling_headers` is `Some` for a session opened by
     /// long-polling: the headers `check_request` asked for, added to each of its responses.
     pub(crate) fn open(
         &self,
         transport: Transport,
-        request: RequestInfo,
+        remote_addr: SocketAddr,
+        pending: Arc<H::Pending>,
         polling_headers: Option<HeaderMap>,
     ) -> Arc<Connection<H>> {
-        let core = SocketCore::new(request.remote_addr, transport, self.config.max_queued_bytes);
+        let core = SocketCore::new(remote_addr, transport, self.config.max_queued_bytes);
         let conn = Arc::new(Connection {
             socket: Socket(Arc::new(core)),
             sid: Sid::random(),
-            sio: Mutex::new(SioState::new(request)),
+            sio: Mutex::new(SioState::new(pending)),
             polling: polling_headers.map(|headers| {
                 PollingState::new(
                     headers,

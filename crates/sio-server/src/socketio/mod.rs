@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 use crate::engine::packet::Frame;
 use crate::engine::{Connection, Engine};
-use crate::handler::{ConnectError, DisconnectReason, Handler, IncomingEvent, RequestInfo};
+use crate::handler::{ConnectError, DisconnectReason, Handler, IncomingEvent};
 use crate::socket::{Ack, AckReply, State};
 
 use packet::Packet;
@@ -22,26 +22,27 @@ pub(crate) enum Message<'a> {
 }
 
 /// The Socket.IO side of a connection.
-pub(crate) struct SioState<S> {
+pub(crate) struct SioState<S, P> {
     /// The application's session, present while the socket is connected.
     session: Option<Arc<S>>,
     /// `Handler::connect` is running.
     connecting: bool,
     /// The connection is gone; a `connect` completing now must be undone.
     closed: bool,
-    /// The request that opened the session, kept for `Handler::connect` and dropped once connected.
-    request: Option<Arc<RequestInfo>>,
+    /// What `Handler::admit` returned for the session, kept for `Handler::connect` and dropped once
+    /// connected (or closed).
+    pending: Option<Arc<P>>,
     /// A binary packet waiting for its attachments.
     partial: Option<Box<PartialBinary>>,
 }
 
-impl<S> SioState<S> {
-    pub(crate) fn new(request: RequestInfo) -> Self {
+impl<S, P> SioState<S, P> {
+    pub(crate) fn new(pending: Arc<P>) -> Self {
         Self {
             session: None,
             connecting: false,
             closed: false,
-            request: Some(Arc::new(request)),
+            pending: Some(pending),
             partial: None,
         }
     }
@@ -53,7 +54,7 @@ impl<S> SioState<S> {
     /// Marks the connection gone and hands back the session, if connected, for `Handler::disconnect`.
     pub(crate) fn close(&mut self) -> Option<Arc<S>> {
         self.closed = true;
-        self.request = None;
+        self.pending = None;
         self.partial = None;
         self.session.take()
     }
@@ -234,17 +235,17 @@ impl<H: Handler> Engine<H> {
 
     /// Runs `Handler::connect` on its own task, so the connection keeps answering pings meanwhile.
     fn start_connect(self: &Arc<Self>, conn: &Arc<Connection<H>>, auth: Option<Box<RawValue>>) {
-        let request = {
+        let pending = {
             let mut sio = conn.sio();
             if sio.connecting || sio.session.is_some() || sio.closed {
                 tracing::debug!(sid = %conn.sid, "duplicate CONNECT ignored");
                 return;
             }
-            let Some(request) = sio.request.clone() else {
+            let Some(pending) = sio.pending.clone() else {
                 return;
             };
             sio.connecting = true;
-            request
+            pending
         };
         {
             let mut outbox = conn.socket.0.lock();
@@ -260,9 +261,9 @@ impl<H: Handler> Engine<H> {
         tokio::spawn(async move {
             let result = engine
                 .handler
-                .connect(conn.socket.clone(), auth.as_deref(), &request)
+                .connect(conn.socket.clone(), auth.as_deref(), &pending)
                 .await;
-            drop(request);
+            drop(pending);
             engine.complete_connect(&conn, result);
         });
     }
@@ -282,7 +283,7 @@ impl<H: Handler> Engine<H> {
                         true
                     } else {
                         sio.session = Some(session.clone());
-                        sio.request = None;
+                        sio.pending = None;
                         false
                     }
                 };
