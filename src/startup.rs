@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::http::{AppState, DevLogin, OriginPolicy};
 use crate::hub::{Hub, Outgoing};
 use crate::limits::Limiter;
-use crate::realtime::{Realtime, Sessions, SioHandler};
+use crate::realtime::{Admission, Realtime, Sessions, SioHandler};
 use crate::store::{Store, Writer};
 
 /// How long shutdown waits for sends in flight to be committed.
@@ -100,11 +100,20 @@ impl Application {
         let sio = SocketIo::new(
             confab_sio::Config {
                 max_payload: config.limits.max_payload_bytes,
+                // confab refuses binary attachments: buffer no more of them than of one message.
+                max_attachments_size: config.limits.max_payload_bytes,
                 ping_interval: config.ping_interval,
                 ping_timeout: config.ping_timeout,
+                connect_timeout: config.sessions.connect_timeout,
                 ..confab_sio::Config::default()
             },
-            SioHandler::new(realtime, policy.clone(), config.trusted_proxies.clone()),
+            SioHandler::new(
+                realtime,
+                policy.clone(),
+                config.trusted_proxies.clone(),
+                Admission::new(&config.sessions),
+                config.sessions.connect_timeout,
+            ),
         );
 
         // The secret is there: generated in local mode, and required by `Config` otherwise.

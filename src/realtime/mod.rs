@@ -1,6 +1,7 @@
 //! Socket events: from an incoming event to a call into `chat`, and from its result to the ack
 //! envelope. Transport-agnostic: the Socket.IO layer hands events in, in arrival order.
 
+mod admission;
 mod session;
 mod socketio;
 
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
+pub use admission::Admission;
 pub use session::Sessions;
 pub use socketio::SioHandler;
 

@@ -1,16 +1,17 @@
 //! The Socket.IO transport: confab-sio's `Handler`, connecting its sockets to the dispatcher.
 
-use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use confab_sio::{
     ConnectError, DisconnectReason, Handler, IncomingEvent, Refusal as HttpRefusal, RequestInfo,
     ResponseHeaders, SendError, Socket,
 };
-use serde_json::Value;
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
+use super::admission::{Admission, Admitted, Refused};
 use super::{Connection, Realtime};
 use crate::error::Error;
 use crate::http::{OriginPolicy, TrustedProxies};
@@ -20,24 +21,70 @@ use crate::hub::{Outbound, Outgoing};
 pub struct SioHandler {
     realtime: Realtime,
     origins: OriginPolicy,
-    /// Behind a load balancer, who the client is for the per-address connect limit.
+    /// Behind a load balancer, who the client is for the per-address limits.
     proxies: TrustedProxies,
+    admission: Admission,
+    /// How long an unauthenticated session may last, for `Retry-After` when they are all taken.
+    connect_timeout: Duration,
 }
 
 impl SioHandler {
-    pub fn new(realtime: Realtime, origins: OriginPolicy, proxies: TrustedProxies) -> Self {
+    pub fn new(
+        realtime: Realtime,
+        origins: OriginPolicy,
+        proxies: TrustedProxies,
+        admission: Admission,
+        connect_timeout: Duration,
+    ) -> Self {
         Self {
             realtime,
             origins,
             proxies,
+            admission,
+            connect_timeout,
         }
+    }
+
+    /// The answer to a session that wasn't admitted: `429` (this address) or `503` (this node), with
+    /// `Retry-After`, and the error envelope the HTTP API uses.
+    fn refusal(&self, refused: Refused) -> HttpRefusal {
+        // A place frees up at the latest when the oldest session's connect timeout ends.
+        let free_within = self.connect_timeout.as_millis() as u64;
+        let (status, body, wait_ms) = match refused {
+            Refused::RateLimited { retry_after_ms } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                Error::RateLimited { retry_after_ms }.envelope(),
+                retry_after_ms,
+            ),
+            Refused::AddressFull => (
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({ "ok": false, "error": {
+                    "code": "rate_limited",
+                    "message": "too many sessions from this address have not authenticated yet",
+                    "retry_after_ms": free_within,
+                }}),
+                free_within,
+            ),
+            Refused::NodeFull => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "ok": false, "error": {
+                    "code": "unavailable",
+                    "message": "too many sessions have not authenticated yet; retry",
+                }}),
+                free_within,
+            ),
+        };
+        let seconds = wait_ms.div_ceil(1000).max(1);
+        HttpRefusal::json(status, &body)
+            .with_header(header::RETRY_AFTER, HeaderValue::from(seconds))
     }
 }
 
 impl Handler for SioHandler {
     type Session = Arc<Connection>;
-    /// The client's address, for the per-address connect limit: all a session keeps of its request.
-    type Pending = IpAddr;
+    /// The client's address and its place among the unauthenticated sessions: all a session keeps of
+    /// its request until it connects.
+    type Pending = Admitted;
 
     /// Screens a new Engine.IO session (or a CORS preflight) by its `Origin`: browsers on other
     /// origins are refused before any session exists. Allowed cross-origin requests get the CORS
@@ -69,34 +116,44 @@ impl Handler for SioHandler {
         Ok(headers)
     }
 
-    /// Behind a load balancer, the client is who `X-Forwarded-For` says (believed only from a
-    /// trusted proxy).
-    fn admit(&self, req: &RequestInfo<'_>) -> Result<IpAddr, HttpRefusal> {
-        Ok(self.proxies.client_addr(req.remote_addr.ip(), req.headers))
+    /// A new session, limited by client address (behind a load balancer, who `X-Forwarded-For`
+    /// says, believed only from a trusted proxy): its rate of new sessions, and how many it and the
+    /// node hold unauthenticated.
+    fn admit(&self, req: &RequestInfo<'_>) -> Result<Admitted, HttpRefusal> {
+        let client = self.proxies.client_addr(req.remote_addr.ip(), req.headers);
+        self.admission.admit(client).map_err(|refused| {
+            tracing::debug!(%client, ?refused, "session refused");
+            self.refusal(refused)
+        })
     }
 
     async fn connect(
         &self,
         socket: Socket,
         auth: Option<&RawValue>,
-        client: &IpAddr,
+        pending: &Admitted,
     ) -> Result<Arc<Connection>, ConnectError> {
         // An auth payload that isn't JSON we can read is no token at all.
         let auth: Option<Value> = auth.and_then(|raw| serde_json::from_str(raw.get()).ok());
         self.realtime
             .connect(
                 auth.as_ref(),
-                Some(*client),
+                Some(pending.client),
                 Arc::new(SocketOutbound(socket)),
             )
             .await
             .map_err(|refusal| ConnectError::new(refusal.message).with_data(refusal.data))
     }
 
-    fn event(&self, conn: &Arc<Arc<Connection>>, _socket: &Socket, event: IncomingEvent) {
+    fn event(&self, conn: &Arc<Arc<Connection>>, socket: &Socket, event: IncomingEvent) {
         let ack = event.ack.map(|ack| {
+            let socket = socket.clone();
             Box::new(move |envelope: Value| {
-                let _ = ack.send(&envelope);
+                if let Err(SendError::Full) = ack.send(&envelope) {
+                    // The client asks and doesn't read the answers: like a full queue on delivery.
+                    metrics::counter!("confab_slow_consumer_disconnects_total").increment(1);
+                    socket.disconnect();
+                }
             }) as super::Ack
         });
         if !event.binary.is_empty() {

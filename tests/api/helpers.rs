@@ -100,6 +100,7 @@ pub async fn spawn_app_with(backend: Backend, settings: &[(&str, &str)]) -> Opti
         ("CONFAB_RATE_TYPING".into(), "100000/100000".into()),
         ("CONFAB_RATE_OTHER".into(), "100000/100000".into()),
         ("CONFAB_RATE_CONNECT_PER_IP".into(), "100000/100000".into()),
+        ("CONFAB_RATE_SESSION_PER_IP".into(), "100000/100000".into()),
     ]);
     for (k, v) in settings {
         vars.insert((*k).into(), (*v).into());

@@ -12,6 +12,7 @@ mod conversations;
 mod faults;
 mod fuzz;
 mod history;
+mod hostile;
 mod http;
 mod limits;
 mod logs;
