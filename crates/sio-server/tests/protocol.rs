@@ -635,8 +635,35 @@ async fn repeated_probes_queue_one_noop() {
         "ok"
     );
     assert_eq!(get(addr, &url).await.text(), r#"42["echo","after"]"#);
-    // A WebSocket still probing ends only at the upgrade timeout, even at shutdown: close it first.
-    drop(ws);
+    // Shutting down ends the polling session, and so the WebSocket still probing it.
+    server.stop().await;
+    assert_eq!(closed(&mut ws).await, Some(CloseCode::Away));
+}
+
+#[tokio::test]
+async fn a_probing_websocket_ends_with_its_polling_session() {
+    let server = Server::start(Config {
+        connect_timeout: Duration::from_millis(500),
+        ..Config::default()
+    })
+    .await;
+    let open = get(server.addr, POLLING).await;
+    let sid = serde_json::from_str::<Value>(&open.text()[1..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = std::time::Instant::now();
+    let mut ws = ws_open(&server, &format!("&sid={sid}")).await;
+    ws.send(Message::text("2probe")).await.unwrap();
+    assert_eq!(recv_text(&mut ws).await, "3probe");
+    // Never upgrades nor connects: the session's connect timeout ends it, and the probe with it (not
+    // the upgrade timeout, 10 s later).
+    assert_eq!(closed(&mut ws).await, Some(CloseCode::Away));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     server.stop().await;
 }
 

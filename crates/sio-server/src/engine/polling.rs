@@ -1,9 +1,9 @@
 //! Engine.IO over HTTP long-polling: `GET` waits for queued packets, `POST` delivers the client's, and a
 //! small task per session keeps the heartbeat.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
@@ -35,6 +35,8 @@ pub(crate) struct PollingState {
     probed: AtomicBool,
     /// Wakes the heartbeat task on a pong, a stop or a close.
     wake: Notify,
+    /// The task of a WebSocket probing an upgrade, woken when the session ends so that it ends too.
+    prober: Mutex<Option<Waker>>,
     /// Headers added to every response of the session (from `Handler::check_request`).
     pub(crate) headers: HeaderMap,
     /// When the session must have a connected socket (the connect timeout, kept across an upgrade).
@@ -52,6 +54,7 @@ impl PollingState {
             upgrading: AtomicBool::new(false),
             probed: AtomicBool::new(false),
             wake: Notify::new(),
+            prober: Mutex::new(None),
             headers,
         }
     }
@@ -59,6 +62,24 @@ impl PollingState {
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         self.wake.notify_one();
+        let prober = self.prober.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(waker) = prober {
+            waker.wake();
+        }
+    }
+
+    /// For a WebSocket probing an upgrade: whether the polling session has ended (or completed the
+    /// upgrade); otherwise `cx` is woken when it does.
+    pub(crate) fn poll_stopped(&self, cx: &mut Context<'_>) -> bool {
+        if self.stopped.load(Ordering::SeqCst) {
+            return true;
+        }
+        let mut prober = self.prober.lock().unwrap_or_else(|e| e.into_inner());
+        if !prober.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *prober = Some(cx.waker().clone());
+        }
+        drop(prober);
+        self.stopped.load(Ordering::SeqCst)
     }
 
     /// Tells the heartbeat a close was asked for, so that it ends the session if no `GET` comes to take

@@ -197,10 +197,23 @@ impl<H: Handler, IO: WsIo> Driver<H, IO> {
                 if self.closing.is_some() {
                     continue;
                 }
-            } else if self.writer.is_empty() && self.charged > 0 {
-                // Probing: the queue is the polling side's; only the driver's own frames are counted.
-                let written = self.uncharge();
-                self.conn.socket.0.release(written);
+            } else {
+                // Probing. The polling session may end meanwhile (its connect timeout, a shutdown):
+                // then there is nothing left to upgrade.
+                if self
+                    .conn
+                    .polling
+                    .as_ref()
+                    .is_some_and(|polling| polling.poll_stopped(cx))
+                {
+                    self.begin_close(Outcome::UpgradeAbandoned, CloseCode::GOING_AWAY);
+                    continue;
+                }
+                // The queue is the polling side's; only the driver's own frames are counted.
+                if self.writer.is_empty() && self.charged > 0 {
+                    let written = self.uncharge();
+                    self.conn.socket.0.release(written);
+                }
             }
 
             match self.writer.poll_flush(&mut self.io, cx) {
