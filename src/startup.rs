@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::http::{AppState, DevLogin, OriginPolicy};
 use crate::hub::{Hub, Outgoing};
 use crate::limits::Limiter;
-use crate::realtime::{Admission, Realtime, Sessions, SioHandler};
+use crate::realtime::{Realtime, Sessions, SioHandler};
 use crate::store::{Store, Writer};
 
 /// How long shutdown waits for sends in flight to be committed.
@@ -111,8 +111,7 @@ impl Application {
                 realtime,
                 policy.clone(),
                 config.trusted_proxies.clone(),
-                Admission::new(&config.sessions),
-                config.sessions.connect_timeout,
+                &config.sessions,
             ),
         );
 

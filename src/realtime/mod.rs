@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
-pub use admission::Admission;
 pub use session::Sessions;
 pub use socketio::SioHandler;
 

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::admission::{Admission, Admitted, Refused};
 use super::{Connection, Realtime};
+use crate::config::SessionLimits;
 use crate::error::Error;
 use crate::http::{OriginPolicy, TrustedProxies};
 use crate::hub::{Outbound, Outgoing};
@@ -33,15 +34,14 @@ impl SioHandler {
         realtime: Realtime,
         origins: OriginPolicy,
         proxies: TrustedProxies,
-        admission: Admission,
-        connect_timeout: Duration,
+        sessions: &SessionLimits,
     ) -> Self {
         Self {
             realtime,
             origins,
             proxies,
-            admission,
-            connect_timeout,
+            admission: Admission::new(sessions),
+            connect_timeout: sessions.connect_timeout,
         }
     }
 
