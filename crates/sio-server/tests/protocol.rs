@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::{WebSocketStream, client_async};
 
 type Ws = WebSocketStream<TcpStream>;
@@ -75,11 +76,38 @@ async fn ws_connected(server: &Server, name: &str) -> Ws {
     ws
 }
 
-async fn polling_open(server: &Server, name: &str) -> String {
-    let open = get(server.addr, POLLING).await;
-    assert_eq!(open.status, 200);
+/// The sid of a polling handshake's open packet.
+fn sid_of(open: &common::RawResponse) -> String {
+    assert_eq!(open.status, 200, "{}", open.text());
     let handshake: Value = serde_json::from_str(&open.text()[1..]).unwrap();
-    let sid = handshake["sid"].as_str().unwrap().to_owned();
+    handshake["sid"].as_str().unwrap().to_owned()
+}
+
+/// A `GET` waiting on a polling session, and a WebSocket opened to upgrade it.
+async fn start_upgrade(
+    server: &Server,
+    sid: &str,
+) -> (tokio::task::JoinHandle<common::RawResponse>, Ws) {
+    let addr = server.addr;
+    let url = format!("{POLLING}&sid={sid}");
+    let pending = tokio::spawn(async move { get(addr, &url).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    (pending, ws_open(server, &format!("&sid={sid}")).await)
+}
+
+/// Asserts that a polling session no longer exists.
+async fn assert_gone(server: &Server, sid: &str) {
+    let answer = get(server.addr, &format!("{POLLING}&sid={sid}")).await;
+    assert_eq!(answer.status, 400, "session {sid}: {}", answer.text());
+}
+
+/// A polling session, not connected.
+async fn polling_session(server: &Server) -> String {
+    sid_of(&get(server.addr, POLLING).await)
+}
+
+async fn polling_open(server: &Server, name: &str) -> String {
+    let sid = polling_session(server).await;
     let body = format!(r#"40{{"token":"ok","name":"{name}"}}"#);
     assert_eq!(
         post(
@@ -295,10 +323,7 @@ async fn requests_are_screened_and_cors_headers_added() {
         open.header("access-control-allow-origin"),
         Some("http://app.example")
     );
-    let sid = serde_json::from_str::<Value>(&open.text()[1..]).unwrap()["sid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let sid = sid_of(&open);
     // Later requests of the session carry the same headers.
     let later = post(
         server.addr,
@@ -380,10 +405,7 @@ async fn a_session_keeps_only_its_admission_value_until_it_connects() {
         .as_bytes(),
     )
     .await;
-    let sid = serde_json::from_str::<Value>(&open.text()[1..]).unwrap()["sid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let sid = sid_of(&open);
     let mut ws = ws_open_tagged(&server, "from-websocket").await;
     assert!(recv_text(&mut ws).await.starts_with("0{"));
     assert_eq!(pending(), 2);
@@ -407,22 +429,13 @@ async fn a_session_keeps_only_its_admission_value_until_it_connects() {
     eventually("the admission values dropped", || pending() == 0).await;
 
     // Sessions that never connect keep theirs until the connect timeout closes them, on both transports.
-    let open = get(server.addr, POLLING).await;
-    let sid = serde_json::from_str::<Value>(&open.text()[1..]).unwrap()["sid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let sid = polling_session(&server).await;
     let mut silent = ws_open_tagged(&server, "silent").await;
     assert!(recv_text(&mut silent).await.starts_with("0{"));
     assert_eq!(pending(), 2);
     assert_eq!(closed(&mut silent).await, Some(CloseCode::Policy));
     eventually("both closed", || pending() == 0).await;
-    assert_eq!(
-        get(server.addr, &format!("{POLLING}&sid={sid}"))
-            .await
-            .status,
-        400
-    );
+    assert_gone(&server, &sid).await;
     server.stop().await;
 }
 
@@ -434,11 +447,7 @@ async fn the_connect_timeout_holds_across_an_upgrade() {
     })
     .await;
     let opened = std::time::Instant::now();
-    let open = get(server.addr, POLLING).await;
-    let sid = serde_json::from_str::<Value>(&open.text()[1..]).unwrap()["sid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let sid = polling_session(&server).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut ws = ws_open(&server, &format!("&sid={sid}")).await;
     ws.send(Message::text("2probe")).await.unwrap();
@@ -589,11 +598,7 @@ async fn an_unknown_namespace_is_refused_once_and_the_connection_closed() {
     );
     assert_eq!(closed(&mut ws).await, Some(CloseCode::Normal));
     // Over polling, a body full of them gets one answer, then the close packet.
-    let open = get(server.addr, POLLING).await;
-    let sid = serde_json::from_str::<Value>(&open.text()[1..]).unwrap()["sid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let sid = polling_session(&server).await;
     let url = format!("{POLLING}&sid={sid}");
     let body = vec!["40/a,"; 10_000].join("\x1e");
     assert_eq!(post(server.addr, &url, body.as_bytes()).await.text(), "ok");
@@ -616,12 +621,7 @@ async fn repeated_probes_queue_one_noop() {
     let sid = polling_open(&server, "prober").await;
     let url = format!("{POLLING}&sid={sid}");
     let addr = server.addr;
-    let pending = tokio::spawn({
-        let url = url.clone();
-        async move { get(addr, &url).await }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut ws = ws_open(&server, &format!("&sid={sid}")).await;
+    let (pending, mut ws) = start_upgrade(&server, &sid).await;
     for _ in 0..100 {
         ws.send(Message::text("2probe")).await.unwrap();
     }
@@ -647,11 +647,7 @@ async fn a_probing_websocket_ends_with_its_polling_session() {
         ..Config::default()
     })
     .await;
-    let open = get(server.addr, POLLING).await;
-    let sid = serde_json::from_str::<Value>(&open.text()[1..]).unwrap()["sid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let sid = polling_session(&server).await;
     let started = std::time::Instant::now();
     let mut ws = ws_open(&server, &format!("&sid={sid}")).await;
     ws.send(Message::text("2probe")).await.unwrap();
@@ -734,11 +730,7 @@ async fn replies_a_client_never_fetches_close_the_session_at_the_bound() {
     .await;
     // A polling session that never connects and never polls, and asks to connect again and again: each
     // refusal (`44…`) is queued until its bytes pass the bound for unconnected sessions.
-    let open = get(server.addr, POLLING).await;
-    let sid = serde_json::from_str::<Value>(&open.text()[1..]).unwrap()["sid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let sid = polling_session(&server).await;
     let url = format!("{POLLING}&sid={sid}");
     let mut posts = 0;
     while posts < 5_000 {
@@ -821,12 +813,7 @@ async fn quiet_clients_are_closed_by_the_connect_and_ping_timeouts() {
         server.records().disconnects["gone"],
         vec![DisconnectReason::PingTimeout]
     );
-    assert_eq!(
-        get(server.addr, &format!("{POLLING}&sid={sid}"))
-            .await
-            .status,
-        400
-    );
+    assert_gone(&server, &sid).await;
     server.stop().await;
 }
 
@@ -836,12 +823,7 @@ async fn polling_upgrades_to_websocket_with_probe_and_noop() {
     let sid = polling_open(&server, "upgrader").await;
     let url = format!("{POLLING}&sid={sid}");
     let addr = server.addr;
-    let pending = tokio::spawn({
-        let url = url.clone();
-        async move { get(addr, &url).await }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut ws = ws_open(&server, &format!("&sid={sid}")).await;
+    let (pending, mut ws) = start_upgrade(&server, &sid).await;
     ws.send(Message::text("2probe")).await.unwrap();
     assert_eq!(recv_text(&mut ws).await, "3probe");
     assert_eq!(
@@ -924,23 +906,17 @@ async fn raw_ws(server: &Server, query: &str) -> TcpStream {
     stream
 }
 
-/// A masked client frame.
-fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x12, 0x34, 0x56, 0x78];
-    let mut out = vec![0x80 | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+/// A masked client close frame with any payload, encoded by tungstenite.
+fn client_close_frame(payload: &[u8]) -> Vec<u8> {
+    let header = FrameHeader {
+        opcode: OpCode::Control(Control::Close),
+        mask: Some([0x12, 0x34, 0x56, 0x78]),
+        ..FrameHeader::default()
+    };
+    let mut out = Vec::new();
+    Frame::from_payload(header, payload.to_vec().into())
+        .format(&mut out)
+        .unwrap();
     out
 }
 
@@ -1000,7 +976,7 @@ async fn close_frames_with_invalid_codes_or_reasons_are_answered_as_rfc_6455_say
     ];
     for (payload, expected) in cases {
         let mut ws = raw_ws(&server, "").await;
-        ws.write_all(&client_frame(0x8, &payload)).await.unwrap();
+        ws.write_all(&client_close_frame(&payload)).await.unwrap();
         assert_eq!(
             server_close_code(&mut ws).await,
             Some(expected),
@@ -1009,7 +985,7 @@ async fn close_frames_with_invalid_codes_or_reasons_are_answered_as_rfc_6455_say
     }
     // A reason that is not UTF-8: invalid data.
     let mut ws = raw_ws(&server, "").await;
-    ws.write_all(&client_frame(0x8, &close(1000, &[0xff, 0xfe])))
+    ws.write_all(&client_close_frame(&close(1000, &[0xff, 0xfe])))
         .await
         .unwrap();
     assert_eq!(server_close_code(&mut ws).await, Some(1007));
