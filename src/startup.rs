@@ -111,11 +111,19 @@ impl Application {
         let sio = SocketIo::new(
             confab_sio::Config {
                 max_payload: config.limits.max_payload_bytes,
+                // confab refuses binary attachments: buffer no more of them than of one message.
+                max_attachments_size: config.limits.max_payload_bytes,
                 ping_interval: config.ping_interval,
                 ping_timeout: config.ping_timeout,
+                connect_timeout: config.sessions.connect_timeout,
                 ..confab_sio::Config::default()
             },
-            SioHandler::new(realtime, policy.clone(), config.trusted_proxies.clone()),
+            SioHandler::new(
+                realtime,
+                policy.clone(),
+                config.trusted_proxies.clone(),
+                &config.sessions,
+            ),
         );
 
         // The secret is there: generated in local mode, and required by `Config` otherwise.

@@ -2,6 +2,7 @@
 //! envelope. Transport-agnostic: the Socket.IO layer (`socketio.rs`) hands events in, in
 //! arrival order, as a name and the payload's raw JSON.
 
+mod admission;
 mod session;
 mod socketio;
 
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use serde::Serialize;
 use serde_json::Value;
 
+pub use admission::SessionLimits;
 pub use session::Sessions;
 pub use socketio::SioHandler;
 
