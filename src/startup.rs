@@ -16,7 +16,6 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::Verifier;
 use crate::bus::Bus;
-use crate::chat::presence::ClusterPresence;
 use crate::chat::{Chat, ChatSettings};
 use crate::config::Config;
 use crate::http::{AppState, DevLogin, OriginPolicy};
@@ -75,12 +74,7 @@ impl Application {
                     );
                 }
                 let (bus, signals) = Bus::start(url, &config.redis_prefix).await?;
-                let presence = ClusterPresence::new(
-                    bus.link().keys.clone(),
-                    &config.redis_prefix,
-                    bus.node_id(),
-                    config.node_timeout,
-                );
+                let presence = bus.presence(config.node_timeout);
                 (Hub::new(Some((bus, signals))), Some(presence))
             }
             None => (Hub::new(None), None),

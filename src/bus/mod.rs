@@ -8,7 +8,11 @@
 //!
 //! Events travel as the Socket.IO packet already encoded by the sending node, so receivers push
 //! the same bytes to their sockets without parsing them.
+//!
+//! Everything confab does with Redis is here: the channels (`redis.rs` holds the connections)
+//! and the cluster's presence keys (`presence.rs`).
 
+mod presence;
 mod redis;
 
 use std::sync::Arc;
@@ -19,7 +23,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-pub use self::redis::{Health, Keys, RedisLink, Signal};
+pub use self::presence::{ClusterPresence, Reaped};
+pub use self::redis::{CommandLink, Health, RedisLink, Signal};
 use crate::domain::{ConversationId, UserId};
 
 /// Counts of what this node exchanged over the bus (tests and operators look at them).
@@ -121,16 +126,19 @@ impl Bus {
         &self.node
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     pub fn health(&self) -> &Health {
         &self.link.health
     }
 
-    pub fn link(&self) -> &RedisLink {
-        &self.link
+    /// Presence kept in Redis for the whole cluster, as this node sees it: a node silent for
+    /// `node_timeout` is dead.
+    pub fn presence(&self, node_timeout: std::time::Duration) -> ClusterPresence {
+        ClusterPresence::new(
+            self.link.keys.clone(),
+            &self.prefix,
+            &self.node,
+            node_timeout,
+        )
     }
 
     fn channel_name(&self, channel: &Channel) -> String {

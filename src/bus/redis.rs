@@ -98,7 +98,7 @@ impl Health {
 /// command then times out on the same dead connection, for as long as TCP takes to give up.
 /// So a timeout replaces it. Cheap to clone.
 #[derive(Clone)]
-pub struct Keys {
+pub struct CommandLink {
     client: redis::Client,
     config: ConnectionManagerConfig,
     /// A std Mutex is enough: it is held only to clone or swap the handle, never across an
@@ -106,7 +106,7 @@ pub struct Keys {
     conn: Arc<Mutex<ConnectionManager>>,
 }
 
-impl Keys {
+impl CommandLink {
     fn new(client: redis::Client, config: ConnectionManagerConfig) -> anyhow::Result<Self> {
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .context("setting up the Redis connection")?;
@@ -119,10 +119,10 @@ impl Keys {
 
     /// The current connection. Every command sent through it reports its failure back here,
     /// so no caller has to remember to.
-    pub fn get(&self) -> KeysConnection {
-        KeysConnection {
+    pub fn get(&self) -> CommandConnection {
+        CommandConnection {
             conn: self.conn.lock().unwrap().clone(),
-            keys: self.clone(),
+            link: self.clone(),
         }
     }
 
@@ -141,22 +141,22 @@ impl Keys {
     }
 }
 
-/// A connection from [`Keys::get`]: a `ConnectionManager` whose errors go back to its `Keys`.
-pub struct KeysConnection {
+/// A connection from [`CommandLink::get`]: a `ConnectionManager` whose errors go back to its link.
+pub struct CommandConnection {
     conn: ConnectionManager,
-    keys: Keys,
+    link: CommandLink,
 }
 
-impl KeysConnection {
+impl CommandConnection {
     fn checked<T>(&self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
         if let Err(e) = &result {
-            self.keys.failed(e);
+            self.link.failed(e);
         }
         result
     }
 }
 
-impl redis::aio::ConnectionLike for KeysConnection {
+impl redis::aio::ConnectionLike for CommandConnection {
     fn req_packed_command<'a>(
         &'a mut self,
         cmd: &'a redis::Cmd,
@@ -190,9 +190,9 @@ pub struct RedisLink {
     publish: mpsc::Sender<(Bytes, Bytes)>,
     commands: mpsc::UnboundedSender<Command>,
     pub health: Arc<Health>,
-    /// A connection for keys: presence and heartbeats. (Publishing has its own, so heartbeats
-    /// never queue behind a large pipeline.)
-    pub keys: Keys,
+    /// A connection for commands on keys: presence and heartbeats. (Publishing has its own, so
+    /// heartbeats never queue behind a large pipeline.)
+    pub keys: CommandLink,
 }
 
 impl RedisLink {
@@ -205,8 +205,8 @@ impl RedisLink {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(1)
             .set_max_delay(RETRY_MAX);
-        let keys = Keys::new(client.clone(), config.clone())?;
-        let publishing = Keys::new(client.clone(), config)?;
+        let keys = CommandLink::new(client.clone(), config.clone())?;
+        let publishing = CommandLink::new(client.clone(), config)?;
         let health = Arc::new(Health::default());
         let (publish, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (commands, commands_rx) = mpsc::unbounded_channel();
@@ -259,7 +259,7 @@ const SUBSCRIBER_PING: Duration = Duration::from_secs(5);
 const SUBSCRIBER_PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn publisher(
-    conn: Keys,
+    conn: CommandLink,
     mut queue: mpsc::Receiver<(Bytes, Bytes)>,
     health: Arc<Health>,
     signals: mpsc::UnboundedSender<Signal>,

@@ -8,13 +8,13 @@ mod socketio;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde_json::Value;
 
 pub use admission::SessionLimits;
-pub use session::Sessions;
+pub use session::{Session, Sessions};
 pub use socketio::SioHandler;
 
 use crate::auth::{AuthFailure, Identity, Verifier};
@@ -30,13 +30,11 @@ use crate::protocol::{ClientEvent, Command, Envelope, Reply, Request};
 /// Sends one answer's encoded envelope to the client. Provided by the transport.
 pub type AckSender = Box<dyn FnOnce(&Envelope<'_, Reply>) + Send>;
 
-/// One authenticated socket: whose it is, and until when.
+/// One authenticated socket: whose it is, and its session.
 pub struct UserSocket {
     pub key: SocketKey,
     pub user: UserId,
-    /// When the session ends, in milliseconds since the epoch; `auth:refresh` moves it.
-    pub expires_at: AtomicI64,
-    pub outbound: Arc<dyn Outbound>,
+    pub session: Arc<Session>,
     /// Every log line about this socket carries its user and key.
     pub span: tracing::Span,
 }
@@ -174,7 +172,7 @@ impl Realtime {
         auth: Option<&str>,
         remote: Option<IpAddr>,
         outbound: Arc<dyn Outbound>,
-    ) -> Result<Arc<UserSocket>, ConnectRefusal> {
+    ) -> Result<UserSocket, ConnectRefusal> {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(ConnectRefusal::new("unavailable"));
         }
@@ -208,14 +206,13 @@ impl Realtime {
             return Err(ConnectRefusal::new("unavailable"));
         }
         let span = tracing::info_span!("socket", user = %identity.user_id, key);
-        let conn = Arc::new(UserSocket {
+        let conn = UserSocket {
             key,
             user: identity.user_id,
-            expires_at: AtomicI64::new(identity.expires_at.millis()),
-            outbound,
+            session: Arc::new(Session::new(key, identity.expires_at, outbound)),
             span,
-        });
-        self.sessions.schedule(&conn);
+        };
+        self.sessions.schedule(&conn.session);
         tracing::debug!(parent: &conn.span, remote = ?remote, "socket connected");
         Ok(conn)
     }
@@ -274,7 +271,7 @@ impl Realtime {
     }
 
     /// `auth:refresh`: a fresh token for the same user extends the session.
-    fn refresh(&self, conn: &Arc<UserSocket>, request: Refresh) -> Result<Reply> {
+    fn refresh(&self, conn: &UserSocket, request: Refresh) -> Result<Reply> {
         let identity = self
             .verifier
             .verify(&request.token)
@@ -286,15 +283,14 @@ impl Realtime {
         // A token that doesn't end later renews nothing. Refused rather than acknowledged, so a
         // client re-sending a cached token learns it can't renew, and the session's warning is
         // not scheduled again for the same expiry (it was once sent again at once, each time).
-        if identity.expires_at.millis() <= conn.expires_at.load(Ordering::Relaxed) {
+        if identity.expires_at <= conn.session.expires_at() {
             return Err(Error::invalid(
                 "token",
                 "does not extend the session (its exp is not later than the session's end)",
             ));
         }
-        conn.expires_at
-            .store(identity.expires_at.millis(), Ordering::Relaxed);
-        self.sessions.schedule(conn);
+        conn.session.extend_to(identity.expires_at);
+        self.sessions.schedule(&conn.session);
         Ok(Reply::Refreshed {
             expires_at: Timestamp(identity.expires_at.millis()),
         })

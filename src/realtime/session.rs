@@ -10,16 +10,44 @@
 //! it gets here (`Realtime::refresh`), so nothing re-sends a warning for the same expiry.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::UserSocket;
 use crate::domain::Timestamp;
-use crate::hub::{Outgoing, SocketKey};
+use crate::hub::{Outbound, Outgoing, SocketKey};
 use crate::protocol::events::{SessionExpired, SessionExpiring};
+
+/// One socket's session: until when it lasts (`auth:refresh` moves it), and how to tell the
+/// socket. Shared by the socket and the schedule.
+pub struct Session {
+    key: SocketKey,
+    /// In milliseconds since the epoch.
+    expires_at: AtomicI64,
+    outbound: Arc<dyn Outbound>,
+}
+
+impl Session {
+    pub fn new(key: SocketKey, expires_at: Timestamp, outbound: Arc<dyn Outbound>) -> Self {
+        Self {
+            key,
+            expires_at: AtomicI64::new(expires_at.millis()),
+            outbound,
+        }
+    }
+
+    pub fn expires_at(&self) -> Timestamp {
+        Timestamp(self.expires_at.load(Ordering::Relaxed))
+    }
+
+    /// Moves the end (the caller schedules the session again).
+    pub fn extend_to(&self, expires_at: Timestamp) {
+        self.expires_at
+            .store(expires_at.millis(), Ordering::Relaxed);
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Due {
@@ -33,7 +61,7 @@ enum Due {
 struct Queue {
     /// (deadline in ms since the epoch, socket, what is due), earliest first.
     due: BTreeSet<(i64, SocketKey, Due)>,
-    sockets: HashMap<SocketKey, Weak<UserSocket>>,
+    sockets: HashMap<SocketKey, Weak<Session>>,
 }
 
 /// The expiry schedule of every connected socket. Cheap to clone.
@@ -60,8 +88,8 @@ impl Sessions {
         sessions
     }
 
-    /// Schedules `conn`'s warning and expiry from its current `expires_at`.
-    pub fn schedule(&self, conn: &Arc<UserSocket>) {
+    /// Schedules a session's warning and expiry from its current end.
+    pub fn schedule(&self, conn: &Arc<Session>) {
         let expires = conn.expires_at.load(Ordering::Relaxed);
         let warn = warn_at(Timestamp::now().millis(), expires, self.warning);
         {
@@ -124,7 +152,7 @@ async fn run(queue: Weak<Mutex<Queue>>, changed: Arc<Notify>) {
     }
 }
 
-fn fire(conn: &UserSocket, deadline: i64, what: Due, queue: &Mutex<Queue>) {
+fn fire(conn: &Session, deadline: i64, what: Due, queue: &Mutex<Queue>) {
     let expires = conn.expires_at.load(Ordering::Relaxed);
     match what {
         // A refresh moved the expiry: these entries are stale (the new ones are queued).

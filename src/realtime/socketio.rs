@@ -77,7 +77,7 @@ impl SioHandler {
 }
 
 impl Handler for SioHandler {
-    type Session = Arc<UserSocket>;
+    type Session = UserSocket;
     /// The client's address and its place among the unauthenticated sessions: all a session keeps of
     /// its request until it connects.
     type Pending = Admitted;
@@ -132,7 +132,7 @@ impl Handler for SioHandler {
         socket: Socket,
         auth: Option<&RawValue>,
         pending: &Admitted,
-    ) -> Result<Arc<UserSocket>, ConnectError> {
+    ) -> Result<UserSocket, ConnectError> {
         self.realtime
             .connect(
                 auth.map(RawValue::get),
@@ -143,7 +143,7 @@ impl Handler for SioHandler {
             .map_err(|refusal| ConnectError::new(refusal.message).with_data(refusal.data()))
     }
 
-    fn event(&self, conn: &Arc<Arc<UserSocket>>, socket: &Socket, event: IncomingEvent) {
+    fn event(&self, conn: &Arc<UserSocket>, socket: &Socket, event: IncomingEvent) {
         let ack = event.ack.map(|ack| {
             let socket = socket.clone();
             Box::new(move |envelope: &Envelope<'_, Reply>| {
@@ -170,7 +170,7 @@ impl Handler for SioHandler {
         self.realtime.on_event(conn, &event.name, payload, ack);
     }
 
-    fn disconnect(&self, conn: Arc<Arc<UserSocket>>, _socket: &Socket, reason: DisconnectReason) {
+    fn disconnect(&self, conn: Arc<UserSocket>, _socket: &Socket, reason: DisconnectReason) {
         tracing::debug!(parent: &conn.span, %reason, "socket closed");
         self.realtime.disconnect(&conn);
     }

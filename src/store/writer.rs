@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::is_connection_lost;
 use super::{NewMessage, SendOutcome, Store};
@@ -43,13 +43,13 @@ pub struct Writer {
     shards: Vec<mpsc::Sender<Job>>,
     hasher: std::collections::hash_map::RandomState,
     /// Messages submitted and not yet answered, so shutdown can let them finish.
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Arc<InFlight>,
 }
 
 impl Writer {
     /// Starts `shards` writer tasks, each committing at most `max_batch` messages at a time.
     pub fn start(store: Store, shards: usize, max_batch: usize) -> Self {
-        let in_flight = Arc::new(AtomicUsize::new(0));
+        let in_flight = Arc::new(InFlight::default());
         let shards = (0..shards.max(1))
             .map(|shard| {
                 let (tx, rx) = mpsc::channel(QUEUE_PER_SHARD);
@@ -66,16 +66,13 @@ impl Writer {
 
     /// Waits until every message submitted so far has been answered, or `limit` passed.
     pub async fn drain(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while self.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let _ = tokio::time::timeout(limit, self.in_flight.idle()).await;
     }
 
     /// Queues a message. Synchronous, so callers submitting in arrival order get their messages
     /// written in that order. `reply` is always called exactly once.
     pub fn submit(&self, message: NewMessage, reply: SendReply) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.in_flight.add(1);
         let hash = self.hasher.hash_one(message.conversation_id);
         let shard = &self.shards[(hash % self.shards.len() as u64) as usize];
         if let Err(e) = shard.try_send(Job { message, reply }) {
@@ -88,7 +85,40 @@ impl Writer {
             (job.reply)(Err(Error::Unavailable(
                 anyhow::anyhow!("the message writer is overloaded").into(),
             )));
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.in_flight.done(1);
+        }
+    }
+}
+
+/// Counts messages submitted and not yet answered, and wakes a drain when none is left.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl InFlight {
+    fn add(&self, n: usize) {
+        self.count.fetch_add(n, Ordering::AcqRel);
+    }
+
+    fn done(&self, n: usize) {
+        if self.count.fetch_sub(n, Ordering::AcqRel) == n {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Returns once the count is zero.
+    async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a `done` in between isn't missed.
+            notified.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
         }
     }
 }
@@ -98,7 +128,7 @@ async fn run(
     mut rx: mpsc::Receiver<Job>,
     max_batch: usize,
     shard: usize,
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Arc<InFlight>,
 ) {
     let mut jobs = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut jobs, max_batch).await > 0 {
@@ -137,7 +167,7 @@ async fn run(
                 }
             }
         }
-        in_flight.fetch_sub(answered, Ordering::AcqRel);
+        in_flight.done(answered);
     }
 }
 

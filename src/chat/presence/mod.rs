@@ -4,18 +4,19 @@
 //! is not announced as offline-then-online. `last_seen_at` is written when the user really goes.
 //! Alone, a node knows presence from its own sockets; in a cluster, `cluster` keeps it in Redis.
 
-mod cluster;
-
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+pub use crate::bus::ClusterPresence;
 use crate::domain::{ConversationId, Timestamp, UserId};
 use crate::hub::{Hub, Outgoing};
 use crate::protocol::events::PresenceState;
 use crate::store::Store;
-pub use cluster::ClusterPresence;
 
 /// Tracks who is online and announces changes. Cheap to clone.
 #[derive(Clone)]
@@ -27,11 +28,24 @@ struct Inner {
     hub: Hub,
     store: Store,
     grace: Duration,
-    /// Users whose last socket here closed and whose grace period is running, with a
-    /// generation number so that a timer started before a reconnect can tell it is stale.
-    going: Mutex<HashMap<UserId, u64>>,
+    /// Users whose last socket here closed and whose grace period is running.
+    going: Mutex<Going>,
+    /// Wakes the task that ends grace periods when the first one starts.
+    started: Arc<Notify>,
     generation: AtomicU64,
     cluster: Option<ClusterPresence>,
+}
+
+/// Grace periods running, served by one task in deadline order (as session expiry is), so a
+/// disconnect costs a queue entry, not a timer task.
+#[derive(Default)]
+struct Going {
+    /// When each grace period ends. They are all equally long, so the order they started in is
+    /// the order they end in.
+    due: VecDeque<(Instant, UserId, u64)>,
+    /// Each user's running grace period: its generation (an entry of `due` with another one is
+    /// stale: the user came back meanwhile) and the conversations to tell.
+    users: HashMap<UserId, (u64, Vec<ConversationId>)>,
 }
 
 impl Presence {
@@ -42,10 +56,15 @@ impl Presence {
                 store,
                 grace,
                 going: Mutex::default(),
+                started: Arc::default(),
                 generation: AtomicU64::default(),
                 cluster,
             }),
         };
+        tokio::spawn(end_grace_periods(
+            Arc::downgrade(&presence.inner),
+            presence.inner.started.clone(),
+        ));
         if presence.inner.cluster.is_some() {
             tokio::spawn(heartbeat(Arc::downgrade(&presence.inner)));
         }
@@ -57,7 +76,15 @@ impl Presence {
         if !first_socket {
             return;
         }
-        if self.inner.going.lock().unwrap().remove(user).is_some() {
+        if self
+            .inner
+            .going
+            .lock()
+            .unwrap()
+            .users
+            .remove(user)
+            .is_some()
+        {
             // Back within the grace period: nobody was told they left.
             return;
         }
@@ -86,33 +113,31 @@ impl Presence {
         );
     }
 
-    /// The last socket of `user` here closed; they were in `conversations`.
+    /// The last socket of `user` here closed; they were in `conversations`. They go offline
+    /// when the grace period ends, unless they came back.
     pub fn disconnected(&self, user: &UserId, conversations: Vec<ConversationId>) {
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .going
-            .lock()
-            .unwrap()
-            .insert(user.clone(), generation);
-        let this = self.clone();
-        let user = user.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(this.inner.grace).await;
-            {
-                let mut going = this.inner.going.lock().unwrap();
-                if going.get(&user) != Some(&generation) || this.inner.hub.is_online(&user) {
-                    return;
-                }
-                going.remove(&user);
-            }
-            let gone_everywhere = match &this.inner.cluster {
-                None => true,
-                Some(cluster) => cluster.depart(&user).await.unwrap_or(true),
-            };
-            if gone_everywhere {
-                this.went_offline(&user, &conversations).await;
-            }
-        });
+        let mut going = self.inner.going.lock().unwrap();
+        going
+            .due
+            .push_back((Instant::now() + self.inner.grace, user.clone(), generation));
+        going
+            .users
+            .insert(user.clone(), (generation, conversations));
+        if going.due.len() == 1 {
+            self.inner.started.notify_one();
+        }
+    }
+
+    /// A grace period ended: the user goes offline here, and everywhere if no node has them.
+    async fn departed(&self, user: UserId, conversations: Vec<ConversationId>) {
+        let gone_everywhere = match &self.inner.cluster {
+            None => true,
+            Some(cluster) => cluster.depart(&user).await.unwrap_or(true),
+        };
+        if gone_everywhere {
+            self.went_offline(&user, &conversations).await;
+        }
     }
 
     /// Records and announces that `user` is offline everywhere.
@@ -192,8 +217,8 @@ impl Presence {
         let mut online: HashMap<UserId, bool> = users
             .iter()
             .map(|u| {
-                let here =
-                    self.inner.hub.is_online(u) || self.inner.going.lock().unwrap().contains_key(u);
+                let here = self.inner.hub.is_online(u)
+                    || self.inner.going.lock().unwrap().users.contains_key(u);
                 (u.clone(), here)
             })
             .collect();
@@ -208,6 +233,52 @@ impl Presence {
             }
         }
         online
+    }
+}
+
+/// Ends grace periods as they come due: those whose user is still away depart (each on a task
+/// of its own, as it may wait on Redis and the database). Stops when the service is gone.
+async fn end_grace_periods(presence: Weak<Inner>, started: Arc<Notify>) {
+    /// How often an idle task looks whether the service is gone.
+    const IDLE_CHECK: Duration = Duration::from_secs(60);
+    loop {
+        let next = {
+            let Some(inner) = presence.upgrade() else {
+                return;
+            };
+            let mut going = inner.going.lock().unwrap();
+            let now = Instant::now();
+            let mut ended = Vec::new();
+            while let Some((at, _, _)) = going.due.front() {
+                if *at > now {
+                    break;
+                }
+                let (_, user, generation) = going.due.pop_front().expect("a front entry");
+                let current = going
+                    .users
+                    .get(&user)
+                    .is_some_and(|(g, _)| *g == generation);
+                if current && !inner.hub.is_online(&user) {
+                    let (_, conversations) = going.users.remove(&user).expect("checked above");
+                    ended.push((user, conversations));
+                }
+            }
+            let next = going.due.front().map(|(at, _, _)| *at);
+            drop(going);
+            for (user, conversations) in ended {
+                let presence = Presence {
+                    inner: inner.clone(),
+                };
+                tokio::spawn(async move { presence.departed(user, conversations).await });
+            }
+            next
+        };
+        // Until the next grace period ends, or one starts when none was running.
+        let wake = next.unwrap_or_else(|| Instant::now() + IDLE_CHECK);
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = started.notified(), if next.is_none() => {}
+        }
     }
 }
 

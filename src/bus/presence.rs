@@ -1,4 +1,4 @@
-//! Presence across nodes, kept in Redis.
+//! Presence across nodes, kept in Redis: the Redis side of `chat::presence`.
 //!
 //! Keys (under the configured prefix):
 //! - `online:{user}`: the set of nodes where the user has sockets. The user is online while it
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
-use crate::bus::Keys;
+use super::CommandLink;
 use crate::domain::UserId;
 
 /// What one look for dead nodes found.
@@ -29,7 +29,7 @@ pub struct Reaped {
 }
 
 pub struct ClusterPresence {
-    conn: Keys,
+    conn: CommandLink,
     prefix: String,
     node: String,
     /// A node silent this long is dead.
@@ -37,7 +37,7 @@ pub struct ClusterPresence {
 }
 
 impl ClusterPresence {
-    pub fn new(conn: Keys, prefix: &str, node: &str, node_timeout: Duration) -> Self {
+    pub fn new(conn: CommandLink, prefix: &str, node: &str, node_timeout: Duration) -> Self {
         Self {
             conn,
             prefix: prefix.to_owned(),
