@@ -11,13 +11,22 @@ use crate::hub::Outgoing;
 pub enum Event<'a> {
     MessageNew(&'a Message),
     MessageUpdated(&'a Message),
-    ConversationNew(&'a Conversation),
+    /// A conversation the recipients were just made members of, and `by` whom (its creator, or
+    /// the owner or admin who added them), so an app can say "Alice added you".
+    ConversationNew {
+        conversation: &'a Conversation,
+        by: &'a UserId,
+    },
     /// A group's members changed: who joined or changed role, and who left. A delta, not the
     /// whole list, so a change in a group of n costs each of its n members O(change), not O(n).
+    /// `by` is who made the change (the one who left, for a departure), so an app can tell
+    /// "Carol left" from "Alice removed Carol"; a role that changed because the owner left has
+    /// the leaver as its `by` too.
     ConversationMembers {
         conversation_id: ConversationId,
         changed: Vec<&'a Member>,
         removed: Vec<&'a UserId>,
+        by: &'a UserId,
     },
     ConversationRemoved(ConversationId),
     /// A member's read mark moved: (conversation, member, seq).
@@ -32,6 +41,7 @@ struct MessagePayload<'a> {
 #[derive(Serialize)]
 struct ConversationPayload<'a> {
     conversation: &'a Conversation,
+    by: &'a UserId,
 }
 
 #[derive(Serialize)]
@@ -39,6 +49,7 @@ struct MembersPayload<'a> {
     conversation_id: ConversationId,
     changed: &'a [&'a Member],
     removed: &'a [&'a UserId],
+    by: &'a UserId,
 }
 
 #[derive(Serialize)]
@@ -54,8 +65,12 @@ struct ConversationIdPayload {
 }
 
 impl<'a> Event<'a> {
-    /// The members event that takes `before`'s member list to `after`'s.
-    pub fn members_changed(before: &'a Conversation, after: &'a Conversation) -> Self {
+    /// The members event that takes `before`'s member list to `after`'s, a change made `by` them.
+    pub fn members_changed(
+        before: &'a Conversation,
+        after: &'a Conversation,
+        by: &'a UserId,
+    ) -> Self {
         let old: HashMap<&UserId, &Member> =
             before.members.iter().map(|m| (&m.user_id, m)).collect();
         let new: HashSet<&UserId> = after.member_ids().collect();
@@ -67,6 +82,7 @@ impl<'a> Event<'a> {
                 .filter(|m| old.get(&m.user_id) != Some(m))
                 .collect(),
             removed: before.member_ids().filter(|id| !new.contains(id)).collect(),
+            by,
         }
     }
 
@@ -74,7 +90,7 @@ impl<'a> Event<'a> {
         match self {
             Self::MessageNew(_) => "message:new",
             Self::MessageUpdated(_) => "message:updated",
-            Self::ConversationNew(_) => "conversation:new",
+            Self::ConversationNew { .. } => "conversation:new",
             Self::ConversationMembers { .. } => "conversation:members",
             Self::ConversationRemoved(_) => "conversation:removed",
             Self::Receipt(..) => "receipt",
@@ -87,19 +103,21 @@ impl<'a> Event<'a> {
             Self::MessageNew(message) | Self::MessageUpdated(message) => {
                 Outgoing::new(name, &MessagePayload { message })
             }
-            Self::ConversationNew(conversation) => {
-                Outgoing::new(name, &ConversationPayload { conversation })
+            Self::ConversationNew { conversation, by } => {
+                Outgoing::new(name, &ConversationPayload { conversation, by })
             }
             Self::ConversationMembers {
                 conversation_id,
                 changed,
                 removed,
+                by,
             } => Outgoing::new(
                 name,
                 &MembersPayload {
                     conversation_id: *conversation_id,
                     changed,
                     removed,
+                    by,
                 },
             ),
             Self::ConversationRemoved(conversation_id) => Outgoing::new(

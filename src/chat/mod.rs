@@ -187,7 +187,11 @@ impl Chat {
             }
         };
         if created {
-            let event = Event::ConversationNew(&conversation).encode();
+            let event = Event::ConversationNew {
+                conversation: &conversation,
+                by: &actor.user,
+            }
+            .encode();
             for user in conversation.member_ids() {
                 self.hub.join(user, conversation.id);
                 self.hub.to_user(user, &event, actor.except());
@@ -212,8 +216,12 @@ impl Chat {
         let (before, after) = (&change.before, &change.after);
         if before != after {
             // Those who joined get the whole conversation; those already there, what changed.
-            let new = Event::ConversationNew(after).encode();
-            let members = Event::members_changed(before, after).encode();
+            let new = Event::ConversationNew {
+                conversation: after,
+                by: &actor.user,
+            }
+            .encode();
+            let members = Event::members_changed(before, after, &actor.user).encode();
             let had: HashSet<&UserId> = before.member_ids().collect();
             for member in after.member_ids() {
                 if had.contains(member) {
@@ -269,7 +277,7 @@ impl Chat {
                 self.typing.stop(member, after.id);
             }
         }
-        let members = Event::members_changed(before, after).encode();
+        let members = Event::members_changed(before, after, &actor.user).encode();
         for member in after.member_ids() {
             self.hub.to_user(member, &members, actor.except());
         }
