@@ -14,7 +14,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::auth::JwtKeys;
+use crate::domain::Limits;
 use crate::http::TrustedProxies;
+use crate::limits::RateLimits;
+use crate::realtime::SessionLimits;
+use crate::telemetry::LogFormat;
 
 /// One configuration setting.
 pub struct Setting {
@@ -184,9 +188,29 @@ pub const SETTINGS: &[Setting] = &[
         doc: "Socket.IO connection attempts per client IP address: rate per second / burst.",
     },
     Setting {
+        key: "rate_session_per_ip",
+        default: "20/40",
+        doc: "New Socket.IO sessions (a WebSocket, or a polling handshake) per client IP address, before any token is seen: rate per second / burst. Over it: HTTP `429` with `Retry-After`.",
+    },
+    Setting {
+        key: "max_unauthenticated_per_ip",
+        default: "32",
+        doc: "Most sessions one client IP address may hold open without having connected (no successful Socket.IO `CONNECT` yet). Over it: HTTP `429`.",
+    },
+    Setting {
+        key: "max_unauthenticated",
+        default: "5000",
+        doc: "Most sessions without a successful `CONNECT` on this server in all. Over it: HTTP `503` with `Retry-After`.",
+    },
+    Setting {
+        key: "connect_timeout_ms",
+        default: "5000",
+        doc: "How long a session may stay unauthenticated: its Socket.IO `CONNECT`, with a valid token, must have succeeded this long after the session opened, or the session is closed.",
+    },
+    Setting {
         key: "trusted_proxies",
         default: "",
-        doc: "Comma-separated addresses and CIDR ranges of reverse proxies (`10.0.0.0/8, ::1`). A connection from one of them is counted, for `rate_connect_per_ip`, against the client address its `X-Forwarded-For` gives (the rightmost entry that isn't a trusted proxy). Empty: the TCP peer is the client.",
+        doc: "Comma-separated addresses and CIDR ranges of reverse proxies (`10.0.0.0/8, ::1`). A connection from one of them is counted, for `rate_connect_per_ip`, `rate_session_per_ip` and `max_unauthenticated_per_ip`, against the client address its `X-Forwarded-For` gives (the rightmost entry that isn't a trusted proxy). Empty: the TCP peer is the client.",
     },
     Setting {
         key: "max_sockets_per_user",
@@ -204,69 +228,6 @@ pub const SETTINGS: &[Setting] = &[
         doc: "`text` for people, `json` for log pipelines.",
     },
 ];
-
-/// A token bucket: `per_second` tokens refill each second, up to `burst`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub per_second: u32,
-    pub burst: u32,
-}
-
-impl FromStr for Rate {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        let (rate, burst) = s.split_once('/').unwrap_or((s, s));
-        let per_second: u32 = rate
-            .trim()
-            .parse()
-            .context("expected RATE/BURST, like 20/40")?;
-        let burst: u32 = burst
-            .trim()
-            .parse()
-            .context("expected RATE/BURST, like 20/40")?;
-        if per_second == 0 || burst == 0 {
-            bail!("rate and burst must be positive");
-        }
-        Ok(Self { per_second, burst })
-    }
-}
-
-/// Rate limits per user and per address.
-#[derive(Debug, Clone)]
-pub struct RateLimits {
-    pub send: Rate,
-    pub typing: Rate,
-    pub other: Rate,
-    /// Members touched by membership requests (see the `rate_members` setting).
-    pub members: Rate,
-    pub connect_per_ip: Rate,
-    pub max_sockets_per_user: usize,
-}
-
-/// Limits on what clients may send.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_body_chars: usize,
-    pub max_group_members: usize,
-    pub max_payload_bytes: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-impl FromStr for LogFormat {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        match s {
-            "text" => Ok(Self::Text),
-            "json" => Ok(Self::Json),
-            _ => bail!("expected `text` or `json`"),
-        }
-    }
-}
 
 /// The parsed configuration.
 #[derive(Clone)]
@@ -299,6 +260,7 @@ pub struct Config {
     pub presence_grace: Duration,
     pub session_warning: Duration,
     pub rates: RateLimits,
+    pub sessions: SessionLimits,
     pub log_filter: String,
     pub log_format: LogFormat,
     /// Things worth telling the operator that don't stop the start (a misspelled variable, an
@@ -422,6 +384,12 @@ impl Config {
                 members: src.parse("rate_members")?,
                 connect_per_ip: src.parse("rate_connect_per_ip")?,
                 max_sockets_per_user: src.parse("max_sockets_per_user")?,
+            },
+            sessions: SessionLimits {
+                rate_per_ip: src.parse("rate_session_per_ip")?,
+                max_unauthenticated_per_ip: src.parse_positive("max_unauthenticated_per_ip")?,
+                max_unauthenticated: src.parse_positive("max_unauthenticated")?,
+                connect_timeout: Duration::from_millis(src.parse_positive("connect_timeout_ms")?),
             },
             log_filter: src.parse("log")?,
             log_format: src.parse("log_format")?,
@@ -734,6 +702,18 @@ impl Sources<'_> {
         raw.trim()
             .parse()
             .map_err(|e| anyhow::anyhow!("{}: invalid value {raw:?}: {e}", setting.env_name()))
+    }
+
+    /// A count or duration that must be at least 1 (0 would refuse everyone).
+    fn parse_positive<T: FromStr + Default + PartialEq>(&self, key: &str) -> anyhow::Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let value: T = self.parse(key)?;
+        if value == T::default() {
+            bail!("{}: must be at least 1", self.setting(key).env_name());
+        }
+        Ok(value)
     }
 
     fn check_all_read(&self) {

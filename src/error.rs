@@ -1,13 +1,32 @@
-//! The one error type at the edge. Every failure a client can see is a variant here; each maps to
-//! a protocol code, an HTTP status and the ack envelope. Internal failures are logged with their
-//! cause chain and returned opaque.
+//! The one error type. Every failure a client can see is a variant here, with its protocol
+//! code; `protocol::envelope` puts it on the wire (with its HTTP status). Server-side failures
+//! carry their cause for the log and go out opaque.
 
-use axum::http::StatusCode;
-use serde_json::{Value, json};
+use std::fmt;
+use std::sync::Arc;
 
 use crate::domain::TextError;
 
-#[derive(Debug, thiserror::Error)]
+/// Why a token was refused. Clients act on it: `expired` means "get a fresh token and retry",
+/// `invalid` means "sign the user out".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    Missing,
+    Invalid,
+    Expired,
+}
+
+impl AuthFailure {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Invalid => "invalid",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The payload is malformed. `field` names the offending field when there is one.
     #[error("{message}")]
@@ -16,7 +35,7 @@ pub enum Error {
         message: String,
     },
     #[error("unauthorized")]
-    Unauthorized(crate::auth::AuthFailure),
+    Unauthorized(AuthFailure),
     #[error("{0}")]
     Forbidden(&'static str),
     /// Deliberately vague: "not a member" and "doesn't exist" must look the same.
@@ -33,9 +52,39 @@ pub enum Error {
     RateLimited { retry_after_ms: u64 },
     /// A dependency (the database) is unreachable; retrying later is safe.
     #[error("service unavailable")]
-    Unavailable(#[source] anyhow::Error),
+    Unavailable(Cause),
     #[error("internal error")]
-    Internal(#[source] anyhow::Error),
+    Internal(Cause),
+}
+
+/// What went wrong on the server's side, for the log. Shared, so that one failure can answer
+/// every request it failed (a batch of sends) as itself.
+#[derive(Clone)]
+pub struct Cause(Arc<anyhow::Error>);
+
+impl Cause {
+    /// The error and its causes, for `downcast_ref`.
+    pub fn chain(&self) -> anyhow::Chain<'_> {
+        self.0.chain()
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Cause {
+    fn from(e: E) -> Self {
+        Cause(Arc::new(e.into()))
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -61,13 +110,19 @@ impl Error {
         }
     }
 
-    pub fn too_large(field: &str, message: impl std::fmt::Display) -> Self {
+    pub fn too_large(field: &str, message: impl fmt::Display) -> Self {
         Self::TooLarge {
             field: Some(field.to_owned()),
             message: format!("{field}: {message}"),
         }
     }
 
+    /// A server-side failure with its cause (returned opaque, logged by [`Error::log`]).
+    pub fn internal(cause: impl Into<Cause>) -> Self {
+        Self::Internal(cause.into())
+    }
+
+    /// The protocol's code for this error.
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidPayload { .. } => "invalid_payload",
@@ -82,118 +137,23 @@ impl Error {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::InvalidPayload { .. } => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
     /// What to log: the cause chain of a server-side failure (its `Display` is only the opaque
     /// "internal error" / "service unavailable" sent to clients), the message otherwise.
     pub fn cause_chain(&self) -> String {
         match self {
-            Self::Internal(cause) | Self::Unavailable(cause) => format!("{cause:#}"),
+            Self::Internal(cause) | Self::Unavailable(cause) => cause.to_string(),
             other => other.to_string(),
         }
     }
 
-    /// The `error` object of the envelope. Logs server-side failures with their cause chain,
-    /// which is the only place their details go.
-    pub fn body(&self) -> Value {
+    /// Logs a server-side failure with its cause: the one place its details go, since clients
+    /// get it opaque. The edges call this for every error they answer with; client errors
+    /// (a bad payload, a refusal) are the client's business and are not logged.
+    pub fn log(&self) {
         match self {
-            Self::Internal(cause) => {
-                tracing::error!(error = format!("{cause:#}"), "internal error")
-            }
-            Self::Unavailable(cause) => {
-                tracing::warn!(error = format!("{cause:#}"), "dependency unavailable")
-            }
+            Self::Internal(cause) => tracing::error!(error = %cause, "internal error"),
+            Self::Unavailable(cause) => tracing::warn!(error = %cause, "dependency unavailable"),
             _ => {}
         }
-        let mut error = json!({ "code": self.code(), "message": self.to_string() });
-        match self {
-            Self::InvalidPayload {
-                field: Some(field), ..
-            }
-            | Self::TooLarge {
-                field: Some(field), ..
-            } => error["field"] = json!(field),
-            Self::RateLimited { retry_after_ms } => error["retry_after_ms"] = json!(retry_after_ms),
-            Self::Unauthorized(failure) => error["reason"] = json!(failure.reason()),
-            _ => {}
-        }
-        error
     }
-
-    /// The whole failure envelope: `{ "ok": false, "error": { … } }`.
-    pub fn envelope(&self) -> Value {
-        json!({ "ok": false, "error": self.body() })
-    }
-}
-
-/// Adds context to a database error and classifies it: a database that can't be reached is
-/// `unavailable` (the client may retry), anything else is `internal` (a bug to look at).
-pub trait DbContext<T> {
-    fn db_context(self, what: &'static str) -> Result<T>;
-}
-
-impl<T> DbContext<T> for std::result::Result<T, sqlx::Error> {
-    fn db_context(self, what: &'static str) -> Result<T> {
-        self.map_err(|e| {
-            let unavailable = is_unavailable(&e);
-            let e = anyhow::Error::new(e).context(what);
-            if unavailable {
-                Error::Unavailable(e)
-            } else {
-                Error::Internal(e)
-            }
-        })
-    }
-}
-
-/// Errors that mean "the database is not there right now", as opposed to "the query is wrong".
-pub fn is_unavailable(e: &sqlx::Error) -> bool {
-    match e {
-        _ if is_connection_lost(e) => true,
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => {
-            // PostgreSQL: class 08 (connection exception), 57P01..57P03 (admin shutdown, crash
-            // shutdown, cannot connect now), 53300 (too many connections).
-            // SQLite: SQLITE_BUSY (5) / SQLITE_LOCKED (6) after the busy timeout.
-            let code = db.code();
-            let code = code.as_deref().unwrap_or("");
-            code.starts_with("08")
-                || code.starts_with("57P0")
-                || code == "53300"
-                || code == "5"
-                || code == "6"
-        }
-        _ => false,
-    }
-}
-
-/// A connection that was working is gone: the socket broke, or PostgreSQL closed it (57P01 /
-/// 57P02, what a server shutting down fast or after a crash leaves on every connection, read by
-/// its next query; also what ending one backend leaves). Another connection may work at once.
-pub fn is_connection_lost(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P01" | "57P02")),
-        _ => false,
-    }
-}
-
-/// A success envelope: `{ "ok": true, "data": … }`.
-pub fn ok_envelope(data: Value) -> Value {
-    json!({ "ok": true, "data": data })
 }

@@ -1,8 +1,9 @@
 //! confab: a real-time chat server.
 //!
 //! The data path, from the outside in: `realtime` (Socket.IO events) and `http` (REST routes)
-//! parse requests and call `chat`, the use cases; `chat` applies the rules, writes through
-//! `store` and delivers through `hub`.
+//! parse requests with `protocol` and call `chat`, the use cases; `chat` applies the rules,
+//! writes through `store` and delivers through `hub` (and, in a cluster, `bus`).
+//! docs/ARCHITECTURE.md follows a message, a sync and a cross-node delivery through the files.
 
 pub mod auth;
 pub mod bus;
@@ -15,6 +16,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod limits;
+pub mod protocol;
 pub mod realtime;
 pub mod startup;
 pub mod store;

@@ -4,35 +4,51 @@
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
 
-use crate::config::{Rate, RateLimits};
 use crate::domain::UserId;
 use crate::error::Error;
+use crate::protocol::{Bucket, Request};
 
-/// Which bucket a request draws from.
+/// A token bucket: `per_second` tokens refill each second, up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bucket {
-    Send,
-    Typing,
-    Other,
-    /// Members touched by membership requests: charged per member, not per request.
-    Members,
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
 }
 
-impl Bucket {
-    /// The bucket of a socket event.
-    pub fn of_event(name: &str) -> Self {
-        match name {
-            "message:send" => Self::Send,
-            "typing:start" | "typing:stop" => Self::Typing,
-            _ => Self::Other,
+impl FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (rate, burst) = s.split_once('/').unwrap_or((s, s));
+        let number = |v: &str| {
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| "expected RATE/BURST, like 20/40".to_owned())
+        };
+        let (per_second, burst) = (number(rate)?, number(burst)?);
+        if per_second == 0 || burst == 0 {
+            return Err("rate and burst must be positive".into());
         }
+        Ok(Self { per_second, burst })
     }
+}
+
+/// Rate limits per user and per address.
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    pub send: Rate,
+    pub typing: Rate,
+    pub other: Rate,
+    /// Members touched by membership requests (see the `rate_members` setting).
+    pub members: Rate,
+    pub connect_per_ip: Rate,
+    pub max_sockets_per_user: usize,
 }
 
 /// How often idle buckets are forgotten, so memory follows active users.
@@ -81,9 +97,22 @@ impl Limiter {
         self.charge(user, bucket, 1)
     }
 
+    /// Admits a request: a token from its bucket, and what it costs from the members budget.
+    /// (A socket's event is checked against its bucket before its payload is read; its
+    /// members cost is charged once it is parsed, by [`Limiter::charge_members`].)
+    pub fn admit(&self, user: &UserId, request: &Request) -> Result<(), Error> {
+        self.check(user, request.bucket())?;
+        self.charge_members(user, request)
+    }
+
+    /// Charges a parsed request's members cost (nothing for most requests).
+    pub fn charge_members(&self, user: &UserId, request: &Request) -> Result<(), Error> {
+        self.charge(user, Bucket::Members, request.members_touched())
+    }
+
     /// Takes `cost` tokens from `user`'s bucket at once, or none and says how long to wait. A
     /// cost the bucket can never hold is refused as too large.
-    pub fn charge(&self, user: &UserId, bucket: Bucket, cost: usize) -> Result<(), Error> {
+    fn charge(&self, user: &UserId, bucket: Bucket, cost: usize) -> Result<(), Error> {
         let limiter = match bucket {
             Bucket::Send => &self.send,
             Bucket::Typing => &self.typing,
@@ -121,17 +150,6 @@ impl Limiter {
         take(&self.connect, &ip).inspect_err(|_| {
             metrics::counter!("confab_rate_limited_total", "bucket" => "Connect").increment(1);
         })
-    }
-}
-
-impl Bucket {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Send => "Send",
-            Self::Typing => "Typing",
-            Self::Other => "Other",
-            Self::Members => "Members",
-        }
     }
 }
 

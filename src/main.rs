@@ -140,7 +140,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         "confab listening on http://{} ({} storage)",
         app.local_addr(),
-        app.store().backend()
+        app.backend()
     );
     tracing::info!("web app at http://{}/", app.local_addr());
     if local {

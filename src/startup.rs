@@ -20,7 +20,7 @@ use crate::chat::presence::ClusterPresence;
 use crate::chat::{Chat, ChatSettings};
 use crate::config::Config;
 use crate::http::{AppState, DevLogin, OriginPolicy};
-use crate::hub::{Hub, Outgoing};
+use crate::hub::Hub;
 use crate::limits::Limiter;
 use crate::realtime::{Realtime, Sessions, SioHandler};
 use crate::store::{Store, Writer};
@@ -34,7 +34,6 @@ pub struct Application {
     router: Router,
     sio: SocketIo<SioHandler>,
     local_addr: SocketAddr,
-    store: Store,
     chat: Chat,
     writer: Writer,
     shutting_down: Arc<AtomicBool>,
@@ -112,11 +111,19 @@ impl Application {
         let sio = SocketIo::new(
             confab_sio::Config {
                 max_payload: config.limits.max_payload_bytes,
+                // confab refuses binary attachments: buffer no more of them than of one message.
+                max_attachments_size: config.limits.max_payload_bytes,
                 ping_interval: config.ping_interval,
                 ping_timeout: config.ping_timeout,
+                connect_timeout: config.sessions.connect_timeout,
                 ..confab_sio::Config::default()
             },
-            SioHandler::new(realtime, policy.clone(), config.trusted_proxies.clone()),
+            SioHandler::new(
+                realtime,
+                policy.clone(),
+                config.trusted_proxies.clone(),
+                &config.sessions,
+            ),
         );
 
         // The secret is there: generated in local mode, and required by `Config` otherwise.
@@ -145,7 +152,6 @@ impl Application {
             router,
             sio,
             local_addr,
-            store,
             chat,
             writer,
             shutting_down,
@@ -161,13 +167,14 @@ impl Application {
         self.local_addr
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// Which database backs this server (`postgres`, `sqlite`).
+    pub fn backend(&self) -> &'static str {
+        self.chat.backend()
     }
 
     /// This node's bus counters, in a cluster.
     pub fn bus_stats(&self) -> Option<Arc<crate::bus::BusStats>> {
-        self.chat.hub().bus().map(|b| b.stats.clone())
+        self.chat.bus_stats()
     }
 
     /// Serves until Ctrl-C or SIGTERM.
@@ -191,13 +198,11 @@ impl Application {
         let wind_down = async move {
             shutdown.await;
             shutting_down.store(true, Ordering::Relaxed);
-            let (sockets, _) = chat.hub().counts();
+            let sockets = chat.announce_shutdown();
             tracing::info!(
                 sockets,
-                "shutting down: telling clients to reconnect elsewhere"
+                "shutting down: told the clients to reconnect elsewhere"
             );
-            chat.hub()
-                .to_everyone_here(&Outgoing::new("server:shutdown", &serde_json::json!({})));
             // Sends already on their way still arrive, are stored and acked; then the rest.
             tokio::time::sleep(grace).await;
             writer.drain(DRAIN_LIMIT).await;

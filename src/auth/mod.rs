@@ -2,26 +2,8 @@
 
 mod token;
 
+pub use crate::error::AuthFailure;
 pub use token::{Identity, JwtKeys, Verifier, mint};
-
-/// Why a token was refused. Clients act on it: `expired` means "get a fresh token and retry",
-/// `invalid` means "sign the user out".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthFailure {
-    Missing,
-    Invalid,
-    Expired,
-}
-
-impl AuthFailure {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Self::Missing => "missing",
-            Self::Invalid => "invalid",
-            Self::Expired => "expired",
-        }
-    }
-}
 
 /// Pulls the bearer token out of an `Authorization` header value.
 pub fn bearer_token(header: Option<&str>) -> Result<&str, AuthFailure> {

@@ -4,10 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::domain::{ConversationId, UserId};
 use crate::hub::{Except, Hub, Outgoing, SocketKey};
+use crate::protocol::events::Typing as TypingEvent;
 
 /// Repeated `typing:start` broadcast at most this often per user and conversation.
 const COALESCE: Duration = Duration::from_secs(1);
@@ -22,13 +21,6 @@ struct State {
 }
 
 type States = Mutex<HashMap<(ConversationId, UserId), State>>;
-
-#[derive(Serialize)]
-struct TypingEvent<'a> {
-    conversation_id: ConversationId,
-    user_id: &'a UserId,
-    typing: bool,
-}
 
 /// Who is typing where. Cheap to clone.
 #[derive(Clone)]
@@ -105,14 +97,11 @@ impl Typing {
 }
 
 fn announce_typing(hub: &Hub, conversation: ConversationId, user: &UserId, typing: bool) {
-    let event = Outgoing::new(
-        "typing",
-        &TypingEvent {
-            conversation_id: conversation,
-            user_id: user,
-            typing,
-        },
-    );
+    let event = Outgoing::of(&TypingEvent {
+        conversation_id: conversation,
+        user_id: user,
+        typing,
+    });
     hub.to_conversation(conversation, &event, Except::User(user));
 }
 

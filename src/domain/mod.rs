@@ -4,12 +4,13 @@
 //! works with values that are known to be valid.
 
 mod ids;
+mod limits;
 mod model;
-pub mod requests;
 mod text;
 mod time;
 
 pub use ids::{ClientId, ConversationId, MessageId, UserId};
+pub use limits::Limits;
 pub use model::{Conversation, ConversationKind, Member, Message, ReadState, Role};
 pub use text::{ConversationTitle, DisplayName, MessageBody, TextError};
 pub use time::Timestamp;

@@ -1,19 +1,19 @@
-//! The REST API: the same operations and objects as the socket events, for app backends and
-//! scripts. Sends made here are broadcast to sockets exactly like `message:send`.
+//! The REST API: the same requests and objects as the socket events, for app backends and
+//! scripts. Each route builds a `protocol::Request` and answers what `chat` replies; sends made
+//! here are broadcast to sockets exactly like `message:send`.
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
-use serde_json::{Value, json};
 
 use super::AppState;
 use super::extract::{Caller, JsonBody, QueryParams};
 use crate::domain::ConversationId;
-use crate::domain::requests::{CreateConversation, History, HistoryWindowWire, SendMessage};
-use crate::error::{Error, Result, ok_envelope};
-use crate::limits::Bucket;
+use crate::error::{Error, Result};
+use crate::protocol::Request;
+use crate::protocol::requests::{CreateConversation, History, HistoryWindowWire, SendMessage};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -27,74 +27,59 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-fn respond(status: StatusCode, data: Value) -> Response {
-    (status, axum::Json(ok_envelope(data))).into_response()
-}
-
 fn conversation_id(raw: &str) -> Result<ConversationId> {
     ConversationId::parse(raw)
         .ok_or_else(|| Error::invalid("conversation_id", "must be a conversation id (a UUID)"))
 }
 
-async fn list_conversations(
-    State(state): State<AppState>,
-    Caller(actor): Caller,
-) -> Result<Response> {
-    state.limiter.check(&actor.user, Bucket::Other)?;
-    let conversations = state.chat.list_conversations(&actor).await?;
-    Ok(respond(
-        StatusCode::OK,
-        json!({ "conversations": conversations }),
-    ))
+/// Rate limits, then `chat`, then the envelope: `201` when the request made something new.
+async fn answer(state: &AppState, caller: Caller, request: Request) -> Result<Response> {
+    let Caller(identity) = caller;
+    state.limiter.admit(&identity.user_id, &request)?;
+    let actor = state.chat.caller(identity).await?;
+    let reply = state.chat.execute(&actor, request).await?;
+    let status = if reply.created() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(super::success(status, &reply))
+}
+
+async fn list_conversations(State(state): State<AppState>, caller: Caller) -> Result<Response> {
+    answer(&state, caller, Request::ListConversations).await
 }
 
 async fn create_conversation(
     State(state): State<AppState>,
-    Caller(actor): Caller,
+    caller: Caller,
     JsonBody(body): JsonBody,
 ) -> Result<Response> {
-    state.limiter.check(&actor.user, Bucket::Other)?;
-    let request = CreateConversation::parse(body)?;
-    state
-        .limiter
-        .charge(&actor.user, Bucket::Members, request.members_touched())?;
-    let (conversation, created) = state.chat.create_conversation(&actor, request).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(respond(status, json!({ "conversation": conversation })))
+    let request = Request::CreateConversation(CreateConversation::parse(&body)?);
+    answer(&state, caller, request).await
 }
 
 async fn history(
     State(state): State<AppState>,
-    Caller(actor): Caller,
+    caller: Caller,
     Path(id): Path<String>,
     QueryParams(window): QueryParams<HistoryWindowWire>,
 ) -> Result<Response> {
-    state.limiter.check(&actor.user, Bucket::Other)?;
-    let request = History::from_window(conversation_id(&id)?, window)?;
-    let page = state.chat.history(&actor, request).await?;
-    Ok(respond(
-        StatusCode::OK,
-        json!({ "messages": page.messages, "has_more": page.has_more }),
-    ))
+    let request = Request::History(History::from_window(conversation_id(&id)?, window)?);
+    answer(&state, caller, request).await
 }
 
 async fn send_message(
     State(state): State<AppState>,
-    Caller(actor): Caller,
+    caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Response> {
-    state.limiter.check(&actor.user, Bucket::Send)?;
-    let request = SendMessage::parse_in(body, Some(conversation_id(&id)?), state.chat.limits())?;
-    let sent = state.chat.send_message_and_wait(&actor, request).await?;
-    let status = if sent.new {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(respond(status, json!({ "message": sent.message })))
+    let conversation = conversation_id(&id)?;
+    let request = Request::SendMessage(SendMessage::parse_in(
+        &body,
+        Some(conversation),
+        state.chat.limits(),
+    )?);
+    answer(&state, caller, request).await
 }

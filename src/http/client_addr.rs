@@ -8,9 +8,9 @@
 //! write, so they are never believed.
 
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use axum::http::HeaderMap;
+use ipnet::IpNet;
 
 /// The proxies whose `X-Forwarded-For` is believed. Empty (the default): the TCP peer is the
 /// client.
@@ -23,13 +23,13 @@ impl TrustedProxies {
         list.split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(IpNet::from_str)
+            .map(range)
             .collect::<Result<_, _>>()
             .map(Self)
     }
 
     fn trusts(&self, addr: IpAddr) -> bool {
-        self.0.iter().any(|net| net.contains(addr))
+        self.0.iter().any(|net| net.contains(&addr))
     }
 
     /// The address a request comes from: `peer` unless it is a trusted proxy, in which case the
@@ -59,53 +59,22 @@ impl TrustedProxies {
     }
 }
 
-/// An address range: an address and how many leading bits of it count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl IpNet {
-    fn contains(&self, addr: IpAddr) -> bool {
-        match (self.addr, addr) {
-            (IpAddr::V4(net), IpAddr::V4(a)) => {
-                masked(u32::from(net).into(), 32, self.prefix)
-                    == masked(u32::from(a).into(), 32, self.prefix)
+/// A CIDR range, or one address as the range of just itself. IPv4-mapped IPv6 addresses
+/// (`::ffff:10.0.0.1`) are taken as the IPv4 ones, as the peer addresses they are compared with.
+fn range(s: &str) -> Result<IpNet, String> {
+    let bad = || format!("{s:?} is not an IP address or a CIDR range (10.0.0.0/8)");
+    match s.parse::<IpNet>() {
+        Ok(net) => match net.addr().to_canonical() {
+            IpAddr::V4(v4) if net.addr().is_ipv6() => {
+                let prefix = net.prefix_len().checked_sub(96).ok_or_else(bad)?;
+                IpNet::new(IpAddr::V4(v4), prefix).map_err(|_| bad())
             }
-            (IpAddr::V6(net), IpAddr::V6(a)) => {
-                masked(net.into(), 128, self.prefix) == masked(a.into(), 128, self.prefix)
-            }
-            _ => false,
-        }
-    }
-}
-
-/// The top `prefix` bits of a `width`-bit address.
-fn masked(bits: u128, width: u8, prefix: u8) -> u128 {
-    if prefix == 0 {
-        0
-    } else {
-        bits >> (width - prefix)
-    }
-}
-
-impl FromStr for IpNet {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not an IP address or a CIDR range (10.0.0.0/8)");
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| bad())?)),
-            None => (s, None),
-        };
-        let addr = addr.parse::<IpAddr>().map_err(|_| bad())?.to_canonical();
-        let width = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(width);
-        if prefix > width {
-            return Err(bad());
-        }
-        Ok(Self { addr, prefix })
+            _ => Ok(net.trunc()),
+        },
+        Err(_) => s
+            .parse::<IpAddr>()
+            .map(|a| IpNet::from(a.to_canonical()))
+            .map_err(|_| bad()),
     }
 }
 

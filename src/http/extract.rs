@@ -5,16 +5,15 @@ use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use super::AppState;
-use crate::auth::{AuthFailure, bearer_token};
-use crate::chat::Actor;
-use crate::domain::requests::decode;
+use crate::auth::{AuthFailure, Identity, bearer_token};
 use crate::error::Error;
+use crate::protocol::requests::decode;
 
-/// The caller, from `Authorization: Bearer <jwt>`.
-pub struct Caller(pub Actor);
+/// The caller, from `Authorization: Bearer <jwt>`: verified, nothing more (the route records
+/// who they are through `chat`).
+pub struct Caller(pub Identity);
 
 impl<S> FromRequestParts<S> for Caller
 where
@@ -33,23 +32,13 @@ where
             .map_err(Error::Unauthorized)?;
         let token = bearer_token(header).map_err(Error::Unauthorized)?;
         let identity = state.verifier.verify(token).map_err(Error::Unauthorized)?;
-        // Keep the display name current, as a socket connect does.
-        if identity.name.is_some() {
-            state
-                .chat
-                .store()
-                .remember_user(&identity.user_id, identity.name.as_ref())
-                .await?;
-        }
-        Ok(Caller(Actor {
-            user: identity.user_id,
-            socket: None,
-        }))
+        Ok(Caller(identity))
     }
 }
 
-/// A JSON request body, size-limited by the router's body limit.
-pub struct JsonBody(pub Value);
+/// A request body as JSON text, size-limited by the router's body limit; the route parses it
+/// into its request (`protocol::requests`), once.
+pub struct JsonBody(pub String);
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = Error;
@@ -70,11 +59,11 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                     }
                 }
             })?;
-        let value = serde_json::from_slice(&bytes).map_err(|e| Error::InvalidPayload {
+        let text = String::from_utf8(bytes.into()).map_err(|_| Error::InvalidPayload {
             field: None,
-            message: format!("payload: not valid JSON ({e})"),
+            message: "payload: not valid JSON (not UTF-8)".into(),
         })?;
-        Ok(JsonBody(value))
+        Ok(JsonBody(text))
     }
 }
 

@@ -7,6 +7,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use super::AppState;
+use crate::chat::RedisState;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/metrics", get(render))
@@ -15,12 +16,13 @@ pub fn routes() -> Router<AppState> {
 async fn render(State(state): State<AppState>) -> impl IntoResponse {
     // Gauges of current state are read at scrape time rather than kept up to date on every
     // connect and disconnect.
-    let (sockets, users) = state.chat.hub().counts();
+    let (sockets, users) = state.chat.counts();
     metrics::gauge!("confab_sockets").set(sockets as f64);
     metrics::gauge!("confab_users_online").set(users as f64);
-    if let Some(bus) = state.chat.hub().bus() {
-        let up = bus.health().problem().is_none();
-        metrics::gauge!("confab_redis_up").set(if up { 1.0 } else { 0.0 });
+    match state.chat.redis() {
+        RedisState::NotConfigured => {}
+        RedisState::Up => metrics::gauge!("confab_redis_up").set(1.0),
+        RedisState::Down(_) => metrics::gauge!("confab_redis_up").set(0.0),
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

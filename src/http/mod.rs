@@ -13,6 +13,7 @@ mod web;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 pub use client_addr::TrustedProxies;
@@ -23,6 +24,7 @@ use crate::auth::Verifier;
 use crate::chat::Chat;
 use crate::error::Error;
 use crate::limits::Limiter;
+use crate::protocol::{Envelope, envelope};
 
 /// What route handlers share.
 #[derive(Clone)]
@@ -47,9 +49,13 @@ pub fn routes(state: AppState, dev_login: Option<DevLogin>) -> Router {
 pub use origin::guard as origin_guard;
 
 impl IntoResponse for Error {
+    /// The failure envelope, with the code's status (and `WWW-Authenticate` or `Retry-After`
+    /// where they apply). Server-side failures are logged here, the one place they leave.
     fn into_response(self) -> Response {
-        let status = self.status();
-        let mut response = (status, axum::Json(self.envelope())).into_response();
+        self.log();
+        let status = StatusCode::from_u16(envelope::status(&self))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(envelope::failure(&self))).into_response();
         let headers = response.headers_mut();
         match &self {
             Error::Unauthorized(_) => {
@@ -68,4 +74,9 @@ impl IntoResponse for Error {
         }
         response
     }
+}
+
+/// A success envelope with `status`.
+fn success(status: StatusCode, data: &impl serde::Serialize) -> Response {
+    (status, axum::Json(Envelope::Ok(data))).into_response()
 }

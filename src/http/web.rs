@@ -16,13 +16,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::AppState;
 use super::extract::JsonBody;
-use crate::domain::requests::from_value;
 use crate::domain::{DisplayName, Timestamp};
-use crate::error::{Error, ok_envelope};
+use crate::error::Error;
+use crate::protocol::Bucket;
+use crate::protocol::requests::from_json;
 
 const INDEX_HTML: &str = include_str!("../../web/dist/index.html");
 const APP_JS: &[u8] = include_bytes!("../../web/dist/app.js");
@@ -155,16 +155,22 @@ struct DevTokenWire {
     name: Option<String>,
 }
 
+#[derive(serde::Serialize)]
+struct DevToken {
+    token: String,
+    expires_at: Timestamp,
+}
+
 /// `POST /api/dev/token { sub, name? }` → `{ token, expires_at }`.
 fn dev_token(
     dev: &DevLogin,
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Error> {
-    let wire: DevTokenWire = from_value(body)?;
+    let wire: DevTokenWire = from_json(&body)?;
     let user = crate::domain::UserId::parse(&wire.sub).map_err(|e| Error::text("sub", e))?;
     // Shares the connection attempts' budget in spirit: cheap, but not free to hammer.
-    state.limiter.check(&user, crate::limits::Bucket::Other)?;
+    state.limiter.check(&user, Bucket::Other)?;
     let name = wire.name.as_deref().and_then(DisplayName::sanitize);
     let token = crate::auth::mint(
         &dev.secret,
@@ -172,13 +178,10 @@ fn dev_token(
         name.as_ref().map(DisplayName::as_str),
         DEV_TOKEN_TTL,
     )
-    .map_err(Error::Internal)?;
+    .map_err(Error::internal)?;
     let expires_at = Timestamp(Timestamp::now().millis() + DEV_TOKEN_TTL.as_millis() as i64);
-    Ok((
+    Ok(super::success(
         StatusCode::CREATED,
-        axum::Json(ok_envelope(
-            json!({ "token": token, "expires_at": expires_at }),
-        )),
-    )
-        .into_response())
+        &DevToken { token, expires_at },
+    ))
 }

@@ -19,6 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::bus::{Bus, Channel, Control, Received, Signal};
 use crate::domain::{ConversationId, UserId};
+use crate::protocol::ServerEvent;
+use crate::protocol::events::Resync;
 use local::{Interest, Local};
 
 /// A process-unique number for a connected socket.
@@ -32,7 +34,12 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    pub fn new(event: &'static str, payload: &impl Serialize) -> Self {
+    /// Encodes an event once, for any number of recipients.
+    pub fn of<E: ServerEvent>(event: &E) -> Self {
+        Self::new(E::NAME, event)
+    }
+
+    fn new(event: &'static str, payload: &impl Serialize) -> Self {
         Self {
             packet: Packet::event(event, payload).expect("event payloads serialize"),
         }
@@ -355,7 +362,7 @@ impl Hub {
 
 /// The hint that events may have been missed: clients call `sync`.
 fn resync() -> Outgoing {
-    Outgoing::new("resync", &serde_json::json!({}))
+    Outgoing::of(&Resync {})
 }
 
 /// Applies what other nodes sent, until the hub is gone.

@@ -1,6 +1,8 @@
 //! Socket events: from an incoming event to a call into `chat`, and from its result to the ack
-//! envelope. Transport-agnostic: the Socket.IO layer hands events in, in arrival order.
+//! envelope. Transport-agnostic: the Socket.IO layer (`socketio.rs`) hands events in, in
+//! arrival order, as a name and the payload's raw JSON.
 
+mod admission;
 mod session;
 mod socketio;
 
@@ -8,27 +10,28 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
+pub use admission::SessionLimits;
 pub use session::Sessions;
 pub use socketio::SioHandler;
 
 use crate::auth::{AuthFailure, Identity, Verifier};
-use crate::chat::{Actor, Chat};
-use crate::domain::requests::{
-    ChangeMembers, ConversationRef, CreateConversation, DeleteMessage, EditMessage, History,
-    MarkRead, PresenceQuery, Refresh, SendMessage, Sync,
-};
+use crate::chat::{Actor, Chat, Done};
 use crate::domain::{Timestamp, UserId};
-use crate::error::{Error, Result, ok_envelope};
+use crate::error::{Error, Result};
 use crate::hub::{Outbound, SocketKey};
-use crate::limits::{Bucket, Limiter};
+use crate::limits::Limiter;
+use crate::protocol::command::unknown_event;
+use crate::protocol::requests::Refresh;
+use crate::protocol::{ClientEvent, Command, Envelope, Reply, Request};
 
-/// Answers an event: called at most once with the envelope. Provided by the transport.
-pub type Ack = Box<dyn FnOnce(Value) + Send>;
+/// Sends one answer's encoded envelope to the client. Provided by the transport.
+pub type AckSender = Box<dyn FnOnce(&Envelope<'_, Reply>) + Send>;
 
-/// One authenticated socket.
-pub struct Connection {
+/// One authenticated socket: whose it is, and until when.
+pub struct UserSocket {
     pub key: SocketKey,
     pub user: UserId,
     /// When the session ends, in milliseconds since the epoch; `auth:refresh` moves it.
@@ -38,7 +41,7 @@ pub struct Connection {
     pub span: tracing::Span,
 }
 
-impl Connection {
+impl UserSocket {
     fn actor(&self) -> Actor {
         Actor {
             user: self.user.clone(),
@@ -47,27 +50,70 @@ impl Connection {
     }
 }
 
-/// Why a handshake was refused: the `connect_error` message and its `data`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Refusal {
+/// Why a handshake was refused: the `connect_error` message (its code) and its `data`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnectRefusal {
+    #[serde(skip)]
     pub message: &'static str,
-    pub data: Value,
+    pub code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
 }
 
-impl Refusal {
-    fn new(code: &'static str, extra: Value) -> Self {
-        let mut data = json!({ "code": code });
-        if let (Some(data), Value::Object(extra)) = (data.as_object_mut(), extra) {
-            data.extend(extra);
-        }
+impl ConnectRefusal {
+    fn new(code: &'static str) -> Self {
         Self {
             message: code,
-            data,
+            code,
+            reason: None,
+            retry_after_ms: None,
+            limit: None,
         }
     }
 
     pub fn unauthorized(failure: AuthFailure) -> Self {
-        Self::new("unauthorized", json!({ "reason": failure.reason() }))
+        Self {
+            reason: Some(failure.reason()),
+            ..Self::new("unauthorized")
+        }
+    }
+
+    /// The `data` of the `connect_error`.
+    pub fn data(&self) -> Value {
+        serde_json::to_value(self).expect("a refusal serializes")
+    }
+}
+
+/// The answer to one event: encodes the envelope, counts it, and hands it to the transport.
+/// Sends are answered from the writer's task: it enters the socket's span there, so that a
+/// failure logged while answering names its socket.
+struct Answer {
+    span: tracing::Span,
+    ack: Option<AckSender>,
+}
+
+impl Answer {
+    fn send(self, result: Result<Reply>) {
+        let _span = self.span.enter();
+        let code = match &result {
+            Ok(_) => "ok",
+            Err(e) => {
+                e.log();
+                e.code()
+            }
+        };
+        metrics::counter!("confab_acks_total", "code" => code).increment(1);
+        if let Some(ack) = self.ack {
+            ack(&Envelope::of(&result));
+        }
+    }
+
+    fn into_done(self) -> Done {
+        Box::new(move |result| self.send(result))
     }
 }
 
@@ -107,11 +153,11 @@ impl Realtime {
         }
     }
 
-    /// Verifies the token in a handshake's `auth` payload.
-    fn authenticate(&self, auth: Option<&Value>) -> Result<Identity, AuthFailure> {
-        let auth: Auth = match auth {
-            None | Some(Value::Null) => return Err(AuthFailure::Missing),
-            Some(v) => serde_json::from_value(v.clone()).map_err(|_| AuthFailure::Invalid)?,
+    /// Verifies the token in a handshake's `auth` payload (raw JSON, when there is one).
+    fn authenticate(&self, auth: Option<&str>) -> Result<Identity, AuthFailure> {
+        let auth: Auth = match auth.map(str::trim) {
+            None | Some("null") => return Err(AuthFailure::Missing),
+            Some(raw) => serde_json::from_str(raw).map_err(|_| AuthFailure::Invalid)?,
         };
         match auth.token {
             None | Some(Value::Null) => Err(AuthFailure::Missing),
@@ -125,44 +171,44 @@ impl Realtime {
     /// `Ok` is the socket told it is connected, so nothing reaches it before.
     pub async fn connect(
         &self,
-        auth: Option<&Value>,
+        auth: Option<&str>,
         remote: Option<IpAddr>,
         outbound: Arc<dyn Outbound>,
-    ) -> Result<Arc<Connection>, Refusal> {
+    ) -> Result<Arc<UserSocket>, ConnectRefusal> {
         if self.shutting_down.load(Ordering::Relaxed) {
-            return Err(Refusal::new("unavailable", json!({})));
+            return Err(ConnectRefusal::new("unavailable"));
         }
         if let Some(ip) = remote
             && let Err(retry_after_ms) = self.limiter.check_connect(ip)
         {
             tracing::debug!(remote = ?remote, "handshake refused: rate_limited");
-            return Err(Refusal::new(
-                "rate_limited",
-                json!({ "retry_after_ms": retry_after_ms }),
-            ));
+            return Err(ConnectRefusal {
+                retry_after_ms: Some(retry_after_ms),
+                ..ConnectRefusal::new("rate_limited")
+            });
         }
         // Why a token was refused is the first thing an integrator needs to see; the token
         // itself never reaches the log.
         let identity = self.authenticate(auth).map_err(|failure| {
             tracing::info!(remote = ?remote, reason = failure.reason(), "handshake refused: unauthorized");
-            Refusal::unauthorized(failure)
+            ConnectRefusal::unauthorized(failure)
         })?;
         let cap = self.limiter.max_sockets_per_user;
-        if self.chat.hub().socket_count(&identity.user_id) >= cap {
+        if self.chat.sockets_of(&identity.user_id) >= cap {
             tracing::info!(user = %identity.user_id, limit = cap, "handshake refused: too_many_connections");
-            return Err(Refusal::new(
-                "too_many_connections",
-                json!({ "limit": cap }),
-            ));
+            return Err(ConnectRefusal {
+                limit: Some(cap),
+                ..ConnectRefusal::new("too_many_connections")
+            });
         }
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.chat.connect(&identity, key, outbound.clone()).await {
-            // Logged with its cause by `body()`; the client learns only that it may retry.
-            let _ = e.body();
-            return Err(Refusal::new("unavailable", json!({})));
+            // Logged with its cause; the client learns only that it may retry.
+            e.log();
+            return Err(ConnectRefusal::new("unavailable"));
         }
         let span = tracing::info_span!("socket", user = %identity.user_id, key);
-        let conn = Arc::new(Connection {
+        let conn = Arc::new(UserSocket {
             key,
             user: identity.user_id,
             expires_at: AtomicI64::new(identity.expires_at.millis()),
@@ -174,74 +220,61 @@ impl Realtime {
         Ok(conn)
     }
 
-    pub fn disconnect(&self, conn: &Connection) {
+    pub fn disconnect(&self, conn: &UserSocket) {
         tracing::debug!(parent: &conn.span, "socket disconnected");
         self.sessions.remove(conn.key);
         self.chat.disconnect(&conn.user, conn.key);
     }
 
-    /// Handles one event. Called synchronously in the order the socket's events arrived; sends
-    /// are queued for the writer before this returns, which keeps them in that order. Events
-    /// that need the database run on their own task.
-    pub fn on_event(&self, conn: &Arc<Connection>, name: &str, payload: Value, ack: Option<Ack>) {
+    /// Handles one event: checks its bucket, parses it once, and hands it to `chat`. Called
+    /// synchronously in the order the socket's events arrived; sends are queued for the writer
+    /// before this returns, which keeps them in that order. Requests that need the database run
+    /// on their own task.
+    pub fn on_event(
+        &self,
+        conn: &Arc<UserSocket>,
+        name: &str,
+        payload: &str,
+        ack: Option<AckSender>,
+    ) {
         let _span = conn.span.enter();
-        metrics::counter!("confab_events_total", "event" => event_label(name)).increment(1);
-        // Sends are answered from the writer's task: enter the span again there, so that a
-        // failure logged while answering names its socket.
-        let span = conn.span.clone();
-        let respond = move |result: Result<Value>| {
-            let _span = span.enter();
-            let envelope = match result {
-                Ok(data) => {
-                    metrics::counter!("confab_acks_total", "code" => "ok").increment(1);
-                    ok_envelope(data)
-                }
-                Err(e) => {
-                    metrics::counter!("confab_acks_total", "code" => e.code()).increment(1);
-                    e.envelope()
-                }
-            };
-            if let Some(ack) = ack {
-                ack(envelope);
-            }
+        let answer = Answer {
+            span: conn.span.clone(),
+            ack,
         };
-        if let Err(e) = self.limiter.check(&conn.user, Bucket::of_event(name)) {
-            return respond(Err(e));
+        let Some(event) = ClientEvent::of(name) else {
+            // A label per made-up name would let any client grow the metrics without bound.
+            metrics::counter!("confab_events_total", "event" => "unknown").increment(1);
+            return answer.send(Err(unknown_event(name)));
+        };
+        metrics::counter!("confab_events_total", "event" => event.name()).increment(1);
+        if let Err(e) = self.limiter.check(&conn.user, event.bucket()) {
+            return answer.send(Err(e));
+        }
+        let request = match event.parse(payload, self.chat.limits()) {
+            Ok(Command::Chat(request)) => request,
+            Ok(Command::Refresh(refresh)) => return answer.send(self.refresh(conn, refresh)),
+            Err(e) => return answer.send(Err(e)),
+        };
+        if let Err(e) = self.limiter.charge_members(&conn.user, &request) {
+            return answer.send(Err(e));
         }
         let actor = conn.actor();
-        match name {
-            "message:send" => match SendMessage::parse(payload, self.chat.limits()) {
-                Ok(request) => self.chat.send_message(&actor, request, move |r| {
-                    respond(r.map(|sent| json!({ "message": sent.message })))
-                }),
-                Err(e) => respond(Err(e)),
-            },
-            "typing:start" => respond(
-                ConversationRef::parse(payload)
-                    .and_then(|r| self.chat.typing_start(&actor, r))
-                    .map(|()| json!({})),
-            ),
-            "typing:stop" => respond(
-                ConversationRef::parse(payload)
-                    .and_then(|r| self.chat.typing_stop(&actor, r))
-                    .map(|()| json!({})),
-            ),
-            "auth:refresh" => respond(self.refresh(conn, payload)),
-            _ => {
+        match request {
+            Request::SendMessage(send) => self.chat.send_message(&actor, send, answer.into_done()),
+            Request::TypingStart(_) | Request::TypingStop(_) => {
+                answer.send(self.chat.typing(&actor, &request))
+            }
+            request => {
                 let chat = self.chat.clone();
-                let limiter = self.limiter.clone();
-                let name = name.to_owned();
-                let task = async move {
-                    respond(handle(&chat, &limiter, &actor, &name, payload).await);
-                };
+                let task = async move { answer.send(chat.execute(&actor, request).await) };
                 tokio::spawn(tracing::Instrument::instrument(task, conn.span.clone()));
             }
         }
     }
 
     /// `auth:refresh`: a fresh token for the same user extends the session.
-    fn refresh(&self, conn: &Arc<Connection>, payload: Value) -> Result<Value> {
-        let request = Refresh::parse(payload)?;
+    fn refresh(&self, conn: &Arc<UserSocket>, request: Refresh) -> Result<Reply> {
         let identity = self
             .verifier
             .verify(&request.token)
@@ -262,132 +295,8 @@ impl Realtime {
         conn.expires_at
             .store(identity.expires_at.millis(), Ordering::Relaxed);
         self.sessions.schedule(conn);
-        Ok(json!({ "expires_at": Timestamp(identity.expires_at.millis()) }))
-    }
-}
-
-/// The events that need the database (other than `message:send`).
-async fn handle(
-    chat: &Chat,
-    limiter: &Limiter,
-    actor: &Actor,
-    name: &str,
-    payload: Value,
-) -> Result<Value> {
-    // Membership requests cost what they touch: one request naming 999 users is 999 members
-    // from the caller's budget, which bounds the rows and `conversation:new` events they cause.
-    let members = |touched: usize| limiter.charge(&actor.user, Bucket::Members, touched);
-    Ok(match name {
-        "conversation:create" => {
-            let request = CreateConversation::parse(payload)?;
-            members(request.members_touched())?;
-            let (conversation, _) = chat.create_conversation(actor, request).await?;
-            json!({ "conversation": conversation })
-        }
-        "conversation:list" => {
-            let conversations = chat.list_conversations(actor).await?;
-            json!({ "conversations": conversations })
-        }
-        "conversation:members:add" => {
-            let request = ChangeMembers::parse(payload)?;
-            members(request.members_touched())?;
-            let conversation = chat.add_members(actor, request).await?;
-            json!({ "conversation": conversation })
-        }
-        "conversation:members:remove" => {
-            let request = ChangeMembers::parse(payload)?;
-            members(request.members_touched())?;
-            let conversation = chat.remove_members(actor, request).await?;
-            json!({ "conversation": conversation })
-        }
-        "conversation:leave" => {
-            let id = chat.leave(actor, ConversationRef::parse(payload)?).await?;
-            json!({ "conversation_id": id })
-        }
-        "conversation:read" => {
-            let request = MarkRead::parse(payload)?;
-            let (mark, unread) = chat.mark_read(actor, request).await?;
-            json!({
-                "conversation_id": request.conversation_id,
-                "last_read_seq": mark,
-                "unread_count": unread,
-            })
-        }
-        "message:edit" => {
-            let message = chat
-                .edit_message(actor, EditMessage::parse(payload, chat.limits())?)
-                .await?;
-            json!({ "message": message })
-        }
-        "message:delete" => {
-            let message = chat
-                .delete_message(actor, DeleteMessage::parse(payload)?)
-                .await?;
-            json!({ "message": message })
-        }
-        "message:history" => {
-            let page = chat.history(actor, History::parse(payload)?).await?;
-            json!({ "messages": page.messages, "has_more": page.has_more })
-        }
-        "sync" => {
-            let (updates, server_time) = chat.sync(actor, Sync::parse(payload)?).await?;
-            let updates: Vec<Value> = updates
-                .into_iter()
-                .map(|u| {
-                    json!({
-                        "conversation_id": u.conversation_id,
-                        "messages": u.messages,
-                        "has_more": u.has_more,
-                        "changed": u.changed,
-                        "changed_has_more": u.changed_has_more,
-                    })
-                })
-                .collect();
-            json!({ "updates": updates, "server_time": server_time })
-        }
-        "presence:get" => {
-            let presence = chat.presence(actor, PresenceQuery::parse(payload)?).await?;
-            json!({ "presence": presence })
-        }
-        other => {
-            return Err(Error::InvalidPayload {
-                field: None,
-                message: format!("unknown event {:?}", truncate(other, 64)),
-            });
-        }
-    })
-}
-
-/// Event names as metric labels: the known ones, and "unknown" for anything a client makes up
-/// (a label per made-up name would let any client grow the metrics without bound).
-fn event_label(name: &str) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "message:send",
-        "message:edit",
-        "message:delete",
-        "message:history",
-        "sync",
-        "conversation:create",
-        "conversation:list",
-        "conversation:members:add",
-        "conversation:members:remove",
-        "conversation:leave",
-        "conversation:read",
-        "typing:start",
-        "typing:stop",
-        "presence:get",
-        "auth:refresh",
-    ];
-    KNOWN
-        .iter()
-        .find(|k| **k == name)
-        .copied()
-        .unwrap_or("unknown")
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
+        Ok(Reply::Refreshed {
+            expires_at: Timestamp(identity.expires_at.millis()),
+        })
     }
 }

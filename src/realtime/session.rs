@@ -14,12 +14,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::Notify;
 
-use super::Connection;
+use super::UserSocket;
 use crate::domain::Timestamp;
 use crate::hub::{Outgoing, SocketKey};
+use crate::protocol::events::{SessionExpired, SessionExpiring};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Due {
@@ -33,12 +33,7 @@ enum Due {
 struct Queue {
     /// (deadline in ms since the epoch, socket, what is due), earliest first.
     due: BTreeSet<(i64, SocketKey, Due)>,
-    sockets: HashMap<SocketKey, Weak<Connection>>,
-}
-
-#[derive(Serialize)]
-struct Expiry {
-    expires_at: Timestamp,
+    sockets: HashMap<SocketKey, Weak<UserSocket>>,
 }
 
 /// The expiry schedule of every connected socket. Cheap to clone.
@@ -66,7 +61,7 @@ impl Sessions {
     }
 
     /// Schedules `conn`'s warning and expiry from its current `expires_at`.
-    pub fn schedule(&self, conn: &Arc<Connection>) {
+    pub fn schedule(&self, conn: &Arc<UserSocket>) {
         let expires = conn.expires_at.load(Ordering::Relaxed);
         let warn = warn_at(Timestamp::now().millis(), expires, self.warning);
         {
@@ -129,29 +124,23 @@ async fn run(queue: Weak<Mutex<Queue>>, changed: Arc<Notify>) {
     }
 }
 
-fn fire(conn: &Connection, deadline: i64, what: Due, queue: &Mutex<Queue>) {
+fn fire(conn: &UserSocket, deadline: i64, what: Due, queue: &Mutex<Queue>) {
     let expires = conn.expires_at.load(Ordering::Relaxed);
     match what {
         // A refresh moved the expiry: these entries are stale (the new ones are queued).
         Due::Expire if deadline != expires => {}
         Due::Warn { expires: planned } if planned != expires => {}
         Due::Warn { .. } => {
-            let event = Outgoing::new(
-                "session:expiring",
-                &Expiry {
-                    expires_at: Timestamp(expires),
-                },
-            );
+            let event = Outgoing::of(&SessionExpiring {
+                expires_at: Timestamp(expires),
+            });
             conn.outbound.send(&event);
         }
         Due::Expire => {
             queue.lock().unwrap().sockets.remove(&conn.key);
-            let event = Outgoing::new(
-                "session:expired",
-                &Expiry {
-                    expires_at: Timestamp(expires),
-                },
-            );
+            let event = Outgoing::of(&SessionExpired {
+                expires_at: Timestamp(expires),
+            });
             conn.outbound.send(&event);
             conn.outbound.disconnect();
         }

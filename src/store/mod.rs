@@ -4,25 +4,32 @@
 //! The store knows nothing about sockets. Rules that decide *what* to change (who may add
 //! members, who may edit a message) live in `chat::policy` and are handed in as closures, so
 //! they are written once, while the store makes each decision and its write one atomic step.
+//!
+//! What the backends share is written once: the write transactions (`transactions.rs`, over
+//! each backend's statements), the rules of a batch (`plan.rs`), the shaping of rows into
+//! objects (`assemble.rs`) and the rows themselves, decoded by column name (`rows.rs`).
 
+mod assemble;
+mod plan;
 mod postgres;
+mod rows;
 mod sqlite;
+mod transactions;
 mod writer;
 
-use std::collections::HashMap;
-
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use writer::{SendReply, Writer};
 
-use crate::domain::requests::SyncCursor;
 use crate::domain::{
-    ClientId, Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName,
-    Member, Message, MessageBody, MessageId, ReadState, Role, Timestamp, UserId,
+    ClientId, Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageBody,
+    MessageId, Role, Timestamp, UserId,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
+pub use crate::protocol::replies::{Page, SyncUpdate};
+use crate::protocol::requests::SyncCursor;
 
 /// A message to be written by the group-commit writer.
 #[derive(Debug, Clone)]
@@ -59,26 +66,6 @@ impl HistoryQuery {
     pub fn ascending(&self) -> bool {
         self.after_seq.is_some()
     }
-}
-
-/// A page of messages in ascending seq.
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub messages: Vec<Message>,
-    pub has_more: bool,
-}
-
-/// One conversation's part of a `sync` answer.
-#[derive(Debug, Clone)]
-pub struct SyncUpdate {
-    pub conversation_id: ConversationId,
-    pub messages: Vec<Message>,
-    pub has_more: bool,
-    /// Messages at or below the cursor edited or deleted since the caller's last sync, after
-    /// the cursor's `changed_after`.
-    pub changed: Vec<Message>,
-    /// More changes than `changed` holds: ask again from its last seq.
-    pub changed_has_more: bool,
 }
 
 /// Membership changes decided by policy, applied atomically by the store.
@@ -124,7 +111,7 @@ pub enum Store {
     Sqlite(SqliteStore),
 }
 
-/// Calls the same method on whichever backend this is.
+/// Calls the same method (or generic transaction) on whichever backend this is.
 macro_rules! dispatch {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {
@@ -142,9 +129,7 @@ impl Store {
             let store = PgStore::connect(url, max_connections).await?;
             Ok(Self::Postgres(store))
         } else if url.starts_with("sqlite:") {
-            let store = SqliteStore::connect(url, max_connections)
-                .await
-                .context("opening SQLite")?;
+            let store = SqliteStore::connect(url, max_connections).await?;
             Ok(Self::Sqlite(store))
         } else {
             bail!("unsupported database url {url:?}: expected sqlite://… or postgres://…")
@@ -195,7 +180,7 @@ impl Store {
 
     /// The direct conversation between `a` and `b`, created if needed. `true` when created now.
     pub async fn create_direct(&self, a: &UserId, b: &UserId) -> Result<(Conversation, bool)> {
-        dispatch!(self, s => s.create_direct(a, b).await)
+        dispatch!(self, s => transactions::create_direct(s, a, b).await)
     }
 
     /// A new group owned by `owner` with `members` (which must not contain `owner`).
@@ -205,11 +190,7 @@ impl Store {
         title: &ConversationTitle,
         members: &[UserId],
     ) -> Result<Conversation> {
-        dispatch!(self, s => s.create_group(owner, title, members).await)
-    }
-
-    pub async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
-        dispatch!(self, s => s.conversation(id).await)
+        dispatch!(self, s => transactions::create_group(s, owner, title, members).await)
     }
 
     /// The user's conversations, most recent activity first.
@@ -259,7 +240,7 @@ impl Store {
     where
         F: FnOnce(&Conversation, &[UserId]) -> Result<MembershipPlan> + Send,
     {
-        dispatch!(self, s => s.change_members(conversation, names, decide).await)
+        dispatch!(self, s => transactions::change_members(s, conversation, names, decide).await)
     }
 
     /// Writes a batch of messages in one transaction (the group-commit writer's call), assigning
@@ -271,12 +252,7 @@ impl Store {
     /// it skipped any, the backend rolls back and the batch is planned again, this time looking
     /// both up.
     pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<SendOutcome>> {
-        if let Some(outcomes) = dispatch!(self, s => s.try_insert_messages(batch, false).await)? {
-            return Ok(outcomes);
-        }
-        dispatch!(self, s => s.try_insert_messages(batch, true).await)?.ok_or_else(|| {
-            crate::error::Error::Internal(anyhow::anyhow!("a retried send conflicted twice"))
-        })
+        dispatch!(self, s => transactions::insert_messages(s, batch).await)
     }
 
     /// Locks the message, lets `decide` choose a change given the caller's role in the
@@ -292,7 +268,7 @@ impl Store {
     where
         F: FnOnce(&Message, Option<Role>) -> Result<MessageChange> + Send,
     {
-        dispatch!(self, s => s.change_message(conversation, message, user, decide).await)
+        dispatch!(self, s => transactions::change_message(s, conversation, message, user, decide).await)
     }
 
     pub async fn history(&self, conversation: ConversationId, query: HistoryQuery) -> Result<Page> {
@@ -314,233 +290,60 @@ impl Store {
     }
 }
 
-/// The key that makes a direct conversation unique per pair, whichever side creates it.
-pub(crate) fn direct_key(a: &UserId, b: &UserId) -> String {
-    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    // User ids can't contain control characters, so a newline can't be forged into one.
-    format!("{lo}\n{hi}")
-}
-
-/// Assigns seqs to a batch, given each conversation's current `last_seq` and which senders are
-/// members and which client ids are already stored. Shared by both backends, so the rules of a
-/// batched send are written once.
-///
-/// Returns the outcome per message (in batch order) with `Stored` messages still to be written,
-/// and each touched conversation's new `last_seq`.
-pub(crate) fn plan_batch(
-    batch: &[NewMessage],
-    last_seq: &HashMap<ConversationId, i64>,
-    is_member: impl Fn(ConversationId, &UserId) -> bool,
-    mut existing: HashMap<SendKey, Message>,
-    now: Timestamp,
-) -> (Vec<SendOutcome>, HashMap<ConversationId, i64>) {
-    let mut next = last_seq.clone();
-    let outcomes = batch
-        .iter()
-        .map(|m| {
-            let Some(seq) = next.get_mut(&m.conversation_id) else {
-                return SendOutcome::NotFound;
-            };
-            if !is_member(m.conversation_id, &m.sender_id) {
-                return SendOutcome::NotFound;
-            }
-            let key = (
-                m.conversation_id,
-                m.sender_id.clone(),
-                m.client_id.as_str().to_owned(),
-            );
-            if let Some(stored) = existing.get(&key) {
-                return SendOutcome::Duplicate(stored.clone());
-            }
-            *seq += 1;
-            let message = Message {
-                id: MessageId::new(),
-                conversation_id: m.conversation_id,
-                seq: *seq,
-                sender_id: m.sender_id.clone(),
-                client_id: m.client_id.as_str().to_owned(),
-                body: Some(m.body.as_str().to_owned()),
-                created_at: now,
-                edited_at: None,
-                deleted_at: None,
-            };
-            // A second copy later in the same batch is a duplicate of this one.
-            existing.insert(key, message.clone());
-            SendOutcome::Stored(message)
-        })
-        .collect();
-    next.retain(|id, seq| last_seq.get(id) != Some(seq));
-    (outcomes, next)
-}
-
-/// A send's idempotency key: conversation, sender and client id.
-pub(crate) type SendKey = (ConversationId, UserId, String);
-
-/// Stored messages by their idempotency key, as [`plan_batch`] takes them.
-pub(crate) fn by_send_key(messages: Vec<Message>) -> HashMap<SendKey, Message> {
-    messages
-        .into_iter()
-        .map(|m| {
-            (
-                (m.conversation_id, m.sender_id.clone(), m.client_id.clone()),
-                m,
-            )
-        })
-        .collect()
-}
-
-/// Builds conversation objects from their parts, keeping the order of `heads`.
-pub(crate) fn assemble(
-    heads: Vec<ConversationHead>,
-    members: Vec<(ConversationId, Member)>,
-    last_messages: Vec<Message>,
-) -> Vec<Conversation> {
-    let mut members_of: HashMap<ConversationId, Vec<Member>> = HashMap::new();
-    for (conversation, member) in members {
-        members_of.entry(conversation).or_default().push(member);
-    }
-    let mut last_of: HashMap<ConversationId, Message> = last_messages
-        .into_iter()
-        .map(|m| (m.conversation_id, m))
-        .collect();
-    heads
-        .into_iter()
-        .map(|h| {
-            let mut members = members_of.remove(&h.id).unwrap_or_default();
-            // Owner first, then admins, then by join time: a stable, useful order for clients.
-            members.sort_by(|a, b| {
-                b.role
-                    .cmp(&a.role)
-                    .then(a.joined_at.cmp(&b.joined_at))
-                    .then_with(|| a.user_id.cmp(&b.user_id))
-            });
-            Conversation {
-                id: h.id,
-                kind: h.kind,
-                title: h.title,
-                members,
-                created_at: h.created_at,
-                last_seq: h.last_seq,
-                last_message: last_of.remove(&h.id),
-                read_state: h.read_state,
-            }
-        })
-        .collect()
-}
-
-/// A conversation row, before members and last message are attached.
-#[derive(Debug, Clone)]
-pub(crate) struct ConversationHead {
-    pub id: ConversationId,
-    pub kind: ConversationKind,
-    pub title: Option<String>,
-    pub created_at: Timestamp,
-    pub last_seq: i64,
-    /// Filled in when listing a user's own conversations.
-    pub read_state: Option<ReadState>,
-}
-
-/// Splits rows read for a sync (new messages, and changed ones at or below the cursor) into one
-/// conversation's update.
-pub(crate) fn sync_update(
-    cursor: &SyncCursor,
-    mut messages: Vec<Message>,
-    mut changed: Vec<Message>,
-    limit: u32,
-) -> SyncUpdate {
-    messages.sort_by_key(|m| m.seq);
-    let has_more = messages.len() > limit as usize;
-    messages.truncate(limit as usize);
-    changed.retain(|m| m.seq > cursor.changed_after && m.seq <= cursor.after);
-    changed.sort_by_key(|m| m.seq);
-    let changed_has_more = changed.len() > limit as usize;
-    changed.truncate(limit as usize);
-    SyncUpdate {
-        conversation_id: cursor.conversation_id,
-        messages,
-        has_more,
-        changed,
-        changed_has_more,
+/// A database error, with what was being done, classified: a database that can't be reached
+/// is `unavailable` (the client may retry), anything else is `internal` (a bug to look at).
+pub(crate) fn db_error(e: sqlx::Error, what: &'static str) -> Error {
+    let unavailable = is_unavailable(&e);
+    let e = anyhow::Error::new(e).context(what);
+    if unavailable {
+        Error::Unavailable(e.into())
+    } else {
+        Error::Internal(e.into())
     }
 }
 
-/// How many rows to fetch for a page: one more than asked, to learn whether there are more.
-pub(crate) fn page_from_rows(mut rows: Vec<Message>, query: HistoryQuery) -> Page {
-    let limit = query.limit as usize;
-    let has_more = rows.len() > limit;
-    rows.truncate(limit);
-    if !query.ascending() {
-        rows.reverse();
-    }
-    Page {
-        messages: rows,
-        has_more,
+/// `.db_context("what")` on a sqlx result: [`db_error`].
+pub(crate) trait DbContext<T> {
+    fn db_context(self, what: &'static str) -> Result<T>;
+}
+
+impl<T> DbContext<T> for std::result::Result<T, sqlx::Error> {
+    fn db_context(self, what: &'static str) -> Result<T> {
+        self.map_err(|e| db_error(e, what))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn new(conv: ConversationId, sender: &str, client: &str) -> NewMessage {
-        NewMessage {
-            conversation_id: conv,
-            sender_id: UserId::parse(sender).unwrap(),
-            client_id: ClientId::parse(client.into()).unwrap(),
-            body: MessageBody::parse("hi".into(), 10).unwrap(),
+/// Errors that mean "the database is not there right now", as opposed to "the query is wrong".
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        _ if is_connection_lost(e) => true,
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => {
+            // PostgreSQL: class 08 (connection exception), 57P01..57P03 (admin shutdown, crash
+            // shutdown, cannot connect now), 53300 (too many connections).
+            // SQLite: SQLITE_BUSY (5) / SQLITE_LOCKED (6) after the busy timeout.
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            code.starts_with("08")
+                || code.starts_with("57P0")
+                || code == "53300"
+                || code == "5"
+                || code == "6"
         }
+        _ => false,
     }
+}
 
-    #[test]
-    fn a_batch_gets_consecutive_seqs_per_conversation_and_dedupes_within_itself() {
-        let (a, b) = (ConversationId::new(), ConversationId::new());
-        let batch = [
-            new(a, "alice", "1"),
-            new(b, "bob", "1"),
-            new(a, "bob", "1"),
-            new(a, "alice", "1"),
-            new(a, "mallory", "1"),
-        ];
-        let last = HashMap::from([(a, 10), (b, 0)]);
-        let (out, new_last) = plan_batch(
-            &batch,
-            &last,
-            |_, u| u.as_str() != "mallory",
-            HashMap::new(),
-            Timestamp(0),
-        );
-        let seqs: Vec<_> = out
-            .iter()
-            .map(|o| match o {
-                SendOutcome::Stored(m) => format!("stored {}", m.seq),
-                SendOutcome::Duplicate(m) => format!("dup {}", m.seq),
-                SendOutcome::NotFound => "not found".into(),
-            })
-            .collect();
-        assert_eq!(
-            seqs,
-            ["stored 11", "stored 1", "stored 12", "dup 11", "not found"]
-        );
-        assert_eq!(new_last, HashMap::from([(a, 12), (b, 1)]));
-    }
-
-    #[test]
-    fn unknown_conversations_are_not_found_and_leave_no_update() {
-        let a = ConversationId::new();
-        let (out, new_last) = plan_batch(
-            &[new(a, "alice", "1")],
-            &HashMap::new(),
-            |_, _| true,
-            HashMap::new(),
-            Timestamp(0),
-        );
-        assert!(matches!(out[0], SendOutcome::NotFound));
-        assert!(new_last.is_empty());
-    }
-
-    #[test]
-    fn direct_keys_ignore_order() {
-        let (a, b) = (UserId::parse("a").unwrap(), UserId::parse("b").unwrap());
-        assert_eq!(direct_key(&a, &b), direct_key(&b, &a));
+/// A connection that was working is gone: the socket broke, or PostgreSQL closed it (57P01 /
+/// 57P02, what a server shutting down fast or after a crash leaves on every connection, read by
+/// its next query; also what ending one backend leaves). Another connection may work at once.
+pub(crate) fn is_connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P01" | "57P02")),
+        _ => false,
     }
 }

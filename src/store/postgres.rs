@@ -1,36 +1,32 @@
 //! The PostgreSQL backend.
 //!
 //! Lists of values travel as arrays (`UNNEST($1::uuid[], …)`) so that a batch or a set of
-//! conversations costs one round trip, not one per item.
+//! conversations costs one round trip, not one per item. Concurrent writers (several nodes,
+//! several writer shards) are kept apart by row locks on the conversation: message batches,
+//! membership changes and edits take `FOR UPDATE` on the rows they change.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{
-    ConversationHead, HistoryQuery, MembershipChange, MembershipPlan, MessageChange, NewMessage,
-    Page, SendOutcome, SyncUpdate, assemble, by_send_key, direct_key, page_from_rows, plan_batch,
-    sync_update,
+use super::assemble::{assemble, page_from_rows, sync_update};
+use super::rows::{
+    HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow,
+    message_columns, messages,
 };
-use crate::domain::requests::SyncCursor;
+use super::transactions::{Backend, Rewrite};
+use super::{DbContext, HistoryQuery, NewMessage, Page, SyncUpdate};
 use crate::domain::{
-    Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName, Member,
-    Message, MessageId, ReadState, Role, Timestamp, UserId,
+    Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageId, Role,
+    Timestamp, UserId,
 };
-use crate::error::{DbContext, Error, Result};
-
-/// The columns of a message, in the order `message_from_row` reads them. A macro, so that
-/// queries can be built with `concat!` and stay `&'static str` (sqlx caches statements by text).
-macro_rules! message_columns {
-    () => {
-        "m.id, m.conversation_id, m.seq, m.sender_id, m.client_id, m.body, m.created_at, m.edited_at, m.deleted_at"
-    };
-}
+use crate::error::Result;
+use crate::protocol::requests::SyncCursor;
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -120,7 +116,7 @@ impl PgStore {
     ) -> Result<Vec<ConversationId>> {
         // Insert-if-new and update-if-renamed are separate CTEs so that the common case (known
         // user, same name) writes nothing and takes no row lock.
-        let rows = sqlx::query(
+        let ids: Vec<Uuid> = sqlx::query_scalar(
             "WITH ins AS (
                  INSERT INTO users (id, name, created_at) VALUES ($1, $2, $3)
                  ON CONFLICT (id) DO NOTHING
@@ -136,10 +132,7 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await
         .db_context("recording the user and loading memberships")?;
-        Ok(rows
-            .iter()
-            .map(|r| ConversationId(r.get::<Uuid, _>(0)))
-            .collect())
+        Ok(ids.into_iter().map(ConversationId).collect())
     }
 
     pub async fn remember_user(&self, user: &UserId, name: Option<&DisplayName>) -> Result<()> {
@@ -189,83 +182,13 @@ impl PgStore {
         Ok(ids.into_iter().map(ConversationId).collect())
     }
 
-    pub async fn create_direct(&self, a: &UserId, b: &UserId) -> Result<(Conversation, bool)> {
-        let key = direct_key(a, b);
-        let now = Timestamp::now().millis();
-        let mut tx = self.begin().await?;
-        ensure_users(&mut tx, &[a.as_str(), b.as_str()]).await?;
-        let created: Option<Uuid> = sqlx::query_scalar(
-            "INSERT INTO conversations (id, kind, direct_key, created_at, last_activity_at)
-             VALUES ($1, 'direct', $2, $3, $3)
-             ON CONFLICT (direct_key) DO NOTHING
-             RETURNING id",
-        )
-        .bind(ConversationId::new().0)
-        .bind(&key)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await
-        .db_context("creating a direct conversation")?;
-        let id = match created {
-            Some(id) => {
-                insert_members(&mut tx, id, &[(a, Role::Member), (b, Role::Member)], now).await?;
-                id
-            }
-            // Created before, or concurrently by the other side (the unique key decided).
-            None => sqlx::query_scalar("SELECT id FROM conversations WHERE direct_key = $1")
-                .bind(&key)
-                .fetch_one(&mut *tx)
-                .await
-                .db_context("finding the direct conversation")?,
-        };
-        let conversation = load_one(&mut tx, ConversationId(id)).await?;
-        tx.commit().await.db_context("committing")?;
-        Ok((conversation, created.is_some()))
-    }
-
-    pub async fn create_group(
-        &self,
-        owner: &UserId,
-        title: &ConversationTitle,
-        members: &[UserId],
-    ) -> Result<Conversation> {
-        let id = ConversationId::new();
-        let now = Timestamp::now().millis();
-        let mut tx = self.begin().await?;
-        let mut everyone: Vec<&str> = vec![owner.as_str()];
-        everyone.extend(members.iter().map(UserId::as_str));
-        ensure_users(&mut tx, &everyone).await?;
-        sqlx::query(
-            "INSERT INTO conversations (id, kind, title, created_at, last_activity_at)
-             VALUES ($1, 'group', $2, $3, $3)",
-        )
-        .bind(id.0)
-        .bind(title.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .db_context("creating a group")?;
-        let mut roles = vec![(owner, Role::Owner)];
-        roles.extend(members.iter().map(|m| (m, Role::Member)));
-        insert_members(&mut tx, id.0, &roles, now).await?;
-        let conversation = load_one(&mut tx, id).await?;
-        tx.commit().await.db_context("committing")?;
-        Ok(conversation)
-    }
-
-    pub async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
-        let mut conn = self.pool.acquire().await.db_context("acquiring")?;
-        let heads = load_heads(&mut conn, &[id.0], false).await?;
-        Ok(load_full(&mut conn, heads).await?.pop())
-    }
-
     pub async fn conversations_of(&self, user: &UserId) -> Result<Vec<Conversation>> {
         let mut conn = self.pool.acquire().await.db_context("acquiring")?;
-        let rows = sqlx::query(
+        let rows: Vec<OwnHeadRow> = sqlx::query_as(
             "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, mb.last_read_seq,
                     (SELECT count(*) FROM messages m
                      WHERE m.conversation_id = c.id AND m.seq > mb.last_read_seq
-                       AND m.deleted_at IS NULL AND m.sender_id <> mb.user_id) AS unread
+                       AND m.deleted_at IS NULL AND m.sender_id <> mb.user_id) AS unread_count
              FROM members mb JOIN conversations c ON c.id = mb.conversation_id
              WHERE mb.user_id = $1
              ORDER BY c.last_activity_at DESC, c.id DESC",
@@ -274,8 +197,11 @@ impl PgStore {
         .fetch_all(&mut *conn)
         .await
         .db_context("listing conversations")?;
-        let heads = rows.iter().map(head_from_row).collect::<Result<_>>()?;
-        load_full(&mut conn, heads).await
+        let heads = rows
+            .into_iter()
+            .map(OwnHeadRow::into_head)
+            .collect::<Result<_>>()?;
+        complete(&mut conn, heads).await
     }
 
     pub async fn mark_read(
@@ -317,27 +243,18 @@ impl PgStore {
         viewer: &UserId,
         users: &[UserId],
     ) -> Result<Vec<(UserId, Option<Timestamp>)>> {
-        let ids: Vec<&str> = users.iter().map(UserId::as_str).collect();
-        let rows = sqlx::query(
+        let rows: Vec<LastSeenRow> = sqlx::query_as(
             "SELECT u.id, u.last_seen_at FROM users u
              WHERE u.id = ANY($2) AND EXISTS (
                  SELECT 1 FROM members a JOIN members b ON b.conversation_id = a.conversation_id
                  WHERE a.user_id = $1 AND b.user_id = u.id)",
         )
         .bind(viewer.as_str())
-        .bind(&ids)
+        .bind(user_strs(users))
         .fetch_all(&self.pool)
         .await
         .db_context("reading last seen times")?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    UserId::from_db(r.get(0)),
-                    r.get::<Option<i64>, _>(1).map(Timestamp),
-                )
-            })
-            .collect())
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     pub async fn set_last_seen(&self, user: &UserId, at: Option<Timestamp>) -> Result<()> {
@@ -361,298 +278,6 @@ impl PgStore {
         .db_context("checking membership")
     }
 
-    pub async fn change_members<F>(
-        &self,
-        id: ConversationId,
-        names: &[UserId],
-        decide: F,
-    ) -> Result<Option<MembershipChange>>
-    where
-        F: FnOnce(&Conversation, &[UserId]) -> Result<MembershipPlan> + Send,
-    {
-        let mut tx = self.begin().await?;
-        // Locking the conversation row serialises membership changes with each other and with
-        // message writes, which lock the same row.
-        let heads = load_heads(&mut tx, &[id.0], true).await?;
-        let Some(before) = load_full(&mut tx, heads).await?.pop() else {
-            return Ok(None);
-        };
-        let departed: Vec<UserId> = if names.is_empty() {
-            Vec::new()
-        } else {
-            let ids: Vec<&str> = names.iter().map(UserId::as_str).collect();
-            sqlx::query_scalar::<_, String>(
-                "SELECT user_id FROM departures WHERE conversation_id = $1 AND user_id = ANY($2)",
-            )
-            .bind(id.0)
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await
-            .db_context("loading departures")?
-            .iter()
-            .map(|u| UserId::from_db(u))
-            .collect()
-        };
-        let plan = decide(&before, &departed)?;
-        if plan.is_empty() {
-            return Ok(Some(MembershipChange {
-                after: before.clone(),
-                before,
-            }));
-        }
-        let now = Timestamp::now().millis();
-        if !plan.add.is_empty() {
-            let ids: Vec<&str> = plan.add.iter().map(UserId::as_str).collect();
-            ensure_users(&mut tx, &ids).await?;
-            let roles: Vec<_> = plan.add.iter().map(|u| (u, Role::Member)).collect();
-            insert_members(&mut tx, id.0, &roles, now).await?;
-        }
-        if !plan.remove.is_empty() {
-            let ids: Vec<&str> = plan.remove.iter().map(UserId::as_str).collect();
-            sqlx::query("DELETE FROM members WHERE conversation_id = $1 AND user_id = ANY($2)")
-                .bind(id.0)
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await
-                .db_context("removing members")?;
-        }
-        for (user, role) in &plan.set_role {
-            sqlx::query("UPDATE members SET role = $3 WHERE conversation_id = $1 AND user_id = $2")
-                .bind(id.0)
-                .bind(user.as_str())
-                .bind(role.as_str())
-                .execute(&mut *tx)
-                .await
-                .db_context("changing a role")?;
-        }
-        if !plan.departures.is_empty() {
-            let ids: Vec<&str> = plan.departures.iter().map(UserId::as_str).collect();
-            sqlx::query(
-                "INSERT INTO departures (conversation_id, user_id, left_at)
-                 SELECT $1, u, $3 FROM UNNEST($2::text[]) AS u
-                 ON CONFLICT (conversation_id, user_id) DO UPDATE SET left_at = EXCLUDED.left_at",
-            )
-            .bind(id.0)
-            .bind(&ids)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .db_context("recording departures")?;
-        }
-        let after = load_one(&mut tx, id).await?;
-        tx.commit().await.db_context("committing")?;
-        Ok(Some(MembershipChange { before, after }))
-    }
-
-    /// Writes a batch in one transaction of two statements (four round trips with BEGIN and
-    /// COMMIT), whatever its size.
-    ///
-    /// One attempt (see [`Store::insert_messages`](super::Store::insert_messages)); `Ok(None)`
-    /// when the insert skipped a row the plan didn't expect it to.
-    pub(crate) async fn try_insert_messages(
-        &self,
-        batch: &[NewMessage],
-        look_up: bool,
-    ) -> Result<Option<Vec<SendOutcome>>> {
-        let mut tx = self.begin().await?;
-
-        // 1. Lock the conversations in id order (so concurrent batches can't deadlock) and read
-        //    their last seq.
-        let mut ids: Vec<Uuid> = batch.iter().map(|m| m.conversation_id.0).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let rows = sqlx::query(
-            "SELECT id, last_seq FROM conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await
-        .db_context("locking conversations")?;
-        let last_seq: HashMap<ConversationId, i64> = rows
-            .iter()
-            .map(|row| (ConversationId(row.get(0)), row.get(1)))
-            .collect();
-
-        // 2. Only when a first attempt skipped a row: which senders are members, and which sends
-        //    are retries of stored messages. Read after the lock, in statements of their own, so
-        //    a membership change that committed while we waited for the lock is seen.
-        let (members, existing) = if look_up {
-            let convs: Vec<Uuid> = batch.iter().map(|m| m.conversation_id.0).collect();
-            let senders: Vec<&str> = batch.iter().map(|m| m.sender_id.as_str()).collect();
-            let clients: Vec<&str> = batch.iter().map(|m| m.client_id.as_str()).collect();
-            let members: HashSet<(Uuid, String)> = sqlx::query_as(
-                "SELECT DISTINCT k.c, k.s FROM UNNEST($1::uuid[], $2::text[]) AS k(c, s)
-                 JOIN members mb ON mb.conversation_id = k.c AND mb.user_id = k.s",
-            )
-            .bind(&convs)
-            .bind(&senders)
-            .fetch_all(&mut *tx)
-            .await
-            .db_context("checking senders' membership")?
-            .into_iter()
-            .collect();
-            let rows = sqlx::query(concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS k(c, s, cl)
-                 CROSS JOIN LATERAL (
-                     SELECT * FROM messages m
-                     WHERE m.conversation_id = k.c AND m.sender_id = k.s AND m.client_id = k.cl
-                 ) m"
-            ))
-            .bind(&convs)
-            .bind(&senders)
-            .bind(&clients)
-            .fetch_all(&mut *tx)
-            .await
-            .db_context("looking up retried sends")?;
-            let existing = by_send_key(rows.iter().map(message_from_row).collect::<Result<_>>()?);
-            (Some(members), existing)
-        } else {
-            (None, HashMap::new())
-        };
-
-        let (outcomes, new_last) = plan_batch(
-            batch,
-            &last_seq,
-            // Until a skipped row says otherwise, every sender is taken to be a member: the
-            // insert checks it.
-            |c, u| {
-                members
-                    .as_ref()
-                    .is_none_or(|m| m.contains(&(c.0, u.as_str().to_owned())))
-            },
-            existing,
-            Timestamp::now(),
-        );
-
-        // 3. Insert the new messages (those whose sender is a member and whose key is new) and
-        //    move each conversation's last seq, in one statement.
-        let stored: Vec<&Message> = outcomes
-            .iter()
-            .filter_map(|o| match o {
-                SendOutcome::Stored(m) => Some(m),
-                _ => None,
-            })
-            .collect();
-        if !stored.is_empty() {
-            let ids: Vec<Uuid> = stored.iter().map(|m| m.id.0).collect();
-            let convs: Vec<Uuid> = stored.iter().map(|m| m.conversation_id.0).collect();
-            let seqs: Vec<i64> = stored.iter().map(|m| m.seq).collect();
-            let senders: Vec<&str> = stored.iter().map(|m| m.sender_id.as_str()).collect();
-            let clients: Vec<&str> = stored.iter().map(|m| m.client_id.as_str()).collect();
-            let bodies: Vec<&str> = stored
-                .iter()
-                .map(|m| m.body.as_deref().unwrap_or_default())
-                .collect();
-            let now = stored[0].created_at.millis();
-            let (last_ids, last_seqs): (Vec<Uuid>, Vec<i64>) =
-                new_last.iter().map(|(c, s)| (c.0, *s)).unzip();
-            let inserted: i64 = sqlx::query_scalar(
-                "WITH ins AS (
-                     INSERT INTO messages (id, conversation_id, seq, sender_id, client_id, body, created_at)
-                     SELECT id, c, s, snd, cl, b, $7
-                     FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[])
-                          AS t(id, c, s, snd, cl, b)
-                     WHERE EXISTS (SELECT 1 FROM members mb
-                                   WHERE mb.conversation_id = t.c AND mb.user_id = t.snd)
-                     ON CONFLICT (conversation_id, sender_id, client_id) DO NOTHING
-                     RETURNING 1
-                 ), upd AS (
-                     UPDATE conversations c SET last_seq = t.s, last_activity_at = $7
-                     FROM UNNEST($8::uuid[], $9::bigint[]) AS t(id, s)
-                     WHERE c.id = t.id
-                 )
-                 SELECT count(*) FROM ins",
-            )
-            .bind(&ids)
-            .bind(&convs)
-            .bind(&seqs)
-            .bind(&senders)
-            .bind(&clients)
-            .bind(&bodies)
-            .bind(now)
-            .bind(&last_ids)
-            .bind(&last_seqs)
-            .fetch_one(&mut *tx)
-            .await
-            .db_context("inserting messages")?;
-            if inserted != stored.len() as i64 {
-                // A non-member or a retry we didn't look up: its seq would leave a gap. Start
-                // over, looking them up.
-                tx.rollback().await.db_context("rolling back")?;
-                return Ok(None);
-            }
-        }
-        tx.commit().await.db_context("committing messages")?;
-        Ok(Some(outcomes))
-    }
-
-    pub async fn change_message<F>(
-        &self,
-        conversation: ConversationId,
-        message: MessageId,
-        user: &UserId,
-        decide: F,
-    ) -> Result<Option<Message>>
-    where
-        F: FnOnce(&Message, Option<Role>) -> Result<MessageChange> + Send,
-    {
-        let mut tx = self.begin().await?;
-        let role: Option<String> = sqlx::query_scalar(
-            "SELECT role FROM members WHERE conversation_id = $1 AND user_id = $2",
-        )
-        .bind(conversation.0)
-        .bind(user.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .db_context("checking membership")?;
-        let role = role.as_deref().and_then(Role::from_db);
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages m
-             WHERE m.id = $1 AND m.conversation_id = $2 FOR UPDATE"
-        ))
-        .bind(message.0)
-        .bind(conversation.0)
-        .fetch_optional(&mut *tx)
-        .await
-        .db_context("loading the message")?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let current = message_from_row(&row)?;
-        let now = Timestamp::now().millis();
-        let query = match decide(&current, role)? {
-            MessageChange::Unchanged => return Ok(Some(current)),
-            MessageChange::Edit(body) => sqlx::query(concat!(
-                "UPDATE messages m SET body = $3, edited_at = $4, changed_at = $4
-                     WHERE m.id = $1 AND m.conversation_id = $2 RETURNING ",
-                message_columns!()
-            ))
-            .bind(message.0)
-            .bind(conversation.0)
-            .bind(body.into_string())
-            .bind(now),
-            MessageChange::Delete => sqlx::query(concat!(
-                "UPDATE messages m SET body = NULL, deleted_at = $3, changed_at = $3
-                 WHERE m.id = $1 AND m.conversation_id = $2 RETURNING ",
-                message_columns!()
-            ))
-            .bind(message.0)
-            .bind(conversation.0)
-            .bind(now),
-        };
-        let row = query
-            .fetch_one(&mut *tx)
-            .await
-            .db_context("updating the message")?;
-        let updated = message_from_row(&row)?;
-        tx.commit().await.db_context("committing")?;
-        Ok(Some(updated))
-    }
-
     pub async fn history(&self, conversation: ConversationId, q: HistoryQuery) -> Result<Page> {
         macro_rules! range {
             ($order:literal) => {
@@ -672,7 +297,7 @@ impl PgStore {
         } else {
             range!("DESC")
         };
-        let rows = sqlx::query(sql)
+        let rows: Vec<MessageRow> = sqlx::query_as(sql)
             .bind(conversation.0)
             .bind(q.after_seq.unwrap_or(0))
             .bind(q.before_seq.unwrap_or(i64::MAX))
@@ -680,8 +305,7 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await
             .db_context("reading history")?;
-        let messages = rows.iter().map(message_from_row).collect::<Result<_>>()?;
-        Ok(page_from_rows(messages, q))
+        Ok(page_from_rows(messages(rows), q))
     }
 
     pub async fn sync(
@@ -705,7 +329,7 @@ impl PgStore {
         let member_of: HashSet<Uuid> = member_of.into_iter().collect();
         let visible: Vec<Uuid> = member_of.iter().copied().collect();
         // One query for all conversations: for each cursor, the next `limit + 1` messages.
-        let rows = sqlx::query(concat!(
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
             "SELECT ",
             message_columns!(),
             "
@@ -724,15 +348,11 @@ impl PgStore {
         .fetch_all(&mut *conn)
         .await
         .db_context("reading messages for sync")?;
-        let mut new: HashMap<ConversationId, Vec<Message>> = HashMap::new();
-        for row in &rows {
-            let m = message_from_row(row)?;
-            new.entry(m.conversation_id).or_default().push(m);
-        }
-        let mut changed: HashMap<ConversationId, Vec<Message>> = HashMap::new();
+        let mut new = by_conversation(messages(rows));
+        let mut changed = HashMap::new();
         if let Some(since) = changed_since {
             let changed_afters: Vec<i64> = cursors.iter().map(|c| c.changed_after).collect();
-            let rows = sqlx::query(concat!(
+            let rows: Vec<MessageRow> = sqlx::query_as(concat!(
                 "SELECT ",
                 message_columns!(),
                 "
@@ -754,10 +374,7 @@ impl PgStore {
             .fetch_all(&mut *conn)
             .await
             .db_context("reading changed messages for sync")?;
-            for row in &rows {
-                let m = message_from_row(row)?;
-                changed.entry(m.conversation_id).or_default().push(m);
-            }
+            changed = by_conversation(messages(rows));
         }
         Ok(cursors
             .iter()
@@ -772,6 +389,10 @@ impl PgStore {
             })
             .collect())
     }
+}
+
+impl Backend for PgStore {
+    type Db = Postgres;
 
     async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
         self.pool
@@ -779,103 +400,392 @@ impl PgStore {
             .await
             .db_context("beginning a transaction")
     }
-}
 
-/// Makes sure rows exist for these users (named in a conversation before they ever connected).
-async fn ensure_users(conn: &mut sqlx::PgConnection, ids: &[&str]) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO users (id, created_at) SELECT u, $2 FROM UNNEST($1::text[]) AS t(u)
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(ids)
-    .bind(Timestamp::now().millis())
-    .execute(conn)
-    .await
-    .db_context("recording users")?;
-    Ok(())
-}
-
-async fn insert_members(
-    conn: &mut sqlx::PgConnection,
-    conversation: Uuid,
-    members: &[(&UserId, Role)],
-    now: i64,
-) -> Result<()> {
-    let users: Vec<&str> = members.iter().map(|(u, _)| u.as_str()).collect();
-    let roles: Vec<&str> = members.iter().map(|(_, r)| r.as_str()).collect();
-    sqlx::query(
-        "INSERT INTO members (conversation_id, user_id, role, joined_at)
-         SELECT $1, u, r, $4 FROM UNNEST($2::text[], $3::text[]) AS t(u, r)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(conversation)
-    .bind(&users)
-    .bind(&roles)
-    .bind(now)
-    .execute(conn)
-    .await
-    .db_context("adding members")?;
-    Ok(())
-}
-
-async fn load_one(conn: &mut sqlx::PgConnection, id: ConversationId) -> Result<Conversation> {
-    let heads = load_heads(conn, &[id.0], false).await?;
-    load_full(conn, heads)
-        .await?
-        .pop()
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("conversation {id} vanished")))
-}
-
-async fn load_heads(
-    conn: &mut sqlx::PgConnection,
-    ids: &[Uuid],
-    lock: bool,
-) -> Result<Vec<ConversationHead>> {
-    const SELECT: &str =
-        "SELECT id, kind, title, created_at, last_seq FROM conversations WHERE id = ANY($1)";
-    const SELECT_LOCKED: &str = "SELECT id, kind, title, created_at, last_seq FROM conversations
-         WHERE id = ANY($1) ORDER BY id FOR UPDATE";
-    let rows = sqlx::query(if lock { SELECT_LOCKED } else { SELECT })
-        .bind(ids)
-        .fetch_all(conn)
+    async fn ensure_users(c: &mut PgConnection, users: &[&UserId]) -> Result<()> {
+        let ids: Vec<&str> = users.iter().map(|u| u.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO users (id, created_at) SELECT u, $2 FROM UNNEST($1::text[]) AS t(u)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(Timestamp::now().millis())
+        .execute(c)
         .await
-        .db_context("loading conversations")?;
-    rows.iter().map(head_from_row).collect()
+        .db_context("recording users")?;
+        Ok(())
+    }
+
+    async fn insert_direct(
+        c: &mut PgConnection,
+        id: ConversationId,
+        key: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO conversations (id, kind, direct_key, created_at, last_activity_at)
+             VALUES ($1, 'direct', $2, $3, $3)
+             ON CONFLICT (direct_key) DO NOTHING",
+        )
+        .bind(id.0)
+        .bind(key)
+        .bind(now)
+        .execute(c)
+        .await
+        .db_context("creating a direct conversation")?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    async fn find_direct(c: &mut PgConnection, key: &str) -> Result<ConversationId> {
+        sqlx::query_scalar("SELECT id FROM conversations WHERE direct_key = $1")
+            .bind(key)
+            .fetch_one(c)
+            .await
+            .map(ConversationId)
+            .db_context("finding the direct conversation")
+    }
+
+    async fn insert_group(
+        c: &mut PgConnection,
+        id: ConversationId,
+        title: &ConversationTitle,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO conversations (id, kind, title, created_at, last_activity_at)
+             VALUES ($1, 'group', $2, $3, $3)",
+        )
+        .bind(id.0)
+        .bind(title.as_str())
+        .bind(now)
+        .execute(c)
+        .await
+        .db_context("creating a group")?;
+        Ok(())
+    }
+
+    async fn insert_members(
+        c: &mut PgConnection,
+        id: ConversationId,
+        members: &[(&UserId, Role)],
+        now: i64,
+    ) -> Result<()> {
+        let users: Vec<&str> = members.iter().map(|(u, _)| u.as_str()).collect();
+        let roles: Vec<&str> = members.iter().map(|(_, r)| r.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO members (conversation_id, user_id, role, joined_at)
+             SELECT $1, u, r, $4 FROM UNNEST($2::text[], $3::text[]) AS t(u, r)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id.0)
+        .bind(&users)
+        .bind(&roles)
+        .bind(now)
+        .execute(c)
+        .await
+        .db_context("adding members")?;
+        Ok(())
+    }
+
+    async fn remove_members(
+        c: &mut PgConnection,
+        id: ConversationId,
+        users: &[UserId],
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM members WHERE conversation_id = $1 AND user_id = ANY($2)")
+            .bind(id.0)
+            .bind(user_strs(users))
+            .execute(c)
+            .await
+            .db_context("removing members")?;
+        Ok(())
+    }
+
+    async fn set_role(
+        c: &mut PgConnection,
+        id: ConversationId,
+        user: &UserId,
+        role: Role,
+    ) -> Result<()> {
+        sqlx::query("UPDATE members SET role = $3 WHERE conversation_id = $1 AND user_id = $2")
+            .bind(id.0)
+            .bind(user.as_str())
+            .bind(role.as_str())
+            .execute(c)
+            .await
+            .db_context("changing a role")?;
+        Ok(())
+    }
+
+    async fn record_departures(
+        c: &mut PgConnection,
+        id: ConversationId,
+        users: &[UserId],
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO departures (conversation_id, user_id, left_at)
+             SELECT $1, u, $3 FROM UNNEST($2::text[]) AS u
+             ON CONFLICT (conversation_id, user_id) DO UPDATE SET left_at = EXCLUDED.left_at",
+        )
+        .bind(id.0)
+        .bind(user_strs(users))
+        .bind(now)
+        .execute(c)
+        .await
+        .db_context("recording departures")?;
+        Ok(())
+    }
+
+    async fn departed(
+        c: &mut PgConnection,
+        id: ConversationId,
+        users: &[UserId],
+    ) -> Result<Vec<UserId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT user_id FROM departures WHERE conversation_id = $1 AND user_id = ANY($2)",
+        )
+        .bind(id.0)
+        .bind(user_strs(users))
+        .fetch_all(c)
+        .await
+        .db_context("loading departures")?;
+        Ok(ids.iter().map(|u| UserId::from_db(u)).collect())
+    }
+
+    async fn load_conversations(
+        c: &mut PgConnection,
+        ids: &[ConversationId],
+        lock: bool,
+    ) -> Result<Vec<Conversation>> {
+        const SELECT: &str =
+            "SELECT id, kind, title, created_at, last_seq FROM conversations WHERE id = ANY($1)";
+        const SELECT_LOCKED: &str =
+            "SELECT id, kind, title, created_at, last_seq FROM conversations
+             WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+        let rows: Vec<HeadRow> = sqlx::query_as(if lock { SELECT_LOCKED } else { SELECT })
+            .bind(uuids(ids))
+            .fetch_all(&mut *c)
+            .await
+            .db_context("loading conversations")?;
+        let heads = rows
+            .into_iter()
+            .map(|r| r.into_head(None))
+            .collect::<Result<_>>()?;
+        complete(c, heads).await
+    }
+
+    async fn role_of(
+        c: &mut PgConnection,
+        conversation: ConversationId,
+        user: &UserId,
+    ) -> Result<Option<Role>> {
+        let role: Option<String> = sqlx::query_scalar(
+            "SELECT role FROM members WHERE conversation_id = $1 AND user_id = $2",
+        )
+        .bind(conversation.0)
+        .bind(user.as_str())
+        .fetch_optional(c)
+        .await
+        .db_context("checking membership")?;
+        role.as_deref().map(super::rows::role).transpose()
+    }
+
+    async fn lock_message(
+        c: &mut PgConnection,
+        conversation: ConversationId,
+        message: MessageId,
+    ) -> Result<Option<Message>> {
+        let row: Option<MessageRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m WHERE m.id = $1 AND m.conversation_id = $2 FOR UPDATE"
+        ))
+        .bind(message.0)
+        .bind(conversation.0)
+        .fetch_optional(c)
+        .await
+        .db_context("loading the message")?;
+        Ok(row.map(Message::from))
+    }
+
+    async fn rewrite_message(
+        c: &mut PgConnection,
+        conversation: ConversationId,
+        message: MessageId,
+        rewrite: Rewrite,
+        now: i64,
+    ) -> Result<Message> {
+        let query = match rewrite {
+            Rewrite::Edit(body) => sqlx::query_as(concat!(
+                "UPDATE messages m SET body = $3, edited_at = $4, changed_at = $4
+                 WHERE m.id = $1 AND m.conversation_id = $2 RETURNING ",
+                message_columns!()
+            ))
+            .bind(message.0)
+            .bind(conversation.0)
+            .bind(body.into_string())
+            .bind(now),
+            Rewrite::Delete => sqlx::query_as(concat!(
+                "UPDATE messages m SET body = NULL, deleted_at = $3, changed_at = $3
+                 WHERE m.id = $1 AND m.conversation_id = $2 RETURNING ",
+                message_columns!()
+            ))
+            .bind(message.0)
+            .bind(conversation.0)
+            .bind(now),
+        };
+        let row: MessageRow = query
+            .fetch_one(c)
+            .await
+            .db_context("updating the message")?;
+        Ok(row.into())
+    }
+
+    async fn lock_seqs(
+        c: &mut PgConnection,
+        conversations: &[ConversationId],
+    ) -> Result<HashMap<ConversationId, i64>> {
+        let rows: Vec<SeqRow> = sqlx::query_as(
+            "SELECT id, last_seq FROM conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(uuids(conversations))
+        .fetch_all(c)
+        .await
+        .db_context("locking conversations")?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn senders_who_are_members(
+        c: &mut PgConnection,
+        batch: &[NewMessage],
+    ) -> Result<HashSet<(ConversationId, UserId)>> {
+        let convs: Vec<Uuid> = batch.iter().map(|m| m.conversation_id.0).collect();
+        let senders: Vec<&str> = batch.iter().map(|m| m.sender_id.as_str()).collect();
+        let rows: Vec<MembershipRow> = sqlx::query_as(
+            "SELECT DISTINCT k.c AS conversation_id, k.s AS user_id
+             FROM UNNEST($1::uuid[], $2::text[]) AS k(c, s)
+             JOIN members mb ON mb.conversation_id = k.c AND mb.user_id = k.s",
+        )
+        .bind(&convs)
+        .bind(&senders)
+        .fetch_all(c)
+        .await
+        .db_context("checking senders' membership")?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn stored_sends(c: &mut PgConnection, batch: &[NewMessage]) -> Result<Vec<Message>> {
+        let convs: Vec<Uuid> = batch.iter().map(|m| m.conversation_id.0).collect();
+        let senders: Vec<&str> = batch.iter().map(|m| m.sender_id.as_str()).collect();
+        let clients: Vec<&str> = batch.iter().map(|m| m.client_id.as_str()).collect();
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS k(c, s, cl)
+             CROSS JOIN LATERAL (
+                 SELECT * FROM messages m
+                 WHERE m.conversation_id = k.c AND m.sender_id = k.s AND m.client_id = k.cl
+             ) m"
+        ))
+        .bind(&convs)
+        .bind(&senders)
+        .bind(&clients)
+        .fetch_all(c)
+        .await
+        .db_context("looking up retried sends")?;
+        Ok(messages(rows))
+    }
+
+    /// One statement: insert the messages (only those whose sender is a member, skipping
+    /// stored idempotency keys) and move the conversations' last seq.
+    async fn insert_batch(
+        c: &mut PgConnection,
+        stored: &[&Message],
+        last_seqs: &HashMap<ConversationId, i64>,
+    ) -> Result<u64> {
+        let ids: Vec<Uuid> = stored.iter().map(|m| m.id.0).collect();
+        let convs: Vec<Uuid> = stored.iter().map(|m| m.conversation_id.0).collect();
+        let seqs: Vec<i64> = stored.iter().map(|m| m.seq).collect();
+        let senders: Vec<&str> = stored.iter().map(|m| m.sender_id.as_str()).collect();
+        let clients: Vec<&str> = stored.iter().map(|m| m.client_id.as_str()).collect();
+        let bodies: Vec<&str> = stored
+            .iter()
+            .map(|m| m.body.as_deref().unwrap_or_default())
+            .collect();
+        let now = stored[0].created_at.millis();
+        let (last_ids, last_seqs): (Vec<Uuid>, Vec<i64>) =
+            last_seqs.iter().map(|(c, s)| (c.0, *s)).unzip();
+        let inserted: i64 = sqlx::query_scalar(
+            "WITH ins AS (
+                 INSERT INTO messages (id, conversation_id, seq, sender_id, client_id, body, created_at)
+                 SELECT id, c, s, snd, cl, b, $7
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[])
+                      AS t(id, c, s, snd, cl, b)
+                 WHERE EXISTS (SELECT 1 FROM members mb
+                               WHERE mb.conversation_id = t.c AND mb.user_id = t.snd)
+                 ON CONFLICT (conversation_id, sender_id, client_id) DO NOTHING
+                 RETURNING 1
+             ), upd AS (
+                 UPDATE conversations c SET last_seq = t.s, last_activity_at = $7
+                 FROM UNNEST($8::uuid[], $9::bigint[]) AS t(id, s)
+                 WHERE c.id = t.id
+             )
+             SELECT count(*) FROM ins",
+        )
+        .bind(&ids)
+        .bind(&convs)
+        .bind(&seqs)
+        .bind(&senders)
+        .bind(&clients)
+        .bind(&bodies)
+        .bind(now)
+        .bind(&last_ids)
+        .bind(&last_seqs)
+        .fetch_one(c)
+        .await
+        .db_context("inserting messages")?;
+        Ok(inserted as u64)
+    }
+}
+
+fn uuids(ids: &[ConversationId]) -> Vec<Uuid> {
+    ids.iter().map(|i| i.0).collect()
+}
+
+fn user_strs(users: &[UserId]) -> Vec<&str> {
+    users.iter().map(UserId::as_str).collect()
+}
+
+fn by_conversation(messages: Vec<Message>) -> HashMap<ConversationId, Vec<Message>> {
+    let mut by: HashMap<ConversationId, Vec<Message>> = HashMap::new();
+    for m in messages {
+        by.entry(m.conversation_id).or_default().push(m);
+    }
+    by
 }
 
 /// Attaches members and last messages to conversation heads: two more queries for any number.
-async fn load_full(
-    conn: &mut sqlx::PgConnection,
-    heads: Vec<ConversationHead>,
+async fn complete(
+    c: &mut PgConnection,
+    heads: Vec<super::assemble::ConversationHead>,
 ) -> Result<Vec<Conversation>> {
     if heads.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = heads.iter().map(|h| h.id.0).collect();
-    let rows = sqlx::query(
+    let rows: Vec<MemberRow> = sqlx::query_as(
         "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
          FROM members mb JOIN users u ON u.id = mb.user_id
          WHERE mb.conversation_id = ANY($1)",
     )
     .bind(&ids)
-    .fetch_all(&mut *conn)
+    .fetch_all(&mut *c)
     .await
     .db_context("loading members")?;
     let members = rows
-        .iter()
-        .map(|r| {
-            let role: &str = r.get(3);
-            Ok((
-                ConversationId(r.get(0)),
-                Member {
-                    user_id: UserId::from_db(r.get(1)),
-                    name: r.get(2),
-                    role: Role::from_db(role).ok_or_else(|| corrupt("role", role))?,
-                    joined_at: Timestamp(r.get(4)),
-                    last_read_seq: r.get(5),
-                },
-            ))
-        })
+        .into_iter()
+        .map(MemberRow::into_member)
         .collect::<Result<_>>()?;
     let (with_last, seqs): (Vec<Uuid>, Vec<i64>) = heads
         .iter()
@@ -885,50 +795,18 @@ async fn load_full(
     let last_messages = if with_last.is_empty() {
         Vec::new()
     } else {
-        let rows = sqlx::query(concat!("SELECT ", message_columns!(), " FROM messages m
-             JOIN UNNEST($1::uuid[], $2::bigint[]) AS k(c, s) ON m.conversation_id = k.c AND m.seq = k.s"))
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m
+             JOIN UNNEST($1::uuid[], $2::bigint[]) AS k(c, s) ON m.conversation_id = k.c AND m.seq = k.s"
+        ))
         .bind(&with_last)
         .bind(&seqs)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut *c)
         .await
         .db_context("loading last messages")?;
-        rows.iter().map(message_from_row).collect::<Result<_>>()?
+        messages(rows)
     };
     Ok(assemble(heads, members, last_messages))
-}
-
-fn head_from_row(r: &PgRow) -> Result<ConversationHead> {
-    let kind: &str = r.get(1);
-    Ok(ConversationHead {
-        id: ConversationId(r.get(0)),
-        kind: ConversationKind::from_db(kind).ok_or_else(|| corrupt("kind", kind))?,
-        title: r.get(2),
-        created_at: Timestamp(r.get(3)),
-        last_seq: r.get(4),
-        // Columns 5 and 6 are present when listing a member's own conversations.
-        read_state: (r.len() > 6).then(|| ReadState {
-            last_read_seq: r.get(5),
-            unread_count: r.get(6),
-        }),
-    })
-}
-
-fn message_from_row(r: &PgRow) -> Result<Message> {
-    Ok(Message {
-        id: MessageId(r.try_get(0).db_context("reading a message")?),
-        conversation_id: ConversationId(r.get(1)),
-        seq: r.get(2),
-        sender_id: UserId::from_db(r.get(3)),
-        client_id: r.get(4),
-        body: r.get(5),
-        created_at: Timestamp(r.get(6)),
-        edited_at: r.get::<Option<i64>, _>(7).map(Timestamp),
-        deleted_at: r.get::<Option<i64>, _>(8).map(Timestamp),
-    })
-}
-
-fn corrupt(what: &str, value: &str) -> Error {
-    Error::Internal(anyhow::anyhow!(
-        "unexpected {what} {value:?} in the database"
-    ))
 }

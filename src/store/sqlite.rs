@@ -3,7 +3,8 @@
 //! SQLite allows one writer at a time, so writes go through a pool of exactly one connection
 //! (they queue in the pool instead of failing with SQLITE_BUSY), while reads use a pool of their
 //! own: in WAL mode readers never wait for the writer. Statements run in-process, so a loop of
-//! small statements costs microseconds, not round trips.
+//! small statements costs microseconds, not round trips. Lists travel as JSON arrays that
+//! `json_each` unpacks, SQLite's way to bind one.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -11,31 +12,23 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
-use uuid::Uuid;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
-use super::{
-    ConversationHead, HistoryQuery, MembershipChange, MembershipPlan, MessageChange, NewMessage,
-    Page, SendOutcome, SyncUpdate, assemble, by_send_key, direct_key, page_from_rows, plan_batch,
-    sync_update,
+use super::assemble::{ConversationHead, assemble, page_from_rows, sync_update};
+use super::rows::{
+    HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow, messages,
 };
-use crate::domain::requests::SyncCursor;
+use super::transactions::{Backend, Rewrite};
+use super::{DbContext, HistoryQuery, NewMessage, Page, SyncUpdate};
 use crate::domain::{
-    Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName, Member,
-    Message, MessageId, ReadState, Role, Timestamp, UserId,
+    Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageId, Role,
+    Timestamp, UserId,
 };
-use crate::error::{DbContext, Error, Result};
+use crate::error::Result;
+use crate::protocol::requests::SyncCursor;
 
-/// The columns of a message, in the order `message_from_row` reads them. A macro, so that
-/// queries can be built with `concat!` and stay `&'static str` (sqlx caches statements by text).
-macro_rules! message_columns {
-    () => {
-        "m.id, m.conversation_id, m.seq, m.sender_id, m.client_id, m.body, m.created_at, m.edited_at, m.deleted_at"
-    };
-}
+use super::rows::message_columns;
 
 /// The same columns unqualified, for `RETURNING` (SQLite doesn't accept the table alias there).
 macro_rules! returned_columns {
@@ -163,93 +156,22 @@ impl SqliteStore {
     }
 
     pub async fn memberships(&self, user: &UserId) -> Result<Vec<ConversationId>> {
-        let ids: Vec<String> =
+        let ids: Vec<super::rows::DbUuid> =
             sqlx::query_scalar("SELECT conversation_id FROM members WHERE user_id = ?")
                 .bind(user.as_str())
                 .fetch_all(&self.readers)
                 .await
                 .db_context("loading memberships")?;
-        ids.iter().map(|s| conversation_id(s)).collect()
-    }
-
-    pub async fn create_direct(&self, a: &UserId, b: &UserId) -> Result<(Conversation, bool)> {
-        let key = direct_key(a, b);
-        let now = Timestamp::now().millis();
-        let mut tx = self.begin().await?;
-        ensure_users(&mut tx, &[a, b]).await?;
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT id FROM conversations WHERE direct_key = ?")
-                .bind(&key)
-                .fetch_optional(&mut *tx)
-                .await
-                .db_context("finding the direct conversation")?;
-        // The single writer makes check-then-insert safe here.
-        let (id, created) = match existing {
-            Some(id) => (conversation_id(&id)?, false),
-            None => {
-                let id = ConversationId::new();
-                sqlx::query(
-                    "INSERT INTO conversations (id, kind, direct_key, created_at, last_activity_at)
-                     VALUES (?1, 'direct', ?2, ?3, ?3)",
-                )
-                .bind(id.to_string())
-                .bind(&key)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .db_context("creating a direct conversation")?;
-                insert_members(&mut tx, id, &[(a, Role::Member), (b, Role::Member)], now).await?;
-                (id, true)
-            }
-        };
-        let conversation = load_one(&mut tx, id).await?;
-        tx.commit().await.db_context("committing")?;
-        Ok((conversation, created))
-    }
-
-    pub async fn create_group(
-        &self,
-        owner: &UserId,
-        title: &ConversationTitle,
-        members: &[UserId],
-    ) -> Result<Conversation> {
-        let id = ConversationId::new();
-        let now = Timestamp::now().millis();
-        let mut tx = self.begin().await?;
-        let mut everyone = vec![owner];
-        everyone.extend(members);
-        ensure_users(&mut tx, &everyone).await?;
-        sqlx::query(
-            "INSERT INTO conversations (id, kind, title, created_at, last_activity_at)
-             VALUES (?1, 'group', ?2, ?3, ?3)",
-        )
-        .bind(id.to_string())
-        .bind(title.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .db_context("creating a group")?;
-        let mut roles = vec![(owner, Role::Owner)];
-        roles.extend(members.iter().map(|m| (m, Role::Member)));
-        insert_members(&mut tx, id, &roles, now).await?;
-        let conversation = load_one(&mut tx, id).await?;
-        tx.commit().await.db_context("committing")?;
-        Ok(conversation)
-    }
-
-    pub async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>> {
-        let mut conn = self.readers.acquire().await.db_context("acquiring")?;
-        let heads = load_heads(&mut conn, &[id]).await?;
-        Ok(load_full(&mut conn, heads).await?.pop())
+        Ok(ids.into_iter().map(Into::into).collect())
     }
 
     pub async fn conversations_of(&self, user: &UserId) -> Result<Vec<Conversation>> {
         let mut conn = self.readers.acquire().await.db_context("acquiring")?;
-        let rows = sqlx::query(
+        let rows: Vec<OwnHeadRow> = sqlx::query_as(
             "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, mb.last_read_seq,
                     (SELECT count(*) FROM messages m
                      WHERE m.conversation_id = c.id AND m.seq > mb.last_read_seq
-                       AND m.deleted_at IS NULL AND m.sender_id <> mb.user_id) AS unread
+                       AND m.deleted_at IS NULL AND m.sender_id <> mb.user_id) AS unread_count
              FROM members mb JOIN conversations c ON c.id = mb.conversation_id
              WHERE mb.user_id = ?
              ORDER BY c.last_activity_at DESC, c.id DESC",
@@ -258,8 +180,11 @@ impl SqliteStore {
         .fetch_all(&mut *conn)
         .await
         .db_context("listing conversations")?;
-        let heads = rows.iter().map(head_from_row).collect::<Result<_>>()?;
-        load_full(&mut conn, heads).await
+        let heads = rows
+            .into_iter()
+            .map(OwnHeadRow::into_head)
+            .collect::<Result<_>>()?;
+        complete(&mut conn, heads).await
     }
 
     pub async fn mark_read(
@@ -301,28 +226,18 @@ impl SqliteStore {
         viewer: &UserId,
         users: &[UserId],
     ) -> Result<Vec<(UserId, Option<Timestamp>)>> {
-        let ids = serde_json::to_string(&users.iter().map(UserId::as_str).collect::<Vec<_>>())
-            .expect("strings serialise");
-        let rows = sqlx::query(
+        let rows: Vec<LastSeenRow> = sqlx::query_as(
             "SELECT u.id, u.last_seen_at FROM users u
              WHERE u.id IN (SELECT value FROM json_each(?2)) AND EXISTS (
                  SELECT 1 FROM members a JOIN members b ON b.conversation_id = a.conversation_id
                  WHERE a.user_id = ?1 AND b.user_id = u.id)",
         )
         .bind(viewer.as_str())
-        .bind(ids)
+        .bind(json_users(users))
         .fetch_all(&self.readers)
         .await
         .db_context("reading last seen times")?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    UserId::from_db(r.get(0)),
-                    r.get::<Option<i64>, _>(1).map(Timestamp),
-                )
-            })
-            .collect())
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     pub async fn set_last_seen(&self, user: &UserId, at: Option<Timestamp>) -> Result<()> {
@@ -344,289 +259,6 @@ impl SqliteStore {
         .fetch_one(&self.readers)
         .await
         .db_context("checking membership")
-    }
-
-    pub async fn change_members<F>(
-        &self,
-        id: ConversationId,
-        names: &[UserId],
-        decide: F,
-    ) -> Result<Option<MembershipChange>>
-    where
-        F: FnOnce(&Conversation, &[UserId]) -> Result<MembershipPlan> + Send,
-    {
-        // Holding the only write connection is the lock: nothing else writes meanwhile.
-        let mut tx = self.begin().await?;
-        let heads = load_heads(&mut tx, &[id]).await?;
-        let Some(before) = load_full(&mut tx, heads).await?.pop() else {
-            return Ok(None);
-        };
-        let departed: Vec<UserId> = if names.is_empty() {
-            Vec::new()
-        } else {
-            let ids: Vec<&str> = names.iter().map(UserId::as_str).collect();
-            sqlx::query_scalar::<_, String>(
-                "SELECT user_id FROM departures
-                 WHERE conversation_id = ? AND user_id IN (SELECT value FROM json_each(?))",
-            )
-            .bind(id.to_string())
-            .bind(serde_json::to_string(&ids).expect("strings serialise"))
-            .fetch_all(&mut *tx)
-            .await
-            .db_context("loading departures")?
-            .iter()
-            .map(|u| UserId::from_db(u))
-            .collect()
-        };
-        let plan = decide(&before, &departed)?;
-        if plan.is_empty() {
-            return Ok(Some(MembershipChange {
-                after: before.clone(),
-                before,
-            }));
-        }
-        let now = Timestamp::now().millis();
-        if !plan.add.is_empty() {
-            let users: Vec<&UserId> = plan.add.iter().collect();
-            ensure_users(&mut tx, &users).await?;
-            let roles: Vec<_> = plan.add.iter().map(|u| (u, Role::Member)).collect();
-            insert_members(&mut tx, id, &roles, now).await?;
-        }
-        for user in &plan.remove {
-            sqlx::query("DELETE FROM members WHERE conversation_id = ? AND user_id = ?")
-                .bind(id.to_string())
-                .bind(user.as_str())
-                .execute(&mut *tx)
-                .await
-                .db_context("removing members")?;
-        }
-        for (user, role) in &plan.set_role {
-            sqlx::query("UPDATE members SET role = ? WHERE conversation_id = ? AND user_id = ?")
-                .bind(role.as_str())
-                .bind(id.to_string())
-                .bind(user.as_str())
-                .execute(&mut *tx)
-                .await
-                .db_context("changing a role")?;
-        }
-        for user in &plan.departures {
-            sqlx::query(
-                "INSERT INTO departures (conversation_id, user_id, left_at) VALUES (?, ?, ?)
-                 ON CONFLICT (conversation_id, user_id) DO UPDATE SET left_at = excluded.left_at",
-            )
-            .bind(id.to_string())
-            .bind(user.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .db_context("recording departures")?;
-        }
-        let after = load_one(&mut tx, id).await?;
-        tx.commit().await.db_context("committing")?;
-        Ok(Some(MembershipChange { before, after }))
-    }
-
-    /// Writes a batch in a fixed number of statements whatever its size: the batch travels as
-    /// JSON arrays that SQLite unpacks with `json_each` (its way to bind a list), so a batch of
-    /// 500 costs about what a batch of 5 does.
-    ///
-    /// One attempt (see [`Store::insert_messages`](super::Store::insert_messages)); `Ok(None)`
-    /// when the insert skipped a row the plan didn't expect it to.
-    pub(crate) async fn try_insert_messages(
-        &self,
-        batch: &[NewMessage],
-        look_up: bool,
-    ) -> Result<Option<Vec<SendOutcome>>> {
-        let keys = serde_json::to_string(
-            &batch
-                .iter()
-                .map(|m| {
-                    (
-                        m.conversation_id.to_string(),
-                        m.sender_id.as_str(),
-                        m.client_id.as_str(),
-                    )
-                })
-                .collect::<Vec<_>>(),
-        )
-        .expect("strings serialise");
-        // One writer connection: nothing can change the conversations between these statements.
-        let mut tx = self.begin().await?;
-
-        let rows = sqlx::query(
-            "SELECT id, last_seq FROM conversations
-             WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each(?))",
-        )
-        .bind(&keys)
-        .fetch_all(&mut *tx)
-        .await
-        .db_context("reading conversations' seq")?;
-        let last_seq: HashMap<ConversationId, i64> = rows
-            .iter()
-            .map(|r| Ok((conversation_id(r.get(0))?, r.get(1))))
-            .collect::<Result<_>>()?;
-
-        let (members, existing) = if look_up {
-            let rows = sqlx::query(
-                "SELECT conversation_id, user_id FROM members
-                 WHERE (conversation_id, user_id) IN
-                       (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
-            )
-            .bind(&keys)
-            .fetch_all(&mut *tx)
-            .await
-            .db_context("checking senders' membership")?;
-            let members: HashSet<(ConversationId, String)> = rows
-                .iter()
-                .map(|r| Ok((conversation_id(r.get(0))?, r.get(1))))
-                .collect::<Result<_>>()?;
-            let rows = sqlx::query(concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM messages m
-                 WHERE (m.conversation_id, m.sender_id, m.client_id) IN
-                       (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-                               json_extract(value, '$[2]') FROM json_each(?))"
-            ))
-            .bind(&keys)
-            .fetch_all(&mut *tx)
-            .await
-            .db_context("looking up retried sends")?;
-            let existing = by_send_key(rows.iter().map(message_from_row).collect::<Result<_>>()?);
-            (Some(members), existing)
-        } else {
-            (None, HashMap::new())
-        };
-
-        let (outcomes, new_last) = plan_batch(
-            batch,
-            &last_seq,
-            // Until a skipped row says otherwise, every sender is taken to be a member: the
-            // insert checks it.
-            |c, u| {
-                members
-                    .as_ref()
-                    .is_none_or(|m| m.contains(&(c, u.as_str().to_owned())))
-            },
-            existing,
-            Timestamp::now(),
-        );
-        let stored: Vec<_> = outcomes
-            .iter()
-            .filter_map(|o| match o {
-                SendOutcome::Stored(m) => Some((
-                    m.id.to_string(),
-                    m.conversation_id.to_string(),
-                    m.seq,
-                    m.sender_id.as_str(),
-                    m.client_id.as_str(),
-                    m.body.as_deref(),
-                    m.created_at.millis(),
-                )),
-                _ => None,
-            })
-            .collect();
-        if !stored.is_empty() {
-            let activity = stored[0].6;
-            let inserted = sqlx::query(
-                "INSERT INTO messages (id, conversation_id, seq, sender_id, client_id, body, created_at)
-                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-                        json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-                        json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-                        json_extract(value, '$[6]')
-                 FROM json_each(?) AS t
-                 WHERE EXISTS (SELECT 1 FROM members mb
-                               WHERE mb.conversation_id = json_extract(t.value, '$[1]')
-                                 AND mb.user_id = json_extract(t.value, '$[3]'))
-                 ON CONFLICT (conversation_id, sender_id, client_id) DO NOTHING",
-            )
-            .bind(serde_json::to_string(&stored).expect("values serialise"))
-            .execute(&mut *tx)
-            .await
-            .db_context("inserting messages")?
-            .rows_affected();
-            if inserted != stored.len() as u64 {
-                // A non-member or a retry we didn't look up: its seq would leave a gap. Start
-                // over, looking them up.
-                tx.rollback().await.db_context("rolling back")?;
-                return Ok(None);
-            }
-            let seqs: Vec<(String, i64)> =
-                new_last.iter().map(|(c, s)| (c.to_string(), *s)).collect();
-            sqlx::query(
-                "UPDATE conversations
-                 SET last_seq = (SELECT json_extract(value, '$[1]') FROM json_each(?1)
-                                 WHERE json_extract(value, '$[0]') = conversations.id),
-                     last_activity_at = ?2
-                 WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each(?1))",
-            )
-            .bind(serde_json::to_string(&seqs).expect("values serialise"))
-            .bind(activity)
-            .execute(&mut *tx)
-            .await
-            .db_context("advancing conversations' seq")?;
-        }
-        tx.commit().await.db_context("committing messages")?;
-        Ok(Some(outcomes))
-    }
-
-    pub async fn change_message<F>(
-        &self,
-        conversation: ConversationId,
-        message: MessageId,
-        user: &UserId,
-        decide: F,
-    ) -> Result<Option<Message>>
-    where
-        F: FnOnce(&Message, Option<Role>) -> Result<MessageChange> + Send,
-    {
-        let mut tx = self.begin().await?;
-        let role: Option<String> = sqlx::query_scalar(
-            "SELECT role FROM members WHERE conversation_id = ? AND user_id = ?",
-        )
-        .bind(conversation.to_string())
-        .bind(user.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .db_context("checking membership")?;
-        let role = role.as_deref().and_then(Role::from_db);
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages m WHERE m.id = ? AND m.conversation_id = ?"
-        ))
-        .bind(message.to_string())
-        .bind(conversation.to_string())
-        .fetch_optional(&mut *tx)
-        .await
-        .db_context("loading the message")?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let current = message_from_row(&row)?;
-        let now = Timestamp::now().millis();
-        let query = match decide(&current, role)? {
-            MessageChange::Unchanged => return Ok(Some(current)),
-            MessageChange::Edit(body) => sqlx::query(concat!(
-                "UPDATE messages SET body = ?1, edited_at = ?2, changed_at = ?2 WHERE id = ?3 RETURNING ",
-                returned_columns!()
-            ))
-            .bind(body.into_string())
-            .bind(now),
-            MessageChange::Delete => sqlx::query(concat!(
-                "UPDATE messages SET body = NULL, deleted_at = ?1, changed_at = ?1 WHERE id = ?2 RETURNING ",
-                returned_columns!()
-            ))
-            .bind(now),
-        };
-        let row = query
-            .bind(message.to_string())
-            .fetch_one(&mut *tx)
-            .await
-            .db_context("updating the message")?;
-        let updated = message_from_row(&row)?;
-        tx.commit().await.db_context("committing")?;
-        Ok(Some(updated))
     }
 
     pub async fn history(&self, conversation: ConversationId, q: HistoryQuery) -> Result<Page> {
@@ -651,17 +283,17 @@ impl SqliteStore {
         changed_since: Option<Timestamp>,
     ) -> Result<Vec<SyncUpdate>> {
         let mut conn = self.readers.acquire().await.db_context("acquiring")?;
-        let member_of: Vec<String> =
+        let member_of: Vec<super::rows::DbUuid> =
             sqlx::query_scalar("SELECT conversation_id FROM members WHERE user_id = ?")
                 .bind(user.as_str())
                 .fetch_all(&mut *conn)
                 .await
                 .db_context("checking memberships for sync")?;
-        let member_of: HashSet<String> = member_of.into_iter().collect();
+        let member_of: HashSet<ConversationId> = member_of.into_iter().map(Into::into).collect();
         let mut updates = Vec::new();
         for cursor in cursors {
             let conversation = cursor.conversation_id;
-            if !member_of.contains(&conversation.to_string()) {
+            if !member_of.contains(&conversation) {
                 continue;
             }
             let messages = read_range(
@@ -676,7 +308,7 @@ impl SqliteStore {
             let changed = match changed_since {
                 None => Vec::new(),
                 Some(since) => {
-                    let rows = sqlx::query(concat!(
+                    let rows: Vec<MessageRow> = sqlx::query_as(concat!(
                         "SELECT ",
                         message_columns!(),
                         " FROM messages m
@@ -692,19 +324,371 @@ impl SqliteStore {
                     .fetch_all(&mut *conn)
                     .await
                     .db_context("reading changed messages for sync")?;
-                    rows.iter().map(message_from_row).collect::<Result<_>>()?
+                    super::rows::messages(rows)
                 }
             };
             updates.push(sync_update(cursor, messages, changed, limit));
         }
         Ok(updates)
     }
+}
 
+impl Backend for SqliteStore {
+    type Db = Sqlite;
+
+    /// On the single writer connection: holding it is the lock.
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
         self.writer
             .begin()
             .await
             .db_context("beginning a transaction")
+    }
+
+    async fn ensure_users(c: &mut SqliteConnection, users: &[&UserId]) -> Result<()> {
+        let ids: Vec<&str> = users.iter().map(|u| u.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO users (id, created_at) SELECT value, ? FROM json_each(?) WHERE true
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(Timestamp::now().millis())
+        .bind(json(&ids))
+        .execute(c)
+        .await
+        .db_context("recording users")?;
+        Ok(())
+    }
+
+    async fn insert_direct(
+        c: &mut SqliteConnection,
+        id: ConversationId,
+        key: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO conversations (id, kind, direct_key, created_at, last_activity_at)
+             VALUES (?1, 'direct', ?2, ?3, ?3)
+             ON CONFLICT (direct_key) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(key)
+        .bind(now)
+        .execute(c)
+        .await
+        .db_context("creating a direct conversation")?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    async fn find_direct(c: &mut SqliteConnection, key: &str) -> Result<ConversationId> {
+        let id: super::rows::DbUuid =
+            sqlx::query_scalar("SELECT id FROM conversations WHERE direct_key = ?")
+                .bind(key)
+                .fetch_one(c)
+                .await
+                .db_context("finding the direct conversation")?;
+        Ok(id.into())
+    }
+
+    async fn insert_group(
+        c: &mut SqliteConnection,
+        id: ConversationId,
+        title: &ConversationTitle,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO conversations (id, kind, title, created_at, last_activity_at)
+             VALUES (?1, 'group', ?2, ?3, ?3)",
+        )
+        .bind(id.to_string())
+        .bind(title.as_str())
+        .bind(now)
+        .execute(c)
+        .await
+        .db_context("creating a group")?;
+        Ok(())
+    }
+
+    async fn insert_members(
+        c: &mut SqliteConnection,
+        id: ConversationId,
+        members: &[(&UserId, Role)],
+        now: i64,
+    ) -> Result<()> {
+        let members: Vec<(&str, &str)> = members
+            .iter()
+            .map(|(u, r)| (u.as_str(), r.as_str()))
+            .collect();
+        sqlx::query(
+            "INSERT INTO members (conversation_id, user_id, role, joined_at)
+             SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?3
+             FROM json_each(?2) WHERE true
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(json(&members))
+        .bind(now)
+        .execute(c)
+        .await
+        .db_context("adding members")?;
+        Ok(())
+    }
+
+    async fn remove_members(
+        c: &mut SqliteConnection,
+        id: ConversationId,
+        users: &[UserId],
+    ) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM members
+             WHERE conversation_id = ? AND user_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(id.to_string())
+        .bind(json_users(users))
+        .execute(c)
+        .await
+        .db_context("removing members")?;
+        Ok(())
+    }
+
+    async fn set_role(
+        c: &mut SqliteConnection,
+        id: ConversationId,
+        user: &UserId,
+        role: Role,
+    ) -> Result<()> {
+        sqlx::query("UPDATE members SET role = ? WHERE conversation_id = ? AND user_id = ?")
+            .bind(role.as_str())
+            .bind(id.to_string())
+            .bind(user.as_str())
+            .execute(c)
+            .await
+            .db_context("changing a role")?;
+        Ok(())
+    }
+
+    async fn record_departures(
+        c: &mut SqliteConnection,
+        id: ConversationId,
+        users: &[UserId],
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO departures (conversation_id, user_id, left_at)
+             SELECT ?1, value, ?3 FROM json_each(?2) WHERE true
+             ON CONFLICT (conversation_id, user_id) DO UPDATE SET left_at = excluded.left_at",
+        )
+        .bind(id.to_string())
+        .bind(json_users(users))
+        .bind(now)
+        .execute(c)
+        .await
+        .db_context("recording departures")?;
+        Ok(())
+    }
+
+    async fn departed(
+        c: &mut SqliteConnection,
+        id: ConversationId,
+        users: &[UserId],
+    ) -> Result<Vec<UserId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT user_id FROM departures
+             WHERE conversation_id = ? AND user_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(id.to_string())
+        .bind(json_users(users))
+        .fetch_all(c)
+        .await
+        .db_context("loading departures")?;
+        Ok(ids.iter().map(|u| UserId::from_db(u)).collect())
+    }
+
+    /// `lock` needs nothing: the caller holds the single writer.
+    async fn load_conversations(
+        c: &mut SqliteConnection,
+        ids: &[ConversationId],
+        _lock: bool,
+    ) -> Result<Vec<Conversation>> {
+        let rows: Vec<HeadRow> = sqlx::query_as(
+            "SELECT id, kind, title, created_at, last_seq FROM conversations
+             WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json_ids(ids))
+        .fetch_all(&mut *c)
+        .await
+        .db_context("loading conversations")?;
+        let heads = rows
+            .into_iter()
+            .map(|r| r.into_head(None))
+            .collect::<Result<_>>()?;
+        complete(c, heads).await
+    }
+
+    async fn role_of(
+        c: &mut SqliteConnection,
+        conversation: ConversationId,
+        user: &UserId,
+    ) -> Result<Option<Role>> {
+        let role: Option<String> = sqlx::query_scalar(
+            "SELECT role FROM members WHERE conversation_id = ? AND user_id = ?",
+        )
+        .bind(conversation.to_string())
+        .bind(user.as_str())
+        .fetch_optional(c)
+        .await
+        .db_context("checking membership")?;
+        role.as_deref().map(super::rows::role).transpose()
+    }
+
+    async fn lock_message(
+        c: &mut SqliteConnection,
+        conversation: ConversationId,
+        message: MessageId,
+    ) -> Result<Option<Message>> {
+        let row: Option<MessageRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m WHERE m.id = ? AND m.conversation_id = ?"
+        ))
+        .bind(message.to_string())
+        .bind(conversation.to_string())
+        .fetch_optional(c)
+        .await
+        .db_context("loading the message")?;
+        Ok(row.map(Message::from))
+    }
+
+    async fn rewrite_message(
+        c: &mut SqliteConnection,
+        _conversation: ConversationId,
+        message: MessageId,
+        rewrite: Rewrite,
+        now: i64,
+    ) -> Result<Message> {
+        let query = match rewrite {
+            Rewrite::Edit(body) => sqlx::query_as(concat!(
+                "UPDATE messages SET body = ?1, edited_at = ?2, changed_at = ?2 WHERE id = ?3 RETURNING ",
+                returned_columns!()
+            ))
+            .bind(body.into_string())
+            .bind(now),
+            Rewrite::Delete => sqlx::query_as(concat!(
+                "UPDATE messages SET body = NULL, deleted_at = ?1, changed_at = ?1 WHERE id = ?2 RETURNING ",
+                returned_columns!()
+            ))
+            .bind(now),
+        };
+        let row: MessageRow = query
+            .bind(message.to_string())
+            .fetch_one(c)
+            .await
+            .db_context("updating the message")?;
+        Ok(row.into())
+    }
+
+    async fn lock_seqs(
+        c: &mut SqliteConnection,
+        conversations: &[ConversationId],
+    ) -> Result<HashMap<ConversationId, i64>> {
+        let rows: Vec<SeqRow> = sqlx::query_as(
+            "SELECT id, last_seq FROM conversations WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json_ids(conversations))
+        .fetch_all(c)
+        .await
+        .db_context("reading conversations' seq")?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn senders_who_are_members(
+        c: &mut SqliteConnection,
+        batch: &[NewMessage],
+    ) -> Result<HashSet<(ConversationId, UserId)>> {
+        let rows: Vec<MembershipRow> = sqlx::query_as(
+            "SELECT conversation_id, user_id FROM members
+             WHERE (conversation_id, user_id) IN
+                   (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
+        )
+        .bind(send_keys(batch))
+        .fetch_all(c)
+        .await
+        .db_context("checking senders' membership")?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn stored_sends(c: &mut SqliteConnection, batch: &[NewMessage]) -> Result<Vec<Message>> {
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m
+             WHERE (m.conversation_id, m.sender_id, m.client_id) IN
+                   (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                           json_extract(value, '$[2]') FROM json_each(?))"
+        ))
+        .bind(send_keys(batch))
+        .fetch_all(c)
+        .await
+        .db_context("looking up retried sends")?;
+        Ok(messages(rows))
+    }
+
+    /// Two statements whatever the batch's size (a batch of 500 costs about what one of 5
+    /// does): the insert, which skips non-members and stored idempotency keys, and the move of
+    /// each conversation's last seq.
+    async fn insert_batch(
+        c: &mut SqliteConnection,
+        stored: &[&Message],
+        last_seqs: &HashMap<ConversationId, i64>,
+    ) -> Result<u64> {
+        let rows: Vec<_> = stored
+            .iter()
+            .map(|m| {
+                (
+                    m.id.to_string(),
+                    m.conversation_id.to_string(),
+                    m.seq,
+                    m.sender_id.as_str(),
+                    m.client_id.as_str(),
+                    m.body.as_deref(),
+                    m.created_at.millis(),
+                )
+            })
+            .collect();
+        let inserted = sqlx::query(
+            "INSERT INTO messages (id, conversation_id, seq, sender_id, client_id, body, created_at)
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                    json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                    json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                    json_extract(value, '$[6]')
+             FROM json_each(?) AS t
+             WHERE EXISTS (SELECT 1 FROM members mb
+                           WHERE mb.conversation_id = json_extract(t.value, '$[1]')
+                             AND mb.user_id = json_extract(t.value, '$[3]'))
+             ON CONFLICT (conversation_id, sender_id, client_id) DO NOTHING",
+        )
+        .bind(json(&rows))
+        .execute(&mut *c)
+        .await
+        .db_context("inserting messages")?
+        .rows_affected();
+        if inserted != stored.len() as u64 {
+            // The caller rolls back: no need to move the seqs.
+            return Ok(inserted);
+        }
+        let seqs: Vec<(String, i64)> = last_seqs.iter().map(|(c, s)| (c.to_string(), *s)).collect();
+        sqlx::query(
+            "UPDATE conversations
+             SET last_seq = (SELECT json_extract(value, '$[1]') FROM json_each(?1)
+                             WHERE json_extract(value, '$[0]') = conversations.id),
+                 last_activity_at = ?2
+             WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each(?1))",
+        )
+        .bind(json(&seqs))
+        .bind(stored[0].created_at.millis())
+        .execute(c)
+        .await
+        .db_context("advancing conversations' seq")?;
+        Ok(inserted)
     }
 }
 
@@ -736,7 +720,7 @@ async fn read_range(
     } else {
         range!("DESC")
     };
-    let rows = sqlx::query(sql)
+    let rows: Vec<MessageRow> = sqlx::query_as(sql)
         .bind(conversation.to_string())
         .bind(after)
         .bind(before)
@@ -744,107 +728,65 @@ async fn read_range(
         .fetch_all(conn)
         .await
         .db_context("reading messages")?;
-    rows.iter().map(message_from_row).collect()
+    Ok(messages(rows))
 }
 
-async fn ensure_users(conn: &mut SqliteConnection, ids: &[&UserId]) -> Result<()> {
-    let now = Timestamp::now().millis();
-    for id in ids {
-        sqlx::query("INSERT INTO users (id, created_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING")
-            .bind(id.as_str())
-            .bind(now)
-            .execute(&mut *conn)
-            .await
-            .db_context("recording users")?;
-    }
-    Ok(())
+/// A list as JSON, for `json_each(?)`.
+fn json(values: &impl serde::Serialize) -> String {
+    serde_json::to_string(values).expect("plain values serialise")
 }
 
-async fn insert_members(
-    conn: &mut SqliteConnection,
-    conversation: ConversationId,
-    members: &[(&UserId, Role)],
-    now: i64,
-) -> Result<()> {
-    for (user, role) in members {
-        sqlx::query(
-            "INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(conversation.to_string())
-        .bind(user.as_str())
-        .bind(role.as_str())
-        .bind(now)
-        .execute(&mut *conn)
-        .await
-        .db_context("adding members")?;
-    }
-    Ok(())
-}
-
-async fn load_one(conn: &mut SqliteConnection, id: ConversationId) -> Result<Conversation> {
-    let heads = load_heads(conn, &[id]).await?;
-    load_full(conn, heads)
-        .await?
-        .pop()
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("conversation {id} vanished")))
-}
-
-/// A JSON array of ids, for `IN (SELECT value FROM json_each(?))`: SQLite's way to bind a list.
-fn json_ids(ids: impl IntoIterator<Item = ConversationId>) -> String {
-    serde_json::to_string(&ids.into_iter().map(|i| i.to_string()).collect::<Vec<_>>())
-        .expect("strings serialise")
-}
-
-async fn load_heads(
-    conn: &mut SqliteConnection,
-    ids: &[ConversationId],
-) -> Result<Vec<ConversationHead>> {
-    let rows = sqlx::query(
-        "SELECT id, kind, title, created_at, last_seq FROM conversations
-         WHERE id IN (SELECT value FROM json_each(?))",
+fn json_ids(ids: &[ConversationId]) -> String {
+    json(
+        &ids.iter()
+            .map(ConversationId::to_string)
+            .collect::<Vec<_>>(),
     )
-    .bind(json_ids(ids.iter().copied()))
-    .fetch_all(conn)
-    .await
-    .db_context("loading conversations")?;
-    rows.iter().map(head_from_row).collect()
 }
 
-async fn load_full(
-    conn: &mut SqliteConnection,
+fn json_users(users: &[UserId]) -> String {
+    json(&users.iter().map(UserId::as_str).collect::<Vec<_>>())
+}
+
+/// `[conversation, sender, client id]` per message of a batch.
+fn send_keys(batch: &[NewMessage]) -> String {
+    json(
+        &batch
+            .iter()
+            .map(|m| {
+                (
+                    m.conversation_id.to_string(),
+                    m.sender_id.as_str(),
+                    m.client_id.as_str(),
+                )
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Attaches members and last messages to conversation heads: two more queries for any number.
+async fn complete(
+    c: &mut SqliteConnection,
     heads: Vec<ConversationHead>,
 ) -> Result<Vec<Conversation>> {
     if heads.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = json_ids(heads.iter().map(|h| h.id));
-    let rows = sqlx::query(
+    let ids = json(&heads.iter().map(|h| h.id.to_string()).collect::<Vec<_>>());
+    let rows: Vec<MemberRow> = sqlx::query_as(
         "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
          FROM members mb JOIN users u ON u.id = mb.user_id
          WHERE mb.conversation_id IN (SELECT value FROM json_each(?))",
     )
     .bind(&ids)
-    .fetch_all(&mut *conn)
+    .fetch_all(&mut *c)
     .await
     .db_context("loading members")?;
     let members = rows
-        .iter()
-        .map(|r| {
-            let role: &str = r.get(3);
-            Ok((
-                conversation_id(r.get(0))?,
-                Member {
-                    user_id: UserId::from_db(r.get(1)),
-                    name: r.get(2),
-                    role: Role::from_db(role).ok_or_else(|| corrupt("role", role))?,
-                    joined_at: Timestamp(r.get(4)),
-                    last_read_seq: r.get(5),
-                },
-            ))
-        })
+        .into_iter()
+        .map(MemberRow::into_member)
         .collect::<Result<_>>()?;
-    let rows = sqlx::query(concat!(
+    let rows: Vec<MessageRow> = sqlx::query_as(concat!(
         "SELECT ",
         message_columns!(),
         " FROM conversations c
@@ -852,53 +794,8 @@ async fn load_full(
          WHERE c.id IN (SELECT value FROM json_each(?))"
     ))
     .bind(&ids)
-    .fetch_all(&mut *conn)
+    .fetch_all(&mut *c)
     .await
     .db_context("loading last messages")?;
-    let last_messages = rows.iter().map(message_from_row).collect::<Result<_>>()?;
-    Ok(assemble(heads, members, last_messages))
-}
-
-fn head_from_row(r: &SqliteRow) -> Result<ConversationHead> {
-    let kind: &str = r.get(1);
-    Ok(ConversationHead {
-        id: conversation_id(r.get(0))?,
-        kind: ConversationKind::from_db(kind).ok_or_else(|| corrupt("kind", kind))?,
-        title: r.get(2),
-        created_at: Timestamp(r.get(3)),
-        last_seq: r.get(4),
-        // Columns 5 and 6 are present when listing a member's own conversations.
-        read_state: (r.len() > 6).then(|| ReadState {
-            last_read_seq: r.get(5),
-            unread_count: r.get(6),
-        }),
-    })
-}
-
-fn message_from_row(r: &SqliteRow) -> Result<Message> {
-    Ok(Message {
-        id: MessageId(uuid(r.get(0))?),
-        conversation_id: conversation_id(r.get(1))?,
-        seq: r.get(2),
-        sender_id: UserId::from_db(r.get(3)),
-        client_id: r.get(4),
-        body: r.get(5),
-        created_at: Timestamp(r.get(6)),
-        edited_at: r.get::<Option<i64>, _>(7).map(Timestamp),
-        deleted_at: r.get::<Option<i64>, _>(8).map(Timestamp),
-    })
-}
-
-fn uuid(s: &str) -> Result<Uuid> {
-    Uuid::try_parse(s).map_err(|_| corrupt("uuid", s))
-}
-
-fn conversation_id(s: &str) -> Result<ConversationId> {
-    uuid(s).map(ConversationId)
-}
-
-fn corrupt(what: &str, value: &str) -> Error {
-    Error::Internal(anyhow::anyhow!(
-        "unexpected {what} {value:?} in the database"
-    ))
+    Ok(assemble(heads, members, messages(rows)))
 }

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::is_connection_lost;
 use super::{NewMessage, SendOutcome, Store};
-use crate::error::{Error, Result, is_connection_lost};
+use crate::error::{Error, Result};
 
 /// Called once with the outcome of a submitted message, after its transaction ended. It runs
 /// on the writer's task, so it must be quick and must not block: ack and enqueue, nothing more.
@@ -84,9 +85,9 @@ impl Writer {
                 }
             };
             metrics::counter!("confab_writer_refused_total").increment(1);
-            (job.reply)(Err(Error::Unavailable(anyhow::anyhow!(
-                "the message writer is overloaded"
-            ))));
+            (job.reply)(Err(Error::Unavailable(
+                anyhow::anyhow!("the message writer is overloaded").into(),
+            )));
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -128,18 +129,11 @@ async fn run(
                 }
             }
             Err(e) => {
-                let message = e.cause_chain();
-                let unavailable = matches!(e, Error::Unavailable(_));
-                if !unavailable {
-                    tracing::error!(shard, error = message, "writing a message failed");
+                if !matches!(e, Error::Unavailable(_)) {
+                    tracing::error!(shard, error = e.cause_chain(), "writing a message failed");
                 }
                 for reply in replies {
-                    let cause = anyhow::anyhow!("{message}");
-                    reply(Err(if unavailable {
-                        Error::Unavailable(cause)
-                    } else {
-                        Error::Internal(cause)
-                    }));
+                    reply(Err(e.clone()));
                 }
             }
         }

@@ -185,6 +185,10 @@ async fn random_frames_never_hurt_the_server_or_a_user_chatting_meanwhile() {
         ("CONFAB_JWT_SECRET", SECRET),
         ("CONFAB_DATA_DIR", dir.path().to_str().unwrap()),
         ("CONFAB_RATE_CONNECT_PER_IP", "100000/100000"),
+        // The fuzzers open sessions as fast as they can and mostly never connect: the per-address
+        // limits on sessions would refuse most of them (tests/api/hostile.rs attacks those limits).
+        ("CONFAB_RATE_SESSION_PER_IP", "100000/100000"),
+        ("CONFAB_MAX_UNAUTHENTICATED_PER_IP", "100000"),
     ])
     .await;
     let url = node.url.clone();

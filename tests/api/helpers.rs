@@ -102,6 +102,7 @@ pub async fn spawn_app_with(backend: Backend, settings: &[(&str, &str)]) -> Opti
         ("CONFAB_RATE_OTHER".into(), "100000/100000".into()),
         ("CONFAB_RATE_MEMBERS".into(), "100000/100000".into()),
         ("CONFAB_RATE_CONNECT_PER_IP".into(), "100000/100000".into()),
+        ("CONFAB_RATE_SESSION_PER_IP".into(), "100000/100000".into()),
     ]);
     // An empty value removes a default of the harness (for example the secret, for local
     // mode): confab itself refuses a variable that is set but empty.
@@ -134,7 +135,7 @@ fn init_logs() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         let filter = std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into());
-        confab::telemetry::init(&filter, confab::config::LogFormat::Text);
+        confab::telemetry::init(&filter, confab::telemetry::LogFormat::Text);
     });
 }
 

@@ -13,6 +13,7 @@ mod conversations;
 mod faults;
 mod fuzz;
 mod history;
+mod hostile;
 mod http;
 mod limits;
 mod logs;

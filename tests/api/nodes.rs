@@ -96,7 +96,12 @@ impl NodeProcess {
     /// Starts the `confab` binary with these `CONFAB_*` settings (plus a random port) and
     /// waits until it listens.
     pub async fn start(settings: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_confab"));
+        Self::start_program(env!("CARGO_BIN_EXE_confab"), settings).await
+    }
+
+    /// Like [`NodeProcess::start`], with another build of confab.
+    pub async fn start_program(program: &str, settings: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(program);
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -162,7 +162,8 @@ export class Activity {
     if (!loaded) return;
     let changed = false;
     const seen = new Set<string>();
-    for (const { conversation, lastMessage } of items) {
+    for (const conversation of items) {
+      const lastMessage = conversation.last_message;
       seen.add(conversation.id);
       if (this.learnNames(conversation)) changed = true;
       const now: Members = new Map(conversation.members.map((m) => [m.user_id, m.role]));

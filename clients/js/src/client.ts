@@ -5,8 +5,8 @@ import { io, type ManagerOptions, type Socket, type SocketOptions } from "socket
 
 import { ConfabError } from "./errors.js";
 import { KeyedListeners, Listeners, type Unsubscribe } from "./listeners.js";
-import { Outbox, type OutboxEntry } from "./outbox.js";
-import { OutboxPersistence, type OutboxStorage } from "./outbox-storage.js";
+import { Outbox, type OutboxEntry, type WaitOptions } from "./outbox.js";
+import { OutboxPersistence, webLocks, type OutboxStorage } from "./outbox-storage.js";
 import { ConversationList } from "./stores/conversations.js";
 import { PresenceStore } from "./stores/presence.js";
 import { ConversationView, type ViewOptions } from "./stores/view.js";
@@ -26,6 +26,7 @@ import type {
   UserId,
 } from "./types.js";
 
+/** Options of {@link connect}. */
 export interface ConnectOptions {
   /** The confab server, e.g. `https://chat.example.com`. Default: the page's own origin. */
   url?: string;
@@ -37,8 +38,15 @@ export interface ConnectOptions {
    * `unauthorized`, reason `user_changed`). For another user, make another client.
    */
   getToken: () => string | Promise<string>;
-  /** How long to wait for an answer to a request. Default 10 s. */
+  /** How long to wait for an answer to a request (`timeout` after). Default 10 s. */
   ackTimeoutMs?: number;
+  /**
+   * How long `send()` and `retry()` wait for the message to be stored before they reject with
+   * `timeout`. The message stays queued and is still sent: the rejection only says it isn't
+   * stored yet (`error.clientId` names it in `pending()`). Default 30 s; `Infinity` waits until
+   * it is stored or refused, which offline may be never (pass a `signal` then).
+   */
+  sendTimeoutMs?: number;
   /**
    * First and longest delay between reconnection attempts, and between tries for a token that
    * renews an ended session. Defaults 500 ms and 5 s; each delay is jittered (±50%).
@@ -52,7 +60,9 @@ export interface ConnectOptions {
   /**
    * Where unsent messages are kept across page loads, typically `localStorage`. With it, a
    * message written offline is sent by the next client of the same user even if this page was
-   * closed first. Without it (the default) the outbox lives as long as the client.
+   * closed first. Without it (the default) the outbox lives as long as the client. Tabs of one
+   * user coordinate through Web Locks: a tab sends what it wrote, and what tabs that closed left
+   * (see the README's "Outbox across page loads").
    */
   outboxStorage?: OutboxStorage;
   /**
@@ -81,13 +91,46 @@ export interface ConnectOptions {
  */
 export type ConnectionState = "connecting" | "syncing" | "live" | "reconnecting" | "unauthorized" | "ended" | "closed";
 
+/** Options of every call that asks the server something. */
+export interface RequestOptions {
+  /**
+   * Stops waiting for the answer: the promise rejects with `signal.reason` (an `AbortError`
+   * DOMException unless you abort with another), as `fetch` does. A request already sent may
+   * still be carried out by the server; one aborted before it was sent is not sent.
+   */
+  signal?: AbortSignal;
+  /** How long to wait for the answer before rejecting with `timeout`. Default: `ackTimeoutMs`. */
+  timeoutMs?: number;
+}
+
+/** Options of `send()`. */
+export interface SendOptions extends WaitOptions {
+  /**
+   * The message's idempotency key (at most 64 characters). Default: a fresh random one. Give
+   * your own to send the same message again after a reload without storing it twice.
+   */
+  clientId?: string;
+}
+
+/** Which page of history: `history()`'s options. */
+export interface HistoryOptions extends RequestOptions {
+  /** Messages with a lower seq than this (the newest such first in the page, which is ascending). */
+  beforeSeq?: number;
+  /** Messages with a higher seq than this, the oldest first. */
+  afterSeq?: number;
+  /** At most this many (the server's default and maximum apply). */
+  limit?: number;
+}
+
 /** What a conversation subscriber is told. */
 export interface ConversationHandlers {
   /** A new message: each exactly once, in seq order. */
   message?: (message: Message) => void;
   /** A message already delivered was edited or deleted. */
   update?: (message: Message) => void;
+  /** A member started or stopped typing. */
   typing?: (typing: Typing) => void;
+  /** A member's read mark moved. */
   receipt?: (receipt: Receipt) => void;
 }
 
@@ -134,17 +177,25 @@ const REFRESH_RETRIES = 3;
  */
 const RESYNC_LOOKBACK_MS = 120_000;
 
+/** Creates a client, connecting at once unless `autoConnect` is `false`. */
 export function connect(options: ConnectOptions): ConfabClient {
   return new ConfabClient(options);
 }
 
+/**
+ * One user's connection to confab: requests, the outbox, the gap-free stream of messages, and
+ * the stores a UI reads. Create it with {@link connect}.
+ */
 export class ConfabClient {
   /** The underlying Socket.IO socket, for diagnostics and tests. Prefer the typed methods. */
   readonly socket: Socket;
+  /** The user's conversations, kept current: a store (`subscribe`, `getSnapshot`). */
   readonly conversations: ConversationList;
+  /** Presence of the users someone watches, kept current: a store. */
   readonly presence: PresenceStore;
 
-  private readonly options: Required<Pick<ConnectOptions, "ackTimeoutMs" | "typingIdleMs">> & ConnectOptions;
+  private readonly options: Required<Pick<ConnectOptions, "ackTimeoutMs" | "typingIdleMs" | "sendTimeoutMs">> &
+    ConnectOptions;
   private readonly stream: Stream;
   private readonly outbox: Outbox;
   /** Set once the user is known (from the first token), when `outboxStorage` was given. */
@@ -194,8 +245,9 @@ export class ConfabClient {
   private userId: string | undefined;
   private userName: string | undefined;
 
+  /** Prefer {@link connect}, which does the same. */
   constructor(options: ConnectOptions) {
-    this.options = { ackTimeoutMs: 10_000, typingIdleMs: 3_000, ...options };
+    this.options = { ackTimeoutMs: 10_000, typingIdleMs: 3_000, sendTimeoutMs: 30_000, ...options };
     const socketOptions: Partial<ManagerOptions & SocketOptions> = {
       // Our own reconnection policy decides after a refused handshake; the manager retries
       // transport failures by itself.
@@ -234,6 +286,7 @@ export class ConfabClient {
         this.outboxListeners.emit(conversationId);
         this.saveOutboxSoon();
       },
+      discardedElsewhere: (clientId) => this.outboxStore?.isDiscarded(clientId) ?? false,
     });
     this.listen();
     if (options.autoConnect !== false) this.connect();
@@ -241,6 +294,7 @@ export class ConfabClient {
 
   // ---- connection ------------------------------------------------------------------------
 
+  /** Where the connection is: see {@link ConnectionState}. */
   get state(): ConnectionState {
     return this.stateValue;
   }
@@ -250,6 +304,7 @@ export class ConfabClient {
     return this.userId === undefined ? undefined : { id: this.userId, name: this.userName };
   }
 
+  /** Called on every change of `state`. */
   onState(listener: (state: ConnectionState) => void): Unsubscribe {
     return this.stateListeners.add(listener);
   }
@@ -288,6 +343,7 @@ export class ConfabClient {
     this.socket.disconnect();
     // What is unsent stays stored for the user's next client; closing empties the outbox.
     this.saveOutbox();
+    this.outboxStore?.close();
     this.outboxStore = undefined;
     this.outbox.close();
     this.stream.close();
@@ -304,74 +360,103 @@ export class ConfabClient {
 
   // ---- conversations ---------------------------------------------------------------------
 
-  async createDirect(userId: UserId): Promise<Conversation> {
-    const { conversation } = await this.request("conversation:create", { kind: "direct", user_id: userId });
+  /** The direct conversation with `userId`: created, or the existing one. */
+  async createDirect(userId: UserId, options?: RequestOptions): Promise<Conversation> {
+    const { conversation } = await this.request("conversation:create", { kind: "direct", user_id: userId }, options);
     this.learn(conversation);
     return conversation;
   }
 
-  async createGroup(title: string, memberIds: UserId[]): Promise<Conversation> {
-    const { conversation } = await this.request("conversation:create", {
-      kind: "group",
-      title,
-      member_ids: memberIds,
-    });
+  /** A new group with the current user as its owner, and these members. */
+  async createGroup(title: string, memberIds: UserId[], options?: RequestOptions): Promise<Conversation> {
+    const { conversation } = await this.request(
+      "conversation:create",
+      { kind: "group", title, member_ids: memberIds },
+      options,
+    );
     this.learn(conversation);
     return conversation;
   }
 
   /** Fetches the conversation list (and refreshes `conversations`). */
-  async listConversations(): Promise<Conversation[]> {
-    return this.loadConversations();
+  async listConversations(options?: RequestOptions): Promise<Conversation[]> {
+    return this.loadConversations(options);
   }
 
-  async addMembers(conversationId: string, userIds: UserId[]): Promise<Conversation> {
-    const { conversation } = await this.request("conversation:members:add", {
-      conversation_id: conversationId,
-      user_ids: userIds,
-    });
+  /** Adds members to a group (owner or admin only). */
+  async addMembers(conversationId: string, userIds: UserId[], options?: RequestOptions): Promise<Conversation> {
+    const { conversation } = await this.request(
+      "conversation:members:add",
+      { conversation_id: conversationId, user_ids: userIds },
+      options,
+    );
     this.conversations.upsert(conversation);
     return conversation;
   }
 
-  async removeMembers(conversationId: string, userIds: UserId[]): Promise<Conversation> {
-    const { conversation } = await this.request("conversation:members:remove", {
-      conversation_id: conversationId,
-      user_ids: userIds,
-    });
+  /** Removes members from a group (owner or admin only). */
+  async removeMembers(conversationId: string, userIds: UserId[], options?: RequestOptions): Promise<Conversation> {
+    const { conversation } = await this.request(
+      "conversation:members:remove",
+      { conversation_id: conversationId, user_ids: userIds },
+      options,
+    );
     this.conversations.upsert(conversation);
     return conversation;
   }
 
-  async leave(conversationId: string): Promise<void> {
-    await this.request("conversation:leave", { conversation_id: conversationId });
+  /** Leaves a group; it is forgotten here (its unsent messages fail with `not_found`). */
+  async leave(conversationId: string, options?: RequestOptions): Promise<void> {
+    await this.request("conversation:leave", { conversation_id: conversationId }, options);
     this.removed(conversationId);
   }
 
   // ---- messages --------------------------------------------------------------------------
 
   /**
-   * Sends a message through the outbox: it is retried with the same `client_id` across
-   * timeouts, outages and reconnects until the server stores it, and resolves then. It rejects
-   * only on an answer that retrying can't change (the entry then stays in the outbox as
-   * `failed`: see `retry` and `discard`).
+   * Sends a message through the outbox: it is queued at once (shown in `pending()`, and kept in
+   * `outboxStorage` if given), then sent and retried with the same `client_id` across timeouts,
+   * outages and reconnects until the server stores it, after the conversation's earlier
+   * messages. The promise settles in every case:
+   * - resolves with the stored message;
+   * - rejects with the server's refusal when retrying can't change it (`too_large`,
+   *   `not_found`, …): the entry stays `failed`, for `retry()` or `discard()`;
+   * - rejects with `timeout` when not stored within `sendTimeoutMs` (or `options.timeoutMs`),
+   *   or with `signal.reason` when `options.signal` aborts: the message stays queued and is
+   *   still sent; only the waiting ends;
+   * - rejects with `closed` when the client is closed first.
+   *
+   * Rejections from the client carry `error.clientId`; pass `options.clientId` to know it up front.
    */
-  send(conversationId: string, body: string, clientId: string = newClientId()): Promise<Message> {
+  send(conversationId: string, body: string, options: SendOptions = {}): Promise<Message> {
     this.stopTyping(conversationId);
-    return this.outbox.add(conversationId, body, clientId);
+    const { clientId = newClientId(), signal, timeoutMs = this.options.sendTimeoutMs } = options;
+    return this.outbox.add(conversationId, body, clientId, { signal, timeoutMs });
   }
 
-  /** Messages not yet stored, oldest first. */
+  /** Messages not yet stored (of one conversation, or all), oldest first. */
   pending(conversationId?: string): OutboxEntry[] {
     return this.outbox.list(conversationId);
   }
 
-  retry(clientId: string): Promise<Message> {
-    return this.outbox.retry(clientId);
+  /**
+   * Sends a `failed` entry again (same `client_id`); for a queued one, waits for it. Settles as
+   * `send()` does.
+   */
+  retry(clientId: string, options: WaitOptions = {}): Promise<Message> {
+    const { signal, timeoutMs = this.options.sendTimeoutMs } = options;
+    return this.outbox.retry(clientId, { signal, timeoutMs });
   }
 
+  /**
+   * Drops an entry from the outbox (and from `outboxStorage`): it is not sent. Whoever waits for
+   * it is rejected. An entry being sent may still be stored by the server.
+   */
   discard(clientId: string): void {
+    if (!this.outbox.has(clientId)) return;
     this.outbox.discard(clientId);
+    // For the user's other tabs: a copy they hold (without Web Locks) is not sent either.
+    this.outboxStore?.discard(clientId);
   }
 
   /** Called when a conversation's outbox entries change. */
@@ -379,37 +464,42 @@ export class ConfabClient {
     return this.outboxListeners.add(conversationId, listener);
   }
 
-  async edit(conversationId: string, messageId: string, body: string): Promise<Message> {
-    const { message } = await this.request("message:edit", {
-      conversation_id: conversationId,
-      message_id: messageId,
-      body,
-    });
+  /** Edits one of the user's messages; resolves with it as stored. */
+  async edit(conversationId: string, messageId: string, body: string, options?: RequestOptions): Promise<Message> {
+    const { message } = await this.request(
+      "message:edit",
+      { conversation_id: conversationId, message_id: messageId, body },
+      options,
+    );
     // Our own socket gets no `message:updated` for it: the ack is the news.
     this.stream.change(message);
     return message;
   }
 
-  async delete(conversationId: string, messageId: string): Promise<Message> {
-    const { message } = await this.request("message:delete", {
-      conversation_id: conversationId,
-      message_id: messageId,
-    });
+  /** Deletes one of the user's messages (its `body` becomes `null`); resolves with it as stored. */
+  async delete(conversationId: string, messageId: string, options?: RequestOptions): Promise<Message> {
+    const { message } = await this.request(
+      "message:delete",
+      { conversation_id: conversationId, message_id: messageId },
+      options,
+    );
     this.stream.change(message);
     return message;
   }
 
-  /** A page of history; see `message:history` in the protocol. */
-  history(
-    conversationId: string,
-    page: { beforeSeq?: number; afterSeq?: number; limit?: number } = {},
-  ): Promise<HistoryPage> {
-    return this.request("message:history", {
-      conversation_id: conversationId,
-      ...(page.beforeSeq !== undefined && { before_seq: page.beforeSeq }),
-      ...(page.afterSeq !== undefined && { after_seq: page.afterSeq }),
-      ...(page.limit !== undefined && { limit: page.limit }),
-    });
+  /** A page of history, ascending by seq; see `message:history` in the protocol. */
+  history(conversationId: string, options: HistoryOptions = {}): Promise<HistoryPage> {
+    const { beforeSeq, afterSeq, limit, ...request } = options;
+    return this.request(
+      "message:history",
+      {
+        conversation_id: conversationId,
+        ...(beforeSeq !== undefined && { before_seq: beforeSeq }),
+        ...(afterSeq !== undefined && { after_seq: afterSeq }),
+        ...(limit !== undefined && { limit }),
+      },
+      request,
+    );
   }
 
   /** The highest seq delivered by the stream in a conversation (undefined when unknown). */
@@ -442,11 +532,15 @@ export class ConfabClient {
     });
   }
 
-  /** A store for one conversation's screen; call `dispose()` when done with it. */
+  /**
+   * A store for one conversation's screen; call `dispose()` when done with it. (In React,
+   * `useConversation` makes and disposes it.)
+   */
   view(conversationId: string, options?: ViewOptions): ConversationView {
     return new ConversationView(this, conversationId, options);
   }
 
+  /** Listens to an event of {@link ClientEventMap}. */
   on<E extends keyof ClientEventMap>(event: E, listener: (payload: ClientEventMap[E]) => void): Unsubscribe {
     return this.eventListeners.add(event, listener as (payload: unknown) => void);
   }
@@ -470,6 +564,7 @@ export class ConfabClient {
     }
   }
 
+  /** Says the user stopped typing (sent once, if `typing()` said they started). */
   stopTyping(conversationId: string): void {
     const state = this.typingState.get(conversationId);
     if (!state) return;
@@ -479,12 +574,12 @@ export class ConfabClient {
   }
 
   /** Marks everything up to `seq` read. Lower or repeated marks are not sent. */
-  async markRead(conversationId: string, seq: number): Promise<void> {
+  async markRead(conversationId: string, seq: number, options?: RequestOptions): Promise<void> {
     if (seq <= (this.readMarks.get(conversationId) ?? 0)) return;
     this.readMarks.set(conversationId, seq);
     this.conversations.read(conversationId, seq, true);
     try {
-      const { last_read_seq } = await this.request("conversation:read", { conversation_id: conversationId, seq });
+      const { last_read_seq } = await this.request("conversation:read", { conversation_id: conversationId, seq }, options);
       this.conversations.read(conversationId, last_read_seq, true);
     } catch (e) {
       // Let a later call try again.
@@ -499,7 +594,7 @@ export class ConfabClient {
    */
   readMarksOf(conversationId: string): ReadonlyMap<UserId, number> {
     const marks = new Map<UserId, number>();
-    for (const m of this.conversations.get(conversationId)?.conversation.members ?? []) {
+    for (const m of this.conversations.get(conversationId)?.members ?? []) {
       if (m.user_id !== this.userId && m.last_read_seq !== undefined) marks.set(m.user_id, m.last_read_seq);
     }
     for (const [user, seq] of this.receipts.get(conversationId) ?? []) {
@@ -509,22 +604,34 @@ export class ConfabClient {
   }
 
   /** Asks for users' presence (see also the `presence` store, which follows it live). */
-  async fetchPresence(userIds: UserId[]): Promise<Presence[]> {
+  async fetchPresence(userIds: UserId[], options?: RequestOptions): Promise<Presence[]> {
     if (userIds.length === 0) return [];
-    return (await this.request("presence:get", { user_ids: userIds })).presence;
+    return (await this.request("presence:get", { user_ids: userIds }, options)).presence;
   }
 
   // ---- requests --------------------------------------------------------------------------
 
   /**
-   * Sends a client → server event and resolves with the ack's `data`. Rejects with a
-   * ConfabError: the server's, or `timeout` / `disconnected` / `closed`. While disconnected the
-   * request waits (up to the timeout) for the connection to come back.
+   * The protocol layer, below the rest of the API: sends a client → server event of
+   * docs/PROTOCOL.md as it is (its payload and answer are the wire's JSON) and resolves with the
+   * ack's `data`. Rejects with a ConfabError: the server's, or `timeout` / `disconnected` /
+   * `closed`; or with `signal.reason` on abort. While disconnected the request waits (up to the
+   * timeout) for the connection to come back.
    */
-  request<E extends keyof ClientEvents>(event: E, payload: ClientEvents[E][0]): Promise<ClientEvents[E][1]> {
+  request<E extends keyof ClientEvents>(
+    event: E,
+    payload: ClientEvents[E][0],
+    options: RequestOptions = {},
+  ): Promise<ClientEvents[E][1]> {
     if (this.stateValue === "closed") return Promise.reject(ConfabError.client("closed", "the client is closed"));
+    const { signal, timeoutMs = this.options.ackTimeoutMs } = options;
+    if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
-      this.socket.timeout(this.options.ackTimeoutMs).emit(event, payload, (err: Error | null, reply: unknown) => {
+      const onAbort = () => reject(signal?.reason);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      // Settling twice is harmless: after an abort the answer is ignored.
+      this.socket.timeout(timeoutMs).emit(event, payload, (err: Error | null, reply: unknown) => {
+        signal?.removeEventListener("abort", onAbort);
         if (err) {
           const code = err.message === "operation has timed out" ? "timeout" : "disconnected";
           reject(ConfabError.client(code, err.message));
@@ -695,8 +802,14 @@ export class ConfabClient {
   private adoptOutbox(): void {
     const storage = this.options.outboxStorage;
     if (!storage || this.outboxStore !== undefined || this.userId === undefined || this.stateValue === "closed") return;
-    this.outboxStore = new OutboxPersistence(storage, this.userId, newClientId());
-    this.outbox.restore(this.outboxStore.adopt());
+    this.outboxStore = new OutboxPersistence(storage, this.userId, newClientId(), webLocks(), {
+      adopted: (entries) => {
+        this.outbox.restore(entries);
+        this.saveOutbox();
+      },
+      discarded: (clientIds) => this.outbox.dropDiscarded(clientIds),
+    });
+    this.outboxStore.start();
     this.saveOutbox();
   }
 
@@ -934,8 +1047,8 @@ export class ConfabClient {
     );
   }
 
-  private async loadConversations(): Promise<Conversation[]> {
-    const { conversations } = await this.request("conversation:list", {});
+  private async loadConversations(options?: RequestOptions): Promise<Conversation[]> {
+    const { conversations } = await this.request("conversation:list", {}, options);
     for (const c of conversations) this.stream.track(c.id, c.last_seq);
     // Conversations we no longer belong to (removed while we were away) are forgotten.
     const ids = new Set(conversations.map((c) => c.id));

@@ -12,16 +12,40 @@ export class ConfabError extends Error {
   readonly reason: string | undefined;
   /** For `rate_limited`: how long to wait before trying again. */
   readonly retryAfterMs: number | undefined;
+  /**
+   * For a rejected `send()` or `retry()`: the message's `client_id`. Find it in `pending()`:
+   * after `timeout` it is still queued and will be sent; after a refusal it is `failed`.
+   */
+  readonly clientId: string | undefined;
 
-  constructor(body: ErrorBody) {
+  /** An error from the server's error body (see the protocol's error table). */
+  constructor(body: ErrorBody, clientId?: string) {
     super(body.message || body.code);
     this.name = "ConfabError";
     this.code = body.code;
     this.field = body.field;
     this.reason = body.reason;
     this.retryAfterMs = body.retry_after_ms;
+    this.clientId = clientId;
   }
 
+  /** The same error, about the send of the message with this `client_id`. */
+  forSend(clientId: string): ConfabError {
+    return new ConfabError(this.body(), clientId);
+  }
+
+  /** The error as the protocol's error body. */
+  body(): ErrorBody {
+    return {
+      code: this.code,
+      message: this.message,
+      ...(this.field !== undefined && { field: this.field }),
+      ...(this.reason !== undefined && { reason: this.reason }),
+      ...(this.retryAfterMs !== undefined && { retry_after_ms: this.retryAfterMs }),
+    };
+  }
+
+  /** An error the client makes itself: no answer in time, no connection, or closed. */
   static client(code: "timeout" | "disconnected" | "closed", message: string): ConfabError {
     return new ConfabError({ code, message });
   }

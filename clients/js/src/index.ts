@@ -2,16 +2,25 @@
 // sends across reconnects and a per-conversation stream delivered exactly once, in seq order.
 
 export { connect, ConfabClient, newClientId } from "./client.js";
-export type { ConnectOptions, ConnectionState, ConversationHandlers, ClientEventMap } from "./client.js";
+export type {
+  ConnectOptions,
+  ConnectionState,
+  ConversationHandlers,
+  ClientEventMap,
+  HistoryOptions,
+  RequestOptions,
+  SendOptions,
+} from "./client.js";
 export { ConfabError } from "./errors.js";
 export type { Unsubscribe } from "./listeners.js";
-export type { OutboxEntry, OutboxState } from "./outbox.js";
+export type { OutboxEntry, OutboxState, WaitOptions } from "./outbox.js";
 export type { OutboxStorage } from "./outbox-storage.js";
 export { ConversationList } from "./stores/conversations.js";
 export type { ConversationItem, ConversationListSnapshot } from "./stores/conversations.js";
 export { ConversationView } from "./stores/view.js";
-export type { ConversationViewSnapshot, ViewOptions } from "./stores/view.js";
+export type { ConversationActions, ConversationViewSnapshot, ViewOptions } from "./stores/view.js";
 export { PresenceStore } from "./stores/presence.js";
 export type { PresenceSnapshot } from "./stores/presence.js";
 export { readClaims } from "./token.js";
+export type { TokenClaims } from "./token.js";
 export type * from "./types.js";

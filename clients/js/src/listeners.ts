@@ -2,6 +2,7 @@
 // subscription in the client goes through one of these, so "nothing leaks after unsubscribing"
 // is a property of this class (and of removing empty sets from the maps that hold them).
 
+/** Ends a subscription; calling it again does nothing. */
 export type Unsubscribe = () => void;
 
 export class Listeners<T extends unknown[]> {

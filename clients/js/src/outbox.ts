@@ -5,26 +5,49 @@
 // an answer that retrying can't change (`invalid_payload`, `not_found`, `too_large`, …): then the
 // entry stays, `failed`, for the user to retry or discard.
 //
-// Order: a socket's sends are stored in the order it sent them, so entries are sent in creation
-// order and pipelined while all is well. After a retryable failure a conversation's entries go
-// one at a time until its queue drains, so a retry can't overtake the messages behind it twice.
+// Order: a conversation's messages are stored in the order they were written. So each
+// conversation has at most one send in flight: the next goes once the one before is stored (or
+// failed for good). Pipelining them would not keep that order under partial failure: when the
+// first is answered `unavailable` and the second, already on its way, is stored, the retry of
+// the first lands after it. Conversations don't wait for each other.
 
 import { ConfabError } from "./errors.js";
 import type { StoredEntry } from "./outbox-storage.js";
 import type { Message } from "./types.js";
 
+/**
+ * - `queued`: waiting to be sent (for the connection, for the message before it in the
+ *   conversation, or for a backoff after a failure that retrying may cure).
+ * - `sending`: sent, the answer is awaited.
+ * - `failed`: refused for good (`too_large`, `not_found`, …): sent again only by `retry()`.
+ */
 export type OutboxState = "queued" | "sending" | "failed";
 
-/** A message on its way, as the UI shows it. */
+/**
+ * A message on its way: written, not stored yet. A record, so its fields have the protocol's
+ * names, as a {@link Message} has: once stored, the message has the same `client_id`,
+ * `conversation_id` and `body`.
+ */
 export interface OutboxEntry {
-  readonly clientId: string;
-  readonly conversationId: string;
+  /** The idempotency key the message is sent with, on every attempt. */
+  readonly client_id: string;
+  readonly conversation_id: string;
   readonly body: string;
   readonly state: OutboxState;
   /** The last failure: the reason a `failed` entry stopped, or why a queued one waits. */
   readonly error: ConfabError | undefined;
+  /** Attempts made so far. */
   readonly attempts: number;
-  readonly createdAt: number;
+  /** When it was written (ISO 8601), by this device's clock. */
+  readonly created_at: string;
+}
+
+/** How long a caller waits for a send to be stored: the message is sent all the same. */
+export interface WaitOptions {
+  /** Stops waiting: the promise rejects with `signal.reason`; the message stays queued. */
+  signal?: AbortSignal;
+  /** Stops waiting after this long: rejects with `timeout`; the message stays queued. */
+  timeoutMs?: number;
 }
 
 export interface OutboxHost {
@@ -35,6 +58,8 @@ export interface OutboxHost {
   acked(message: Message): void;
   /** The entries changed (for the UI). */
   changed(conversationId: string): void;
+  /** Whether the user discarded this message elsewhere (another tab): then it is not sent. */
+  discardedElsewhere(clientId: string): boolean;
 }
 
 interface Entry {
@@ -47,7 +72,12 @@ interface Entry {
   createdAt: number;
   /** Increments per attempt; a late answer to an older attempt is recognised by it. */
   attempt: number;
-  waiters: { resolve: (m: Message) => void; reject: (e: ConfabError) => void }[];
+  waiters: Waiter[];
+}
+
+interface Waiter {
+  resolve: (m: Message) => void;
+  reject: (e: ConfabError) => void;
 }
 
 const BACKOFF_BASE_MS = 250;
@@ -55,8 +85,6 @@ const BACKOFF_MAX_MS = 10_000;
 
 export class Outbox {
   private readonly entries: Entry[] = [];
-  /** Conversations sending one at a time after a retryable failure. */
-  private readonly careful = new Set<string>();
   /** Conversations waiting (rate limit or backoff) until a time. */
   private readonly holdUntil = new Map<string, number>();
   private timer: ReturnType<typeof setTimeout> | undefined;
@@ -64,11 +92,15 @@ export class Outbox {
 
   constructor(private readonly host: OutboxHost) {}
 
-  /** Queues a message; resolves with it once stored. */
-  add(conversationId: string, body: string, clientId: string): Promise<Message> {
-    if (this.closed) return Promise.reject(ConfabError.client("closed", "the client is closed"));
+  /** Queues a message; resolves with it once stored (see `WaitOptions` for how long it waits). */
+  add(conversationId: string, body: string, clientId: string, wait: WaitOptions = {}): Promise<Message> {
+    if (this.closed) return Promise.reject(ConfabError.client("closed", "the client is closed").forSend(clientId));
+    // Aborted already: nothing is queued, as `fetch` sends nothing.
+    if (wait.signal?.aborted) return Promise.reject(wait.signal.reason);
     if (this.entries.some((e) => e.clientId === clientId)) {
-      return Promise.reject(new ConfabError({ code: "invalid_payload", message: "client_id: already queued", field: "client_id" }));
+      return Promise.reject(
+        new ConfabError({ code: "invalid_payload", message: "client_id: already queued", field: "client_id" }, clientId),
+      );
     }
     const entry: Entry = {
       clientId,
@@ -81,18 +113,19 @@ export class Outbox {
       attempt: 0,
       waiters: [],
     };
-    const promise = new Promise<Message>((resolve, reject) => entry.waiters.push({ resolve, reject }));
+    const promise = this.waitFor(entry, wait);
     this.entries.push(entry);
     this.host.changed(conversationId);
     this.pump();
     return promise;
   }
 
-  /** Sends a failed entry again, with the same `client_id`. */
-  retry(clientId: string): Promise<Message> {
+  /** Sends a failed entry again, with the same `client_id`; waits for it like `add`. */
+  retry(clientId: string, wait: WaitOptions = {}): Promise<Message> {
     const entry = this.entries.find((e) => e.clientId === clientId);
-    if (!entry) return Promise.reject(new ConfabError({ code: "not_found", message: "no such outbox entry" }));
-    const promise = new Promise<Message>((resolve, reject) => entry.waiters.push({ resolve, reject }));
+    if (!entry) return Promise.reject(new ConfabError({ code: "not_found", message: "no such outbox entry" }, clientId));
+    if (wait.signal?.aborted) return Promise.reject(wait.signal.reason);
+    const promise = this.waitFor(entry, wait);
     if (entry.state === "failed") {
       entry.state = "queued";
       this.host.changed(entry.conversationId);
@@ -107,9 +140,22 @@ export class Outbox {
     if (index < 0) return;
     const [entry] = this.entries.splice(index, 1);
     if (!entry) return;
-    const error = entry.error ?? ConfabError.client("closed", "discarded");
-    for (const w of entry.waiters) w.reject(error);
+    const error = (entry.error ?? ConfabError.client("closed", "discarded")).forSend(entry.clientId);
+    for (const w of entry.waiters.splice(0)) w.reject(error);
     this.host.changed(entry.conversationId);
+  }
+
+  /** Drops entries the user discarded elsewhere (another tab), without sending them. */
+  dropDiscarded(clientIds: string[]): void {
+    for (const id of clientIds) {
+      const entry = this.entries.find((e) => e.clientId === id);
+      if (entry) this.dropEntry(entry, ConfabError.client("closed", "discarded in another tab"));
+    }
+  }
+
+  /** Whether an entry with this `client_id` is in the outbox. */
+  has(clientId: string): boolean {
+    return this.entries.some((e) => e.clientId === clientId);
   }
 
   /** The entries of one conversation (or all), oldest first. */
@@ -117,13 +163,13 @@ export class Outbox {
     return this.entries
       .filter((e) => conversationId === undefined || e.conversationId === conversationId)
       .map((e) => ({
-        clientId: e.clientId,
-        conversationId: e.conversationId,
+        client_id: e.clientId,
+        conversation_id: e.conversationId,
         body: e.body,
         state: e.state,
         error: e.error,
         attempts: e.attempts,
-        createdAt: e.createdAt,
+        created_at: new Date(e.createdAt).toISOString(),
       }));
   }
 
@@ -174,12 +220,16 @@ export class Outbox {
     for (const entry of this.entries.filter((e) => e.conversationId === conversationId)) {
       entry.state = "failed";
       entry.error = error;
-      for (const w of entry.waiters.splice(0)) w.reject(error);
+      for (const w of entry.waiters.splice(0)) w.reject(error.forSend(entry.clientId));
     }
     this.host.changed(conversationId);
   }
 
-  /** Sends what can be sent now. Called on every connect and whenever something changes. */
+  /**
+   * Sends what can be sent now: each conversation's oldest queued entry, unless one of its
+   * entries is in flight or it waits (backoff, rate limit). Called on every connect and whenever
+   * something changes.
+   */
   pump(): void {
     if (this.closed || !this.host.connected()) return;
     const now = Date.now();
@@ -188,9 +238,10 @@ export class Outbox {
     for (const entry of this.entries) {
       if (entry.state !== "queued") continue;
       const id = entry.conversationId;
-      if ((this.holdUntil.get(id) ?? 0) > now) continue;
-      if (this.careful.has(id) && busy.has(id)) continue;
+      if (busy.has(id)) continue;
+      // Whatever comes next in this conversation waits behind this entry.
       busy.add(id);
+      if ((this.holdUntil.get(id) ?? 0) > now) continue;
       this.attempt(entry);
     }
   }
@@ -199,16 +250,19 @@ export class Outbox {
     this.closed = true;
     clearTimeout(this.timer);
     const error = ConfabError.client("closed", "the client is closed");
-    for (const entry of this.entries.splice(0)) for (const w of entry.waiters) w.reject(error);
-    this.careful.clear();
+    for (const entry of this.entries.splice(0)) for (const w of entry.waiters.splice(0)) w.reject(error.forSend(entry.clientId));
     this.holdUntil.clear();
   }
 
-  stats(): { entries: number; careful: number; held: number } {
-    return { entries: this.entries.length, careful: this.careful.size, held: this.holdUntil.size };
+  stats(): { entries: number; held: number } {
+    return { entries: this.entries.length, held: this.holdUntil.size };
   }
 
   private attempt(entry: Entry): void {
+    if (this.host.discardedElsewhere(entry.clientId)) {
+      this.dropEntry(entry, ConfabError.client("closed", "discarded in another tab"));
+      return;
+    }
     entry.state = "sending";
     entry.attempts += 1;
     const attempt = ++entry.attempt;
@@ -230,12 +284,9 @@ export class Outbox {
     if (index < 0) return;
     this.entries.splice(index, 1);
     const id = entry.conversationId;
-    if (!this.entries.some((e) => e.conversationId === id && e.state !== "failed")) {
-      this.careful.delete(id);
-      this.holdUntil.delete(id);
-    }
+    if (!this.entries.some((e) => e.conversationId === id && e.state !== "failed")) this.holdUntil.delete(id);
     this.host.acked(message);
-    for (const w of entry.waiters) w.resolve(message);
+    for (const w of entry.waiters.splice(0)) w.resolve(message);
     this.host.changed(id);
     this.pump();
   }
@@ -246,13 +297,12 @@ export class Outbox {
     const id = entry.conversationId;
     if (!error.retryable) {
       entry.state = "failed";
-      for (const w of entry.waiters.splice(0)) w.reject(error);
+      for (const w of entry.waiters.splice(0)) w.reject(error.forSend(entry.clientId));
       this.host.changed(id);
       this.pump();
       return;
     }
     entry.state = "queued";
-    this.careful.add(id);
     if (error.code !== "disconnected") {
       // Rate limited: wait as told. No answer or an outage: back off exponentially.
       const wait =
@@ -263,6 +313,58 @@ export class Outbox {
     }
     // A disconnect needs no timer: `pump` runs on the next connect.
     this.host.changed(id);
+  }
+
+  private dropEntry(entry: Entry, error: ConfabError): void {
+    const index = this.entries.indexOf(entry);
+    if (index < 0) return;
+    this.entries.splice(index, 1);
+    for (const w of entry.waiters.splice(0)) w.reject(error.forSend(entry.clientId));
+    this.host.changed(entry.conversationId);
+  }
+
+  /**
+   * A promise for the entry's outcome, given up (not the entry) on abort or after the timeout:
+   * a send offline neither hangs for ever nor loses the message.
+   */
+  private waitFor(entry: Entry, { signal, timeoutMs }: WaitOptions): Promise<Message> {
+    return new Promise<Message>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stop = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        const i = entry.waiters.indexOf(waiter);
+        if (i >= 0) entry.waiters.splice(i, 1);
+      };
+      const waiter: Waiter = {
+        resolve: (m) => {
+          stop();
+          resolve(m);
+        },
+        reject: (e) => {
+          stop();
+          reject(e);
+        },
+      };
+      const onAbort = () => {
+        stop();
+        reject(signal?.reason);
+      };
+      entry.waiters.push(waiter);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      if (timeoutMs !== undefined && Number.isFinite(timeoutMs)) {
+        timer = setTimeout(() => {
+          stop();
+          const why = entry.error ? `; last error: ${entry.error.message}` : "";
+          reject(
+            new ConfabError(
+              { code: "timeout", message: `not stored within ${timeoutMs} ms; still queued, and sent when possible${why}` },
+              entry.clientId,
+            ),
+          );
+        }, timeoutMs);
+      }
+    });
   }
 
   private hold(conversationId: string, until: number): void {

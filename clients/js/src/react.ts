@@ -6,12 +6,26 @@
 // @confab/client/react: hooks over the client's stores. A separate entry point, so apps
 // without React don't pull it in (react is an optional peer dependency).
 
-import { createContext, createElement, useContext, useEffect, useMemo, useState, useSyncExternalStore } from "react";
+import {
+  createContext,
+  createElement,
+  useContext,
+  useEffect,
+  useMemo,
+  useState,
+  useSyncExternalStore,
+} from "react";
 import type { ReactNode } from "react";
 
-import type { ConfabClient, ConnectionState } from "./client.js";
-import type { ConversationItem } from "./stores/conversations.js";
-import type { ConversationView, ConversationViewSnapshot, ViewOptions } from "./stores/view.js";
+import type { ConfabClient, ConnectionState, RequestOptions, SendOptions } from "./client.js";
+import type { WaitOptions } from "./outbox.js";
+import type { ConversationListSnapshot } from "./stores/conversations.js";
+import type {
+  ConversationActions,
+  ConversationView,
+  ConversationViewSnapshot,
+  ViewOptions,
+} from "./stores/view.js";
 import type { Presence, UserId } from "./types.js";
 
 const ClientContext = createContext<ConfabClient | null>(null);
@@ -21,7 +35,7 @@ const ClientContext = createContext<ConfabClient | null>(null);
  * user changes, give a new client (key the component that makes it by the user id), never the
  * previous user's, which refuses the new user's token (state `unauthorized`).
  */
-export function ConfabProvider(props: { client: ConfabClient; children?: ReactNode }) {
+export function ConfabProvider(props: { client: ConfabClient; children?: ReactNode }): ReactNode {
   return createElement(ClientContext.Provider, { value: props.client }, props.children);
 }
 
@@ -38,50 +52,64 @@ export function useConfab(): ConfabClient {
  */
 export function useConnectionState(): ConnectionState {
   const client = useConfab();
-  return useSyncExternalStore(
-    (onChange) => client.onState(onChange),
-    () => client.state,
-    () => client.state,
+  // Stable per client: a new function on every render would make React unsubscribe and
+  // subscribe again on every render.
+  const { subscribe, getState } = useMemo(
+    () => ({ subscribe: (onChange: () => void) => client.onState(onChange), getState: () => client.state }),
+    [client],
   );
+  return useSyncExternalStore(subscribe, getState, getState);
 }
 
 /** The user's conversations, most recent activity first, with unread counts. */
-export function useConversations(): { loaded: boolean; items: ConversationItem[] } {
+export function useConversations(): ConversationListSnapshot {
   const client = useConfab();
   const store = client.conversations;
   return useSyncExternalStore(store.subscribe, store.getSnapshot, store.getSnapshot);
 }
 
 /**
- * One conversation: its messages (live and paged history), pending sends, typing and read
- * marks, and the actions on it. The view is created per conversation id and disposed on unmount.
+ * One conversation: its messages (a bounded window of live and paged history), pending sends,
+ * typing and read marks, and `view`, the actions on it. The view is made per conversation id
+ * (and options) and disposed on unmount; components showing the same conversation share one.
+ *
+ * `view` is the same object for as long as the conversation id is: it works from the first
+ * render on (sends go to the outbox at once; `loadOlder`, `loadNewer` and `markRead` act on the
+ * view once it is loaded, and do nothing before), so it is safe to keep in a callback.
  */
 export function useConversation(
   conversationId: string,
   options?: ViewOptions,
-): ConversationViewSnapshot & { view: ConversationView } {
+): ConversationViewSnapshot & { view: ConversationActions } {
   const client = useConfab();
   // The view lives from mount to unmount (and is replaced when the id changes). Taken in an
   // effect rather than during render: render may run twice or be thrown away (StrictMode,
   // concurrent rendering), and a view created there could never be disposed.
   const [view, setView] = useState<ConversationView | null>(null);
   const pageSize = options?.pageSize;
+  const maxMessages = options?.maxMessages;
   const typingTimeoutMs = options?.typingTimeoutMs;
   useEffect(() => {
-    const release = takeView(client, conversationId, { pageSize, typingTimeoutMs }, setView);
+    const release = takeView(client, conversationId, { pageSize, maxMessages, typingTimeoutMs }, setView);
     return () => {
       release();
       setView(null);
     };
-  }, [client, conversationId, pageSize, typingTimeoutMs]);
+  }, [client, conversationId, pageSize, maxMessages, typingTimeoutMs]);
   const current = view?.conversationId === conversationId ? view : null;
+  // The actions find the view where the views in use are kept, so those handed out before it
+  // existed act on it once it does.
+  const key = viewKey(conversationId, { pageSize, maxMessages, typingTimeoutMs });
+  const actions = useMemo(
+    () => followingActions(client, conversationId, () => views.get(client)?.get(key)?.view ?? null),
+    [client, conversationId, key],
+  );
   const snapshot = useSyncExternalStore(
     current ? current.subscribe : noopSubscribe,
     current ? current.getSnapshot : loadingSnapshot,
     current ? current.getSnapshot : loadingSnapshot,
   );
-  // While the view is being created, actions go to a placeholder that does nothing.
-  return useMemo(() => ({ ...snapshot, view: current ?? placeholder(client, conversationId) }), [snapshot, current, client, conversationId]);
+  return useMemo(() => ({ ...snapshot, view: actions }), [snapshot, actions]);
 }
 
 /** Presence of these users, kept current. */
@@ -104,6 +132,10 @@ export function usePresence(userIds: UserId[]): ReadonlyMap<UserId, Presence> {
  */
 const views = new WeakMap<ConfabClient, Map<string, { view: ConversationView; users: number }>>();
 
+function viewKey(conversationId: string, options: ViewOptions): string {
+  return [conversationId, options.pageSize, options.maxMessages, options.typingTimeoutMs].join("\u0000");
+}
+
 function takeView(
   client: ConfabClient,
   conversationId: string,
@@ -115,7 +147,7 @@ function takeView(
     ofClient = new Map();
     views.set(client, ofClient);
   }
-  const key = [conversationId, options.pageSize, options.typingTimeoutMs].join("\u0000");
+  const key = viewKey(conversationId, options);
   let entry = ofClient.get(key);
   if (!entry) {
     entry = { view: client.view(conversationId, options), users: 0 };
@@ -143,24 +175,35 @@ const LOADING: ConversationViewSnapshot = Object.freeze({
   pending: [],
   hasMore: false,
   loadingOlder: false,
+  hasNewer: false,
+  loadingNewer: false,
   typing: [],
   readBy: new Map(),
-}) as ConversationViewSnapshot;
+}) satisfies ConversationViewSnapshot;
 
 const loadingSnapshot = () => LOADING;
 
-/** Actions before the view exists: sends still go through the client's outbox. */
-function placeholder(client: ConfabClient, conversationId: string): ConversationView {
+/**
+ * A conversation's actions that go to the view `current()` returns when there is one. Those that
+ * only need the client (sends, edits, typing) don't wait for it.
+ */
+function followingActions(
+  client: ConfabClient,
+  conversationId: string,
+  current: () => ConversationView | null,
+): ConversationActions {
   return {
     conversationId,
-    send: (body: string) => client.send(conversationId, body),
-    retry: (clientId: string) => client.retry(clientId),
+    send: (body: string, options?: SendOptions) => client.send(conversationId, body, options),
+    retry: (clientId: string, options?: WaitOptions) => client.retry(clientId, options),
     discard: (clientId: string) => client.discard(clientId),
-    edit: (messageId: string, body: string) => client.edit(conversationId, messageId, body),
-    delete: (messageId: string) => client.delete(conversationId, messageId),
-    loadOlder: async () => {},
-    markRead: async () => {},
+    edit: (messageId: string, body: string, options?: RequestOptions) =>
+      client.edit(conversationId, messageId, body, options),
+    delete: (messageId: string, options?: RequestOptions) => client.delete(conversationId, messageId, options),
+    loadOlder: async (options?: RequestOptions) => current()?.loadOlder(options),
+    loadNewer: async (options?: RequestOptions) => current()?.loadNewer(options),
+    markRead: async (options?: RequestOptions) => current()?.markRead(options),
     typing: () => client.typing(conversationId),
     stopTyping: () => client.stopTyping(conversationId),
-  } as unknown as ConversationView;
+  };
 }

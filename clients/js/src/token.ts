@@ -1,12 +1,17 @@
 // Reading (not verifying) a JWT's claims: the client needs to know who it is (`sub`, `name`)
 // and, when the server can't say why it refused a token, whether the token had expired.
 
+/** The claims of a token the client reads: who it is for, their name, when it expires. */
 export interface TokenClaims {
+  /** The user id. */
   sub?: string;
+  /** The user's display name. */
   name?: string;
+  /** Expiry, in seconds since the epoch. */
   exp?: number;
 }
 
+/** The claims of a token, read without checking its signature (the server checks it). */
 export function readClaims(token: string): TokenClaims {
   const payload = token.split(".")[1];
   if (!payload) return {};

@@ -1,8 +1,11 @@
-// The protocol's objects and payloads, as docs/PROTOCOL.md describes them.
+// The protocol's objects and payloads, as docs/PROTOCOL.md describes them. These are the wire's
+// JSON as it is, snake_case names included: the records the client hands out are these same
+// objects (see the README's "Names"), and the HTTP API answers with them too.
 
 /** A user id: the `sub` of the user's token. */
 export type UserId = string;
 
+/** A stored message (PROTOCOL.md, "Message"). */
 export interface Message {
   id: string;
   conversation_id: string;
@@ -18,8 +21,10 @@ export interface Message {
   deleted_at: string | null;
 }
 
+/** A member's role in a group: owners and admins manage its members. */
 export type Role = "owner" | "admin" | "member";
 
+/** A member of a conversation. */
 export interface Member {
   user_id: UserId;
   name: string | null;
@@ -28,6 +33,7 @@ export interface Member {
   last_read_seq: number;
 }
 
+/** A direct conversation or a group (PROTOCOL.md, "Conversation"). */
 export interface Conversation {
   id: string;
   kind: "direct" | "group";
@@ -42,29 +48,34 @@ export interface Conversation {
   unread_count?: number;
 }
 
+/** Whether a user is online, and when they were last seen. */
 export interface Presence {
   user_id: UserId;
   online: boolean;
   last_seen_at: string | null;
 }
 
+/** A member's read mark moved: everything up to `seq` is read. */
 export interface Receipt {
   conversation_id: string;
   user_id: UserId;
   seq: number;
 }
 
+/** A member started (`typing: true`) or stopped typing. */
 export interface Typing {
   conversation_id: string;
   user_id: UserId;
   typing: boolean;
 }
 
+/** A page of `message:history`: ascending seq. */
 export interface HistoryPage {
   messages: Message[];
   has_more: boolean;
 }
 
+/** One conversation's part of a `sync` answer. */
 export interface SyncUpdate {
   conversation_id: string;
   messages: Message[];
@@ -95,6 +106,7 @@ export type ErrorCode =
   | "disconnected"
   | "closed";
 
+/** The error of a refused request, as the server sends it. */
 export interface ErrorBody {
   code: ErrorCode;
   message: string;
@@ -103,6 +115,7 @@ export interface ErrorBody {
   retry_after_ms?: number;
 }
 
+/** Every ack: `{ ok: true, data }` or `{ ok: false, error }`. */
 export type Envelope<T> = { ok: true; data: T } | { ok: false; error: ErrorBody };
 
 /** Server → client events and their payloads. */

@@ -127,7 +127,7 @@ test.skipIf(missing.length > 0)(
     expect(resyncs).toBeGreaterThanOrEqual(1);
     expect(states).toContain("syncing");
     await live(alice);
-    expect(alice.conversations.get(group.id)?.lastMessage?.id).toBe(stranded.id);
+    expect(alice.conversations.get(group.id)?.last_message?.id).toBe(stranded.id);
     expect(took).toBeLessThan(12_000);
   },
   60_000,

@@ -28,8 +28,15 @@ class MemoryStorage implements OutboxStorage {
   }
   /** Every stored entry's body, whoever stored it. */
   bodies(): string[] {
-    return [...this.map.values()].flatMap((v) => (JSON.parse(v) as { body: string }[]).map((e) => e.body));
+    return [...this.map]
+      .filter(([k]) => k.startsWith("confab.outbox.v1."))
+      .flatMap(([, v]) => (JSON.parse(v) as { body: string }[]).map((e) => e.body));
   }
+}
+
+/** The keys holding outbox entries (discards are remembered under another prefix). */
+function outboxKeys(storage: MemoryStorage): string[] {
+  return [...storage.map.keys()].filter((k) => k.startsWith("confab.outbox.v1."));
 }
 
 let server: TestServer;
@@ -130,8 +137,27 @@ test("a failed entry stays failed, with its error, for the next client to retry 
   expect(entry).toMatchObject({ body: "nowhere", state: "failed", attempts: 1 });
   expect(entry?.error?.code).toBe("not_found");
   expect(storage.getItem("confab.outbox.v1.ps-gus.junk")).toBeNull();
-  next.discard(entry?.clientId ?? "");
-  await until(() => storage.length === 0, "the discarded entry to be removed");
+  next.discard(entry?.client_id ?? "");
+  await until(() => outboxKeys(storage).length === 0, "the discarded entry to be removed");
+});
+
+test("without Web Locks, a message discarded in one tab is not sent by another that adopted it", async () => {
+  const storage = new MemoryStorage();
+  const { tab, other, direct } = await offlineChat("ps-jo", "ps-kim", storage);
+  void sendOffline(tab, direct.id, "thought better of it");
+  await until(() => storage.bodies().length === 1, "the entry to be stored");
+  // A second tab, also offline: with no way to tell the first is open, it adopts the entry.
+  const second = client(server, "ps-jo", { via: proxy, outboxStorage: storage });
+  await until(() => second.pending().length === 1, "the second tab to adopt it");
+
+  tab.discard(tab.pending()[0]?.client_id ?? "");
+  proxy.up();
+  await live(second);
+  await live(tab);
+  await sleep(300);
+  expect(second.pending()).toEqual([]);
+  expect((await other.history(direct.id)).messages).toEqual([]);
+  expect(outboxKeys(storage)).toEqual([]);
 });
 
 test("storage that refuses writes leaves the outbox working in memory", async () => {

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, expect, test } from "vitest";
 import { ConfabError } from "../src/index.js";
 import { client, collect, live, range, seqs } from "./clients.js";
 import { Proxy } from "./proxy.js";
-import { sleep, startServer, until, type TestServer } from "./server.js";
+import { lockDatabase, sleep, startServer, until, type TestServer } from "./server.js";
 
 let server: TestServer;
 beforeAll(async () => {
@@ -39,6 +39,36 @@ test("sends made while the server is down are stored once each, in order, after 
     const history = await bob.history(direct.id);
     expect(history.messages.map((m) => m.body)).toEqual(["before", "one", "two", "three"]);
   } finally {
+    await own.dispose();
+  }
+});
+
+test("a conversation's sends are stored in the order they were made when the first is answered unavailable", async () => {
+  const own = await startServer();
+  const proxy = await new Proxy(own.port).start();
+  try {
+    const alice = await live(client(own, "alice", { via: proxy }));
+    const group = await alice.createGroup("in order", []);
+    await alice.send(group.id, "before");
+
+    // The database is locked by another program (the server answers `unavailable`), and the
+    // answers travel slowly: the first send fails at the server before the client knows it.
+    const lock = await lockDatabase(own);
+    proxy.holdReplies();
+    const first = alice.send(group.id, "one");
+    await until(() => proxy.heldBytes > 0, "the server to answer the first send");
+    // The database is back, and the user sends the next message before hearing of the first.
+    await lock.release();
+    const second = alice.send(group.id, "two");
+    await sleep(300); // time for a second send, if one was made, to reach the server and be stored
+    proxy.deliver();
+
+    await Promise.all([first, second]);
+    const history = await alice.history(group.id);
+    expect(history.messages.map((m) => m.body)).toEqual(["before", "one", "two"]);
+    expect(seqs(history.messages)).toEqual([1, 2, 3]);
+  } finally {
+    await proxy.close();
     await own.dispose();
   }
 });
@@ -106,7 +136,7 @@ test("a refused send fails without retrying, and can be discarded", async () => 
   const [entry] = alice.pending(group.id);
   expect(entry?.state).toBe("failed");
   expect(entry?.attempts).toBe(1);
-  alice.discard(entry?.clientId ?? "");
+  alice.discard(entry?.client_id ?? "");
   expect(alice.pending(group.id)).toEqual([]);
   // A conversation that isn't ours: not_found, not retried either.
   const missing = await alice.send("0190f000-0000-7000-8000-000000000000", "hi").catch((e: unknown) => e);

@@ -13,6 +13,8 @@ export class Proxy {
   blackhole = false;
   /** While true, nothing crosses in either direction, on open and new connections alike. */
   private frozen = false;
+  /** While set, bytes from the server are kept back (a slow downlink), to be delivered later. */
+  private held: { socket: Socket; data: Buffer }[] | undefined;
   /** TCP connections accepted so far (refused ones too): connection attempts, as the server sees them. */
   connections = 0;
 
@@ -36,7 +38,9 @@ export class Proxy {
         if (!this.frozen) upstream.write(d);
       });
       upstream.on("data", (d) => {
-        if (!this.blackhole && !this.frozen) client.write(d);
+        if (this.blackhole || this.frozen) return;
+        if (this.held) this.held.push({ socket: client, data: d });
+        else client.write(d);
       });
       const close = () => {
         client.destroy();
@@ -66,6 +70,23 @@ export class Proxy {
   /** Drops whatever either side sends from now on, and closes nothing: a network partition. */
   freeze(): void {
     this.frozen = true;
+  }
+
+  /** Keeps back what the server sends (answers arrive late, in order) until `deliver()`. */
+  holdReplies(): void {
+    this.held ??= [];
+  }
+
+  /** Bytes from the server kept back by `holdReplies()`. */
+  get heldBytes(): number {
+    return (this.held ?? []).reduce((n, h) => n + h.data.length, 0);
+  }
+
+  /** Delivers what was kept back, in order, and stops holding. */
+  deliver(): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    for (const { socket, data } of held) if (!socket.destroyed) socket.write(data);
   }
 
   /** Cuts and refuses new connections until `up()`. */

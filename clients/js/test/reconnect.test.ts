@@ -57,8 +57,8 @@ test("messages sent while a client is away arrive once each and in order when it
     expect(atAlice.messages.map((m) => m.body)).toEqual(range(1, 40).map((i) => `m${i}`));
     expect(states).toContain("live");
     await until(() => alice.conversations.get(group.id), "the new group in alice's list");
-    expect(alice.conversations.get(group.id)?.lastMessage?.body).toBe("welcome");
-    expect(alice.conversations.get(group.id)?.unread).toBe(1);
+    expect(alice.conversations.get(group.id)?.last_message?.body).toBe("welcome");
+    expect(alice.conversations.get(group.id)?.unread_count).toBe(1);
   } finally {
     await proxy.close();
   }

@@ -121,6 +121,38 @@ export class TestServer {
   }
 }
 
+/**
+ * Holds SQLite's write lock on the server's database from another process, as a long write by
+ * another program would: the server's writes wait out their busy timeout (5 s) and are answered
+ * `unavailable`, while reads go on (WAL). `release()` lets writes through again. Python's
+ * sqlite3 module holds it (CPython is on every machine of this project's kind).
+ */
+export async function lockDatabase(server: TestServer): Promise<{ release: () => Promise<void> }> {
+  const script = [
+    "import sqlite3, sys",
+    "db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)",
+    "db.execute('BEGIN IMMEDIATE')",
+    "print('locked', flush=True)",
+    "sys.stdin.read()",
+    "db.execute('ROLLBACK')",
+  ].join("\n");
+  const holder = spawn("python3", ["-c", script, join(server.dir, "c.db")], { stdio: ["pipe", "pipe", "pipe"] });
+  const exited = new Promise<void>((done) => holder.once("exit", () => done()));
+  await new Promise<void>((done, fail) => {
+    let errors = "";
+    holder.once("error", (e) => fail(new Error(`python3 is needed to lock the database: ${e.message}`)));
+    holder.stderr.on("data", (chunk: Buffer) => (errors += chunk.toString()));
+    holder.once("exit", (code) => fail(new Error(`the lock holder exited (${code}): ${errors}`)));
+    holder.stdout.on("data", (chunk: Buffer) => chunk.toString().includes("locked") && done());
+  });
+  return {
+    release: async () => {
+      holder.stdin.end();
+      await exited;
+    },
+  };
+}
+
 export async function startServer(options: ServerOptions = {}): Promise<TestServer> {
   return new TestServer(options).start();
 }

@@ -72,5 +72,5 @@ test("edits and deletes are delivered as updates, on both sides", async () => {
   expect(atAlice.updates.map((m) => m.body)).toEqual(["fixed", null]);
   expect(atAlice.messages).toHaveLength(1);
   const item = alice.conversations.get(direct.id);
-  expect(item?.lastMessage?.deleted_at).not.toBeNull();
+  expect(item?.last_message?.deleted_at).not.toBeNull();
 });

@@ -24,16 +24,21 @@ struct Echo;
 
 impl Handler for Echo {
     type Session = ();
+    type Pending = ();
 
-    fn check_request(&self, _req: &RequestInfo) -> Result<ResponseHeaders, Refusal> {
+    fn check_request(&self, _req: &RequestInfo<'_>) -> Result<ResponseHeaders, Refusal> {
         Ok(ResponseHeaders::new())
+    }
+
+    fn admit(&self, _req: &RequestInfo<'_>) -> Result<(), Refusal> {
+        Ok(())
     }
 
     async fn connect(
         &self,
         _socket: Socket,
         _auth: Option<&RawValue>,
-        _req: &RequestInfo,
+        _pending: &(),
     ) -> Result<(), ConnectError> {
         Ok(())
     }

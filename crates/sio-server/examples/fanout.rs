@@ -28,16 +28,21 @@ struct Fanout {
 
 impl Handler for Fanout {
     type Session = ();
+    type Pending = ();
 
-    fn check_request(&self, _req: &RequestInfo) -> Result<ResponseHeaders, Refusal> {
+    fn check_request(&self, _req: &RequestInfo<'_>) -> Result<ResponseHeaders, Refusal> {
         Ok(ResponseHeaders::new())
+    }
+
+    fn admit(&self, _req: &RequestInfo<'_>) -> Result<(), Refusal> {
+        Ok(())
     }
 
     async fn connect(
         &self,
         socket: Socket,
         _auth: Option<&RawValue>,
-        _req: &RequestInfo,
+        _pending: &(),
     ) -> Result<(), ConnectError> {
         self.sockets
             .lock()

@@ -11,16 +11,25 @@ pub struct Config {
     pub ping_interval: Duration,
     /// How long the server waits for the pong before closing with `ping timeout`.
     pub ping_timeout: Duration,
-    /// How long a client may take to send the Socket.IO `CONNECT` after the Engine.IO session opened.
+    /// How long a session may stay without a connected socket: the Socket.IO `CONNECT` must have been
+    /// sent *and* accepted within this time of the Engine.IO session opening (on either transport, across
+    /// an upgrade), or the session is closed. Short, because an unauthenticated session costs memory and
+    /// proves nothing; a client sends its `CONNECT` as soon as the session is open. A `CONNECT` that
+    /// arrived in time is answered however long `Handler::connect` takes (which must be bounded).
     pub connect_timeout: Duration,
     /// How long a polling → WebSocket upgrade may take once the WebSocket is open.
     pub upgrade_timeout: Duration,
     /// The largest WebSocket message and the largest polling `POST` body, in bytes (`maxPayload`).
     /// Bigger WebSocket frames are refused from their header, before any of their payload is buffered.
     pub max_payload: usize,
-    /// The bound of each socket's outgoing queue, in packets. When it is full,
-    /// [`Socket::send`](crate::Socket::send) returns [`SendError::Full`](crate::SendError::Full).
-    pub max_queued_packets: usize,
+    /// The bound of each connection's outgoing data, in bytes: queued packets, protocol replies (pongs,
+    /// noops, `CONNECT` answers) and what the WebSocket is still writing, each frame counted with 64 bytes
+    /// of overhead. A packet that doesn't fit is refused with
+    /// [`SendError::Full`](crate::SendError::Full) (one larger than the whole bound still goes into an
+    /// empty queue); a protocol reply that doesn't fit closes the connection; a WebSocket stops reading
+    /// while the bound is reached (so a client that doesn't read can't answer pings either, and the ping
+    /// timeout closes it). Until a `CONNECT` runs, the bound is at most 64 KiB.
+    pub max_queued_bytes: usize,
     /// The most binary attachments one Socket.IO packet may announce.
     pub max_attachments: usize,
     /// The largest total size of one packet's binary attachments, in bytes.
@@ -38,10 +47,10 @@ impl Default for Config {
             path: "/socket.io/".to_owned(),
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(20),
-            connect_timeout: Duration::from_secs(45),
+            connect_timeout: Duration::from_secs(5),
             upgrade_timeout: Duration::from_secs(10),
             max_payload: 64 * 1024,
-            max_queued_packets: 1024,
+            max_queued_bytes: 1024 * 1024,
             max_attachments: 16,
             max_attachments_size: 1024 * 1024,
             max_request_head: 16 * 1024,

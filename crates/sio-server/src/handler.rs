@@ -21,6 +21,12 @@ pub trait Handler: Send + Sync + 'static {
     /// Per-socket state the application keeps for a connected socket.
     type Session: Send + Sync + 'static;
 
+    /// What the application keeps about a session until its socket connects (for example the client's
+    /// address, and a guard that counts sessions not yet authenticated): made by [`Handler::admit`],
+    /// handed to [`Handler::connect`], and dropped as soon as the socket connects or the session ends.
+    /// The request that opened the session is not kept: keep this small.
+    type Pending: Send + Sync + 'static;
+
     /// Screens an HTTP request that would open a new Engine.IO session (a polling handshake or a direct
     /// WebSocket), and every CORS preflight (`OPTIONS`) on the Engine.IO path.
     ///
@@ -28,9 +34,20 @@ pub trait Handler: Send + Sync + 'static {
     /// later response of that session too (this is where `Access-Control-Allow-Origin` goes).
     /// `Err(refusal)` answers with the refusal's status, headers and JSON body and opens nothing.
     #[allow(clippy::result_large_err)] // refusals are rare; boxing would only burden implementors
-    fn check_request(&self, req: &RequestInfo) -> Result<ResponseHeaders, Refusal>;
+    fn check_request(&self, req: &RequestInfo<'_>) -> Result<ResponseHeaders, Refusal>;
 
-    /// A client sent `CONNECT` for `/` with this auth payload (a JSON object, if any).
+    /// Admits a new Engine.IO session, once [`Handler::check_request`] accepted its request (not called
+    /// for preflights, nor for a WebSocket upgrading an existing session). This is where sessions are
+    /// limited: per client address, and in total until they connect.
+    ///
+    /// `Ok(pending)` opens the session, which keeps `pending` until its socket connects;
+    /// `Err(refusal)` answers with the refusal (`429` with `Retry-After`, say) and opens nothing.
+    #[allow(clippy::result_large_err)] // as above
+    fn admit(&self, req: &RequestInfo<'_>) -> Result<Self::Pending, Refusal>;
+
+    /// A client sent `CONNECT` for `/` with this auth payload (a JSON object, if any). `pending` is what
+    /// [`Handler::admit`] returned for its session (a refused `CONNECT` may be followed by another, so it
+    /// is lent, not given).
     ///
     /// `Ok(session)` connects the socket and the server answers `40{"sid":…}`; packets the application
     /// sends to `socket` while this future runs are delivered after that answer. `Err(e)` answers
@@ -41,7 +58,7 @@ pub trait Handler: Send + Sync + 'static {
         &self,
         socket: Socket,
         auth: Option<&RawValue>,
-        req: &RequestInfo,
+        pending: &Self::Pending,
     ) -> impl Future<Output = Result<Self::Session, ConnectError>> + Send;
 
     /// Called synchronously, in arrival order, on the connection's task, for each event of a connected
@@ -52,15 +69,16 @@ pub trait Handler: Send + Sync + 'static {
     fn disconnect(&self, session: Arc<Self::Session>, socket: &Socket, reason: DisconnectReason);
 }
 
-/// The HTTP request that opened (or would open) an Engine.IO session.
-#[derive(Debug, Clone)]
-pub struct RequestInfo {
+/// The HTTP request that would open an Engine.IO session (or a CORS preflight), lent to the handler for
+/// the call: nothing of it outlives the request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
     /// The request method (`GET`, or `OPTIONS` for a preflight).
-    pub method: Method,
+    pub method: &'a Method,
     /// The request target, path and query.
-    pub uri: Uri,
+    pub uri: &'a Uri,
     /// The request headers.
-    pub headers: HeaderMap,
+    pub headers: &'a HeaderMap,
     /// The peer's address (the TCP peer; a reverse proxy's forwarding headers are in `headers`).
     pub remote_addr: SocketAddr,
 }
@@ -144,11 +162,13 @@ pub enum DisconnectReason {
     /// The client closed the connection (WebSocket closed, Engine.IO close packet, TCP end).
     TransportClose,
     /// The transport failed: an I/O error, a WebSocket protocol violation, an oversized message, an
-    /// overlapping polling request.
+    /// overlapping polling request, or a protocol reply (a pong, a `CONNECT` refusal) that didn't fit in
+    /// the outgoing queue because the client doesn't read.
     TransportError,
     /// The client did not answer a ping within the ping timeout.
     PingTimeout,
-    /// The client sent a malformed Engine.IO or Socket.IO packet.
+    /// The client sent a malformed Engine.IO or Socket.IO packet, or a `CONNECT` to a namespace that
+    /// doesn't exist.
     ParseError,
     /// The server is shutting down ([`SocketIo::shutdown`](crate::SocketIo::shutdown)).
     ServerShutdown,

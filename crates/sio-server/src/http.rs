@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body::Body;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
@@ -123,8 +123,8 @@ pub(crate) type Handshake<H> = Result<WsAccept<H>, Response<Bytes>>;
 
 /// How an accepted WebSocket handshake continues once the `101` is out.
 pub(crate) enum WsPlan<H: Handler> {
-    /// A new session for this request.
-    New(Box<RequestInfo>),
+    /// A new session, admitted with this value, for a client at this address.
+    New(Arc<H::Pending>, SocketAddr),
     /// An upgrade of this polling session.
     Upgrade(Arc<Connection<H>>),
 }
@@ -144,6 +144,7 @@ impl<H: Handler> Engine<H> {
     pub(crate) fn websocket_handshake(
         &self,
         method: &Method,
+        version: Version,
         uri: &Uri,
         headers: &HeaderMap,
         remote_addr: SocketAddr,
@@ -155,7 +156,7 @@ impl<H: Handler> Engine<H> {
         if query.transport != Some("websocket") {
             return Err(engine_error(EngineError::TransportUnknown));
         }
-        let accept = handshake::accept(method, headers).map_err(|e| {
+        let accept = handshake::accept(method, version, headers).map_err(|e| {
             tracing::debug!(error = %e, "bad WebSocket handshake");
             let mut response = engine_error(EngineError::BadRequest);
             if e == handshake::HandshakeError::Version {
@@ -172,19 +173,20 @@ impl<H: Handler> Engine<H> {
                     return Err(engine_error(EngineError::ShuttingDown));
                 }
                 let request = RequestInfo {
-                    method: method.clone(),
-                    uri: uri.clone(),
-                    headers: headers.clone(),
+                    method,
+                    uri,
+                    headers,
                     remote_addr,
                 };
                 let extra = self
                     .handler
                     .check_request(&request)
                     .map_err(refusal_response)?;
+                let pending = self.handler.admit(&request).map_err(refusal_response)?;
                 Ok(WsAccept {
                     accept,
                     headers: extra,
-                    plan: WsPlan::New(Box::new(request)),
+                    plan: WsPlan::New(Arc::new(pending), remote_addr),
                 })
             }
             Some(sid) => {
@@ -216,7 +218,10 @@ impl<H: Handler> Engine<H> {
         initial: BytesMut,
     ) -> impl Future<Output = ()> + Send + 'static {
         let (conn, mode) = match plan {
-            WsPlan::New(request) => (self.open(Transport::WebSocket, *request, None), Mode::New),
+            WsPlan::New(pending, remote_addr) => (
+                self.open(Transport::WebSocket, remote_addr, pending, None),
+                Mode::New,
+            ),
             WsPlan::Upgrade(conn) => (conn, Mode::Upgrade),
         };
         websocket::start(self.clone(), conn, io, initial, mode)
@@ -251,8 +256,13 @@ impl<H: Handler> Engine<H> {
         }
         match query.transport {
             Some("websocket") => {
-                let accepted =
-                    self.websocket_handshake(req.method(), req.uri(), req.headers(), remote_addr);
+                let accepted = self.websocket_handshake(
+                    req.method(),
+                    req.version(),
+                    req.uri(),
+                    req.headers(),
+                    remote_addr,
+                );
                 let accepted = match accepted {
                     Ok(accepted) => accepted,
                     Err(response) => return response,
@@ -295,13 +305,21 @@ impl<H: Handler> Engine<H> {
                         return engine_error(EngineError::ShuttingDown);
                     }
                     let request = request_info(&req, remote_addr);
-                    match self.handler.check_request(&request) {
-                        Ok(extra) => {
-                            let conn = self.open(Transport::Polling, request, Some(extra));
-                            self.polling_open(conn)
-                        }
-                        Err(refusal) => refusal_response(refusal),
-                    }
+                    let extra = match self.handler.check_request(&request) {
+                        Ok(extra) => extra,
+                        Err(refusal) => return refusal_response(refusal),
+                    };
+                    let pending = match self.handler.admit(&request) {
+                        Ok(pending) => pending,
+                        Err(refusal) => return refusal_response(refusal),
+                    };
+                    let conn = self.open(
+                        Transport::Polling,
+                        remote_addr,
+                        Arc::new(pending),
+                        Some(extra),
+                    );
+                    self.polling_open(conn)
                 }
                 None => engine_error(EngineError::BadHandshakeMethod),
                 Some(sid) => {
@@ -326,11 +344,11 @@ impl<H: Handler> Engine<H> {
     }
 }
 
-fn request_info<B>(req: &Request<B>, remote_addr: SocketAddr) -> RequestInfo {
+fn request_info<B>(req: &Request<B>, remote_addr: SocketAddr) -> RequestInfo<'_> {
     RequestInfo {
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        headers: req.headers().clone(),
+        method: req.method(),
+        uri: req.uri(),
+        headers: req.headers(),
         remote_addr,
     }
 }

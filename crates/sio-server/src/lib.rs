@@ -3,23 +3,28 @@
 //! Browsers connect with the standard `socket.io-client` 4.x over WebSocket or HTTP long-polling (and upgrade
 //! from one to the other). The application plugs in a [`Handler`]:
 //!
-//! * [`Handler::check_request`] screens the HTTP request that would open a session (origin, rate limits);
+//! * [`Handler::check_request`] screens the HTTP request that would open a session, and CORS preflights
+//!   (origin);
+//! * [`Handler::admit`] admits a new session (per-address limits, caps on sessions not yet connected) and
+//!   returns the small value the session keeps until it connects ([`Handler::Pending`]);
 //! * [`Handler::connect`] accepts or refuses the Socket.IO `CONNECT`, and a refusal carries a `data` field
 //!   (`44{"message":…,"data":…}`);
 //! * [`Handler::event`] is called synchronously, in arrival order, for every event of a connected socket;
 //! * [`Handler::disconnect`] is called once when a connected socket goes away.
 //!
 //! Outgoing packets are encoded once ([`Packet`]) and the same bytes can be queued on any number of sockets.
-//! Each socket's queue is bounded ([`Config::max_queued_packets`]); a full queue is reported to the caller
-//! instead of growing.
+//! Everything queued for a connection, protocol replies included, counts against one bound in bytes
+//! ([`Config::max_queued_bytes`]): a packet that doesn't fit is reported to the caller instead of growing
+//! the queue, a reply that doesn't fit ends the session, and a WebSocket stops reading from a client that
+//! doesn't read what it is sent (the ping timeout then closes it).
 //!
 //! [`serve`] runs the whole thing on a `TcpListener`: WebSocket handshakes for the Engine.IO path are answered
 //! on the raw `TcpStream` (no HTTP connection object stays alive behind an idle WebSocket), and every other
 //! request goes to hyper, with the Engine.IO path handled here and the rest passed to the application's
 //! service. [`SocketIo::service`] exposes the engine as a tower `Service` for mounting in another server.
 //!
-//! Only the main namespace `/` is served; `CONNECT` to any other namespace is refused with
-//! `Invalid namespace`.
+//! Only the main namespace `/` is served; a `CONNECT` to any other namespace is refused with
+//! `Invalid namespace`, once, and the connection is closed.
 
 mod config;
 mod engine;

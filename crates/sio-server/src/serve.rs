@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -280,9 +280,15 @@ fn direct_websocket<H: Handler>(
         Ok(httparse::Status::Complete(len)) => len,
         _ => return None,
     };
-    if req.method != Some("GET") || req.version != Some(1) {
+    if req.method != Some("GET") {
         return None;
     }
+    // An HTTP/1.0 upgrade is answered here too, with the 400 `websocket_handshake` gives it.
+    let version = if req.version == Some(1) {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
     let uri = Uri::from_str(req.path?).ok()?;
     if !engine.config.is_engine_path(uri.path()) {
         return None;
@@ -298,7 +304,7 @@ fn direct_websocket<H: Handler>(
     }
     Some((
         head_len,
-        engine.websocket_handshake(&Method::GET, &uri, &headers, remote),
+        engine.websocket_handshake(&Method::GET, version, &uri, &headers, remote),
     ))
 }
 
@@ -434,14 +440,18 @@ mod tests {
 
     impl Handler for Nothing {
         type Session = ();
-        fn check_request(&self, _: &RequestInfo) -> Result<ResponseHeaders, Refusal> {
+        type Pending = ();
+        fn check_request(&self, _: &RequestInfo<'_>) -> Result<ResponseHeaders, Refusal> {
             Ok(ResponseHeaders::new())
+        }
+        fn admit(&self, _: &RequestInfo<'_>) -> Result<(), Refusal> {
+            Ok(())
         }
         async fn connect(
             &self,
             _: Socket,
             _: Option<&RawValue>,
-            _: &RequestInfo,
+            _: &(),
         ) -> Result<(), ConnectError> {
             Ok(())
         }
@@ -456,13 +466,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stream = TcpStream::connect(addr).await.unwrap();
-        let request = RequestInfo {
-            method: Method::GET,
-            uri: Uri::from_static("/socket.io/?EIO=4&transport=websocket"),
-            headers: HeaderMap::new(),
-            remote_addr: addr,
-        };
-        let plan = crate::http::WsPlan::New(Box::new(request));
+        let plan = crate::http::WsPlan::New(Arc::new(()), addr);
         let task = engine.start_websocket(plan, stream, BytesMut::new());
         let size = std::mem::size_of_val(&task);
         eprintln!("WebSocket task future: {size} bytes");

@@ -21,8 +21,9 @@ use crate::socketio::packet as sio;
 /// Why a packet could not be queued.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// The socket's outgoing queue holds [`Config::max_queued_packets`](crate::Config::max_queued_packets)
-    /// packets: the client reads too slowly. The caller decides (for example, disconnect it).
+    /// The packet doesn't fit in the socket's outgoing queue, which is bounded in bytes
+    /// ([`Config::max_queued_bytes`](crate::Config::max_queued_bytes)): the client reads too slowly. The
+    /// caller decides (for example, disconnect it).
     #[error("the socket's outgoing queue is full")]
     Full,
     /// The socket is not connected (any more).
@@ -149,6 +150,12 @@ impl Socket {
         self.0.lock().frames.len()
     }
 
+    /// What the outgoing queue holds against its bound, in bytes: the packets not yet written (also those
+    /// the transport took and is still writing), each counted with a fixed overhead for its slot.
+    pub fn queued_bytes(&self) -> usize {
+        self.0.lock().bytes
+    }
+
     /// Encodes and queues the event `name` with one argument.
     pub fn emit<T: Serialize + ?Sized>(&self, name: &str, data: &T) -> Result<(), SendError> {
         self.send(&Packet::event(name, data)?)
@@ -157,7 +164,7 @@ impl Socket {
     /// Queues a pre-encoded packet. Packets sent while [`Handler::connect`](crate::Handler::connect) runs
     /// are delivered after the `40` answer (and dropped if the connect is refused).
     pub fn send(&self, packet: &Packet) -> Result<(), SendError> {
-        self.0.push(&packet.text, &packet.attachments, true)
+        self.0.push(&packet.text, &packet.attachments)
     }
 
     /// Emits an event that asks for an acknowledgement and waits for it, at most `timeout`.
@@ -191,14 +198,18 @@ impl Socket {
         let args = serde_json::to_vec(&(name, data)).map_err(|e| AckError::Send(e.into()))?;
         let (tx, rx) = oneshot::channel();
         let mut outbox = self.0.lock();
+        // The id is at most 20 digits: count them in before knowing it.
+        let cost = 2 + 20 + args.len() + FRAME_COST;
         outbox
-            .check_room(self.0.max_queued)
+            .check_room(cost, self.0.max_bytes)
             .map_err(AckError::Send)?;
         outbox.next_ack_id += 1;
         let id = outbox.next_ack_id;
         let mut text = format!("42{id}").into_bytes();
         text.extend_from_slice(&args);
-        outbox.frames.push_back(Frame::Text(Bytes::from(text)));
+        let frame = Frame::Text(Bytes::from(text));
+        outbox.bytes += frame_cost(&frame);
+        outbox.frames.push_back(frame);
         outbox.acks.push((id, tx));
         let waker = outbox.writer.take();
         drop(outbox);
@@ -277,22 +288,18 @@ impl Ack {
     /// Acknowledges with one argument: `43<id>[data]`.
     pub fn send<T: Serialize + ?Sized>(self, data: &T) -> Result<(), SendError> {
         let text = sio::ack(self.id, data)?;
-        self.socket.0.push(&text, &[], true)
+        self.socket.0.push(&text, &[])
     }
 
     /// Acknowledges with one argument given as raw JSON.
     pub fn send_raw(self, data: &RawValue) -> Result<(), SendError> {
-        self.socket
-            .0
-            .push(&sio::ack_raw(self.id, &[data], 0), &[], true)
+        self.socket.0.push(&sio::ack_raw(self.id, &[data], 0), &[])
     }
 
     /// Acknowledges with any number of raw JSON arguments.
     pub fn send_args(self, args: &[Box<RawValue>]) -> Result<(), SendError> {
         let args: Vec<&RawValue> = args.iter().map(|a| &**a).collect();
-        self.socket
-            .0
-            .push(&sio::ack_raw(self.id, &args, 0), &[], true)
+        self.socket.0.push(&sio::ack_raw(self.id, &args, 0), &[])
     }
 
     /// Acknowledges with raw JSON arguments and binary attachments referenced by placeholders.
@@ -303,7 +310,7 @@ impl Ack {
     ) -> Result<(), SendError> {
         let args: Vec<&RawValue> = args.iter().map(|a| &**a).collect();
         let text = sio::ack_raw(self.id, &args, attachments.len());
-        self.socket.0.push(&text, &attachments, true)
+        self.socket.0.push(&text, &attachments)
     }
 }
 
@@ -328,23 +335,57 @@ pub(crate) enum State {
     Closed,
 }
 
+/// What one queued frame counts against a socket's bound besides its bytes: its slot in the queue and
+/// its buffer's header, so that a flood of tiny frames is bounded too.
+pub(crate) const FRAME_COST: usize = 64;
+
+/// The bound of a socket with no `CONNECT` running or done: all such a socket is legitimately sent is a
+/// handful of small packets (the open packet, pings, a refusal), so it gets far less room than a
+/// connected one.
+pub(crate) const UNCONNECTED_QUEUE_BYTES: usize = 64 * 1024;
+
+/// What `frame` counts against its socket's bound.
+pub(crate) fn frame_cost(frame: &Frame) -> usize {
+    match frame {
+        Frame::Text(b) | Frame::Binary(b) => b.len() + FRAME_COST,
+    }
+}
+
+fn cost_of(frames: &VecDeque<Frame>) -> usize {
+    frames.iter().map(frame_cost).sum()
+}
+
 /// The shared part of a socket: identity and outgoing queue. Transports drain the queue; the application
 /// fills it through [`Socket`].
 pub(crate) struct SocketCore {
     pub(crate) id: Sid,
     pub(crate) remote_addr: SocketAddr,
-    max_queued: usize,
+    /// The bound of the queue in bytes, once a `CONNECT` runs or succeeded ([`Config::max_queued_bytes`]).
+    max_bytes: usize,
     // A std Mutex is enough: it is never held across an `.await`, and holders only move a few pointers.
     outbox: Mutex<Outbox>,
 }
 
 /// The outgoing queue and the state that must change together with it.
+///
+/// Everything the server holds for the client to read counts against one bound, in bytes
+/// ([`Outbox::bytes`]): application packets, protocol replies (pings, noops, `CONNECT` answers), and
+/// what a WebSocket took from here or queued itself and hasn't written yet. Application packets that
+/// don't fit are refused ([`SendError::Full`]); a protocol reply that doesn't fit ends the session (the
+/// client provokes replies and doesn't read them); and a WebSocket stops reading once something didn't
+/// fit, until some of the queue is written, so that a client that doesn't read can't make the server
+/// hold more (nor answer its pings).
 pub(crate) struct Outbox {
     /// Packets not yet handed to the transport. An empty `VecDeque` holds no allocation.
     pub(crate) frames: VecDeque<Frame>,
     /// Application packets sent while `Handler::connect` runs: they may only follow the `40` that
     /// answers the CONNECT, so they wait here (the transport drains `frames` meanwhile, for pings).
     pub(crate) held: VecDeque<Frame>,
+    /// What `frames`, `held` and the frames a WebSocket is still writing count against the bound
+    /// ([`frame_cost`]). The WebSocket gives its share back with [`SocketCore::release`].
+    bytes: usize,
+    /// Something didn't fit since the transport last wrote anything: reads pause.
+    full: bool,
     /// The task that drains `frames` (the WebSocket task, or the pending polling `GET`).
     pub(crate) writer: Option<Waker>,
     pub(crate) state: State,
@@ -357,26 +398,57 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    fn check_room(&self, max: usize) -> Result<(), SendError> {
+    /// The bound in force: small until a `CONNECT` runs.
+    fn limit(&self, max: usize) -> usize {
         match self.state {
-            State::Connecting | State::Connected if self.frames.len() + self.held.len() >= max => {
+            State::Open => max.min(UNCONNECTED_QUEUE_BYTES),
+            _ => max,
+        }
+    }
+
+    /// Whether `cost` more fits. A packet larger than the whole bound still goes into an empty queue, so
+    /// that one large answer is never refused for its size alone.
+    fn fits(&self, cost: usize, max: usize) -> bool {
+        self.bytes == 0 || self.bytes + cost <= self.limit(max)
+    }
+
+    fn check_room(&mut self, cost: usize, max: usize) -> Result<(), SendError> {
+        match self.state {
+            State::Connecting | State::Connected if self.fits(cost, max) => Ok(()),
+            State::Connecting | State::Connected => {
+                self.full = true;
                 Err(SendError::Full)
             }
-            State::Connecting | State::Connected => Ok(()),
             _ => Err(SendError::Closed),
         }
+    }
+
+    /// Gives back what frames that left the queue (written, or dropped) counted.
+    fn free(&mut self, cost: usize) {
+        if cost > 0 {
+            self.bytes = self.bytes.saturating_sub(cost);
+            self.full = false;
+        }
+    }
+
+    /// Queues protocol frames without a bound check (the caller checked, or they are one-offs).
+    fn queue(&mut self, frame: Frame) {
+        self.bytes += frame_cost(&frame);
+        self.frames.push_back(frame);
     }
 }
 
 impl SocketCore {
-    pub(crate) fn new(remote_addr: SocketAddr, transport: Transport, max_queued: usize) -> Self {
+    pub(crate) fn new(remote_addr: SocketAddr, transport: Transport, max_bytes: usize) -> Self {
         Self {
             id: Sid::random(),
             remote_addr,
-            max_queued,
+            max_bytes,
             outbox: Mutex::new(Outbox {
                 frames: VecDeque::new(),
                 held: VecDeque::new(),
+                bytes: 0,
+                full: false,
                 writer: None,
                 state: State::Open,
                 transport,
@@ -392,20 +464,18 @@ impl SocketCore {
         self.outbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a text packet and its attachments as one unit. `bounded` applies the queue bound and the
-    /// connected check (application packets); protocol packets skip both.
-    pub(crate) fn push(
-        &self,
-        text: &Bytes,
-        attachments: &[Bytes],
-        bounded: bool,
-    ) -> Result<(), SendError> {
+    /// Queues an application packet and its attachments as one unit, if the socket is connected (or
+    /// connecting) and the packet fits.
+    pub(crate) fn push(&self, text: &Bytes, attachments: &[Bytes]) -> Result<(), SendError> {
+        let cost = text.len()
+            + FRAME_COST
+            + attachments
+                .iter()
+                .map(|a| a.len() + FRAME_COST)
+                .sum::<usize>();
         let mut outbox = self.lock();
-        if bounded {
-            outbox.check_room(self.max_queued)?;
-        } else if outbox.state == State::Closed {
-            return Err(SendError::Closed);
-        }
+        outbox.check_room(cost, self.max_bytes)?;
+        outbox.bytes += cost;
         let queue = if outbox.state == State::Connecting {
             &mut outbox.held
         } else {
@@ -423,18 +493,53 @@ impl SocketCore {
         Ok(())
     }
 
-    /// Queues a protocol frame (ping, noop) regardless of state and bound.
-    pub(crate) fn push_control(&self, frame: Frame) {
+    /// Queues a protocol reply (ping, noop, a refusal) if it fits. `false` if the socket can't take it:
+    /// it is closing or closed, or the reply would pass its bound. The caller then ends the session.
+    pub(crate) fn push_control(&self, frame: Frame) -> bool {
         let mut outbox = self.lock();
-        if outbox.state == State::Closed {
-            return;
+        if matches!(outbox.state, State::Closing | State::Closed) {
+            return false;
         }
-        outbox.frames.push_back(frame);
+        if !outbox.fits(frame_cost(&frame), self.max_bytes) {
+            outbox.full = true;
+            return false;
+        }
+        outbox.queue(frame);
         let waker = outbox.writer.take();
         drop(outbox);
         if let Some(w) = waker {
             w.wake();
         }
+        true
+    }
+
+    /// Counts `cost` bytes a WebSocket queued itself (a pong, `3probe`, a ping) against the bound.
+    /// `bounded`: only if they fit (`false` otherwise, and nothing is counted).
+    pub(crate) fn charge(&self, cost: usize, bounded: bool) -> bool {
+        let mut outbox = self.lock();
+        if bounded && !outbox.fits(cost, self.max_bytes) {
+            outbox.full = true;
+            return false;
+        }
+        outbox.bytes += cost;
+        true
+    }
+
+    /// Gives back bytes counted for frames that have now been written.
+    pub(crate) fn release(&self, cost: usize) {
+        self.lock().free(cost);
+    }
+
+    /// Whether the queue has room: under its bound, and nothing refused since the transport last wrote
+    /// something. A WebSocket reads only then.
+    pub(crate) fn has_room(&self) -> bool {
+        let outbox = self.lock();
+        !outbox.full && outbox.bytes < outbox.limit(self.max_bytes)
+    }
+
+    /// The close asked for, if any.
+    pub(crate) fn close_requested(&self) -> Option<DisconnectReason> {
+        self.lock().close
     }
 
     /// Asks the transport to close after flushing, optionally sending `41` first.
@@ -444,7 +549,7 @@ impl SocketCore {
             return;
         }
         if send_disconnect && matches!(outbox.state, State::Connecting | State::Connected) {
-            outbox.frames.push_back(Frame::Text(sio::DISCONNECT));
+            outbox.queue(Frame::Text(sio::DISCONNECT));
         }
         outbox.state = State::Closing;
         outbox.close = Some(reason);
@@ -461,12 +566,45 @@ impl SocketCore {
         outbox.state = State::Closed;
         outbox.frames = VecDeque::new();
         outbox.held = VecDeque::new();
+        outbox.bytes = 0;
         outbox.acks = Vec::new();
         let waker = outbox.writer.take();
         drop(outbox);
         if let Some(w) = waker {
             w.wake();
         }
+    }
+
+    /// A `CONNECT` succeeded: its answer goes out, then what the application queued meanwhile.
+    pub(crate) fn connected(&self, answer: Bytes) {
+        let mut outbox = self.lock();
+        if outbox.state != State::Connecting {
+            return;
+        }
+        outbox.state = State::Connected;
+        outbox.queue(Frame::Text(answer));
+        let held = std::mem::take(&mut outbox.held);
+        outbox.frames.extend(held);
+        let waker = outbox.writer.take();
+        drop(outbox);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// A `CONNECT` was refused: what the application queued meanwhile is dropped and the refusal is
+    /// queued. `false` if the refusal doesn't fit (the caller ends the session).
+    pub(crate) fn refused(&self, answer: Bytes) -> bool {
+        let mut outbox = self.lock();
+        if outbox.state != State::Connecting {
+            return true;
+        }
+        outbox.state = State::Open;
+        let held = std::mem::take(&mut outbox.held);
+        outbox.free(cost_of(&held));
+        drop(outbox);
+        drop(held);
+        self.push_control(Frame::Text(answer))
     }
 
     /// Hands the queue to a WebSocket that completed an upgrade; a pending polling GET is woken so that it
@@ -495,15 +633,25 @@ impl SocketCore {
         }
     }
 
-    /// Takes everything queued, for the transport to write; registers `cx`'s waker when there is nothing.
-    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Taken> {
+    /// Looks at the queue for the transport, registering `cx`'s waker for what comes next. `released`
+    /// bytes (frames the transport has written since) are given back first. With `take`, queued frames
+    /// are handed over (their cost stays counted until the transport releases it); without, only a close
+    /// request or the end of the socket is reported.
+    pub(crate) fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        released: usize,
+        take: bool,
+    ) -> Poll<Taken> {
         let mut outbox = self.lock();
+        outbox.free(released);
         if outbox.state == State::Closed {
             return Poll::Ready(Taken::Closed);
         }
-        if !outbox.frames.is_empty() {
+        if take && !outbox.frames.is_empty() {
             let frames = std::mem::take(&mut outbox.frames);
-            return Poll::Ready(Taken::Frames(frames, outbox.close));
+            let cost = cost_of(&frames);
+            return Poll::Ready(Taken::Frames(frames, cost, outbox.close));
         }
         if let Some(reason) = outbox.close {
             return Poll::Ready(Taken::Close(reason));
@@ -517,13 +665,23 @@ impl SocketCore {
         }
         Poll::Pending
     }
+
+    /// Takes whatever is queued now, and its cost (which stays counted until released): the last frames
+    /// before a WebSocket's close frame.
+    pub(crate) fn take_all(&self) -> (VecDeque<Frame>, usize) {
+        let mut outbox = self.lock();
+        let frames = std::mem::take(&mut outbox.frames);
+        let cost = cost_of(&frames);
+        (frames, cost)
+    }
 }
 
 /// What [`SocketCore::poll_take`] found.
 pub(crate) enum Taken {
-    /// Packets to write, and the close to carry out after them, if one was requested.
-    Frames(VecDeque<Frame>, Option<DisconnectReason>),
-    /// Nothing left to write, and a close was requested.
+    /// Packets to write, what they count against the bound, and the close to carry out after them, if
+    /// one was requested.
+    Frames(VecDeque<Frame>, usize, Option<DisconnectReason>),
+    /// A close was requested (and nothing was taken).
     Close(DisconnectReason),
     /// The socket is gone.
     Closed,
@@ -538,16 +696,20 @@ mod tests {
         SocketCore::new("127.0.0.1:1".parse().unwrap(), Transport::WebSocket, max)
     }
 
+    /// Takes what is queued, as a polling GET does (giving its cost back at once).
     fn take(core: &SocketCore) -> Vec<Frame> {
-        match core.poll_take(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Taken::Frames(frames, _)) => frames.into(),
+        match core.poll_take(&mut Context::from_waker(Waker::noop()), 0, true) {
+            Poll::Ready(Taken::Frames(frames, cost, _)) => {
+                core.release(cost);
+                frames.into()
+            }
             _ => Vec::new(),
         }
     }
 
     #[test]
     fn sends_need_a_connecting_or_connected_socket() {
-        let socket = Socket(Arc::new(core(4)));
+        let socket = Socket(Arc::new(core(1024)));
         let packet = Packet::event("e", &1).unwrap();
         assert!(matches!(socket.send(&packet), Err(SendError::Closed)));
         socket.0.lock().state = State::Connecting;
@@ -560,25 +722,109 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_refuses_until_drained() {
-        let socket = Socket(Arc::new(core(3)));
+    fn the_queue_is_bounded_in_bytes_and_refuses_until_drained() {
+        let packet = Packet::event("e", &"x".repeat(100)).unwrap();
+        let cost = packet.as_bytes().len() + FRAME_COST;
+        let socket = Socket(Arc::new(core(3 * cost + 10)));
         socket.0.lock().state = State::Connected;
-        let packet = Packet::event("e", &"x").unwrap();
         for _ in 0..3 {
             socket.send(&packet).unwrap();
         }
+        assert_eq!(socket.queued_bytes(), 3 * cost);
+        assert!(socket.0.has_room(), "under the bound");
         assert!(matches!(socket.send(&packet), Err(SendError::Full)));
+        assert!(
+            !socket.0.has_room(),
+            "something was refused: a WebSocket stops reading"
+        );
+        // A smaller packet still fits in what is left; then nothing does.
+        let small = Packet::from_encoded(Bytes::from_static(b"42[1]"));
+        assert!(matches!(socket.send(&small), Err(SendError::Full)));
         assert_eq!(socket.queued(), 3);
-        // Protocol frames are not bounded.
-        socket.0.push_control(Frame::PING);
-        assert_eq!(take(&socket.0).len(), 4);
+        // Protocol replies count and are bounded too.
+        assert!(!socket.0.push_control(Frame::PING));
+        assert_eq!(take(&socket.0).len(), 3);
+        assert_eq!(socket.queued_bytes(), 0);
+        assert!(socket.0.has_room(), "written: reads go on");
+        assert!(socket.0.push_control(Frame::PING));
         socket.send(&packet).unwrap();
+        assert_eq!(socket.queued_bytes(), cost + 1 + FRAME_COST);
+    }
+
+    #[test]
+    fn a_packet_larger_than_the_bound_goes_into_an_empty_queue_only() {
+        let socket = Socket(Arc::new(core(1000)));
+        socket.0.lock().state = State::Connected;
+        let big = Packet::event("e", &"x".repeat(5000)).unwrap();
+        socket.send(&big).unwrap();
+        assert!(matches!(socket.send(&big), Err(SendError::Full)));
+        assert!(!socket.0.has_room(), "a WebSocket stops reading");
+        take(&socket.0);
+        assert!(socket.0.has_room());
+        socket.send(&big).unwrap();
+    }
+
+    #[test]
+    fn an_unconnected_socket_gets_a_small_bound() {
+        let socket = Socket(Arc::new(core(10 * UNCONNECTED_QUEUE_BYTES)));
+        let reply = Frame::Text(Bytes::from(vec![b'4'; 1000]));
+        let mut fitted = 0;
+        while socket.0.push_control(reply.clone()) {
+            fitted += 1;
+        }
+        assert_eq!(fitted, UNCONNECTED_QUEUE_BYTES / (1000 + FRAME_COST));
+        // A CONNECT running: the full bound applies.
+        socket.0.lock().state = State::Connecting;
+        assert!(socket.0.push_control(reply));
+    }
+
+    #[test]
+    fn what_a_websocket_writes_counts_until_it_is_released() {
+        let socket = Socket(Arc::new(core(2 * (10 + FRAME_COST))));
+        socket.0.lock().state = State::Connected;
+        let packet = Packet::from_encoded(Bytes::from_static(b"4212345678"));
+        socket.send(&packet).unwrap();
+        let cx = &mut Context::from_waker(Waker::noop());
+        let Poll::Ready(Taken::Frames(_, cost, None)) = socket.0.poll_take(cx, 0, true) else {
+            panic!("the packet is taken");
+        };
+        // Being written, it still counts: one more fits, not two.
+        assert!(socket.0.charge(10 + FRAME_COST, true));
+        assert!(!socket.0.charge(1, true));
+        assert!(matches!(socket.send(&packet), Err(SendError::Full)));
+        // Written: the writer gives it back with its next look at the queue.
+        assert!(
+            socket
+                .0
+                .poll_take(cx, cost + 10 + FRAME_COST, true)
+                .is_pending()
+        );
+        assert_eq!(socket.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_refused_connect_drops_what_was_held() {
+        let socket = Socket(Arc::new(core(100_000)));
+        socket.0.lock().state = State::Connecting;
+        socket.emit("early", &"x".repeat(1000)).unwrap();
+        assert!(socket.queued_bytes() > 1000);
+        assert!(socket.0.refused(Bytes::from_static(b"44{}")));
+        assert_eq!(socket.queued_bytes(), 4 + FRAME_COST);
+        assert_eq!(
+            take(&socket.0),
+            vec![Frame::Text(Bytes::from_static(b"44{}"))]
+        );
+        socket.0.lock().state = State::Connecting;
+        socket.emit("early", &1).unwrap();
+        socket.0.connected(Bytes::from_static(b"40{}"));
+        assert_eq!(take(&socket.0).len(), 2);
+        assert_eq!(socket.queued_bytes(), 0);
     }
 
     #[test]
     fn the_same_bytes_go_to_every_socket() {
         let packet = Packet::event("message:new", &serde_json::json!({"seq": 1})).unwrap();
-        let sockets: Vec<Socket> = (0..3).map(|_| Socket(Arc::new(core(8)))).collect();
+        let sockets: Vec<Socket> = (0..3).map(|_| Socket(Arc::new(core(1024)))).collect();
         for s in &sockets {
             s.0.lock().state = State::Connected;
             s.send(&packet).unwrap();
@@ -595,13 +841,16 @@ mod tests {
 
     #[test]
     fn disconnect_queues_41_then_closes() {
-        let socket = Socket(Arc::new(core(8)));
+        let socket = Socket(Arc::new(core(1024)));
         socket.0.lock().state = State::Connected;
         socket.emit("bye", &()).unwrap();
         socket.disconnect();
         assert!(matches!(socket.emit("late", &()), Err(SendError::Closed)));
-        match socket.0.poll_take(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Taken::Frames(frames, Some(DisconnectReason::ServerDisconnect))) => {
+        match socket
+            .0
+            .poll_take(&mut Context::from_waker(Waker::noop()), 0, true)
+        {
+            Poll::Ready(Taken::Frames(frames, _, Some(DisconnectReason::ServerDisconnect))) => {
                 assert_eq!(frames.back(), Some(&Frame::Text(Bytes::from_static(b"41"))));
                 assert_eq!(frames.len(), 2);
             }
@@ -611,7 +860,7 @@ mod tests {
 
     #[test]
     fn binary_packets_queue_their_attachments_after_the_text() {
-        let socket = Socket(Arc::new(core(8)));
+        let socket = Socket(Arc::new(core(1024)));
         socket.0.lock().state = State::Connected;
         let placeholder = RawValue::from_string(r#"{"_placeholder":true,"num":0}"#.into()).unwrap();
         let packet =
@@ -630,7 +879,7 @@ mod tests {
 
     #[tokio::test]
     async fn acks_resolve_time_out_or_fail_on_close() {
-        let socket = Socket(Arc::new(core(8)));
+        let socket = Socket(Arc::new(core(1024)));
         socket.0.lock().state = State::Connected;
         let reply = socket.emit_with_ack("q", &1, Duration::from_secs(5));
         let frames = take(&socket.0);

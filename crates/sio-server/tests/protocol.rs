@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Server, get, post, raw_http};
@@ -11,7 +12,9 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::{WebSocketStream, client_async};
 
 type Ws = WebSocketStream<TcpStream>;
@@ -73,11 +76,38 @@ async fn ws_connected(server: &Server, name: &str) -> Ws {
     ws
 }
 
-async fn polling_open(server: &Server, name: &str) -> String {
-    let open = get(server.addr, POLLING).await;
-    assert_eq!(open.status, 200);
+/// The sid of a polling handshake's open packet.
+fn sid_of(open: &common::RawResponse) -> String {
+    assert_eq!(open.status, 200, "{}", open.text());
     let handshake: Value = serde_json::from_str(&open.text()[1..]).unwrap();
-    let sid = handshake["sid"].as_str().unwrap().to_owned();
+    handshake["sid"].as_str().unwrap().to_owned()
+}
+
+/// A `GET` waiting on a polling session, and a WebSocket opened to upgrade it.
+async fn start_upgrade(
+    server: &Server,
+    sid: &str,
+) -> (tokio::task::JoinHandle<common::RawResponse>, Ws) {
+    let addr = server.addr;
+    let url = format!("{POLLING}&sid={sid}");
+    let pending = tokio::spawn(async move { get(addr, &url).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    (pending, ws_open(server, &format!("&sid={sid}")).await)
+}
+
+/// Asserts that a polling session no longer exists.
+async fn assert_gone(server: &Server, sid: &str) {
+    let answer = get(server.addr, &format!("{POLLING}&sid={sid}")).await;
+    assert_eq!(answer.status, 400, "session {sid}: {}", answer.text());
+}
+
+/// A polling session, not connected.
+async fn polling_session(server: &Server) -> String {
+    sid_of(&get(server.addr, POLLING).await)
+}
+
+async fn polling_open(server: &Server, name: &str) -> String {
+    let sid = polling_session(server).await;
     let body = format!(r#"40{{"token":"ok","name":"{name}"}}"#);
     assert_eq!(
         post(
@@ -293,10 +323,7 @@ async fn requests_are_screened_and_cors_headers_added() {
         open.header("access-control-allow-origin"),
         Some("http://app.example")
     );
-    let sid = serde_json::from_str::<Value>(&open.text()[1..]).unwrap()["sid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let sid = sid_of(&open);
     // Later requests of the session carry the same headers.
     let later = post(
         server.addr,
@@ -312,6 +339,126 @@ async fn requests_are_screened_and_cors_headers_added() {
     assert_eq!(
         later.header("access-control-allow-credentials"),
         Some("true")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn admission_refusals_are_answered_and_open_nothing() {
+    let server = Server::start(Config::default()).await;
+    let no = "x-admit: no\r\n";
+    let polling = raw_http(
+        server.addr,
+        format!("GET {POLLING} HTTP/1.1\r\nhost: t\r\n{no}connection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let websocket = raw_http(
+        server.addr,
+        format!(
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nhost: t\r\n{no}upgrade: websocket\r\n\
+             connection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    for refused in [polling, websocket] {
+        assert_eq!(refused.status, 429);
+        assert_eq!(refused.header("retry-after"), Some("7"));
+        assert_eq!(refused.text(), r#"{"code":"rate_limited"}"#);
+    }
+    // A preflight opens nothing, so it is screened (check_request) but not admitted.
+    let preflight = raw_http(
+        server.addr,
+        format!("OPTIONS {POLLING} HTTP/1.1\r\nhost: t\r\n{no}origin: http://app.example\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(preflight.status, 204);
+    assert_eq!(server.sio.session_count(), 0);
+    assert_eq!(server.sio.handler().pending.load(Ordering::SeqCst), 0);
+    server.stop().await;
+}
+
+/// A WebSocket whose handshake carries `x-tag: tag`.
+async fn ws_open_tagged(server: &Server, tag: &str) -> Ws {
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut request = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert("x-tag", tag.parse().unwrap());
+    client_async(request, stream).await.unwrap().0
+}
+
+#[tokio::test]
+async fn a_session_keeps_only_its_admission_value_until_it_connects() {
+    let server = Server::start(Config {
+        connect_timeout: Duration::from_millis(1000),
+        ..Config::default()
+    })
+    .await;
+    let pending = || server.sio.handler().pending.load(Ordering::SeqCst);
+    let open = raw_http(
+        server.addr,
+        format!(
+            "GET {POLLING} HTTP/1.1\r\nhost: t\r\nx-tag: from-polling\r\nconnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let sid = sid_of(&open);
+    let mut ws = ws_open_tagged(&server, "from-websocket").await;
+    assert!(recv_text(&mut ws).await.starts_with("0{"));
+    assert_eq!(pending(), 2);
+
+    // Each CONNECT is handed what its session's request left: the tag, not the request.
+    let url = format!("{POLLING}&sid={sid}");
+    assert_eq!(
+        post(server.addr, &url, br#"40{"token":"ok","name":"p"}"#)
+            .await
+            .text(),
+        "ok"
+    );
+    assert!(get(server.addr, &url).await.text().starts_with("40{"));
+    ws.send(Message::text(r#"40{"token":"ok","name":"w"}"#))
+        .await
+        .unwrap();
+    assert!(recv_text(&mut ws).await.starts_with("40{"));
+    assert_eq!(server.records().tags["p"], "from-polling");
+    assert_eq!(server.records().tags["w"], "from-websocket");
+    // Connected: nothing of the admission is kept.
+    eventually("the admission values dropped", || pending() == 0).await;
+
+    // Sessions that never connect keep theirs until the connect timeout closes them, on both transports.
+    let sid = polling_session(&server).await;
+    let mut silent = ws_open_tagged(&server, "silent").await;
+    assert!(recv_text(&mut silent).await.starts_with("0{"));
+    assert_eq!(pending(), 2);
+    assert_eq!(closed(&mut silent).await, Some(CloseCode::Policy));
+    eventually("both closed", || pending() == 0).await;
+    assert_gone(&server, &sid).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_connect_timeout_holds_across_an_upgrade() {
+    let server = Server::start(Config {
+        connect_timeout: Duration::from_secs(3),
+        ..Config::default()
+    })
+    .await;
+    let opened = std::time::Instant::now();
+    let sid = polling_session(&server).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut ws = ws_open(&server, &format!("&sid={sid}")).await;
+    ws.send(Message::text("2probe")).await.unwrap();
+    assert_eq!(recv_text(&mut ws).await, "3probe");
+    ws.send(Message::text("5")).await.unwrap();
+    // Never connects: closed 3 s after the session opened, not 3 s after the upgrade.
+    assert_eq!(closed(&mut ws).await, Some(CloseCode::Policy));
+    let lived = opened.elapsed();
+    assert!(
+        lived < Duration::from_millis(3700),
+        "closed {lived:?} after opening"
     );
     server.stop().await;
 }
@@ -418,17 +565,187 @@ async fn malformed_socket_io_packets_close_the_connection() {
     let mut ws = ws_connected(&server, "stray-binary").await;
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     closed(&mut ws).await;
-    // Another namespace is refused without closing the connection.
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_namespace_is_refused_once_and_the_connection_closed() {
+    let server = Server::start(Config::default()).await;
+    // Connected to `/`, then asking for another namespace, twice in a row.
     let mut ws = ws_connected(&server, "namespaces").await;
+    ws.send(Message::text("40/admin,")).await.unwrap();
     ws.send(Message::text("40/admin,")).await.unwrap();
     assert_eq!(
         recv_text(&mut ws).await,
         r#"44/admin,{"message":"Invalid namespace"}"#
     );
-    ws.send(Message::text(r#"42["echo","still here"]"#))
-        .await
-        .unwrap();
-    assert_eq!(recv_text(&mut ws).await, r#"42["echo","still here"]"#);
+    assert_eq!(closed(&mut ws).await, Some(CloseCode::Normal));
+    eventually("the disconnect", || {
+        server.records().disconnects.contains_key("namespaces")
+    })
+    .await;
+    assert_eq!(
+        server.records().disconnects["namespaces"],
+        vec![DisconnectReason::ParseError]
+    );
+    // Not connected at all.
+    let mut ws = ws_open(&server, "").await;
+    assert!(recv_text(&mut ws).await.starts_with("0{"));
+    ws.send(Message::text("40/x,")).await.unwrap();
+    assert_eq!(
+        recv_text(&mut ws).await,
+        r#"44/x,{"message":"Invalid namespace"}"#
+    );
+    assert_eq!(closed(&mut ws).await, Some(CloseCode::Normal));
+    // Over polling, a body full of them gets one answer, then the close packet.
+    let sid = polling_session(&server).await;
+    let url = format!("{POLLING}&sid={sid}");
+    let body = vec!["40/a,"; 10_000].join("\x1e");
+    assert_eq!(post(server.addr, &url, body.as_bytes()).await.text(), "ok");
+    assert_eq!(
+        get(server.addr, &url).await.text(),
+        "44/a,{\"message\":\"Invalid namespace\"}\x1e1"
+    );
+    assert_eq!(
+        get(server.addr, &url).await.status,
+        400,
+        "the session is gone"
+    );
+    eventually("no session left", || server.sio.session_count() == 0).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_probes_queue_one_noop() {
+    let server = Server::start(Config::default()).await;
+    let sid = polling_open(&server, "prober").await;
+    let url = format!("{POLLING}&sid={sid}");
+    let addr = server.addr;
+    let (pending, mut ws) = start_upgrade(&server, &sid).await;
+    for _ in 0..100 {
+        ws.send(Message::text("2probe")).await.unwrap();
+    }
+    for _ in 0..100 {
+        assert_eq!(recv_text(&mut ws).await, "3probe");
+    }
+    assert_eq!(pending.await.unwrap().text(), "6");
+    // Nothing else was queued for the polling side: the next GET carries only the application's packet.
+    assert_eq!(
+        post(addr, &url, br#"42["echo","after"]"#).await.text(),
+        "ok"
+    );
+    assert_eq!(get(addr, &url).await.text(), r#"42["echo","after"]"#);
+    // Shutting down ends the polling session, and so the WebSocket still probing it.
+    server.stop().await;
+    assert_eq!(closed(&mut ws).await, Some(CloseCode::Away));
+}
+
+#[tokio::test]
+async fn a_probing_websocket_ends_with_its_polling_session() {
+    let server = Server::start(Config {
+        connect_timeout: Duration::from_millis(500),
+        ..Config::default()
+    })
+    .await;
+    let sid = polling_session(&server).await;
+    let started = std::time::Instant::now();
+    let mut ws = ws_open(&server, &format!("&sid={sid}")).await;
+    ws.send(Message::text("2probe")).await.unwrap();
+    assert_eq!(recv_text(&mut ws).await, "3probe");
+    // Never upgrades nor connects: the session's connect timeout ends it, and the probe with it (not
+    // the upgrade timeout, 10 s later).
+    assert_eq!(closed(&mut ws).await, Some(CloseCode::Away));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_paused_then_disconnected() {
+    let bound = 64 * 1024;
+    let config = Config {
+        max_queued_bytes: bound,
+        ping_interval: Duration::from_millis(300),
+        ping_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let server = Server::start(config).await;
+    let mut ws = ws_connected(&server, "deaf").await;
+    // Never reads; floods echo requests and answers pings blindly, so only paused reads can end it.
+    let event = format!(r#"42["echo","{}"]"#, "x".repeat(10_000));
+    let flood = async {
+        for i in 0u64.. {
+            if ws.send(Message::text(event.clone())).await.is_err() {
+                return i;
+            }
+            if i % 4 == 0 && ws.send(Message::text("3")).await.is_err() {
+                return i;
+            }
+        }
+        unreachable!()
+    };
+    let sent = tokio::time::timeout(Duration::from_secs(20), flood).await;
+    let sent = match sent {
+        Ok(sent) => sent,
+        // Writes stalled for good (the server stopped reading and has not closed), or never did.
+        Err(_) => {
+            let records = server.records();
+            panic!(
+                "the connection is still open after 20 s; the server read {:?} echo requests, its queue peaked at {} bytes",
+                records.events.get("deaf").map(Vec::len),
+                records.max_queued_bytes
+            )
+        }
+    };
+    eventually("the disconnect", || {
+        server.records().disconnects.contains_key("deaf")
+    })
+    .await;
+    assert_eq!(
+        server.records().disconnects["deaf"],
+        vec![DisconnectReason::PingTimeout]
+    );
+    let read = server.records().events["deaf"].len() as u64;
+    let most = server.records().max_queued_bytes;
+    eprintln!("sent {sent} echo requests, the server read {read}; queue peaked at {most} bytes");
+    assert!(read < sent, "the server stopped reading: {read} of {sent}");
+    // The bound, plus the one packet that may overshoot it.
+    assert!(
+        most <= bound + 10_100,
+        "the queue held {most} bytes (bound {bound})"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn replies_a_client_never_fetches_close_the_session_at_the_bound() {
+    // A long connect timeout, so that only the bound can end the session.
+    let server = Server::start(Config {
+        connect_timeout: Duration::from_secs(60),
+        ..Config::default()
+    })
+    .await;
+    // A polling session that never connects and never polls, and asks to connect again and again: each
+    // refusal (`44…`) is queued until its bytes pass the bound for unconnected sessions.
+    let sid = polling_session(&server).await;
+    let url = format!("{POLLING}&sid={sid}");
+    let mut posts = 0;
+    while posts < 5_000 {
+        let answer = post(server.addr, &url, br#"40{"name":"refused"}"#).await;
+        if answer.status != 200 {
+            break;
+        }
+        posts += 1;
+    }
+    eprintln!("{posts} refused CONNECTs before the session was closed");
+    assert!(posts < 5_000, "the session was never closed");
+    // About 64 KiB of refusals (each some 140 bytes with its queue slot), not fewer: the bound is what
+    // closed it.
+    assert!(posts >= 400, "closed after only {posts} refusals");
+    assert_eq!(get(server.addr, &url).await.status, 400);
     server.stop().await;
 }
 
@@ -496,12 +813,7 @@ async fn quiet_clients_are_closed_by_the_connect_and_ping_timeouts() {
         server.records().disconnects["gone"],
         vec![DisconnectReason::PingTimeout]
     );
-    assert_eq!(
-        get(server.addr, &format!("{POLLING}&sid={sid}"))
-            .await
-            .status,
-        400
-    );
+    assert_gone(&server, &sid).await;
     server.stop().await;
 }
 
@@ -511,12 +823,7 @@ async fn polling_upgrades_to_websocket_with_probe_and_noop() {
     let sid = polling_open(&server, "upgrader").await;
     let url = format!("{POLLING}&sid={sid}");
     let addr = server.addr;
-    let pending = tokio::spawn({
-        let url = url.clone();
-        async move { get(addr, &url).await }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut ws = ws_open(&server, &format!("&sid={sid}")).await;
+    let (pending, mut ws) = start_upgrade(&server, &sid).await;
     ws.send(Message::text("2probe")).await.unwrap();
     assert_eq!(recv_text(&mut ws).await, "3probe");
     assert_eq!(
@@ -569,6 +876,149 @@ async fn a_websocket_on_a_keep_alive_connection_goes_through_hyper() {
         .await
         .unwrap();
     assert_eq!(recv_text(&mut ws).await, r#"42["echo",{"via":"hyper"}]"#);
+    server.stop().await;
+}
+
+/// A WebSocket opened by hand, for frames a library client won't send. Returns the stream after the 101.
+async fn raw_ws(server: &Server, query: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /socket.io/?EIO=4&transport=websocket{query} HTTP/1.1\r\nhost: t\r\nupgrade: websocket\r\n\
+                 connection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "the 101 head");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}
+
+/// A masked client close frame with any payload, encoded by tungstenite.
+fn client_close_frame(payload: &[u8]) -> Vec<u8> {
+    let header = FrameHeader {
+        opcode: OpCode::Control(Control::Close),
+        mask: Some([0x12, 0x34, 0x56, 0x78]),
+        ..FrameHeader::default()
+    };
+    let mut out = Vec::new();
+    Frame::from_payload(header, payload.to_vec().into())
+        .format(&mut out)
+        .unwrap();
+    out
+}
+
+/// A server frame: opcode and payload.
+async fn server_frame(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).await.ok()?;
+    let len = match head[1] & 0x7F {
+        126 => {
+            let mut l = [0u8; 2];
+            stream.read_exact(&mut l).await.ok()?;
+            u64::from(u16::from_be_bytes(l))
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            stream.read_exact(&mut l).await.ok()?;
+            u64::from_be_bytes(l)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; len as usize];
+    stream.read_exact(&mut payload).await.ok()?;
+    Some((head[0] & 0x0F, payload))
+}
+
+/// Reads server frames until a close frame and returns its status code (`None`: the stream ended first).
+async fn server_close_code(stream: &mut TcpStream) -> Option<u16> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some((opcode, payload)) = server_frame(stream).await {
+            if opcode == 0x8 {
+                return payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed within 5 s")
+}
+
+#[tokio::test]
+async fn close_frames_with_invalid_codes_or_reasons_are_answered_as_rfc_6455_says() {
+    let server = Server::start(Config::default()).await;
+    let close = |code: u16, reason: &[u8]| [&code.to_be_bytes()[..], reason].concat();
+    let cases: [(Vec<u8>, u16); 11] = [
+        (close(1000, b"bye"), 1000),
+        (close(1001, b""), 1000),
+        (close(4000, "é".as_bytes()), 1000),
+        (close(1012, b""), 1000),
+        // Codes a peer must never send (RFC 6455 section 7.4): a protocol error.
+        (close(999, b""), 1002),
+        (close(0, b""), 1002),
+        (close(1004, b""), 1002),
+        (close(1005, b""), 1002),
+        (close(1006, b""), 1002),
+        (close(2999, b""), 1002),
+        (close(5000, b""), 1002),
+    ];
+    for (payload, expected) in cases {
+        let mut ws = raw_ws(&server, "").await;
+        ws.write_all(&client_close_frame(&payload)).await.unwrap();
+        assert_eq!(
+            server_close_code(&mut ws).await,
+            Some(expected),
+            "close frame {payload:?}"
+        );
+    }
+    // A reason that is not UTF-8: invalid data.
+    let mut ws = raw_ws(&server, "").await;
+    ws.write_all(&client_close_frame(&close(1000, &[0xff, 0xfe])))
+        .await
+        .unwrap();
+    assert_eq!(server_close_code(&mut ws).await, Some(1007));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http_1_0_websocket_upgrades_are_refused() {
+    let server = Server::start(Config::default()).await;
+    let upgrade = "GET /socket.io/?EIO=4&transport=websocket HTTP/1.0\r\nhost: t\r\nupgrade: websocket\r\n\
+                   connection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let refused = raw_http(server.addr, upgrade.as_bytes()).await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    // The same on a keep-alive connection, where hyper reads the request.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).ends_with("\r\n\r\nok"));
+    stream.write_all(upgrade.as_bytes()).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.0 400"),
+        "{answer}"
+    );
+    assert_eq!(server.sio.session_count(), 0);
     server.stop().await;
 }
 

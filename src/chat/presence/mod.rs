@@ -11,20 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::domain::{ConversationId, Timestamp, UserId};
 use crate::hub::{Hub, Outgoing};
+use crate::protocol::events::PresenceState;
 use crate::store::Store;
 pub use cluster::ClusterPresence;
-
-/// One user's presence, as clients see it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct PresenceState {
-    pub user_id: UserId,
-    pub online: bool,
-    pub last_seen_at: Option<Timestamp>,
-}
 
 /// Tracks who is online and announces changes. Cheap to clone.
 #[derive(Clone)]
@@ -142,7 +133,7 @@ impl Presence {
 
     /// Tells every member of `conversations`, on every node (once each, never the user).
     fn announce(&self, conversations: &[ConversationId], state: &PresenceState) {
-        let event = Outgoing::new("presence", state);
+        let event = Outgoing::of(state);
         self.inner
             .hub
             .announce_presence(&state.user_id, conversations, &event);

@@ -60,7 +60,7 @@ function Layout({ onSignOut }: { onSignOut: () => void }) {
 
   // A link to a conversation that isn't ours: back to the list, saying so. One that was open and
   // went (we left, or were removed): back to the list.
-  const known = selected === null || items.some((i) => i.conversation.id === selected);
+  const known = selected === null || items.some((i) => i.id === selected);
   const shown = useRef<string | null>(null);
   if (known && selected !== null) shown.current = selected;
   useEffect(() => {
@@ -81,7 +81,7 @@ function Layout({ onSignOut }: { onSignOut: () => void }) {
     if (unsent.length > 0 && !confirm(`${count(unsent.length, { one: "unsent message", other: "unsent messages" })} will be discarded. Sign out?`)) {
       return;
     }
-    for (const entry of unsent) client.discard(entry.clientId);
+    for (const entry of unsent) client.discard(entry.client_id);
     if (me) forgetNames(me.id);
     onSignOut();
   };

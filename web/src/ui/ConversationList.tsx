@@ -14,7 +14,7 @@ export function ConversationList({ selected }: { selected: string | null }) {
   const activity = useActivity();
   const me = client.me?.id;
   const { loaded, items } = useConversations();
-  const others = items.map((i) => otherMember(i.conversation, me)).filter((id): id is string => id !== undefined);
+  const others = items.map((i) => otherMember(i, me)).filter((id): id is string => id !== undefined);
   const presence = usePresence(others);
   const idBase = useId();
   if (!loaded) return <p class="muted pad">Loading…</p>;
@@ -24,7 +24,8 @@ export function ConversationList({ selected }: { selected: string | null }) {
         <p class="muted pad">No conversations yet.</p>
       ) : (
         <ul>
-          {items.map(({ conversation, lastMessage, unread }, index) => {
+          {items.map((conversation, index) => {
+            const { last_message: lastMessage, unread_count: unread } = conversation;
             const title = conversationTitle(conversation, me, activity.name);
             const other = otherMember(conversation, me);
             const online = other !== undefined && presence.get(other)?.online === true;

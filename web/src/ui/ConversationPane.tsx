@@ -21,7 +21,7 @@ export function ConversationPane({ id, onBack }: { id: string; onBack: () => voi
   const activity = useActivity();
   const me = client.me?.id;
   const { items } = useConversations();
-  const conversation = items.find((i) => i.conversation.id === id)?.conversation;
+  const conversation = items.find((i) => i.id === id);
   const chat = useConversation(id);
   const { view } = chat;
 
@@ -237,7 +237,7 @@ function Messages(props: MessagesProps) {
       <ol class="message-list">
         {rows}
         {pending.map((entry) => (
-          <PendingItem key={entry.clientId} entry={entry} onRetry={props.onRetry} onDiscard={props.onDiscard} />
+          <PendingItem key={entry.client_id} entry={entry} onRetry={props.onRetry} onDiscard={props.onDiscard} />
         ))}
       </ol>
     </div>
@@ -380,7 +380,7 @@ function PendingItem({ entry, onRetry, onDiscard }: { entry: OutboxEntry; onRetr
           ? "Slowing down…"
           : "Waiting for the connection…";
   return (
-    <li class={`message mine pending ${entry.state}`} data-client-id={entry.clientId}>
+    <li class={`message mine pending ${entry.state}`} data-client-id={entry.client_id}>
       <span class="sr-only">You: </span>
       <div class="bubble">
         <p class="body">{entry.body}</p>
@@ -388,10 +388,10 @@ function PendingItem({ entry, onRetry, onDiscard }: { entry: OutboxEntry; onRetr
       </div>
       {entry.state === "failed" && (
         <span class="actions visible">
-          <button type="button" class="link" onClick={() => onRetry(entry.clientId)}>
+          <button type="button" class="link" onClick={() => onRetry(entry.client_id)}>
             Retry
           </button>
-          <button type="button" class="link" onClick={() => onDiscard(entry.clientId)}>
+          <button type="button" class="link" onClick={() => onDiscard(entry.client_id)}>
             Discard
           </button>
         </span>

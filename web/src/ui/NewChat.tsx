@@ -51,7 +51,7 @@ export function NewChat({ onClose, onCreated }: { onClose: () => void; onCreated
     if (warning !== null) return void create();
     setBusy(true);
     setError(null);
-    const question = await firstContact(client, items.map((i) => i.conversation.members.map((m) => m.user_id)).flat(), ids());
+    const question = await firstContact(client, items.map((i) => i.members.map((m) => m.user_id)).flat(), ids());
     setBusy(false);
     if (question) setWarning(question);
     else await create();

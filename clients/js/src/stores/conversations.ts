@@ -3,17 +3,23 @@
 import type { Conversation, Member, Message, Role, UserId } from "../types.js";
 import { Store } from "./store.js";
 
-export interface ConversationItem {
-  conversation: Conversation;
-  lastMessage: Message | null;
+/**
+ * A conversation of the list, kept current: a {@link Conversation} (as `conversation:list`
+ * answers it) whose `last_message`, `last_seq`, `last_read_seq` and `unread_count` follow the
+ * live stream, read marks and member changes. A record, so it has the protocol's field names.
+ */
+export interface ConversationItem extends Conversation {
+  /** Everything up to this seq is read by the current user (here or on another device). */
+  last_read_seq: number;
   /** Messages after the user's read mark that are neither theirs nor deleted (as far as known). */
-  unread: number;
-  lastReadSeq: number;
+  unread_count: number;
 }
 
+/** What `conversations.getSnapshot()` (and `useConversations()`) gives. */
 export interface ConversationListSnapshot {
   /** Whether the list has been loaded at least once. */
   loaded: boolean;
+  /** Most recent activity first. */
   items: ConversationItem[];
 }
 
@@ -30,20 +36,23 @@ interface Entry {
 
 const ROLE_RANK: Record<Role, number> = { owner: 0, admin: 1, member: 2 };
 
+/** The user's conversations, kept current; a store (see `Store`). */
 export class ConversationList extends Store<ConversationListSnapshot> {
   private readonly entries = new Map<string, Entry>();
   private loaded = false;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
 
+  /** @internal The client makes it. */
   constructor(private readonly me: () => string | undefined) {
     super();
   }
 
+  /** One conversation of the list, by id. */
   get(id: string): ConversationItem | undefined {
-    return this.getSnapshot().items.find((i) => i.conversation.id === id);
+    return this.getSnapshot().items.find((i) => i.id === id);
   }
 
-  /** A `conversation:list` answer: the whole truth, read state included. */
+  /** A `conversation:list` answer: the whole truth, read state included. @internal */
   replaceAll(conversations: Conversation[]): void {
     const previous = new Map(this.entries);
     this.entries.clear();
@@ -64,7 +73,7 @@ export class ConversationList extends Store<ConversationListSnapshot> {
     this.changed();
   }
 
-  /** A conversation object from an event or an ack (without read state). */
+  /** A conversation object from an event or an ack (without read state). @internal */
   upsert(conversation: Conversation): void {
     const old = this.entries.get(conversation.id);
     this.entries.set(conversation.id, {
@@ -78,7 +87,7 @@ export class ConversationList extends Store<ConversationListSnapshot> {
     this.changed();
   }
 
-  /** A `conversation:members` event: the members changed applied; the conversation after, if known. */
+  /** A `conversation:members` event: the members changed applied; the conversation after, if known. @internal */
   membersChanged(id: string, changed: Member[], removed: UserId[]): Conversation | undefined {
     const entry = this.entries.get(id);
     if (!entry) return undefined;
@@ -100,11 +109,12 @@ export class ConversationList extends Store<ConversationListSnapshot> {
     return entry.conversation;
   }
 
+  /** @internal */
   remove(id: string): void {
     if (this.entries.delete(id)) this.changed();
   }
 
-  /** A message delivered by the stream. */
+  /** A message delivered by the stream. @internal */
   messageDelivered(message: Message): void {
     const entry = this.entries.get(message.conversation_id);
     if (!entry) return;
@@ -120,6 +130,7 @@ export class ConversationList extends Store<ConversationListSnapshot> {
     this.changed();
   }
 
+  /** @internal */
   messageChanged(message: Message): void {
     const entry = this.entries.get(message.conversation_id);
     if (!entry) return;
@@ -128,7 +139,7 @@ export class ConversationList extends Store<ConversationListSnapshot> {
     this.changed();
   }
 
-  /** The user's read mark moved (here or on another device). */
+  /** The user's read mark moved (here or on another device). @internal */
   read(id: string, seq: number, _mine: true): void {
     const entry = this.entries.get(id);
     if (!entry || seq <= entry.lastReadSeq) return;
@@ -140,7 +151,7 @@ export class ConversationList extends Store<ConversationListSnapshot> {
     this.changed();
   }
 
-  /** Reloads the list soon (coalescing bursts), with `load` doing the request. */
+  /** Reloads the list soon (coalescing bursts), with `load` doing the request. @internal */
   refreshSoon(load: () => Promise<unknown>): void {
     if (this.refreshTimer !== undefined) return;
     this.refreshTimer = setTimeout(() => {
@@ -151,30 +162,35 @@ export class ConversationList extends Store<ConversationListSnapshot> {
     }, 200);
   }
 
+  /** @internal */
   close(): void {
     clearTimeout(this.refreshTimer);
     this.entries.clear();
     this.clearSubscribers();
   }
 
+  /** @internal */
   stats(): { entries: number; subscribers: number } {
     return { entries: this.entries.size, subscribers: this.subscriberCount };
   }
 
   protected build(): ConversationListSnapshot {
-    const items = [...this.entries.values()].map((e) => ({
-      conversation: e.conversation,
-      lastMessage: e.lastMessage,
-      unread: e.baseUnread + e.liveUnread.size,
-      lastReadSeq: e.lastReadSeq,
-    }));
+    const items = [...this.entries.values()].map(
+      (e): ConversationItem => ({
+        ...e.conversation,
+        last_message: e.lastMessage,
+        last_seq: Math.max(e.conversation.last_seq, e.lastMessage?.seq ?? 0),
+        last_read_seq: e.lastReadSeq,
+        unread_count: e.baseUnread + e.liveUnread.size,
+      }),
+    );
     items.sort((a, b) => activity(b).localeCompare(activity(a)));
     return { loaded: this.loaded, items };
   }
 }
 
 function activity(item: ConversationItem): string {
-  return item.lastMessage?.created_at ?? item.conversation.created_at;
+  return item.last_message?.created_at ?? item.created_at;
 }
 
 function newer(a: Message | null, b: Message | null): Message | null {

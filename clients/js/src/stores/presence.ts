@@ -5,18 +5,22 @@ import type { Presence, UserId } from "../types.js";
 import { Store } from "./store.js";
 import type { Unsubscribe } from "../listeners.js";
 
+/** What `presence.getSnapshot()` (and `usePresence`) gives: the known presence of watched users. */
 export type PresenceSnapshot = ReadonlyMap<UserId, Presence>;
 
+/** Presence of the users someone watches, kept current; a store (see `Store`). */
 export class PresenceStore extends Store<PresenceSnapshot> {
   private readonly known = new Map<UserId, Presence>();
   /** How many watchers want each user. */
   private readonly watched = new Map<UserId, number>();
   private closed = false;
 
+  /** @internal The client makes it. */
   constructor(private readonly fetch: (ids: UserId[]) => Promise<Presence[]>) {
     super();
   }
 
+  /** A watched user's presence, when known. */
   get(userId: UserId): Presence | undefined {
     return this.known.get(userId);
   }
@@ -46,25 +50,26 @@ export class PresenceStore extends Store<PresenceSnapshot> {
     };
   }
 
-  /** A `presence` event. */
+  /** A `presence` event. @internal */
   set(presence: Presence): void {
     if (!this.watched.has(presence.user_id)) return;
     this.known.set(presence.user_id, presence);
     this.changed();
   }
 
-  /** Disconnected: what we know goes stale, so we stop claiming it. */
+  /** Disconnected: what we know goes stale, so we stop claiming it. @internal */
   forget(): void {
     if (this.known.size === 0) return;
     this.known.clear();
     this.changed();
   }
 
-  /** After a reconnect: what we knew may be stale. */
+  /** After a reconnect: what we knew may be stale. @internal */
   refresh(): void {
     if (this.watched.size > 0) this.load([...this.watched.keys()]);
   }
 
+  /** @internal */
   close(): void {
     this.closed = true;
     this.known.clear();
@@ -72,6 +77,7 @@ export class PresenceStore extends Store<PresenceSnapshot> {
     this.clearSubscribers();
   }
 
+  /** @internal */
   stats(): { known: number; watched: number; subscribers: number } {
     return { known: this.known.size, watched: this.watched.size, subscribers: this.subscriberCount };
   }

@@ -4,6 +4,7 @@
 
 import { Listeners, type Unsubscribe } from "../listeners.js";
 
+/** A store: `subscribe` to be told of changes, `getSnapshot` to read (as `useSyncExternalStore` wants). */
 export abstract class Store<T> {
   private readonly listeners = new Listeners<[]>();
   private snapshot: T | undefined;
@@ -11,6 +12,7 @@ export abstract class Store<T> {
   /** Called when the store changes. Arrow property, so it can be passed around unbound. */
   readonly subscribe = (listener: () => void): Unsubscribe => this.listeners.add(listener);
 
+  /** The current state: the same object until something changed. */
   readonly getSnapshot = (): T => {
     if (this.snapshot === undefined) this.snapshot = this.build();
     return this.snapshot;

@@ -4,20 +4,29 @@ pub(crate) mod packet;
 pub(crate) mod polling;
 pub(crate) mod websocket;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use http::HeaderMap;
 use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::handler::{DisconnectReason, Handler, RequestInfo};
+use crate::handler::{DisconnectReason, Handler};
 use crate::registry::Registry;
 use crate::sid::Sid;
 use crate::socket::{Socket, SocketCore, Transport};
 use crate::socketio::SioState;
 
+use packet::Frame;
 use polling::PollingState;
+
+/// How long a session asked to close may take to deliver what is queued (a WebSocket's last frames and
+/// While the application answers a `CONNECT` past the connect timeout, how often to look again.
+pub(crate) const CONNECT_RECHECK: Duration = Duration::from_millis(250);
+/// its close frame; a polling session's last `GET`).
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// The server's shared state: settings, the application's handler and the live sessions.
 pub(crate) struct Engine<H: Handler> {
@@ -37,13 +46,13 @@ pub(crate) struct Connection<H: Handler> {
     /// The Engine.IO session id (private to the client; the socket id is a different one).
     pub(crate) sid: Sid,
     // A std Mutex: it is never held across an `.await` nor while calling the handler.
-    sio: Mutex<SioState<H::Session>>,
+    sio: Mutex<SioState<H::Session, H::Pending>>,
     /// Present for sessions opened by long-polling (also after they upgrade).
     pub(crate) polling: Option<PollingState>,
 }
 
 impl<H: Handler> Connection<H> {
-    pub(crate) fn sio(&self) -> MutexGuard<'_, SioState<H::Session>> {
+    pub(crate) fn sio(&self) -> MutexGuard<'_, SioState<H::Session, H::Pending>> {
         self.sio.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -59,24 +68,27 @@ impl<H: Handler> Engine<H> {
         })
     }
 
-    /// Opens a session for an accepted request. `polling_headers` is `Some` for a session opened by
+    /// Opens a session for an admitted request from `remote_addr`, keeping `pending` (from
+    /// `Handler::admit`) until its socket connects. `polling_headers` is `Some` for a session opened by
     /// long-polling: the headers `check_request` asked for, added to each of its responses.
     pub(crate) fn open(
         &self,
         transport: Transport,
-        request: RequestInfo,
+        remote_addr: SocketAddr,
+        pending: Arc<H::Pending>,
         polling_headers: Option<HeaderMap>,
     ) -> Arc<Connection<H>> {
-        let core = SocketCore::new(
-            request.remote_addr,
-            transport,
-            self.config.max_queued_packets,
-        );
+        let core = SocketCore::new(remote_addr, transport, self.config.max_queued_bytes);
         let conn = Arc::new(Connection {
             socket: Socket(Arc::new(core)),
             sid: Sid::random(),
-            sio: Mutex::new(SioState::new(request)),
-            polling: polling_headers.map(PollingState::new),
+            sio: Mutex::new(SioState::new(pending)),
+            polling: polling_headers.map(|headers| {
+                PollingState::new(
+                    headers,
+                    tokio::time::Instant::now() + self.config.connect_timeout,
+                )
+            }),
         });
         self.sessions.insert(conn.sid, conn.clone());
         tracing::debug!(sid = %conn.sid, ?transport, "session opened");
@@ -89,6 +101,18 @@ impl<H: Handler> Engine<H> {
 
     pub(crate) fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Queues a protocol reply (a noop, a ping, a refusal) for a session. A session that can't take it
+    /// (its queue would pass its bound: the client provokes replies and doesn't read them; or it is
+    /// closing) is ended. `false` then.
+    pub(crate) fn reply(&self, conn: &Connection<H>, frame: Frame) -> bool {
+        if conn.socket.0.push_control(frame) {
+            return true;
+        }
+        tracing::debug!(sid = %conn.sid, "a reply doesn't fit in the outgoing queue: closing the session");
+        self.finish(conn, DisconnectReason::TransportError);
+        false
     }
 
     /// Ends a session: it leaves the table, its queue is dropped, and if its socket was connected the

@@ -1,9 +1,9 @@
 //! Engine.IO over HTTP long-polling: `GET` waits for queued packets, `POST` delivers the client's, and a
 //! small task per session keeps the heartbeat.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::engine::packet::{self, Frame, Packet, PayloadItem};
-use crate::engine::{Connection, Engine};
+use crate::engine::{CLOSE_GRACE, Connection, Engine};
 use crate::handler::{DisconnectReason, Handler};
 use crate::http::{BoxError, EngineError, engine_error};
 use crate::socket::{Taken, Transport};
@@ -31,21 +31,30 @@ pub(crate) struct PollingState {
     stopped: AtomicBool,
     /// A WebSocket is probing an upgrade of this session.
     upgrading: AtomicBool,
-    /// Wakes the heartbeat task on a pong or a stop.
+    /// The probing WebSocket got its first `2probe` (and the noop that ends the pending `GET` is queued).
+    probed: AtomicBool,
+    /// Wakes the heartbeat task on a pong, a stop or a close.
     wake: Notify,
+    /// The task of a WebSocket probing an upgrade, woken when the session ends so that it ends too.
+    prober: Mutex<Option<Waker>>,
     /// Headers added to every response of the session (from `Handler::check_request`).
     pub(crate) headers: HeaderMap,
+    /// When the session must have a connected socket (the connect timeout, kept across an upgrade).
+    pub(crate) connect_by: Instant,
 }
 
 impl PollingState {
-    pub(crate) fn new(headers: HeaderMap) -> Self {
+    pub(crate) fn new(headers: HeaderMap, connect_by: Instant) -> Self {
         Self {
+            connect_by,
             get_busy: AtomicBool::new(false),
             post_busy: AtomicBool::new(false),
             pong: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             upgrading: AtomicBool::new(false),
+            probed: AtomicBool::new(false),
             wake: Notify::new(),
+            prober: Mutex::new(None),
             headers,
         }
     }
@@ -53,11 +62,44 @@ impl PollingState {
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         self.wake.notify_one();
+        let prober = self.prober.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(waker) = prober {
+            waker.wake();
+        }
+    }
+
+    /// For a WebSocket probing an upgrade: whether the polling session has ended (or completed the
+    /// upgrade); otherwise `cx` is woken when it does.
+    pub(crate) fn poll_stopped(&self, cx: &mut Context<'_>) -> bool {
+        if self.stopped.load(Ordering::SeqCst) {
+            return true;
+        }
+        let mut prober = self.prober.lock().unwrap_or_else(|e| e.into_inner());
+        if !prober.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *prober = Some(cx.waker().clone());
+        }
+        drop(prober);
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Tells the heartbeat a close was asked for, so that it ends the session if no `GET` comes to take
+    /// the last packets.
+    fn closing(&self) {
+        self.wake.notify_one();
     }
 
     /// Claims the session for an upgrade; `false` if another WebSocket is already probing it.
     pub(crate) fn begin_upgrade(&self) -> bool {
-        !self.upgrading.swap(true, Ordering::SeqCst)
+        let claimed = !self.upgrading.swap(true, Ordering::SeqCst);
+        if claimed {
+            self.probed.store(false, Ordering::SeqCst);
+        }
+        claimed
+    }
+
+    /// Whether this is the upgrade's first probe: only that one queues a noop.
+    pub(crate) fn first_probe(&self) -> bool {
+        !self.probed.swap(true, Ordering::SeqCst)
     }
 
     pub(crate) fn end_upgrade(&self) {
@@ -108,12 +150,14 @@ impl<H: Handler> Engine<H> {
             if conn.socket.transport() != Transport::Polling {
                 return Poll::Ready(None);
             }
-            conn.socket.0.poll_take(cx).map(Some)
+            conn.socket.0.poll_take(cx, 0, true).map(Some)
         })
         .await;
         let body = match taken {
             None => Bytes::from_static(b"6"),
-            Some(Taken::Frames(frames, close)) => {
+            Some(Taken::Frames(frames, cost, close)) => {
+                // Out of the queue and into this response: no longer held for the session.
+                conn.socket.0.release(cost);
                 let mut frames: Vec<Frame> = frames.into();
                 if let Some(reason) = close {
                     frames.push(Frame::Text(Bytes::from_static(b"1")));
@@ -156,6 +200,15 @@ impl<H: Handler> Engine<H> {
             return engine_error(EngineError::BadRequest);
         }
         let _busy = Busy(&polling.post_busy);
+        if conn.socket.0.close_requested().is_some() {
+            // Closing: what the client sends now goes nowhere; its next GET ends the session.
+            return polling_response(
+                StatusCode::OK,
+                "text/html",
+                Bytes::from_static(b"ok"),
+                &polling.headers,
+            );
+        }
 
         let max = self.config.max_payload;
         let declared = headers
@@ -206,7 +259,17 @@ impl<H: Handler> Engine<H> {
                 }
             };
             if let Err(reason) = result {
-                self.finish(conn, reason);
+                match reason {
+                    // The client is leaving: nothing queued for it matters.
+                    DisconnectReason::ClientDisconnect | DisconnectReason::TransportClose => {
+                        self.finish(conn, reason)
+                    }
+                    // What is queued (a refusal, say) goes out with the close packet at the next GET.
+                    _ => {
+                        conn.socket.0.request_close(reason, false);
+                        polling.closing();
+                    }
+                }
                 break;
             }
         }
@@ -249,19 +312,24 @@ fn polling_response(
 }
 
 /// The heartbeat of a polling session: queue a ping every ping interval and close the session if the pong
-/// doesn't come within the ping timeout. Also enforces the connect timeout. Ends when the session closes
-/// or upgrades (the WebSocket task keeps the heartbeat from then on).
+/// doesn't come within the ping timeout. Also enforces the connect timeout, and ends a session asked to
+/// close that no `GET` came for within the close grace. Ends when the session closes or upgrades (the
+/// WebSocket task keeps the heartbeat from then on).
 async fn heartbeat<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Connection<H>>) {
     let Some(polling) = conn.polling.as_ref() else {
         return;
     };
     let config = &engine.config;
-    let mut connect_deadline = Some(Instant::now() + config.connect_timeout);
+    let mut connect_deadline = Some(polling.connect_by);
     let mut ping_at = Instant::now() + config.ping_interval;
     let mut pong_by: Option<Instant> = None;
+    let mut close_by: Option<Instant> = None;
     loop {
         let beat = pong_by.unwrap_or(ping_at);
-        let deadline = connect_deadline.map_or(beat, |c| c.min(beat));
+        let deadline = [connect_deadline, close_by]
+            .into_iter()
+            .flatten()
+            .fold(beat, Instant::min);
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {}
             _ = polling.wake.notified() => {}
@@ -270,9 +338,27 @@ async fn heartbeat<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Connection<H>>)
             return;
         }
         let now = Instant::now();
+        if let Some(reason) = conn.socket.0.close_requested() {
+            match close_by {
+                None => close_by = Some(now + CLOSE_GRACE),
+                Some(at) if now >= at => {
+                    tracing::debug!(sid = %conn.sid, "no GET took the last packets: closing");
+                    engine.finish(&conn, reason);
+                    return;
+                }
+                Some(_) => {}
+            }
+            continue;
+        }
         if let Some(at) = connect_deadline {
-            if conn.sio().is_connected() {
+            let sio = conn.sio();
+            let (connected, connecting) = (sio.is_connected(), sio.is_connecting());
+            drop(sio);
+            if connected {
                 connect_deadline = None;
+            } else if connecting && now >= at {
+                // The application is answering a CONNECT that came in time: wait for it.
+                connect_deadline = Some(now + super::CONNECT_RECHECK);
             } else if now >= at {
                 tracing::debug!(sid = %conn.sid, "no CONNECT within the connect timeout");
                 engine.finish(&conn, DisconnectReason::TransportClose);
@@ -292,7 +378,9 @@ async fn heartbeat<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Connection<H>>)
             Some(_) => {}
             None if now >= ping_at => {
                 polling.pong.store(false, Ordering::SeqCst);
-                conn.socket.0.push_control(Frame::PING);
+                if !engine.reply(&conn, Frame::PING) {
+                    return;
+                }
                 pong_by = Some(now + config.ping_timeout);
             }
             None => {}

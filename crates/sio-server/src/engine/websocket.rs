@@ -1,27 +1,22 @@
 //! An Engine.IO session over a WebSocket: one task per connection that reads frames, writes the socket's
 //! queue and keeps the heartbeat, all from one `poll` function with a single timer.
 
+use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::time::{Instant, Sleep};
 
 use crate::engine::packet::{Frame, Packet, open_packet};
-use crate::engine::{Connection, Engine};
+use crate::engine::{CLOSE_GRACE, CONNECT_RECHECK, Connection, Engine};
 use crate::handler::{DisconnectReason, Handler};
-use crate::socket::Taken;
+use crate::socket::{FRAME_COST, Taken, UNCONNECTED_QUEUE_BYTES};
 use crate::socketio::Message as SioMessage;
 use crate::ws::{CloseCode, FrameReader, FrameWriter, Message, WsIo};
 
-/// How long the final flush (queued packets and the close frame) may take.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// Stop reading while this many frames wait to be written: a client that doesn't read gets no more
-/// answers queued for it (pongs, acks), so memory stays bounded.
-const MAX_PENDING_WRITES: usize = 256;
 /// Messages handled per poll before yielding to other tasks.
 const BUDGET: usize = 64;
 
@@ -65,6 +60,10 @@ pub(crate) struct Driver<H: Handler, IO> {
     closing: Option<(Outcome, Instant)>,
     /// What the timer is currently set to.
     timer_at: Instant,
+    /// What the frames in `writer` count against the socket's bound (taken from its queue, or the
+    /// driver's own: pings, pongs, `3probe`); given back once they are written. A `u32` keeps the task
+    /// at its old size (a `usize` costs 16 bytes with padding); a connection never holds 4 GiB.
+    charged: u32,
     /// How the session ended, once it has.
     ended: Option<Outcome>,
 }
@@ -94,15 +93,16 @@ pub(crate) fn start<H: Handler, IO: WsIo>(
         connect_deadline: matches!(mode, Mode::New).then(|| now + config.connect_timeout),
         closing: None,
         timer_at: now,
+        charged: 0,
         ended: None,
         io,
         conn,
         engine,
     };
     if let Mode::New = mode {
-        driver
-            .writer
-            .text(open_packet(&driver.conn.sid, false, &driver.engine.config));
+        let open = open_packet(&driver.conn.sid, false, &driver.engine.config);
+        driver.charge(open.len(), false);
+        driver.writer.text(open);
     }
     driver.timer_at = driver.next_deadline();
     drive(driver)
@@ -126,6 +126,8 @@ impl<H: Handler, IO> Drop for Driver<H, IO> {
             Phase::Probing { .. } => Outcome::UpgradeAbandoned,
             Phase::Open => Outcome::Closed(DisconnectReason::TransportError),
         });
+        // What wasn't written is no longer held (this matters to a polling session whose upgrade failed).
+        self.conn.socket.0.release(self.charged as usize);
         match outcome {
             Outcome::Closed(reason) => self.engine.finish(&self.conn, reason),
             Outcome::UpgradeAbandoned => {
@@ -169,35 +171,48 @@ impl<H: Handler, IO: WsIo> Driver<H, IO> {
             }
 
             let mut outbox_waiting = false;
-            if matches!(self.phase, Phase::Open) && self.writer.is_empty() {
-                match self.conn.socket.0.poll_take(cx) {
-                    Poll::Ready(Taken::Frames(frames, close)) => {
-                        for frame in frames {
-                            match frame {
-                                Frame::Text(text) => self.writer.text(text),
-                                Frame::Binary(data) => self.writer.binary(data),
-                            }
-                        }
+            if matches!(self.phase, Phase::Open) {
+                // Frames are taken only into an empty writer; whatever it held is written by then, and
+                // given back.
+                let take = self.writer.is_empty();
+                let released = if take { self.uncharge() } else { 0 };
+                match self.conn.socket.0.poll_take(cx, released, take) {
+                    Poll::Ready(Taken::Frames(frames, cost, close)) => {
+                        self.write_frames(frames, cost);
                         if let Some(reason) = close {
-                            self.begin_close(Outcome::Closed(reason), CloseCode::NORMAL);
+                            self.begin_close(Outcome::Closed(reason), close_code(reason));
                         }
                     }
                     Poll::Ready(Taken::Close(reason)) => {
-                        let code = if reason == DisconnectReason::ServerShutdown {
-                            CloseCode::GOING_AWAY
-                        } else {
-                            CloseCode::NORMAL
-                        };
-                        self.begin_close(Outcome::Closed(reason), code);
+                        self.begin_close(Outcome::Closed(reason), close_code(reason));
                     }
+                    // Ended elsewhere: a reply the client provoked didn't fit in its queue (or the polling
+                    // side's connect timeout raced the upgrade).
                     Poll::Ready(Taken::Closed) => self.begin_close(
-                        Outcome::Closed(DisconnectReason::ServerShutdown),
-                        CloseCode::GOING_AWAY,
+                        Outcome::Closed(DisconnectReason::TransportError),
+                        CloseCode::POLICY,
                     ),
-                    Poll::Pending => outbox_waiting = true,
+                    Poll::Pending => outbox_waiting = take,
                 }
                 if self.closing.is_some() {
                     continue;
+                }
+            } else {
+                // Probing. The polling session may end meanwhile (its connect timeout, a shutdown):
+                // then there is nothing left to upgrade.
+                if self
+                    .conn
+                    .polling
+                    .as_ref()
+                    .is_some_and(|polling| polling.poll_stopped(cx))
+                {
+                    self.begin_close(Outcome::UpgradeAbandoned, CloseCode::GOING_AWAY);
+                    continue;
+                }
+                // The queue is the polling side's; only the driver's own frames are counted.
+                if self.writer.is_empty() && self.charged > 0 {
+                    let written = self.uncharge();
+                    self.conn.socket.0.release(written);
                 }
             }
 
@@ -209,7 +224,7 @@ impl<H: Handler, IO: WsIo> Driver<H, IO> {
                 }
             }
 
-            if self.writer.len() < MAX_PENDING_WRITES {
+            if self.may_read() {
                 match self.reader.poll_next(&mut self.io, cx) {
                     Poll::Ready(Ok(Some(message))) => {
                         self.on_frame(message);
@@ -249,6 +264,56 @@ impl<H: Handler, IO: WsIo> Driver<H, IO> {
         }
     }
 
+    /// Whether to read: only while the socket's queue is under its bound, so that a client that doesn't
+    /// read what it provokes (answers, pongs) can't make the server hold more. A paused client can't
+    /// answer pings either, so the ping timeout ends it. While probing, the queue belongs to the polling
+    /// side (which may drain it without waking this task), so only the driver's own replies count.
+    fn may_read(&self) -> bool {
+        match self.phase {
+            Phase::Open => self.conn.socket.0.has_room(),
+            Phase::Probing { .. } => (self.charged as usize) < UNCONNECTED_QUEUE_BYTES,
+        }
+    }
+
+    /// Counts a frame of the driver's own (`len` payload bytes) against the socket's bound. `bounded`
+    /// frames are replies the client provoked: `false` when one doesn't fit.
+    fn charge(&mut self, len: usize, bounded: bool) -> bool {
+        let cost = len + FRAME_COST;
+        if !self.conn.socket.0.charge(cost, bounded) {
+            return false;
+        }
+        self.add_charged(cost);
+        true
+    }
+
+    /// Queues frames taken from the socket's queue for writing; they still count `cost` until written.
+    fn write_frames(&mut self, frames: VecDeque<Frame>, cost: usize) {
+        self.add_charged(cost);
+        for frame in frames {
+            match frame {
+                Frame::Text(text) => self.writer.text(text),
+                Frame::Binary(data) => self.writer.binary(data),
+            }
+        }
+    }
+
+    fn add_charged(&mut self, cost: usize) {
+        let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+        self.charged = self.charged.saturating_add(cost);
+    }
+
+    /// Everything in the writer was written: what it counted, to give back.
+    fn uncharge(&mut self) -> usize {
+        std::mem::take(&mut self.charged) as usize
+    }
+
+    /// A reply the client provoked doesn't fit: it doesn't read what it asks for.
+    fn overflow(&mut self) {
+        tracing::debug!(sid = %self.conn.sid, "replies pile up unread: closing the WebSocket");
+        let outcome = self.closed_or_abandoned(DisconnectReason::TransportError);
+        self.begin_close(outcome, CloseCode::POLICY);
+    }
+
     fn next_deadline(&self) -> Instant {
         if let Some((_, at)) = self.closing {
             return at;
@@ -277,8 +342,14 @@ impl<H: Handler, IO: WsIo> Driver<H, IO> {
             }
             Phase::Open => {
                 if let Some(at) = self.connect_deadline {
-                    if self.conn.sio().is_connected() {
+                    let sio = self.conn.sio();
+                    let (connected, connecting) = (sio.is_connected(), sio.is_connecting());
+                    drop(sio);
+                    if connected {
                         self.connect_deadline = None;
+                    } else if connecting && now >= at {
+                        // The application is answering a CONNECT that came in time: wait for it.
+                        self.connect_deadline = Some(now + CONNECT_RECHECK);
                     } else if now >= at {
                         tracing::debug!(sid = %self.conn.sid, "no CONNECT within the connect timeout");
                         self.begin_close(
@@ -290,6 +361,8 @@ impl<H: Handler, IO: WsIo> Driver<H, IO> {
                 }
                 match self.heartbeat {
                     Heartbeat::PingAt(at) if now >= at => {
+                        // One per interval, whatever the client does: counted, never refused.
+                        self.charge(1, false);
                         self.writer.text(Frame::PING.into_bytes());
                         self.heartbeat = Heartbeat::PongBy(now + self.engine.config.ping_timeout);
                     }
@@ -325,7 +398,13 @@ impl<H: Handler, IO: WsIo> Driver<H, IO> {
                     }
                 }
             },
-            Message::Ping(payload) => self.writer.pong(payload),
+            Message::Ping(payload) => {
+                if self.charge(payload.len(), true) {
+                    self.writer.pong(payload);
+                } else {
+                    self.overflow();
+                }
+            }
             Message::Pong => {}
             Message::Close(_) => {
                 let outcome = self.closed_or_abandoned(DisconnectReason::TransportClose);
@@ -339,9 +418,16 @@ impl<H: Handler, IO: WsIo> Driver<H, IO> {
         match self.phase {
             Phase::Probing { .. } => match packet {
                 Ok(Packet::Ping("probe")) => {
+                    if !self.charge(6, true) {
+                        return self.overflow();
+                    }
                     self.writer.text(Bytes::from_static(b"3probe"));
                     // Ends the pending polling GET, so that the client can pause polling and send `5`.
-                    self.conn.socket.0.push_control(Frame::NOOP);
+                    // Once: a client probing again is answered, but queues nothing more on that side.
+                    let first = self.conn.polling.as_ref().is_some_and(|p| p.first_probe());
+                    if first && !self.engine.reply(&self.conn, Frame::NOOP) {
+                        self.begin_close(Outcome::UpgradeAbandoned, CloseCode::POLICY);
+                    }
                 }
                 Ok(Packet::Upgrade) if self.conn.socket.0.switch_to_websocket() => {
                     if let Some(polling) = &self.conn.polling {
@@ -350,9 +436,9 @@ impl<H: Handler, IO: WsIo> Driver<H, IO> {
                     self.phase = Phase::Open;
                     let now = Instant::now();
                     self.heartbeat = Heartbeat::PingAt(now + self.engine.config.ping_interval);
-                    // The polling heartbeat enforced the connect timeout until now; carry it on.
+                    // The polling heartbeat enforced the connect timeout until now; carry its deadline on.
                     if !self.conn.sio().is_connected() {
-                        self.connect_deadline = Some(now + self.engine.config.connect_timeout);
+                        self.connect_deadline = self.conn.polling.as_ref().map(|p| p.connect_by);
                     }
                     tracing::debug!(sid = %self.conn.sid, "upgraded to WebSocket");
                 }
@@ -395,14 +481,18 @@ impl<H: Handler, IO: WsIo> Driver<H, IO> {
         }
     }
 
-    /// Starts an orderly close: nothing more is accepted for the socket, what is queued goes out, then the
-    /// close frame.
+    /// Starts an orderly close: nothing more is accepted for the socket, what is queued goes out (within
+    /// the close grace), then the close frame.
     fn begin_close(&mut self, outcome: Outcome, code: CloseCode) {
         if self.closing.is_some() {
             return;
         }
         if let Outcome::Closed(reason) = outcome {
             self.conn.socket.0.request_close(reason, false);
+        }
+        if matches!(self.phase, Phase::Open) {
+            let (frames, cost) = self.conn.socket.0.take_all();
+            self.write_frames(frames, cost);
         }
         self.writer.close(code);
         self.closing = Some((outcome, Instant::now() + CLOSE_GRACE));
@@ -415,6 +505,16 @@ impl<H: Handler, IO: WsIo> Driver<H, IO> {
             self.conn.socket.0.request_close(reason, false);
         }
         outcome
+    }
+}
+
+/// The close code for a close the socket asked for.
+fn close_code(reason: DisconnectReason) -> CloseCode {
+    match reason {
+        DisconnectReason::ServerShutdown => CloseCode::GOING_AWAY,
+        // A reply the client provoked didn't fit in the queue.
+        DisconnectReason::TransportError => CloseCode::POLICY,
+        _ => CloseCode::NORMAL,
     }
 }
 

@@ -3,7 +3,6 @@
 
 pub(crate) mod packet;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,7 +10,7 @@ use serde_json::value::RawValue;
 
 use crate::engine::packet::Frame;
 use crate::engine::{Connection, Engine};
-use crate::handler::{ConnectError, DisconnectReason, Handler, IncomingEvent, RequestInfo};
+use crate::handler::{ConnectError, DisconnectReason, Handler, IncomingEvent};
 use crate::socket::{Ack, AckReply, State};
 
 use packet::Packet;
@@ -23,26 +22,27 @@ pub(crate) enum Message<'a> {
 }
 
 /// The Socket.IO side of a connection.
-pub(crate) struct SioState<S> {
+pub(crate) struct SioState<S, P> {
     /// The application's session, present while the socket is connected.
     session: Option<Arc<S>>,
     /// `Handler::connect` is running.
     connecting: bool,
     /// The connection is gone; a `connect` completing now must be undone.
     closed: bool,
-    /// The request that opened the session, kept for `Handler::connect` and dropped once connected.
-    request: Option<Arc<RequestInfo>>,
+    /// What `Handler::admit` returned for the session, kept for `Handler::connect` and dropped once
+    /// connected (or closed).
+    pending: Option<Arc<P>>,
     /// A binary packet waiting for its attachments.
     partial: Option<Box<PartialBinary>>,
 }
 
-impl<S> SioState<S> {
-    pub(crate) fn new(request: RequestInfo) -> Self {
+impl<S, P> SioState<S, P> {
+    pub(crate) fn new(pending: Arc<P>) -> Self {
         Self {
             session: None,
             connecting: false,
             closed: false,
-            request: Some(Arc::new(request)),
+            pending: Some(pending),
             partial: None,
         }
     }
@@ -51,10 +51,16 @@ impl<S> SioState<S> {
         self.session.is_some()
     }
 
+    /// `Handler::connect` is running: the connect timeout waits for its answer (a `CONNECT` that
+    /// arrived in time is answered, `40` or `44`, however long the application takes).
+    pub(crate) fn is_connecting(&self) -> bool {
+        self.connecting
+    }
+
     /// Marks the connection gone and hands back the session, if connected, for `Handler::disconnect`.
     pub(crate) fn close(&mut self) -> Option<Arc<S>> {
         self.closed = true;
-        self.request = None;
+        self.pending = None;
         self.partial = None;
         self.session.take()
     }
@@ -102,8 +108,12 @@ impl<H: Handler> Engine<H> {
         match packet {
             Packet::Connect { nsp: "/", auth } => self.start_connect(conn, auth),
             Packet::Connect { nsp, .. } => {
+                // Refused once, and the connection closed after the answer: a client has no reason to
+                // ask again, and answering every ask would let it queue answers without end.
+                tracing::debug!(sid = %conn.sid, "CONNECT to an unknown namespace");
                 let refusal = packet::connect_error(nsp, &ConnectError::new("Invalid namespace"));
-                conn.socket.0.push_control(Frame::Text(refusal));
+                self.reply(conn, Frame::Text(refusal));
+                return Err(DisconnectReason::ParseError);
             }
             Packet::Disconnect { nsp: "/" } => return Err(DisconnectReason::ClientDisconnect),
             Packet::Event {
@@ -231,17 +241,17 @@ impl<H: Handler> Engine<H> {
 
     /// Runs `Handler::connect` on its own task, so the connection keeps answering pings meanwhile.
     fn start_connect(self: &Arc<Self>, conn: &Arc<Connection<H>>, auth: Option<Box<RawValue>>) {
-        let request = {
+        let pending = {
             let mut sio = conn.sio();
             if sio.connecting || sio.session.is_some() || sio.closed {
                 tracing::debug!(sid = %conn.sid, "duplicate CONNECT ignored");
                 return;
             }
-            let Some(request) = sio.request.clone() else {
+            let Some(pending) = sio.pending.clone() else {
                 return;
             };
             sio.connecting = true;
-            request
+            pending
         };
         {
             let mut outbox = conn.socket.0.lock();
@@ -257,9 +267,9 @@ impl<H: Handler> Engine<H> {
         tokio::spawn(async move {
             let result = engine
                 .handler
-                .connect(conn.socket.clone(), auth.as_deref(), &request)
+                .connect(conn.socket.clone(), auth.as_deref(), &pending)
                 .await;
-            drop(request);
+            drop(pending);
             engine.complete_connect(&conn, result);
         });
     }
@@ -268,21 +278,10 @@ impl<H: Handler> Engine<H> {
         match result {
             Ok(session) => {
                 let session = Arc::new(session);
-                {
-                    let mut outbox = conn.socket.0.lock();
-                    if outbox.state == State::Connecting {
-                        outbox.state = State::Connected;
-                        // Then whatever the application queued during `connect`.
-                        outbox
-                            .frames
-                            .push_back(Frame::Text(packet::connect_ok(conn.socket.id())));
-                        let held = std::mem::take(&mut outbox.held);
-                        outbox.frames.extend(held);
-                        if let Some(waker) = outbox.writer.take() {
-                            waker.wake();
-                        }
-                    }
-                }
+                // The answer, then whatever the application queued during `connect`.
+                conn.socket
+                    .0
+                    .connected(packet::connect_ok(conn.socket.id()));
                 let too_late = {
                     let mut sio = conn.sio();
                     sio.connecting = false;
@@ -290,7 +289,7 @@ impl<H: Handler> Engine<H> {
                         true
                     } else {
                         sio.session = Some(session.clone());
-                        sio.request = None;
+                        sio.pending = None;
                         false
                     }
                 };
@@ -305,22 +304,15 @@ impl<H: Handler> Engine<H> {
                 }
             }
             Err(err) => {
-                {
-                    let mut outbox = conn.socket.0.lock();
-                    if outbox.state == State::Connecting {
-                        outbox.state = State::Open;
-                        // Drop what the application queued during `connect`.
-                        outbox.held = VecDeque::new();
-                        outbox
-                            .frames
-                            .push_back(Frame::Text(packet::connect_error("/", &err)));
-                        if let Some(waker) = outbox.writer.take() {
-                            waker.wake();
-                        }
-                    }
-                }
-                conn.sio().connecting = false;
                 tracing::debug!(sid = %conn.sid, message = %err.message, "connect refused");
+                // What the application queued during `connect` is dropped. A client that keeps asking
+                // and doesn't read the refusals has its session ended at the bound.
+                let queued = conn.socket.0.refused(packet::connect_error("/", &err));
+                conn.sio().connecting = false;
+                if !queued {
+                    tracing::debug!(sid = %conn.sid, "refusals pile up unread: closing the session");
+                    self.finish(conn, DisconnectReason::TransportError);
+                }
             }
         }
     }

@@ -207,14 +207,27 @@ impl FrameReader {
             OP_CLOSE => match payload.len() {
                 0 => Ok(Parsed::Message(Message::Close(None))),
                 1 => Err(WsError::Protocol("a close frame with a 1-byte body")),
-                _ => Ok(Parsed::Message(Message::Close(Some(u16::from_be_bytes([
-                    payload[0], payload[1],
-                ]))))),
+                _ => {
+                    let code = u16::from_be_bytes([payload[0], payload[1]]);
+                    if !close_code_allowed(code) {
+                        return Err(WsError::Protocol("a close code a peer may not send"));
+                    }
+                    std::str::from_utf8(&payload[2..]).map_err(|_| WsError::InvalidUtf8)?;
+                    Ok(Parsed::Message(Message::Close(Some(code))))
+                }
             },
             OP_PING => Ok(Parsed::Message(Message::Ping(payload.freeze()))),
             _ => Ok(Parsed::Message(Message::Pong)),
         }
     }
+}
+
+/// Whether a peer may send this close code (RFC 6455 section 7.4 and the IANA registry): the defined
+/// codes except those reserved for "no code" (1005), "abnormal closure" (1006) and "TLS failure" (1015),
+/// and the ranges for libraries (3000-3999) and applications (4000-4999). Anything else is a protocol
+/// error, answered with 1002, as tungstenite and the Autobahn suite expect.
+fn close_code_allowed(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 fn finish(text: bool, payload: BytesMut) -> Result<Message, WsError> {
@@ -278,10 +291,6 @@ impl FrameWriter {
             opcode: OP_CLOSE,
             payload: Bytes::copy_from_slice(&code.0.to_be_bytes()),
         });
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.queue.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -538,6 +547,15 @@ mod tests {
             ),
             (client_frame(true, OP_TEXT, &[0xff, 0xfe]), "UTF-8"),
             (client_frame(true, OP_CLOSE, &[3]), "1-byte"),
+            (
+                client_frame(true, OP_CLOSE, &999u16.to_be_bytes()),
+                "close code",
+            ),
+            (
+                client_frame(true, OP_CLOSE, &1005u16.to_be_bytes()),
+                "close code",
+            ),
+            (client_frame(true, OP_CLOSE, &[0x03, 0xE8, 0xff]), "UTF-8"),
             (
                 vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                 "top bit",

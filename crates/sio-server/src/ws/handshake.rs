@@ -2,7 +2,7 @@
 //! `Sec-WebSocket-Accept`.
 
 use base64::Engine as _;
-use http::{HeaderMap, HeaderValue, Method, header};
+use http::{HeaderMap, HeaderValue, Method, Version, header};
 use sha1::{Digest, Sha1};
 
 /// The GUID RFC 6455 appends to the client's key.
@@ -13,6 +13,8 @@ const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 pub(crate) enum HandshakeError {
     #[error("a WebSocket handshake must be a GET")]
     Method,
+    #[error("a WebSocket handshake needs HTTP/1.1 or later")]
+    HttpVersion,
     #[error("missing `Upgrade: websocket` or `Connection: upgrade`")]
     NotUpgrade,
     #[error("unsupported Sec-WebSocket-Version (13 is supported)")]
@@ -27,9 +29,17 @@ pub(crate) fn wants_websocket(headers: &HeaderMap) -> bool {
 }
 
 /// Checks a handshake request and returns the `Sec-WebSocket-Accept` value for the `101` answer.
-pub(crate) fn accept(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, HandshakeError> {
+pub(crate) fn accept(
+    method: &Method,
+    version: Version,
+    headers: &HeaderMap,
+) -> Result<HeaderValue, HandshakeError> {
     if method != Method::GET {
         return Err(HandshakeError::Method);
+    }
+    // RFC 6455 section 4.1: "the HTTP version MUST be at least 1.1" (HTTP/1.0 has no upgrade mechanism).
+    if version < Version::HTTP_11 {
+        return Err(HandshakeError::HttpVersion);
     }
     if !wants_websocket(headers) || !has_token(headers, header::CONNECTION, "upgrade") {
         return Err(HandshakeError::NotUpgrade);
@@ -100,30 +110,46 @@ mod tests {
             accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
-        let v = accept(&Method::GET, &handshake_headers()).unwrap();
+        let v = accept(&Method::GET, Version::HTTP_11, &handshake_headers()).unwrap();
         assert_eq!(v, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]
     fn refuses_bad_handshakes() {
         assert_eq!(
-            accept(&Method::POST, &handshake_headers()),
+            accept(&Method::POST, Version::HTTP_11, &handshake_headers()),
             Err(HandshakeError::Method)
+        );
+        assert_eq!(
+            accept(&Method::GET, Version::HTTP_10, &handshake_headers()),
+            Err(HandshakeError::HttpVersion)
         );
         let mut h = handshake_headers();
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-        assert_eq!(accept(&Method::GET, &h), Err(HandshakeError::NotUpgrade));
+        assert_eq!(
+            accept(&Method::GET, Version::HTTP_11, &h),
+            Err(HandshakeError::NotUpgrade)
+        );
         let mut h = handshake_headers();
         h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
-        assert_eq!(accept(&Method::GET, &h), Err(HandshakeError::Version));
+        assert_eq!(
+            accept(&Method::GET, Version::HTTP_11, &h),
+            Err(HandshakeError::Version)
+        );
         let mut h = handshake_headers();
         h.insert(
             header::SEC_WEBSOCKET_KEY,
             HeaderValue::from_static("c2hvcnQ="),
         );
-        assert_eq!(accept(&Method::GET, &h), Err(HandshakeError::Key));
+        assert_eq!(
+            accept(&Method::GET, Version::HTTP_11, &h),
+            Err(HandshakeError::Key)
+        );
         let mut h = handshake_headers();
         h.remove(header::SEC_WEBSOCKET_KEY);
-        assert_eq!(accept(&Method::GET, &h), Err(HandshakeError::Key));
+        assert_eq!(
+            accept(&Method::GET, Version::HTTP_11, &h),
+            Err(HandshakeError::Key)
+        );
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,11 +25,30 @@ pub struct Records {
     pub disconnects: HashMap<String, Vec<DisconnectReason>>,
     pub events: HashMap<String, Vec<String>>,
     pub connects: HashMap<String, usize>,
+    /// The `x-tag` of the request that opened each connected socket's session, by name.
+    pub tags: HashMap<String, String>,
+    /// The most bytes any socket's outgoing queue held after an `echo` was queued.
+    pub max_queued_bytes: usize,
 }
 
 #[derive(Default)]
 pub struct TestHandler {
     pub records: Mutex<Records>,
+    /// Admission values alive: sessions opened that have no connected socket yet.
+    pub pending: Arc<AtomicUsize>,
+}
+
+/// What a session keeps until its socket connects: the `x-tag` header of the request that opened it, and
+/// a count of the values alive.
+pub struct Pending {
+    tag: Option<String>,
+    live: Arc<AtomicUsize>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct Session {
@@ -45,9 +65,10 @@ fn arg(args: &[Box<RawValue>], i: usize) -> Value {
 
 impl Handler for TestHandler {
     type Session = Session;
+    type Pending = Pending;
 
     /// Refuses requests from the origin `http://evil.example` with 403; answers others with CORS headers.
-    fn check_request(&self, req: &RequestInfo) -> Result<ResponseHeaders, Refusal> {
+    fn check_request(&self, req: &RequestInfo<'_>) -> Result<ResponseHeaders, Refusal> {
         let origin = req.headers.get("origin").cloned();
         if origin.as_ref().is_some_and(|o| o == "http://evil.example") {
             return Err(Refusal::json(
@@ -66,11 +87,31 @@ impl Handler for TestHandler {
         Ok(headers)
     }
 
+    /// Refuses sessions whose request says `x-admit: no` with 429 and `retry-after: 7`; keeps `x-tag`.
+    fn admit(&self, req: &RequestInfo<'_>) -> Result<Pending, Refusal> {
+        if req.headers.get("x-admit").is_some_and(|v| v == "no") {
+            return Err(Refusal::json(
+                StatusCode::TOO_MANY_REQUESTS,
+                &json!({"code": "rate_limited"}),
+            )
+            .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("7")));
+        }
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        Ok(Pending {
+            tag: req
+                .headers
+                .get("x-tag")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            live: self.pending.clone(),
+        })
+    }
+
     async fn connect(
         &self,
         socket: Socket,
         auth: Option<&RawValue>,
-        _req: &RequestInfo,
+        pending: &Pending,
     ) -> Result<Session, ConnectError> {
         let auth: Value = auth
             .and_then(|a| serde_json::from_str(a.get()).ok())
@@ -98,13 +139,12 @@ impl Handler for TestHandler {
             .and_then(Value::as_str)
             .unwrap_or("anonymous")
             .to_owned();
-        *self
-            .records
-            .lock()
-            .unwrap()
-            .connects
-            .entry(label.clone())
-            .or_default() += 1;
+        let mut records = self.records.lock().unwrap();
+        *records.connects.entry(label.clone()).or_default() += 1;
+        if let Some(tag) = &pending.tag {
+            records.tags.insert(label.clone(), tag.clone());
+        }
+        drop(records);
         Ok(Session {
             label,
             auth,
@@ -132,6 +172,9 @@ impl Handler for TestHandler {
                 if let Some(ack) = ack {
                     let _ = ack.send_binary(&args, binary);
                 }
+                let queued = socket.queued_bytes();
+                let mut records = self.records.lock().unwrap();
+                records.max_queued_bytes = records.max_queued_bytes.max(queued);
             }
             "auth:get" => {
                 if let Some(ack) = ack {

@@ -140,6 +140,26 @@ describe("connect", () => {
     assert.equal(err.message, "Invalid namespace");
     s.disconnect();
   });
+
+  for (const transports of [["websocket"], ["polling"]]) {
+    test(`a second namespace is refused once and the connection closed (${transports})`, async () => {
+      const main = connect(`nsp-main-${transports}`, { transports, reconnection: true, reconnectionDelay: 50 });
+      await connected(main);
+      const other = main.io.socket("/other", { auth: { token: "ok" } });
+      let refusals = 0;
+      other.on("connect_error", () => refusals++);
+      other.connect();
+      const [reason] = await once(main, "disconnect");
+      assert.equal(reason, "transport close");
+      assert.equal(refusals, 1);
+      // The manager reconnects `/` and does not ask for the refused namespace again.
+      await connected(main);
+      await sleep(300);
+      assert.equal(refusals, 1);
+      assert.ok(main.connected);
+      main.disconnect();
+    });
+  }
 });
 
 describe("events", () => {

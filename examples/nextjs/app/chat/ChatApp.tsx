@@ -59,7 +59,7 @@ function Chat({ me, people }: { me: string; people: DemoUser[] }) {
     }
   }
 
-  const current = items.find((i) => i.conversation.id === open)?.conversation;
+  const current = items.find((c) => c.id === open);
   return (
     <div className="layout">
       <aside>
@@ -72,14 +72,18 @@ function Chat({ me, people }: { me: string; people: DemoUser[] }) {
           <h2>Conversations</h2>
           {loaded && items.length === 0 && <p>No conversations yet.</p>}
           <ul>
-            {items.map(({ conversation, unread }) => (
+            {items.map((conversation) => (
               <li key={conversation.id}>
                 <button
                   aria-current={conversation.id === open ? "true" : undefined}
                   onClick={() => setOpen(conversation.id)}
                 >
                   {titleOf(conversation, me)}
-                  {unread > 0 && <span className="unread" aria-label={`${unread} unread`}>{unread}</span>}
+                  {conversation.unread_count > 0 && (
+                    <span className="unread" aria-label={`${conversation.unread_count} unread`}>
+                      {conversation.unread_count}
+                    </span>
+                  )}
                 </button>
               </li>
             ))}
@@ -109,7 +113,7 @@ function titleOf(conversation: Conversation, me: string): string {
 }
 
 function Thread({ conversation, me }: { conversation: Conversation; me: string }) {
-  const { status, error, messages, pending, typing, hasMore, loadingOlder, view } = useConversation(conversation.id);
+  const { status, error, messages, pending, typing, hasMore, loadingOlder, hasNewer, view } = useConversation(conversation.id);
   const others = conversation.members.filter((m) => m.user_id !== me);
   const presence = usePresence(others.map((m) => m.user_id));
   const names = new Map(conversation.members.map((m) => [m.user_id, m.name ?? m.user_id]));
@@ -154,9 +158,11 @@ function Thread({ conversation, me }: { conversation: Conversation; me: string }
           </li>
         ))}
         {pending.map((p) => (
-          <Pending key={p.clientId} entry={p} retry={() => void view.retry(p.clientId).catch(() => {})} discard={() => view.discard(p.clientId)} />
+          <Pending key={p.client_id} entry={p} retry={() => void view.retry(p.client_id).catch(() => {})} discard={() => view.discard(p.client_id)} />
         ))}
       </ol>
+      {/* The view holds a window of messages: paged far back, it leaves the newest out until asked. */}
+      {hasNewer && <button onClick={() => void view.loadNewer()}>Newer messages</button>}
       <div ref={end} />
       <p className="typing" aria-live="polite">
         {typing.length > 0 && `${typing.map(nameOf).join(", ")} ${typing.length === 1 ? "is" : "are"} typing…`}

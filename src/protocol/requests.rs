@@ -1,18 +1,17 @@
-//! Request payloads, parsed once from untrusted JSON into validated values.
+//! Request payloads, parsed once from untrusted JSON text into validated values.
 //!
-//! Each request has a "wire" struct that serde fills with plain types (so a type error can name
-//! its field, via `serde_path_to_error`) and a validated struct built from it. Unknown fields are
-//! ignored, as the protocol promises.
+//! Each request has a "wire" struct that serde fills with plain types straight from the raw
+//! JSON (so a type error can name its field, via `serde_path_to_error`) and a validated struct
+//! built from it. Unknown fields are ignored, as the protocol promises.
 
 use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, Deserializer};
 
-use super::{
-    ClientId, ConversationId, ConversationTitle, MessageBody, MessageId, Timestamp, UserId,
+use crate::domain::{
+    ClientId, ConversationId, ConversationTitle, Limits, MessageBody, MessageId, Timestamp, UserId,
 };
-use crate::config::Limits;
 use crate::error::{Error, Result};
 
 /// Most user ids in one `members:add`/`members:remove` call.
@@ -55,27 +54,38 @@ where
     })
 }
 
-/// Parses a request from a JSON value, which must be an object. serde's derived structs also
-/// accept an array (fields by position, so `["<id>", "c1", "hi"]` would read as a send); the
-/// protocol's payloads are objects, and a second spelling is only more to get wrong.
-pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
-    if !value.is_object() {
+/// Parses a request from raw JSON text, which must hold an object. serde's derived structs
+/// also accept an array (fields by position, so `["<id>", "c1", "hi"]` would read as a send);
+/// the protocol's payloads are objects, and a second spelling is only more to get wrong.
+pub fn from_json<T: DeserializeOwned>(raw: &str) -> Result<T> {
+    let kind = json_kind(raw);
+    if kind != "an object" {
         return Err(Error::InvalidPayload {
             field: None,
-            message: format!("payload: must be an object, not {}", json_kind(&value)),
+            message: format!("payload: must be an object, not {kind}"),
         });
     }
-    decode(value)
+    let mut input = serde_json::Deserializer::from_str(raw);
+    let value = decode(&mut input)?;
+    input.end().map_err(|e| Error::InvalidPayload {
+        field: None,
+        message: format!("payload: {e}"),
+    })?;
+    Ok(value)
 }
 
-fn json_kind(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
+/// What a JSON text holds, from its first character (enough to refuse what isn't an object,
+/// before reading it).
+fn json_kind(raw: &str) -> &'static str {
+    match raw.trim_start().as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(b'-' | b'0'..=b'9') => "a number",
+        Some(_) => "JSON",
+        None => "empty",
     }
 }
 
@@ -127,8 +137,8 @@ struct CreateConversationWire {
 }
 
 impl CreateConversation {
-    pub fn parse(value: serde_json::Value) -> Result<Self> {
-        let wire: CreateConversationWire = from_value(value)?;
+    pub fn parse(raw: &str) -> Result<Self> {
+        let wire: CreateConversationWire = from_json(raw)?;
         match wire.kind.as_str() {
             "direct" => {
                 let raw = wire.user_id.ok_or_else(|| {
@@ -149,15 +159,6 @@ impl CreateConversation {
             _ => Err(Error::invalid("kind", "must be \"direct\" or \"group\"")),
         }
     }
-
-    /// The users this request makes members (the caller aside), which is what it costs from
-    /// the caller's members budget.
-    pub fn members_touched(&self) -> usize {
-        match self {
-            Self::Direct { .. } => 1,
-            Self::Group { member_ids, .. } => member_ids.len(),
-        }
-    }
 }
 
 /// `conversation:members:add` and `conversation:members:remove`.
@@ -174,8 +175,8 @@ struct ChangeMembersWire {
 }
 
 impl ChangeMembers {
-    pub fn parse(value: serde_json::Value) -> Result<Self> {
-        let wire: ChangeMembersWire = from_value(value)?;
+    pub fn parse(raw: &str) -> Result<Self> {
+        let wire: ChangeMembersWire = from_json(raw)?;
         let user_ids = user_ids("user_ids", wire.user_ids)?;
         if user_ids.is_empty() {
             return Err(Error::invalid("user_ids", "must name at least one user"));
@@ -184,11 +185,6 @@ impl ChangeMembers {
             conversation_id: conversation_id("conversation_id", &wire.conversation_id)?,
             user_ids,
         })
-    }
-
-    /// What this request costs from the caller's members budget: every user it names.
-    pub fn members_touched(&self) -> usize {
-        self.user_ids.len()
     }
 }
 
@@ -204,8 +200,8 @@ struct ConversationRefWire {
 }
 
 impl ConversationRef {
-    pub fn parse(value: serde_json::Value) -> Result<Self> {
-        let wire: ConversationRefWire = from_value(value)?;
+    pub fn parse(raw: &str) -> Result<Self> {
+        let wire: ConversationRefWire = from_json(raw)?;
         Ok(Self {
             conversation_id: conversation_id("conversation_id", &wire.conversation_id)?,
         })
@@ -228,17 +224,17 @@ struct SendMessageWire {
 }
 
 impl SendMessage {
-    pub fn parse(value: serde_json::Value, limits: &Limits) -> Result<Self> {
-        Self::parse_in(value, None, limits)
+    pub fn parse(raw: &str, limits: &Limits) -> Result<Self> {
+        Self::parse_in(raw, None, limits)
     }
 
     /// Parses a send whose conversation may come from elsewhere (an HTTP path).
     pub fn parse_in(
-        value: serde_json::Value,
+        raw: &str,
         conversation: Option<ConversationId>,
         limits: &Limits,
     ) -> Result<Self> {
-        let wire: SendMessageWire = from_value(value)?;
+        let wire: SendMessageWire = from_json(raw)?;
         let conversation_id = match (conversation, wire.conversation_id) {
             (Some(id), _) => id,
             (None, Some(raw)) => conversation_id("conversation_id", &raw)?,
@@ -270,8 +266,8 @@ struct EditMessageWire {
 }
 
 impl EditMessage {
-    pub fn parse(value: serde_json::Value, limits: &Limits) -> Result<Self> {
-        let wire: EditMessageWire = from_value(value)?;
+    pub fn parse(raw: &str, limits: &Limits) -> Result<Self> {
+        let wire: EditMessageWire = from_json(raw)?;
         Ok(Self {
             conversation_id: conversation_id("conversation_id", &wire.conversation_id)?,
             message_id: message_id(&wire.message_id)?,
@@ -295,8 +291,8 @@ struct DeleteMessageWire {
 }
 
 impl DeleteMessage {
-    pub fn parse(value: serde_json::Value) -> Result<Self> {
-        let wire: DeleteMessageWire = from_value(value)?;
+    pub fn parse(raw: &str) -> Result<Self> {
+        let wire: DeleteMessageWire = from_json(raw)?;
         Ok(Self {
             conversation_id: conversation_id("conversation_id", &wire.conversation_id)?,
             message_id: message_id(&wire.message_id)?,
@@ -337,8 +333,8 @@ struct HistoryWire {
 }
 
 impl History {
-    pub fn parse(value: serde_json::Value) -> Result<Self> {
-        let wire: HistoryWire = from_value(value)?;
+    pub fn parse(raw: &str) -> Result<Self> {
+        let wire: HistoryWire = from_json(raw)?;
         Self::from_window(
             conversation_id("conversation_id", &wire.conversation_id)?,
             HistoryWindowWire {
@@ -385,8 +381,8 @@ struct MarkReadWire {
 }
 
 impl MarkRead {
-    pub fn parse(value: serde_json::Value) -> Result<Self> {
-        let wire: MarkReadWire = from_value(value)?;
+    pub fn parse(raw: &str) -> Result<Self> {
+        let wire: MarkReadWire = from_json(raw)?;
         if wire.seq < 0 {
             return Err(Error::invalid("seq", "must not be negative"));
         }
@@ -412,8 +408,8 @@ struct PresenceQueryWire {
 }
 
 impl PresenceQuery {
-    pub fn parse(value: serde_json::Value) -> Result<Self> {
-        let wire: PresenceQueryWire = from_value(value)?;
+    pub fn parse(raw: &str) -> Result<Self> {
+        let wire: PresenceQueryWire = from_json(raw)?;
         if wire.user_ids.len() > MAX_PRESENCE_USERS {
             return Err(Error::too_large(
                 "user_ids",
@@ -438,8 +434,8 @@ struct RefreshWire {
 }
 
 impl Refresh {
-    pub fn parse(value: serde_json::Value) -> Result<Self> {
-        let wire: RefreshWire = from_value(value)?;
+    pub fn parse(raw: &str) -> Result<Self> {
+        let wire: RefreshWire = from_json(raw)?;
         Ok(Self { token: wire.token })
     }
 }
@@ -473,8 +469,8 @@ struct SyncWire {
 }
 
 impl Sync {
-    pub fn parse(value: serde_json::Value) -> Result<Self> {
-        let wire: SyncWire = from_value(value)?;
+    pub fn parse(raw: &str) -> Result<Self> {
+        let wire: SyncWire = from_json(raw)?;
         if wire.cursors.len() > MAX_SYNC_CURSORS {
             return Err(Error::too_large(
                 "cursors",
@@ -539,6 +535,11 @@ mod tests {
 
     use super::*;
 
+    /// A payload as the text a client sends.
+    macro_rules! j {
+        ($($t:tt)*) => { json!($($t)*).to_string() };
+    }
+
     fn limits() -> Limits {
         Limits {
             max_body_chars: 10,
@@ -558,19 +559,19 @@ mod tests {
     fn type_errors_name_the_field() {
         let id = ConversationId::new().to_string();
         let e = SendMessage::parse(
-            json!({"conversation_id": id, "client_id": "c", "body": 5}),
+            &j!({"conversation_id": id, "client_id": "c", "body": 5}),
             &limits(),
         )
         .unwrap_err();
         assert_eq!(e.code(), "invalid_payload");
         assert_eq!(field_of(e).as_deref(), Some("body"));
         let e =
-            SendMessage::parse(json!({"conversation_id": id, "body": "x"}), &limits()).unwrap_err();
+            SendMessage::parse(&j!({"conversation_id": id, "body": "x"}), &limits()).unwrap_err();
         assert_eq!(field_of(e).as_deref(), Some("client_id"));
-        let e = SendMessage::parse(json!("just a string"), &limits()).unwrap_err();
+        let e = SendMessage::parse(&j!("just a string"), &limits()).unwrap_err();
         assert_eq!(field_of(e), None);
         let e = SendMessage::parse(
-            json!({"conversation_id": "x", "client_id": "c", "body": "b"}),
+            &j!({"conversation_id": "x", "client_id": "c", "body": "b"}),
             &limits(),
         )
         .unwrap_err();
@@ -581,16 +582,16 @@ mod tests {
     fn payloads_must_be_objects() {
         let id = ConversationId::new().to_string();
         // Positional arrays fill derived structs field by field; they must not read as requests.
-        let e = SendMessage::parse(json!([id, "c", "hello"]), &limits()).unwrap_err();
+        let e = SendMessage::parse(&j!([id, "c", "hello"]), &limits()).unwrap_err();
         assert_eq!(e.code(), "invalid_payload");
         assert!(
             e.to_string().contains("must be an object, not an array"),
             "{e}"
         );
-        assert!(ConversationRef::parse(json!([id])).is_err());
-        assert!(MarkRead::parse(json!([id, 3])).is_err());
-        assert!(CreateConversation::parse(json!(["direct", "bob"])).is_err());
-        let e = History::parse(serde_json::Value::Null).unwrap_err();
+        assert!(ConversationRef::parse(&j!([id])).is_err());
+        assert!(MarkRead::parse(&j!([id, 3])).is_err());
+        assert!(CreateConversation::parse(&j!(["direct", "bob"])).is_err());
+        let e = History::parse("null").unwrap_err();
         assert_eq!(field_of(e), None);
     }
 
@@ -598,7 +599,7 @@ mod tests {
     fn over_long_bodies_are_too_large() {
         let id = ConversationId::new().to_string();
         let e = SendMessage::parse(
-            json!({"conversation_id": id, "client_id": "c", "body": "x".repeat(11)}),
+            &j!({"conversation_id": id, "client_id": "c", "body": "x".repeat(11)}),
             &limits(),
         )
         .unwrap_err();
@@ -609,7 +610,7 @@ mod tests {
     fn unknown_fields_are_ignored() {
         let id = ConversationId::new().to_string();
         let ok = SendMessage::parse(
-            json!({"conversation_id": id, "client_id": "c", "body": "b", "extra": [1, 2]}),
+            &j!({"conversation_id": id, "client_id": "c", "body": "b", "extra": [1, 2]}),
             &limits(),
         );
         assert!(ok.is_ok());
@@ -618,20 +619,20 @@ mod tests {
     #[test]
     fn history_limits_are_checked_and_capped() {
         let id = ConversationId::new().to_string();
-        let h = History::parse(json!({"conversation_id": id, "limit": 1000})).unwrap();
+        let h = History::parse(&j!({"conversation_id": id, "limit": 1000})).unwrap();
         assert_eq!(h.limit, MAX_HISTORY_LIMIT);
-        let h = History::parse(json!({"conversation_id": id})).unwrap();
+        let h = History::parse(&j!({"conversation_id": id})).unwrap();
         assert_eq!(h.limit, DEFAULT_HISTORY_LIMIT);
-        let e = History::parse(json!({"conversation_id": id, "limit": 0})).unwrap_err();
+        let e = History::parse(&j!({"conversation_id": id, "limit": 0})).unwrap_err();
         assert_eq!(field_of(e).as_deref(), Some("limit"));
-        let e = History::parse(json!({"conversation_id": id, "before_seq": "5"})).unwrap_err();
+        let e = History::parse(&j!({"conversation_id": id, "before_seq": "5"})).unwrap_err();
         assert_eq!(field_of(e).as_deref(), Some("before_seq"));
     }
 
     #[test]
     fn groups_dedupe_members_and_check_each_id() {
         let g = CreateConversation::parse(
-            json!({"kind": "group", "title": "t", "member_ids": ["a", "b", "a"]}),
+            &j!({"kind": "group", "title": "t", "member_ids": ["a", "b", "a"]}),
         )
         .unwrap();
         let CreateConversation::Group { member_ids, .. } = g else {
@@ -639,11 +640,11 @@ mod tests {
         };
         assert_eq!(member_ids.len(), 2);
         let e = CreateConversation::parse(
-            json!({"kind": "group", "title": "t", "member_ids": ["a", ""]}),
+            &j!({"kind": "group", "title": "t", "member_ids": ["a", ""]}),
         )
         .unwrap_err();
         assert_eq!(field_of(e).as_deref(), Some("member_ids[1]"));
-        let e = CreateConversation::parse(json!({"kind": "channel"})).unwrap_err();
+        let e = CreateConversation::parse(&j!({"kind": "channel"})).unwrap_err();
         assert_eq!(field_of(e).as_deref(), Some("kind"));
     }
 
@@ -651,19 +652,19 @@ mod tests {
     fn sync_cursors_are_validated() {
         let id = ConversationId::new().to_string();
         assert_eq!(
-            Sync::parse(json!({"cursors": {id.clone(): 3}}))
+            Sync::parse(&j!({"cursors": {id.clone(): 3}}))
                 .unwrap()
                 .cursors
                 .len(),
             1
         );
-        let e = Sync::parse(json!({"cursors": {"nope": 3}})).unwrap_err();
+        let e = Sync::parse(&j!({"cursors": {"nope": 3}})).unwrap_err();
         assert_eq!(field_of(e).as_deref(), Some("cursors.nope"));
-        let e = Sync::parse(json!({"cursors": {id.clone(): "3"}})).unwrap_err();
+        let e = Sync::parse(&j!({"cursors": {id.clone(): "3"}})).unwrap_err();
         assert_eq!(e.code(), "invalid_payload");
         // One conversation under two spellings gave two cursors for it (the `requests` fuzz
         // body's round trip can't hold for that).
-        let e = Sync::parse(json!({"cursors": {id.clone(): 1, id.to_uppercase(): 2}})).unwrap_err();
+        let e = Sync::parse(&j!({"cursors": {id.clone(): 1, id.to_uppercase(): 2}})).unwrap_err();
         assert_eq!(e.code(), "invalid_payload");
     }
 
@@ -671,7 +672,7 @@ mod tests {
     fn sync_changed_after_pages_changes_of_listed_conversations() {
         let (a, b) = (ConversationId::new(), ConversationId::new());
         let since = "2026-11-25T20:15:48.123Z";
-        let r = Sync::parse(json!({
+        let r = Sync::parse(&j!({
             "cursors": {a.to_string(): 300, b.to_string(): 7},
             "since": since,
             "changed_after": {a.to_string(): 120},
@@ -681,25 +682,23 @@ mod tests {
         assert_eq!((of(a).after, of(a).changed_after), (300, 120));
         assert_eq!((of(b).after, of(b).changed_after), (7, 0));
 
-        let e = Sync::parse(
-            json!({"cursors": {a.to_string(): 3}, "changed_after": {a.to_string(): 1}}),
-        )
-        .unwrap_err();
+        let e =
+            Sync::parse(&j!({"cursors": {a.to_string(): 3}, "changed_after": {a.to_string(): 1}}))
+                .unwrap_err();
         assert_eq!(
             field_of(e).as_deref(),
             Some("changed_after"),
             "it needs `since`"
         );
-        let e = Sync::parse(json!({"cursors": {a.to_string(): 3}, "since": since, "changed_after": {b.to_string(): 1}}))
+        let e = Sync::parse(&j!({"cursors": {a.to_string(): 3}, "since": since, "changed_after": {b.to_string(): 1}}))
             .unwrap_err();
         assert_eq!(field_of(e), Some(format!("changed_after.{b}")));
-        let e = Sync::parse(json!({"cursors": {a.to_string(): 3}, "since": since, "changed_after": {a.to_string(): -1}}))
+        let e = Sync::parse(&j!({"cursors": {a.to_string(): 3}, "since": since, "changed_after": {a.to_string(): -1}}))
             .unwrap_err();
         assert_eq!(field_of(e), Some(format!("changed_after.{a}")));
-        let e = Sync::parse(
-            json!({"cursors": {a.to_string(): 3}, "since": since, "changed_after": [1]}),
-        )
-        .unwrap_err();
+        let e =
+            Sync::parse(&j!({"cursors": {a.to_string(): 3}, "since": since, "changed_after": [1]}))
+                .unwrap_err();
         assert_eq!(e.code(), "invalid_payload");
     }
 }

@@ -1,0 +1,149 @@
+//! Conversations and who is in them: create, list, add and remove members, leave. Each change
+//! is decided by `policy` inside the store's transaction, then announced through the hub.
+
+use std::collections::HashSet;
+
+use super::{Actor, Chat, policy};
+use crate::domain::{Conversation, ConversationId, UserId};
+use crate::error::{Error, Result};
+use crate::hub::Outgoing;
+use crate::protocol::events::{ConversationMembers, ConversationNew, ConversationRemoved};
+use crate::protocol::requests::{ChangeMembers, ConversationRef, CreateConversation};
+
+impl Chat {
+    /// A direct conversation (found if it exists: `false`) or a new group (`true`).
+    pub(super) async fn create_conversation(
+        &self,
+        actor: &Actor,
+        request: CreateConversation,
+    ) -> Result<(Conversation, bool)> {
+        let (conversation, created) = match request {
+            CreateConversation::Direct { user_id } => {
+                if user_id == actor.user {
+                    return Err(Error::invalid(
+                        "user_id",
+                        "a direct conversation needs another user",
+                    ));
+                }
+                self.store.create_direct(&actor.user, &user_id).await?
+            }
+            CreateConversation::Group { title, member_ids } => {
+                let others: Vec<UserId> = member_ids
+                    .into_iter()
+                    .filter(|u| *u != actor.user)
+                    .collect();
+                let max = self.limits.max_group_members;
+                if others.len() + 1 > max {
+                    return Err(Error::too_large(
+                        "member_ids",
+                        format!("a group holds at most {max} members"),
+                    ));
+                }
+                let group = self
+                    .store
+                    .create_group(&actor.user, &title, &others)
+                    .await?;
+                (group, true)
+            }
+        };
+        if created {
+            let event = Outgoing::of(&ConversationNew {
+                conversation: &conversation,
+                by: &actor.user,
+            });
+            for user in conversation.member_ids() {
+                self.hub.join(user, conversation.id);
+                self.hub.to_user(user, &event, actor.except());
+            }
+        }
+        Ok((conversation, created))
+    }
+
+    pub(super) async fn add_members(
+        &self,
+        actor: &Actor,
+        request: ChangeMembers,
+    ) -> Result<Conversation> {
+        let max = self.limits.max_group_members;
+        let change = self
+            .store
+            .change_members(request.conversation_id, &request.user_ids, |c, departed| {
+                policy::add_members(c, &actor.user, &request.user_ids, departed, max)
+            })
+            .await?
+            .ok_or(Error::NotFound(policy::CONVERSATION_NOT_FOUND))?;
+        let (before, after) = (&change.before, &change.after);
+        if before != after {
+            // Those who joined get the whole conversation; those already there, what changed.
+            let new = Outgoing::of(&ConversationNew {
+                conversation: after,
+                by: &actor.user,
+            });
+            let members = Outgoing::of(&ConversationMembers::between(before, after, &actor.user));
+            let had: HashSet<&UserId> = before.member_ids().collect();
+            for member in after.member_ids() {
+                if had.contains(member) {
+                    self.hub.to_user(member, &members, actor.except());
+                } else {
+                    self.hub.join(member, after.id);
+                    self.hub.to_user(member, &new, actor.except());
+                }
+            }
+        }
+        Ok(change.after)
+    }
+
+    pub(super) async fn remove_members(
+        &self,
+        actor: &Actor,
+        request: ChangeMembers,
+    ) -> Result<Conversation> {
+        let change = self
+            .store
+            .change_members(request.conversation_id, &[], |c, _| {
+                policy::remove_members(c, &actor.user, &request.user_ids)
+            })
+            .await?
+            .ok_or(Error::NotFound(policy::CONVERSATION_NOT_FOUND))?;
+        self.announce_departures(actor, &change.before, &change.after);
+        Ok(change.after)
+    }
+
+    pub(super) async fn leave(
+        &self,
+        actor: &Actor,
+        request: ConversationRef,
+    ) -> Result<ConversationId> {
+        let change = self
+            .store
+            .change_members(request.conversation_id, &[], |c, _| {
+                policy::leave(c, &actor.user)
+            })
+            .await?
+            .ok_or(Error::NotFound(policy::CONVERSATION_NOT_FOUND))?;
+        self.announce_departures(actor, &change.before, &change.after);
+        Ok(request.conversation_id)
+    }
+
+    /// Stops delivery to members who left, tells them, and tells those who remain.
+    fn announce_departures(&self, actor: &Actor, before: &Conversation, after: &Conversation) {
+        if before == after {
+            return;
+        }
+        let removed = Outgoing::of(&ConversationRemoved {
+            conversation_id: after.id,
+        });
+        for member in before.member_ids() {
+            if after.member(member).is_none() {
+                // Leave the room first: from here on, nothing of this conversation reaches them.
+                self.hub.leave(member, after.id);
+                self.hub.to_user(member, &removed, actor.except());
+                self.typing.stop(member, after.id);
+            }
+        }
+        let members = Outgoing::of(&ConversationMembers::between(before, after, &actor.user));
+        for member in after.member_ids() {
+            self.hub.to_user(member, &members, actor.except());
+        }
+    }
+}

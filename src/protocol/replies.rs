@@ -1,0 +1,81 @@
+//! What a client gets back for a request: the `data` of the success envelope, one shape per
+//! kind of request (docs/PROTOCOL.md gives each event's answer).
+
+use serde::Serialize;
+
+use super::events::PresenceState;
+use crate::domain::{Conversation, ConversationId, Message, Timestamp};
+
+/// A page of messages in ascending seq (`message:history`, and each conversation of `sync`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    pub messages: Vec<Message>,
+    pub has_more: bool,
+}
+
+/// One conversation's part of a `sync` answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncUpdate {
+    pub conversation_id: ConversationId,
+    pub messages: Vec<Message>,
+    pub has_more: bool,
+    /// Messages at or below the cursor edited or deleted since the caller's last sync, after
+    /// the cursor's `changed_after`.
+    pub changed: Vec<Message>,
+    /// More changes than `changed` holds: ask again from its last seq.
+    pub changed_has_more: bool,
+}
+
+/// The answer to a request, serialized as the envelope's `data` object.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    /// `message:send` (`new`: stored now, not found stored by an earlier attempt),
+    /// `message:edit`, `message:delete`.
+    Message {
+        message: Message,
+        #[serde(skip)]
+        new: bool,
+    },
+    /// `conversation:create` (`created`: not found existing), `conversation:members:*`.
+    Conversation {
+        conversation: Conversation,
+        #[serde(skip)]
+        created: bool,
+    },
+    Conversations {
+        conversations: Vec<Conversation>,
+    },
+    Left {
+        conversation_id: ConversationId,
+    },
+    Read {
+        conversation_id: ConversationId,
+        last_read_seq: i64,
+        unread_count: i64,
+    },
+    History(Page),
+    Sync {
+        updates: Vec<SyncUpdate>,
+        server_time: Timestamp,
+    },
+    Presence {
+        presence: Vec<PresenceState>,
+    },
+    Refreshed {
+        expires_at: Timestamp,
+    },
+    /// `typing:*`: `{}`.
+    Done {},
+}
+
+impl Reply {
+    /// Whether the request made something new (HTTP answers 201 then, 200 otherwise).
+    pub fn created(&self) -> bool {
+        match self {
+            Self::Message { new, .. } => *new,
+            Self::Conversation { created, .. } => *created,
+            _ => false,
+        }
+    }
+}

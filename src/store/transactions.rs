@@ -1,0 +1,341 @@
+//! The write transactions, written once for both databases.
+//!
+//! Each transaction is a fixed sequence of steps (begin, lock, decide, write, read back,
+//! commit), and each step is one statement that a backend writes in its own SQL: [`Backend`].
+//! So PostgreSQL and SQLite follow the same steps in the same order, and a rule handed in by
+//! `chat::policy` is run inside the transaction that applies its decision, on both.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::Transaction;
+
+use super::plan::{by_send_key, direct_key, plan_batch};
+use super::{MembershipChange, MembershipPlan, MessageChange, NewMessage, SendOutcome};
+use crate::domain::{
+    Conversation, ConversationId, ConversationTitle, Message, MessageBody, MessageId, Role,
+    Timestamp, UserId,
+};
+use crate::error::{Error, Result};
+
+/// A connection of backend `B` (a transaction dereferences to one).
+pub(crate) type Conn<B> = <<B as Backend>::Db as sqlx::Database>::Connection;
+
+/// A change to a message, once policy decided there is one.
+pub(crate) enum Rewrite {
+    Edit(MessageBody),
+    Delete,
+}
+
+/// The statements the transactions are made of, in one database's SQL.
+///
+/// Methods taking `&mut Conn<Self>` run inside the caller's transaction. "Lock" means: until
+/// the transaction ends, no other transaction changes what was read. On PostgreSQL that is a
+/// row lock (`FOR UPDATE`); on SQLite, where every write transaction runs on the single writer
+/// connection, holding the transaction is the lock.
+pub(crate) trait Backend: Sync {
+    type Db: sqlx::Database;
+
+    async fn begin(&self) -> Result<Transaction<'static, Self::Db>>;
+
+    /// Makes sure rows exist for these users (named before they ever connected).
+    async fn ensure_users(c: &mut Conn<Self>, users: &[&UserId]) -> Result<()>;
+    /// Inserts a direct conversation unless one with `key` exists; `true` when inserted.
+    async fn insert_direct(
+        c: &mut Conn<Self>,
+        id: ConversationId,
+        key: &str,
+        now: i64,
+    ) -> Result<bool>;
+    /// The direct conversation with `key`, which exists.
+    async fn find_direct(c: &mut Conn<Self>, key: &str) -> Result<ConversationId>;
+    async fn insert_group(
+        c: &mut Conn<Self>,
+        id: ConversationId,
+        title: &ConversationTitle,
+        now: i64,
+    ) -> Result<()>;
+    /// Adds members (an existing member is left as it is).
+    async fn insert_members(
+        c: &mut Conn<Self>,
+        id: ConversationId,
+        members: &[(&UserId, Role)],
+        now: i64,
+    ) -> Result<()>;
+    async fn remove_members(c: &mut Conn<Self>, id: ConversationId, users: &[UserId])
+    -> Result<()>;
+    async fn set_role(
+        c: &mut Conn<Self>,
+        id: ConversationId,
+        user: &UserId,
+        role: Role,
+    ) -> Result<()>;
+    async fn record_departures(
+        c: &mut Conn<Self>,
+        id: ConversationId,
+        users: &[UserId],
+        now: i64,
+    ) -> Result<()>;
+    /// Which of `users` left the conversation by their own choice.
+    async fn departed(
+        c: &mut Conn<Self>,
+        id: ConversationId,
+        users: &[UserId],
+    ) -> Result<Vec<UserId>>;
+    /// Conversations with their members and last message, locked if `lock`.
+    async fn load_conversations(
+        c: &mut Conn<Self>,
+        ids: &[ConversationId],
+        lock: bool,
+    ) -> Result<Vec<Conversation>>;
+
+    async fn role_of(
+        c: &mut Conn<Self>,
+        conversation: ConversationId,
+        user: &UserId,
+    ) -> Result<Option<Role>>;
+    /// The message, locked; `None` when there is no such message in that conversation.
+    async fn lock_message(
+        c: &mut Conn<Self>,
+        conversation: ConversationId,
+        message: MessageId,
+    ) -> Result<Option<Message>>;
+    async fn rewrite_message(
+        c: &mut Conn<Self>,
+        conversation: ConversationId,
+        message: MessageId,
+        rewrite: Rewrite,
+        now: i64,
+    ) -> Result<Message>;
+
+    /// Each conversation's last seq, locked (PostgreSQL locks in id order, so that concurrent
+    /// batches can't deadlock). Conversations that don't exist are missing from the answer.
+    async fn lock_seqs(
+        c: &mut Conn<Self>,
+        conversations: &[ConversationId],
+    ) -> Result<HashMap<ConversationId, i64>>;
+    /// Which (conversation, sender) pairs of the batch are memberships.
+    async fn senders_who_are_members(
+        c: &mut Conn<Self>,
+        batch: &[NewMessage],
+    ) -> Result<HashSet<(ConversationId, UserId)>>;
+    /// The stored messages with the idempotency keys of the batch's messages (retries).
+    async fn stored_sends(c: &mut Conn<Self>, batch: &[NewMessage]) -> Result<Vec<Message>>;
+    /// Inserts the messages whose sender is a member and whose idempotency key is new, and
+    /// moves each conversation's last seq; returns how many messages were inserted.
+    async fn insert_batch(
+        c: &mut Conn<Self>,
+        messages: &[&Message],
+        last_seqs: &HashMap<ConversationId, i64>,
+    ) -> Result<u64>;
+}
+
+async fn commit<B: Backend>(tx: Transaction<'static, B::Db>) -> Result<()> {
+    tx.commit()
+        .await
+        .map_err(|e| super::db_error(e, "committing"))
+}
+
+/// Loads one conversation that must exist (the transaction just wrote it).
+async fn reload<B: Backend>(c: &mut Conn<B>, id: ConversationId) -> Result<Conversation> {
+    B::load_conversations(c, &[id], false)
+        .await?
+        .pop()
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("conversation {id} vanished")))
+}
+
+/// The direct conversation between `a` and `b`, created if needed; `true` when created now.
+/// The unique key decides between two sides creating it at once, on any number of nodes.
+pub(crate) async fn create_direct<B: Backend>(
+    backend: &B,
+    a: &UserId,
+    b: &UserId,
+) -> Result<(Conversation, bool)> {
+    let key = direct_key(a, b);
+    let now = Timestamp::now().millis();
+    let mut tx = backend.begin().await?;
+    B::ensure_users(&mut tx, &[a, b]).await?;
+    let new = ConversationId::new();
+    let created = B::insert_direct(&mut tx, new, &key, now).await?;
+    let id = if created {
+        B::insert_members(&mut tx, new, &[(a, Role::Member), (b, Role::Member)], now).await?;
+        new
+    } else {
+        B::find_direct(&mut tx, &key).await?
+    };
+    let conversation = reload::<B>(&mut tx, id).await?;
+    commit::<B>(tx).await?;
+    Ok((conversation, created))
+}
+
+/// A new group owned by `owner` with `members` (which must not contain `owner`).
+pub(crate) async fn create_group<B: Backend>(
+    backend: &B,
+    owner: &UserId,
+    title: &ConversationTitle,
+    members: &[UserId],
+) -> Result<Conversation> {
+    let id = ConversationId::new();
+    let now = Timestamp::now().millis();
+    let mut tx = backend.begin().await?;
+    let mut everyone = vec![owner];
+    everyone.extend(members);
+    B::ensure_users(&mut tx, &everyone).await?;
+    B::insert_group(&mut tx, id, title, now).await?;
+    let mut roles = vec![(owner, Role::Owner)];
+    roles.extend(members.iter().map(|m| (m, Role::Member)));
+    B::insert_members(&mut tx, id, &roles, now).await?;
+    let conversation = reload::<B>(&mut tx, id).await?;
+    commit::<B>(tx).await?;
+    Ok(conversation)
+}
+
+/// See [`Store::change_members`](super::Store::change_members).
+pub(crate) async fn change_members<B, F>(
+    backend: &B,
+    id: ConversationId,
+    names: &[UserId],
+    decide: F,
+) -> Result<Option<MembershipChange>>
+where
+    B: Backend,
+    F: FnOnce(&Conversation, &[UserId]) -> Result<MembershipPlan> + Send,
+{
+    let mut tx = backend.begin().await?;
+    // The lock serialises membership changes with each other and with message writes, which
+    // lock the same conversation.
+    let Some(before) = B::load_conversations(&mut tx, &[id], true).await?.pop() else {
+        return Ok(None);
+    };
+    let departed = if names.is_empty() {
+        Vec::new()
+    } else {
+        B::departed(&mut tx, id, names).await?
+    };
+    let plan = decide(&before, &departed)?;
+    if plan.is_empty() {
+        return Ok(Some(MembershipChange {
+            after: before.clone(),
+            before,
+        }));
+    }
+    let now = Timestamp::now().millis();
+    if !plan.add.is_empty() {
+        let users: Vec<&UserId> = plan.add.iter().collect();
+        B::ensure_users(&mut tx, &users).await?;
+        let roles: Vec<_> = plan.add.iter().map(|u| (u, Role::Member)).collect();
+        B::insert_members(&mut tx, id, &roles, now).await?;
+    }
+    if !plan.remove.is_empty() {
+        B::remove_members(&mut tx, id, &plan.remove).await?;
+    }
+    for (user, role) in &plan.set_role {
+        B::set_role(&mut tx, id, user, *role).await?;
+    }
+    if !plan.departures.is_empty() {
+        B::record_departures(&mut tx, id, &plan.departures, now).await?;
+    }
+    let after = reload::<B>(&mut tx, id).await?;
+    commit::<B>(tx).await?;
+    Ok(Some(MembershipChange { before, after }))
+}
+
+/// See [`Store::change_message`](super::Store::change_message).
+pub(crate) async fn change_message<B, F>(
+    backend: &B,
+    conversation: ConversationId,
+    message: MessageId,
+    user: &UserId,
+    decide: F,
+) -> Result<Option<Message>>
+where
+    B: Backend,
+    F: FnOnce(&Message, Option<Role>) -> Result<MessageChange> + Send,
+{
+    let mut tx = backend.begin().await?;
+    let role = B::role_of(&mut tx, conversation, user).await?;
+    let Some(current) = B::lock_message(&mut tx, conversation, message).await? else {
+        return Ok(None);
+    };
+    let rewrite = match decide(&current, role)? {
+        MessageChange::Unchanged => return Ok(Some(current)),
+        MessageChange::Edit(body) => Rewrite::Edit(body),
+        MessageChange::Delete => Rewrite::Delete,
+    };
+    let now = Timestamp::now().millis();
+    let updated = B::rewrite_message(&mut tx, conversation, message, rewrite, now).await?;
+    commit::<B>(tx).await?;
+    Ok(Some(updated))
+}
+
+/// See [`Store::insert_messages`](super::Store::insert_messages): one optimistic attempt, and
+/// one that looks everything up when the first met a non-member or a retry.
+pub(crate) async fn insert_messages<B: Backend>(
+    backend: &B,
+    batch: &[NewMessage],
+) -> Result<Vec<SendOutcome>> {
+    if let Some(outcomes) = try_insert_messages(backend, batch, false).await? {
+        return Ok(outcomes);
+    }
+    try_insert_messages(backend, batch, true)
+        .await?
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("a retried send conflicted twice")))
+}
+
+/// One attempt at a batch; `Ok(None)` when the insert skipped a row the plan didn't expect it
+/// to (a non-member or a retry that `look_up` would have found), after rolling back.
+async fn try_insert_messages<B: Backend>(
+    backend: &B,
+    batch: &[NewMessage],
+    look_up: bool,
+) -> Result<Option<Vec<SendOutcome>>> {
+    let mut ids: Vec<ConversationId> = batch.iter().map(|m| m.conversation_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut tx = backend.begin().await?;
+
+    // 1. Lock the conversations and read their last seq.
+    let last_seq = B::lock_seqs(&mut tx, &ids).await?;
+
+    // 2. Only when a first attempt skipped a row: which senders are members, and which sends
+    //    are retries of stored messages. Read after the lock, so a membership change that
+    //    committed while we waited for it is seen.
+    let (members, existing) = if look_up {
+        let members = B::senders_who_are_members(&mut tx, batch).await?;
+        let existing = by_send_key(B::stored_sends(&mut tx, batch).await?);
+        (Some(members), existing)
+    } else {
+        (None, HashMap::new())
+    };
+
+    let (outcomes, new_last) = plan_batch(
+        batch,
+        &last_seq,
+        // Until a skipped row says otherwise, every sender is taken to be a member: the insert
+        // checks it.
+        |c, u| members.as_ref().is_none_or(|m| m.contains(&(c, u.clone()))),
+        existing,
+        Timestamp::now(),
+    );
+
+    // 3. Insert the new messages and move each conversation's last seq.
+    let stored: Vec<&Message> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            SendOutcome::Stored(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    if !stored.is_empty() {
+        let inserted = B::insert_batch(&mut tx, &stored, &new_last).await?;
+        if inserted != stored.len() as u64 {
+            // A non-member or a retry we didn't look up: its seq would leave a gap. Start
+            // over, looking them up.
+            tx.rollback()
+                .await
+                .map_err(|e| super::db_error(e, "rolling back"))?;
+            return Ok(None);
+        }
+    }
+    commit::<B>(tx).await?;
+    Ok(Some(outcomes))
+}
