@@ -49,6 +49,7 @@ impl Chat {
         if created {
             let event = Outgoing::of(&ConversationNew {
                 conversation: &conversation,
+                by: &actor.user,
             });
             for user in conversation.member_ids() {
                 self.hub.join(user, conversation.id);
@@ -76,8 +77,9 @@ impl Chat {
             // Those who joined get the whole conversation; those already there, what changed.
             let new = Outgoing::of(&ConversationNew {
                 conversation: after,
+                by: &actor.user,
             });
-            let members = Outgoing::of(&ConversationMembers::between(before, after));
+            let members = Outgoing::of(&ConversationMembers::between(before, after, &actor.user));
             let had: HashSet<&UserId> = before.member_ids().collect();
             for member in after.member_ids() {
                 if had.contains(member) {
@@ -139,7 +141,7 @@ impl Chat {
                 self.typing.stop(member, after.id);
             }
         }
-        let members = Outgoing::of(&ConversationMembers::between(before, after));
+        let members = Outgoing::of(&ConversationMembers::between(before, after, &actor.user));
         for member in after.member_ids() {
             self.hub.to_user(member, &members, actor.except());
         }

@@ -35,26 +35,31 @@ pub struct MessageUpdated<'a> {
 }
 event!(MessageUpdated<'a>, "message:updated");
 
-/// The recipient is in a conversation they weren't in (created, or added to).
+/// The recipient is in a conversation they weren't in (created, or added to), and `by` whom
+/// (its creator, or the owner or admin who added them), so an app can say "Alice added you".
 #[derive(Serialize)]
 pub struct ConversationNew<'a> {
     pub conversation: &'a Conversation,
+    pub by: &'a UserId,
 }
 event!(ConversationNew<'a>, "conversation:new");
 
 /// A group's members changed: who joined or changed role, and who left. A delta, not the whole
-/// list, so a change in a group of n costs each of its n members O(change), not O(n).
+/// list, so a change in a group of n costs each of its n members O(change), not O(n). `by` is
+/// who made the change (the one who left, for a departure), so an app can tell "Carol left" from
+/// "Alice removed Carol"; a role handed on because the owner left has the leaver as its `by`.
 #[derive(Serialize)]
 pub struct ConversationMembers<'a> {
     pub conversation_id: ConversationId,
     pub changed: Vec<&'a Member>,
     pub removed: Vec<&'a UserId>,
+    pub by: &'a UserId,
 }
 event!(ConversationMembers<'a>, "conversation:members");
 
 impl<'a> ConversationMembers<'a> {
-    /// The delta that takes `before`'s member list to `after`'s.
-    pub fn between(before: &'a Conversation, after: &'a Conversation) -> Self {
+    /// The delta that takes `before`'s member list to `after`'s, a change made `by` them.
+    pub fn between(before: &'a Conversation, after: &'a Conversation, by: &'a UserId) -> Self {
         let old: HashMap<&UserId, &Member> =
             before.members.iter().map(|m| (&m.user_id, m)).collect();
         let new: HashSet<&UserId> = after.member_ids().collect();
@@ -66,6 +71,7 @@ impl<'a> ConversationMembers<'a> {
                 .filter(|m| old.get(&m.user_id) != Some(m))
                 .collect(),
             removed: before.member_ids().filter(|id| !new.contains(id)).collect(),
+            by,
         }
     }
 }

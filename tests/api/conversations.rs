@@ -128,10 +128,13 @@ both_backends! {
         expect(&mut bob, "conversation:new").await;
         let data = alice.ok("conversation:members:add", json!({ "conversation_id": id, "user_ids": ["carol", "bob"] })).await;
         assert_eq!(member_ids(&data["conversation"]), ["alice", "bob", "carol"]);
-        assert_eq!(expect(&mut carol, "conversation:new").await["conversation"]["id"], id.as_str());
+        let new = expect(&mut carol, "conversation:new").await;
+        assert_eq!(new["conversation"]["id"], id.as_str());
+        assert_eq!(new["by"], "alice", "who added carol");
         // Bob, already a member, is told only what changed: carol joined (bob's re-add is a no-op).
         let members = expect(&mut bob, "conversation:members").await;
         assert_eq!(members["conversation_id"], id.as_str());
+        assert_eq!(members["by"], "alice", "who made the change");
         assert_eq!(member_ids(&json!({ "members": members["changed"] })), ["carol"]);
         assert_eq!(role_of(&json!({ "members": members["changed"] }), "carol"), "member");
         assert_eq!(members["removed"], json!([]));
@@ -189,7 +192,7 @@ both_backends! {
             assert_eq!(expect(socket, "conversation:removed").await, json!({ "conversation_id": id }));
         }
         let members = expect(&mut carol, "conversation:members").await;
-        assert_eq!(members, json!({ "conversation_id": id, "changed": [], "removed": ["bob"] }));
+        assert_eq!(members, json!({ "conversation_id": id, "changed": [], "removed": ["bob"], "by": "alice" }));
         send(&alice, &id, "c2", "after").await;
         expect(&mut carol, "message:new").await;
         expect_none(&mut bob, "message:new").await;
@@ -224,6 +227,7 @@ both_backends! {
         assert_eq!(expect(&mut alice_tab, "conversation:removed").await, json!({ "conversation_id": id }));
         let members = expect(&mut bob, "conversation:members").await;
         assert_eq!(members["removed"], json!(["alice"]));
+        assert_eq!(members["by"], "alice", "a departure is by the one who left");
         let changed = json!({ "members": members["changed"] });
         assert_eq!(member_ids(&changed), ["bob"], "only bob's role changed");
         assert_eq!(role_of(&changed, "bob"), "owner", "the longest-standing member inherits");

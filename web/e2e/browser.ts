@@ -7,7 +7,8 @@ import { join, resolve } from "node:path";
 import { chromium, type Browser } from "playwright-core";
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-export const SCREENSHOTS = resolve(import.meta.dirname, "../../.ci/artifacts/screenshots");
+/** Where screenshots go: `CONFAB_SCREENSHOTS`, else .ci/artifacts/screenshots (not committed). */
+export const SCREENSHOTS = process.env.CONFAB_SCREENSHOTS ?? resolve(import.meta.dirname, "../../.ci/artifacts/screenshots");
 
 export async function launch(): Promise<Browser> {
   if (!existsSync(CHROMIUM)) {

@@ -32,7 +32,7 @@ async function recordBanners(page: Page): Promise<void> {
     const seen: string[] = [];
     (window as unknown as { banners: string[] }).banners = seen;
     const look = () => {
-      const text = document.querySelector(".banner")?.textContent?.trim() ?? "";
+      const text = document.querySelector("[data-state]")?.textContent?.trim() ?? "";
       if (seen[seen.length - 1] !== text) seen.push(text);
     };
     new MutationObserver(look).observe(document, { subtree: true, childList: true, characterData: true });
@@ -65,7 +65,7 @@ test("a token that can't be renewed: one session, `session ended` shown once, at
 
   const token = await server.token("fern", { name: "Fern", ttlSecs: 3 });
   await page.goto(`${server.url}/#token=${token}`);
-  await page.locator(".me-name", { hasText: "Fern" }).waitFor();
+  await page.getByRole("complementary").getByText("Fern", { exact: true }).waitFor();
   // The session runs out (3 s of real time: the server's clock is real).
   await sleep(3_500);
   for (let t = 0; t < 120_000; t += 1_000) {
@@ -81,7 +81,7 @@ test("a token that can't be renewed: one session, `session ended` shown once, at
   expect(banners.filter((b) => b.includes("Back online")), banners.join(" | ")).toEqual([]);
   expect(errors).toEqual([]);
   // Signing in again from the banner works.
-  await page.click("text=Sign in again");
-  await until(async () => (await page.locator('textarea[name="token"]').count()) === 1, "the sign-in page");
+  await page.getByRole("button", { name: "Sign in again" }).click();
+  await until(async () => (await page.getByLabel("Token").count()) === 1, "the sign-in page");
   await context.close();
 });

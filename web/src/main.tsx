@@ -4,33 +4,77 @@
 import "./app.css";
 
 import { render } from "preact";
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 
 import { ChatApp } from "./ui/ChatApp.js";
 import { SignIn } from "./ui/SignIn.js";
-import { clearSession, loadSession, saveSession, type Session } from "./session.js";
+import { checkToken, clearSession, loadSession, saveSession, takeTokenFromFragment, type Session } from "./session.js";
+
+type Phase =
+  | { kind: "checking" }
+  | { kind: "signed-out"; error?: string }
+  /** `n` counts sign-ins in this tab: a new one remounts the app with a new client. */
+  | { kind: "in"; session: Session; n: number };
+
+let signIns = 0;
 
 function Root() {
-  const [session, setSession] = useState<Session | null>(() => loadSession());
-  if (!session) {
+  const [phase, setPhase] = useState<Phase>(() =>
+    new URLSearchParams(location.hash.slice(1)).has("token") ? { kind: "checking" } : signedInOrOut(),
+  );
+
+  const enter = (session: Session) => {
+    saveSession(session);
+    setPhase({ kind: "in", session, n: ++signIns });
+  };
+
+  // A token in the address, at start or later (a link opened in this tab only fires hashchange):
+  // checked before the app opens with it.
+  useEffect(() => {
+    let latest = 0;
+    const fromFragment = () => {
+      const token = takeTokenFromFragment();
+      if (!token) return;
+      const mine = ++latest;
+      setPhase({ kind: "checking" });
+      void checkToken(token).then((problem) => {
+        if (mine !== latest) return;
+        if (problem) {
+          clearSession();
+          setPhase({ kind: "signed-out", error: problem });
+        } else {
+          enter({ kind: "token", token });
+        }
+      });
+    };
+    fromFragment();
+    addEventListener("hashchange", fromFragment);
+    return () => removeEventListener("hashchange", fromFragment);
+  }, []);
+
+  if (phase.kind === "checking") {
     return (
-      <SignIn
-        onSignIn={(s) => {
-          saveSession(s);
-          setSession(s);
-        }}
-      />
+      <p class="checking" role="status">
+        Signing in…
+      </p>
     );
   }
+  if (phase.kind === "signed-out") return <SignIn error={phase.error} onSignIn={enter} />;
   return (
     <ChatApp
-      session={session}
+      key={phase.n}
+      session={phase.session}
       onSignOut={() => {
         clearSession();
-        setSession(null);
+        setPhase({ kind: "signed-out" });
       }}
     />
   );
+}
+
+function signedInOrOut(): Phase {
+  const stored = loadSession();
+  return stored ? { kind: "in", session: stored, n: ++signIns } : { kind: "signed-out" };
 }
 
 const root = document.getElementById("app");

@@ -7,6 +7,8 @@
 //
 // Kept in sessionStorage: per tab (two tabs can be two users), and survives a reload.
 
+import { ConfabError, type ErrorBody } from "@confab/client";
+
 export type Session = { kind: "dev"; sub: string; name: string } | { kind: "token"; token: string };
 
 const KEY = "confab.session";
@@ -16,13 +18,8 @@ export function devLoginEnabled(): boolean {
   return document.querySelector('meta[name="confab-dev-login"]')?.getAttribute("content") === "on";
 }
 
+/** The session this tab keeps (a reload keeps it), if any. */
 export function loadSession(): Session | null {
-  const fromUrl = tokenFromFragment();
-  if (fromUrl) {
-    const session: Session = { kind: "token", token: fromUrl };
-    saveSession(session);
-    return session;
-  }
   try {
     const raw = sessionStorage.getItem(KEY);
     if (!raw) return null;
@@ -67,18 +64,49 @@ export async function devToken(sub: string, name: string): Promise<string> {
   });
   const body = (await response.json().catch(() => null)) as
     | { ok: true; data: { token: string } }
-    | { ok: false; error: { message: string } }
+    | { ok: false; error: ErrorBody }
     | null;
-  if (!body) throw new Error(`sign-in failed (${response.status})`);
-  if (!body.ok) throw new Error(body.error.message);
+  if (!body) throw new ConfabError({ code: "unavailable", message: `sign-in failed (${response.status})` });
+  if (!body.ok) throw new ConfabError(body.error);
   return body.data.token;
 }
 
-/** Reads `#token=…` and removes it from the address bar (and so from history and bookmarks). */
-function tokenFromFragment(): string | null {
+/**
+ * A token handed over in the address (`#token=…`), taken out of it (and so out of history and
+ * bookmarks). Read at start and on `hashchange`: a link opened in a tab already on the page
+ * changes only the fragment, and the browser doesn't load the page again.
+ */
+export function takeTokenFromFragment(): string | null {
   const params = new URLSearchParams(location.hash.replace(/^#/, ""));
   const token = params.get("token");
   if (!token) return null;
-  history.replaceState(null, "", location.pathname + location.search);
+  history.replaceState(history.state, "", location.pathname + location.search);
   return token;
+}
+
+/**
+ * Asks the server whether it accepts a token, before the app opens with it: a token that won't
+ * work is refused where it was given, in words, rather than in an app that can't connect.
+ * Resolves with null when it is accepted, else with what to tell the user.
+ */
+export async function checkToken(token: string): Promise<string | null> {
+  // A JWT is three base64url parts separated by dots; anything else is a paste gone wrong.
+  if (!/^[\w-]+\.[\w-]+\.[\w-]*$/.test(token)) {
+    return "That doesn't look like a token. A token is a long line of letters and digits in three parts separated by dots: paste all of it.";
+  }
+  let response: Response;
+  try {
+    // The cheapest authenticated request; the HTTP API judges tokens as the socket does.
+    response = await fetch("/api/conversations", { headers: { authorization: `Bearer ${token}` } });
+  } catch {
+    return "The server can't be reached. Check your connection and try again.";
+  }
+  if (response.ok) return null;
+  const body = (await response.json().catch(() => null)) as { error?: { code?: string; reason?: string } } | null;
+  if (response.status === 401 || body?.error?.code === "unauthorized") {
+    if (body?.error?.reason === "expired") return "This token has expired. Get a new one from your app and try again.";
+    return "This token wasn't accepted: it was made for another server, or it is damaged. Get a new one from your app.";
+  }
+  if (response.status === 429) return "Too many attempts. Wait a moment and try again.";
+  return "The server couldn't check this token right now. Try again in a moment.";
 }

@@ -1,66 +1,119 @@
 // The signed-in app: one client for the session, the conversation list beside the open chat
-// (one or the other on a phone), and a banner while the connection isn't live.
+// (one or the other on a phone), and a banner while the connection isn't live. The open
+// conversation is in the address (route.ts).
 
 import { connect, type ConfabClient } from "@confab/client";
-import { ConfabProvider, useConfab, useConnectionState } from "@confab/client/react";
-import { useEffect, useState } from "preact/hooks";
+import { ConfabProvider, useConfab, useConnectionState, useConversations } from "@confab/client/react";
+import { createContext } from "preact";
+import { useContext, useEffect, useRef, useState, useSyncExternalStore } from "preact/compat";
 
+import { Activity, forgetNames } from "../activity.js";
+import { count } from "../format.js";
+import { backToList, navigate, useRoute } from "../route.js";
 import { tokenSource, type Session } from "../session.js";
 import { ConversationList } from "./ConversationList.js";
 import { ConversationPane } from "./ConversationPane.js";
 import { NewChat } from "./NewChat.js";
 
+const ActivityContext = createContext<Activity | null>(null);
+
+/** Names, timeline lines and typing for the whole app (activity.ts), kept current. */
+export function useActivity(): Activity {
+  const activity = useContext(ActivityContext);
+  if (!activity) throw new Error("useActivity: no ChatApp above");
+  useSyncExternalStore(activity.subscribe, activity.getSnapshot);
+  return activity;
+}
+
 export function ChatApp({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
-  const [client, setClient] = useState<ConfabClient | null>(null);
+  const [state, setState] = useState<{ client: ConfabClient; activity: Activity } | null>(null);
   useEffect(() => {
     // Unsent messages outlive the tab: the next page of this user sends them.
-    const c = connect({ getToken: tokenSource(session), outboxStorage: storage() });
-    setClient(c);
-    return () => c.close();
+    const client = connect({ getToken: tokenSource(session), outboxStorage: storage() });
+    const activity = new Activity(client);
+    setState({ client, activity });
+    return () => {
+      activity.dispose();
+      client.close();
+    };
   }, [session]);
-  if (!client) return null;
+  if (!state) return null;
   return (
-    <ConfabProvider client={client}>
-      <Layout onSignOut={onSignOut} />
+    <ConfabProvider client={state.client}>
+      <ActivityContext.Provider value={state.activity}>
+        <Layout onSignOut={onSignOut} />
+      </ActivityContext.Provider>
     </ConfabProvider>
   );
 }
 
 function Layout({ onSignOut }: { onSignOut: () => void }) {
   const client = useConfab();
-  const [selected, setSelected] = useState<string | null>(null);
+  const selected = useRoute();
+  const { loaded, items } = useConversations();
   const [creating, setCreating] = useState(false);
+  const [notice, setNotice] = useState<string | null>(null);
+  const newChatButton = useRef<HTMLButtonElement>(null);
   // Re-render on state changes: who we are is known once the first token is in.
   useConnectionState();
   const me = client.me;
-  // Signing out is leaving the browser to someone else: unsent messages are not kept for later.
+
+  // A link to a conversation that isn't ours: back to the list, saying so. One that was open and
+  // went (we left, or were removed): back to the list.
+  const known = selected === null || items.some((i) => i.id === selected);
+  const shown = useRef<string | null>(null);
+  if (known && selected !== null) shown.current = selected;
+  useEffect(() => {
+    if (!loaded || known) return;
+    if (shown.current !== selected) {
+      setNotice("That conversation isn't available: it doesn't exist, or you are no longer in it.");
+    }
+    navigate(null, { replace: true });
+  }, [loaded, known, selected]);
+  useEffect(() => {
+    if (selected !== null && known) setNotice(null);
+  }, [selected, known]);
+
+  // Signing out is leaving the browser to someone else: unsent messages are not kept for later,
+  // nor are the names of the people they talk to.
   const signOut = () => {
     const unsent = client.pending();
-    if (unsent.length > 0 && !confirm(`${unsent.length} unsent message(s) will be discarded. Sign out?`)) return;
+    if (unsent.length > 0 && !confirm(`${count(unsent.length, { one: "unsent message", other: "unsent messages" })} will be discarded. Sign out?`)) {
+      return;
+    }
     for (const entry of unsent) client.discard(entry.client_id);
+    if (me) forgetNames(me.id);
     onSignOut();
   };
+  const open = selected !== null && known ? selected : null;
   return (
-    <div class="app" data-open={selected ? "chat" : "list"}>
+    <div class="app" data-open={open ? "chat" : "list"}>
       <Banner onSignOut={onSignOut} />
-      <aside class="sidebar">
+      <aside class="sidebar" aria-label="Your conversations">
         <header class="bar">
           <div class="me" title={me?.id}>
-            <span class="avatar small">{initial(me?.name ?? me?.id ?? "?")}</span>
+            <span class="avatar small" aria-hidden="true">
+              {initial(me?.name ?? me?.id ?? "?")}
+            </span>
             <span class="me-name">{me?.name ?? me?.id ?? ""}</span>
           </div>
-          <button type="button" class="primary" onClick={() => setCreating(true)}>
+          <button type="button" class="primary" ref={newChatButton} onClick={() => setCreating(true)}>
             New chat
           </button>
           <button type="button" class="ghost" onClick={signOut} title="Sign out">
             Sign out
           </button>
         </header>
-        <ConversationList selected={selected} onSelect={setSelected} />
+        {notice && (
+          <p class="notice pad" role="status">
+            {notice}
+          </p>
+        )}
+        <ConversationList selected={open} />
       </aside>
       <main class="main">
-        {selected ? (
-          <ConversationPane key={selected} id={selected} onBack={() => setSelected(null)} onGone={() => setSelected(null)} />
+        {open ? (
+          <ConversationPane key={open} id={open} onBack={backToList} />
         ) : (
           <div class="empty-pane">
             <p>Pick a conversation, or start a new one.</p>
@@ -72,7 +125,7 @@ function Layout({ onSignOut }: { onSignOut: () => void }) {
           onClose={() => setCreating(false)}
           onCreated={(id) => {
             setCreating(false);
-            setSelected(id);
+            navigate(id);
           }}
         />
       )}

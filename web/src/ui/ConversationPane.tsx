@@ -1,41 +1,44 @@
-// One open conversation: header, messages (older ones load on scrolling up), what is still on
-// its way, who is typing, who has seen what, and the composer.
+// One open conversation: header, the timeline (messages, a line for each day, who joined or
+// left; older messages load on scrolling up), what is still on its way, who is typing, who has
+// seen what, and the composer.
 
 import type { Conversation, Message, OutboxEntry } from "@confab/client";
 import { useConfab, useConversation, useConversations, usePresence } from "@confab/client/react";
 import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 
-import { clock, conversationTitle, lastSeen, listNames, memberName, otherMember } from "../format.js";
-import { initial } from "./ChatApp.js";
+import type { TimelineLine } from "../activity.js";
+import { humanError } from "../errors.js";
+import { clock, conversationTitle, dayKey, dayLabel, lastSeen, listNames, otherMember, plural } from "../format.js";
+import { initial, useActivity } from "./ChatApp.js";
+import { PresenceDot } from "./ConversationList.js";
 import { Members } from "./Members.js";
 
 /** How close to the top (px) scrolling starts loading older messages. */
 const LOAD_OLDER_AT = 120;
 
-export function ConversationPane({ id, onBack, onGone }: { id: string; onBack: () => void; onGone: () => void }) {
+export function ConversationPane({ id, onBack }: { id: string; onBack: () => void }) {
   const client = useConfab();
+  const activity = useActivity();
   const me = client.me?.id;
-  const { items, loaded } = useConversations();
+  const { items } = useConversations();
   const conversation = items.find((i) => i.id === id);
   const chat = useConversation(id);
   const { view } = chat;
 
-  // Removed from the conversation (or left it elsewhere): close it.
-  useEffect(() => {
-    if (loaded && !conversation) onGone();
-  }, [loaded, conversation, onGone]);
-
   if (!conversation) return null;
   return (
-    <section class="pane" aria-label={conversationTitle(conversation, me)}>
+    <section class="pane" aria-label={conversationTitle(conversation, me, activity.name)}>
       <Header conversation={conversation} me={me} onBack={onBack} />
       {chat.status === "error" ? (
-        <p class="error pad">{chat.error?.message ?? "This conversation can't be shown."}</p>
+        <p class="error pad" role="alert">
+          {humanError(chat.error)}
+        </p>
       ) : (
         <Messages
           conversation={conversation}
           me={me}
           messages={chat.messages}
+          lines={activity.linesOf(id)}
           pending={chat.pending}
           readBy={chat.readBy}
           hasMore={chat.hasMore}
@@ -48,7 +51,7 @@ export function ConversationPane({ id, onBack, onGone }: { id: string; onBack: (
           onDelete={(messageId) => view.delete(messageId)}
         />
       )}
-      <TypingLine conversation={conversation} typing={chat.typing} />
+      <TypingLine typing={activity.typingIn(id)} />
       <Composer
         onSend={(body) => void view.send(body).catch(() => {})}
         onTyping={() => view.typing()}
@@ -59,30 +62,32 @@ export function ConversationPane({ id, onBack, onGone }: { id: string; onBack: (
 }
 
 function Header({ conversation, me, onBack }: { conversation: Conversation; me: string | undefined; onBack: () => void }) {
+  const activity = useActivity();
   const [showMembers, setShowMembers] = useState(false);
   const other = otherMember(conversation, me);
   const presence = usePresence(other ? [other] : []);
   const state = other ? presence.get(other) : undefined;
-  const title = conversationTitle(conversation, me);
-  const subtitle =
-    conversation.kind === "group"
-      ? listNames(conversation.members.map((m) => (m.user_id === me ? "you" : (m.name ?? m.user_id))))
-      : !state
-        ? "" // unknown, e.g. while we are offline ourselves
-        : state.online
-          ? "online"
-          : lastSeen(state.last_seen_at);
+  const title = conversationTitle(conversation, me, activity.name);
+  let subtitle = null;
+  if (conversation.kind === "group") {
+    subtitle = listNames(conversation.members.map((m) => (m.user_id === me ? "you" : activity.name(m.user_id))));
+  } else if (state?.online) {
+    subtitle = "online";
+  } else if (state) {
+    subtitle = state.last_seen_at ? <time dateTime={state.last_seen_at}>{lastSeen(state.last_seen_at)}</time> : lastSeen(null);
+  }
   return (
     <header class="bar pane-header">
       <button type="button" class="ghost back" onClick={onBack} aria-label="Back to conversations">
         ‹
       </button>
       <span class={`avatar${conversation.kind === "group" ? " group" : ""}`}>
-        {initial(title)}
-        {other !== undefined && <span class={`dot${state?.online ? " online" : ""}`} />}
+        <span aria-hidden="true">{initial(title)}</span>
+        {other !== undefined && state !== undefined && <PresenceDot online={state.online} />}
       </span>
       <div class="pane-title">
         <h2>{title}</h2>
+        {/* Unknown presence (e.g. while we are offline ourselves) says nothing. */}
         <p class="muted presence-line">{subtitle}</p>
       </div>
       {conversation.kind === "group" && (
@@ -99,6 +104,7 @@ interface MessagesProps {
   conversation: Conversation;
   me: string | undefined;
   messages: Message[];
+  lines: readonly TimelineLine[];
   pending: OutboxEntry[];
   readBy: ReadonlyMap<string, number>;
   hasMore: boolean;
@@ -111,8 +117,32 @@ interface MessagesProps {
   onDelete: (messageId: string) => Promise<unknown>;
 }
 
+type Entry = { kind: "message"; message: Message; index: number } | { kind: "line"; line: TimelineLine };
+
+/**
+ * Messages in seq order, each membership line after the message that was last when it happened.
+ * Lines from before the oldest loaded message wait until older messages are loaded (or there are
+ * none), so that they don't float above history they followed.
+ */
+function merge(messages: Message[], lines: readonly TimelineLine[], hasMore: boolean): Entry[] {
+  const out: Entry[] = [];
+  const sorted = [...lines].sort((a, b) => a.afterSeq - b.afterSeq);
+  const first = messages[0]?.seq ?? Infinity;
+  let l = 0;
+  const place = (line: TimelineLine) => {
+    if (!hasMore || line.afterSeq >= first - 1) out.push({ kind: "line", line });
+  };
+  messages.forEach((message, index) => {
+    while (l < sorted.length && (sorted[l] as TimelineLine).afterSeq < message.seq) place(sorted[l++] as TimelineLine);
+    out.push({ kind: "message", message, index });
+  });
+  while (l < sorted.length) place(sorted[l++] as TimelineLine);
+  return out;
+}
+
 function Messages(props: MessagesProps) {
-  const { messages, pending, me, conversation, hasMore, loading, loadOlder, markRead } = props;
+  const { messages, lines, pending, me, conversation, hasMore, loading, loadOlder, markRead } = props;
+  const activity = useActivity();
   const scroller = useRef<HTMLDivElement>(null);
   // Follow new messages only while the user is at the bottom; don't yank them down otherwise.
   const atBottom = useRef(true);
@@ -132,7 +162,7 @@ function Messages(props: MessagesProps) {
     before.current = { first, height: el.scrollHeight, top: el.scrollTop };
     // Not enough to scroll yet: fetch more so scrolling up can begin.
     if (hasMore && !loading && el.scrollHeight <= el.clientHeight + LOAD_OLDER_AT) loadOlder();
-  }, [messages, pending, hasMore, loading, loadOlder]);
+  }, [messages, lines, pending, hasMore, loading, loadOlder]);
 
   // Seen while the page is visible and the user is at the bottom: mark read.
   useEffect(() => {
@@ -155,26 +185,57 @@ function Messages(props: MessagesProps) {
 
   const lastOwn = [...messages].reverse().find((m) => m.sender_id === me && m.deleted_at === null);
   const seenBy = lastOwn
-    ? [...props.readBy].filter(([user, seq]) => user !== me && seq >= lastOwn.seq).map(([user]) => memberName(conversation, user))
+    ? [...props.readBy].filter(([user, seq]) => user !== me && seq >= lastOwn.seq).map(([user]) => activity.name(user))
     : [];
 
+  const now = new Date();
+  let day: string | undefined;
+  const rows = [];
+  for (const entry of merge(messages, lines, hasMore)) {
+    const at = entry.kind === "message" ? entry.message.created_at : entry.line.at;
+    const key = dayKey(at);
+    if (key !== day) {
+      day = key;
+      rows.push(
+        <li key={`day-${key}`} class="day">
+          <h3>
+            <time dateTime={key}>{dayLabel(at, now)}</time>
+          </h3>
+        </li>,
+      );
+    }
+    if (entry.kind === "line") {
+      rows.push(
+        <li key={entry.line.key} class="system">
+          <span>{entry.line.text}</span> <time dateTime={entry.line.at}>{clock(entry.line.at)}</time>
+        </li>,
+      );
+      continue;
+    }
+    const m = entry.message;
+    const previous = messages[entry.index - 1];
+    rows.push(
+      <MessageItem
+        key={m.id}
+        message={m}
+        mine={m.sender_id === me}
+        showSender={conversation.kind === "group" && m.sender_id !== me && (previous?.sender_id !== m.sender_id || dayKey(previous.created_at) !== key)}
+        senderName={m.sender_id === me ? "You" : activity.name(m.sender_id)}
+        seenBy={m === lastOwn && seenBy.length > 0 ? (conversation.kind === "direct" ? "Seen" : `Seen by ${listNames(seenBy)}`) : null}
+        onEdit={props.onEdit}
+        onDelete={props.onDelete}
+      />,
+    );
+  }
+
   return (
-    <div class="messages" ref={scroller} onScroll={onScroll} data-testid="messages">
+    <div class="messages" ref={scroller} onScroll={onScroll} role="log" aria-live="polite" aria-label="Messages" tabIndex={0}>
       {hasMore && <p class="muted center older">{loading ? "Loading older messages…" : "Scroll up for older messages"}</p>}
-      {!hasMore && !loading && <p class="muted center older">{messages.length === 0 ? "No messages yet. Say hello!" : "This is the beginning of the conversation."}</p>}
+      {!hasMore && !loading && (
+        <p class="muted center older">{messages.length === 0 ? "No messages yet. Say hello!" : "This is the beginning of the conversation."}</p>
+      )}
       <ol class="message-list">
-        {messages.map((m, i) => (
-          <MessageItem
-            key={m.id}
-            message={m}
-            mine={m.sender_id === me}
-            showSender={conversation.kind === "group" && m.sender_id !== me && messages[i - 1]?.sender_id !== m.sender_id}
-            senderName={memberName(conversation, m.sender_id)}
-            seenBy={m === lastOwn && seenBy.length > 0 ? (conversation.kind === "direct" ? "Seen" : `Seen by ${listNames(seenBy)}`) : null}
-            onEdit={props.onEdit}
-            onDelete={props.onDelete}
-          />
-        ))}
+        {rows}
         {pending.map((entry) => (
           <PendingItem key={entry.client_id} entry={entry} onRetry={props.onRetry} onDiscard={props.onDiscard} />
         ))}
@@ -196,7 +257,24 @@ function MessageItem(props: {
   const [editing, setEditing] = useState(false);
   const [draft, setDraft] = useState("");
   const [error, setError] = useState<string | null>(null);
+  const editButton = useRef<HTMLButtonElement>(null);
+  const editBox = useRef<HTMLTextAreaElement>(null);
+  const wasEditing = useRef(false);
   const deleted = message.deleted_at !== null || message.body === null;
+  const actionable = mine && !deleted;
+
+  // Editing: focus in the text box, at its end. Done: focus back on the Edit button, not lost
+  // to the top of the page.
+  useEffect(() => {
+    const box = editBox.current;
+    if (editing && box) {
+      box.focus();
+      box.setSelectionRange(box.value.length, box.value.length);
+    } else if (wasEditing.current && !editing) {
+      editButton.current?.focus();
+    }
+    wasEditing.current = editing;
+  }, [editing]);
 
   async function save(e: Event) {
     e.preventDefault();
@@ -207,7 +285,7 @@ function MessageItem(props: {
       setEditing(false);
       setError(null);
     } catch (err) {
-      setError(err instanceof Error ? err.message : String(err));
+      setError(humanError(err, "edit"));
     }
   }
 
@@ -216,26 +294,35 @@ function MessageItem(props: {
     try {
       await props.onDelete(message.id);
     } catch (err) {
-      setError(err instanceof Error ? err.message : String(err));
+      setError(humanError(err, "delete"));
     }
   }
 
   return (
-    <li class={`message${mine ? " mine" : ""}${deleted ? " deleted" : ""}`} data-seq={message.seq}>
-      {props.showSender && <span class="sender">{props.senderName}</span>}
+    <li
+      class={`message${mine ? " mine" : ""}${deleted ? " deleted" : ""}`}
+      data-seq={message.seq}
+      // Focusable (not in the Tab order) so that a tap shows its actions on a touch screen.
+      tabIndex={actionable ? -1 : undefined}
+    >
+      {props.showSender ? <span class="sender">{props.senderName}</span> : <span class="sr-only">{props.senderName}: </span>}
       <div class="bubble">
         {editing ? (
           <form class="edit" onSubmit={save}>
             <textarea
               value={draft}
+              ref={editBox}
               rows={3}
               maxLength={5000}
-              autoFocus
               aria-label="Edit message"
               onInput={(e) => setDraft(e.currentTarget.value)}
               onKeyDown={(e) => {
-                if (e.key === "Escape") setEditing(false);
-                if (e.key === "Enter" && !e.shiftKey) void save(e);
+                if (e.key === "Escape") {
+                  e.preventDefault();
+                  setEditing(false);
+                }
+                // Enter while an IME composes (Japanese, Chinese, …) picks the IME's candidate.
+                if (e.key === "Enter" && !e.shiftKey && !e.isComposing && e.keyCode !== 229) void save(e);
               }}
             />
             <div class="edit-actions">
@@ -252,14 +339,15 @@ function MessageItem(props: {
         )}
         <span class="meta">
           {message.edited_at !== null && !deleted && <span class="edited">edited · </span>}
-          {clock(message.created_at)}
+          <time dateTime={message.created_at}>{clock(message.created_at)}</time>
         </span>
       </div>
-      {mine && !deleted && !editing && (
+      {actionable && !editing && (
         <span class="actions">
           <button
             type="button"
             class="link"
+            ref={editButton}
             onClick={() => {
               setDraft(message.body ?? "");
               setEditing(true);
@@ -272,7 +360,11 @@ function MessageItem(props: {
           </button>
         </span>
       )}
-      {error && <span class="error small">{error}</span>}
+      {error && (
+        <span class="error small" role="alert">
+          {error}
+        </span>
+      )}
       {props.seenBy && <span class="seen">{props.seenBy}</span>}
     </li>
   );
@@ -281,7 +373,7 @@ function MessageItem(props: {
 function PendingItem({ entry, onRetry, onDiscard }: { entry: OutboxEntry; onRetry: (id: string) => void; onDiscard: (id: string) => void }) {
   const status =
     entry.state === "failed"
-      ? `Not sent: ${entry.error?.message ?? "refused"}`
+      ? `Not sent: ${humanError(entry.error, "send")}`
       : entry.state === "sending"
         ? "Sending…"
         : entry.error?.code === "rate_limited"
@@ -289,6 +381,7 @@ function PendingItem({ entry, onRetry, onDiscard }: { entry: OutboxEntry; onRetr
           : "Waiting for the connection…";
   return (
     <li class={`message mine pending ${entry.state}`} data-client-id={entry.client_id}>
+      <span class="sr-only">You: </span>
       <div class="bubble">
         <p class="body">{entry.body}</p>
         <span class="meta">{status}</span>
@@ -307,11 +400,12 @@ function PendingItem({ entry, onRetry, onDiscard }: { entry: OutboxEntry; onRetr
   );
 }
 
-function TypingLine({ conversation, typing }: { conversation: Conversation; typing: string[] }) {
-  const names = typing.map((u) => memberName(conversation, u));
+function TypingLine({ typing }: { typing: readonly string[] }) {
+  const activity = useActivity();
+  const names = typing.map(activity.name);
   return (
     <p class="typing" aria-live="polite">
-      {names.length === 0 ? "" : `${listNames(names)} ${names.length === 1 ? "is" : "are"} typing…`}
+      {names.length === 0 ? "" : `${listNames(names)} ${plural(names.length, { one: "is", other: "are" })} typing…`}
     </p>
   );
 }
@@ -353,7 +447,7 @@ function Composer({ onSend, onTyping, onStopTyping }: { onSend: (body: string) =
         }}
         onBlur={onStopTyping}
         onKeyDown={(e) => {
-          if (e.key === "Enter" && !e.shiftKey && !e.isComposing) send(e);
+          if (e.key === "Enter" && !e.shiftKey && !e.isComposing && e.keyCode !== 229) send(e);
         }}
       />
       <button type="submit" class="primary" disabled={!text.trim()}>

@@ -2,11 +2,15 @@
 // and anyone can leave. The server decides who may do what; the buttons only follow its rules
 // (docs/PROTOCOL.md), so a refusal is shown, never expected.
 
-import { ConfabError, type Conversation, type Member } from "@confab/client";
+import type { Conversation, Member } from "@confab/client";
 import { useConfab } from "@confab/client/react";
 import { useState } from "preact/hooks";
 
-import { memberName } from "../format.js";
+import { humanError, type Attempt } from "../errors.js";
+import { count } from "../format.js";
+import { useActivity } from "./ChatApp.js";
+import { Dialog } from "./Dialog.js";
+import { splitIds } from "./NewChat.js";
 
 /** Whether `me` (with role `mine`) may remove `member`: owners anyone but themselves, admins plain members. */
 function canRemove(mine: Member["role"] | undefined, member: Member, me: string | undefined): boolean {
@@ -16,6 +20,7 @@ function canRemove(mine: Member["role"] | undefined, member: Member, me: string 
 
 export function Members({ conversation, onClose }: { conversation: Conversation; onClose: () => void }) {
   const client = useConfab();
+  const activity = useActivity();
   const me = client.me?.id;
   const mine = conversation.members.find((m) => m.user_id === me)?.role;
   const manages = mine === "owner" || mine === "admin";
@@ -23,14 +28,14 @@ export function Members({ conversation, onClose }: { conversation: Conversation;
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
 
-  async function run(action: () => Promise<unknown>): Promise<boolean> {
+  async function run(attempt: Attempt, ids: string[], action: () => Promise<unknown>): Promise<boolean> {
     setBusy(true);
     setError(null);
     try {
       await action();
       return true;
     } catch (err) {
-      setError(err instanceof ConfabError ? err.message : String(err));
+      setError(humanError(err, attempt, { ids }));
       return false;
     } finally {
       setBusy(false);
@@ -39,62 +44,69 @@ export function Members({ conversation, onClose }: { conversation: Conversation;
 
   async function add(e: Event) {
     e.preventDefault();
-    const ids = adding
-      .split(/[\s,]+/)
-      .map((m) => m.trim())
-      .filter(Boolean);
-    if (ids.length > 0 && (await run(() => client.addMembers(conversation.id, ids)))) setAdding("");
+    const ids = splitIds(adding);
+    if (ids.length === 0) return;
+    activity.expectMine(conversation.id, ids);
+    if (await run("members", ids, () => client.addMembers(conversation.id, ids))) setAdding("");
+  }
+
+  function remove(userId: string) {
+    activity.expectMine(conversation.id, [userId]);
+    void run("members", [userId], () => client.removeMembers(conversation.id, [userId]));
   }
 
   async function leave() {
     if (!confirm("Leave this group? You will stop receiving its messages.")) return;
     // Leaving closes the conversation, and this dialog with it.
-    if (await run(() => client.leave(conversation.id))) onClose();
+    if (await run("leave", [], () => client.leave(conversation.id))) onClose();
   }
 
   return (
-    <div class="dialog-backdrop" onClick={(e) => e.target === e.currentTarget && onClose()}>
-      <div class="dialog" role="dialog" aria-label="Members">
-        <h2>Members ({conversation.members.length})</h2>
-        <ul class="members">
-          {conversation.members.map((m) => (
+    <Dialog label="Members" title={count(conversation.members.length, { one: "member", other: "members" })} onClose={onClose}>
+      <ul class="members">
+        {conversation.members.map((m) => {
+          const name = m.user_id === me ? "You" : activity.name(m.user_id);
+          return (
             <li key={m.user_id} class="member" data-user={m.user_id}>
-              <span class="member-name">{m.user_id === me ? "You" : memberName(conversation, m.user_id)}</span>
+              <span class="member-name">
+                {name}
+                {/* The id says who someone is; names can be alike. */}
+                {name !== m.user_id && <span class="muted member-id"> {m.user_id}</span>}
+              </span>
               {m.role !== "member" && <span class="muted role">{m.role}</span>}
               {canRemove(mine, m, me) && (
-                <button
-                  type="button"
-                  class="ghost"
-                  disabled={busy}
-                  onClick={() => void run(() => client.removeMembers(conversation.id, [m.user_id]))}
-                >
+                <button type="button" class="ghost" disabled={busy} aria-label={`Remove ${name}`} onClick={() => remove(m.user_id)}>
                   Remove
                 </button>
               )}
             </li>
-          ))}
-        </ul>
-        {manages && (
-          <form class="add-members" onSubmit={add}>
-            <label>
-              Add people (user ids)
-              <input name="add" value={adding} autoComplete="off" onInput={(e) => setAdding(e.currentTarget.value)} />
-            </label>
-            <button type="submit" class="primary" disabled={busy || adding.trim() === ""}>
-              Add
-            </button>
-          </form>
-        )}
-        {error && <p class="error">{error}</p>}
-        <div class="dialog-actions">
-          <button type="button" class="ghost danger" disabled={busy} onClick={() => void leave()}>
-            Leave group
+          );
+        })}
+      </ul>
+      {manages && (
+        <form class="add-members" onSubmit={add}>
+          <label>
+            Add people (user ids)
+            <input name="add" value={adding} autoComplete="off" onInput={(e) => setAdding(e.currentTarget.value)} />
+          </label>
+          <button type="submit" class="primary" disabled={busy || adding.trim() === ""}>
+            Add
           </button>
-          <button type="button" class="ghost" onClick={onClose}>
-            Close
-          </button>
-        </div>
+        </form>
+      )}
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+      <div class="dialog-actions">
+        <button type="button" class="ghost danger" disabled={busy} onClick={() => void leave()}>
+          Leave group
+        </button>
+        <button type="button" class="ghost" onClick={onClose}>
+          Close
+        </button>
       </div>
-    </div>
+    </Dialog>
   );
 }

@@ -1,15 +1,17 @@
-// Signing in: "sign in as …" when the server offers it, else a pasted token.
+// Signing in: "sign in as …" when the server offers it, else a pasted token, checked with the
+// server before the app opens with it.
 
 import { useState } from "preact/hooks";
 
-import { devLoginEnabled, devToken, type Session } from "../session.js";
+import { humanError } from "../errors.js";
+import { checkToken, devLoginEnabled, devToken, type Session } from "../session.js";
 
-export function SignIn({ onSignIn }: { onSignIn: (session: Session) => void }) {
+export function SignIn({ onSignIn, error: initialError }: { onSignIn: (session: Session) => void; error?: string }) {
   const dev = devLoginEnabled();
   const [sub, setSub] = useState("");
   const [name, setName] = useState("");
   const [token, setToken] = useState("");
-  const [error, setError] = useState<string | null>(null);
+  const [error, setError] = useState<string | null>(initialError ?? null);
   const [busy, setBusy] = useState(false);
 
   async function signInAs(e: Event) {
@@ -23,26 +25,38 @@ export function SignIn({ onSignIn }: { onSignIn: (session: Session) => void }) {
       await devToken(id, name.trim() || id);
       onSignIn({ kind: "dev", sub: id, name: name.trim() || id });
     } catch (err) {
-      setError(err instanceof Error ? err.message : String(err));
+      setError(humanError(err, "sign-in"));
     } finally {
       setBusy(false);
     }
   }
 
-  function useToken(e: Event) {
+  async function useToken(e: Event) {
     e.preventDefault();
     const value = token.trim();
-    if (value) onSignIn({ kind: "token", token: value });
+    if (!value) return;
+    setBusy(true);
+    setError(null);
+    const problem = await checkToken(value);
+    setBusy(false);
+    if (problem) setError(problem);
+    else onSignIn({ kind: "token", token: value });
   }
 
+  const alert = error && (
+    <p class="error" role="alert">
+      {error}
+    </p>
+  );
+
   return (
-    <div class="signin">
+    <main class="signin">
       <div class="signin-card">
         <h1>
           <img class="logo" src="/favicon.svg" alt="" /> confab
         </h1>
         {dev ? (
-          <form onSubmit={signInAs}>
+          <form aria-label="Sign in" onSubmit={signInAs}>
             <p class="muted">Local mode: sign in as anyone.</p>
             <label>
               User id
@@ -52,26 +66,33 @@ export function SignIn({ onSignIn }: { onSignIn: (session: Session) => void }) {
               Display name
               <input name="name" value={name} autoComplete="off" maxLength={200} placeholder={sub} onInput={(e) => setName(e.currentTarget.value)} />
             </label>
+            {alert}
             <button type="submit" class="primary" disabled={busy || !sub.trim()}>
               Sign in
             </button>
           </form>
         ) : (
-          <form onSubmit={useToken}>
+          <form aria-label="Sign in" onSubmit={useToken}>
             <p class="muted">
               Open this page from your app (it passes a token in the address, after <code>#token=</code>), or paste a token.
             </p>
             <label>
               Token
-              <textarea name="token" rows={4} value={token} onInput={(e) => setToken(e.currentTarget.value)} />
+              <textarea
+                name="token"
+                rows={4}
+                value={token}
+                aria-invalid={error ? true : undefined}
+                onInput={(e) => setToken(e.currentTarget.value)}
+              />
             </label>
-            <button type="submit" class="primary" disabled={!token.trim()}>
-              Connect
+            {alert}
+            <button type="submit" class="primary" disabled={busy || !token.trim()}>
+              {busy ? "Checking…" : "Connect"}
             </button>
           </form>
         )}
-        {error && <p class="error">{error}</p>}
       </div>
-    </div>
+    </main>
   );
 }
