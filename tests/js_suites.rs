@@ -5,7 +5,8 @@
 //!
 //! They need Node.js 20+ with npm, and (for the browser tests) Chromium at `/usr/bin/chromium` or
 //! `CHROMIUM_PATH`. Missing tools skip the tests with a note on a laptop, and fail them in CI
-//! (`CI=true`). Dependencies are installed with `npm ci` when `node_modules` is missing.
+//! (`CI=true`). Dependencies are installed with `npm ci` when `node_modules` is missing or older
+//! than `package-lock.json`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -109,11 +110,16 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// `npm ci` where `node_modules` is missing (a fresh clone).
+/// `npm ci` where `node_modules` is missing (a fresh clone) or older than the lockfile (someone
+/// added a dependency since the last install).
 fn install(dirs: &[&str]) {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     for dir in dirs {
         let dir = repo().join(dir);
-        if !dir.join("node_modules").is_dir() {
+        // npm keeps a copy of the lockfile it installed from in node_modules.
+        let installed = modified(&dir.join("node_modules/.package-lock.json"));
+        let wanted = modified(&dir.join("package-lock.json"));
+        if installed.is_none() || wanted > installed {
             run(&dir, "npm", &["ci", "--no-audit", "--no-fund"]);
         }
     }

@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 use super::{Actor, Chat, Done, policy};
-use crate::domain::{Message, Timestamp};
+use crate::domain::{ConversationId, Message, MessageId, Role, Timestamp};
 use crate::error::{Error, Result};
 use crate::hub::{Except, Hub, Outgoing, SocketKey};
 use crate::protocol::events::{MessageNew, MessageUpdated, Receipt};
 use crate::protocol::replies::{Page, Reply, SyncUpdate};
 use crate::protocol::requests::{DeleteMessage, EditMessage, History, MarkRead, SendMessage, Sync};
-use crate::store::{HistoryQuery, NewMessage, SendOutcome};
+use crate::store::{HistoryQuery, MessageChange, NewMessage, SendOutcome};
 
 /// Most messages per conversation in one `sync` answer.
 pub const SYNC_PAGE: u32 = 100;
@@ -46,18 +46,12 @@ impl Chat {
         actor: &Actor,
         request: EditMessage,
     ) -> Result<Message> {
-        let message = self
-            .store
-            .change_message(
-                request.conversation_id,
-                request.message_id,
-                &actor.user,
-                |m, role| policy::edit(m, role, &actor.user, request.body),
-            )
-            .await?
-            .ok_or(Error::NotFound(policy::MESSAGE_NOT_FOUND))?;
-        self.announce_update(actor, &message);
-        Ok(message)
+        let (conversation, message, body) =
+            (request.conversation_id, request.message_id, request.body);
+        self.rewrite(actor, conversation, message, |m, role| {
+            policy::edit(m, role, &actor.user, body)
+        })
+        .await
     }
 
     pub(super) async fn delete_message(
@@ -65,24 +59,34 @@ impl Chat {
         actor: &Actor,
         request: DeleteMessage,
     ) -> Result<Message> {
-        let message = self
-            .store
-            .change_message(
-                request.conversation_id,
-                request.message_id,
-                &actor.user,
-                |m, role| policy::delete(m, role, &actor.user),
-            )
-            .await?
-            .ok_or(Error::NotFound(policy::MESSAGE_NOT_FOUND))?;
-        self.announce_update(actor, &message);
-        Ok(message)
+        let (conversation, message) = (request.conversation_id, request.message_id);
+        self.rewrite(actor, conversation, message, |m, role| {
+            policy::delete(m, role, &actor.user)
+        })
+        .await
     }
 
-    fn announce_update(&self, actor: &Actor, message: &Message) {
-        let event = Outgoing::of(&MessageUpdated { message });
+    /// Changes a message as `decide` (a policy rule, run in the store's transaction) says,
+    /// and tells the conversation.
+    async fn rewrite<F>(
+        &self,
+        actor: &Actor,
+        conversation: ConversationId,
+        message: MessageId,
+        decide: F,
+    ) -> Result<Message>
+    where
+        F: FnOnce(&Message, Option<Role>) -> Result<MessageChange> + Send,
+    {
+        let message = self
+            .store
+            .change_message(conversation, message, &actor.user, decide)
+            .await?
+            .ok_or(Error::NotFound(policy::MESSAGE_NOT_FOUND))?;
+        let event = Outgoing::of(&MessageUpdated { message: &message });
         self.hub
             .to_conversation(message.conversation_id, &event, actor.except());
+        Ok(message)
     }
 
     pub(super) async fn history(&self, actor: &Actor, request: History) -> Result<Page> {

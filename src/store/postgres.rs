@@ -14,12 +14,12 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::assemble::{assemble, page_from_rows, sync_update};
+use super::assemble::{page_from_rows, sync_update};
 use super::rows::{
     HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow,
     message_columns, messages,
 };
-use super::transactions::{Backend, Rewrite};
+use super::transactions::{Backend, Rewrite, complete};
 use super::{DbContext, HistoryQuery, NewMessage, Page, SyncUpdate};
 use crate::domain::{
     Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageId, Role,
@@ -201,7 +201,7 @@ impl PgStore {
             .into_iter()
             .map(OwnHeadRow::into_head)
             .collect::<Result<_>>()?;
-        complete(&mut conn, heads).await
+        complete::<Self>(&mut conn, heads).await
     }
 
     pub async fn mark_read(
@@ -394,6 +394,36 @@ impl PgStore {
 impl Backend for PgStore {
     type Db = Postgres;
 
+    async fn members(c: &mut PgConnection, ids: &[ConversationId]) -> Result<Vec<MemberRow>> {
+        sqlx::query_as(
+            "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
+             FROM members mb JOIN users u ON u.id = mb.user_id
+             WHERE mb.conversation_id = ANY($1)",
+        )
+        .bind(uuids(ids))
+        .fetch_all(c)
+        .await
+        .db_context("loading members")
+    }
+
+    async fn last_messages(
+        c: &mut PgConnection,
+        last: &[(ConversationId, i64)],
+    ) -> Result<Vec<MessageRow>> {
+        let (ids, seqs): (Vec<Uuid>, Vec<i64>) = last.iter().map(|(c, s)| (c.0, *s)).unzip();
+        sqlx::query_as(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m
+             JOIN UNNEST($1::uuid[], $2::bigint[]) AS k(c, s) ON m.conversation_id = k.c AND m.seq = k.s"
+        ))
+        .bind(&ids)
+        .bind(&seqs)
+        .fetch_all(c)
+        .await
+        .db_context("loading last messages")
+    }
+
     async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
         self.pool
             .begin()
@@ -572,7 +602,7 @@ impl Backend for PgStore {
             .into_iter()
             .map(|r| r.into_head(None))
             .collect::<Result<_>>()?;
-        complete(c, heads).await
+        complete::<Self>(c, heads).await
     }
 
     async fn role_of(
@@ -763,50 +793,4 @@ fn by_conversation(messages: Vec<Message>) -> HashMap<ConversationId, Vec<Messag
         by.entry(m.conversation_id).or_default().push(m);
     }
     by
-}
-
-/// Attaches members and last messages to conversation heads: two more queries for any number.
-async fn complete(
-    c: &mut PgConnection,
-    heads: Vec<super::assemble::ConversationHead>,
-) -> Result<Vec<Conversation>> {
-    if heads.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<Uuid> = heads.iter().map(|h| h.id.0).collect();
-    let rows: Vec<MemberRow> = sqlx::query_as(
-        "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
-         FROM members mb JOIN users u ON u.id = mb.user_id
-         WHERE mb.conversation_id = ANY($1)",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *c)
-    .await
-    .db_context("loading members")?;
-    let members = rows
-        .into_iter()
-        .map(MemberRow::into_member)
-        .collect::<Result<_>>()?;
-    let (with_last, seqs): (Vec<Uuid>, Vec<i64>) = heads
-        .iter()
-        .filter(|h| h.last_seq > 0)
-        .map(|h| (h.id.0, h.last_seq))
-        .unzip();
-    let last_messages = if with_last.is_empty() {
-        Vec::new()
-    } else {
-        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages m
-             JOIN UNNEST($1::uuid[], $2::bigint[]) AS k(c, s) ON m.conversation_id = k.c AND m.seq = k.s"
-        ))
-        .bind(&with_last)
-        .bind(&seqs)
-        .fetch_all(&mut *c)
-        .await
-        .db_context("loading last messages")?;
-        messages(rows)
-    };
-    Ok(assemble(heads, members, last_messages))
 }

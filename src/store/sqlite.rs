@@ -15,11 +15,11 @@ use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
-use super::assemble::{ConversationHead, assemble, page_from_rows, sync_update};
+use super::assemble::{page_from_rows, sync_update};
 use super::rows::{
     HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow, messages,
 };
-use super::transactions::{Backend, Rewrite};
+use super::transactions::{Backend, Rewrite, complete};
 use super::{DbContext, HistoryQuery, NewMessage, Page, SyncUpdate};
 use crate::domain::{
     Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageId, Role,
@@ -184,7 +184,7 @@ impl SqliteStore {
             .into_iter()
             .map(OwnHeadRow::into_head)
             .collect::<Result<_>>()?;
-        complete(&mut conn, heads).await
+        complete::<Self>(&mut conn, heads).await
     }
 
     pub async fn mark_read(
@@ -335,6 +335,36 @@ impl SqliteStore {
 
 impl Backend for SqliteStore {
     type Db = Sqlite;
+
+    async fn members(c: &mut SqliteConnection, ids: &[ConversationId]) -> Result<Vec<MemberRow>> {
+        sqlx::query_as(
+            "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
+             FROM members mb JOIN users u ON u.id = mb.user_id
+             WHERE mb.conversation_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json_ids(ids))
+        .fetch_all(c)
+        .await
+        .db_context("loading members")
+    }
+
+    async fn last_messages(
+        c: &mut SqliteConnection,
+        last: &[(ConversationId, i64)],
+    ) -> Result<Vec<MessageRow>> {
+        let last: Vec<(String, i64)> = last.iter().map(|(c, s)| (c.to_string(), *s)).collect();
+        sqlx::query_as(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m
+             WHERE (m.conversation_id, m.seq) IN
+                   (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"
+        ))
+        .bind(json(&last))
+        .fetch_all(c)
+        .await
+        .db_context("loading last messages")
+    }
 
     /// On the single writer connection: holding it is the lock.
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
@@ -521,7 +551,7 @@ impl Backend for SqliteStore {
             .into_iter()
             .map(|r| r.into_head(None))
             .collect::<Result<_>>()?;
-        complete(c, heads).await
+        complete::<Self>(c, heads).await
     }
 
     async fn role_of(
@@ -762,40 +792,4 @@ fn send_keys(batch: &[NewMessage]) -> String {
             })
             .collect::<Vec<_>>(),
     )
-}
-
-/// Attaches members and last messages to conversation heads: two more queries for any number.
-async fn complete(
-    c: &mut SqliteConnection,
-    heads: Vec<ConversationHead>,
-) -> Result<Vec<Conversation>> {
-    if heads.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids = json(&heads.iter().map(|h| h.id.to_string()).collect::<Vec<_>>());
-    let rows: Vec<MemberRow> = sqlx::query_as(
-        "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
-         FROM members mb JOIN users u ON u.id = mb.user_id
-         WHERE mb.conversation_id IN (SELECT value FROM json_each(?))",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *c)
-    .await
-    .db_context("loading members")?;
-    let members = rows
-        .into_iter()
-        .map(MemberRow::into_member)
-        .collect::<Result<_>>()?;
-    let rows: Vec<MessageRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        message_columns!(),
-        " FROM conversations c
-         JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq
-         WHERE c.id IN (SELECT value FROM json_each(?))"
-    ))
-    .bind(&ids)
-    .fetch_all(&mut *c)
-    .await
-    .db_context("loading last messages")?;
-    Ok(assemble(heads, members, messages(rows)))
 }

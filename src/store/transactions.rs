@@ -1,4 +1,5 @@
-//! The write transactions, written once for both databases.
+//! The write transactions (and the loading of whole conversations), written once for both
+//! databases.
 //!
 //! Each transaction is a fixed sequence of steps (begin, lock, decide, write, read back,
 //! commit), and each step is one statement that a backend writes in its own SQL: [`Backend`].
@@ -9,7 +10,9 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::Transaction;
 
+use super::assemble::{ConversationHead, assemble};
 use super::plan::{by_send_key, direct_key, plan_batch};
+use super::rows::{MemberRow, MessageRow, messages};
 use super::{MembershipChange, MembershipPlan, MessageChange, NewMessage, SendOutcome};
 use crate::domain::{
     Conversation, ConversationId, ConversationTitle, Message, MessageBody, MessageId, Role,
@@ -81,6 +84,13 @@ pub(crate) trait Backend: Sync {
         id: ConversationId,
         users: &[UserId],
     ) -> Result<Vec<UserId>>;
+    /// The members of these conversations, with their names.
+    async fn members(c: &mut Conn<Self>, ids: &[ConversationId]) -> Result<Vec<MemberRow>>;
+    /// The messages at these (conversation, seq) places.
+    async fn last_messages(
+        c: &mut Conn<Self>,
+        last: &[(ConversationId, i64)],
+    ) -> Result<Vec<MessageRow>>;
     /// Conversations with their members and last message, locked if `lock`.
     async fn load_conversations(
         c: &mut Conn<Self>,
@@ -127,6 +137,34 @@ pub(crate) trait Backend: Sync {
         messages: &[&Message],
         last_seqs: &HashMap<ConversationId, i64>,
     ) -> Result<u64>;
+}
+
+/// Attaches members and last messages to conversation heads: two more statements for any
+/// number of conversations.
+pub(crate) async fn complete<B: Backend>(
+    c: &mut Conn<B>,
+    heads: Vec<ConversationHead>,
+) -> Result<Vec<Conversation>> {
+    if heads.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<ConversationId> = heads.iter().map(|h| h.id).collect();
+    let members = B::members(c, &ids)
+        .await?
+        .into_iter()
+        .map(MemberRow::into_member)
+        .collect::<Result<_>>()?;
+    let last: Vec<(ConversationId, i64)> = heads
+        .iter()
+        .filter(|h| h.last_seq > 0)
+        .map(|h| (h.id, h.last_seq))
+        .collect();
+    let last_messages = if last.is_empty() {
+        Vec::new()
+    } else {
+        messages(B::last_messages(c, &last).await?)
+    };
+    Ok(assemble(heads, members, last_messages))
 }
 
 async fn commit<B: Backend>(tx: Transaction<'static, B::Db>) -> Result<()> {
