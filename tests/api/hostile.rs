@@ -47,18 +47,6 @@ fn attack_time() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// The resident set size of `pid` in KiB. A measurement that can't be made fails the test: a bound
-/// checked against zero would pass whatever happened.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
-}
-
 /// What an attack managed: sessions opened, refusals met, bytes sent.
 #[derive(Default)]
 struct Tally {
@@ -198,7 +186,7 @@ where
     expect(&mut bob, "conversation:new").await;
     send(&alice, &id, "warmup", "warming up").await;
     expect(&mut bob, "message:new").await;
-    let before = rss_kib(pid);
+    let before = crate::nodes::rss_kib(pid);
 
     let secs = attack_time();
     let deadline = Instant::now() + secs;
@@ -210,7 +198,7 @@ where
     let sampler = tokio::spawn(async move {
         let mut peak = 0;
         while Instant::now() < deadline + Duration::from_secs(1) {
-            peak = peak.max(rss_kib(pid));
+            peak = peak.max(crate::nodes::rss_kib(pid));
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         peak

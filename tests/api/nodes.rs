@@ -21,6 +21,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The resident set size of process `pid` in KiB. A measurement that can't be made fails the
+/// test: a bound checked against zero would pass whatever happened.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
 /// A Redis server of the test's own, on a random port, keeping nothing on disk.
 pub struct RedisServer {
     pub port: u16,
