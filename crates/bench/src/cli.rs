@@ -50,7 +50,7 @@ pub struct Args {
     pub rate: Option<f64>,
 
     /// Seconds of sending (connect: seconds to stay idle after connecting; sweep: per step).
-    /// [default: connect 5, chat/multinode/fanout 10, sweep 10]
+    /// [default: connect 5, chat/multinode/fanout 10, sweep 10, soak 600]
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
 
@@ -210,6 +210,10 @@ pub enum Scenario {
     /// chat at increasing rates: the highest rate whose p99 ack latency stays within
     /// --p99-bound-ms with nothing lost (the sustainable throughput).
     Sweep,
+    /// chat at one --rate for a long --duration (default 600 s), with a series of one entry per
+    /// second: acks, ack p50/p99/max and (with --server-pid) the servers' RSS and CPU. Finds
+    /// the stalls and the memory growth a short run hides.
+    Soak,
 }
 
 impl Scenario {
@@ -220,6 +224,7 @@ impl Scenario {
             Scenario::Fanout => "fanout",
             Scenario::Multinode => "multinode",
             Scenario::Sweep => "sweep",
+            Scenario::Soak => "soak",
         }
     }
 }
@@ -231,6 +236,7 @@ Examples:
   confab-bench fanout --users 5000 --rate 5 --secret $S   # confab needs CONFAB_MAX_GROUP_MEMBERS=5000
   confab-bench multinode --url http://127.0.0.1:3001 --url http://127.0.0.1:3002 --secret $S
   confab-bench sweep --users 1000 --rate 1000 --duration 10 --secret $S --json-out sweep.jsonl
+  confab-bench soak --users 1000 --rate 5000 --duration 600 --secret $S --server-pid $(pgrep -n confab)
 
   confab-bench report --results bench/results/run.jsonl --out docs/BENCHMARKS.md
 

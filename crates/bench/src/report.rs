@@ -166,6 +166,7 @@ mod tests {
             ack: l,
             delivery: l,
             last_member: l,
+            series: Vec::new(),
         }
     }
 

@@ -108,6 +108,25 @@ struct Phase {
     ack: Histogram<u64>,
     delivery: Histogram<u64>,
     last_member: Histogram<u64>,
+    /// Ack latency by the second its message was planned in, for a series over time.
+    by_second: Vec<Histogram<u64>>,
+}
+
+/// A histogram for one second of acks: coarser (two significant digits, up to a minute), as a
+/// ten-minute run keeps 600 of them.
+fn second_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid histogram bounds")
+}
+
+/// One second of a phase: how many of its messages were acked, and how fast.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Second {
+    /// Seconds since the phase started.
+    pub t: u64,
+    pub acked: u64,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
 }
 
 impl Phase {
@@ -141,6 +160,8 @@ pub struct PhaseResult {
     pub ack: Latency,
     pub delivery: Latency,
     pub last_member: Latency,
+    /// Ack latency second by second (by planned send time).
+    pub series: Vec<Second>,
 }
 
 impl PhaseResult {
@@ -241,6 +262,7 @@ impl Recorder {
             ack: latency_histogram(),
             delivery: latency_histogram(),
             last_member: latency_histogram(),
+            by_second: Vec::new(),
         });
     }
 
@@ -296,7 +318,13 @@ impl Recorder {
                 slot.state = SlotState::Acked;
                 p.acked += 1;
                 p.awaited_deliveries += u64::from(slot.expected.saturating_sub(slot.delivered));
-                record(&mut p.ack, at.saturating_duration_since(planned));
+                let latency = at.saturating_duration_since(planned);
+                record(&mut p.ack, latency);
+                let second = planned.saturating_duration_since(p.start).as_secs() as usize;
+                if p.by_second.len() <= second {
+                    p.by_second.resize_with(second + 1, second_histogram);
+                }
+                record(&mut p.by_second[second], latency);
                 p.last_ack = Some(at);
             }
             AckOutcome::Error(code) => {
@@ -430,6 +458,21 @@ impl Recorder {
             ack: Latency::of(&p.ack),
             delivery: Latency::of(&p.delivery),
             last_member: Latency::of(&p.last_member),
+            series: p
+                .by_second
+                .iter()
+                .enumerate()
+                .map(|(t, h)| {
+                    let l = Latency::of(h);
+                    Second {
+                        t: t as u64,
+                        acked: l.count,
+                        p50: l.p50,
+                        p99: l.p99,
+                        max: l.max,
+                    }
+                })
+                .collect(),
         })
     }
 }

@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod connect;
 pub mod fanout;
+pub mod soak;
 pub mod sweep;
 
 use std::sync::Arc;
@@ -56,6 +57,7 @@ pub async fn run(args: Args) -> anyhow::Result<Verdict> {
         Scenario::Chat | Scenario::Multinode => chat::run(&bench).await,
         Scenario::Fanout => fanout::run(&bench).await,
         Scenario::Sweep => sweep::run(&bench).await,
+        Scenario::Soak => soak::run(&bench).await,
     }
 }
 
@@ -70,6 +72,7 @@ impl Bench {
             "--duration",
             args.duration.unwrap_or(match scenario {
                 Scenario::Connect => 5.0,
+                Scenario::Soak => 600.0,
                 _ => 10.0,
             }),
         )?;
