@@ -12,6 +12,9 @@
 #   multinode  two nodes sharing PostgreSQL and Redis, $USERS users spread over both
 #   capacity   as many users as the server's open-file limit ($CAPACITY_NOFILE) leaves room for,
 #              chatting at $CAPACITY_RATE msgs/s (label <server>/capacity)
+#   soak       $USERS users in groups of $GROUP_SIZE at one rate for $SOAK_SECS s, second by
+#              second: $SOAK_RATE_PG (confab-pg), $SOAK_RATE_SQLITE (confab-sqlite),
+#              $SOAK_RATE_PEER (peer: a rate it sustains)
 #
 # for each server in $SERVERS: confab-pg (release build, PostgreSQL, a fresh database),
 # confab-sqlite (release build, SQLite in a temp dir; connect, chat and sweep only) and peer
@@ -34,7 +37,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 
 SERVERS=${SERVERS:-confab-pg confab-sqlite peer}
-SCENARIOS=${SCENARIOS:-connect members chat sweep fanout multinode capacity}
+SCENARIOS=${SCENARIOS:-connect members chat sweep fanout multinode capacity soak}
 CONNECT_USERS=${CONNECT_USERS:-10000}
 USERS=${USERS:-1000}
 GROUP_SIZE=${GROUP_SIZE:-10}
@@ -54,6 +57,10 @@ CAPACITY_NOFILE=${CAPACITY_NOFILE:-$(ulimit -Sn)}
 CAPACITY_SPARE=${CAPACITY_SPARE:-64}
 CAPACITY_RATE=${CAPACITY_RATE:-1000}
 CAPACITY_SECS=${CAPACITY_SECS:-10}
+SOAK_SECS=${SOAK_SECS:-600}
+SOAK_RATE_PG=${SOAK_RATE_PG:-5000}
+SOAK_RATE_SQLITE=${SOAK_RATE_SQLITE:-3000}
+SOAK_RATE_PEER=${SOAK_RATE_PEER:-400}
 BENCH_ARGS=${BENCH_ARGS:-}
 PG_URL=${PG_URL:-postgres://root@127.0.0.1:5432}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
@@ -280,6 +287,15 @@ for server in $SERVERS; do
           bench "$server/capacity" chat chat --url "$url" --users "$users" --group-size "$GROUP_SIZE" \
             --rate "$CAPACITY_RATE" --duration "$CAPACITY_SECS" --connect-timeout 30 "${pids[@]}" "${watch[@]}"
         )
+        ;;
+      soak)
+        case $server in
+          confab-pg) rate=$SOAK_RATE_PG ;;
+          confab-sqlite) rate=$SOAK_RATE_SQLITE ;;
+          *) rate=$SOAK_RATE_PEER ;;
+        esac
+        bench "$server" soak soak --url "$url" --users "$USERS" --group-size "$GROUP_SIZE" \
+          --rate "$rate" --duration "$SOAK_SECS" "${pids[@]}" "${watch[@]}"
         ;;
       *)
         echo "unknown scenario $scenario" >&2

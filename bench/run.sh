@@ -5,7 +5,8 @@
 # multinode) and the Node peer back to back, each on a freshly started server
 # (bench/measure.sh), then writes docs/BENCHMARKS.md and its plots (confab-bench report).
 #
-#   bench/run.sh            # the size: about 20 minutes on 2 cores
+#   bench/run.sh            # the size: about 55 minutes on 2 cores (the three soaks
+#                           # take ten minutes each)
 #   bench/run.sh --quick    # small and short, to try it out: about 3 minutes
 #
 # Options: --quick; --out FILE (the JSON lines; default bench/results/<UTC time>.jsonl, with
@@ -79,6 +80,8 @@ if ((QUICK)); then
   export FANOUT_USERS=${FANOUT_USERS:-200} FANOUT_SECS=${FANOUT_SECS:-2} MULTINODE_RATE=${MULTINODE_RATE:-200}
   export MULTINODE_SECS=${MULTINODE_SECS:-2} CAPACITY_NOFILE=${CAPACITY_NOFILE:-1024} CAPACITY_RATE=${CAPACITY_RATE:-200}
   export CAPACITY_SECS=${CAPACITY_SECS:-2} QUIET_WAIT=${QUIET_WAIT:-0}
+  export SOAK_SECS=${SOAK_SECS:-5} SOAK_RATE_PG=${SOAK_RATE_PG:-300} SOAK_RATE_SQLITE=${SOAK_RATE_SQLITE:-300}
+  export SOAK_RATE_PEER=${SOAK_RATE_PEER:-200}
   COMMAND+=" (sizes: connect $CONNECT_USERS users; $USERS users in groups of 10; sweep rates $SWEEP_RATES)"
 fi
 export OUT

@@ -104,6 +104,7 @@ bench "confab chat" chat --url "$CONFAB_URL" --users 60 --group-size 5 --rate 20
 # 1100 members: one conversation:create of 1000, then a conversation:members:add.
 bench "confab fanout" fanout --url "$CONFAB_URL" --users 1100 --rate 5 --duration 1 --server-pid "$CONFAB_PID" --settle 0.3 --label confab-sqlite
 bench "confab sweep" sweep --url "$CONFAB_URL" --users 40 --group-size 4 --rates 50,100 --duration 1 --p99-bound-ms 1000 --settle 0.3 --label confab-sqlite
+bench "confab soak" soak --url "$CONFAB_URL" --users 40 --group-size 4 --rate 100 --duration 3 --server-pid "$CONFAB_PID" --settle 0.3 --label confab-sqlite
 
 log "confab cluster (2 nodes, PostgreSQL + Redis)"
 psql -q "$PG_URL/postgres" -c "CREATE DATABASE \"$CLUSTER_DB\"" >/dev/null
@@ -144,6 +145,7 @@ if [[ ${SMOKE_SKIP_PEER:-0} != 1 ]]; then
   bench "peer fanout" fanout --url "${PEER_URLS[0]}" --users 300 --rate 5 --duration 1 --server-pid "$PEER_PID" --settle 0.3 --label peer
   bench "peer multinode" multinode --url "${PEER_URLS[0]}" --url "${PEER_URLS[1]}" --users 40 --group-size 4 --rate 50 --duration 2 --settle 1 --label peer
   bench "peer sweep" sweep --url "${PEER_URLS[0]}" --users 40 --group-size 4 --rates 25,50 --duration 1 --p99-bound-ms 1000 --settle 0.3 --label peer
+  bench "peer soak" soak --url "${PEER_URLS[0]}" --users 40 --group-size 4 --rate 50 --duration 3 --server-pid "$PEER_PID" --settle 0.3 --label peer
 fi
 
 log "results"
@@ -164,4 +166,6 @@ log "report"
 grep -q '^| Connect rate' "$TMP/report/BENCHMARKS.md"
 grep -q '^### multinode' "$TMP/report/BENCHMARKS.md"
 [[ -s $TMP/report/bench/sweep-ack-latency.svg ]]
+grep -q '^### soak' "$TMP/report/BENCHMARKS.md"
+[[ -s $TMP/report/bench/soak-ack-latency.svg ]]
 log "smoke passed in $((SECONDS - STARTED)) s after the build"

@@ -535,6 +535,17 @@ pub fn render(r: &Results, opts: &Options) -> Report {
                Points are the sweep's steps, in order of rate.\n\n";
     }
 
+    // The soaks: latency over time.
+    if soak_table(r, &mut md) {
+        let file = "soak-ack-latency.svg";
+        if let Some(chart) = soak_chart(r) {
+            let _ = writeln!(md, "![Ack latency over time (soak)]({link}/{file})\n");
+            plots.push((file.to_owned(), chart.to_svg()));
+            md += "Each point is one second of sends: solid lines its p99, dotted its maximum. \
+                   A stall shows as a spike; memory that keeps growing shows in the RSS row.\n\n";
+        }
+    }
+
     // The commands.
     md += "## Commands\n\n";
     if let Some(cmd) = str_at(&meta, "command") {
@@ -932,7 +943,8 @@ fn sweep_table(r: &Results, md: &mut String) {
     md.push_str(
         "`chat` at rising rates on the same connections: a step passes when its p99 ack latency \
          is within the bound with nothing lost and no failed send; the sustainable rate is the \
-         highest passing step.\n\n",
+         highest passing step. Each step's p99.9 and maximum stand beside its p99: a step \
+         short enough to miss a checkpoint passes on p99 alone (the soak below runs long).\n\n",
     );
     md.push_str("| | confab-pg | confab-sqlite | peer | confab-pg/peer |\n|---|---|---|---|---|\n");
     figure_row(md, "sustainable msgs/s", &summaries, &|l| {
@@ -957,9 +969,11 @@ fn sweep_table(r: &Results, md: &mut String) {
             steps
                 .iter()
                 .map(|st| format!(
-                    "{} → p99 {} ms{}",
+                    "{} → p99 {} / p99.9 {} / max {} ms{}",
                     opt(num(st, "rate"), ""),
                     opt(num(st, "ack_ms.p99"), ""),
+                    opt(num(st, "ack_ms.p999"), ""),
+                    opt(num(st, "ack_ms.max"), ""),
                     if st.get("passed") == Some(&json!(true)) {
                         " ✓"
                     } else {
@@ -970,6 +984,92 @@ fn sweep_table(r: &Results, md: &mut String) {
                 .join(", ")
         );
     }
+}
+
+/// The soak runs' figures; `false` when there are none.
+fn soak_table(r: &Results, md: &mut String) -> bool {
+    let soaks = SYSTEMS.map(|s| r.last(s, "soak"));
+    if soaks.iter().all(Option::is_none) {
+        return false;
+    }
+    md.push_str("### soak\n\n");
+    md.push_str(
+        "`chat` held at one rate for a long run (1,000 users in groups of 10), measured second by \
+         second: what a short step hides, the stalls (a checkpoint, an autovacuum) and memory \
+         that keeps growing. Each system runs at its own rate: confab at the targets of the \
+         tail-latency issue, the peer at a rate it sustains.\n\n",
+    );
+    md.push_str("| | confab-pg | confab-sqlite | peer |\n|---|---|---|---|\n");
+    let row = |md: &mut String, name: &str, f: &dyn Fn(&Value) -> Option<String>| {
+        let cells: Vec<String> = soaks
+            .iter()
+            .map(|l| l.and_then(f).unwrap_or_else(|| "–".into()))
+            .collect();
+        let _ = writeln!(md, "| {name} | {} |", cells.join(" | "));
+    };
+    let n = |path: &'static str| move |l: &Value| num(l, path).map(fmt_num);
+    row(md, "rate msgs/s", &n("rate"));
+    row(md, "seconds", &n("duration_s"));
+    row(md, "acked", &n("acked"));
+    row(md, "lost", &n("lost"));
+    row(md, "ack p50 ms", &n("ack_ms.p50"));
+    row(md, "ack p99 ms", &n("ack_ms.p99"));
+    row(md, "ack p99.9 ms", &n("ack_ms.p999"));
+    row(md, "ack max ms", &n("ack_ms.max"));
+    row(md, "worst second's p99 ms", &|l| {
+        worst_second(l, "p99").map(fmt_num)
+    });
+    row(md, "server RSS MiB, first → last minute", &|l| {
+        let mib = |p: &str| num(l, p).map(|k| fmt_num((k / 1024.0).round()));
+        Some(format!(
+            "{} → {}",
+            mib("rss_kib.first_minute_max")?,
+            mib("rss_kib.last_minute_max")?
+        ))
+    });
+    md.push('\n');
+    true
+}
+
+/// The largest per-second `field` of a soak's series.
+fn worst_second(line: &Value, field: &str) -> Option<f64> {
+    at(line, "series")?
+        .as_array()?
+        .iter()
+        .filter_map(|s| num(s, field))
+        .reduce(f64::max)
+}
+
+/// Per-second p99 (solid) and max (dotted) over time, per system.
+fn soak_chart(r: &Results) -> Option<Chart> {
+    let mut series = Vec::new();
+    for (i, s) in SYSTEMS.iter().enumerate() {
+        let Some(line) = r.last(s, "soak") else {
+            continue;
+        };
+        let Some(points) = at(line, "series").and_then(Value::as_array) else {
+            continue;
+        };
+        let rate = num(line, "rate").map(fmt_num).unwrap_or_default();
+        for (pct, dashed) in [("p99", false), ("max", true)] {
+            series.push(Series {
+                name: format!("{s} {rate}/s {pct}"),
+                color: COLORS[i],
+                dashed,
+                points: points
+                    .iter()
+                    .filter_map(|p| Some((num(p, "t")?, num(p, pct)?)))
+                    .collect(),
+            });
+        }
+    }
+    (!series.is_empty()).then(|| Chart {
+        title: "Ack latency over time (soak)".into(),
+        x_label: "seconds into the run".into(),
+        y_label: "latency, ms (log scale)".into(),
+        series,
+        y_mark: Some((50.0, "50 ms".into())),
+    })
 }
 
 /// p99 (solid) and p50 (dashed) of `field` against the offered rate, per system.
@@ -1220,6 +1320,46 @@ mod tests {
         // A step's latency moves its point.
         let changed = FIXTURE.replace(r#""p99":3971.071"#, r#""p99":97.0"#);
         assert_ne!(render_md(&changed).plots[0].1, *ack);
+    }
+
+    #[test]
+    fn a_soak_gets_its_table_and_a_plot_over_time() {
+        let soak = |label: &str, rate: u32, spike: f64| {
+            format!(
+                r#"{{"scenario":"soak","label":"{label}","rate":{rate},"duration_s":600,"acked":1000,"lost":0,"ack_ms":{{"p50":5.0,"p99":20.0,"p999":40.0,"max":{spike}}},"rss_kib":{{"first_minute_max":40960,"last_minute_max":43008}},"series":[{{"t":0,"acked":500,"p50":5.0,"p99":12.0,"max":20.0}},{{"t":1,"acked":500,"p50":6.0,"p99":35.0,"max":{spike}}}]}}"#
+            )
+        };
+        let text = format!(
+            "{}\n{}\n",
+            soak("confab-pg", 5000, 140.0),
+            soak("peer", 400, 90.0)
+        );
+        let report = render_md(&text);
+        let md = &report.markdown;
+        assert!(md.contains("### soak"), "{md}");
+        assert!(row(md, "worst second's p99 ms").contains("| 35 |"), "{md}");
+        assert!(row(md, "ack max ms").contains("140"), "{md}");
+        assert!(
+            row(md, "server RSS MiB, first → last minute").contains("40 → 42"),
+            "{md}"
+        );
+        let (_, svg) = report
+            .plots
+            .iter()
+            .find(|(n, _)| n == "soak-ack-latency.svg")
+            .expect("a soak plot");
+        assert!(
+            svg.contains("confab-pg 5,000/s p99") && svg.contains("peer 400/s max"),
+            "{svg}"
+        );
+        // A spike moves the plot.
+        let changed = text.replace(r#""max":140"#, r#""max":400"#);
+        let (_, other) = render_md(&changed)
+            .plots
+            .into_iter()
+            .find(|(n, _)| n == "soak-ack-latency.svg")
+            .unwrap();
+        assert_ne!(&other, svg);
     }
 
     #[test]

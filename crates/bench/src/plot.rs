@@ -202,7 +202,12 @@ fn linear_ticks(max: f64) -> Vec<f64> {
         .find(|s| *s >= raw)
         .unwrap_or(10.0 * mag);
     let n = (max / step).ceil() as usize;
-    (0..=n.max(1)).map(|i| i as f64 * step).collect()
+    // Rounded to the step's precision, so 3 × 0.2 reads 0.6, not 0.6000000000000001.
+    let decimals = (-step.log10().floor()).max(0.0) as i32;
+    let unit = 10f64.powi(decimals);
+    (0..=n.max(1))
+        .map(|i| (i as f64 * step * unit).round() / unit)
+        .collect()
 }
 
 fn decade_label(e: i32) -> String {
