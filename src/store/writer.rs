@@ -33,6 +33,9 @@ struct Job {
 /// the database falls behind and tells clients to retry later.
 const QUEUE_PER_SHARD: usize = 16 * 1024;
 
+/// A batch (or its replies) taking this long is logged at debug, to find stalls.
+const SLOW_BATCH: Duration = Duration::from_millis(20);
+
 /// A failed batch is retried this many times when the failure is transient (a deadlock or
 /// serialization failure between nodes).
 const RETRIES: usize = 3;
@@ -137,12 +140,35 @@ async fn run(
             jobs.drain(..).map(|j| (j.message, j.reply)).unzip();
         let started = Instant::now();
         let result = write_with_retries(&store, &messages).await;
-        metrics::histogram!("confab_persist_seconds").record(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        metrics::histogram!("confab_persist_seconds").record(took.as_secs_f64());
         metrics::histogram!("confab_persist_batch_size").record(messages.len() as f64);
+        if took >= SLOW_BATCH {
+            // For lining stalls up with the database's own events (checkpoints, vacuums):
+            // `CONFAB_LOG=info,confab::store::writer=debug`.
+            tracing::debug!(
+                shard,
+                batch = messages.len(),
+                ms = took.as_millis() as u64,
+                "slow batch"
+            );
+        }
         match result {
             Ok(outcomes) => {
+                let replying = Instant::now();
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     reply(Ok(outcome));
+                }
+                // Acking and fanning out run on this task before the next batch: a slow
+                // fan-out holds every later message of this shard back.
+                let replied = replying.elapsed();
+                if replied >= SLOW_BATCH {
+                    tracing::debug!(
+                        shard,
+                        batch = answered,
+                        ms = replied.as_millis() as u64,
+                        "slow replies"
+                    );
                 }
             }
             Err(e) if messages.len() > 1 && !matches!(e, Error::Unavailable(_)) => {

@@ -35,6 +35,9 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
         bench.args.server_pids.clone(),
         samples.clone(),
     ));
+    let started_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let outcome = load
         .run_phase(0, rate, bench.duration, bench.grace, &bench.watch())
         .await;
@@ -67,6 +70,8 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
     line.insert("groups".into(), json!(load.group_count()));
     line.extend(report::phase_fields(&outcome.result, &run));
     line.insert("rss_kib".into(), rss_summary(&samples));
+    // So the series can be lined up with the server's and the database's logs.
+    line.insert("started_at_unix_ms".into(), json!(started_at_ms));
     line.insert("series".into(), Value::Array(series));
     line.extend(outcome.usage);
     line.insert("ok".into(), json!(ok));
