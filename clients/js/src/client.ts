@@ -158,6 +158,13 @@ export interface ClientEventMap {
    * another user's: reason `user_changed`) or a refresh failed; `error.reason` says why.
    */
   "auth:error": ConfabError;
+  /**
+   * The server refused to open a connection at all, before any token was seen: an origin not
+   * in `CONFAB_CORS_ORIGINS`, a host name not in `CONFAB_ALLOWED_HOSTS`, or too many new
+   * connections from this address. The message names the setting to change; socket.io alone
+   * only says "xhr poll error". Emitted once per distinct refusal; the client keeps retrying.
+   */
+  refused: ConfabError;
 }
 
 /**
@@ -231,6 +238,8 @@ export class ConfabClient {
   private renewals = 0;
   /** Consecutive refused handshakes other than `unauthorized`: backs off the retries. */
   private refusals = 0;
+  /** The last HTTP refusal passed on as `refused`, so a retrying client says it once. */
+  private lastRefusal: string | undefined;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   /** Refresh attempts after `session:expiring` that found no better token, for this session. */
   private refreshRetries = 0;
@@ -970,6 +979,7 @@ export class ConfabClient {
     if (this.stopped) return;
     // A transport failure: the manager keeps retrying by itself (with jittered backoff).
     if (this.socket.active) {
+      this.reportRefusal(err);
       if (this.stateValue !== "connecting") this.setState("reconnecting");
       return;
     }
@@ -997,6 +1007,32 @@ export class ConfabClient {
     const delay = code === "rate_limited" && told !== undefined ? told * (1 + Math.random() / 2) : backoff;
     this.setState("reconnecting");
     this.retryAfter(delay);
+  }
+
+  /**
+   * A handshake the server answered with an HTTP error (403 for an origin or host it doesn't
+   * allow, 429/503 for too many new sessions) reaches socket.io as "xhr poll error", the body
+   * in the transport's context. The body is the protocol's error envelope (the server lets the
+   * refused origin read it), whose message names the setting: pass it on, once.
+   */
+  private reportRefusal(err: Error & { description?: unknown; context?: unknown }): void {
+    const status = err.description;
+    if (typeof status !== "number" || status < 400) return;
+    const text = (err.context as { responseText?: unknown } | undefined)?.responseText;
+    if (typeof text !== "string") return;
+    let body: { error?: { code?: string; message?: string; retry_after_ms?: number } };
+    try {
+      body = JSON.parse(text);
+    } catch {
+      return;
+    }
+    const error = body?.error;
+    if (!error?.code || !error.message || error.message === this.lastRefusal) return;
+    this.lastRefusal = error.message;
+    this.eventListeners.emit(
+      "refused",
+      new ConfabError({ code: error.code as ErrorBody["code"], message: error.message, retry_after_ms: error.retry_after_ms }),
+    );
   }
 
   /**
