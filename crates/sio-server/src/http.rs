@@ -19,7 +19,7 @@ use crate::engine::{Connection, Engine};
 use crate::handler::{Handler, Refusal, RequestInfo};
 use crate::sid::Sid;
 use crate::socket::Transport;
-use crate::ws::{WsIo, handshake, io::Generic};
+use crate::ws::{CloseCode, WsIo, handshake, io::Generic};
 
 /// The error type of request and response bodies.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -127,6 +127,10 @@ pub(crate) enum WsPlan<H: Handler> {
     New(Arc<H::Pending>, SocketAddr),
     /// An upgrade of this polling session.
     Upgrade(Arc<Connection<H>>),
+    /// A WebSocket for a session that already has one (upgraded, upgrading, or opened as a
+    /// WebSocket): the specification says the server MUST close it, and the reference server accepts
+    /// the handshake and closes the WebSocket at once. The session is left alone.
+    Refuse,
 }
 
 /// An accepted WebSocket handshake.
@@ -193,17 +197,23 @@ impl<H: Handler> Engine<H> {
                 let conn = Sid::parse(sid)
                     .and_then(|sid| self.session(&sid))
                     .ok_or_else(|| engine_error(EngineError::UnknownSid))?;
-                let polling = conn
-                    .polling
-                    .as_ref()
-                    .ok_or_else(|| engine_error(EngineError::BadRequest))?;
-                if conn.socket.transport() != Transport::Polling || !polling.begin_upgrade() {
-                    return Err(engine_error(EngineError::BadRequest));
-                }
-                Ok(WsAccept {
-                    accept,
-                    headers: polling.headers.clone(),
-                    plan: WsPlan::Upgrade(conn),
+                let upgrade = conn.polling.as_ref().filter(|polling| {
+                    conn.socket.transport() == Transport::Polling && polling.begin_upgrade()
+                });
+                Ok(match upgrade {
+                    Some(polling) => WsAccept {
+                        accept,
+                        headers: polling.headers.clone(),
+                        plan: WsPlan::Upgrade(conn),
+                    },
+                    None => {
+                        tracing::debug!(sid = %conn.sid, "a second WebSocket for a session: closing it");
+                        WsAccept {
+                            accept,
+                            headers: HeaderMap::new(),
+                            plan: WsPlan::Refuse,
+                        }
+                    }
                 })
             }
         }
@@ -223,8 +233,27 @@ impl<H: Handler> Engine<H> {
                 Mode::New,
             ),
             WsPlan::Upgrade(conn) => (conn, Mode::Upgrade),
+            WsPlan::Refuse => unreachable!("refused WebSockets are closed by `refuse_websocket`"),
         };
         websocket::start(self.clone(), conn, io, initial, mode)
+    }
+
+    /// Runs an accepted handshake's WebSocket once the `101` is out: the session's, or (for
+    /// [`WsPlan::Refuse`]) a close frame and the end of the connection.
+    pub(crate) fn run_websocket<IO: WsIo>(
+        self: &Arc<Self>,
+        plan: WsPlan<H>,
+        io: IO,
+        initial: BytesMut,
+    ) {
+        match plan {
+            WsPlan::Refuse => {
+                tokio::spawn(refuse_websocket(io));
+            }
+            plan => {
+                tokio::spawn(self.start_websocket(plan, io, initial));
+            }
+        }
     }
 
     /// Answers an HTTP request on the Engine.IO path.
@@ -285,7 +314,7 @@ impl<H: Handler> Engine<H> {
                     match on_upgrade.await {
                         Ok(upgraded) => {
                             let io = Generic(TokioIo::new(upgraded));
-                            engine.start_websocket(plan, io, BytesMut::new()).await;
+                            engine.run_websocket(plan, io, BytesMut::new());
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "HTTP upgrade failed");
@@ -342,6 +371,28 @@ impl<H: Handler> Engine<H> {
             _ => engine_error(EngineError::TransportUnknown),
         }
     }
+}
+
+/// Closes a WebSocket the session can't take (1008), then waits briefly for the client's close frame
+/// or the end of the stream, so that the close frame isn't lost to a reset.
+async fn refuse_websocket<IO: WsIo>(mut io: IO) {
+    use tokio::io::AsyncWriteExt as _;
+    let code = CloseCode::POLICY.0.to_be_bytes();
+    if io.write_all(&[0x88, 0x02, code[0], code[1]]).await.is_err() {
+        return;
+    }
+    let _ = io.flush().await;
+    let drain = async {
+        let mut buf = BytesMut::new();
+        while buf.len() < 4096 {
+            match std::future::poll_fn(|cx| io.poll_read_into(cx, &mut buf, 1)).await {
+                Ok(1..) => {}
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+    let _ = io.shutdown().await;
 }
 
 fn request_info<B>(req: &Request<B>, remote_addr: SocketAddr) -> RequestInfo<'_> {

@@ -159,7 +159,7 @@ async fn connection<H, S, B>(
                 drop(buf);
                 // The session gets a task of its own, sized for it alone; this one (sized for the HTTP
                 // path as well) ends here.
-                tokio::spawn(engine.start_websocket(accepted.plan, stream, rest));
+                engine.run_websocket(accepted.plan, stream, rest);
             }
             Err(response) => {
                 if write_raw_response(&mut stream, response).await.is_ok() {

@@ -361,6 +361,11 @@ impl<H: Handler, IO: WsIo> Driver<H, IO> {
                 }
                 match self.heartbeat {
                     Heartbeat::PingAt(at) if now >= at => {
+                        // A socket that left the namespace (`41`) leaves its session without a
+                        // connected socket: bounded by the connect timeout again.
+                        if self.connect_deadline.is_none() && self.conn.sio().is_unconnected() {
+                            self.connect_deadline = Some(now + self.engine.config.connect_timeout);
+                        }
                         // One per interval, whatever the client does: counted, never refused.
                         self.charge(1, false);
                         self.writer.text(Frame::PING.into_bytes());
