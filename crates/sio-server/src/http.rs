@@ -19,7 +19,7 @@ use crate::engine::{Connection, Engine};
 use crate::handler::{Handler, Refusal, RequestInfo};
 use crate::sid::Sid;
 use crate::socket::Transport;
-use crate::ws::{CloseCode, WsIo, handshake, io::Generic};
+use crate::ws::{CloseCode, WsIo, deflate, handshake, io::Generic};
 
 /// The error type of request and response bodies.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -137,6 +137,8 @@ pub(crate) enum WsPlan<H: Handler> {
 pub(crate) struct WsAccept<H: Handler> {
     /// The `Sec-WebSocket-Accept` value.
     pub(crate) accept: HeaderValue,
+    /// `permessage-deflate` was offered and is accepted (the `101` says so).
+    pub(crate) deflate: bool,
     /// Extra headers for the `101` (from `check_request`).
     pub(crate) headers: HeaderMap,
     pub(crate) plan: WsPlan<H>,
@@ -171,6 +173,7 @@ impl<H: Handler> Engine<H> {
             }
             response
         })?;
+        let deflate = self.config.per_message_deflate && deflate::negotiate(headers);
         match query.sid {
             None => {
                 if self.is_shutting_down() {
@@ -189,6 +192,7 @@ impl<H: Handler> Engine<H> {
                 let pending = self.handler.admit(&request).map_err(refusal_response)?;
                 Ok(WsAccept {
                     accept,
+                    deflate,
                     headers: extra,
                     plan: WsPlan::New(Arc::new(pending), remote_addr),
                 })
@@ -203,6 +207,7 @@ impl<H: Handler> Engine<H> {
                 Ok(match upgrade {
                     Some(polling) => WsAccept {
                         accept,
+                        deflate,
                         headers: polling.headers.clone(),
                         plan: WsPlan::Upgrade(conn),
                     },
@@ -210,6 +215,7 @@ impl<H: Handler> Engine<H> {
                         tracing::debug!(sid = %conn.sid, "a second WebSocket for a session: closing it");
                         WsAccept {
                             accept,
+                            deflate: false,
                             headers: HeaderMap::new(),
                             plan: WsPlan::Refuse,
                         }
@@ -226,6 +232,7 @@ impl<H: Handler> Engine<H> {
         plan: WsPlan<H>,
         io: IO,
         initial: BytesMut,
+        deflate: bool,
     ) -> impl Future<Output = ()> + Send + 'static {
         let (conn, mode) = match plan {
             WsPlan::New(pending, remote_addr) => (
@@ -235,7 +242,7 @@ impl<H: Handler> Engine<H> {
             WsPlan::Upgrade(conn) => (conn, Mode::Upgrade),
             WsPlan::Refuse => unreachable!("refused WebSockets are closed by `refuse_websocket`"),
         };
-        websocket::start(self.clone(), conn, io, initial, mode)
+        websocket::start(self.clone(), conn, io, initial, mode, deflate)
     }
 
     /// Runs an accepted handshake's WebSocket once the `101` is out: the session's, or (for
@@ -245,13 +252,14 @@ impl<H: Handler> Engine<H> {
         plan: WsPlan<H>,
         io: IO,
         initial: BytesMut,
+        deflate: bool,
     ) {
         match plan {
             WsPlan::Refuse => {
                 tokio::spawn(refuse_websocket(io));
             }
             plan => {
-                tokio::spawn(self.start_websocket(plan, io, initial));
+                tokio::spawn(self.start_websocket(plan, io, initial, deflate));
             }
         }
     }
@@ -306,6 +314,10 @@ impl<H: Handler> Engine<H> {
                 headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
                 headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
                 headers.insert(header::SEC_WEBSOCKET_ACCEPT, accepted.accept);
+                if accepted.deflate {
+                    headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, deflate::RESPONSE);
+                }
+                let deflate = accepted.deflate;
                 for (name, value) in &accepted.headers {
                     headers.append(name, value.clone());
                 }
@@ -314,7 +326,7 @@ impl<H: Handler> Engine<H> {
                     match on_upgrade.await {
                         Ok(upgraded) => {
                             let io = Generic(TokioIo::new(upgraded));
-                            engine.run_websocket(plan, io, BytesMut::new());
+                            engine.run_websocket(plan, io, BytesMut::new(), deflate);
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "HTTP upgrade failed");

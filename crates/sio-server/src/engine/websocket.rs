@@ -76,13 +76,14 @@ pub(crate) fn start<H: Handler, IO: WsIo>(
     io: IO,
     initial: BytesMut,
     mode: Mode,
+    deflate: bool,
 ) -> impl Future<Output = ()> + Send + 'static {
     engine.tasks.enter_detached();
     let now = Instant::now();
     let config = &engine.config;
     let mut driver = Driver {
-        reader: FrameReader::new(initial, config.max_payload),
-        writer: FrameWriter::default(),
+        reader: FrameReader::new(initial, config.max_payload, deflate),
+        writer: FrameWriter::new(deflate.then_some(config.deflate_threshold)),
         phase: match mode {
             Mode::New => Phase::Open,
             Mode::Upgrade => Phase::Probing {
