@@ -133,6 +133,16 @@ pub const SETTINGS: &[Setting] = &[
         doc: "How long the server waits for a pong before it closes the socket (`pingTimeout`); a silent client counts as gone after interval + timeout.",
     },
     Setting {
+        key: "ws_compression",
+        default: "true",
+        doc: "Accept `permessage-deflate` when a WebSocket client offers it (browsers and the Node client do). Negotiated without context takeover, so a connection keeps no compression state (idle memory is unchanged); costs CPU per compressed message. See \"Wire formats\" in docs/BENCHMARKS.md.",
+    },
+    Setting {
+        key: "ws_compression_threshold_bytes",
+        default: "1024",
+        doc: "With `ws_compression`, server messages of at least this many bytes are compressed; smaller ones (a chat message is about 300) go as they are.",
+    },
+    Setting {
         key: "shutdown_grace_ms",
         default: "1000",
         doc: "On SIGTERM: after `server:shutdown` is sent, how long sockets stay open so sends already on their way are still stored and acked.",
@@ -255,6 +265,9 @@ pub struct Config {
     pub write_shards: usize,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    /// `permessage-deflate` on WebSockets, and the size from which messages are compressed.
+    pub ws_compression: bool,
+    pub ws_compression_threshold: usize,
     pub shutdown_grace: Duration,
     pub typing_ttl: Duration,
     pub presence_grace: Duration,
@@ -373,6 +386,8 @@ impl Config {
             write_shards: src.parse("write_shards")?,
             ping_interval: Duration::from_millis(src.parse("ping_interval_ms")?),
             ping_timeout: Duration::from_millis(src.parse("ping_timeout_ms")?),
+            ws_compression: src.parse("ws_compression")?,
+            ws_compression_threshold: src.parse("ws_compression_threshold_bytes")?,
             shutdown_grace: Duration::from_millis(src.parse("shutdown_grace_ms")?),
             typing_ttl: Duration::from_millis(src.parse("typing_ttl_ms")?),
             presence_grace: Duration::from_millis(src.parse("presence_grace_ms")?),

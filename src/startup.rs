@@ -110,6 +110,8 @@ impl Application {
                 ping_interval: config.ping_interval,
                 ping_timeout: config.ping_timeout,
                 connect_timeout: config.sessions.connect_timeout,
+                per_message_deflate: config.ws_compression,
+                deflate_threshold: config.ws_compression_threshold,
                 ..confab_sio::Config::default()
             },
             SioHandler::new(

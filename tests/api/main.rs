@@ -30,3 +30,4 @@ mod session;
 mod startup;
 mod typing;
 mod web;
+mod wire;

@@ -1,5 +1,6 @@
 //! The official `socket.io-client` (what browsers run) against confab, over WebSocket, HTTP
-//! long-polling and the upgrade between them. The script is tests/js/official.mjs.
+//! long-polling and the upgrade between them, with the default JSON parser and with
+//! `socket.io-msgpack-parser`. The script is tests/js/official.mjs.
 
 use std::path::Path;
 use std::process::Command;
@@ -14,7 +15,7 @@ fn node_modules(dir: &Path) -> bool {
     // script while the other's `npm ci` is wiping node_modules.
     static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _once = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    if dir.join("node_modules/socket.io-client").exists() {
+    if dir.join("node_modules/socket.io-msgpack-parser").exists() {
         return true;
     }
     match Command::new("npm")
@@ -34,22 +35,39 @@ fn node_modules(dir: &Path) -> bool {
 
 both_backends! {
     async fn the_official_client_chats_over_every_transport(app: TestApp) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-        if !node_modules(&dir) {
-            return;
-        }
-        let expired = sign(json!({ "sub": "alice", "exp": chrono_now() - 600 }));
-        let output = tokio::process::Command::new("node")
-            .arg("official.mjs")
-            .arg(&app.url)
-            .args([app.token("alice"), app.token("bob"), app.token("carol"), expired])
-            .current_dir(&dir)
-            .output()
-            .await
-            .expect("running node");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "official client checks failed:\n{stdout}\n{stderr}");
-        assert_eq!(stdout.trim(), "ok");
+        official_client(&app, "json").await;
     }
+
+    async fn the_official_client_chats_with_the_msgpack_parser(app: TestApp) {
+        official_client(&app, "msgpack").await;
+    }
+}
+
+async fn official_client(app: &TestApp, parser: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    if !node_modules(&dir) {
+        return;
+    }
+    let expired = sign(json!({ "sub": "alice", "exp": chrono_now() - 600 }));
+    let output = tokio::process::Command::new("node")
+        .arg("official.mjs")
+        .arg(&app.url)
+        .args([
+            app.token("alice"),
+            app.token("bob"),
+            app.token("carol"),
+            expired,
+        ])
+        .arg(parser)
+        .current_dir(&dir)
+        .output()
+        .await
+        .expect("running node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "official client checks failed ({parser} parser):\n{stdout}\n{stderr}"
+    );
+    assert_eq!(stdout.trim(), "ok");
 }

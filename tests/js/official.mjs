@@ -1,15 +1,20 @@
 // Drives a running confab with the official socket.io-client, the way a browser app would:
 // alice over WebSocket, bob over HTTP long-polling (no upgrade), carol polling then upgrading.
-// Usage: node official.mjs URL ALICE_TOKEN BOB_TOKEN CAROL_TOKEN EXPIRED_TOKEN
+// Usage: node official.mjs URL ALICE_TOKEN BOB_TOKEN CAROL_TOKEN EXPIRED_TOKEN [json|msgpack]
+// The last argument picks the client's parser: the default JSON one, or socket.io-msgpack-parser
+// (the server learns each connection's parser by itself).
 // Prints "ok" and exits 0 when every check passes; throws (exit 1) otherwise.
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
+import msgpackParser from "socket.io-msgpack-parser";
 
-const [url, aliceToken, bobToken, carolToken, expiredToken] = process.argv.slice(2);
+const [url, aliceToken, bobToken, carolToken, expiredToken, parserName = "json"] = process.argv.slice(2);
+assert.ok(["json", "msgpack"].includes(parserName), `parser ${parserName}: json or msgpack`);
+const parser = parserName === "msgpack" ? { parser: msgpackParser } : {};
 
 function connect(token, transports) {
   return new Promise((resolve, reject) => {
-    const socket = io(url, { auth: { token }, transports, reconnection: false, forceNew: true });
+    const socket = io(url, { auth: { token }, transports, reconnection: false, forceNew: true, ...parser });
     socket.on("connect", () => resolve(socket));
     socket.on("connect_error", (err) => {
       socket.close();
@@ -34,6 +39,9 @@ await assert.rejects(connect("garbage", ["polling"]), (err) => {
 });
 
 const alice = await connect(aliceToken, ["websocket"]);
+// The server answers in the client's encoding: binary messages for MessagePack, text for JSON.
+const frames = [];
+alice.io.engine.on("packet", (p) => p.type === "message" && frames.push(typeof p.data));
 const bob = await connect(bobToken, ["polling"]);
 const carol = await connect(carolToken, ["polling", "websocket"]);
 assert.equal(bob.io.engine.transport.name, "polling");
@@ -75,6 +83,9 @@ assert.equal(carol.io.engine.transport.name, "websocket", "carol upgraded from p
 // Errors come back in the envelope.
 const bad = await bob.emitWithAck("message:send", { conversation_id: id, client_id: "x", body: 42 });
 assert.deepEqual([bad.ok, bad.error.code, bad.error.field], [false, "invalid_payload", "body"]);
+
+assert.ok(frames.length > 0);
+assert.deepEqual([...new Set(frames)], [parserName === "msgpack" ? "object" : "string"]);
 
 for (const s of [alice, bob, carol]) s.close();
 console.log("ok");

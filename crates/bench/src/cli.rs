@@ -129,6 +129,16 @@ pub struct Args {
     #[arg(long, value_name = "TEXT")]
     pub label: Option<String>,
 
+    /// The Socket.IO parser the simulated clients use: `json` (the default parser) or `msgpack`
+    /// (as socket.io-msgpack-parser encodes packets; the server learns it from the first packet).
+    #[arg(long, value_name = "PARSER", default_value = "json", value_parser = ["json", "msgpack"])]
+    pub parser: String,
+
+    /// Offer `permessage-deflate` as browsers do; compressed server messages are inflated (the
+    /// generator's own messages go uncompressed). Bytes on the wire are counted either way.
+    #[arg(long)]
+    pub deflate: bool,
+
     /// Exit with status 2 when the result shows lost messages, errors, duplicates, unexpected
     /// disconnects or failed connects (sweep: when no rate passed).
     #[arg(long)]

@@ -32,8 +32,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::stats::{AckOutcome, Recorder};
+use crate::wire::{self, Wire};
 
-type WsStream = WebSocketStream<TcpStream>;
+type WsStream = WebSocketStream<Wire<TcpStream>>;
 
 /// tungstenite's read buffer; its 128 KiB default is sized for bulk transfer, and ten thousand
 /// idle connections would pin over a gigabyte with it. Larger frames still get through.
@@ -50,6 +51,10 @@ pub struct Target {
     pub url: String,
     addr: SocketAddr,
     ws_url: String,
+    /// Speak the MessagePack parser.
+    msgpack: bool,
+    /// Offer `permessage-deflate`.
+    deflate: bool,
 }
 
 impl Target {
@@ -79,7 +84,16 @@ impl Target {
             url: url.to_owned(),
             addr,
             ws_url: format!("ws://{with_port}/socket.io/?EIO=4&transport=websocket"),
+            msgpack: false,
+            deflate: false,
         })
+    }
+
+    /// The same server, spoken to with the MessagePack parser and/or offering compression.
+    pub fn with_wire(mut self, msgpack: bool, deflate: bool) -> Self {
+        self.msgpack = msgpack;
+        self.deflate = deflate;
+        self
     }
 
     /// Whether the server is on an IPv4 loopback address (so 127.0.0.x sources reach it).
@@ -158,8 +172,19 @@ async fn handshake(
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER);
+    let mut request =
+        tungstenite::client::IntoClientRequest::into_client_request(target.ws_url.as_str())
+            .map_err(|e| ConnectFailure(format!("request: {e}")))?;
+    if target.deflate {
+        request.headers_mut().insert(
+            "sec-websocket-extensions",
+            tungstenite::http::HeaderValue::from_static(
+                "permessage-deflate; client_max_window_bits",
+            ),
+        );
+    }
     let (mut ws, _) =
-        tokio_tungstenite::client_async_with_config(target.ws_url.as_str(), tcp, Some(config))
+        tokio_tungstenite::client_async_with_config(request, Wire::new(tcp), Some(config))
             .await
             .map_err(|e| match e {
                 tungstenite::Error::Http(response) => {
@@ -176,9 +201,12 @@ async fn handshake(
         Err(e) => return Err(protocol(e.to_string())),
     }
     let auth = serde_json::json!({ "token": token });
-    ws.send(Message::text(packet::encode_connect(Some(&auth))))
-        .await
-        .map_err(|e| ConnectFailure(format!("send: {e}")))?;
+    ws.send(frame_for(
+        target.msgpack,
+        packet::encode_connect(Some(&auth)),
+    ))
+    .await
+    .map_err(|e| ConnectFailure(format!("send: {e}")))?;
     loop {
         let text = next_text(&mut ws).await?;
         let payload = match packet::decode_engine(&text) {
@@ -211,13 +239,23 @@ async fn handshake(
     }
 }
 
-/// The next text frame of the handshake.
+/// A Socket.IO packet of the JSON parser (`4…`) as the connection's parser sends it.
+fn frame_for(msgpack: bool, text: String) -> Message {
+    match text.strip_prefix('4') {
+        Some(packet) if msgpack => Message::binary(wire::to_msgpack(packet)),
+        _ => Message::text(text),
+    }
+}
+
+/// The next text frame of the handshake (a MessagePack packet as the JSON parser's text).
 async fn next_text(ws: &mut WsStream) -> Result<String, ConnectFailure> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),
-            Some(Ok(Message::Binary(_))) => {
-                return Err(ConnectFailure("protocol: binary frame".into()));
+            Some(Ok(Message::Binary(bytes))) => {
+                return wire::from_msgpack(&bytes)
+                    .map(|packet| format!("4{packet}"))
+                    .ok_or_else(|| ConnectFailure("protocol: binary frame".into()));
             }
             Some(Ok(Message::Close(_))) | None => {
                 return Err(ConnectFailure("closed during the handshake".into()));
@@ -260,13 +298,16 @@ pub struct Shared {
     pub recorder: Arc<Recorder>,
     /// The body, already JSON-encoded with its quotes.
     body_json: String,
+    /// Speak the MessagePack parser.
+    msgpack: bool,
 }
 
 impl Shared {
-    pub fn new(recorder: Arc<Recorder>, body: &str) -> Self {
+    pub fn new(recorder: Arc<Recorder>, body: &str, msgpack: bool) -> Self {
         Self {
             recorder,
             body_json: Value::from(body).to_string(),
+            msgpack,
         }
     }
 }
@@ -602,7 +643,8 @@ impl Connection {
                     client_id(phase, msg),
                     self.shared.body_json
                 );
-                self.outgoing.push_back(Message::text(frame));
+                self.outgoing
+                    .push_back(frame_for(self.shared.msgpack, frame));
                 self.pending.push((id, Pending::Send { phase, msg }));
                 self.shared.recorder.sent(phase, msg, Instant::now());
             }
@@ -613,13 +655,14 @@ impl Connection {
             } => {
                 let id = self.ack_id();
                 let frame = packet::encode_event(event, std::slice::from_ref(&payload), Some(id));
-                self.outgoing.push_back(Message::text(frame));
+                self.outgoing
+                    .push_back(frame_for(self.shared.msgpack, frame));
                 self.pending.push((id, Pending::Request(reply)));
             }
             Command::Close => {
                 self.closing = true;
                 self.outgoing
-                    .push_back(Message::text(packet::encode_disconnect()));
+                    .push_back(frame_for(self.shared.msgpack, packet::encode_disconnect()));
                 self.outgoing.push_back(Message::Close(None));
             }
         }
@@ -636,10 +679,16 @@ impl Connection {
             } else {
                 Ending::Lost("transport close".into())
             }),
-            Message::Binary(_) => {
-                self.shared.recorder.unparsed();
-                Ok(())
-            }
+            Message::Binary(bytes) => match wire::from_msgpack(&bytes) {
+                Some(packet) => {
+                    self.shared.recorder.frame_in(bytes.len());
+                    self.on_socketio_packet(&packet, now)
+                }
+                None => {
+                    self.shared.recorder.unparsed();
+                    Ok(())
+                }
+            },
             // tungstenite answers WebSocket pings itself.
             _ => Ok(()),
         }

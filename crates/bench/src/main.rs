@@ -14,6 +14,7 @@ mod schedule;
 mod stats;
 mod tokens;
 mod usage;
+mod wire;
 
 use std::process::ExitCode;
 

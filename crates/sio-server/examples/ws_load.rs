@@ -11,7 +11,10 @@
 //! so that ephemeral ports don't run out), `--pid` (the server's pid, to read its RSS), `--settle-secs`
 //! (idle time before measuring, default 15; make it longer than the server's ping interval so every
 //! connection has been through a heartbeat), `--broadcasts` (after measuring, emit this many `broadcast`
-//! events with an ack, for `examples/fanout.rs`, and report how fast they reach every client).
+//! events with an ack, for `examples/fanout.rs`, and report how fast they reach every client),
+//! `--deflate` (offer `permessage-deflate` as browsers do, and check the server accepted it: the idle
+//! cost of a connection with compression negotiated), `--msgpack` (connect with the MessagePack
+//! parser's CONNECT, as `socket.io-msgpack-parser` does).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -22,6 +25,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 struct Options {
     url: String,
@@ -30,6 +35,8 @@ struct Options {
     pid: Option<u32>,
     settle: Duration,
     broadcasts: usize,
+    deflate: bool,
+    msgpack: bool,
 }
 
 fn options() -> Options {
@@ -43,8 +50,21 @@ fn options() -> Options {
         pid: None,
         settle: Duration::from_secs(15),
         broadcasts: 0,
+        deflate: false,
+        msgpack: false,
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    args.retain(|a| match a.as_str() {
+        "--deflate" => {
+            o.deflate = true;
+            false
+        }
+        "--msgpack" => {
+            o.msgpack = true;
+            false
+        }
+        _ => true,
+    });
     for pair in args.chunks(2) {
         let value = pair.get(1).cloned().unwrap_or_default();
         match pair[0].as_str() {
@@ -74,21 +94,40 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// `{type: 0, nsp: "/"}`: a CONNECT as socket.io-msgpack-parser encodes it.
+const MSGPACK_CONNECT: &[u8] = b"\x82\xa4type\x00\xa3nsp\xa1/";
+
+#[allow(clippy::too_many_arguments)]
 async fn connect_one(
     url: &str,
     server: SocketAddr,
     source: IpAddr,
     pings: Arc<AtomicUsize>,
     received: Arc<AtomicUsize>,
+    deflate: bool,
+    msgpack: bool,
 ) -> Result<(), String> {
     let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
     socket
         .bind(SocketAddr::new(source, 0))
         .map_err(|e| e.to_string())?;
     let stream = socket.connect(server).await.map_err(|e| e.to_string())?;
-    let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    if deflate {
+        request.headers_mut().insert(
+            "sec-websocket-extensions",
+            HeaderValue::from_static("permessage-deflate; client_max_window_bits"),
+        );
+    }
+    let (mut ws, response) = tokio_tungstenite::client_async(request, stream)
         .await
         .map_err(|e| e.to_string())?;
+    if deflate != response.headers().contains_key("sec-websocket-extensions") {
+        return Err(format!(
+            "permessage-deflate offered: {deflate}, accepted: {:?}",
+            response.headers().get("sec-websocket-extensions")
+        ));
+    }
     let open = ws
         .next()
         .await
@@ -97,10 +136,29 @@ async fn connect_one(
     if !open.to_text().unwrap_or("").starts_with('0') {
         return Err(format!("unexpected handshake {open:?}"));
     }
-    ws.send(Message::text("40"))
-        .await
-        .map_err(|e| e.to_string())?;
+    let connect = if msgpack {
+        Message::binary(MSGPACK_CONNECT)
+    } else {
+        Message::text("40")
+    };
+    ws.send(connect).await.map_err(|e| e.to_string())?;
     loop {
+        if msgpack {
+            match ws
+                .next()
+                .await
+                .ok_or("closed before CONNECT was answered")?
+            {
+                Ok(Message::Binary(_)) => break,
+                Ok(Message::Text(t)) if t.as_str() == "2" => {
+                    ws.send(Message::text("3"))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    continue;
+                }
+                other => return Err(format!("unexpected answer to CONNECT: {other:?}")),
+            }
+        }
         let msg = ws
             .next()
             .await
@@ -155,6 +213,7 @@ async fn main() {
     let failures = Arc::new(AtomicUsize::new(0));
     let received = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(o.connections);
+    let (deflate, msgpack) = (o.deflate, o.msgpack);
     for i in 0..o.connections {
         let permit = limit.clone().acquire_owned().await.unwrap();
         let (url, source, pings, failures, received) = (
@@ -165,7 +224,9 @@ async fn main() {
             received.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = connect_one(&url, server, source, pings, received).await {
+            if let Err(e) =
+                connect_one(&url, server, source, pings, received, deflate, msgpack).await
+            {
                 if failures.fetch_add(1, Ordering::Relaxed) < 5 {
                     eprintln!("connection failed: {e}");
                 }

@@ -30,6 +30,14 @@ pub struct Config {
     /// while the bound is reached (so a client that doesn't read can't answer pings either, and the ping
     /// timeout closes it). Until a `CONNECT` runs, the bound is at most 64 KiB.
     pub max_queued_bytes: usize,
+    /// Whether to accept `permessage-deflate` (RFC 7692) when a WebSocket client offers it (browsers and
+    /// the Node client always do). It is negotiated without context takeover in either direction, so
+    /// a connection keeps no compression state: each message is compressed (or inflated) on its own,
+    /// with a compressor kept per thread.
+    pub per_message_deflate: bool,
+    /// With `permessage-deflate`, messages of at least this many bytes are compressed; smaller ones go
+    /// as they are (compressing a short message costs CPU and saves little or nothing).
+    pub deflate_threshold: usize,
     /// The most binary attachments one Socket.IO packet may announce.
     pub max_attachments: usize,
     /// The largest total size of one packet's binary attachments, in bytes.
@@ -51,6 +59,8 @@ impl Default for Config {
             upgrade_timeout: Duration::from_secs(10),
             max_payload: 64 * 1024,
             max_queued_bytes: 1024 * 1024,
+            per_message_deflate: true,
+            deflate_threshold: 1024,
             max_attachments: 16,
             max_attachments_size: 1024 * 1024,
             max_request_head: 16 * 1024,

@@ -170,7 +170,7 @@ impl AsyncWrite for Scripted {
 
 /// Every message the reader yields from `data`, and how the stream ended.
 fn read_all(initial: &[u8], rest: &[u8], step: usize) -> (Vec<Message>, String) {
-    let mut reader = FrameReader::new(BytesMut::from(initial), MAX_MESSAGE);
+    let mut reader = FrameReader::new(BytesMut::from(initial), MAX_MESSAGE, true);
     let mut io = Scripted {
         input: Bytes::copy_from_slice(rest),
         step,

@@ -19,7 +19,7 @@ use crate::engine::{Connection, Engine};
 use crate::handler::{Handler, Refusal, RequestInfo};
 use crate::sid::Sid;
 use crate::socket::Transport;
-use crate::ws::{WsIo, handshake, io::Generic};
+use crate::ws::{CloseCode, WsIo, deflate, handshake, io::Generic};
 
 /// The error type of request and response bodies.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -127,12 +127,18 @@ pub(crate) enum WsPlan<H: Handler> {
     New(Arc<H::Pending>, SocketAddr),
     /// An upgrade of this polling session.
     Upgrade(Arc<Connection<H>>),
+    /// A WebSocket for a session that already has one (upgraded, upgrading, or opened as a
+    /// WebSocket): the specification says the server MUST close it, and the reference server accepts
+    /// the handshake and closes the WebSocket at once. The session is left alone.
+    Refuse,
 }
 
 /// An accepted WebSocket handshake.
 pub(crate) struct WsAccept<H: Handler> {
     /// The `Sec-WebSocket-Accept` value.
     pub(crate) accept: HeaderValue,
+    /// `permessage-deflate` was offered and is accepted (the `101` says so).
+    pub(crate) deflate: bool,
     /// Extra headers for the `101` (from `check_request`).
     pub(crate) headers: HeaderMap,
     pub(crate) plan: WsPlan<H>,
@@ -167,6 +173,7 @@ impl<H: Handler> Engine<H> {
             }
             response
         })?;
+        let deflate = self.config.per_message_deflate && deflate::negotiate(headers);
         match query.sid {
             None => {
                 if self.is_shutting_down() {
@@ -185,6 +192,7 @@ impl<H: Handler> Engine<H> {
                 let pending = self.handler.admit(&request).map_err(refusal_response)?;
                 Ok(WsAccept {
                     accept,
+                    deflate,
                     headers: extra,
                     plan: WsPlan::New(Arc::new(pending), remote_addr),
                 })
@@ -193,17 +201,25 @@ impl<H: Handler> Engine<H> {
                 let conn = Sid::parse(sid)
                     .and_then(|sid| self.session(&sid))
                     .ok_or_else(|| engine_error(EngineError::UnknownSid))?;
-                let polling = conn
-                    .polling
-                    .as_ref()
-                    .ok_or_else(|| engine_error(EngineError::BadRequest))?;
-                if conn.socket.transport() != Transport::Polling || !polling.begin_upgrade() {
-                    return Err(engine_error(EngineError::BadRequest));
-                }
-                Ok(WsAccept {
-                    accept,
-                    headers: polling.headers.clone(),
-                    plan: WsPlan::Upgrade(conn),
+                let upgrade = conn.polling.as_ref().filter(|polling| {
+                    conn.socket.transport() == Transport::Polling && polling.begin_upgrade()
+                });
+                Ok(match upgrade {
+                    Some(polling) => WsAccept {
+                        accept,
+                        deflate,
+                        headers: polling.headers.clone(),
+                        plan: WsPlan::Upgrade(conn),
+                    },
+                    None => {
+                        tracing::debug!(sid = %conn.sid, "a second WebSocket for a session: closing it");
+                        WsAccept {
+                            accept,
+                            deflate: false,
+                            headers: HeaderMap::new(),
+                            plan: WsPlan::Refuse,
+                        }
+                    }
                 })
             }
         }
@@ -216,6 +232,7 @@ impl<H: Handler> Engine<H> {
         plan: WsPlan<H>,
         io: IO,
         initial: BytesMut,
+        deflate: bool,
     ) -> impl Future<Output = ()> + Send + 'static {
         let (conn, mode) = match plan {
             WsPlan::New(pending, remote_addr) => (
@@ -223,8 +240,28 @@ impl<H: Handler> Engine<H> {
                 Mode::New,
             ),
             WsPlan::Upgrade(conn) => (conn, Mode::Upgrade),
+            WsPlan::Refuse => unreachable!("refused WebSockets are closed by `refuse_websocket`"),
         };
-        websocket::start(self.clone(), conn, io, initial, mode)
+        websocket::start(self.clone(), conn, io, initial, mode, deflate)
+    }
+
+    /// Runs an accepted handshake's WebSocket once the `101` is out: the session's, or (for
+    /// [`WsPlan::Refuse`]) a close frame and the end of the connection.
+    pub(crate) fn run_websocket<IO: WsIo>(
+        self: &Arc<Self>,
+        plan: WsPlan<H>,
+        io: IO,
+        initial: BytesMut,
+        deflate: bool,
+    ) {
+        match plan {
+            WsPlan::Refuse => {
+                tokio::spawn(refuse_websocket(io));
+            }
+            plan => {
+                tokio::spawn(self.start_websocket(plan, io, initial, deflate));
+            }
+        }
     }
 
     /// Answers an HTTP request on the Engine.IO path.
@@ -277,6 +314,10 @@ impl<H: Handler> Engine<H> {
                 headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
                 headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
                 headers.insert(header::SEC_WEBSOCKET_ACCEPT, accepted.accept);
+                if accepted.deflate {
+                    headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, deflate::RESPONSE);
+                }
+                let deflate = accepted.deflate;
                 for (name, value) in &accepted.headers {
                     headers.append(name, value.clone());
                 }
@@ -285,7 +326,7 @@ impl<H: Handler> Engine<H> {
                     match on_upgrade.await {
                         Ok(upgraded) => {
                             let io = Generic(TokioIo::new(upgraded));
-                            engine.start_websocket(plan, io, BytesMut::new()).await;
+                            engine.run_websocket(plan, io, BytesMut::new(), deflate);
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "HTTP upgrade failed");
@@ -342,6 +383,28 @@ impl<H: Handler> Engine<H> {
             _ => engine_error(EngineError::TransportUnknown),
         }
     }
+}
+
+/// Closes a WebSocket the session can't take (1008), then waits briefly for the client's close frame
+/// or the end of the stream, so that the close frame isn't lost to a reset.
+async fn refuse_websocket<IO: WsIo>(mut io: IO) {
+    use tokio::io::AsyncWriteExt as _;
+    let code = CloseCode::POLICY.0.to_be_bytes();
+    if io.write_all(&[0x88, 0x02, code[0], code[1]]).await.is_err() {
+        return;
+    }
+    let _ = io.flush().await;
+    let drain = async {
+        let mut buf = BytesMut::new();
+        while buf.len() < 4096 {
+            match std::future::poll_fn(|cx| io.poll_read_into(cx, &mut buf, 1)).await {
+                Ok(1..) => {}
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+    let _ = io.shutdown().await;
 }
 
 fn request_info<B>(req: &Request<B>, remote_addr: SocketAddr) -> RequestInfo<'_> {

@@ -159,7 +159,7 @@ async fn connection<H, S, B>(
                 drop(buf);
                 // The session gets a task of its own, sized for it alone; this one (sized for the HTTP
                 // path as well) ends here.
-                tokio::spawn(engine.start_websocket(accepted.plan, stream, rest));
+                engine.run_websocket(accepted.plan, stream, rest, accepted.deflate);
             }
             Err(response) => {
                 if write_raw_response(&mut stream, response).await.is_ok() {
@@ -316,6 +316,11 @@ async fn write_switching_protocols<H: Handler>(
     out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ");
     out.extend_from_slice(accepted.accept.as_bytes());
     out.extend_from_slice(b"\r\n");
+    if accepted.deflate {
+        out.extend_from_slice(b"sec-websocket-extensions: ");
+        out.extend_from_slice(crate::ws::deflate::RESPONSE.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     for (name, value) in &accepted.headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
@@ -467,7 +472,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let stream = TcpStream::connect(addr).await.unwrap();
         let plan = crate::http::WsPlan::New(Arc::new(()), addr);
-        let task = engine.start_websocket(plan, stream, BytesMut::new());
+        let task = engine.start_websocket(plan, stream, BytesMut::new(), true);
         let size = std::mem::size_of_val(&task);
         eprintln!("WebSocket task future: {size} bytes");
         assert!(

@@ -4,7 +4,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tokio::sync::oneshot;
 use crate::engine::packet::Frame;
 use crate::handler::DisconnectReason;
 use crate::sid::Sid;
+use crate::socketio::msgpack;
 use crate::socketio::packet as sio;
 
 /// Why a packet could not be queued.
@@ -45,13 +47,27 @@ pub enum Transport {
 
 /// A pre-encoded packet: encode once, then [`Socket::send`] the same bytes to any number of sockets.
 ///
-/// It holds one Engine.IO text frame such as `42["message:new",{…}]`, plus the binary attachments of a
-/// binary event. Cloning it is cheap (reference-counted bytes).
-#[derive(Clone, PartialEq, Eq)]
+/// It holds one Engine.IO text frame such as `42["message:new",{…}]` (the JSON parser's encoding), plus
+/// the binary attachments of a binary event. Sockets whose client uses the MessagePack parser get the
+/// packet transcoded to MessagePack, once per `Packet` (the first such socket transcodes it, the others
+/// share the result), so an event sent to many sockets is encoded once per encoding. Cloning it is
+/// cheap (reference-counted bytes).
+#[derive(Clone)]
 pub struct Packet {
     text: Bytes,
     attachments: Vec<Bytes>,
+    /// The MessagePack encoding, made the first time a MessagePack socket needs it (`None`: the text
+    /// could not be transcoded, which only a malformed [`Packet::from_encoded`] frame can cause).
+    msgpack: OnceLock<Option<Bytes>>,
 }
+
+impl PartialEq for Packet {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text && self.attachments == other.attachments
+    }
+}
+
+impl Eq for Packet {}
 
 impl Packet {
     /// The event `name` with one argument, `data`: `42["name",data]`.
@@ -59,6 +75,7 @@ impl Packet {
         Ok(Packet {
             text: sio::event(name, data, None, 0)?,
             attachments: Vec::new(),
+            msgpack: OnceLock::new(),
         })
     }
 
@@ -67,6 +84,7 @@ impl Packet {
         Packet {
             text: sio::event_raw(name, &[data], None, 0),
             attachments: Vec::new(),
+            msgpack: OnceLock::new(),
         }
     }
 
@@ -76,6 +94,7 @@ impl Packet {
         Packet {
             text: sio::event_raw(name, &args, None, 0),
             attachments: Vec::new(),
+            msgpack: OnceLock::new(),
         }
     }
 
@@ -86,6 +105,7 @@ impl Packet {
         Packet {
             text: sio::event_raw(name, &args, None, attachments.len()),
             attachments,
+            msgpack: OnceLock::new(),
         }
     }
 
@@ -96,6 +116,7 @@ impl Packet {
         Packet {
             text,
             attachments: Vec::new(),
+            msgpack: OnceLock::new(),
         }
     }
 
@@ -107,6 +128,18 @@ impl Packet {
     /// The binary attachments (empty for a plain event).
     pub fn attachments(&self) -> &[Bytes] {
         &self.attachments
+    }
+
+    /// The packet as `socket.io-msgpack-parser` encodes it, transcoded on first use.
+    fn msgpack(&self) -> Result<&Bytes, SendError> {
+        self.msgpack
+            .get_or_init(|| msgpack::encode(&self.text, &self.attachments).ok())
+            .as_ref()
+            .ok_or_else(|| {
+                SendError::Encode(<serde_json::Error as serde::ser::Error>::custom(
+                    "the packet is not a valid Socket.IO frame",
+                ))
+            })
     }
 }
 
@@ -164,7 +197,12 @@ impl Socket {
     /// Queues a pre-encoded packet. Packets sent while [`Handler::connect`](crate::Handler::connect) runs
     /// are delivered after the `40` answer (and dropped if the connect is refused).
     pub fn send(&self, packet: &Packet) -> Result<(), SendError> {
-        self.0.push(&packet.text, &packet.attachments)
+        match self.0.parser() {
+            Parser::MsgPack => self
+                .0
+                .push_frames(Frame::Binary(packet.msgpack()?.clone()), &[]),
+            Parser::Json | Parser::Unknown => self.0.push(&packet.text, &packet.attachments),
+        }
     }
 
     /// Emits an event that asks for an acknowledgement and waits for it, at most `timeout`.
@@ -196,18 +234,30 @@ impl Socket {
     ) -> Result<(u64, oneshot::Receiver<AckReply>), AckError> {
         // Serialise outside the lock; only the id is added under it.
         let args = serde_json::to_vec(&(name, data)).map_err(|e| AckError::Send(e.into()))?;
+        let msgpack = match self.0.parser() {
+            Parser::MsgPack => {
+                Some(msgpack::event_data(&args).map_err(|e| AckError::Send(e.into()))?)
+            }
+            Parser::Json | Parser::Unknown => None,
+        };
         let (tx, rx) = oneshot::channel();
         let mut outbox = self.0.lock();
         // The id is at most 20 digits: count them in before knowing it.
-        let cost = 2 + 20 + args.len() + FRAME_COST;
+        let len = msgpack.as_ref().map_or(args.len(), Vec::len);
+        let cost = 2 + 20 + len + FRAME_COST;
         outbox
             .check_room(cost, self.0.max_bytes)
             .map_err(AckError::Send)?;
         outbox.next_ack_id += 1;
         let id = outbox.next_ack_id;
-        let mut text = format!("42{id}").into_bytes();
-        text.extend_from_slice(&args);
-        let frame = Frame::Text(Bytes::from(text));
+        let frame = match msgpack {
+            Some(data) => Frame::Binary(msgpack::event_with_id(&data, id)),
+            None => {
+                let mut text = format!("42{id}").into_bytes();
+                text.extend_from_slice(&args);
+                Frame::Text(Bytes::from(text))
+            }
+        };
         outbox.bytes += frame_cost(&frame);
         outbox.frames.push_back(frame);
         outbox.acks.push((id, tx));
@@ -320,6 +370,17 @@ impl fmt::Debug for Ack {
     }
 }
 
+/// The Socket.IO parser a client uses: the default JSON one, or `socket.io-msgpack-parser`. Clients
+/// don't announce it; their first Socket.IO packet (the `CONNECT`) shows it: text for JSON, binary for
+/// MessagePack (a JSON client's first packet is never binary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Parser {
+    /// No Socket.IO packet yet.
+    Unknown,
+    Json,
+    MsgPack,
+}
+
 /// Where a socket is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
@@ -359,6 +420,8 @@ fn cost_of(frames: &VecDeque<Frame>) -> usize {
 /// fills it through [`Socket`].
 pub(crate) struct SocketCore {
     pub(crate) id: Sid,
+    /// The client's Socket.IO parser ([`Parser`]), set by its first packet and fixed from then on.
+    parser: AtomicU8,
     pub(crate) remote_addr: SocketAddr,
     /// The bound of the queue in bytes, once a `CONNECT` runs or succeeded ([`Config::max_queued_bytes`]).
     max_bytes: usize,
@@ -442,6 +505,7 @@ impl SocketCore {
     pub(crate) fn new(remote_addr: SocketAddr, transport: Transport, max_bytes: usize) -> Self {
         Self {
             id: Sid::random(),
+            parser: AtomicU8::new(0),
             remote_addr,
             max_bytes,
             outbox: Mutex::new(Outbox {
@@ -464,11 +528,22 @@ impl SocketCore {
         self.outbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues an application packet and its attachments as one unit, if the socket is connected (or
-    /// connecting) and the packet fits.
+    /// Queues an application packet (encoded by the JSON parser) and its attachments as one unit, if the
+    /// socket is connected (or connecting) and the packet fits; transcoded first for a MessagePack client.
     pub(crate) fn push(&self, text: &Bytes, attachments: &[Bytes]) -> Result<(), SendError> {
-        let cost = text.len()
-            + FRAME_COST
+        match self.parser() {
+            Parser::MsgPack => {
+                self.push_frames(Frame::Binary(msgpack::encode(text, attachments)?), &[])
+            }
+            Parser::Json | Parser::Unknown => {
+                self.push_frames(Frame::Text(text.clone()), attachments)
+            }
+        }
+    }
+
+    /// Queues an encoded packet and the binary messages that follow it as one unit.
+    fn push_frames(&self, first: Frame, attachments: &[Bytes]) -> Result<(), SendError> {
+        let cost = frame_cost(&first)
             + attachments
                 .iter()
                 .map(|a| a.len() + FRAME_COST)
@@ -481,7 +556,7 @@ impl SocketCore {
         } else {
             &mut outbox.frames
         };
-        queue.push_back(Frame::Text(text.clone()));
+        queue.push_back(first);
         for a in attachments {
             queue.push_back(Frame::Binary(a.clone()));
         }
@@ -491,6 +566,37 @@ impl SocketCore {
             w.wake();
         }
         Ok(())
+    }
+
+    /// The parser the client uses, as far as known.
+    pub(crate) fn parser(&self) -> Parser {
+        match self.parser.load(Ordering::Acquire) {
+            1 => Parser::Json,
+            2 => Parser::MsgPack,
+            _ => Parser::Unknown,
+        }
+    }
+
+    /// Records the parser, learned from the client's first Socket.IO packet.
+    pub(crate) fn set_parser(&self, parser: Parser) {
+        let code = match parser {
+            Parser::Unknown => 0,
+            Parser::Json => 1,
+            Parser::MsgPack => 2,
+        };
+        self.parser.store(code, Ordering::Release);
+    }
+
+    /// A Socket.IO packet of ours (the JSON parser's encoding) as this client reads it.
+    pub(crate) fn encoded(&self, text: Bytes) -> Frame {
+        match self.parser() {
+            Parser::MsgPack => match msgpack::encode(&text, &[]) {
+                Ok(bin) => Frame::Binary(bin),
+                // Only our own well-formed packets come here.
+                Err(_) => Frame::Text(text),
+            },
+            Parser::Json | Parser::Unknown => Frame::Text(text),
+        }
     }
 
     /// Queues a protocol reply (ping, noop, a refusal) if it fits. `false` if the socket can't take it:
@@ -549,7 +655,11 @@ impl SocketCore {
             return;
         }
         if send_disconnect && matches!(outbox.state, State::Connecting | State::Connected) {
-            outbox.queue(Frame::Text(sio::DISCONNECT));
+            let disconnect = match self.parser() {
+                Parser::MsgPack => Frame::Binary(msgpack::DISCONNECT),
+                Parser::Json | Parser::Unknown => Frame::Text(sio::DISCONNECT),
+            };
+            outbox.queue(disconnect);
         }
         outbox.state = State::Closing;
         outbox.close = Some(reason);
@@ -558,6 +668,18 @@ impl SocketCore {
         if let Some(w) = waker {
             w.wake();
         }
+    }
+
+    /// The client left the namespace (`41`) but keeps its Engine.IO session: the socket is no longer
+    /// connected (sends fail with [`SendError::Closed`]), and server → client acknowledgements still
+    /// awaited fail.
+    pub(crate) fn disconnected(&self) {
+        let mut outbox = self.lock();
+        if outbox.state != State::Connected {
+            return;
+        }
+        outbox.state = State::Open;
+        outbox.acks = Vec::new();
     }
 
     /// Marks the socket gone: queued packets are dropped, pending acknowledgements fail, the writer wakes.
@@ -576,13 +698,13 @@ impl SocketCore {
     }
 
     /// A `CONNECT` succeeded: its answer goes out, then what the application queued meanwhile.
-    pub(crate) fn connected(&self, answer: Bytes) {
+    pub(crate) fn connected(&self, answer: Frame) {
         let mut outbox = self.lock();
         if outbox.state != State::Connecting {
             return;
         }
         outbox.state = State::Connected;
-        outbox.queue(Frame::Text(answer));
+        outbox.queue(answer);
         let held = std::mem::take(&mut outbox.held);
         outbox.frames.extend(held);
         let waker = outbox.writer.take();
@@ -594,7 +716,7 @@ impl SocketCore {
 
     /// A `CONNECT` was refused: what the application queued meanwhile is dropped and the refusal is
     /// queued. `false` if the refusal doesn't fit (the caller ends the session).
-    pub(crate) fn refused(&self, answer: Bytes) -> bool {
+    pub(crate) fn refused(&self, answer: Frame) -> bool {
         let mut outbox = self.lock();
         if outbox.state != State::Connecting {
             return true;
@@ -604,7 +726,7 @@ impl SocketCore {
         outbox.free(cost_of(&held));
         drop(outbox);
         drop(held);
-        self.push_control(Frame::Text(answer))
+        self.push_control(answer)
     }
 
     /// Hands the queue to a WebSocket that completed an upgrade; a pending polling GET is woken so that it
@@ -808,7 +930,7 @@ mod tests {
         socket.0.lock().state = State::Connecting;
         socket.emit("early", &"x".repeat(1000)).unwrap();
         assert!(socket.queued_bytes() > 1000);
-        assert!(socket.0.refused(Bytes::from_static(b"44{}")));
+        assert!(socket.0.refused(Frame::Text(Bytes::from_static(b"44{}"))));
         assert_eq!(socket.queued_bytes(), 4 + FRAME_COST);
         assert_eq!(
             take(&socket.0),
@@ -816,7 +938,7 @@ mod tests {
         );
         socket.0.lock().state = State::Connecting;
         socket.emit("early", &1).unwrap();
-        socket.0.connected(Bytes::from_static(b"40{}"));
+        socket.0.connected(Frame::Text(Bytes::from_static(b"40{}")));
         assert_eq!(take(&socket.0).len(), 2);
         assert_eq!(socket.queued_bytes(), 0);
     }
@@ -835,6 +957,42 @@ mod tests {
                     assert_eq!(bytes.as_ptr(), packet.as_bytes().as_ptr(), "not re-encoded")
                 }
                 other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn each_encoding_is_made_once_per_packet() {
+        let packet = Packet::event("message:new", &serde_json::json!({"seq": 1})).unwrap();
+        let sockets: Vec<(Socket, Parser)> = [Parser::Json, Parser::MsgPack]
+            .into_iter()
+            .cycle()
+            .take(6)
+            .map(|parser| {
+                let socket = Socket(Arc::new(core(1024)));
+                socket.0.set_parser(parser);
+                socket.0.lock().state = State::Connected;
+                (socket, parser)
+            })
+            .collect();
+        for (s, _) in &sockets {
+            s.send(&packet).unwrap();
+        }
+        let msgpack = packet
+            .msgpack
+            .get()
+            .cloned()
+            .flatten()
+            .expect("transcoded once");
+        for (s, parser) in &sockets {
+            match (&take(&s.0)[..], parser) {
+                ([Frame::Text(bytes)], Parser::Json) => {
+                    assert_eq!(bytes.as_ptr(), packet.as_bytes().as_ptr())
+                }
+                ([Frame::Binary(bytes)], Parser::MsgPack) => {
+                    assert_eq!(bytes.as_ptr(), msgpack.as_ptr(), "not transcoded again")
+                }
+                (other, parser) => panic!("{parser:?}: {other:?}"),
             }
         }
     }

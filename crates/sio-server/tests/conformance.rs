@@ -1,4 +1,6 @@
-//! Runs the official `socket.io-client` (npm, driven by Node) against the server: `tests/js/`.
+//! Runs the official `socket.io-client` (npm, driven by Node) against the server: `tests/js/`, once with
+//! the default JSON parser and once with `socket.io-msgpack-parser`, each against a fresh server (the
+//! server needs no setting for either: it learns each connection's parser from its first packet).
 
 mod common;
 
@@ -18,7 +20,10 @@ fn find_program(name: &str) -> Option<PathBuf> {
 
 /// Installs the test's npm packages (from the committed lock file) when they are missing.
 fn ensure_node_modules(js_dir: &Path) {
-    if js_dir.join("node_modules/socket.io-client").is_dir() {
+    if js_dir
+        .join("node_modules/socket.io-msgpack-parser")
+        .is_dir()
+    {
         return;
     }
     let npm = find_program("npm")
@@ -33,11 +38,24 @@ fn ensure_node_modules(js_dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_socket_io_client_conformance() {
+    conformance("json").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_socket_io_client_conformance_with_the_msgpack_parser() {
+    conformance("msgpack").await;
+}
+
+async fn conformance(parser: &str) {
+    // Both tests install the npm packages on a fresh checkout: one at a time.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let node =
         find_program("node").expect("node not found on PATH: the conformance test needs Node 20+");
     let js_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    ensure_node_modules(&js_dir);
-
+    {
+        let _once = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+        ensure_node_modules(&js_dir);
+    }
     let config = Config {
         ping_interval: Duration::from_millis(1000),
         ping_timeout: Duration::from_millis(1000),
@@ -57,6 +75,7 @@ async fn official_socket_io_client_conformance() {
             ])
             .current_dir(&js_dir)
             .env("SIO_URL", server.url())
+            .env("SIO_PARSER", parser)
             .output(),
     )
     .await
@@ -66,7 +85,7 @@ async fn official_socket_io_client_conformance() {
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
     assert!(
         output.status.success(),
-        "the socket.io-client conformance tests failed (see the output above)"
+        "the socket.io-client conformance tests failed with the {parser} parser (see the output above)"
     );
 
     // What the handler saw, checked from the server's side too.

@@ -847,10 +847,14 @@ async fn polling_upgrades_to_websocket_with_probe_and_noop() {
         400,
         "polling is over for this session"
     );
-    // A second upgrade of the same session is refused.
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let again = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&sid={sid}");
-    assert!(client_async(again, stream).await.is_err());
+    // A second WebSocket for the session: "the server MUST close the WebSocket connection" (the
+    // reference server accepts the handshake, then closes it); the session goes on untouched.
+    let mut again = ws_open(&server, &format!("&sid={sid}")).await;
+    assert_eq!(closed(&mut again).await, Some(CloseCode::Policy));
+    ws.send(Message::text(r#"42["echo","still here"]"#))
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut ws).await, r#"42["echo","still here"]"#);
     server.stop().await;
 }
 
@@ -1073,4 +1077,114 @@ async fn the_engine_mounts_in_a_plain_axum_app() {
         .unwrap();
     assert_eq!(recv_text(&mut ws).await, r#"42["echo","axum"]"#);
     assert_eq!(recv_text(&mut ws).await, r#"431["axum"]"#);
+}
+
+/// `{type, nsp, data?, id?}` as socket.io-msgpack-parser (notepack.io) writes it.
+fn msgpack_packet(kind: u8, data: Option<&rmpv::Value>, id: Option<u64>) -> Vec<u8> {
+    let mut map = vec![
+        (rmpv::Value::from("type"), rmpv::Value::from(kind)),
+        (rmpv::Value::from("nsp"), rmpv::Value::from("/")),
+    ];
+    if let Some(data) = data {
+        map.push((rmpv::Value::from("data"), data.clone()));
+    }
+    if let Some(id) = id {
+        map.push((rmpv::Value::from("id"), rmpv::Value::from(id)));
+    }
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &rmpv::Value::Map(map)).unwrap();
+    out
+}
+
+fn msgpack_field<'a>(packet: &'a rmpv::Value, name: &str) -> Option<&'a rmpv::Value> {
+    packet
+        .as_map()?
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(name))
+        .map(|(_, v)| v)
+}
+
+#[tokio::test]
+async fn a_msgpack_client_is_recognised_by_its_first_packet_on_both_transports() {
+    use base64::Engine as _;
+    let server = Server::start(Config::default()).await;
+    let auth = rmpv::Value::Map(vec![
+        ("token".into(), "ok".into()),
+        ("name".into(), "msgpack-raw".into()),
+    ]);
+    let decode = |bytes: &[u8]| rmpv::decode::read_value(&mut &bytes[..]).unwrap();
+
+    // WebSocket: a binary CONNECT, answered in MessagePack; a binary event with an ack.
+    let mut ws = ws_open(&server, "").await;
+    assert!(recv_text(&mut ws).await.starts_with("0{"));
+    ws.send(Message::binary(msgpack_packet(0, Some(&auth), None)))
+        .await
+        .unwrap();
+    let answer = loop {
+        match ws.next().await.unwrap().unwrap() {
+            Message::Binary(b) => break decode(&b),
+            Message::Text(t) if t.as_str() == "2" => ws.send(Message::text("3")).await.unwrap(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(msgpack_field(&answer, "type"), Some(&rmpv::Value::from(0)));
+    assert!(msgpack_field(&answer, "data").is_some_and(|d| msgpack_field(d, "sid").is_some()));
+    let event = rmpv::Value::Array(vec![
+        "echo".into(),
+        rmpv::Value::Binary(vec![1, 2, 3]),
+        "x".into(),
+    ]);
+    ws.send(Message::binary(msgpack_packet(2, Some(&event), Some(5))))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match ws.next().await.unwrap().unwrap() {
+            Message::Binary(b) => got.push(decode(&b)),
+            Message::Text(t) if t.as_str() == "2" => ws.send(Message::text("3")).await.unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The echo (an event) and the ack, binary data inline as it came.
+    assert_eq!(msgpack_field(&got[0], "data"), Some(&event));
+    assert_eq!(msgpack_field(&got[1], "type"), Some(&rmpv::Value::from(3)));
+    assert_eq!(msgpack_field(&got[1], "id"), Some(&rmpv::Value::from(5)));
+    assert_eq!(
+        msgpack_field(&got[1], "data"),
+        Some(&rmpv::Value::Array(vec![
+            rmpv::Value::Binary(vec![1, 2, 3]),
+            "x".into()
+        ]))
+    );
+    // A text Socket.IO packet from a MessagePack client is a protocol error.
+    ws.send(Message::text(r#"42["echo"]"#)).await.unwrap();
+    closed(&mut ws).await;
+
+    // Polling: the same CONNECT as `b` + base64, answered the same way.
+    let sid = polling_session(&server).await;
+    let url = format!("{POLLING}&sid={sid}");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = format!("b{}", b64.encode(msgpack_packet(0, Some(&auth), None)));
+    assert_eq!(post(server.addr, &url, body.as_bytes()).await.text(), "ok");
+    let answer = get(server.addr, &url).await;
+    let bytes = b64
+        .decode(answer.text().strip_prefix('b').expect("a binary packet"))
+        .unwrap();
+    assert_eq!(
+        msgpack_field(&decode(&bytes), "type"),
+        Some(&rmpv::Value::from(0))
+    );
+
+    // Garbage as a first binary packet: the connection closes, the server goes on.
+    let mut ws = ws_open(&server, "").await;
+    recv_text(&mut ws).await;
+    ws.send(Message::binary(vec![0xdd, 0xff, 0xff, 0xff, 0xff]))
+        .await
+        .unwrap();
+    closed(&mut ws).await;
+    assert_eq!(
+        server.records().connects.get("msgpack-raw").copied(),
+        Some(2)
+    );
+    server.stop().await;
 }

@@ -19,9 +19,14 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
         "sending {rate} msgs/s for {:.1} s from random members",
         bench.duration.as_secs_f64()
     );
+    let wire_before = wire_bytes();
     let outcome = load
         .run_phase(0, rate, bench.duration, bench.grace, &bench.watch())
         .await;
+    let (wire_in, wire_out) = {
+        let now = wire_bytes();
+        (now.0 - wire_before.0, now.1 - wire_before.1)
+    };
     let run = bench.recorder.run_counters();
     let ok = report::phase_ok(&outcome.result, &run);
 
@@ -31,6 +36,20 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
     line.extend(report::phase_fields(&outcome.result, &run));
     line.insert("connect".into(), Bench::connect_fields(&population));
     line.extend(outcome.usage);
+    // TCP payload during the phase (frames, compressed or not, as they crossed the wire).
+    line.insert("wire_in_bytes".into(), json!(wire_in));
+    line.insert("wire_out_bytes".into(), json!(wire_out));
+    line.insert("parser".into(), json!(bench.args.parser));
+    line.insert("deflate".into(), json!(bench.args.deflate));
+    eprintln!(
+        "wire ({} parser{}): {wire_in} bytes server → clients, {wire_out} bytes clients → server",
+        bench.args.parser,
+        if bench.args.deflate {
+            ", deflate offered"
+        } else {
+            ""
+        }
+    );
     line.insert("ok".into(), json!(ok));
     bench.reporter.emit(&Value::Object(line))?;
     eprintln!(
@@ -44,6 +63,14 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
     } else {
         Verdict::Problems
     })
+}
+
+fn wire_bytes() -> (u64, u64) {
+    use std::sync::atomic::Ordering;
+    (
+        crate::wire::BYTES_IN.load(Ordering::Relaxed),
+        crate::wire::BYTES_OUT.load(Ordering::Relaxed),
+    )
 }
 
 /// Creates groups of `group_size` and waits `--settle` for the servers to finish joining them.

@@ -84,7 +84,10 @@ impl Bench {
         let targets = args
             .urls
             .iter()
-            .map(|u| Target::parse(u).map(Arc::new))
+            .map(|u| {
+                Target::parse(u)
+                    .map(|t| Arc::new(t.with_wire(args.parser == "msgpack", args.deflate)))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         if scenario == Scenario::Multinode && targets.len() < 2 {
             eprintln!("warning: multinode with one --url measures a single node");
@@ -102,7 +105,11 @@ impl Bench {
 
         let recorder = Arc::new(Recorder::new());
         let body: String = "x".repeat(args.body_chars.max(1));
-        let shared = Arc::new(Shared::new(recorder.clone(), &body));
+        let shared = Arc::new(Shared::new(
+            recorder.clone(),
+            &body,
+            args.parser == "msgpack",
+        ));
         let user_prefix = args.user_prefix.clone().unwrap_or_else(fresh_prefix);
         let plan = ConnectPlan {
             targets: targets.clone(),

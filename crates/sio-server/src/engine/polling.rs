@@ -33,6 +33,9 @@ pub(crate) struct PollingState {
     upgrading: AtomicBool,
     /// The probing WebSocket got its first `2probe` (and the noop that ends the pending `GET` is queued).
     probed: AtomicBool,
+    /// The client closed the session (a close packet in a `POST`): a pending `GET` ends with a noop,
+    /// as the reference server answers it, rather than with a close packet.
+    client_closed: AtomicBool,
     /// Wakes the heartbeat task on a pong, a stop or a close.
     wake: Notify,
     /// The task of a WebSocket probing an upgrade, woken when the session ends so that it ends too.
@@ -53,6 +56,7 @@ impl PollingState {
             stopped: AtomicBool::new(false),
             upgrading: AtomicBool::new(false),
             probed: AtomicBool::new(false),
+            client_closed: AtomicBool::new(false),
             wake: Notify::new(),
             prober: Mutex::new(None),
             headers,
@@ -169,6 +173,12 @@ impl<H: Handler> Engine<H> {
                 self.finish(conn, reason);
                 Bytes::from_static(b"1")
             }
+            // The client closed the session itself: the reference server ends the pending GET with a
+            // noop (its polling transport is merely released), and a close packet would tell the
+            // client nothing it doesn't know.
+            Some(Taken::Closed) if polling.client_closed.load(Ordering::SeqCst) => {
+                Bytes::from_static(b"6")
+            }
             Some(Taken::Closed) => Bytes::from_static(b"1"),
         };
         polling_response(
@@ -246,7 +256,10 @@ impl<H: Handler> Engine<H> {
                         polling.wake.notify_one();
                         Ok(())
                     }
-                    Ok(Packet::Close) => Err(DisconnectReason::TransportClose),
+                    Ok(Packet::Close) => {
+                        polling.client_closed.store(true, Ordering::SeqCst);
+                        Err(DisconnectReason::TransportClose)
+                    }
                     Ok(Packet::Noop) => Ok(()),
                     Ok(Packet::Ping(_) | Packet::Upgrade) | Err(_) => {
                         self.finish(conn, DisconnectReason::ParseError);
@@ -261,9 +274,7 @@ impl<H: Handler> Engine<H> {
             if let Err(reason) = result {
                 match reason {
                     // The client is leaving: nothing queued for it matters.
-                    DisconnectReason::ClientDisconnect | DisconnectReason::TransportClose => {
-                        self.finish(conn, reason)
-                    }
+                    DisconnectReason::TransportClose => self.finish(conn, reason),
                     // What is queued (a refusal, say) goes out with the close packet at the next GET.
                     _ => {
                         conn.socket.0.request_close(reason, false);
@@ -377,6 +388,11 @@ async fn heartbeat<H: Handler>(engine: Arc<Engine<H>>, conn: Arc<Connection<H>>)
             }
             Some(_) => {}
             None if now >= ping_at => {
+                // A socket that left the namespace (`41`) leaves its session without a connected
+                // socket: bounded by the connect timeout again.
+                if connect_deadline.is_none() && conn.sio().is_unconnected() {
+                    connect_deadline = Some(now + config.connect_timeout);
+                }
                 polling.pong.store(false, Ordering::SeqCst);
                 if !engine.reply(&conn, Frame::PING) {
                     return;

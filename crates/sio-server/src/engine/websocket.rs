@@ -76,13 +76,14 @@ pub(crate) fn start<H: Handler, IO: WsIo>(
     io: IO,
     initial: BytesMut,
     mode: Mode,
+    deflate: bool,
 ) -> impl Future<Output = ()> + Send + 'static {
     engine.tasks.enter_detached();
     let now = Instant::now();
     let config = &engine.config;
     let mut driver = Driver {
-        reader: FrameReader::new(initial, config.max_payload),
-        writer: FrameWriter::default(),
+        reader: FrameReader::new(initial, config.max_payload, deflate),
+        writer: FrameWriter::new(deflate.then_some(config.deflate_threshold)),
         phase: match mode {
             Mode::New => Phase::Open,
             Mode::Upgrade => Phase::Probing {
@@ -361,6 +362,11 @@ impl<H: Handler, IO: WsIo> Driver<H, IO> {
                 }
                 match self.heartbeat {
                     Heartbeat::PingAt(at) if now >= at => {
+                        // A socket that left the namespace (`41`) leaves its session without a
+                        // connected socket: bounded by the connect timeout again.
+                        if self.connect_deadline.is_none() && self.conn.sio().is_unconnected() {
+                            self.connect_deadline = Some(now + self.engine.config.connect_timeout);
+                        }
                         // One per interval, whatever the client does: counted, never refused.
                         self.charge(1, false);
                         self.writer.text(Frame::PING.into_bytes());

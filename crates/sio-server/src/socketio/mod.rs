@@ -1,6 +1,7 @@
 //! Socket.IO v5 on top of Engine.IO: namespace `/`, `CONNECT` with auth, events, acknowledgements and binary
 //! attachments.
 
+pub(crate) mod msgpack;
 pub(crate) mod packet;
 
 use std::sync::Arc;
@@ -8,10 +9,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use crate::engine::packet::Frame;
 use crate::engine::{Connection, Engine};
 use crate::handler::{ConnectError, DisconnectReason, Handler, IncomingEvent};
-use crate::socket::{Ack, AckReply, State};
+use crate::socket::{Ack, AckReply, Parser, State};
 
 use packet::Packet;
 
@@ -57,6 +57,11 @@ impl<S, P> SioState<S, P> {
         self.connecting
     }
 
+    /// Neither connected nor connecting: a session whose socket left the namespace.
+    pub(crate) fn is_unconnected(&self) -> bool {
+        self.session.is_none() && !self.connecting
+    }
+
     /// Marks the connection gone and hands back the session, if connected, for `Handler::disconnect`.
     pub(crate) fn close(&mut self) -> Option<Arc<S>> {
         self.closed = true;
@@ -88,41 +93,80 @@ enum PartialKind {
 
 impl<H: Handler> Engine<H> {
     /// Handles one Engine.IO message of a session. `Err` means the connection must close for that reason.
+    ///
+    /// The client's parser shows in its first Socket.IO packet: text for JSON, binary for MessagePack
+    /// (a JSON client sends binary messages only as the attachments that follow a `5…`/`6…` packet).
     pub(crate) fn on_message(
         self: &Arc<Self>,
         conn: &Arc<Connection<H>>,
         message: Message<'_>,
     ) -> Result<(), DisconnectReason> {
-        let text = match message {
-            Message::Binary(data) => return self.on_attachment(conn, data),
-            Message::Text(text) => text,
-        };
-        if conn.sio().partial.is_some() {
-            tracing::debug!(sid = %conn.sid, "text packet while binary attachments were expected");
-            return Err(DisconnectReason::ParseError);
+        let core = &conn.socket.0;
+        match message {
+            Message::Binary(data) => {
+                match core.parser() {
+                    Parser::Json => return self.on_attachment(conn, data),
+                    Parser::Unknown => core.set_parser(Parser::MsgPack),
+                    Parser::MsgPack => {}
+                }
+                let limits = msgpack::Limits {
+                    max_binaries: self.config.max_attachments,
+                    max_binary_size: self.config.max_attachments_size,
+                };
+                let decoded = msgpack::decode(&data, limits).map_err(|e| {
+                    tracing::debug!(sid = %conn.sid, error = %e, "closing on a malformed MessagePack packet");
+                    DisconnectReason::ParseError
+                })?;
+                self.on_packet(conn, decoded.packet, decoded.binary)
+            }
+            Message::Text(text) => {
+                match core.parser() {
+                    Parser::MsgPack => {
+                        tracing::debug!(sid = %conn.sid, "a text packet from a MessagePack client");
+                        return Err(DisconnectReason::ParseError);
+                    }
+                    Parser::Unknown => core.set_parser(Parser::Json),
+                    Parser::Json => {}
+                }
+                if conn.sio().partial.is_some() {
+                    tracing::debug!(sid = %conn.sid, "text packet while binary attachments were expected");
+                    return Err(DisconnectReason::ParseError);
+                }
+                let packet = Packet::parse(text).map_err(|e| {
+                    tracing::debug!(sid = %conn.sid, error = %e, "closing on a malformed packet");
+                    DisconnectReason::ParseError
+                })?;
+                self.on_packet(conn, packet, Vec::new())
+            }
         }
-        let packet = Packet::parse(text).map_err(|e| {
-            tracing::debug!(sid = %conn.sid, error = %e, "closing on a malformed packet");
-            DisconnectReason::ParseError
-        })?;
+    }
+
+    /// Handles a decoded packet; `binary` is a MessagePack packet's binary data (a JSON packet's
+    /// attachments follow it in messages of their own).
+    fn on_packet(
+        self: &Arc<Self>,
+        conn: &Arc<Connection<H>>,
+        packet: Packet<'_>,
+        binary: Vec<Bytes>,
+    ) -> Result<(), DisconnectReason> {
         match packet {
-            Packet::Connect { nsp: "/", auth } => self.start_connect(conn, auth),
+            Packet::Connect { nsp: "/", auth } => self.start_connect(conn, auth)?,
             Packet::Connect { nsp, .. } => {
                 // Refused once, and the connection closed after the answer: a client has no reason to
                 // ask again, and answering every ask would let it queue answers without end.
                 tracing::debug!(sid = %conn.sid, "CONNECT to an unknown namespace");
                 let refusal = packet::connect_error(nsp, &ConnectError::new("Invalid namespace"));
-                self.reply(conn, Frame::Text(refusal));
+                self.reply(conn, conn.socket.0.encoded(refusal));
                 return Err(DisconnectReason::ParseError);
             }
-            Packet::Disconnect { nsp: "/" } => return Err(DisconnectReason::ClientDisconnect),
+            Packet::Disconnect { nsp: "/" } => self.client_disconnect(conn),
             Packet::Event {
                 nsp: "/",
                 name,
                 args,
                 id,
                 attachments: 0,
-            } => self.deliver(conn, name, args, Vec::new(), id),
+            } => self.deliver(conn, name, args, binary, id),
             Packet::Event {
                 nsp: "/",
                 name,
@@ -137,13 +181,7 @@ impl<H: Handler> Engine<H> {
                 id,
                 args,
                 attachments: 0,
-            } => conn.socket.0.resolve_ack(
-                id,
-                AckReply {
-                    args,
-                    binary: Vec::new(),
-                },
-            ),
+            } => conn.socket.0.resolve_ack(id, AckReply { args, binary }),
             Packet::Ack {
                 nsp: "/",
                 id,
@@ -154,6 +192,21 @@ impl<H: Handler> Engine<H> {
             Packet::Disconnect { .. } | Packet::Event { .. } | Packet::Ack { .. } => {}
         }
         Ok(())
+    }
+
+    /// The client left `/` (`41`). As the reference server does, only the socket ends: the Engine.IO
+    /// session stays open (the official client closes it itself right after). A session without a
+    /// connected socket is bounded by the connect timeout again, which the transports re-arm at their
+    /// next heartbeat. A `DISCONNECT` while the socket isn't connected is ignored, as the reference
+    /// server ignores packets for a namespace the client isn't in.
+    fn client_disconnect(&self, conn: &Connection<H>) {
+        let session = conn.sio().session.take();
+        if let Some(session) = session {
+            conn.socket.0.disconnected();
+            tracing::debug!(sid = %conn.sid, "the client left the namespace");
+            self.handler
+                .disconnect(session, &conn.socket, DisconnectReason::ClientDisconnect);
+        }
     }
 
     fn expect_attachments(
@@ -240,15 +293,29 @@ impl<H: Handler> Engine<H> {
     }
 
     /// Runs `Handler::connect` on its own task, so the connection keeps answering pings meanwhile.
-    fn start_connect(self: &Arc<Self>, conn: &Arc<Connection<H>>, auth: Option<Box<RawValue>>) {
+    fn start_connect(
+        self: &Arc<Self>,
+        conn: &Arc<Connection<H>>,
+        auth: Option<Box<RawValue>>,
+    ) -> Result<(), DisconnectReason> {
         let pending = {
             let mut sio = conn.sio();
             if sio.connecting || sio.session.is_some() || sio.closed {
                 tracing::debug!(sid = %conn.sid, "duplicate CONNECT ignored");
-                return;
+                return Ok(());
             }
             let Some(pending) = sio.pending.clone() else {
-                return;
+                drop(sio);
+                // The socket connected once and left (`41`): its admission was spent on that
+                // connect. Unlike the reference server, a session connects one socket only; the
+                // client opens a new session to connect again (as the official client does).
+                tracing::debug!(sid = %conn.sid, "CONNECT again after a DISCONNECT");
+                let refusal = packet::connect_error(
+                    "/",
+                    &ConnectError::new("Session ended: reconnect with a new session"),
+                );
+                self.reply(conn, conn.socket.0.encoded(refusal));
+                return Err(DisconnectReason::ParseError);
             };
             sio.connecting = true;
             pending
@@ -258,7 +325,7 @@ impl<H: Handler> Engine<H> {
             if outbox.state != State::Open {
                 drop(outbox);
                 conn.sio().connecting = false;
-                return;
+                return Ok(());
             }
             outbox.state = State::Connecting;
         }
@@ -272,6 +339,7 @@ impl<H: Handler> Engine<H> {
             drop(pending);
             engine.complete_connect(&conn, result);
         });
+        Ok(())
     }
 
     fn complete_connect(&self, conn: &Connection<H>, result: Result<H::Session, ConnectError>) {
@@ -279,9 +347,8 @@ impl<H: Handler> Engine<H> {
             Ok(session) => {
                 let session = Arc::new(session);
                 // The answer, then whatever the application queued during `connect`.
-                conn.socket
-                    .0
-                    .connected(packet::connect_ok(conn.socket.id()));
+                let answer = conn.socket.0.encoded(packet::connect_ok(conn.socket.id()));
+                conn.socket.0.connected(answer);
                 let too_late = {
                     let mut sio = conn.sio();
                     sio.connecting = false;
@@ -307,7 +374,8 @@ impl<H: Handler> Engine<H> {
                 tracing::debug!(sid = %conn.sid, message = %err.message, "connect refused");
                 // What the application queued during `connect` is dropped. A client that keeps asking
                 // and doesn't read the refusals has its session ended at the bound.
-                let queued = conn.socket.0.refused(packet::connect_error("/", &err));
+                let answer = conn.socket.0.encoded(packet::connect_error("/", &err));
+                let queued = conn.socket.0.refused(answer);
                 conn.sio().connecting = false;
                 if !queued {
                     tracing::debug!(sid = %conn.sid, "refusals pile up unread: closing the session");

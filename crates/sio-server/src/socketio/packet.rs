@@ -52,51 +52,24 @@ pub(crate) enum Packet<'a> {
 /// Why a client packet was refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid Socket.IO packet: {0}")]
-pub(crate) struct ParseError(&'static str);
+pub(crate) struct ParseError(pub(crate) &'static str);
 
 impl<'a> Packet<'a> {
     /// Decodes the Socket.IO packet carried in an Engine.IO message.
     pub(crate) fn parse(text: &'a str) -> Result<Self, ParseError> {
-        let bytes = text.as_bytes();
-        let kind = match bytes.first() {
-            Some(c @ b'0'..=b'6') => c - b'0',
-            _ => return Err(ParseError("unknown packet type")),
-        };
-        let mut pos = 1;
+        let h = Header::split(text)?;
+        Self::from_parts(h.kind, h.nsp, h.id, h.payload, h.attachments)
+    }
 
-        let mut attachments = 0;
-        if kind == 5 || kind == 6 {
-            let digits = count_digits(&bytes[pos..]);
-            if digits == 0 || digits > MAX_DIGITS || bytes.get(pos + digits) != Some(&b'-') {
-                return Err(ParseError("bad attachment count"));
-            }
-            attachments = text[pos..pos + digits]
-                .parse()
-                .map_err(|_| ParseError("bad attachment count"))?;
-            pos += digits + 1;
-        }
-
-        let mut nsp = "/";
-        if bytes.get(pos) == Some(&b'/') {
-            let end = text[pos..].find(',').map_or(text.len(), |i| pos + i);
-            nsp = &text[pos..end];
-            pos = (end + 1).min(text.len());
-        }
-
-        let digits = count_digits(&bytes[pos..]);
-        let id = if digits == 0 {
-            None
-        } else if digits > MAX_DIGITS {
-            return Err(ParseError("ack id too long"));
-        } else {
-            let id = text[pos..pos + digits]
-                .parse()
-                .map_err(|_| ParseError("bad ack id"))?;
-            pos += digits;
-            Some(id)
-        };
-        let payload = &text[pos..];
-
+    /// A client packet from its parts, the payload as JSON text (empty for none). Both parsers end
+    /// here, so that a MessagePack client's packets are checked exactly as a JSON client's are.
+    pub(crate) fn from_parts(
+        kind: u8,
+        nsp: &'a str,
+        id: Option<u64>,
+        payload: &str,
+        attachments: usize,
+    ) -> Result<Self, ParseError> {
         match kind {
             0 => {
                 if id.is_some() {
@@ -143,6 +116,66 @@ impl<'a> Packet<'a> {
             }
             _ => Err(ParseError("CONNECT_ERROR from a client")),
         }
+    }
+}
+
+/// The parts of an encoded packet (a client's or one of ours): type, attachment count, namespace, ack
+/// id, and the JSON payload (empty when there is none).
+pub(crate) struct Header<'a> {
+    pub(crate) kind: u8,
+    pub(crate) attachments: usize,
+    pub(crate) nsp: &'a str,
+    pub(crate) id: Option<u64>,
+    pub(crate) payload: &'a str,
+}
+
+impl<'a> Header<'a> {
+    pub(crate) fn split(text: &'a str) -> Result<Self, ParseError> {
+        let bytes = text.as_bytes();
+        let kind = match bytes.first() {
+            Some(c @ b'0'..=b'6') => c - b'0',
+            _ => return Err(ParseError("unknown packet type")),
+        };
+        let mut pos = 1;
+
+        let mut attachments = 0;
+        if kind == 5 || kind == 6 {
+            let digits = count_digits(&bytes[pos..]);
+            if digits == 0 || digits > MAX_DIGITS || bytes.get(pos + digits) != Some(&b'-') {
+                return Err(ParseError("bad attachment count"));
+            }
+            attachments = text[pos..pos + digits]
+                .parse()
+                .map_err(|_| ParseError("bad attachment count"))?;
+            pos += digits + 1;
+        }
+
+        let mut nsp = "/";
+        if bytes.get(pos) == Some(&b'/') {
+            let end = text[pos..].find(',').map_or(text.len(), |i| pos + i);
+            nsp = &text[pos..end];
+            pos = (end + 1).min(text.len());
+        }
+
+        let digits = count_digits(&bytes[pos..]);
+        let id = if digits == 0 {
+            None
+        } else if digits > MAX_DIGITS {
+            return Err(ParseError("ack id too long"));
+        } else {
+            let id = text[pos..pos + digits]
+                .parse()
+                .map_err(|_| ParseError("bad ack id"))?;
+            pos += digits;
+            Some(id)
+        };
+        Ok(Header {
+            kind,
+            attachments,
+            nsp,
+            id,
+            payload: &text[pos..],
+        })
     }
 }
 

@@ -10,6 +10,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWrite;
 
+use super::deflate::{self, InflateError};
 use super::io::WsIo;
 
 /// How many frames one vectored write may carry.
@@ -56,6 +57,8 @@ pub(crate) enum WsError {
     TooBig(u64),
     #[error("a text message is not valid UTF-8")]
     InvalidUtf8,
+    #[error("a compressed message is not valid DEFLATE data")]
+    BadDeflate,
     #[error("WebSocket I/O failed: {0}")]
     Io(#[from] io::Error),
 }
@@ -66,7 +69,7 @@ impl WsError {
         match self {
             WsError::Protocol(_) => Some(CloseCode::PROTOCOL),
             WsError::TooBig(_) => Some(CloseCode::TOO_BIG),
-            WsError::InvalidUtf8 => Some(CloseCode::INVALID_DATA),
+            WsError::InvalidUtf8 | WsError::BadDeflate => Some(CloseCode::INVALID_DATA),
             WsError::Io(_) => None,
         }
     }
@@ -84,18 +87,31 @@ enum Parsed {
 /// stream is readable, and the buffer is let go as soon as it has been consumed.
 pub(crate) struct FrameReader {
     buf: BytesMut,
-    /// A fragmented message being reassembled: whether it is text, and the payload so far.
-    fragments: Option<(bool, BytesMut)>,
-    max_message: usize,
+    /// A fragmented message being reassembled: its kind, and the payload so far.
+    fragments: Option<(Kind, BytesMut)>,
+    /// A `u32` (no payload limit comes near 4 GiB) keeps the reader, and so an idle connection, as
+    /// small as before the `deflate` flag.
+    max_message: u32,
+    /// `permessage-deflate` was negotiated: a message whose first frame has RSV1 set is compressed.
+    deflate: bool,
+}
+
+/// What a message is: text or binary, compressed or not.
+#[derive(Clone, Copy)]
+struct Kind {
+    text: bool,
+    compressed: bool,
 }
 
 impl FrameReader {
     /// A reader starting with bytes already read from the stream (after the HTTP head), if any.
-    pub(crate) fn new(initial: BytesMut, max_message: usize) -> Self {
+    /// `max_message` bounds a message as it arrives (compressed) and once inflated.
+    pub(crate) fn new(initial: BytesMut, max_message: usize, deflate: bool) -> Self {
         Self {
             buf: initial,
             fragments: None,
-            max_message,
+            max_message: u32::try_from(max_message).unwrap_or(u32::MAX),
+            deflate,
         }
     }
 
@@ -132,7 +148,10 @@ impl FrameReader {
         }
         let fin = b[0] & 0x80 != 0;
         let opcode = b[0] & 0x0F;
-        if b[0] & 0x70 != 0 {
+        // RSV1 marks a compressed message (RFC 7692), on its first frame only; RSV2 and RSV3 mean
+        // nothing here.
+        let rsv1 = b[0] & 0x40 != 0;
+        if b[0] & 0x30 != 0 || (rsv1 && !self.deflate) {
             return Err(WsError::Protocol("reserved bits set without an extension"));
         }
         if b[1] & 0x80 == 0 {
@@ -161,13 +180,16 @@ impl FrameReader {
                 "control frames must be final and at most 125 bytes",
             ));
         }
+        if rsv1 && (is_control || opcode == OP_CONTINUATION) {
+            return Err(WsError::Protocol("RSV1 on a control or continuation frame"));
+        }
         if !is_control {
             // Refuse an oversized message from its header, before buffering any of it.
             let so_far = self
                 .fragments
                 .as_ref()
                 .map_or(0, |(_, acc)| acc.len() as u64);
-            if so_far + len > self.max_message as u64 {
+            if so_far + len > u64::from(self.max_message) {
                 return Err(WsError::TooBig(so_far + len));
             }
         }
@@ -187,10 +209,14 @@ impl FrameReader {
                         "a new message started inside a fragmented one",
                     ));
                 }
+                let kind = Kind {
+                    text: opcode == OP_TEXT,
+                    compressed: rsv1,
+                };
                 if fin {
-                    return finish(opcode == OP_TEXT, payload).map(Parsed::Message);
+                    return finish(kind, payload, self.max_message as usize).map(Parsed::Message);
                 }
-                self.fragments = Some((opcode == OP_TEXT, payload));
+                self.fragments = Some((kind, payload));
                 Ok(Parsed::Fragment)
             }
             OP_CONTINUATION => {
@@ -201,8 +227,8 @@ impl FrameReader {
                 if !fin {
                     return Ok(Parsed::Fragment);
                 }
-                let (text, acc) = self.fragments.take().expect("checked above");
-                finish(text, acc).map(Parsed::Message)
+                let (kind, acc) = self.fragments.take().expect("checked above");
+                finish(kind, acc, self.max_message as usize).map(Parsed::Message)
             }
             OP_CLOSE => match payload.len() {
                 0 => Ok(Parsed::Message(Message::Close(None))),
@@ -230,8 +256,17 @@ fn close_code_allowed(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
-fn finish(text: bool, payload: BytesMut) -> Result<Message, WsError> {
-    if text {
+fn finish(kind: Kind, payload: BytesMut, max: usize) -> Result<Message, WsError> {
+    let payload = if kind.compressed {
+        // Inflated with the same bound as any message: a bomb stops at the limit.
+        deflate::inflate(&payload, max).map_err(|e| match e {
+            InflateError::TooBig(n) => WsError::TooBig(n),
+            InflateError::Invalid => WsError::BadDeflate,
+        })?
+    } else {
+        payload
+    };
+    if kind.text {
         std::str::from_utf8(&payload).map_err(|_| WsError::InvalidUtf8)?;
         Ok(Message::Text(payload.freeze()))
     } else {
@@ -257,26 +292,49 @@ struct OutFrame {
 }
 
 /// Writes server frames (unmasked) from a queue of payloads, several per vectored write.
-#[derive(Default)]
 pub(crate) struct FrameWriter {
     queue: VecDeque<OutFrame>,
     /// Bytes of the front frame (header included) already written.
-    offset: usize,
+    offset: u32,
+    /// With `permessage-deflate`, messages of at least this many bytes are compressed; `u32::MAX`
+    /// when it wasn't negotiated.
+    deflate_min: u32,
+}
+
+/// The RSV1 bit, in a frame's first byte: the message is compressed.
+const RSV1: u8 = 0x40;
+
+impl Default for FrameWriter {
+    fn default() -> Self {
+        Self::new(None)
+    }
 }
 
 impl FrameWriter {
+    /// A writer; `deflate_min` is the compression threshold when `permessage-deflate` was negotiated.
+    pub(crate) fn new(deflate_min: Option<usize>) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            offset: 0,
+            deflate_min: deflate_min.map_or(u32::MAX, |m| u32::try_from(m).unwrap_or(u32::MAX)),
+        }
+    }
+
     pub(crate) fn text(&mut self, payload: Bytes) {
-        self.queue.push_back(OutFrame {
-            opcode: OP_TEXT,
-            payload,
-        });
+        self.data(OP_TEXT, payload);
     }
 
     pub(crate) fn binary(&mut self, payload: Bytes) {
-        self.queue.push_back(OutFrame {
-            opcode: OP_BINARY,
-            payload,
-        });
+        self.data(OP_BINARY, payload);
+    }
+
+    fn data(&mut self, opcode: u8, payload: Bytes) {
+        let (opcode, payload) = if payload.len() as u64 >= u64::from(self.deflate_min) {
+            (opcode | RSV1, deflate::deflate_shared(&payload))
+        } else {
+            (opcode, payload)
+        };
+        self.queue.push_back(OutFrame { opcode, payload });
     }
 
     pub(crate) fn pong(&mut self, payload: Bytes) {
@@ -328,7 +386,7 @@ impl FrameWriter {
         let mut n = 0;
         for (i, frame) in self.queue.iter().take(count).enumerate() {
             let header = &headers[i][..header_lens[i]];
-            let skip = if i == 0 { self.offset } else { 0 };
+            let skip = if i == 0 { self.offset as usize } else { 0 };
             if skip < header.len() {
                 slices[n] = IoSlice::new(&header[skip..]);
                 n += 1;
@@ -350,13 +408,14 @@ impl FrameWriter {
                 break;
             };
             let total = header_len(front.payload.len()) + front.payload.len();
-            let left = total - self.offset;
+            let left = total - self.offset as usize;
             if written >= left {
                 written -= left;
                 self.queue.pop_front();
                 self.offset = 0;
             } else {
-                self.offset += written;
+                // Less than the front frame, which is at most a packet: fits in a u32.
+                self.offset += written as u32;
                 written = 0;
             }
         }
@@ -375,6 +434,7 @@ fn header_len(len: usize) -> usize {
     }
 }
 
+/// `opcode` may carry [`RSV1`].
 fn encode_header(out: &mut [u8; 10], opcode: u8, len: usize) -> usize {
     out[0] = 0x80 | opcode;
     match header_len(len) {
@@ -469,8 +529,17 @@ mod tests {
     }
 
     fn read_all(input: Vec<u8>, step: usize, max: usize) -> Vec<Result<Message, String>> {
+        read_with(input, step, max, false)
+    }
+
+    fn read_with(
+        input: Vec<u8>,
+        step: usize,
+        max: usize,
+        deflate: bool,
+    ) -> Vec<Result<Message, String>> {
         let mut io = Scripted::new(input, step);
-        let mut reader = FrameReader::new(BytesMut::new(), max);
+        let mut reader = FrameReader::new(BytesMut::new(), max, deflate);
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
         loop {
@@ -613,6 +682,120 @@ mod tests {
         assert_eq!(io.output, expected);
     }
 
+    /// A masked client frame with RSV1 set (the message is compressed).
+    fn compressed_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut frame = client_frame(fin, opcode, payload);
+        frame[0] |= RSV1;
+        frame
+    }
+
+    #[test]
+    fn reads_compressed_messages_when_negotiated() {
+        let text = br#"42["message:send",{"body":"hello hello hello hello"}]"#;
+        let deflated = deflate::deflate(text);
+        let mut input = compressed_frame(true, OP_TEXT, &deflated);
+        // Fragmented: RSV1 on the first frame only.
+        input.extend(compressed_frame(false, OP_BINARY, &deflated[..3]));
+        input.extend(client_frame(true, OP_CONTINUATION, &deflated[3..]));
+        // An uncompressed message between compressed ones.
+        input.extend(client_frame(true, OP_TEXT, b"3"));
+        for step in [1, 5, 1000] {
+            assert_eq!(
+                read_with(input.clone(), step, 1000, true),
+                vec![
+                    Ok(Message::Text(Bytes::from_static(text))),
+                    Ok(Message::Binary(Bytes::from_static(text))),
+                    Ok(Message::Text(Bytes::from_static(b"3"))),
+                ]
+            );
+        }
+        // Not negotiated: RSV1 is a protocol error.
+        let got = read_with(
+            compressed_frame(true, OP_TEXT, &deflated),
+            1000,
+            1000,
+            false,
+        );
+        assert!(got[0].as_ref().unwrap_err().contains("reserved"));
+        // RSV1 on a continuation or a control frame, RSV2: protocol errors even when negotiated.
+        for (bad, needle) in [
+            (
+                [
+                    client_frame(false, OP_TEXT, b"a"),
+                    compressed_frame(true, OP_CONTINUATION, b"b"),
+                ]
+                .concat(),
+                "RSV1",
+            ),
+            (compressed_frame(true, OP_PING, b""), "RSV1"),
+            (
+                {
+                    let mut f = client_frame(true, OP_TEXT, b"a");
+                    f[0] |= 0x20;
+                    f
+                },
+                "reserved",
+            ),
+        ] {
+            let got = read_with(bad, 1000, 1000, true);
+            let last = got.last().unwrap().as_ref().unwrap_err();
+            assert!(last.contains(needle), "{last} should mention {needle}");
+        }
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_at_the_limit() {
+        // 10 MiB of zeros compress to about 10 KiB: under the limit on the wire, far over it inflated.
+        let bomb = deflate::deflate_best(&vec![0u8; 10 << 20]);
+        assert!(bomb.len() < 64 * 1024);
+        let got = read_with(
+            compressed_frame(true, OP_BINARY, &bomb),
+            4096,
+            64 * 1024,
+            true,
+        );
+        assert_eq!(
+            got,
+            vec![Err(
+                "a message of at least 65537 bytes exceeds the limit".into()
+            )]
+        );
+        // Corrupt DEFLATE data, and compressed text that isn't UTF-8 once inflated.
+        let got = read_with(
+            compressed_frame(true, OP_TEXT, &[0xff; 8]),
+            1000,
+            1000,
+            true,
+        );
+        assert!(got[0].as_ref().unwrap_err().contains("DEFLATE"));
+        let got = read_with(
+            compressed_frame(true, OP_TEXT, &deflate::deflate(&[0xff, 0xfe])),
+            1000,
+            1000,
+            true,
+        );
+        assert!(got[0].as_ref().unwrap_err().contains("UTF-8"));
+    }
+
+    #[test]
+    fn writes_compressed_frames_from_the_threshold_on() {
+        let mut io = Scripted::new(Vec::new(), 0);
+        let mut writer = FrameWriter::new(Some(100));
+        let small = Bytes::from_static(b"42[\"small\"]");
+        let big = Bytes::from(br#"{"body":"hello hello hello"}"#.repeat(20));
+        writer.text(small.clone());
+        writer.binary(big.clone());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(writer.poll_flush(&mut io, &mut cx).is_ready());
+        let mut expected = vec![0x81, small.len() as u8];
+        expected.extend_from_slice(&small);
+        let deflated = deflate::deflate(&big);
+        expected.extend_from_slice(&[0x80 | RSV1 | OP_BINARY, deflated.len() as u8]);
+        expected.extend_from_slice(&deflated);
+        assert_eq!(io.output, expected);
+        assert!(deflated.len() < big.len() / 4);
+    }
+
     #[test]
     fn random_bytes_never_panic_the_reader() {
         let mut seed = 0x2545F4914F6CDD1Du64;
@@ -630,7 +813,7 @@ mod tests {
                 input[1] |= 0x80;
                 input[0] &= 0x8F;
             }
-            let _ = read_all(input, 1 + (next() % 5) as usize, 32);
+            let _ = read_with(input, 1 + (next() % 5) as usize, 32, next() % 2 == 0);
         }
     }
 }

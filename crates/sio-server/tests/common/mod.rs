@@ -405,3 +405,14 @@ pub async fn post(addr: SocketAddr, path: &str, body: &[u8]) -> RawResponse {
     request.extend_from_slice(body);
     raw_http(addr, &request).await
 }
+
+/// Waits (up to 5 s) until `check` holds.
+pub async fn eventually_async(mut check: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for a condition");
+}

@@ -1,19 +1,25 @@
 // Conformance of confab-sio with the official socket.io-client. Started by tests/conformance.rs, which runs
-// the server (ping interval 1 s, ping timeout 1 s, maxPayload 100000) and sets SIO_URL.
+// the server (ping interval 1 s, ping timeout 1 s, maxPayload 100000) and sets SIO_URL, once per parser:
+// SIO_PARSER=json (the default parser) and SIO_PARSER=msgpack (socket.io-msgpack-parser).
 import { describe, test, after } from "node:test";
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
+import msgpackParser from "socket.io-msgpack-parser";
 
 const URL = process.env.SIO_URL;
 if (!URL) {
   throw new Error("SIO_URL is not set: run this through `cargo test -p confab-sio --test conformance`");
 }
 
+const PARSER_NAME = process.env.SIO_PARSER ?? "json";
+if (!["json", "msgpack"].includes(PARSER_NAME)) throw new Error(`SIO_PARSER=${PARSER_NAME}: json or msgpack`);
+const PARSER = PARSER_NAME === "msgpack" ? { parser: msgpackParser } : {};
+
 const opened = [];
 
 /** A client that doesn't reconnect unless asked, labelled `name` in the server's records. */
 function connect(name, options = {}) {
-  const socket = io(URL, { forceNew: true, reconnection: false, timeout: 5000, auth: { token: "ok", name }, ...options });
+  const socket = io(URL, { forceNew: true, reconnection: false, timeout: 5000, auth: { token: "ok", name }, ...PARSER, ...options });
   opened.push(socket);
   return socket;
 }
@@ -67,6 +73,26 @@ async function eventually(check, what, ms = 5000) {
 
 after(() => {
   for (const socket of opened) socket.disconnect();
+});
+
+describe(`parser (${PARSER_NAME})`, () => {
+  for (const transports of [["websocket"], ["polling"]]) {
+    test(`the client's packets go out in its parser's encoding (${transports})`, async () => {
+      const s = connect("parser", { transports });
+      // Engine.IO messages as they arrived, before the parser decoded them.
+      const received = [];
+      s.io.engine.on("packet", (packet) => {
+        if (packet.type === "message") received.push(packet);
+      });
+      await connected(s);
+      assert.deepEqual(await ack(s, "echo", { n: 1 }), { n: 1 });
+      // What the server sent came in the client's encoding: binary for MessagePack, text for JSON.
+      const kinds = new Set(received.map((p) => typeof p.data));
+      assert.ok(received.length >= 2, JSON.stringify(received));
+      assert.deepEqual([...kinds], [PARSER_NAME === "msgpack" ? "object" : "string"]);
+      s.disconnect();
+    });
+  }
 });
 
 describe("transports", () => {
@@ -134,7 +160,7 @@ describe("connect", () => {
   });
 
   test("a second namespace is refused", async () => {
-    const s = io(`${URL}/other`, { forceNew: true, reconnection: false, auth: { token: "ok" } });
+    const s = io(`${URL}/other`, { forceNew: true, reconnection: false, auth: { token: "ok" }, ...PARSER });
     opened.push(s);
     const [err] = await once(s, "connect_error");
     assert.equal(err.message, "Invalid namespace");
@@ -184,13 +210,22 @@ describe("events", () => {
     test(`binary events and acks round-trip (${transports})`, async () => {
       const s = connect("binary", { transports });
       await connected(s);
-      const payload = { file: Buffer.from([0, 1, 2, 254, 255]), more: [Buffer.from("abc")], name: "x" };
+      const payload = {
+        file: Buffer.from([0, 1, 2, 254, 255]),
+        more: [Buffer.from("abc"), Uint8Array.from([5, 6]), new Uint8Array([7]).buffer],
+        name: "x",
+        when: new Date(Date.UTC(2026, 11, 6, 12, 30)),
+      };
       const echoed = once(s, "echo");
       const reply = await ack(s, "echo", payload);
       for (const got of [reply, (await echoed)[0]]) {
         assert.equal(got.name, "x");
         assert.deepEqual(bytes(got.file), [0, 1, 2, 254, 255]);
         assert.deepEqual(bytes(got.more[0]), [97, 98, 99]);
+        assert.deepEqual(bytes(got.more[1]), [5, 6]);
+        assert.deepEqual(bytes(got.more[2]), [7]);
+        // A Date reaches the server as its ISO text, whichever the parser (JSON.stringify's form).
+        assert.equal(got.when, "2026-12-06T12:30:00.000Z");
       }
       s.disconnect();
     });
