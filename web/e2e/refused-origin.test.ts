@@ -71,7 +71,7 @@ test("a refused origin is named, with the setting to change, in the page and in 
   expect(refusals).toHaveLength(1);
   expect(refusals[0]?.code).toBe("forbidden");
   expect(refusals[0]?.message).toContain("CONFAB_CORS_ORIGINS");
-  await until(() => server.logs().includes(pagesUrl), 2000);
+  await until(() => server.logs().includes(pagesUrl), "the refusal in the server log", 2000);
   expect(server.logs()).toMatch(/refused a browser request from an origin not in CONFAB_CORS_ORIGINS.*origin=http:\/\/127\.0\.0\.1/);
   await page.close();
 });
