@@ -7,6 +7,7 @@
 //! `chat::policy` is run inside the transaction that applies its decision, on both.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use sqlx::Transaction;
 
@@ -168,10 +169,22 @@ pub(crate) async fn complete<B: Backend>(
 }
 
 async fn commit<B: Backend>(tx: Transaction<'static, B::Db>) -> Result<()> {
-    tx.commit()
+    let started = Instant::now();
+    let result = tx
+        .commit()
         .await
-        .map_err(|e| super::db_error(e, "committing"))
+        .map_err(|e| super::db_error(e, "committing"));
+    let took = started.elapsed();
+    if took >= SLOW_COMMIT {
+        // A commit is where the database's own pauses land (an fsync behind a checkpoint):
+        // `CONFAB_LOG=info,confab::store=debug` lines them up with the writer's slow batches.
+        tracing::debug!(ms = took.as_millis() as u64, "slow commit");
+    }
+    result
 }
+
+/// A commit taking this long is logged at debug.
+const SLOW_COMMIT: Duration = Duration::from_millis(10);
 
 /// Loads one conversation that must exist (the transaction just wrote it).
 async fn reload<B: Backend>(c: &mut Conn<B>, id: ConversationId) -> Result<Conversation> {
