@@ -10,6 +10,7 @@
 //! objects (`assemble.rs`) and the rows themselves, decoded by column name (`rows.rs`).
 
 mod assemble;
+mod checkpoint;
 mod plan;
 mod postgres;
 mod rows;

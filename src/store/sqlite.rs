@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,6 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use super::assemble::{page_from_rows, sync_update};
+use super::checkpoint::{self, Checkpointer};
 use super::rows::{
     HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow, messages,
 };
@@ -42,6 +44,8 @@ pub struct SqliteStore {
     /// Exactly one connection: SQLite's single writer, made explicit.
     writer: SqlitePool,
     readers: SqlitePool,
+    /// Copies the log back into the database file, so the writer doesn't (None in memory).
+    _checkpointer: Option<Arc<Checkpointer>>,
 }
 
 impl SqliteStore {
@@ -70,13 +74,21 @@ impl SqliteStore {
                 file.display()
             );
         }
-        if !file.exists() && options.get_filename() != Path::new(":memory:") {
+        let in_memory = options.get_filename() == Path::new(":memory:");
+        if !file.exists() && !in_memory {
             tracing::warn!(path = %file.display(), "no database there: creating a new, empty one");
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
+            .connect_with(
+                options
+                    .clone()
+                    // The checkpointer does that, off the commits (see checkpoint.rs).
+                    .pragma("wal_autocheckpoint", "0")
+                    // After the log starts over, a file grown in a burst is cut to 64 MiB.
+                    .pragma("journal_size_limit", (64 * 1024 * 1024).to_string()),
+            )
             .await
             .context("opening the database")?;
         sqlx::migrate!("migrations/sqlite")
@@ -86,10 +98,24 @@ impl SqliteStore {
         let readers = SqlitePoolOptions::new()
             .max_connections(readers.max(1))
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await
             .context("opening read connections")?;
-        Ok(Self { writer, readers })
+        let checkpointer = if in_memory {
+            None
+        } else {
+            let connection = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .context("opening the checkpoint connection")?;
+            Some(Arc::new(checkpoint::start(connection, writer.clone())))
+        };
+        Ok(Self {
+            writer,
+            readers,
+            _checkpointer: checkpointer,
+        })
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -792,4 +818,54 @@ fn send_keys(batch: &[NewMessage]) -> String {
             })
             .collect::<Vec<_>>(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer never checkpoints on its own, so if the checkpointer stopped doing it (or never
+    /// made the log start over), the log would grow by everything written. Written here: four
+    /// times the size cap, at a steady pace, while the log is watched.
+    #[tokio::test]
+    async fn the_log_stays_bounded_while_the_writer_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", path.display()), 2)
+            .await
+            .unwrap();
+        let wal = dir.path().join("chat.db-wal");
+        sqlx::query("CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        const CAP: u64 = 64 * 1024 * 1024;
+        let chunk = vec![7u8; 64 * 1024];
+        let mut largest = 0;
+        // 256 MiB in transactions of 1 MiB.
+        for _ in 0..256 {
+            let mut tx = store.writer.begin().await.unwrap();
+            for _ in 0..16 {
+                sqlx::query("INSERT INTO blobs (data) VALUES (?)")
+                    .bind(&chunk)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+            }
+            tx.commit().await.unwrap();
+            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+            // About 64 MiB/s: the pace of a busy chat is far lower; this is the burst case.
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+        assert!(
+            largest < CAP,
+            "the log reached {largest} bytes, past {CAP}: checkpoints aren't keeping up or the log never starts over"
+        );
+        // And the database is whole: everything written is there.
+        let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM blobs")
+            .fetch_one(&store.readers)
+            .await
+            .unwrap();
+        assert_eq!(rows, 256 * 16);
+    }
 }
