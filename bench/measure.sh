@@ -64,6 +64,12 @@ SOAK_RATE_PEER=${SOAK_RATE_PEER:-400}
 BENCH_ARGS=${BENCH_ARGS:-}
 PG_URL=${PG_URL:-postgres://root@127.0.0.1:5432}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+# confab's log filter, and a directory to keep each run's server logs in (<label>-<scenario>-server<n>.log),
+# to line stalls up with the database's events:
+#   SERVER_LOG=info,confab::store=debug SERVER_LOGS=target/soak-logs SCENARIOS=soak bench/measure.sh
+SERVER_LOG=${SERVER_LOG:-warn}
+SERVER_LOGS=${SERVER_LOGS:-}
+[[ -z $SERVER_LOGS ]] || mkdir -p "$SERVER_LOGS"
 QUIET_PCT=${QUIET_PCT:-25}
 QUIET_WAIT=${QUIET_WAIT:-300}
 mkdir -p bench/results
@@ -82,6 +88,13 @@ log() { printf '\n== %s\n' "$*" >&2; }
 
 stop_server() {
   stop_pids 10 "${SERVER_PIDS[@]}"
+  if [[ -n $SERVER_LOGS && -n ${LABEL:-} ]]; then
+    local f
+    for f in "$TMP"/server*.log; do
+      [[ -e $f ]] && cp "$f" "$SERVER_LOGS/${LABEL//\//-}-$(basename "$f")"
+    done
+  fi
+  rm -f "$TMP"/server*.log
   SERVER_PIDS=()
   SERVER_URLS=()
   if [[ -n $SERVER_DB ]]; then
@@ -154,7 +167,7 @@ start_server() {
         # limits are off: every simulated user comes from a few loopback addresses (the
         # per-IP connect limit would refuse them), and the peer has none.
         env=(CONFAB_BIND="127.0.0.1:$port" CONFAB_DATA_DIR="$TMP/data-$port" CONFAB_DATABASE_URL="$db_url"
-          CONFAB_LOG=warn CONFAB_MAX_GROUP_MEMBERS=$((FANOUT_USERS > 1000 ? FANOUT_USERS : 1000))
+          CONFAB_LOG=$SERVER_LOG CONFAB_MAX_GROUP_MEMBERS=$((FANOUT_USERS > 1000 ? FANOUT_USERS : 1000))
           CONFAB_RATE_CONNECT_PER_IP=1000000/1000000 CONFAB_RATE_SESSION_PER_IP=1000000/1000000
           CONFAB_MAX_UNAUTHENTICATED_PER_IP=1000000 CONFAB_MAX_UNAUTHENTICATED=1000000 CONFAB_RATE_SEND=1000000/1000000
           CONFAB_RATE_OTHER=1000000/1000000 CONFAB_RATE_MEMBERS=1000000/1000000)
@@ -208,6 +221,7 @@ bench() {
   shift 2
   # shellcheck disable=SC2086 # BENCH_ARGS is a list of options
   local cmd=("$BENCH" "$@" --label "$label" $BENCH_ARGS)
+  LABEL="$label-$scenario"
   record_command "$label" "$scenario" "${cmd[@]}"
   "${cmd[@]}" --json-out "$OUT" || echo "warning: $label $scenario failed (status $?)" >&2
 }
