@@ -4,7 +4,7 @@
 //! database file and fsyncs that file. By default SQLite runs the checkpoint inside whichever
 //! COMMIT takes the log past 1,000 pages, on the committing connection: here the one writer,
 //! so that commit and every message queued behind it wait for the copy and the fsync. Under
-//! steady load that was most of the writer's slow commits (docs/bench/notes.md, "Stalls").
+//! steady load that was most of the writer's slow commits (docs/bench/notes.md, "Stalls under steady load").
 //!
 //! So the writer's connection never checkpoints on its own (`wal_autocheckpoint = 0`), and this
 //! task does, every [`INTERVAL`], in two steps:
