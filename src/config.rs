@@ -237,6 +237,12 @@ pub const SETTINGS: &[Setting] = &[
         default: "text",
         doc: "`text` for people, `json` for log pipelines.",
     },
+    // The host app's side (server API, moderation, webhooks).
+    Setting {
+        key: "server_api_keys",
+        default: "",
+        doc: "Comma-separated keys (each at least 16 characters; generate with `openssl rand -hex 32`) that the host app's backend sends as `Authorization: Bearer <key>` to the server API under `/api/server/` (docs/PROTOCOL.md, \"Server API\"). Several, so a key can be rotated: add the new one, move the app over, remove the old one. Unset: the server API refuses every request.",
+    },
 ];
 
 /// The parsed configuration.
@@ -276,6 +282,8 @@ pub struct Config {
     pub sessions: SessionLimits,
     pub log_filter: String,
     pub log_format: LogFormat,
+    /// Keys of the host app's server, for the server API.
+    pub server_api_keys: Vec<String>,
     /// Things worth telling the operator that don't stop the start (a misspelled variable, an
     /// open sign-in on a public address). Logged once logging is up.
     pub warnings: Vec<String>,
@@ -408,6 +416,7 @@ impl Config {
             },
             log_filter: src.parse("log")?,
             log_format: src.parse("log_format")?,
+            server_api_keys: server_api_keys(src.get("server_api_keys")?)?,
             data_dir,
             database_url,
             database_url_configured,
@@ -526,6 +535,36 @@ fn list(value: Option<String>) -> Vec<String> {
         .split(',')
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// The server API's keys: a list where an empty entry (`key1,,key2`, a trailing comma, or a
+/// variable expanded to nothing) is refused rather than dropped, since it most likely means a key
+/// that was meant to be there is missing; short keys are refused as guessable.
+fn server_api_keys(value: Option<String>) -> anyhow::Result<Vec<String>> {
+    const MIN_CHARS: usize = 16;
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    value
+        .split(',')
+        .enumerate()
+        .map(|(i, key)| {
+            let key = key.trim();
+            if key.is_empty() {
+                bail!(
+                    "CONFAB_SERVER_API_KEYS: key {} of the list is empty (a stray comma, or a variable that expanded to nothing?)",
+                    i + 1
+                );
+            }
+            if key.chars().count() < MIN_CHARS {
+                bail!(
+                    "CONFAB_SERVER_API_KEYS: key {} is shorter than {MIN_CHARS} characters; generate one with `openssl rand -hex 32`",
+                    i + 1
+                );
+            }
+            Ok(key.to_owned())
+        })
         .collect()
 }
 
@@ -658,7 +697,7 @@ struct Sources<'a> {
 }
 
 /// Settings whose values are secrets or may hold one (a password in a URL).
-const SENSITIVE: &[&str] = &["jwt_secret", "database_url", "redis_url"];
+const SENSITIVE: &[&str] = &["jwt_secret", "database_url", "redis_url", "server_api_keys"];
 
 impl Sources<'_> {
     fn setting(&self, key: &str) -> &'static Setting {
@@ -751,6 +790,7 @@ impl Sources<'_> {
                 let (value, origin) = read.get(s.key).cloned().unwrap_or((None, Origin::Default));
                 let value = value.map(|v| match s.key {
                     "jwt_secret" => format!("(set, {} bytes)", v.len()),
+                    "server_api_keys" => format!("(set, {} keys)", v.split(',').count()),
                     k if SENSITIVE.contains(&k) => mask_password(&v),
                     _ => v,
                 });
@@ -1030,6 +1070,31 @@ mod tests {
         assert_eq!(c.limits.max_body_chars, 200);
         std::fs::write(&path, "nonsense = 1\n").unwrap();
         assert!(Config::load(Some(&path), |_| None).is_err());
+    }
+
+    #[test]
+    fn server_api_keys_are_checked_and_hidden() {
+        let c = load(&[(
+            "CONFAB_SERVER_API_KEYS",
+            "key-one-0123456789, key-two-0123456789",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.server_api_keys,
+            ["key-one-0123456789", "key-two-0123456789"]
+        );
+        assert!(effective_table(&c).contains("(set, 2 keys)"));
+        assert!(!effective_table(&c).contains("key-one"));
+        for bad in [
+            "key-one-0123456789,,key-two-0123456789",
+            "key-one-0123456789,",
+        ] {
+            let err = load(&[("CONFAB_SERVER_API_KEYS", bad)]).err().unwrap();
+            assert!(err.to_string().contains("is empty"), "{err}");
+        }
+        let err = load(&[("CONFAB_SERVER_API_KEYS", "short")]).err().unwrap();
+        assert!(err.to_string().contains("shorter than 16"), "{err}");
+        assert!(load(&[]).unwrap().server_api_keys.is_empty());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use confab_sio::SocketIo;
 use tokio::net::{TcpListener, TcpSocket};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::Verifier;
+use crate::auth::{ServerKeys, Verifier};
 use crate::bus::Bus;
 use crate::chat::{Chat, ChatSettings};
 use crate::config::Config;
@@ -133,6 +133,7 @@ impl Application {
                 verifier,
                 limiter,
                 shutting_down: shutting_down.clone(),
+                server_keys: Arc::new(ServerKeys::new(&config.server_api_keys)),
             },
             dev_login,
         )

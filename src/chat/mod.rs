@@ -11,6 +11,8 @@ mod conversations;
 mod messages;
 pub mod policy;
 pub mod presence;
+// The host app's server API: a block of its own.
+mod server;
 pub mod typing;
 
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use crate::store::{Store, Writer};
 use presence::Presence;
 use typing::Typing;
 
+use messages::AfterCommit;
 pub use messages::SYNC_PAGE;
 
 /// How long a connect waits for Redis to confirm its subscriptions before going ahead anyway.

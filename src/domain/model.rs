@@ -75,13 +75,24 @@ pub struct Message {
     pub id: MessageId,
     pub conversation_id: ConversationId,
     pub seq: i64,
-    pub sender_id: UserId,
+    /// `None` for a system message (posted by the host app's server, from no user).
+    pub sender_id: Option<UserId>,
+    pub kind: MessageKind,
     pub client_id: String,
     /// `None` once deleted.
     pub body: Option<String>,
     pub created_at: Timestamp,
     pub edited_at: Option<Timestamp>,
     pub deleted_at: Option<Timestamp>,
+}
+
+/// Who wrote a message: a user, or the host app's server (a system message, which clients show
+/// apart: "order shipped").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    User,
+    System,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

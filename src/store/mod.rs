@@ -24,8 +24,8 @@ pub use sqlite::SqliteStore;
 pub use writer::{SendReply, Writer};
 
 use crate::domain::{
-    ClientId, Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageBody,
-    MessageId, Role, Timestamp, UserId,
+    ClientId, Conversation, ConversationId, ConversationTitle, DisplayName, ExternalId, Message,
+    MessageBody, MessageId, Role, Timestamp, UserId,
 };
 use crate::error::{Error, Result};
 pub use crate::protocol::replies::{Page, SyncUpdate};
@@ -35,7 +35,8 @@ use crate::protocol::requests::SyncCursor;
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub conversation_id: ConversationId,
-    pub sender_id: UserId,
+    /// `None`: a system message, from the host app's server (no membership needed).
+    pub sender_id: Option<UserId>,
     pub client_id: ClientId,
     pub body: MessageBody,
 }
@@ -180,7 +181,8 @@ impl Store {
 
     /// The direct conversation between `a` and `b`, created if needed. `true` when created now.
     pub async fn create_direct(&self, a: &UserId, b: &UserId) -> Result<(Conversation, bool)> {
-        dispatch!(self, s => transactions::create_direct(s, a, b).await)
+        let what = transactions::Creation::Direct(a, b);
+        dispatch!(self, s => transactions::create(s, what, None).await)
     }
 
     /// A new group owned by `owner` with `members` (which must not contain `owner`).
@@ -190,7 +192,12 @@ impl Store {
         title: &ConversationTitle,
         members: &[UserId],
     ) -> Result<Conversation> {
-        dispatch!(self, s => transactions::create_group(s, owner, title, members).await)
+        let what = transactions::Creation::Group {
+            owner,
+            title,
+            members,
+        };
+        Ok(dispatch!(self, s => transactions::create(s, what, None).await)?.0)
     }
 
     /// The user's conversations, most recent activity first.
@@ -287,6 +294,37 @@ impl Store {
         changed_since: Option<Timestamp>,
     ) -> Result<Vec<SyncUpdate>> {
         dispatch!(self, s => s.sync(user, cursors, limit, changed_since).await)
+    }
+
+    // The host app's side (server API, moderation, webhooks).
+
+    /// For the server API: a direct conversation between `a` and `b` (found if the pair has
+    /// one), or with `external_id`, the conversation that id already names. `true` when created.
+    pub async fn create_direct_for_app(
+        &self,
+        a: &UserId,
+        b: &UserId,
+        external_id: Option<&ExternalId>,
+    ) -> Result<(Conversation, bool)> {
+        let what = transactions::Creation::Direct(a, b);
+        dispatch!(self, s => transactions::create(s, what, external_id).await)
+    }
+
+    /// For the server API: a new group, or with `external_id`, the conversation that id
+    /// already names. `true` when created.
+    pub async fn create_group_for_app(
+        &self,
+        owner: &UserId,
+        title: &ConversationTitle,
+        members: &[UserId],
+        external_id: Option<&ExternalId>,
+    ) -> Result<(Conversation, bool)> {
+        let what = transactions::Creation::Group {
+            owner,
+            title,
+            members,
+        };
+        dispatch!(self, s => transactions::create(s, what, external_id).await)
     }
 }
 

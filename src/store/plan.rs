@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::{NewMessage, SendOutcome};
-use crate::domain::{ConversationId, Message, MessageId, Timestamp, UserId};
+use crate::domain::{ConversationId, Message, MessageId, MessageKind, Timestamp, UserId};
 
 /// The key that makes a direct conversation unique per pair, whichever side creates it.
 pub(crate) fn direct_key(a: &UserId, b: &UserId) -> String {
@@ -33,7 +33,11 @@ pub(crate) fn plan_batch(
             let Some(seq) = next.get_mut(&m.conversation_id) else {
                 return SendOutcome::NotFound;
             };
-            if !is_member(m.conversation_id, &m.sender_id) {
+            // A system message (no sender) is the host app's: it needs no membership.
+            if m.sender_id
+                .as_ref()
+                .is_some_and(|sender| !is_member(m.conversation_id, sender))
+            {
                 return SendOutcome::NotFound;
             }
             let key = (
@@ -50,6 +54,11 @@ pub(crate) fn plan_batch(
                 conversation_id: m.conversation_id,
                 seq: *seq,
                 sender_id: m.sender_id.clone(),
+                kind: if m.sender_id.is_some() {
+                    MessageKind::User
+                } else {
+                    MessageKind::System
+                },
                 client_id: m.client_id.as_str().to_owned(),
                 body: Some(m.body.as_str().to_owned()),
                 created_at: now,
@@ -66,7 +75,8 @@ pub(crate) fn plan_batch(
 }
 
 /// A send's idempotency key: conversation, sender and client id.
-pub(crate) type SendKey = (ConversationId, UserId, String);
+/// (No sender: a system message.)
+pub(crate) type SendKey = (ConversationId, Option<UserId>, String);
 
 /// Stored messages by their idempotency key, as [`plan_batch`] takes them.
 pub(crate) fn by_send_key(messages: Vec<Message>) -> HashMap<SendKey, Message> {
@@ -89,7 +99,7 @@ mod tests {
     fn new(conv: ConversationId, sender: &str, client: &str) -> NewMessage {
         NewMessage {
             conversation_id: conv,
-            sender_id: UserId::parse(sender).unwrap(),
+            sender_id: Some(UserId::parse(sender).unwrap()),
             client_id: ClientId::parse(client.into()).unwrap(),
             body: MessageBody::parse("hi".into(), 10).unwrap(),
         }

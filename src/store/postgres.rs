@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::assemble::{page_from_rows, sync_update};
 use super::rows::{
     HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow,
-    message_columns, messages,
+    message_columns, messages, sender_column,
 };
 use super::transactions::{Backend, Rewrite, complete};
 use super::{DbContext, HistoryQuery, NewMessage, Page, SyncUpdate};
@@ -691,7 +691,10 @@ impl Backend for PgStore {
         batch: &[NewMessage],
     ) -> Result<HashSet<(ConversationId, UserId)>> {
         let convs: Vec<Uuid> = batch.iter().map(|m| m.conversation_id.0).collect();
-        let senders: Vec<&str> = batch.iter().map(|m| m.sender_id.as_str()).collect();
+        let senders: Vec<&str> = batch
+            .iter()
+            .map(|m| sender_column(m.sender_id.as_ref()))
+            .collect();
         let rows: Vec<MembershipRow> = sqlx::query_as(
             "SELECT DISTINCT k.c AS conversation_id, k.s AS user_id
              FROM UNNEST($1::uuid[], $2::text[]) AS k(c, s)
@@ -707,7 +710,10 @@ impl Backend for PgStore {
 
     async fn stored_sends(c: &mut PgConnection, batch: &[NewMessage]) -> Result<Vec<Message>> {
         let convs: Vec<Uuid> = batch.iter().map(|m| m.conversation_id.0).collect();
-        let senders: Vec<&str> = batch.iter().map(|m| m.sender_id.as_str()).collect();
+        let senders: Vec<&str> = batch
+            .iter()
+            .map(|m| sender_column(m.sender_id.as_ref()))
+            .collect();
         let clients: Vec<&str> = batch.iter().map(|m| m.client_id.as_str()).collect();
         let rows: Vec<MessageRow> = sqlx::query_as(concat!(
             "SELECT ",
@@ -737,7 +743,10 @@ impl Backend for PgStore {
         let ids: Vec<Uuid> = stored.iter().map(|m| m.id.0).collect();
         let convs: Vec<Uuid> = stored.iter().map(|m| m.conversation_id.0).collect();
         let seqs: Vec<i64> = stored.iter().map(|m| m.seq).collect();
-        let senders: Vec<&str> = stored.iter().map(|m| m.sender_id.as_str()).collect();
+        let senders: Vec<&str> = stored
+            .iter()
+            .map(|m| sender_column(m.sender_id.as_ref()))
+            .collect();
         let clients: Vec<&str> = stored.iter().map(|m| m.client_id.as_str()).collect();
         let bodies: Vec<&str> = stored
             .iter()
@@ -752,8 +761,8 @@ impl Backend for PgStore {
                  SELECT id, c, s, snd, cl, b, $7
                  FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[])
                       AS t(id, c, s, snd, cl, b)
-                 WHERE EXISTS (SELECT 1 FROM members mb
-                               WHERE mb.conversation_id = t.c AND mb.user_id = t.snd)
+                 WHERE t.snd = '' OR EXISTS (SELECT 1 FROM members mb
+                                             WHERE mb.conversation_id = t.c AND mb.user_id = t.snd)
                  ON CONFLICT (conversation_id, sender_id, client_id) DO NOTHING
                  RETURNING 1
              ), upd AS (
@@ -776,6 +785,39 @@ impl Backend for PgStore {
         .await
         .db_context("inserting messages")?;
         Ok(inserted as u64)
+    }
+
+    // The host app's side (server API, moderation, webhooks).
+
+    async fn find_external(
+        c: &mut PgConnection,
+        external_id: &str,
+    ) -> Result<Option<ConversationId>> {
+        let id: Option<Uuid> =
+            sqlx::query_scalar("SELECT conversation_id FROM external_ids WHERE external_id = $1")
+                .bind(external_id)
+                .fetch_optional(c)
+                .await
+                .db_context("finding an external id")?;
+        Ok(id.map(ConversationId))
+    }
+
+    async fn insert_external(
+        c: &mut PgConnection,
+        external_id: &str,
+        id: ConversationId,
+    ) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO external_ids (external_id, conversation_id) VALUES ($1, $2)
+             ON CONFLICT (external_id) DO NOTHING",
+        )
+        .bind(external_id)
+        .bind(id.0)
+        .execute(c)
+        .await
+        .db_context("recording an external id")?
+        .rows_affected();
+        Ok(inserted == 1)
     }
 }
 

@@ -18,6 +18,7 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use super::assemble::{page_from_rows, sync_update};
 use super::rows::{
     HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow, messages,
+    sender_column,
 };
 use super::transactions::{Backend, Rewrite, complete};
 use super::{DbContext, HistoryQuery, NewMessage, Page, SyncUpdate};
@@ -677,7 +678,7 @@ impl Backend for SqliteStore {
                     m.id.to_string(),
                     m.conversation_id.to_string(),
                     m.seq,
-                    m.sender_id.as_str(),
+                    sender_column(m.sender_id.as_ref()),
                     m.client_id.as_str(),
                     m.body.as_deref(),
                     m.created_at.millis(),
@@ -691,7 +692,8 @@ impl Backend for SqliteStore {
                     json_extract(value, '$[4]'), json_extract(value, '$[5]'),
                     json_extract(value, '$[6]')
              FROM json_each(?) AS t
-             WHERE EXISTS (SELECT 1 FROM members mb
+             WHERE json_extract(t.value, '$[3]') = ''
+                OR EXISTS (SELECT 1 FROM members mb
                            WHERE mb.conversation_id = json_extract(t.value, '$[1]')
                              AND mb.user_id = json_extract(t.value, '$[3]'))
              ON CONFLICT (conversation_id, sender_id, client_id) DO NOTHING",
@@ -719,6 +721,39 @@ impl Backend for SqliteStore {
         .await
         .db_context("advancing conversations' seq")?;
         Ok(inserted)
+    }
+
+    // The host app's side (server API, moderation, webhooks).
+
+    async fn find_external(
+        c: &mut SqliteConnection,
+        external_id: &str,
+    ) -> Result<Option<ConversationId>> {
+        let id: Option<super::rows::DbUuid> =
+            sqlx::query_scalar("SELECT conversation_id FROM external_ids WHERE external_id = ?")
+                .bind(external_id)
+                .fetch_optional(c)
+                .await
+                .db_context("finding an external id")?;
+        Ok(id.map(Into::into))
+    }
+
+    async fn insert_external(
+        c: &mut SqliteConnection,
+        external_id: &str,
+        id: ConversationId,
+    ) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO external_ids (external_id, conversation_id) VALUES (?, ?)
+             ON CONFLICT (external_id) DO NOTHING",
+        )
+        .bind(external_id)
+        .bind(id.to_string())
+        .execute(c)
+        .await
+        .db_context("recording an external id")?
+        .rows_affected();
+        Ok(inserted == 1)
     }
 }
 
@@ -786,7 +821,7 @@ fn send_keys(batch: &[NewMessage]) -> String {
             .map(|m| {
                 (
                     m.conversation_id.to_string(),
-                    m.sender_id.as_str(),
+                    sender_column(m.sender_id.as_ref()),
                     m.client_id.as_str(),
                 )
             })

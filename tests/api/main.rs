@@ -26,6 +26,7 @@ mod presence;
 mod proxy;
 mod receipts;
 mod security;
+mod server_api;
 mod session;
 mod startup;
 mod typing;
