@@ -7,3 +7,14 @@ CREATE TABLE external_ids (
     external_id      TEXT PRIMARY KEY,
     conversation_id  UUID NOT NULL REFERENCES conversations (id) ON DELETE CASCADE
 );
+
+-- Banned users (server API): their tokens are refused while `until` (NULL: for good) is ahead.
+CREATE TABLE bans (
+    user_id     TEXT PRIMARY KEY,
+    until       BIGINT,
+    reason      TEXT,
+    created_at  BIGINT NOT NULL
+);
+
+-- When a user was erased (server API): their bodies deleted, memberships ended, name dropped.
+ALTER TABLE users ADD COLUMN erased_at BIGINT;

@@ -64,6 +64,11 @@ pub enum Control {
     /// down or far behind). Every other node tells its sockets to `resync`.
     #[serde(rename = "m")]
     Missed,
+    // The host app's side (server API, moderation, webhooks).
+    /// On a user channel: deliver the attached packet (`session:ended`) to the user's sockets
+    /// here, then disconnect them (the user was banned or erased).
+    #[serde(rename = "k")]
+    EndSessions,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -209,7 +209,15 @@ impl Chat {
         // meanwhile (a `join` on the hub) is not missed.
         let user = &identity.user_id;
         let (first, subscribed) = self.hub.register(user, key, outbound);
-        match self.store.touch_user(user, identity.name.as_ref()).await {
+        // The ban is read after registering, so a ban committed from here on finds this socket
+        // to close (`Hub::end_sessions`), and one committed before is read here. Read alongside
+        // the memberships, so a connect takes no longer.
+        let (touched, banned) = tokio::join!(
+            self.store.touch_user(user, identity.name.as_ref()),
+            self.refuse_banned(user)
+        );
+        let touched = banned.and(touched);
+        match touched {
             Ok(conversations) => {
                 let more = self.hub.add_conversations(user, &conversations);
                 // With Redis: only once this node hears the user's conversations may the client
@@ -243,6 +251,7 @@ impl Chat {
     /// An HTTP caller: who they are, with their latest display name recorded (as a socket
     /// connect does).
     pub async fn caller(&self, identity: Identity) -> Result<Actor> {
+        self.refuse_banned(&identity.user_id).await?;
         if identity.name.is_some() {
             self.store
                 .remember_user(&identity.user_id, identity.name.as_ref())
@@ -252,6 +261,18 @@ impl Chat {
             user: identity.user_id,
             socket: None,
         })
+    }
+
+    /// `unauthorized` with reason `banned` while the host app bans the user.
+    async fn refuse_banned(&self, user: &UserId) -> Result<()> {
+        match self
+            .store
+            .ban_of(user, crate::domain::Timestamp::now())
+            .await?
+        {
+            Some(_) => Err(Error::Unauthorized(crate::auth::AuthFailure::Banned)),
+            None => Ok(()),
+        }
     }
 
     /// For readiness: a round trip to the database.

@@ -234,6 +234,24 @@ pub fn app_remove_members(conversation: &Conversation, users: &[UserId]) -> Resu
     Ok(plan)
 }
 
+/// An erased user's membership ends, in a direct conversation too (the other member keeps it,
+/// alone); a group's ownership passes on as when an owner leaves.
+pub fn erase_member(conversation: &Conversation, user: &UserId) -> Result<MembershipPlan> {
+    let Some(member) = conversation.member(user) else {
+        return Ok(MembershipPlan::default());
+    };
+    let mut plan = MembershipPlan {
+        remove: vec![user.clone()],
+        ..Default::default()
+    };
+    if member.role == Role::Owner {
+        if let Some(heir) = heir(conversation, &plan.remove) {
+            plan.set_role.push((heir.clone(), Role::Owner));
+        }
+    }
+    Ok(plan)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,10 @@
 use tokio::sync::oneshot;
 
 use super::{AfterCommit, Chat, policy};
-use crate::domain::{Conversation, ConversationId, UserId};
+use crate::domain::{Conversation, ConversationId, Timestamp, UserId};
 use crate::error::{Error, Result};
-use crate::hub::Except;
+use crate::hub::{Except, Outgoing};
+use crate::protocol::events::{MessageUpdated, SessionEnded};
 use crate::protocol::replies::Reply;
 use crate::protocol::server::{CreateForApp, SendForApp, ServerRequest};
 use crate::store::NewMessage;
@@ -42,6 +43,64 @@ impl Chat {
                 conversations: self.store.conversations_of(&user_id).await?,
             },
             ServerRequest::SendMessage(send) => return self.send_for_app(send).await,
+            ServerRequest::Ban(ban) => {
+                self.store.ban(&ban).await?;
+                self.hub.end_sessions(
+                    &ban.user_id,
+                    &Outgoing::of(&SessionEnded {
+                        reason: "banned",
+                        until: ban.until,
+                    }),
+                );
+                Reply::Ban {
+                    user_id: ban.user_id.clone(),
+                    ban: Some(ban),
+                }
+            }
+            ServerRequest::Unban { user_id } => {
+                self.store.unban(&user_id).await?;
+                Reply::Ban { user_id, ban: None }
+            }
+            ServerRequest::Erase { user_id } => self.erase(user_id).await?,
+        })
+    }
+
+    /// Erases a user: banned for good and disconnected first (so nothing new of theirs
+    /// arrives), then their bodies deleted (each conversation hears `message:updated`, as for
+    /// `message:delete`), then their memberships ended, one conversation at a time (members hear
+    /// `conversation:members`). Each step is idempotent, so an erasure cut short is finished by
+    /// asking again.
+    async fn erase(&self, user: UserId) -> Result<Reply> {
+        let deleted = self.store.erase_user(&user, Timestamp::now()).await?;
+        self.hub.end_sessions(
+            &user,
+            &Outgoing::of(&SessionEnded {
+                reason: "erased",
+                until: None,
+            }),
+        );
+        for message in &deleted {
+            let event = Outgoing::of(&MessageUpdated { message });
+            self.hub
+                .to_conversation(message.conversation_id, &event, Except::Nobody);
+        }
+        let mut left = 0;
+        for conversation in self.store.memberships(&user).await? {
+            let change = self
+                .store
+                .change_members(conversation, &[], |c, _| policy::erase_member(c, &user))
+                .await?;
+            if let Some(change) = change {
+                if change.before != change.after {
+                    left += 1;
+                }
+                self.announce_departures(None, Except::Nobody, &change.before, &change.after);
+            }
+        }
+        Ok(Reply::Erased {
+            user_id: user,
+            messages_deleted: deleted.len(),
+            conversations_left: left,
         })
     }
 

@@ -11,6 +11,8 @@ mod time;
 
 pub use ids::{ClientId, ConversationId, ExternalId, MessageId, UserId};
 pub use limits::Limits;
-pub use model::{Conversation, ConversationKind, Member, Message, MessageKind, ReadState, Role};
+pub use model::{
+    Ban, Conversation, ConversationKind, Member, Message, MessageKind, ReadState, Role,
+};
 pub use text::{ConversationTitle, DisplayName, MessageBody, TextError};
 pub use time::Timestamp;

@@ -127,3 +127,12 @@ impl Conversation {
         self.members.iter().map(|m| &m.user_id)
     }
 }
+
+/// A ban of a user by the host app (server API): their tokens are refused (`reason: "banned"`)
+/// until `until` (`None`: for good).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ban {
+    pub user_id: UserId,
+    pub until: Option<Timestamp>,
+    pub reason: Option<String>,
+}

@@ -10,6 +10,7 @@ use axum::routing::{delete, get, post};
 
 use super::AppState;
 use super::extract::{AppServer, JsonBody};
+use crate::domain::Timestamp;
 use crate::error::Result;
 use crate::protocol::server::{
     CreateForApp, SendForApp, ServerRequest, path_conversation, path_user,
@@ -31,6 +32,8 @@ pub fn routes() -> Router<AppState> {
             "/api/server/users/{user_id}/conversations",
             get(list_conversations),
         )
+        .route("/api/server/users/{user_id}/ban", post(ban).delete(unban))
+        .route("/api/server/users/{user_id}", delete(erase))
 }
 
 /// `chat`, then the envelope: `201` when the request made something new. No rate limit: the
@@ -92,6 +95,38 @@ async fn list_conversations(
     Path(user): Path<String>,
 ) -> Result<Response> {
     let request = ServerRequest::ListConversations {
+        user_id: path_user(&user)?,
+    };
+    answer(&state, request).await
+}
+
+async fn ban(
+    State(state): State<AppState>,
+    _: AppServer,
+    Path(user): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response> {
+    let request = ServerRequest::ban(path_user(&user)?, &body, Timestamp::now())?;
+    answer(&state, request).await
+}
+
+async fn unban(
+    State(state): State<AppState>,
+    _: AppServer,
+    Path(user): Path<String>,
+) -> Result<Response> {
+    let request = ServerRequest::Unban {
+        user_id: path_user(&user)?,
+    };
+    answer(&state, request).await
+}
+
+async fn erase(
+    State(state): State<AppState>,
+    _: AppServer,
+    Path(user): Path<String>,
+) -> Result<Response> {
+    let request = ServerRequest::Erase {
         user_id: path_user(&user)?,
     };
     answer(&state, request).await

@@ -324,6 +324,27 @@ impl Hub {
         }
     }
 
+    /// Ends every session of `user`, on every node: each socket gets `event`, then is closed.
+    pub fn end_sessions(&self, user: &UserId, event: &Outgoing) {
+        self.end_sessions_here(user, event);
+        if let Some(bus) = &self.inner.bus {
+            bus.publish(
+                &Channel::User(user.clone()),
+                Control::EndSessions,
+                event.frame(),
+            );
+        }
+    }
+
+    fn end_sessions_here(&self, user: &UserId, event: &Outgoing) {
+        // Collected first: closing a socket unregisters it, which takes the lock.
+        let sockets = self.inner.local.read().unwrap().sockets_of(user);
+        for socket in sockets {
+            socket.send(event);
+            socket.disconnect();
+        }
+    }
+
     /// Whether `user` has a socket here.
     pub fn is_online(&self, user: &UserId) -> bool {
         self.inner.local.read().unwrap().is_online(user)
@@ -444,6 +465,9 @@ impl Hub {
                 let _ = self.add_conversations(&u, &[c]);
             }
             (Channel::User(u), Control::Leave { c }) => self.leave_locally(&u, c),
+            (Channel::User(u), Control::EndSessions) => {
+                self.end_sessions_here(&u, &Outgoing::from_frame(frame));
+            }
             (Channel::Cluster, Control::NodeDied { node }) => {
                 tracing::info!(
                     node,

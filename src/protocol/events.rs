@@ -140,3 +140,14 @@ event!(Resync, "resync");
 #[derive(Serialize)]
 pub struct ServerShutdown {}
 event!(ServerShutdown, "server:shutdown");
+
+// The host app's side (server API, moderation, webhooks).
+
+/// The host app ended the user's sessions (`reason`: `banned`, or `erased`); the server
+/// disconnects the socket. A banned user's tokens are refused until `until` (`null`: for good).
+#[derive(Serialize)]
+pub struct SessionEnded {
+    pub reason: &'static str,
+    pub until: Option<Timestamp>,
+}
+event!(SessionEnded, "session:ended");

@@ -6,7 +6,8 @@ use serde::Deserialize;
 
 use super::requests::{conversation_id, from_json, user_id, user_ids};
 use crate::domain::{
-    ClientId, ConversationId, ConversationTitle, ExternalId, Limits, MessageBody, UserId,
+    Ban, ClientId, ConversationId, ConversationTitle, ExternalId, Limits, MessageBody, Timestamp,
+    UserId,
 };
 use crate::error::{Error, Result};
 
@@ -26,6 +27,58 @@ pub enum ServerRequest {
         user_id: UserId,
     },
     SendMessage(SendForApp),
+    Ban(Ban),
+    Unban {
+        user_id: UserId,
+    },
+    Erase {
+        user_id: UserId,
+    },
+}
+
+/// Longest ban reason, in characters.
+pub const MAX_BAN_REASON_CHARS: usize = 500;
+
+#[derive(Deserialize)]
+struct BanWire {
+    until: Option<String>,
+    reason: Option<String>,
+}
+
+impl ServerRequest {
+    /// `POST /api/server/users/{user_id}/ban`: `{ "until"?, "reason"? }`.
+    pub fn ban(user_id: UserId, raw: &str, now: Timestamp) -> Result<Self> {
+        // An empty body is a ban for good with no reason.
+        let raw = if raw.trim().is_empty() { "{}" } else { raw };
+        let wire: BanWire = from_json(raw)?;
+        let until = wire
+            .until
+            .map(|u| {
+                Timestamp::parse(&u).ok_or_else(|| {
+                    Error::invalid(
+                        "until",
+                        "must be an RFC 3339 time, like 2026-12-24T18:00:00Z",
+                    )
+                })
+            })
+            .transpose()?;
+        if until.is_some_and(|u| u <= now) {
+            return Err(Error::invalid("until", "must be in the future"));
+        }
+        let reason = wire
+            .reason
+            .map(|r| {
+                MessageBody::parse(r, MAX_BAN_REASON_CHARS)
+                    .map(MessageBody::into_string)
+                    .map_err(|e| Error::text("reason", e))
+            })
+            .transpose()?;
+        Ok(Self::Ban(Ban {
+            user_id,
+            until,
+            reason,
+        }))
+    }
 }
 
 /// `POST /api/server/conversations`: a direct conversation between two users, or a group with

@@ -24,8 +24,8 @@ pub use sqlite::SqliteStore;
 pub use writer::{SendReply, Writer};
 
 use crate::domain::{
-    ClientId, Conversation, ConversationId, ConversationTitle, DisplayName, ExternalId, Message,
-    MessageBody, MessageId, Role, Timestamp, UserId,
+    Ban, ClientId, Conversation, ConversationId, ConversationTitle, DisplayName, ExternalId,
+    Message, MessageBody, MessageId, Role, Timestamp, UserId,
 };
 use crate::error::{Error, Result};
 pub use crate::protocol::replies::{Page, SyncUpdate};
@@ -325,6 +325,28 @@ impl Store {
             members,
         };
         dispatch!(self, s => transactions::create(s, what, external_id).await)
+    }
+
+    /// Bans a user (replacing a ban they had).
+    pub async fn ban(&self, ban: &Ban) -> Result<()> {
+        dispatch!(self, s => s.ban(ban).await)
+    }
+
+    /// Lifts a user's ban; `false` when they had none.
+    pub async fn unban(&self, user: &UserId) -> Result<bool> {
+        dispatch!(self, s => s.unban(user).await)
+    }
+
+    /// The user's ban in force at `now`, if any.
+    pub async fn ban_of(&self, user: &UserId, now: Timestamp) -> Result<Option<Ban>> {
+        dispatch!(self, s => s.ban_of(user, now).await)
+    }
+
+    /// Erases a user: their name dropped, a ban for good recorded, the bodies of their messages
+    /// deleted (returned, as they are now). Their memberships are ended by the caller, one
+    /// conversation at a time ([`Store::change_members`]). Idempotent.
+    pub async fn erase_user(&self, user: &UserId, now: Timestamp) -> Result<Vec<Message>> {
+        dispatch!(self, s => s.erase_user(user, now).await)
     }
 }
 

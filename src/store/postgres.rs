@@ -22,7 +22,7 @@ use super::rows::{
 use super::transactions::{Backend, Rewrite, complete};
 use super::{DbContext, HistoryQuery, NewMessage, Page, SyncUpdate};
 use crate::domain::{
-    Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageId, Role,
+    Ban, Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageId, Role,
     Timestamp, UserId,
 };
 use crate::error::Result;
@@ -388,6 +388,89 @@ impl PgStore {
                 )
             })
             .collect())
+    }
+}
+
+// The host app's side (server API, moderation, webhooks).
+impl PgStore {
+    pub async fn ban(&self, ban: &Ban) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO bans (user_id, until, reason, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (user_id) DO UPDATE
+             SET until = EXCLUDED.until, reason = EXCLUDED.reason, created_at = EXCLUDED.created_at",
+        )
+        .bind(ban.user_id.as_str())
+        .bind(ban.until.map(Timestamp::millis))
+        .bind(ban.reason.as_deref())
+        .bind(Timestamp::now().millis())
+        .execute(&self.pool)
+        .await
+        .db_context("banning a user")?;
+        Ok(())
+    }
+
+    pub async fn unban(&self, user: &UserId) -> Result<bool> {
+        let removed = sqlx::query("DELETE FROM bans WHERE user_id = $1")
+            .bind(user.as_str())
+            .execute(&self.pool)
+            .await
+            .db_context("unbanning a user")?
+            .rows_affected();
+        Ok(removed > 0)
+    }
+
+    pub async fn ban_of(&self, user: &UserId, now: Timestamp) -> Result<Option<Ban>> {
+        let row: Option<(Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT until, reason FROM bans WHERE user_id = $1 AND (until IS NULL OR until > $2)",
+        )
+        .bind(user.as_str())
+        .bind(now.millis())
+        .fetch_optional(&self.pool)
+        .await
+        .db_context("checking bans")?;
+        Ok(row.map(|(until, reason)| Ban {
+            user_id: user.clone(),
+            until: until.map(Timestamp),
+            reason,
+        }))
+    }
+
+    /// Drops the user's name, records the erasure and a ban for good, and deletes the bodies of
+    /// every message they sent, in one transaction; returns the messages deleted now. Messages
+    /// have no index by sender (it would cost every send a write, for a rare erasure), so this
+    /// reads the table through.
+    pub async fn erase_user(&self, user: &UserId, now: Timestamp) -> Result<Vec<Message>> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO users (id, created_at, erased_at) VALUES ($1, $2, $2)
+             ON CONFLICT (id) DO UPDATE SET name = NULL, erased_at = COALESCE(users.erased_at, $2)",
+        )
+        .bind(user.as_str())
+        .bind(now.millis())
+        .execute(&mut *tx)
+        .await
+        .db_context("erasing a user")?;
+        sqlx::query(
+            "INSERT INTO bans (user_id, until, reason, created_at) VALUES ($1, NULL, 'erased', $2)
+             ON CONFLICT (user_id) DO UPDATE SET until = NULL, reason = 'erased'",
+        )
+        .bind(user.as_str())
+        .bind(now.millis())
+        .execute(&mut *tx)
+        .await
+        .db_context("banning an erased user")?;
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "UPDATE messages m SET body = NULL, deleted_at = $2, changed_at = $2
+             WHERE m.sender_id = $1 AND m.deleted_at IS NULL RETURNING ",
+            message_columns!()
+        ))
+        .bind(user.as_str())
+        .bind(now.millis())
+        .fetch_all(&mut *tx)
+        .await
+        .db_context("deleting an erased user's messages")?;
+        tx.commit().await.db_context("committing an erasure")?;
+        Ok(messages(rows))
     }
 }
 

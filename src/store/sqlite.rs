@@ -23,7 +23,7 @@ use super::rows::{
 use super::transactions::{Backend, Rewrite, complete};
 use super::{DbContext, HistoryQuery, NewMessage, Page, SyncUpdate};
 use crate::domain::{
-    Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageId, Role,
+    Ban, Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageId, Role,
     Timestamp, UserId,
 };
 use crate::error::Result;
@@ -331,6 +331,86 @@ impl SqliteStore {
             updates.push(sync_update(cursor, messages, changed, limit));
         }
         Ok(updates)
+    }
+}
+
+// The host app's side (server API, moderation, webhooks).
+impl SqliteStore {
+    pub async fn ban(&self, ban: &Ban) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO bans (user_id, until, reason, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (user_id) DO UPDATE
+             SET until = excluded.until, reason = excluded.reason, created_at = excluded.created_at",
+        )
+        .bind(ban.user_id.as_str())
+        .bind(ban.until.map(Timestamp::millis))
+        .bind(ban.reason.as_deref())
+        .bind(Timestamp::now().millis())
+        .execute(&self.writer)
+        .await
+        .db_context("banning a user")?;
+        Ok(())
+    }
+
+    pub async fn unban(&self, user: &UserId) -> Result<bool> {
+        let removed = sqlx::query("DELETE FROM bans WHERE user_id = ?")
+            .bind(user.as_str())
+            .execute(&self.writer)
+            .await
+            .db_context("unbanning a user")?
+            .rows_affected();
+        Ok(removed > 0)
+    }
+
+    pub async fn ban_of(&self, user: &UserId, now: Timestamp) -> Result<Option<Ban>> {
+        let row: Option<(Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT until, reason FROM bans WHERE user_id = ? AND (until IS NULL OR until > ?)",
+        )
+        .bind(user.as_str())
+        .bind(now.millis())
+        .fetch_optional(&self.readers)
+        .await
+        .db_context("checking bans")?;
+        Ok(row.map(|(until, reason)| Ban {
+            user_id: user.clone(),
+            until: until.map(Timestamp),
+            reason,
+        }))
+    }
+
+    /// See `PgStore::erase_user`.
+    pub async fn erase_user(&self, user: &UserId, now: Timestamp) -> Result<Vec<Message>> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO users (id, created_at, erased_at) VALUES (?1, ?2, ?2)
+             ON CONFLICT (id) DO UPDATE SET name = NULL, erased_at = coalesce(users.erased_at, ?2)",
+        )
+        .bind(user.as_str())
+        .bind(now.millis())
+        .execute(&mut *tx)
+        .await
+        .db_context("erasing a user")?;
+        sqlx::query(
+            "INSERT INTO bans (user_id, until, reason, created_at) VALUES (?1, NULL, 'erased', ?2)
+             ON CONFLICT (user_id) DO UPDATE SET until = NULL, reason = 'erased'",
+        )
+        .bind(user.as_str())
+        .bind(now.millis())
+        .execute(&mut *tx)
+        .await
+        .db_context("banning an erased user")?;
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "UPDATE messages SET body = NULL, deleted_at = ?2, changed_at = ?2
+             WHERE sender_id = ?1 AND deleted_at IS NULL RETURNING ",
+            returned_columns!()
+        ))
+        .bind(user.as_str())
+        .bind(now.millis())
+        .fetch_all(&mut *tx)
+        .await
+        .db_context("deleting an erased user's messages")?;
+        tx.commit().await.db_context("committing an erasure")?;
+        Ok(messages(rows))
     }
 }
 

@@ -18,6 +18,7 @@ mod http;
 mod limits;
 mod logs;
 mod messages;
+mod moderation;
 mod nodes;
 mod official_client;
 mod ordering;
