@@ -18,3 +18,14 @@ CREATE TABLE bans (
 
 -- When a user was erased (server API): their bodies deleted, memberships ended, name dropped.
 ALTER TABLE users ADD COLUMN erased_at BIGINT;
+
+-- Who blocked whom (`user:block`): the blocked user can't open or send in a direct conversation
+-- with the blocker, and doesn't see the blocker's presence.
+CREATE TABLE blocks (
+    blocker_id  TEXT NOT NULL,
+    blocked_id  TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    PRIMARY KEY (blocker_id, blocked_id)
+);
+-- Every send asks "has someone blocked this sender?": one probe here, empty for nearly everyone.
+CREATE INDEX blocks_by_blocked ON blocks (blocked_id, blocker_id);

@@ -12,3 +12,11 @@ CREATE TABLE bans (
 ) STRICT, WITHOUT ROWID;
 
 ALTER TABLE users ADD COLUMN erased_at INTEGER;
+
+CREATE TABLE blocks (
+    blocker_id  TEXT NOT NULL,
+    blocked_id  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (blocker_id, blocked_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX blocks_by_blocked ON blocks (blocked_id, blocker_id);

@@ -48,8 +48,14 @@ pub enum Control {
         x: Option<String>,
     },
     /// Presence news, deduplicated by `id` across a user's conversations.
+    /// `h`: users who must not hear it (those `user` blocked).
     #[serde(rename = "p")]
-    Presence { id: u64, user: String },
+    Presence {
+        id: u64,
+        user: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        h: Vec<String>,
+    },
     /// The channel's user joined conversation `c`: their sockets here start receiving it.
     #[serde(rename = "j")]
     Join { c: ConversationId },

@@ -26,6 +26,9 @@ impl Chat {
                         "a direct conversation needs another user",
                     ));
                 }
+                if self.store.is_blocked(&user_id, &actor.user).await? {
+                    return Err(Error::Forbidden(policy::BLOCKED));
+                }
                 self.store.create_direct(&actor.user, &user_id).await?
             }
             CreateConversation::Group { title, member_ids } => {

@@ -188,6 +188,7 @@ impl AfterCommit {
             Ok(SendOutcome::NotFound) => {
                 (self.done)(Err(Error::NotFound(policy::CONVERSATION_NOT_FOUND)))
             }
+            Ok(SendOutcome::Blocked) => (self.done)(Err(Error::Forbidden(policy::BLOCKED))),
             Err(e) => (self.done)(Err(e)),
         }
     }

@@ -173,6 +173,8 @@ impl Chat {
             request @ (Request::TypingStart(_) | Request::TypingStop(_)) => {
                 self.typing(actor, &request)?
             }
+            Request::Block(r) => self.block(actor, r.user_id, true).await?,
+            Request::Unblock(r) => self.block(actor, r.user_id, false).await?,
         })
     }
 
@@ -260,6 +262,18 @@ impl Chat {
         Ok(Actor {
             user: identity.user_id,
             socket: None,
+        })
+    }
+
+    /// `user:block` (`on`) and `user:unblock`: idempotent.
+    async fn block(&self, actor: &Actor, user: UserId, on: bool) -> Result<Reply> {
+        if user == actor.user {
+            return Err(Error::invalid("user_id", "you can't block yourself"));
+        }
+        self.store.set_block(&actor.user, &user, on).await?;
+        Ok(Reply::Blocked {
+            user_id: user,
+            blocked: on,
         })
     }
 

@@ -6,14 +6,16 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 
 use super::AppState;
 use super::extract::{Caller, JsonBody, QueryParams};
 use crate::domain::ConversationId;
 use crate::error::{Error, Result};
 use crate::protocol::Request;
-use crate::protocol::requests::{CreateConversation, History, HistoryWindowWire, SendMessage};
+use crate::protocol::requests::{
+    CreateConversation, History, HistoryWindowWire, SendMessage, UserRef,
+};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -25,6 +27,9 @@ pub fn routes() -> Router<AppState> {
             "/api/conversations/{id}/messages",
             get(history).post(send_message),
         )
+        // Blocks (issue 19).
+        .route("/api/blocks", post(block))
+        .route("/api/blocks/{user_id}", delete(unblock))
 }
 
 fn conversation_id(raw: &str) -> Result<ConversationId> {
@@ -82,4 +87,21 @@ async fn send_message(
         state.chat.limits(),
     )?);
     answer(&state, caller, request).await
+}
+
+async fn block(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Response> {
+    answer(&state, caller, Request::Block(UserRef::parse(&body)?)).await
+}
+
+async fn unblock(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user): Path<String>,
+) -> Result<Response> {
+    let user_id = crate::protocol::server::path_user(&user)?;
+    answer(&state, caller, Request::Unblock(UserRef { user_id })).await
 }

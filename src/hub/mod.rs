@@ -275,15 +275,20 @@ impl Hub {
 
     /// Tells the members of `conversations` (once each, on every node) about `subject`'s
     /// presence.
+    /// Users in `hidden` (those the subject blocked) are not told.
     pub fn announce_presence(
         &self,
         subject: &UserId,
         conversations: &[ConversationId],
         event: &Outgoing,
+        hidden: &[UserId],
     ) {
         {
             let local = self.inner.local.read().unwrap();
-            let recipients = local.members_of(conversations);
+            let mut recipients = local.members_of(conversations);
+            for user in hidden {
+                recipients.remove(user);
+            }
             local.to_users(&recipients, event, Except::User(subject));
         }
         if let Some(bus) = &self.inner.bus {
@@ -294,6 +299,7 @@ impl Hub {
                     Control::Presence {
                         id,
                         user: subject.to_string(),
+                        h: hidden.iter().map(UserId::to_string).collect(),
                     },
                     event.frame(),
                 );
@@ -445,13 +451,18 @@ impl Hub {
                     Except::Nobody,
                 );
             }
-            (Channel::Conversation(c), Control::Presence { id, user }) => {
+            (Channel::Conversation(c), Control::Presence { id, user, h }) => {
                 let Ok(subject) = UserId::parse(&user) else {
                     return;
                 };
                 let event = Outgoing::from_frame(frame);
                 let local = self.inner.local.read().unwrap();
                 let mut recipients = local.members_of(&[c]);
+                for hidden in &h {
+                    if let Ok(hidden) = UserId::parse(hidden) {
+                        recipients.remove(&hidden);
+                    }
+                }
                 {
                     let mut seen = self.inner.presence_seen.lock().unwrap();
                     let now = Instant::now();

@@ -78,6 +78,11 @@ pub enum Reply {
         messages_deleted: usize,
         conversations_left: usize,
     },
+    /// `user:block`, `user:unblock`.
+    Blocked {
+        user_id: UserId,
+        blocked: bool,
+    },
 }
 
 impl Reply {

@@ -529,6 +529,26 @@ impl Sync {
     }
 }
 
+/// Requests that only name a user: `user:block`, `user:unblock`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRef {
+    pub user_id: UserId,
+}
+
+#[derive(Deserialize)]
+struct UserRefWire {
+    user_id: String,
+}
+
+impl UserRef {
+    pub fn parse(raw: &str) -> Result<Self> {
+        let wire: UserRefWire = from_json(raw)?;
+        Ok(Self {
+            user_id: user_id("user_id", &wire.user_id)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

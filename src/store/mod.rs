@@ -51,6 +51,8 @@ pub enum SendOutcome {
     Duplicate(Message),
     /// The sender is not a member, or there is no such conversation.
     NotFound,
+    /// A direct conversation whose other member blocked the sender.
+    Blocked,
 }
 
 /// Which slice of a conversation's history to read.
@@ -347,6 +349,21 @@ impl Store {
     /// conversation at a time ([`Store::change_members`]). Idempotent.
     pub async fn erase_user(&self, user: &UserId, now: Timestamp) -> Result<Vec<Message>> {
         dispatch!(self, s => s.erase_user(user, now).await)
+    }
+
+    /// `blocker` blocks (`on`) or unblocks `blocked`; idempotent.
+    pub async fn set_block(&self, blocker: &UserId, blocked: &UserId, on: bool) -> Result<()> {
+        dispatch!(self, s => s.set_block(blocker, blocked, on).await)
+    }
+
+    /// Whether `blocker` blocked `blocked`.
+    pub async fn is_blocked(&self, blocker: &UserId, blocked: &UserId) -> Result<bool> {
+        dispatch!(self, s => s.is_blocked(blocker, blocked).await)
+    }
+
+    /// Whom `blocker` blocked.
+    pub async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<UserId>> {
+        dispatch!(self, s => s.blocked_by(blocker).await)
     }
 }
 

@@ -23,6 +23,7 @@ pub(crate) fn plan_batch(
     batch: &[NewMessage],
     last_seq: &HashMap<ConversationId, i64>,
     is_member: impl Fn(ConversationId, &UserId) -> bool,
+    is_blocked: impl Fn(ConversationId, &UserId) -> bool,
     mut existing: HashMap<SendKey, Message>,
     now: Timestamp,
 ) -> (Vec<SendOutcome>, HashMap<ConversationId, i64>) {
@@ -39,6 +40,12 @@ pub(crate) fn plan_batch(
                 .is_some_and(|sender| !is_member(m.conversation_id, sender))
             {
                 return SendOutcome::NotFound;
+            }
+            if m.sender_id
+                .as_ref()
+                .is_some_and(|sender| is_blocked(m.conversation_id, sender))
+            {
+                return SendOutcome::Blocked;
             }
             let key = (
                 m.conversation_id,
@@ -120,6 +127,7 @@ mod tests {
             &batch,
             &last,
             |_, u| u.as_str() != "mallory",
+            |_, _| false,
             HashMap::new(),
             Timestamp(0),
         );
@@ -129,6 +137,7 @@ mod tests {
                 SendOutcome::Stored(m) => format!("stored {}", m.seq),
                 SendOutcome::Duplicate(m) => format!("dup {}", m.seq),
                 SendOutcome::NotFound => "not found".into(),
+                SendOutcome::Blocked => "blocked".into(),
             })
             .collect();
         assert_eq!(
@@ -145,6 +154,7 @@ mod tests {
             &[new(a, "alice", "1")],
             &HashMap::new(),
             |_, _| true,
+            |_, _| false,
             HashMap::new(),
             Timestamp(0),
         );

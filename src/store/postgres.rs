@@ -247,7 +247,8 @@ impl PgStore {
             "SELECT u.id, u.last_seen_at FROM users u
              WHERE u.id = ANY($2) AND EXISTS (
                  SELECT 1 FROM members a JOIN members b ON b.conversation_id = a.conversation_id
-                 WHERE a.user_id = $1 AND b.user_id = u.id)",
+                 WHERE a.user_id = $1 AND b.user_id = u.id)
+             AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = u.id AND blocked_id = $1)",
         )
         .bind(viewer.as_str())
         .bind(user_strs(users))
@@ -471,6 +472,51 @@ impl PgStore {
         .db_context("deleting an erased user's messages")?;
         tx.commit().await.db_context("committing an erasure")?;
         Ok(messages(rows))
+    }
+
+    /// `blocker` blocks (`true`) or unblocks `blocked`.
+    pub async fn set_block(&self, blocker: &UserId, blocked: &UserId, on: bool) -> Result<()> {
+        let done = if on {
+            sqlx::query(
+                "INSERT INTO blocks (blocker_id, blocked_id, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(blocker.as_str())
+            .bind(blocked.as_str())
+            .bind(Timestamp::now().millis())
+            .execute(&self.pool)
+            .await
+        } else {
+            sqlx::query("DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2")
+                .bind(blocker.as_str())
+                .bind(blocked.as_str())
+                .execute(&self.pool)
+                .await
+        };
+        done.db_context("recording a block")?;
+        Ok(())
+    }
+
+    /// Whom `blocker` blocked.
+    pub async fn is_blocked(&self, blocker: &UserId, blocked: &UserId) -> Result<bool> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = $2)",
+        )
+        .bind(blocker.as_str())
+        .bind(blocked.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .db_context("checking a block")
+    }
+
+    pub async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<UserId>> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT blocked_id FROM blocks WHERE blocker_id = $1")
+                .bind(blocker.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .db_context("loading blocks")?;
+        Ok(ids.iter().map(|u| UserId::from_db(u)).collect())
     }
 }
 
@@ -844,8 +890,12 @@ impl Backend for PgStore {
                  SELECT id, c, s, snd, cl, b, $7
                  FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[])
                       AS t(id, c, s, snd, cl, b)
-                 WHERE t.snd = '' OR EXISTS (SELECT 1 FROM members mb
-                                             WHERE mb.conversation_id = t.c AND mb.user_id = t.snd)
+                 WHERE (t.snd = '' OR EXISTS (SELECT 1 FROM members mb
+                                              WHERE mb.conversation_id = t.c AND mb.user_id = t.snd))
+                   AND NOT EXISTS (SELECT 1 FROM blocks b
+                                   JOIN members o ON o.conversation_id = t.c AND o.user_id = b.blocker_id
+                                   JOIN conversations cv ON cv.id = t.c AND cv.kind = 'direct'
+                                   WHERE b.blocked_id = t.snd)
                  ON CONFLICT (conversation_id, sender_id, client_id) DO NOTHING
                  RETURNING 1
              ), upd AS (
@@ -901,6 +951,30 @@ impl Backend for PgStore {
         .db_context("recording an external id")?
         .rows_affected();
         Ok(inserted == 1)
+    }
+
+    async fn blocked_senders(
+        c: &mut PgConnection,
+        batch: &[NewMessage],
+    ) -> Result<HashSet<(ConversationId, UserId)>> {
+        let convs: Vec<Uuid> = batch.iter().map(|m| m.conversation_id.0).collect();
+        let senders: Vec<&str> = batch
+            .iter()
+            .map(|m| sender_column(m.sender_id.as_ref()))
+            .collect();
+        let rows: Vec<MembershipRow> = sqlx::query_as(
+            "SELECT DISTINCT k.c AS conversation_id, k.s AS user_id
+             FROM UNNEST($1::uuid[], $2::text[]) AS k(c, s)
+             JOIN blocks b ON b.blocked_id = k.s
+             JOIN members o ON o.conversation_id = k.c AND o.user_id = b.blocker_id
+             JOIN conversations cv ON cv.id = k.c AND cv.kind = 'direct'",
+        )
+        .bind(&convs)
+        .bind(&senders)
+        .fetch_all(c)
+        .await
+        .db_context("checking blocked senders")?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 }
 

@@ -231,7 +231,8 @@ impl SqliteStore {
             "SELECT u.id, u.last_seen_at FROM users u
              WHERE u.id IN (SELECT value FROM json_each(?2)) AND EXISTS (
                  SELECT 1 FROM members a JOIN members b ON b.conversation_id = a.conversation_id
-                 WHERE a.user_id = ?1 AND b.user_id = u.id)",
+                 WHERE a.user_id = ?1 AND b.user_id = u.id)
+             AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = u.id AND blocked_id = ?1)",
         )
         .bind(viewer.as_str())
         .bind(json_users(users))
@@ -411,6 +412,50 @@ impl SqliteStore {
         .db_context("deleting an erased user's messages")?;
         tx.commit().await.db_context("committing an erasure")?;
         Ok(messages(rows))
+    }
+
+    /// See `PgStore::set_block`.
+    pub async fn set_block(&self, blocker: &UserId, blocked: &UserId, on: bool) -> Result<()> {
+        let done = if on {
+            sqlx::query(
+                "INSERT INTO blocks (blocker_id, blocked_id, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(blocker.as_str())
+            .bind(blocked.as_str())
+            .bind(Timestamp::now().millis())
+            .execute(&self.writer)
+            .await
+        } else {
+            sqlx::query("DELETE FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2")
+                .bind(blocker.as_str())
+                .bind(blocked.as_str())
+                .execute(&self.writer)
+                .await
+        };
+        done.db_context("recording a block")?;
+        Ok(())
+    }
+
+    pub async fn is_blocked(&self, blocker: &UserId, blocked: &UserId) -> Result<bool> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = ? AND blocked_id = ?)",
+        )
+        .bind(blocker.as_str())
+        .bind(blocked.as_str())
+        .fetch_one(&self.readers)
+        .await
+        .db_context("checking a block")
+    }
+
+    pub async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<UserId>> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT blocked_id FROM blocks WHERE blocker_id = ?")
+                .bind(blocker.as_str())
+                .fetch_all(&self.readers)
+                .await
+                .db_context("loading blocks")?;
+        Ok(ids.iter().map(|u| UserId::from_db(u)).collect())
     }
 }
 
@@ -772,10 +817,16 @@ impl Backend for SqliteStore {
                     json_extract(value, '$[4]'), json_extract(value, '$[5]'),
                     json_extract(value, '$[6]')
              FROM json_each(?) AS t
-             WHERE json_extract(t.value, '$[3]') = ''
-                OR EXISTS (SELECT 1 FROM members mb
-                           WHERE mb.conversation_id = json_extract(t.value, '$[1]')
-                             AND mb.user_id = json_extract(t.value, '$[3]'))
+             WHERE (json_extract(t.value, '$[3]') = ''
+                    OR EXISTS (SELECT 1 FROM members mb
+                               WHERE mb.conversation_id = json_extract(t.value, '$[1]')
+                                 AND mb.user_id = json_extract(t.value, '$[3]')))
+               AND NOT EXISTS (SELECT 1 FROM blocks b
+                               JOIN members o ON o.conversation_id = json_extract(t.value, '$[1]')
+                                             AND o.user_id = b.blocker_id
+                               JOIN conversations cv ON cv.id = json_extract(t.value, '$[1]')
+                                                    AND cv.kind = 'direct'
+                               WHERE b.blocked_id = json_extract(t.value, '$[3]'))
              ON CONFLICT (conversation_id, sender_id, client_id) DO NOTHING",
         )
         .bind(json(&rows))
@@ -834,6 +885,26 @@ impl Backend for SqliteStore {
         .db_context("recording an external id")?
         .rows_affected();
         Ok(inserted == 1)
+    }
+
+    async fn blocked_senders(
+        c: &mut SqliteConnection,
+        batch: &[NewMessage],
+    ) -> Result<HashSet<(ConversationId, UserId)>> {
+        let rows: Vec<MembershipRow> = sqlx::query_as(
+            "SELECT DISTINCT json_extract(k.value, '$[0]') AS conversation_id,
+                    json_extract(k.value, '$[1]') AS user_id
+             FROM json_each(?) AS k
+             JOIN blocks b ON b.blocked_id = json_extract(k.value, '$[1]')
+             JOIN members o ON o.conversation_id = json_extract(k.value, '$[0]')
+                           AND o.user_id = b.blocker_id
+             JOIN conversations cv ON cv.id = json_extract(k.value, '$[0]') AND cv.kind = 'direct'",
+        )
+        .bind(send_keys(batch))
+        .fetch_all(c)
+        .await
+        .db_context("checking blocked senders")?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 }
 

@@ -149,6 +149,12 @@ pub(crate) trait Backend: Sync {
         external_id: &str,
         id: ConversationId,
     ) -> Result<bool>;
+    /// Which (conversation, sender) pairs of the batch are direct conversations whose other
+    /// member blocked the sender.
+    async fn blocked_senders(
+        c: &mut Conn<Self>,
+        batch: &[NewMessage],
+    ) -> Result<HashSet<(ConversationId, UserId)>>;
 }
 
 /// Attaches members and last messages to conversation heads: two more statements for any
@@ -388,12 +394,13 @@ async fn try_insert_messages<B: Backend>(
     // 2. Only when a first attempt skipped a row: which senders are members, and which sends
     //    are retries of stored messages. Read after the lock, so a membership change that
     //    committed while we waited for it is seen.
-    let (members, existing) = if look_up {
+    let (members, existing, blocked) = if look_up {
         let members = B::senders_who_are_members(&mut tx, batch).await?;
         let existing = by_send_key(B::stored_sends(&mut tx, batch).await?);
-        (Some(members), existing)
+        let blocked = B::blocked_senders(&mut tx, batch).await?;
+        (Some(members), existing, blocked)
     } else {
-        (None, HashMap::new())
+        (None, HashMap::new(), HashSet::new())
     };
 
     let (outcomes, new_last) = plan_batch(
@@ -402,6 +409,7 @@ async fn try_insert_messages<B: Backend>(
         // Until a skipped row says otherwise, every sender is taken to be a member: the insert
         // checks it.
         |c, u| members.as_ref().is_none_or(|m| m.contains(&(c, u.clone()))),
+        |c, u| blocked.contains(&(c, u.clone())),
         existing,
         Timestamp::now(),
     );

@@ -8,6 +8,7 @@ mod helpers;
 
 mod amplification;
 mod auth;
+mod blocks;
 mod cluster;
 mod conversations;
 mod faults;
