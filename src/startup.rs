@@ -56,7 +56,13 @@ impl Application {
         // Installed before anything records, so no early sample is lost.
         crate::telemetry::metrics();
         let verifier = Arc::new(Verifier::new(&config.jwt).context("loading JWT keys")?);
-        let store = Store::connect(&config.database_url, config.database_max_connections).await?;
+        let mut store =
+            Store::connect(&config.database_url, config.database_max_connections).await?;
+        // Webhooks: the transactions record events in the outbox and wake the sender.
+        let outbox_written = Arc::new(tokio::sync::Notify::new());
+        if config.webhooks.is_some() {
+            store.enable_outbox(outbox_written.clone());
+        }
         // SQLite has one writer anyway; PostgreSQL commits batches for different conversations
         // in parallel, which overlaps one batch's fsync with the next batch's work.
         let shards = match store {
@@ -90,6 +96,10 @@ impl Application {
                 cluster_presence,
             },
         );
+        if let Some(webhooks) = config.webhooks.clone() {
+            chat.start_webhooks(webhooks, outbox_written, shutting_down.clone())
+                .context("starting the webhook sender")?;
+        }
         let limiter = Limiter::new(&config.rates);
         let realtime = Realtime::new(
             chat.clone(),

@@ -29,3 +29,27 @@ CREATE TABLE blocks (
 );
 -- Every send asks "has someone blocked this sender?": one probe here, empty for nearly everyone.
 CREATE INDEX blocks_by_blocked ON blocks (blocked_id, blocker_id);
+
+-- Webhooks (`CONFAB_WEBHOOK_URL`): the outbox. A row is written in the transaction of what
+-- caused it (a message stored, a conversation created, members changed), so an event is never
+-- lost nor sent for something rolled back; a background sender on some node claims due rows
+-- (`locked_until`: a lease, so a node that dies mid-send leaves its rows to the others), posts
+-- them and deletes them once the receiver answered 2xx, or schedules the next attempt.
+CREATE TABLE webhook_outbox (
+    id               UUID PRIMARY KEY,
+    type             TEXT NOT NULL,
+    -- The event's `data` as JSON text. `message.created` rows are written without their
+    -- recipients (`resolved` false) and completed by the sender's first claim, right after
+    -- the commit: who of the members has no socket anywhere is known to the nodes, not the
+    -- database. Once resolved, the body is the same on every attempt.
+    data             TEXT NOT NULL,
+    resolved         BOOLEAN NOT NULL,
+    created_at       BIGINT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  BIGINT NOT NULL,
+    locked_until     BIGINT,
+    last_error       TEXT,
+    -- Set when the sender gave up (CONFAB_WEBHOOK_RETRY_HOURS after `created_at`).
+    failed_at        BIGINT
+);
+CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE failed_at IS NULL;

@@ -14,6 +14,7 @@ pub mod presence;
 // The host app's server API: a block of its own.
 mod server;
 pub mod typing;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -24,8 +24,8 @@ pub use sqlite::SqliteStore;
 pub use writer::{SendReply, Writer};
 
 use crate::domain::{
-    Ban, ClientId, Conversation, ConversationId, ConversationTitle, DisplayName, ExternalId,
-    Message, MessageBody, MessageId, Role, Timestamp, UserId,
+    Ban, ClientId, Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName,
+    ExternalId, Message, MessageBody, MessageId, Role, Timestamp, UserId,
 };
 use crate::error::{Error, Result};
 pub use crate::protocol::replies::{Page, SyncUpdate};
@@ -105,6 +105,57 @@ pub enum MessageChange {
     Delete,
     /// Nothing to write (deleting what is already deleted): return the message as it is.
     Unchanged,
+}
+
+// The host app's side: the webhook outbox.
+
+/// A webhook event to record in the outbox, in the transaction of what caused it.
+#[derive(Debug, Clone)]
+pub struct OutboxEvent {
+    pub id: uuid::Uuid,
+    pub kind: &'static str,
+    /// The event's `data`, as JSON text.
+    pub data: String,
+    /// `false` for `message.created`, whose recipients the sender adds at its first claim.
+    pub resolved: bool,
+    pub created_at: i64,
+}
+
+impl OutboxEvent {
+    pub fn new(kind: &'static str, data: &impl serde::Serialize, resolved: bool) -> Self {
+        let now = Timestamp::now().millis();
+        Self {
+            id: uuid::Uuid::now_v7(),
+            kind,
+            data: serde_json::to_string(data).expect("event data serializes"),
+            resolved,
+            created_at: now,
+        }
+    }
+}
+
+/// A claimed outbox row, leased to this node until it is settled.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    #[sqlx(try_from = "rows::DbUuid")]
+    pub id: uuid::Uuid,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub data: String,
+    pub resolved: bool,
+    pub created_at: i64,
+    pub attempts: i32,
+}
+
+/// What became of one attempt at sending an outbox row.
+#[derive(Debug, Clone)]
+pub enum OutboxSettle {
+    /// The receiver took it (2xx), or there is nothing to send: deleted.
+    Done,
+    /// Try again at `at` (unix ms).
+    Retry { at: i64, error: String },
+    /// Given up: kept, marked failed, for the operator.
+    Failed { error: String },
 }
 
 /// The storage backend.
@@ -359,6 +410,44 @@ impl Store {
     /// Whether `blocker` blocked `blocked`.
     pub async fn is_blocked(&self, blocker: &UserId, blocked: &UserId) -> Result<bool> {
         dispatch!(self, s => s.is_blocked(blocker, blocked).await)
+    }
+
+    /// Webhooks on: the transactions record outbox events, and `written` is signalled after
+    /// each commit that recorded some.
+    pub fn enable_outbox(&mut self, written: std::sync::Arc<tokio::sync::Notify>) {
+        dispatch!(self, s => s.outbox = Some(written))
+    }
+
+    /// Leases up to `limit` due outbox rows to this node until `lease_until` (unix ms).
+    pub async fn claim_outbox(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>> {
+        dispatch!(self, s => s.claim_outbox(now, lease_until, limit).await)
+    }
+
+    /// Completes a `message.created` row's data (or, `None`, deletes it: nobody to tell).
+    pub async fn resolve_outbox(&self, id: uuid::Uuid, data: Option<&str>) -> Result<()> {
+        dispatch!(self, s => s.resolve_outbox(id, data).await)
+    }
+
+    pub async fn settle_outbox(&self, id: uuid::Uuid, settle: &OutboxSettle) -> Result<()> {
+        dispatch!(self, s => s.settle_outbox(id, settle, Timestamp::now().millis()).await)
+    }
+
+    /// Outbox rows still to be sent (not given up).
+    pub async fn outbox_depth(&self) -> Result<i64> {
+        dispatch!(self, s => s.outbox_depth().await)
+    }
+
+    /// A conversation's kind and members.
+    pub async fn kind_and_members(
+        &self,
+        conversation: ConversationId,
+    ) -> Result<Option<(ConversationKind, Vec<UserId>)>> {
+        dispatch!(self, s => s.kind_and_members(conversation).await)
     }
 
     /// Whom `blocker` blocked.

@@ -20,10 +20,12 @@ use super::rows::{
     message_columns, messages, sender_column,
 };
 use super::transactions::{Backend, Rewrite, complete};
-use super::{DbContext, HistoryQuery, NewMessage, Page, SyncUpdate};
+use super::{
+    DbContext, HistoryQuery, NewMessage, OutboxEvent, OutboxRow, OutboxSettle, Page, SyncUpdate,
+};
 use crate::domain::{
-    Ban, Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageId, Role,
-    Timestamp, UserId,
+    Ban, Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName, Message,
+    MessageId, Role, Timestamp, UserId,
 };
 use crate::error::Result;
 use crate::protocol::requests::SyncCursor;
@@ -31,6 +33,8 @@ use crate::protocol::requests::SyncCursor;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Webhooks on: signalled after a commit that recorded outbox events.
+    pub(crate) outbox: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 /// How long the first connection may take before the start fails.
@@ -98,7 +102,7 @@ impl PgStore {
             .run(&pool)
             .await
             .context("migrating the PostgreSQL database")?;
-        Ok(Self { pool })
+        Ok(Self { pool, outbox: None })
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -497,7 +501,6 @@ impl PgStore {
         Ok(())
     }
 
-    /// Whom `blocker` blocked.
     pub async fn is_blocked(&self, blocker: &UserId, blocked: &UserId) -> Result<bool> {
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = $2)",
@@ -509,6 +512,108 @@ impl PgStore {
         .db_context("checking a block")
     }
 
+    /// Leases due rows; `SKIP LOCKED`, so nodes claiming at once take different rows, and the
+    /// lease (`locked_until`), so rows of a node that died while sending are claimed again.
+    pub async fn claim_outbox(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>> {
+        sqlx::query_as(
+            "UPDATE webhook_outbox o SET locked_until = $2
+             FROM (SELECT id FROM webhook_outbox
+                   WHERE failed_at IS NULL AND next_attempt_at <= $1
+                     AND (locked_until IS NULL OR locked_until <= $1)
+                   ORDER BY next_attempt_at LIMIT $3
+                   FOR UPDATE SKIP LOCKED) due
+             WHERE o.id = due.id
+             RETURNING o.id, o.type, o.data, o.resolved, o.created_at, o.attempts",
+        )
+        .bind(now)
+        .bind(lease_until)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .db_context("claiming webhook events")
+    }
+
+    pub async fn resolve_outbox(&self, id: Uuid, data: Option<&str>) -> Result<()> {
+        let query = match data {
+            Some(data) => {
+                sqlx::query("UPDATE webhook_outbox SET data = $2, resolved = TRUE WHERE id = $1")
+                    .bind(id)
+                    .bind(data)
+            }
+            None => sqlx::query("DELETE FROM webhook_outbox WHERE id = $1").bind(id),
+        };
+        query
+            .execute(&self.pool)
+            .await
+            .db_context("resolving a webhook event")?;
+        Ok(())
+    }
+
+    pub async fn settle_outbox(&self, id: Uuid, settle: &OutboxSettle, now: i64) -> Result<()> {
+        let query = match settle {
+            OutboxSettle::Done => sqlx::query("DELETE FROM webhook_outbox WHERE id = $1").bind(id),
+            OutboxSettle::Retry { at, error } => sqlx::query(
+                "UPDATE webhook_outbox SET attempts = attempts + 1, next_attempt_at = $2,
+                     locked_until = NULL, last_error = $3
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(*at)
+            .bind(error.as_str()),
+            OutboxSettle::Failed { error } => sqlx::query(
+                "UPDATE webhook_outbox SET attempts = attempts + 1, failed_at = $2,
+                     locked_until = NULL, last_error = $3
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(error.as_str()),
+        };
+        query
+            .execute(&self.pool)
+            .await
+            .db_context("settling a webhook event")?;
+        Ok(())
+    }
+
+    pub async fn outbox_depth(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT count(*) FROM webhook_outbox WHERE failed_at IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .db_context("counting webhook events")
+    }
+
+    pub async fn kind_and_members(
+        &self,
+        conversation: ConversationId,
+    ) -> Result<Option<(ConversationKind, Vec<UserId>)>> {
+        let kind: Option<String> =
+            sqlx::query_scalar("SELECT kind FROM conversations WHERE id = $1")
+                .bind(conversation.0)
+                .fetch_optional(&self.pool)
+                .await
+                .db_context("loading a conversation's kind")?;
+        let Some(kind) = kind.as_deref().and_then(ConversationKind::from_db) else {
+            return Ok(None);
+        };
+        let members: Vec<String> =
+            sqlx::query_scalar("SELECT user_id FROM members WHERE conversation_id = $1")
+                .bind(conversation.0)
+                .fetch_all(&self.pool)
+                .await
+                .db_context("loading members")?;
+        Ok(Some((
+            kind,
+            members.iter().map(|u| UserId::from_db(u)).collect(),
+        )))
+    }
+
+    /// Whom `blocker` blocked.
     pub async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<UserId>> {
         let ids: Vec<String> =
             sqlx::query_scalar("SELECT blocked_id FROM blocks WHERE blocker_id = $1")
@@ -951,6 +1056,36 @@ impl Backend for PgStore {
         .db_context("recording an external id")?
         .rows_affected();
         Ok(inserted == 1)
+    }
+
+    fn outbox(&self) -> Option<&tokio::sync::Notify> {
+        self.outbox.as_deref()
+    }
+
+    async fn insert_outbox(c: &mut PgConnection, events: &[OutboxEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+        let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+        let resolved: Vec<bool> = events.iter().map(|e| e.resolved).collect();
+        let created: Vec<i64> = events.iter().map(|e| e.created_at).collect();
+        sqlx::query(
+            "INSERT INTO webhook_outbox (id, type, data, resolved, created_at, next_attempt_at)
+             SELECT id, t, d, r, c, c
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::boolean[], $5::bigint[])
+                  AS e(id, t, d, r, c)",
+        )
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&data)
+        .bind(&resolved)
+        .bind(&created)
+        .execute(c)
+        .await
+        .db_context("recording webhook events")?;
+        Ok(())
     }
 
     async fn blocked_senders(

@@ -214,6 +214,12 @@ impl From<MembershipRow> for (ConversationId, UserId) {
     }
 }
 
+impl From<DbUuid> for Uuid {
+    fn from(id: DbUuid) -> Self {
+        id.0
+    }
+}
+
 impl From<DbUuid> for ConversationId {
     fn from(id: DbUuid) -> Self {
         ConversationId(id.0)

@@ -21,10 +21,12 @@ use super::rows::{
     sender_column,
 };
 use super::transactions::{Backend, Rewrite, complete};
-use super::{DbContext, HistoryQuery, NewMessage, Page, SyncUpdate};
+use super::{
+    DbContext, HistoryQuery, NewMessage, OutboxEvent, OutboxRow, OutboxSettle, Page, SyncUpdate,
+};
 use crate::domain::{
-    Ban, Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageId, Role,
-    Timestamp, UserId,
+    Ban, Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName, Message,
+    MessageId, Role, Timestamp, UserId,
 };
 use crate::error::Result;
 use crate::protocol::requests::SyncCursor;
@@ -43,6 +45,8 @@ pub struct SqliteStore {
     /// Exactly one connection: SQLite's single writer, made explicit.
     writer: SqlitePool,
     readers: SqlitePool,
+    /// Webhooks on: signalled after a commit that recorded outbox events.
+    pub(crate) outbox: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl SqliteStore {
@@ -90,7 +94,11 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .context("opening read connections")?;
-        Ok(Self { writer, readers })
+        Ok(Self {
+            writer,
+            readers,
+            outbox: None,
+        })
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -446,6 +454,110 @@ impl SqliteStore {
         .fetch_one(&self.readers)
         .await
         .db_context("checking a block")
+    }
+
+    /// See `PgStore::claim_outbox`: here the single writer connection keeps claims apart.
+    pub async fn claim_outbox(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>> {
+        sqlx::query_as(
+            "UPDATE webhook_outbox SET locked_until = ?2
+             WHERE id IN (SELECT id FROM webhook_outbox
+                          WHERE failed_at IS NULL AND next_attempt_at <= ?1
+                            AND (locked_until IS NULL OR locked_until <= ?1)
+                          ORDER BY next_attempt_at LIMIT ?3)
+             RETURNING id, type, data, resolved, created_at, attempts",
+        )
+        .bind(now)
+        .bind(lease_until)
+        .bind(limit)
+        .fetch_all(&self.writer)
+        .await
+        .db_context("claiming webhook events")
+    }
+
+    pub async fn resolve_outbox(&self, id: uuid::Uuid, data: Option<&str>) -> Result<()> {
+        let query = match data {
+            Some(data) => {
+                sqlx::query("UPDATE webhook_outbox SET data = ?2, resolved = 1 WHERE id = ?1")
+                    .bind(id.to_string())
+                    .bind(data)
+            }
+            None => sqlx::query("DELETE FROM webhook_outbox WHERE id = ?1").bind(id.to_string()),
+        };
+        query
+            .execute(&self.writer)
+            .await
+            .db_context("resolving a webhook event")?;
+        Ok(())
+    }
+
+    pub async fn settle_outbox(
+        &self,
+        id: uuid::Uuid,
+        settle: &OutboxSettle,
+        now: i64,
+    ) -> Result<()> {
+        let id = id.to_string();
+        let query = match settle {
+            OutboxSettle::Done => sqlx::query("DELETE FROM webhook_outbox WHERE id = ?1").bind(id),
+            OutboxSettle::Retry { at, error } => sqlx::query(
+                "UPDATE webhook_outbox SET attempts = attempts + 1, next_attempt_at = ?2,
+                     locked_until = NULL, last_error = ?3
+                 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(*at)
+            .bind(error.as_str()),
+            OutboxSettle::Failed { error } => sqlx::query(
+                "UPDATE webhook_outbox SET attempts = attempts + 1, failed_at = ?2,
+                     locked_until = NULL, last_error = ?3
+                 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(error.as_str()),
+        };
+        query
+            .execute(&self.writer)
+            .await
+            .db_context("settling a webhook event")?;
+        Ok(())
+    }
+
+    pub async fn outbox_depth(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT count(*) FROM webhook_outbox WHERE failed_at IS NULL")
+            .fetch_one(&self.readers)
+            .await
+            .db_context("counting webhook events")
+    }
+
+    pub async fn kind_and_members(
+        &self,
+        conversation: ConversationId,
+    ) -> Result<Option<(ConversationKind, Vec<UserId>)>> {
+        let kind: Option<String> =
+            sqlx::query_scalar("SELECT kind FROM conversations WHERE id = ?")
+                .bind(conversation.to_string())
+                .fetch_optional(&self.readers)
+                .await
+                .db_context("loading a conversation's kind")?;
+        let Some(kind) = kind.as_deref().and_then(ConversationKind::from_db) else {
+            return Ok(None);
+        };
+        let members: Vec<String> =
+            sqlx::query_scalar("SELECT user_id FROM members WHERE conversation_id = ?")
+                .bind(conversation.to_string())
+                .fetch_all(&self.readers)
+                .await
+                .db_context("loading members")?;
+        Ok(Some((
+            kind,
+            members.iter().map(|u| UserId::from_db(u)).collect(),
+        )))
     }
 
     pub async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<UserId>> {
@@ -885,6 +997,40 @@ impl Backend for SqliteStore {
         .db_context("recording an external id")?
         .rows_affected();
         Ok(inserted == 1)
+    }
+
+    fn outbox(&self) -> Option<&tokio::sync::Notify> {
+        self.outbox.as_deref()
+    }
+
+    async fn insert_outbox(c: &mut SqliteConnection, events: &[OutboxEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<_> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.id.to_string(),
+                    e.kind,
+                    e.data.as_str(),
+                    e.resolved,
+                    e.created_at,
+                )
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO webhook_outbox (id, type, data, resolved, created_at, next_attempt_at)
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                    json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                    json_extract(value, '$[4]'), json_extract(value, '$[4]')
+             FROM json_each(?)",
+        )
+        .bind(json(&rows))
+        .execute(c)
+        .await
+        .db_context("recording webhook events")?;
+        Ok(())
     }
 
     async fn blocked_senders(

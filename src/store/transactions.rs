@@ -13,7 +13,9 @@ use sqlx::Transaction;
 use super::assemble::{ConversationHead, assemble};
 use super::plan::{by_send_key, direct_key, plan_batch};
 use super::rows::{MemberRow, MessageRow, messages};
-use super::{MembershipChange, MembershipPlan, MessageChange, NewMessage, SendOutcome};
+use super::{
+    MembershipChange, MembershipPlan, MessageChange, NewMessage, OutboxEvent, SendOutcome,
+};
 use crate::domain::{
     Conversation, ConversationId, ConversationTitle, ExternalId, Message, MessageBody, MessageId,
     Role, Timestamp, UserId,
@@ -149,6 +151,10 @@ pub(crate) trait Backend: Sync {
         external_id: &str,
         id: ConversationId,
     ) -> Result<bool>;
+    /// Webhooks on: the signal to give after committing outbox events.
+    fn outbox(&self) -> Option<&tokio::sync::Notify>;
+    /// Records webhook events (in the caller's transaction).
+    async fn insert_outbox(c: &mut Conn<Self>, events: &[OutboxEvent]) -> Result<()>;
     /// Which (conversation, sender) pairs of the batch are direct conversations whose other
     /// member blocked the sender.
     async fn blocked_senders(
@@ -241,7 +247,17 @@ pub(crate) async fn create<B: Backend>(
             }
         }
         let conversation = reload::<B>(&mut tx, id).await?;
+        let outbox = created && backend.outbox().is_some();
+        if outbox {
+            let data = serde_json::json!({ "conversation": conversation });
+            B::insert_outbox(
+                &mut tx,
+                &[OutboxEvent::new("conversation.created", &data, true)],
+            )
+            .await?;
+        }
         commit::<B>(tx).await?;
+        wake_outbox(backend, outbox);
         return Ok((conversation, created));
     }
     Err(Error::internal(anyhow::anyhow!(
@@ -330,7 +346,21 @@ where
         B::record_departures(&mut tx, id, &plan.departures, now).await?;
     }
     let after = reload::<B>(&mut tx, id).await?;
+    let mut events = Vec::new();
+    if backend.outbox().is_some() {
+        for (kind, users) in [
+            ("member.added", &plan.add),
+            ("member.removed", &plan.remove),
+        ] {
+            if !users.is_empty() {
+                let data = serde_json::json!({ "conversation_id": id, "user_ids": users });
+                events.push(OutboxEvent::new(kind, &data, true));
+            }
+        }
+        B::insert_outbox(&mut tx, &events).await?;
+    }
     commit::<B>(tx).await?;
+    wake_outbox(backend, !events.is_empty());
     Ok(Some(MembershipChange { before, after }))
 }
 
@@ -432,7 +462,29 @@ async fn try_insert_messages<B: Backend>(
                 .map_err(|e| super::db_error(e, "rolling back"))?;
             return Ok(None);
         }
+        if backend.outbox().is_some() {
+            // Resolved by the sender: who of the members is away is known to the nodes.
+            let events: Vec<OutboxEvent> = stored
+                .iter()
+                .map(|m| {
+                    OutboxEvent::new(
+                        "message.created",
+                        &serde_json::json!({ "message": m }),
+                        false,
+                    )
+                })
+                .collect();
+            B::insert_outbox(&mut tx, &events).await?;
+        }
     }
     commit::<B>(tx).await?;
+    wake_outbox(backend, !stored.is_empty());
     Ok(Some(outcomes))
+}
+
+/// Wakes the webhook sender after a commit that recorded events (`recorded`).
+fn wake_outbox<B: Backend>(backend: &B, recorded: bool) {
+    if recorded && let Some(written) = backend.outbox() {
+        written.notify_one();
+    }
 }

@@ -33,4 +33,5 @@ mod session;
 mod startup;
 mod typing;
 mod web;
+mod webhooks;
 mod wire;

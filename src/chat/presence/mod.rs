@@ -224,7 +224,7 @@ impl Presence {
     }
 
     /// Online here (or in the grace period here), or on another node.
-    async fn online(&self, users: &[UserId]) -> HashMap<UserId, bool> {
+    pub async fn online(&self, users: &[UserId]) -> HashMap<UserId, bool> {
         let mut online: HashMap<UserId, bool> = users
             .iter()
             .map(|u| {
