@@ -6,6 +6,8 @@
 mod ids;
 mod limits;
 mod model;
+// The OpenAPI document's view of the domain's values.
+mod schema;
 mod text;
 mod time;
 

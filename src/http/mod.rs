@@ -8,7 +8,8 @@ mod extract;
 mod health;
 mod metrics;
 mod origin;
-// The host app's server API: a block of its own.
+// The host app's server API and the OpenAPI document: a block of their own.
+pub mod openapi;
 mod server_api;
 mod web;
 
@@ -45,6 +46,7 @@ pub fn routes(state: AppState, dev_login: Option<DevLogin>) -> Router {
     Router::new()
         .merge(api::routes())
         .merge(server_api::routes())
+        .merge(openapi::routes())
         .merge(health::routes())
         .merge(metrics::routes())
         .merge(web::routes(dev_login))

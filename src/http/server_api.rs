@@ -10,6 +10,10 @@ use axum::routing::{delete, get, post};
 
 use super::AppState;
 use super::extract::{AppServer, JsonBody};
+use super::openapi::{
+    AppCreateConversationBody, AppSendMessageBody, BanBody, BanData, ConversationData,
+    ConversationsData, ErasedData, Failure, MessageData, Success, UserIdsBody,
+};
 use crate::domain::Timestamp;
 use crate::error::Result;
 use crate::protocol::server::{
@@ -48,7 +52,8 @@ async fn answer(state: &AppState, request: ServerRequest) -> Result<Response> {
     Ok(super::success(status, &reply))
 }
 
-async fn create_conversation(
+#[utoipa::path(post, path = "/api/server/conversations", operation_id = "server_create_conversation", tag = "server", security(("server_key" = [])), request_body = AppCreateConversationBody, responses((status = 201, description = "Created", body = Success<ConversationData>), (status = 200, description = "Found: the pair's direct conversation, or the one the external_id names", body = Success<ConversationData>), (status = "4XX", description = "Refused: the error envelope (docs/PROTOCOL.md, \"Errors\")", body = Failure), (status = "5XX", description = "A server-side failure", body = Failure)))]
+pub(super) async fn create_conversation(
     State(state): State<AppState>,
     _: AppServer,
     JsonBody(body): JsonBody,
@@ -57,7 +62,8 @@ async fn create_conversation(
     answer(&state, ServerRequest::CreateConversation(request)).await
 }
 
-async fn add_members(
+#[utoipa::path(post, path = "/api/server/conversations/{id}/members", operation_id = "server_add_members", tag = "server", security(("server_key" = [])), params(("id" = String, Path, description = "The conversation id")), request_body = UserIdsBody, responses((status = 200, description = "The conversation after the change", body = Success<ConversationData>), (status = "4XX", description = "Refused: the error envelope (docs/PROTOCOL.md, \"Errors\")", body = Failure), (status = "5XX", description = "A server-side failure", body = Failure)))]
+pub(super) async fn add_members(
     State(state): State<AppState>,
     _: AppServer,
     Path(id): Path<String>,
@@ -67,7 +73,8 @@ async fn add_members(
     answer(&state, request).await
 }
 
-async fn remove_member(
+#[utoipa::path(delete, path = "/api/server/conversations/{id}/members/{user_id}", operation_id = "server_remove_member", tag = "server", security(("server_key" = [])), params(("id" = String, Path, description = "The conversation id"), ("user_id" = String, Path, description = "The user id")), responses((status = 200, description = "The conversation after the change", body = Success<ConversationData>), (status = "4XX", description = "Refused: the error envelope (docs/PROTOCOL.md, \"Errors\")", body = Failure), (status = "5XX", description = "A server-side failure", body = Failure)))]
+pub(super) async fn remove_member(
     State(state): State<AppState>,
     _: AppServer,
     Path((id, user)): Path<(String, String)>,
@@ -79,7 +86,8 @@ async fn remove_member(
     answer(&state, request).await
 }
 
-async fn send_message(
+#[utoipa::path(post, path = "/api/server/conversations/{id}/messages", operation_id = "server_send_message", tag = "server", security(("server_key" = [])), params(("id" = String, Path, description = "The conversation id")), request_body = AppSendMessageBody, responses((status = 201, description = "Stored and broadcast", body = Success<MessageData>), (status = 200, description = "A retry: the message stored before", body = Success<MessageData>), (status = "4XX", description = "Refused: the error envelope (docs/PROTOCOL.md, \"Errors\")", body = Failure), (status = "5XX", description = "A server-side failure", body = Failure)))]
+pub(super) async fn send_message(
     State(state): State<AppState>,
     _: AppServer,
     Path(id): Path<String>,
@@ -89,7 +97,8 @@ async fn send_message(
     answer(&state, ServerRequest::SendMessage(request)).await
 }
 
-async fn list_conversations(
+#[utoipa::path(get, path = "/api/server/users/{user_id}/conversations", operation_id = "server_list_conversations", tag = "server", security(("server_key" = [])), params(("user_id" = String, Path, description = "The user id")), responses((status = 200, description = "The user's conversations, with their read state", body = Success<ConversationsData>), (status = "4XX", description = "Refused: the error envelope (docs/PROTOCOL.md, \"Errors\")", body = Failure), (status = "5XX", description = "A server-side failure", body = Failure)))]
+pub(super) async fn list_conversations(
     State(state): State<AppState>,
     _: AppServer,
     Path(user): Path<String>,
@@ -100,7 +109,8 @@ async fn list_conversations(
     answer(&state, request).await
 }
 
-async fn ban(
+#[utoipa::path(post, path = "/api/server/users/{user_id}/ban", operation_id = "server_ban", tag = "server", security(("server_key" = [])), params(("user_id" = String, Path, description = "The user id")), request_body = BanBody, responses((status = 200, description = "The ban in force", body = Success<BanData>), (status = "4XX", description = "Refused: the error envelope (docs/PROTOCOL.md, \"Errors\")", body = Failure), (status = "5XX", description = "A server-side failure", body = Failure)))]
+pub(super) async fn ban(
     State(state): State<AppState>,
     _: AppServer,
     Path(user): Path<String>,
@@ -110,7 +120,8 @@ async fn ban(
     answer(&state, request).await
 }
 
-async fn unban(
+#[utoipa::path(delete, path = "/api/server/users/{user_id}/ban", operation_id = "server_unban", tag = "server", security(("server_key" = [])), params(("user_id" = String, Path, description = "The user id")), responses((status = 200, description = "No ban", body = Success<BanData>), (status = "4XX", description = "Refused: the error envelope (docs/PROTOCOL.md, \"Errors\")", body = Failure), (status = "5XX", description = "A server-side failure", body = Failure)))]
+pub(super) async fn unban(
     State(state): State<AppState>,
     _: AppServer,
     Path(user): Path<String>,
@@ -121,7 +132,8 @@ async fn unban(
     answer(&state, request).await
 }
 
-async fn erase(
+#[utoipa::path(delete, path = "/api/server/users/{user_id}", operation_id = "server_erase", tag = "server", security(("server_key" = [])), params(("user_id" = String, Path, description = "The user id")), responses((status = 200, description = "What this call erased", body = Success<ErasedData>), (status = "4XX", description = "Refused: the error envelope (docs/PROTOCOL.md, \"Errors\")", body = Failure), (status = "5XX", description = "A server-side failure", body = Failure)))]
+pub(super) async fn erase(
     State(state): State<AppState>,
     _: AppServer,
     Path(user): Path<String>,

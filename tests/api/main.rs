@@ -22,6 +22,7 @@ mod messages;
 mod moderation;
 mod nodes;
 mod official_client;
+mod openapi;
 mod ordering;
 mod payloads;
 mod presence;
