@@ -11,7 +11,10 @@ export interface Message {
   conversation_id: string;
   /** Numbers a conversation's messages from 1, without gaps or duplicates. */
   seq: number;
-  sender_id: UserId;
+  /** `null` for a system message (posted by the host app's server, from no user). */
+  sender_id: UserId | null;
+  /** `"system"`: posted by the host app's server ("Your order has shipped"); show it apart. */
+  kind: "user" | "system";
   /** The sender's idempotency key. */
   client_id: string;
   /** `null` once deleted. */
