@@ -134,6 +134,8 @@ export interface ServerEvents {
   presence: Presence;
   "session:expiring": { expires_at: string };
   "session:expired": { expires_at: string };
+  /** The host app banned or erased the user; the server disconnects the socket. Don't reconnect. */
+  "session:ended": { reason: "banned" | "erased"; until: string | null };
   /** Events may have been missed (a node's link restored, or a node died): call `sync`. */
   resync: Record<string, never>;
   /** The node is shutting down: reconnect (to another node) and `sync`. */
