@@ -237,6 +237,42 @@ pub const SETTINGS: &[Setting] = &[
         default: "text",
         doc: "`text` for people, `json` for log pipelines.",
     },
+    // The host app's side (server API, moderation, webhooks).
+    Setting {
+        key: "server_api_keys",
+        default: "",
+        doc: "Comma-separated keys (each at least 16 characters; generate with `openssl rand -hex 32`) that the host app's backend sends as `Authorization: Bearer <key>` to the server API under `/api/server/` (docs/PROTOCOL.md, \"Server API\"). Several, so a key can be rotated: add the new one, move the app over, remove the old one. Unset: the server API refuses every request.",
+    },
+    Setting {
+        key: "webhook_url",
+        default: "",
+        doc: "`https://app.example.com/api/confab-webhook`: where confab POSTs webhook events (`message.created` for members who are away, `conversation.created`, `member.added`, `member.removed`; docs/PROTOCOL.md, \"Webhooks\"). Needs `webhook_secret`. Unset: no events are recorded or sent.",
+    },
+    Setting {
+        key: "webhook_secret",
+        default: "",
+        doc: "The secret (at least 16 characters) that signs each webhook request: `Confab-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">`, which the receiver checks.",
+    },
+    Setting {
+        key: "webhook_all_messages",
+        default: "false",
+        doc: "`true`: `message.created` for every message. `false`: only for messages with a recipient who has no socket anywhere in the cluster.",
+    },
+    Setting {
+        key: "webhook_retry_hours",
+        default: "72",
+        doc: "How long an event whose delivery fails (network error, non-2xx answer) is retried, with exponential backoff, before it is given up (kept in the outbox, marked failed, counted in `confab_webhook_failures_total`).",
+    },
+    Setting {
+        key: "webhook_backoff_ms",
+        default: "1000",
+        doc: "The wait before a failed webhook's first retry; each next wait doubles, up to an hour.",
+    },
+    Setting {
+        key: "webhook_timeout_ms",
+        default: "10000",
+        doc: "How long one webhook request may take before it counts as failed.",
+    },
 ];
 
 /// The parsed configuration.
@@ -276,6 +312,10 @@ pub struct Config {
     pub sessions: SessionLimits,
     pub log_filter: String,
     pub log_format: LogFormat,
+    /// Keys of the host app's server, for the server API.
+    pub server_api_keys: Vec<String>,
+    /// Where and how to send webhooks, when configured.
+    pub webhooks: Option<crate::chat::webhooks::WebhookSettings>,
     /// Things worth telling the operator that don't stop the start (a misspelled variable, an
     /// open sign-in on a public address). Logged once logging is up.
     pub warnings: Vec<String>,
@@ -408,6 +448,8 @@ impl Config {
             },
             log_filter: src.parse("log")?,
             log_format: src.parse("log_format")?,
+            server_api_keys: server_api_keys(src.get("server_api_keys")?)?,
+            webhooks: webhooks(&src)?,
             data_dir,
             database_url,
             database_url_configured,
@@ -527,6 +569,70 @@ fn list(value: Option<String>) -> Vec<String> {
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty())
         .collect()
+}
+
+/// The server API's keys: a list where an empty entry (`key1,,key2`, a trailing comma, or a
+/// variable expanded to nothing) is refused rather than dropped, since it most likely means a key
+/// that was meant to be there is missing; short keys are refused as guessable.
+fn server_api_keys(value: Option<String>) -> anyhow::Result<Vec<String>> {
+    const MIN_CHARS: usize = 16;
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    value
+        .split(',')
+        .enumerate()
+        .map(|(i, key)| {
+            let key = key.trim();
+            if key.is_empty() {
+                bail!(
+                    "CONFAB_SERVER_API_KEYS: key {} of the list is empty (a stray comma, or a variable that expanded to nothing?)",
+                    i + 1
+                );
+            }
+            if key.chars().count() < MIN_CHARS {
+                bail!(
+                    "CONFAB_SERVER_API_KEYS: key {} is shorter than {MIN_CHARS} characters; generate one with `openssl rand -hex 32`",
+                    i + 1
+                );
+            }
+            Ok(key.to_owned())
+        })
+        .collect()
+}
+
+/// The webhook settings: all or nothing (a URL without a secret would send unsigned events).
+fn webhooks(src: &Sources<'_>) -> anyhow::Result<Option<crate::chat::webhooks::WebhookSettings>> {
+    let url = src.get("webhook_url")?;
+    let secret = src.get("webhook_secret")?;
+    let all_messages: bool = src.parse("webhook_all_messages")?;
+    let retry_hours: u64 = src.parse_positive("webhook_retry_hours")?;
+    let backoff_ms: u64 = src.parse_positive("webhook_backoff_ms")?;
+    let timeout_ms: u64 = src.parse_positive("webhook_timeout_ms")?;
+    let (url, secret) = match (url, secret) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => bail!(
+            "CONFAB_WEBHOOK_URL needs CONFAB_WEBHOOK_SECRET, to sign the events with (generate one with `openssl rand -hex 32`)"
+        ),
+        (None, Some(_)) => bail!("CONFAB_WEBHOOK_SECRET is set without CONFAB_WEBHOOK_URL"),
+        (Some(url), Some(secret)) => (url, secret),
+    };
+    let parsed = reqwest::Url::parse(url.trim())
+        .map_err(|e| anyhow::anyhow!("CONFAB_WEBHOOK_URL: invalid value {url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        bail!("CONFAB_WEBHOOK_URL: invalid value {url:?}: expected an http:// or https:// URL");
+    }
+    if secret.chars().count() < 16 {
+        bail!("CONFAB_WEBHOOK_SECRET must be at least 16 characters long");
+    }
+    Ok(Some(crate::chat::webhooks::WebhookSettings {
+        url: parsed.to_string(),
+        secret,
+        all_messages,
+        retry_for: Duration::from_secs(retry_hours * 3600),
+        backoff: Duration::from_millis(backoff_ms),
+        timeout: Duration::from_millis(timeout_ms),
+    }))
 }
 
 /// `bind` as an address: `IP:PORT`, or `HOST:PORT` resolved now (the first address found,
@@ -658,7 +764,14 @@ struct Sources<'a> {
 }
 
 /// Settings whose values are secrets or may hold one (a password in a URL).
-const SENSITIVE: &[&str] = &["jwt_secret", "database_url", "redis_url"];
+const SENSITIVE: &[&str] = &[
+    "jwt_secret",
+    "database_url",
+    "redis_url",
+    "server_api_keys",
+    "webhook_secret",
+    "webhook_url",
+];
 
 impl Sources<'_> {
     fn setting(&self, key: &str) -> &'static Setting {
@@ -751,6 +864,8 @@ impl Sources<'_> {
                 let (value, origin) = read.get(s.key).cloned().unwrap_or((None, Origin::Default));
                 let value = value.map(|v| match s.key {
                     "jwt_secret" => format!("(set, {} bytes)", v.len()),
+                    "server_api_keys" => format!("(set, {} keys)", v.split(',').count()),
+                    "webhook_secret" => format!("(set, {} bytes)", v.len()),
                     k if SENSITIVE.contains(&k) => mask_password(&v),
                     _ => v,
                 });
@@ -1030,6 +1145,59 @@ mod tests {
         assert_eq!(c.limits.max_body_chars, 200);
         std::fs::write(&path, "nonsense = 1\n").unwrap();
         assert!(Config::load(Some(&path), |_| None).is_err());
+    }
+
+    #[test]
+    fn server_api_keys_are_checked_and_hidden() {
+        let c = load(&[(
+            "CONFAB_SERVER_API_KEYS",
+            "key-one-0123456789, key-two-0123456789",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.server_api_keys,
+            ["key-one-0123456789", "key-two-0123456789"]
+        );
+        assert!(effective_table(&c).contains("(set, 2 keys)"));
+        assert!(!effective_table(&c).contains("key-one"));
+        for bad in [
+            "key-one-0123456789,,key-two-0123456789",
+            "key-one-0123456789,",
+        ] {
+            let err = load(&[("CONFAB_SERVER_API_KEYS", bad)]).err().unwrap();
+            assert!(err.to_string().contains("is empty"), "{err}");
+        }
+        let err = load(&[("CONFAB_SERVER_API_KEYS", "short")]).err().unwrap();
+        assert!(err.to_string().contains("shorter than 16"), "{err}");
+        assert!(load(&[]).unwrap().server_api_keys.is_empty());
+    }
+
+    #[test]
+    fn webhooks_need_a_url_and_a_secret() {
+        let url = ("CONFAB_WEBHOOK_URL", "https://app.example/hooks");
+        let secret = ("CONFAB_WEBHOOK_SECRET", "whsec-0123456789abcdef");
+        assert!(load(&[]).unwrap().webhooks.is_none());
+        let c = load(&[url, secret]).unwrap();
+        let w = c.webhooks.as_ref().unwrap();
+        assert_eq!(w.retry_for, Duration::from_secs(72 * 3600));
+        assert!(!effective_table(&c).contains("whsec"));
+        for (vars, says) in [
+            (vec![url], "needs CONFAB_WEBHOOK_SECRET"),
+            (vec![secret], "without CONFAB_WEBHOOK_URL"),
+            (vec![("CONFAB_WEBHOOK_URL", "ftp://x/y"), secret], "http"),
+            (
+                vec![("CONFAB_WEBHOOK_URL", "not a url"), secret],
+                "CONFAB_WEBHOOK_URL",
+            ),
+            (vec![url, ("CONFAB_WEBHOOK_SECRET", "short")], "16"),
+            (
+                vec![url, secret, ("CONFAB_WEBHOOK_RETRY_HOURS", "0")],
+                "at least 1",
+            ),
+        ] {
+            let err = load(&vars).err().unwrap().to_string();
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub enum AuthFailure {
     Missing,
     Invalid,
     Expired,
+    /// The host app banned the user (server API): a fresh token won't help.
+    Banned,
 }
 
 impl AuthFailure {
@@ -22,6 +24,7 @@ impl AuthFailure {
             Self::Missing => "missing",
             Self::Invalid => "invalid",
             Self::Expired => "expired",
+            Self::Banned => "banned",
         }
     }
 }

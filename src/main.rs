@@ -43,6 +43,8 @@ enum Command {
         #[arg(long)]
         reference: bool,
     },
+    /// Print the OpenAPI 3.1 document of the HTTP API (as served at /api/openapi.json).
+    Openapi,
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
@@ -88,6 +90,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Config { reference: true } => {
             print!("{}", reference_markdown());
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{}", confab::http::openapi::document());
             Ok(())
         }
         Command::Config { reference: false } => {

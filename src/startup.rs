@@ -14,7 +14,7 @@ use confab_sio::SocketIo;
 use tokio::net::{TcpListener, TcpSocket};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::Verifier;
+use crate::auth::{ServerKeys, Verifier};
 use crate::bus::Bus;
 use crate::chat::{Chat, ChatSettings};
 use crate::config::Config;
@@ -56,7 +56,13 @@ impl Application {
         // Installed before anything records, so no early sample is lost.
         crate::telemetry::metrics();
         let verifier = Arc::new(Verifier::new(&config.jwt).context("loading JWT keys")?);
-        let store = Store::connect(&config.database_url, config.database_max_connections).await?;
+        let mut store =
+            Store::connect(&config.database_url, config.database_max_connections).await?;
+        // Webhooks: the transactions record events in the outbox and wake the sender.
+        let outbox_written = Arc::new(tokio::sync::Notify::new());
+        if config.webhooks.is_some() {
+            store.enable_outbox(outbox_written.clone());
+        }
         // SQLite has one writer anyway; PostgreSQL commits batches for different conversations
         // in parallel, which overlaps one batch's fsync with the next batch's work.
         let shards = match store {
@@ -90,6 +96,10 @@ impl Application {
                 cluster_presence,
             },
         );
+        if let Some(webhooks) = config.webhooks.clone() {
+            chat.start_webhooks(webhooks, outbox_written, shutting_down.clone())
+                .context("starting the webhook sender")?;
+        }
         let limiter = Limiter::new(&config.rates);
         let realtime = Realtime::new(
             chat.clone(),
@@ -133,6 +143,7 @@ impl Application {
                 verifier,
                 limiter,
                 shutting_down: shutting_down.clone(),
+                server_keys: Arc::new(ServerKeys::new(&config.server_api_keys)),
             },
             dev_login,
         )
@@ -253,7 +264,7 @@ fn cors(policy: &OriginPolicy) -> CorsLayer {
         .collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .max_age(Duration::from_secs(600))
 }

@@ -1,8 +1,10 @@
 //! Authentication: verifying the host app's JWTs, and minting tokens for local use.
 
+mod server_keys;
 mod token;
 
 pub use crate::error::AuthFailure;
+pub use server_keys::ServerKeys;
 pub use token::{Identity, JwtKeys, Verifier, mint};
 
 /// Pulls the bearer token out of an `Authorization` header value.

@@ -48,8 +48,14 @@ pub enum Control {
         x: Option<String>,
     },
     /// Presence news, deduplicated by `id` across a user's conversations.
+    /// `h`: users who must not hear it (those `user` blocked).
     #[serde(rename = "p")]
-    Presence { id: u64, user: String },
+    Presence {
+        id: u64,
+        user: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        h: Vec<String>,
+    },
     /// The channel's user joined conversation `c`: their sockets here start receiving it.
     #[serde(rename = "j")]
     Join { c: ConversationId },
@@ -64,6 +70,11 @@ pub enum Control {
     /// down or far behind). Every other node tells its sockets to `resync`.
     #[serde(rename = "m")]
     Missed,
+    // The host app's side (server API, moderation, webhooks).
+    /// On a user channel: deliver the attached packet (`session:ended`) to the user's sockets
+    /// here, then disconnect them (the user was banned or erased).
+    #[serde(rename = "k")]
+    EndSessions,
 }
 
 #[derive(Serialize, Deserialize)]

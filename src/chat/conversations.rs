@@ -6,9 +6,10 @@ use std::collections::HashSet;
 use super::{Actor, Chat, policy};
 use crate::domain::{Conversation, ConversationId, UserId};
 use crate::error::{Error, Result};
-use crate::hub::Outgoing;
+use crate::hub::{Except, Outgoing};
 use crate::protocol::events::{ConversationMembers, ConversationNew, ConversationRemoved};
 use crate::protocol::requests::{ChangeMembers, ConversationRef, CreateConversation};
+use crate::store::MembershipChange;
 
 impl Chat {
     /// A direct conversation (found if it exists: `false`) or a new group (`true`).
@@ -24,6 +25,9 @@ impl Chat {
                         "user_id",
                         "a direct conversation needs another user",
                     ));
+                }
+                if self.store.is_blocked(&user_id, &actor.user).await? {
+                    return Err(Error::Forbidden(policy::BLOCKED));
                 }
                 self.store.create_direct(&actor.user, &user_id).await?
             }
@@ -47,16 +51,23 @@ impl Chat {
             }
         };
         if created {
-            let event = Outgoing::of(&ConversationNew {
-                conversation: &conversation,
-                by: &actor.user,
-            });
-            for user in conversation.member_ids() {
-                self.hub.join(user, conversation.id);
-                self.hub.to_user(user, &event, actor.except());
-            }
+            self.announce_created(&conversation, Some(&actor.user), actor.except());
         }
         Ok((conversation, created))
+    }
+
+    /// Starts delivering a new conversation to its members, and tells them.
+    pub(super) fn announce_created(
+        &self,
+        conversation: &Conversation,
+        by: Option<&UserId>,
+        except: Except,
+    ) {
+        let event = Outgoing::of(&ConversationNew { conversation, by });
+        for user in conversation.member_ids() {
+            self.hub.join(user, conversation.id);
+            self.hub.to_user(user, &event, except);
+        }
     }
 
     pub(super) async fn add_members(
@@ -72,25 +83,35 @@ impl Chat {
             })
             .await?
             .ok_or(Error::NotFound(policy::CONVERSATION_NOT_FOUND))?;
+        self.announce_additions(&change, Some(&actor.user), actor.except());
+        Ok(change.after)
+    }
+
+    /// Those who joined get the whole conversation; those already there, what changed.
+    pub(super) fn announce_additions(
+        &self,
+        change: &MembershipChange,
+        by: Option<&UserId>,
+        except: Except,
+    ) {
         let (before, after) = (&change.before, &change.after);
-        if before != after {
-            // Those who joined get the whole conversation; those already there, what changed.
-            let new = Outgoing::of(&ConversationNew {
-                conversation: after,
-                by: &actor.user,
-            });
-            let members = Outgoing::of(&ConversationMembers::between(before, after, &actor.user));
-            let had: HashSet<&UserId> = before.member_ids().collect();
-            for member in after.member_ids() {
-                if had.contains(member) {
-                    self.hub.to_user(member, &members, actor.except());
-                } else {
-                    self.hub.join(member, after.id);
-                    self.hub.to_user(member, &new, actor.except());
-                }
+        if before == after {
+            return;
+        }
+        let new = Outgoing::of(&ConversationNew {
+            conversation: after,
+            by,
+        });
+        let members = Outgoing::of(&ConversationMembers::between(before, after, by));
+        let had: HashSet<&UserId> = before.member_ids().collect();
+        for member in after.member_ids() {
+            if had.contains(member) {
+                self.hub.to_user(member, &members, except);
+            } else {
+                self.hub.join(member, after.id);
+                self.hub.to_user(member, &new, except);
             }
         }
-        Ok(change.after)
     }
 
     pub(super) async fn remove_members(
@@ -105,7 +126,12 @@ impl Chat {
             })
             .await?
             .ok_or(Error::NotFound(policy::CONVERSATION_NOT_FOUND))?;
-        self.announce_departures(actor, &change.before, &change.after);
+        self.announce_departures(
+            Some(&actor.user),
+            actor.except(),
+            &change.before,
+            &change.after,
+        );
         Ok(change.after)
     }
 
@@ -121,12 +147,23 @@ impl Chat {
             })
             .await?
             .ok_or(Error::NotFound(policy::CONVERSATION_NOT_FOUND))?;
-        self.announce_departures(actor, &change.before, &change.after);
+        self.announce_departures(
+            Some(&actor.user),
+            actor.except(),
+            &change.before,
+            &change.after,
+        );
         Ok(request.conversation_id)
     }
 
     /// Stops delivery to members who left, tells them, and tells those who remain.
-    fn announce_departures(&self, actor: &Actor, before: &Conversation, after: &Conversation) {
+    pub(super) fn announce_departures(
+        &self,
+        by: Option<&UserId>,
+        except: Except,
+        before: &Conversation,
+        after: &Conversation,
+    ) {
         if before == after {
             return;
         }
@@ -137,13 +174,13 @@ impl Chat {
             if after.member(member).is_none() {
                 // Leave the room first: from here on, nothing of this conversation reaches them.
                 self.hub.leave(member, after.id);
-                self.hub.to_user(member, &removed, actor.except());
+                self.hub.to_user(member, &removed, except);
                 self.typing.stop(member, after.id);
             }
         }
-        let members = Outgoing::of(&ConversationMembers::between(before, after, &actor.user));
+        let members = Outgoing::of(&ConversationMembers::between(before, after, by));
         for member in after.member_ids() {
-            self.hub.to_user(member, &members, actor.except());
+            self.hub.to_user(member, &members, except);
         }
     }
 }

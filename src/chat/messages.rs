@@ -33,7 +33,7 @@ impl Chat {
         self.writer.submit(
             NewMessage {
                 conversation_id: request.conversation_id,
-                sender_id: actor.user.clone(),
+                sender_id: Some(actor.user.clone()),
                 client_id: request.client_id,
                 body: request.body,
             },
@@ -162,15 +162,15 @@ impl Chat {
 
 /// What happens to a send after its transaction: runs on the writer's task, in commit order,
 /// so each conversation's acks and broadcasts go out in seq order. It must not wait.
-struct AfterCommit {
-    hub: Hub,
+pub(super) struct AfterCommit {
+    pub(super) hub: Hub,
     /// The socket that sent it, which gets the ack instead of the broadcast.
-    origin: Option<SocketKey>,
-    done: Done,
+    pub(super) origin: Option<SocketKey>,
+    pub(super) done: Done,
 }
 
 impl AfterCommit {
-    fn settle(self, outcome: Result<SendOutcome>) {
+    pub(super) fn settle(self, outcome: Result<SendOutcome>) {
         match outcome {
             Ok(SendOutcome::Stored(message)) => {
                 // Encoded before the message moves into the ack.
@@ -188,6 +188,7 @@ impl AfterCommit {
             Ok(SendOutcome::NotFound) => {
                 (self.done)(Err(Error::NotFound(policy::CONVERSATION_NOT_FOUND)))
             }
+            Ok(SendOutcome::Blocked) => (self.done)(Err(Error::Forbidden(policy::BLOCKED))),
             Err(e) => (self.done)(Err(e)),
         }
     }

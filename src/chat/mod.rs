@@ -11,7 +11,10 @@ mod conversations;
 mod messages;
 pub mod policy;
 pub mod presence;
+// The host app's server API: a block of its own.
+mod server;
 pub mod typing;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +34,7 @@ use crate::store::{Store, Writer};
 use presence::Presence;
 use typing::Typing;
 
+use messages::AfterCommit;
 pub use messages::SYNC_PAGE;
 
 /// How long a connect waits for Redis to confirm its subscriptions before going ahead anyway.
@@ -170,6 +174,8 @@ impl Chat {
             request @ (Request::TypingStart(_) | Request::TypingStop(_)) => {
                 self.typing(actor, &request)?
             }
+            Request::Block(r) => self.block(actor, r.user_id, true).await?,
+            Request::Unblock(r) => self.block(actor, r.user_id, false).await?,
         })
     }
 
@@ -206,7 +212,15 @@ impl Chat {
         // meanwhile (a `join` on the hub) is not missed.
         let user = &identity.user_id;
         let (first, subscribed) = self.hub.register(user, key, outbound);
-        match self.store.touch_user(user, identity.name.as_ref()).await {
+        // The ban is read after registering, so a ban committed from here on finds this socket
+        // to close (`Hub::end_sessions`), and one committed before is read here. Read alongside
+        // the memberships, so a connect takes no longer.
+        let (touched, banned) = tokio::join!(
+            self.store.touch_user(user, identity.name.as_ref()),
+            self.refuse_banned(user)
+        );
+        let touched = banned.and(touched);
+        match touched {
             Ok(conversations) => {
                 let more = self.hub.add_conversations(user, &conversations);
                 // With Redis: only once this node hears the user's conversations may the client
@@ -240,6 +254,7 @@ impl Chat {
     /// An HTTP caller: who they are, with their latest display name recorded (as a socket
     /// connect does).
     pub async fn caller(&self, identity: Identity) -> Result<Actor> {
+        self.refuse_banned(&identity.user_id).await?;
         if identity.name.is_some() {
             self.store
                 .remember_user(&identity.user_id, identity.name.as_ref())
@@ -249,6 +264,30 @@ impl Chat {
             user: identity.user_id,
             socket: None,
         })
+    }
+
+    /// `user:block` (`on`) and `user:unblock`: idempotent.
+    async fn block(&self, actor: &Actor, user: UserId, on: bool) -> Result<Reply> {
+        if user == actor.user {
+            return Err(Error::invalid("user_id", "you can't block yourself"));
+        }
+        self.store.set_block(&actor.user, &user, on).await?;
+        Ok(Reply::Blocked {
+            user_id: user,
+            blocked: on,
+        })
+    }
+
+    /// `unauthorized` with reason `banned` while the host app bans the user.
+    async fn refuse_banned(&self, user: &UserId) -> Result<()> {
+        match self
+            .store
+            .ban_of(user, crate::domain::Timestamp::now())
+            .await?
+        {
+            Some(_) => Err(Error::Unauthorized(crate::auth::AuthFailure::Banned)),
+            None => Ok(()),
+        }
     }
 
     /// For readiness: a round trip to the database.

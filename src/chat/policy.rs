@@ -8,6 +8,7 @@ use crate::store::{MembershipPlan, MessageChange};
 
 pub const CONVERSATION_NOT_FOUND: &str = "conversation not found";
 pub const MESSAGE_NOT_FOUND: &str = "message not found";
+pub const BLOCKED: &str = "this user blocked you";
 
 /// The caller's role, or `not_found` when they are not a member: a conversation you are not in
 /// looks exactly like one that doesn't exist.
@@ -117,22 +118,27 @@ pub fn leave(conversation: &Conversation, actor: &UserId) -> Result<MembershipPl
         ..Default::default()
     };
     if role == Role::Owner {
-        // Hand ownership to the longest-standing admin, else the longest-standing member.
-        let heir = conversation
-            .members
-            .iter()
-            .filter(|m| &m.user_id != actor)
-            .max_by(|a, b| {
-                a.role
-                    .cmp(&b.role)
-                    .then(b.joined_at.cmp(&a.joined_at))
-                    .then_with(|| b.user_id.cmp(&a.user_id))
-            });
-        if let Some(heir) = heir {
-            plan.set_role.push((heir.user_id.clone(), Role::Owner));
+        if let Some(heir) = heir(conversation, std::slice::from_ref(actor)) {
+            plan.set_role.push((heir.clone(), Role::Owner));
         }
     }
     Ok(plan)
+}
+
+/// Who takes over from an owner leaving with `leaving`: the longest-standing admin, else the
+/// longest-standing member, among those who stay.
+fn heir<'a>(conversation: &'a Conversation, leaving: &[UserId]) -> Option<&'a UserId> {
+    conversation
+        .members
+        .iter()
+        .filter(|m| !leaving.contains(&m.user_id))
+        .max_by(|a, b| {
+            a.role
+                .cmp(&b.role)
+                .then(b.joined_at.cmp(&a.joined_at))
+                .then_with(|| b.user_id.cmp(&a.user_id))
+        })
+        .map(|m| &m.user_id)
 }
 
 pub fn edit(
@@ -144,7 +150,7 @@ pub fn edit(
     if role.is_none() {
         return Err(Error::NotFound(MESSAGE_NOT_FOUND));
     }
-    if &message.sender_id != actor {
+    if message.sender_id.as_ref() != Some(actor) {
         return Err(Error::Forbidden("only the sender can edit a message"));
     }
     if message.deleted_at.is_some() {
@@ -157,13 +163,94 @@ pub fn delete(message: &Message, role: Option<Role>, actor: &UserId) -> Result<M
     if role.is_none() {
         return Err(Error::NotFound(MESSAGE_NOT_FOUND));
     }
-    if &message.sender_id != actor {
+    if message.sender_id.as_ref() != Some(actor) {
         return Err(Error::Forbidden("only the sender can delete a message"));
     }
     if message.deleted_at.is_some() {
         return Ok(MessageChange::Unchanged);
     }
     Ok(MessageChange::Delete)
+}
+
+// The host app's server (the server API) manages groups for its users: it is no member, so the
+// roles don't bind it, but groups keep their shape.
+
+fn groups_only(conversation: &Conversation) -> Result<()> {
+    if conversation.kind == ConversationKind::Direct {
+        return Err(Error::invalid(
+            "conversation_id",
+            "direct conversations have fixed members",
+        ));
+    }
+    Ok(())
+}
+
+/// The host app adds members. Unlike another member, it may add back someone who left: the
+/// app speaks for its users (it is where they asked to rejoin, or bought again).
+pub fn app_add_members(
+    conversation: &Conversation,
+    users: &[UserId],
+    max_members: usize,
+) -> Result<MembershipPlan> {
+    groups_only(conversation)?;
+    let add: Vec<UserId> = users
+        .iter()
+        .filter(|u| conversation.member(u).is_none())
+        .cloned()
+        .collect();
+    if conversation.members.len() + add.len() > max_members {
+        return Err(Error::too_large(
+            "user_ids",
+            format!("a group holds at most {max_members} members"),
+        ));
+    }
+    Ok(MembershipPlan {
+        add,
+        ..Default::default()
+    })
+}
+
+/// The host app removes members, the owner included: ownership then passes on as when an owner
+/// leaves, so a group with members always has an owner.
+pub fn app_remove_members(conversation: &Conversation, users: &[UserId]) -> Result<MembershipPlan> {
+    groups_only(conversation)?;
+    let remove: Vec<UserId> = users
+        .iter()
+        .filter(|u| conversation.member(u).is_some())
+        .cloned()
+        .collect();
+    let mut plan = MembershipPlan {
+        remove,
+        ..Default::default()
+    };
+    let owner_leaves = conversation
+        .members
+        .iter()
+        .any(|m| m.role == Role::Owner && plan.remove.contains(&m.user_id));
+    if owner_leaves {
+        if let Some(heir) = heir(conversation, &plan.remove) {
+            plan.set_role.push((heir.clone(), Role::Owner));
+        }
+    }
+    Ok(plan)
+}
+
+/// An erased user's membership ends, in a direct conversation too (the other member keeps it,
+/// alone); a group's ownership passes on as when an owner leaves.
+pub fn erase_member(conversation: &Conversation, user: &UserId) -> Result<MembershipPlan> {
+    let Some(member) = conversation.member(user) else {
+        return Ok(MembershipPlan::default());
+    };
+    let mut plan = MembershipPlan {
+        remove: vec![user.clone()],
+        ..Default::default()
+    };
+    if member.role == Role::Owner {
+        if let Some(heir) = heir(conversation, &plan.remove) {
+            plan.set_role.push((heir.clone(), Role::Owner));
+        }
+    }
+    Ok(plan)
 }
 
 #[cfg(test)]
@@ -307,5 +394,43 @@ mod tests {
             [(user("m1"), Role::Owner)]
         );
         assert!(leave(&g, &user("m1")).unwrap().set_role.is_empty());
+    }
+
+    #[test]
+    fn the_app_manages_groups_and_ownership_passes_on() {
+        let g = group(&[
+            ("o", Role::Owner, 0),
+            ("m1", Role::Member, 1),
+            ("m2", Role::Member, 2),
+        ]);
+        let plan = app_remove_members(&g, &[user("o"), user("m1"), user("zz")]).unwrap();
+        assert_eq!(plan.remove, [user("o"), user("m1")]);
+        assert_eq!(plan.set_role, [(user("m2"), Role::Owner)]);
+        assert!(
+            app_remove_members(&g, &[user("m1")])
+                .unwrap()
+                .set_role
+                .is_empty()
+        );
+        assert_eq!(
+            app_add_members(&g, &[user("x"), user("o")], 10)
+                .unwrap()
+                .add,
+            [user("x")]
+        );
+        assert_eq!(
+            app_add_members(&g, &[user("x"), user("y")], 4)
+                .unwrap_err()
+                .code(),
+            "too_large"
+        );
+        let mut direct = g.clone();
+        direct.kind = ConversationKind::Direct;
+        assert_eq!(
+            app_add_members(&direct, &[user("x")], 10)
+                .unwrap_err()
+                .code(),
+            "invalid_payload"
+        );
     }
 }

@@ -119,6 +119,25 @@ impl ClientId {
     }
 }
 
+/// The host app's own id for a conversation (an order id, say), which makes creating it through
+/// the server API idempotent: the same id gives the same conversation. 1–200 characters, no
+/// control characters.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct ExternalId(String);
+
+impl ExternalId {
+    pub const MAX_CHARS: usize = 200;
+
+    pub fn parse(raw: String) -> Result<Self, TextError> {
+        check_text(&raw, 1, Self::MAX_CHARS)?;
+        Ok(Self(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

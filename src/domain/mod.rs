@@ -6,11 +6,15 @@
 mod ids;
 mod limits;
 mod model;
+// The OpenAPI document's view of the domain's values.
+mod schema;
 mod text;
 mod time;
 
-pub use ids::{ClientId, ConversationId, MessageId, UserId};
+pub use ids::{ClientId, ConversationId, ExternalId, MessageId, UserId};
 pub use limits::Limits;
-pub use model::{Conversation, ConversationKind, Member, Message, ReadState, Role};
+pub use model::{
+    Ban, Conversation, ConversationKind, Member, Message, MessageKind, ReadState, Role,
+};
 pub use text::{ConversationTitle, DisplayName, MessageBody, TextError};
 pub use time::Timestamp;

@@ -1,11 +1,12 @@
 //! The objects of the protocol: conversations, members and messages, shaped as clients see them.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{ConversationId, MessageId, Timestamp, UserId};
 
 /// What kind of conversation: a fixed pair of users, or a managed group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ConversationKind {
     Direct,
@@ -30,7 +31,7 @@ impl ConversationKind {
 }
 
 /// A member's role. Ordered by power, so `role >= Role::Admin` reads as intended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Member,
@@ -57,7 +58,7 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Member {
     pub user_id: UserId,
     /// The user's latest display name, when a token ever carried one.
@@ -70,12 +71,14 @@ pub struct Member {
     pub joined_at: Timestamp,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Message {
     pub id: MessageId,
     pub conversation_id: ConversationId,
     pub seq: i64,
-    pub sender_id: UserId,
+    /// `None` for a system message (posted by the host app's server, from no user).
+    pub sender_id: Option<UserId>,
+    pub kind: MessageKind,
     pub client_id: String,
     /// `None` once deleted.
     pub body: Option<String>,
@@ -84,7 +87,18 @@ pub struct Message {
     pub deleted_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Who wrote a message: a user, or the host app's server (a system message, which clients show
+/// apart: "order shipped").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    User,
+    System,
+}
+
+/// A conversation. In answers listing the caller's own conversations (and a user's, on the
+/// server API) it also carries the viewer's `last_read_seq` and `unread_count`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Conversation {
     pub id: ConversationId,
     pub kind: ConversationKind,
@@ -93,13 +107,16 @@ pub struct Conversation {
     pub created_at: Timestamp,
     pub last_seq: i64,
     pub last_message: Option<Message>,
-    /// The viewer's read state; only in answers about the viewer's own list.
+    /// The viewer's read state; only in answers about the viewer's own list. (Flattened into
+    /// the object, which the schema can't say of an optional part: it lists the two fields on
+    /// `Conversation` in words.)
     #[serde(flatten)]
+    #[schema(ignore)]
     pub read_state: Option<ReadState>,
 }
 
 /// Where one member stands in a conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ReadState {
     /// Everything up to this seq is read.
     pub last_read_seq: i64,
@@ -115,4 +132,13 @@ impl Conversation {
     pub fn member_ids(&self) -> impl Iterator<Item = &UserId> {
         self.members.iter().map(|m| &m.user_id)
     }
+}
+
+/// A ban of a user by the host app (server API): their tokens are refused (`reason: "banned"`)
+/// until `until` (`None`: for good).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Ban {
+    pub user_id: UserId,
+    pub until: Option<Timestamp>,
+    pub reason: Option<String>,
 }

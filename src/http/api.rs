@@ -6,14 +6,20 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 
 use super::AppState;
 use super::extract::{Caller, JsonBody, QueryParams};
+use super::openapi::{
+    BlockedData, ConversationData, ConversationsData, CreateConversationBody, Failure, MessageData,
+    PageData, SendMessageBody, Success, UserIdBody,
+};
 use crate::domain::ConversationId;
 use crate::error::{Error, Result};
 use crate::protocol::Request;
-use crate::protocol::requests::{CreateConversation, History, HistoryWindowWire, SendMessage};
+use crate::protocol::requests::{
+    CreateConversation, History, HistoryWindowWire, SendMessage, UserRef,
+};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -25,6 +31,9 @@ pub fn routes() -> Router<AppState> {
             "/api/conversations/{id}/messages",
             get(history).post(send_message),
         )
+        // Blocks (issue 19).
+        .route("/api/blocks", post(block))
+        .route("/api/blocks/{user_id}", delete(unblock))
 }
 
 fn conversation_id(raw: &str) -> Result<ConversationId> {
@@ -46,11 +55,16 @@ async fn answer(state: &AppState, caller: Caller, request: Request) -> Result<Re
     Ok(super::success(status, &reply))
 }
 
-async fn list_conversations(State(state): State<AppState>, caller: Caller) -> Result<Response> {
+#[utoipa::path(get, path = "/api/conversations", tag = "user", security(("user_jwt" = [])), responses((status = 200, description = "The caller's conversations, most recent activity first, with their read state", body = Success<ConversationsData>), (status = "4XX", description = "Refused: the error envelope (docs/PROTOCOL.md, \"Errors\")", body = Failure), (status = "5XX", description = "A server-side failure", body = Failure)))]
+pub(super) async fn list_conversations(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response> {
     answer(&state, caller, Request::ListConversations).await
 }
 
-async fn create_conversation(
+#[utoipa::path(post, path = "/api/conversations", tag = "user", security(("user_jwt" = [])), request_body = CreateConversationBody, responses((status = 201, description = "Created", body = Success<ConversationData>), (status = 200, description = "The direct conversation existed", body = Success<ConversationData>), (status = "4XX", description = "Refused: the error envelope (docs/PROTOCOL.md, \"Errors\")", body = Failure), (status = "5XX", description = "A server-side failure", body = Failure)))]
+pub(super) async fn create_conversation(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody,
@@ -59,7 +73,8 @@ async fn create_conversation(
     answer(&state, caller, request).await
 }
 
-async fn history(
+#[utoipa::path(get, path = "/api/conversations/{id}/messages", tag = "user", security(("user_jwt" = [])), params(("id" = String, Path, description = "The conversation id"), ("before_seq" = Option<i64>, Query, description = "Messages below this seq (newest first from the end when neither bound is given)"), ("after_seq" = Option<i64>, Query, description = "Messages above this seq, oldest first"), ("limit" = Option<i64>, Query, description = "1 to 200 (more is served as 200); 50 by default")), responses((status = 200, description = "A page of messages", body = Success<PageData>), (status = "4XX", description = "Refused: the error envelope (docs/PROTOCOL.md, \"Errors\")", body = Failure), (status = "5XX", description = "A server-side failure", body = Failure)))]
+pub(super) async fn history(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -69,7 +84,8 @@ async fn history(
     answer(&state, caller, request).await
 }
 
-async fn send_message(
+#[utoipa::path(post, path = "/api/conversations/{id}/messages", tag = "user", security(("user_jwt" = [])), params(("id" = String, Path, description = "The conversation id")), request_body = SendMessageBody, responses((status = 201, description = "Stored and broadcast", body = Success<MessageData>), (status = 200, description = "A retry: the message stored before", body = Success<MessageData>), (status = "4XX", description = "Refused: the error envelope (docs/PROTOCOL.md, \"Errors\")", body = Failure), (status = "5XX", description = "A server-side failure", body = Failure)))]
+pub(super) async fn send_message(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -82,4 +98,23 @@ async fn send_message(
         state.chat.limits(),
     )?);
     answer(&state, caller, request).await
+}
+
+#[utoipa::path(post, path = "/api/blocks", tag = "user", security(("user_jwt" = [])), request_body = UserIdBody, responses((status = 200, description = "Blocked", body = Success<BlockedData>), (status = "4XX", description = "Refused: the error envelope (docs/PROTOCOL.md, \"Errors\")", body = Failure), (status = "5XX", description = "A server-side failure", body = Failure)))]
+pub(super) async fn block(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Response> {
+    answer(&state, caller, Request::Block(UserRef::parse(&body)?)).await
+}
+
+#[utoipa::path(delete, path = "/api/blocks/{user_id}", tag = "user", security(("user_jwt" = [])), params(("user_id" = String, Path, description = "The user to unblock")), responses((status = 200, description = "Unblocked", body = Success<BlockedData>), (status = "4XX", description = "Refused: the error envelope (docs/PROTOCOL.md, \"Errors\")", body = Failure), (status = "5XX", description = "A server-side failure", body = Failure)))]
+pub(super) async fn unblock(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user): Path<String>,
+) -> Result<Response> {
+    let user_id = crate::protocol::server::path_user(&user)?;
+    answer(&state, caller, Request::Unblock(UserRef { user_id })).await
 }

@@ -36,6 +36,31 @@ where
     }
 }
 
+/// The host app's server, from `Authorization: Bearer <server key>`. A user's JWT is no key, so
+/// it is refused here; a key is no JWT, so it is refused on the user routes.
+pub struct AppServer;
+
+impl<S> FromRequestParts<S> for AppServer
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        let state = AppState::from_ref(state);
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.to_str().map_err(|_| AuthFailure::Invalid))
+            .transpose()
+            .map_err(Error::Unauthorized)?;
+        let key = bearer_token(header).map_err(Error::Unauthorized)?;
+        state.server_keys.verify(key).map_err(Error::Unauthorized)?;
+        Ok(AppServer)
+    }
+}
+
 /// A request body as JSON text, size-limited by the router's body limit; the route parses it
 /// into its request (`protocol::requests`), once.
 pub struct JsonBody(pub String);

@@ -8,6 +8,9 @@ mod extract;
 mod health;
 mod metrics;
 mod origin;
+// The host app's server API and the OpenAPI document: a block of their own.
+pub mod openapi;
+mod server_api;
 mod web;
 
 use std::sync::Arc;
@@ -20,7 +23,7 @@ pub use client_addr::TrustedProxies;
 pub use origin::OriginPolicy;
 pub use web::DevLogin;
 
-use crate::auth::Verifier;
+use crate::auth::{ServerKeys, Verifier};
 use crate::chat::Chat;
 use crate::error::Error;
 use crate::limits::Limiter;
@@ -34,12 +37,16 @@ pub struct AppState {
     pub limiter: Limiter,
     /// Set when shutdown starts: readiness fails, so load balancers stop sending clients here.
     pub shutting_down: Arc<std::sync::atomic::AtomicBool>,
+    /// The host app's server keys, for `/api/server/`.
+    pub server_keys: Arc<ServerKeys>,
 }
 
 /// The API, health and web app routes; `dev_login` adds `POST /api/dev/token`.
 pub fn routes(state: AppState, dev_login: Option<DevLogin>) -> Router {
     Router::new()
         .merge(api::routes())
+        .merge(server_api::routes())
+        .merge(openapi::routes())
         .merge(health::routes())
         .merge(metrics::routes())
         .merge(web::routes(dev_login))

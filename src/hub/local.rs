@@ -151,6 +151,14 @@ impl Local {
         }
     }
 
+    /// The user's sockets here.
+    pub fn sockets_of(&self, user: &UserId) -> Vec<Arc<dyn Outbound>> {
+        self.users
+            .get(user)
+            .map(|e| e.sockets.iter().map(|(_, s)| s.clone()).collect())
+            .unwrap_or_default()
+    }
+
     pub fn to_everyone(&self, event: &Outgoing) {
         self.to_users(self.users.keys(), event, Except::Nobody);
     }

@@ -275,15 +275,20 @@ impl Hub {
 
     /// Tells the members of `conversations` (once each, on every node) about `subject`'s
     /// presence.
+    /// Users in `hidden` (those the subject blocked) are not told.
     pub fn announce_presence(
         &self,
         subject: &UserId,
         conversations: &[ConversationId],
         event: &Outgoing,
+        hidden: &[UserId],
     ) {
         {
             let local = self.inner.local.read().unwrap();
-            let recipients = local.members_of(conversations);
+            let mut recipients = local.members_of(conversations);
+            for user in hidden {
+                recipients.remove(user);
+            }
             local.to_users(&recipients, event, Except::User(subject));
         }
         if let Some(bus) = &self.inner.bus {
@@ -294,6 +299,7 @@ impl Hub {
                     Control::Presence {
                         id,
                         user: subject.to_string(),
+                        h: hidden.iter().map(UserId::to_string).collect(),
                     },
                     event.frame(),
                 );
@@ -321,6 +327,27 @@ impl Hub {
                 },
                 &[],
             );
+        }
+    }
+
+    /// Ends every session of `user`, on every node: each socket gets `event`, then is closed.
+    pub fn end_sessions(&self, user: &UserId, event: &Outgoing) {
+        self.end_sessions_here(user, event);
+        if let Some(bus) = &self.inner.bus {
+            bus.publish(
+                &Channel::User(user.clone()),
+                Control::EndSessions,
+                event.frame(),
+            );
+        }
+    }
+
+    fn end_sessions_here(&self, user: &UserId, event: &Outgoing) {
+        // Collected first: closing a socket unregisters it, which takes the lock.
+        let sockets = self.inner.local.read().unwrap().sockets_of(user);
+        for socket in sockets {
+            socket.send(event);
+            socket.disconnect();
         }
     }
 
@@ -424,13 +451,18 @@ impl Hub {
                     Except::Nobody,
                 );
             }
-            (Channel::Conversation(c), Control::Presence { id, user }) => {
+            (Channel::Conversation(c), Control::Presence { id, user, h }) => {
                 let Ok(subject) = UserId::parse(&user) else {
                     return;
                 };
                 let event = Outgoing::from_frame(frame);
                 let local = self.inner.local.read().unwrap();
                 let mut recipients = local.members_of(&[c]);
+                for hidden in &h {
+                    if let Ok(hidden) = UserId::parse(hidden) {
+                        recipients.remove(&hidden);
+                    }
+                }
                 {
                     let mut seen = self.inner.presence_seen.lock().unwrap();
                     let now = Instant::now();
@@ -444,6 +476,9 @@ impl Hub {
                 let _ = self.add_conversations(&u, &[c]);
             }
             (Channel::User(u), Control::Leave { c }) => self.leave_locally(&u, c),
+            (Channel::User(u), Control::EndSessions) => {
+                self.end_sessions_here(&u, &Outgoing::from_frame(frame));
+            }
             (Channel::Cluster, Control::NodeDied { node }) => {
                 tracing::info!(
                     node,

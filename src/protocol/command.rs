@@ -3,7 +3,7 @@
 
 use super::requests::{
     ChangeMembers, ConversationRef, CreateConversation, DeleteMessage, EditMessage, History,
-    MarkRead, PresenceQuery, Refresh, SendMessage, Sync,
+    MarkRead, PresenceQuery, Refresh, SendMessage, Sync, UserRef,
 };
 use crate::domain::Limits;
 use crate::error::{Error, Result};
@@ -48,11 +48,14 @@ pub enum ClientEvent {
     TypingStop,
     PresenceGet,
     AuthRefresh,
+    // The host app's side (issue 19): blocks.
+    UserBlock,
+    UserUnblock,
 }
 
 impl ClientEvent {
     /// Every event with its name on the wire.
-    pub const ALL: [(ClientEvent, &'static str); 15] = [
+    pub const ALL: [(ClientEvent, &'static str); 17] = [
         (Self::MessageSend, "message:send"),
         (Self::MessageEdit, "message:edit"),
         (Self::MessageDelete, "message:delete"),
@@ -71,6 +74,8 @@ impl ClientEvent {
         (Self::TypingStop, "typing:stop"),
         (Self::PresenceGet, "presence:get"),
         (Self::AuthRefresh, "auth:refresh"),
+        (Self::UserBlock, "user:block"),
+        (Self::UserUnblock, "user:unblock"),
     ];
 
     pub fn of(name: &str) -> Option<Self> {
@@ -116,6 +121,8 @@ impl ClientEvent {
             Self::TypingStart => Request::TypingStart(ConversationRef::parse(payload)?),
             Self::TypingStop => Request::TypingStop(ConversationRef::parse(payload)?),
             Self::PresenceGet => Request::Presence(PresenceQuery::parse(payload)?),
+            Self::UserBlock => Request::Block(UserRef::parse(payload)?),
+            Self::UserUnblock => Request::Unblock(UserRef::parse(payload)?),
         };
         Ok(Command::Chat(request))
     }
@@ -156,6 +163,8 @@ pub enum Request {
     TypingStart(ConversationRef),
     TypingStop(ConversationRef),
     Presence(PresenceQuery),
+    Block(UserRef),
+    Unblock(UserRef),
 }
 
 impl Request {

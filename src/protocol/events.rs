@@ -37,10 +37,11 @@ event!(MessageUpdated<'a>, "message:updated");
 
 /// The recipient is in a conversation they weren't in (created, or added to), and `by` whom
 /// (its creator, or the owner or admin who added them), so an app can say "Alice added you".
+/// `by` is `null` when the host app's server did it (the server API).
 #[derive(Serialize)]
 pub struct ConversationNew<'a> {
     pub conversation: &'a Conversation,
-    pub by: &'a UserId,
+    pub by: Option<&'a UserId>,
 }
 event!(ConversationNew<'a>, "conversation:new");
 
@@ -53,13 +54,18 @@ pub struct ConversationMembers<'a> {
     pub conversation_id: ConversationId,
     pub changed: Vec<&'a Member>,
     pub removed: Vec<&'a UserId>,
-    pub by: &'a UserId,
+    /// `null` when the host app's server made the change.
+    pub by: Option<&'a UserId>,
 }
 event!(ConversationMembers<'a>, "conversation:members");
 
 impl<'a> ConversationMembers<'a> {
     /// The delta that takes `before`'s member list to `after`'s, a change made `by` them.
-    pub fn between(before: &'a Conversation, after: &'a Conversation, by: &'a UserId) -> Self {
+    pub fn between(
+        before: &'a Conversation,
+        after: &'a Conversation,
+        by: Option<&'a UserId>,
+    ) -> Self {
         let old: HashMap<&UserId, &Member> =
             before.members.iter().map(|m| (&m.user_id, m)).collect();
         let new: HashSet<&UserId> = after.member_ids().collect();
@@ -134,3 +140,14 @@ event!(Resync, "resync");
 #[derive(Serialize)]
 pub struct ServerShutdown {}
 event!(ServerShutdown, "server:shutdown");
+
+// The host app's side (server API, moderation, webhooks).
+
+/// The host app ended the user's sessions (`reason`: `banned`, or `erased`); the server
+/// disconnects the socket. A banned user's tokens are refused until `until` (`null`: for good).
+#[derive(Serialize)]
+pub struct SessionEnded {
+    pub reason: &'static str,
+    pub until: Option<Timestamp>,
+}
+event!(SessionEnded, "session:ended");

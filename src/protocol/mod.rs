@@ -13,6 +13,8 @@ pub mod envelope;
 pub mod events;
 pub mod replies;
 pub mod requests;
+// The host app's server API: a block of its own.
+pub mod server;
 
 pub use command::{Bucket, ClientEvent, Command, Request};
 pub use envelope::Envelope;

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::events::PresenceState;
-use crate::domain::{Conversation, ConversationId, Message, Timestamp};
+use crate::domain::{Ban, Conversation, ConversationId, Message, Timestamp, UserId};
 
 /// A page of messages in ascending seq (`message:history`, and each conversation of `sync`).
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +67,22 @@ pub enum Reply {
     },
     /// `typing:*`: `{}`.
     Done {},
+    // The host app's side (server API, moderation, webhooks).
+    /// A ban in force, or none (`ban: null`, after an unban).
+    Ban {
+        user_id: UserId,
+        ban: Option<Ban>,
+    },
+    Erased {
+        user_id: UserId,
+        messages_deleted: usize,
+        conversations_left: usize,
+    },
+    /// `user:block`, `user:unblock`.
+    Blocked {
+        user_id: UserId,
+        blocked: bool,
+    },
 }
 
 impl Reply {

@@ -89,16 +89,16 @@ fn json_kind(raw: &str) -> &'static str {
     }
 }
 
-fn conversation_id(field: &str, raw: &str) -> Result<ConversationId> {
+pub(super) fn conversation_id(field: &str, raw: &str) -> Result<ConversationId> {
     ConversationId::parse(raw)
         .ok_or_else(|| Error::invalid(field, "must be a conversation id (a UUID)"))
 }
 
-fn user_id(field: &str, raw: &str) -> Result<UserId> {
+pub(super) fn user_id(field: &str, raw: &str) -> Result<UserId> {
     UserId::parse(raw).map_err(|e| Error::invalid(field, e.to_string()))
 }
 
-fn user_ids(field: &str, raw: Vec<String>) -> Result<Vec<UserId>> {
+pub(super) fn user_ids(field: &str, raw: Vec<String>) -> Result<Vec<UserId>> {
     if raw.len() > MAX_USER_IDS {
         return Err(Error::too_large(
             field,
@@ -526,6 +526,26 @@ impl Sync {
         }
         cursors.sort();
         Ok(Self { cursors, since })
+    }
+}
+
+/// Requests that only name a user: `user:block`, `user:unblock`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRef {
+    pub user_id: UserId,
+}
+
+#[derive(Deserialize)]
+struct UserRefWire {
+    user_id: String,
+}
+
+impl UserRef {
+    pub fn parse(raw: &str) -> Result<Self> {
+        let wire: UserRefWire = from_json(raw)?;
+        Ok(Self {
+            user_id: user_id("user_id", &wire.user_id)?,
+        })
     }
 }
 

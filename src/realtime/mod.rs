@@ -200,10 +200,18 @@ impl Realtime {
             });
         }
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.chat.connect(&identity, key, outbound.clone()).await {
-            // Logged with its cause; the client learns only that it may retry.
-            e.log();
-            return Err(ConnectRefusal::new("unavailable"));
+        match self.chat.connect(&identity, key, outbound.clone()).await {
+            Ok(()) => {}
+            // Banned by the host app.
+            Err(Error::Unauthorized(failure)) => {
+                tracing::info!(user = %identity.user_id, reason = failure.reason(), "handshake refused: unauthorized");
+                return Err(ConnectRefusal::unauthorized(failure));
+            }
+            Err(e) => {
+                // Logged with its cause; the client learns only that it may retry.
+                e.log();
+                return Err(ConnectRefusal::new("unavailable"));
+            }
         }
         let span = tracing::info_span!("socket", user = %identity.user_id, key);
         let conn = UserSocket {

@@ -25,8 +25,8 @@ pub use sqlite::SqliteStore;
 pub use writer::{SendReply, Writer};
 
 use crate::domain::{
-    ClientId, Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageBody,
-    MessageId, Role, Timestamp, UserId,
+    Ban, ClientId, Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName,
+    ExternalId, Message, MessageBody, MessageId, Role, Timestamp, UserId,
 };
 use crate::error::{Error, Result};
 pub use crate::protocol::replies::{Page, SyncUpdate};
@@ -36,7 +36,8 @@ use crate::protocol::requests::SyncCursor;
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub conversation_id: ConversationId,
-    pub sender_id: UserId,
+    /// `None`: a system message, from the host app's server (no membership needed).
+    pub sender_id: Option<UserId>,
     pub client_id: ClientId,
     pub body: MessageBody,
 }
@@ -51,6 +52,8 @@ pub enum SendOutcome {
     Duplicate(Message),
     /// The sender is not a member, or there is no such conversation.
     NotFound,
+    /// A direct conversation whose other member blocked the sender.
+    Blocked,
 }
 
 /// Which slice of a conversation's history to read.
@@ -103,6 +106,57 @@ pub enum MessageChange {
     Delete,
     /// Nothing to write (deleting what is already deleted): return the message as it is.
     Unchanged,
+}
+
+// The host app's side: the webhook outbox.
+
+/// A webhook event to record in the outbox, in the transaction of what caused it.
+#[derive(Debug, Clone)]
+pub struct OutboxEvent {
+    pub id: uuid::Uuid,
+    pub kind: &'static str,
+    /// The event's `data`, as JSON text.
+    pub data: String,
+    /// `false` for `message.created`, whose recipients the sender adds at its first claim.
+    pub resolved: bool,
+    pub created_at: i64,
+}
+
+impl OutboxEvent {
+    pub fn new(kind: &'static str, data: &impl serde::Serialize, resolved: bool) -> Self {
+        let now = Timestamp::now().millis();
+        Self {
+            id: uuid::Uuid::now_v7(),
+            kind,
+            data: serde_json::to_string(data).expect("event data serializes"),
+            resolved,
+            created_at: now,
+        }
+    }
+}
+
+/// A claimed outbox row, leased to this node until it is settled.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    #[sqlx(try_from = "rows::DbUuid")]
+    pub id: uuid::Uuid,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub data: String,
+    pub resolved: bool,
+    pub created_at: i64,
+    pub attempts: i32,
+}
+
+/// What became of one attempt at sending an outbox row.
+#[derive(Debug, Clone)]
+pub enum OutboxSettle {
+    /// The receiver took it (2xx), or there is nothing to send: deleted.
+    Done,
+    /// Try again at `at` (unix ms).
+    Retry { at: i64, error: String },
+    /// Given up: kept, marked failed, for the operator.
+    Failed { error: String },
 }
 
 /// The storage backend.
@@ -181,7 +235,8 @@ impl Store {
 
     /// The direct conversation between `a` and `b`, created if needed. `true` when created now.
     pub async fn create_direct(&self, a: &UserId, b: &UserId) -> Result<(Conversation, bool)> {
-        dispatch!(self, s => transactions::create_direct(s, a, b).await)
+        let what = transactions::Creation::Direct(a, b);
+        dispatch!(self, s => transactions::create(s, what, None).await)
     }
 
     /// A new group owned by `owner` with `members` (which must not contain `owner`).
@@ -191,7 +246,12 @@ impl Store {
         title: &ConversationTitle,
         members: &[UserId],
     ) -> Result<Conversation> {
-        dispatch!(self, s => transactions::create_group(s, owner, title, members).await)
+        let what = transactions::Creation::Group {
+            owner,
+            title,
+            members,
+        };
+        Ok(dispatch!(self, s => transactions::create(s, what, None).await)?.0)
     }
 
     /// The user's conversations, most recent activity first.
@@ -288,6 +348,112 @@ impl Store {
         changed_since: Option<Timestamp>,
     ) -> Result<Vec<SyncUpdate>> {
         dispatch!(self, s => s.sync(user, cursors, limit, changed_since).await)
+    }
+
+    // The host app's side (server API, moderation, webhooks).
+
+    /// For the server API: a direct conversation between `a` and `b` (found if the pair has
+    /// one), or with `external_id`, the conversation that id already names. `true` when created.
+    pub async fn create_direct_for_app(
+        &self,
+        a: &UserId,
+        b: &UserId,
+        external_id: Option<&ExternalId>,
+    ) -> Result<(Conversation, bool)> {
+        let what = transactions::Creation::Direct(a, b);
+        dispatch!(self, s => transactions::create(s, what, external_id).await)
+    }
+
+    /// For the server API: a new group, or with `external_id`, the conversation that id
+    /// already names. `true` when created.
+    pub async fn create_group_for_app(
+        &self,
+        owner: &UserId,
+        title: &ConversationTitle,
+        members: &[UserId],
+        external_id: Option<&ExternalId>,
+    ) -> Result<(Conversation, bool)> {
+        let what = transactions::Creation::Group {
+            owner,
+            title,
+            members,
+        };
+        dispatch!(self, s => transactions::create(s, what, external_id).await)
+    }
+
+    /// Bans a user (replacing a ban they had).
+    pub async fn ban(&self, ban: &Ban) -> Result<()> {
+        dispatch!(self, s => s.ban(ban).await)
+    }
+
+    /// Lifts a user's ban; `false` when they had none.
+    pub async fn unban(&self, user: &UserId) -> Result<bool> {
+        dispatch!(self, s => s.unban(user).await)
+    }
+
+    /// The user's ban in force at `now`, if any.
+    pub async fn ban_of(&self, user: &UserId, now: Timestamp) -> Result<Option<Ban>> {
+        dispatch!(self, s => s.ban_of(user, now).await)
+    }
+
+    /// Erases a user: their name dropped, a ban for good recorded, the bodies of their messages
+    /// deleted (returned, as they are now). Their memberships are ended by the caller, one
+    /// conversation at a time ([`Store::change_members`]). Idempotent.
+    pub async fn erase_user(&self, user: &UserId, now: Timestamp) -> Result<Vec<Message>> {
+        dispatch!(self, s => s.erase_user(user, now).await)
+    }
+
+    /// `blocker` blocks (`on`) or unblocks `blocked`; idempotent.
+    pub async fn set_block(&self, blocker: &UserId, blocked: &UserId, on: bool) -> Result<()> {
+        dispatch!(self, s => s.set_block(blocker, blocked, on).await)
+    }
+
+    /// Whether `blocker` blocked `blocked`.
+    pub async fn is_blocked(&self, blocker: &UserId, blocked: &UserId) -> Result<bool> {
+        dispatch!(self, s => s.is_blocked(blocker, blocked).await)
+    }
+
+    /// Webhooks on: the transactions record outbox events, and `written` is signalled after
+    /// each commit that recorded some.
+    pub fn enable_outbox(&mut self, written: std::sync::Arc<tokio::sync::Notify>) {
+        dispatch!(self, s => s.outbox = Some(written))
+    }
+
+    /// Leases up to `limit` due outbox rows to this node until `lease_until` (unix ms).
+    pub async fn claim_outbox(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>> {
+        dispatch!(self, s => s.claim_outbox(now, lease_until, limit).await)
+    }
+
+    /// Completes a `message.created` row's data (or, `None`, deletes it: nobody to tell).
+    pub async fn resolve_outbox(&self, id: uuid::Uuid, data: Option<&str>) -> Result<()> {
+        dispatch!(self, s => s.resolve_outbox(id, data).await)
+    }
+
+    pub async fn settle_outbox(&self, id: uuid::Uuid, settle: &OutboxSettle) -> Result<()> {
+        dispatch!(self, s => s.settle_outbox(id, settle, Timestamp::now().millis()).await)
+    }
+
+    /// Outbox rows still to be sent (not given up).
+    pub async fn outbox_depth(&self) -> Result<i64> {
+        dispatch!(self, s => s.outbox_depth().await)
+    }
+
+    /// A conversation's kind and members.
+    pub async fn kind_and_members(
+        &self,
+        conversation: ConversationId,
+    ) -> Result<Option<(ConversationKind, Vec<UserId>)>> {
+        dispatch!(self, s => s.kind_and_members(conversation).await)
+    }
+
+    /// Whom `blocker` blocked.
+    pub async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<UserId>> {
+        dispatch!(self, s => s.blocked_by(blocker).await)
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::{NewMessage, SendOutcome};
-use crate::domain::{ConversationId, Message, MessageId, Timestamp, UserId};
+use crate::domain::{ConversationId, Message, MessageId, MessageKind, Timestamp, UserId};
 
 /// The key that makes a direct conversation unique per pair, whichever side creates it.
 pub(crate) fn direct_key(a: &UserId, b: &UserId) -> String {
@@ -23,6 +23,7 @@ pub(crate) fn plan_batch(
     batch: &[NewMessage],
     last_seq: &HashMap<ConversationId, i64>,
     is_member: impl Fn(ConversationId, &UserId) -> bool,
+    is_blocked: impl Fn(ConversationId, &UserId) -> bool,
     mut existing: HashMap<SendKey, Message>,
     now: Timestamp,
 ) -> (Vec<SendOutcome>, HashMap<ConversationId, i64>) {
@@ -33,8 +34,18 @@ pub(crate) fn plan_batch(
             let Some(seq) = next.get_mut(&m.conversation_id) else {
                 return SendOutcome::NotFound;
             };
-            if !is_member(m.conversation_id, &m.sender_id) {
+            // A system message (no sender) is the host app's: it needs no membership.
+            if m.sender_id
+                .as_ref()
+                .is_some_and(|sender| !is_member(m.conversation_id, sender))
+            {
                 return SendOutcome::NotFound;
+            }
+            if m.sender_id
+                .as_ref()
+                .is_some_and(|sender| is_blocked(m.conversation_id, sender))
+            {
+                return SendOutcome::Blocked;
             }
             let key = (
                 m.conversation_id,
@@ -50,6 +61,11 @@ pub(crate) fn plan_batch(
                 conversation_id: m.conversation_id,
                 seq: *seq,
                 sender_id: m.sender_id.clone(),
+                kind: if m.sender_id.is_some() {
+                    MessageKind::User
+                } else {
+                    MessageKind::System
+                },
                 client_id: m.client_id.as_str().to_owned(),
                 body: Some(m.body.as_str().to_owned()),
                 created_at: now,
@@ -66,7 +82,8 @@ pub(crate) fn plan_batch(
 }
 
 /// A send's idempotency key: conversation, sender and client id.
-pub(crate) type SendKey = (ConversationId, UserId, String);
+/// (No sender: a system message.)
+pub(crate) type SendKey = (ConversationId, Option<UserId>, String);
 
 /// Stored messages by their idempotency key, as [`plan_batch`] takes them.
 pub(crate) fn by_send_key(messages: Vec<Message>) -> HashMap<SendKey, Message> {
@@ -89,7 +106,7 @@ mod tests {
     fn new(conv: ConversationId, sender: &str, client: &str) -> NewMessage {
         NewMessage {
             conversation_id: conv,
-            sender_id: UserId::parse(sender).unwrap(),
+            sender_id: Some(UserId::parse(sender).unwrap()),
             client_id: ClientId::parse(client.into()).unwrap(),
             body: MessageBody::parse("hi".into(), 10).unwrap(),
         }
@@ -110,6 +127,7 @@ mod tests {
             &batch,
             &last,
             |_, u| u.as_str() != "mallory",
+            |_, _| false,
             HashMap::new(),
             Timestamp(0),
         );
@@ -119,6 +137,7 @@ mod tests {
                 SendOutcome::Stored(m) => format!("stored {}", m.seq),
                 SendOutcome::Duplicate(m) => format!("dup {}", m.seq),
                 SendOutcome::NotFound => "not found".into(),
+                SendOutcome::Blocked => "blocked".into(),
             })
             .collect();
         assert_eq!(
@@ -135,6 +154,7 @@ mod tests {
             &[new(a, "alice", "1")],
             &HashMap::new(),
             |_, _| true,
+            |_, _| false,
             HashMap::new(),
             Timestamp(0),
         );

@@ -17,13 +17,15 @@ use uuid::Uuid;
 use super::assemble::{page_from_rows, sync_update};
 use super::rows::{
     HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow,
-    message_columns, messages,
+    message_columns, messages, sender_column,
 };
 use super::transactions::{Backend, Rewrite, complete};
-use super::{DbContext, HistoryQuery, NewMessage, Page, SyncUpdate};
+use super::{
+    DbContext, HistoryQuery, NewMessage, OutboxEvent, OutboxRow, OutboxSettle, Page, SyncUpdate,
+};
 use crate::domain::{
-    Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageId, Role,
-    Timestamp, UserId,
+    Ban, Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName, Message,
+    MessageId, Role, Timestamp, UserId,
 };
 use crate::error::Result;
 use crate::protocol::requests::SyncCursor;
@@ -31,6 +33,8 @@ use crate::protocol::requests::SyncCursor;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Webhooks on: signalled after a commit that recorded outbox events.
+    pub(crate) outbox: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 /// How long the first connection may take before the start fails.
@@ -98,7 +102,7 @@ impl PgStore {
             .run(&pool)
             .await
             .context("migrating the PostgreSQL database")?;
-        Ok(Self { pool })
+        Ok(Self { pool, outbox: None })
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -247,7 +251,8 @@ impl PgStore {
             "SELECT u.id, u.last_seen_at FROM users u
              WHERE u.id = ANY($2) AND EXISTS (
                  SELECT 1 FROM members a JOIN members b ON b.conversation_id = a.conversation_id
-                 WHERE a.user_id = $1 AND b.user_id = u.id)",
+                 WHERE a.user_id = $1 AND b.user_id = u.id)
+             AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = u.id AND blocked_id = $1)",
         )
         .bind(viewer.as_str())
         .bind(user_strs(users))
@@ -388,6 +393,235 @@ impl PgStore {
                 )
             })
             .collect())
+    }
+}
+
+// The host app's side (server API, moderation, webhooks).
+impl PgStore {
+    pub async fn ban(&self, ban: &Ban) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO bans (user_id, until, reason, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (user_id) DO UPDATE
+             SET until = EXCLUDED.until, reason = EXCLUDED.reason, created_at = EXCLUDED.created_at",
+        )
+        .bind(ban.user_id.as_str())
+        .bind(ban.until.map(Timestamp::millis))
+        .bind(ban.reason.as_deref())
+        .bind(Timestamp::now().millis())
+        .execute(&self.pool)
+        .await
+        .db_context("banning a user")?;
+        Ok(())
+    }
+
+    pub async fn unban(&self, user: &UserId) -> Result<bool> {
+        let removed = sqlx::query("DELETE FROM bans WHERE user_id = $1")
+            .bind(user.as_str())
+            .execute(&self.pool)
+            .await
+            .db_context("unbanning a user")?
+            .rows_affected();
+        Ok(removed > 0)
+    }
+
+    pub async fn ban_of(&self, user: &UserId, now: Timestamp) -> Result<Option<Ban>> {
+        let row: Option<(Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT until, reason FROM bans WHERE user_id = $1 AND (until IS NULL OR until > $2)",
+        )
+        .bind(user.as_str())
+        .bind(now.millis())
+        .fetch_optional(&self.pool)
+        .await
+        .db_context("checking bans")?;
+        Ok(row.map(|(until, reason)| Ban {
+            user_id: user.clone(),
+            until: until.map(Timestamp),
+            reason,
+        }))
+    }
+
+    /// Drops the user's name, records the erasure and a ban for good, and deletes the bodies of
+    /// every message they sent, in one transaction; returns the messages deleted now. Messages
+    /// have no index by sender (it would cost every send a write, for a rare erasure), so this
+    /// reads the table through.
+    pub async fn erase_user(&self, user: &UserId, now: Timestamp) -> Result<Vec<Message>> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO users (id, created_at, erased_at) VALUES ($1, $2, $2)
+             ON CONFLICT (id) DO UPDATE SET name = NULL, erased_at = COALESCE(users.erased_at, $2)",
+        )
+        .bind(user.as_str())
+        .bind(now.millis())
+        .execute(&mut *tx)
+        .await
+        .db_context("erasing a user")?;
+        sqlx::query(
+            "INSERT INTO bans (user_id, until, reason, created_at) VALUES ($1, NULL, 'erased', $2)
+             ON CONFLICT (user_id) DO UPDATE SET until = NULL, reason = 'erased'",
+        )
+        .bind(user.as_str())
+        .bind(now.millis())
+        .execute(&mut *tx)
+        .await
+        .db_context("banning an erased user")?;
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "UPDATE messages m SET body = NULL, deleted_at = $2, changed_at = $2
+             WHERE m.sender_id = $1 AND m.deleted_at IS NULL RETURNING ",
+            message_columns!()
+        ))
+        .bind(user.as_str())
+        .bind(now.millis())
+        .fetch_all(&mut *tx)
+        .await
+        .db_context("deleting an erased user's messages")?;
+        tx.commit().await.db_context("committing an erasure")?;
+        Ok(messages(rows))
+    }
+
+    /// `blocker` blocks (`true`) or unblocks `blocked`.
+    pub async fn set_block(&self, blocker: &UserId, blocked: &UserId, on: bool) -> Result<()> {
+        let done = if on {
+            sqlx::query(
+                "INSERT INTO blocks (blocker_id, blocked_id, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(blocker.as_str())
+            .bind(blocked.as_str())
+            .bind(Timestamp::now().millis())
+            .execute(&self.pool)
+            .await
+        } else {
+            sqlx::query("DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2")
+                .bind(blocker.as_str())
+                .bind(blocked.as_str())
+                .execute(&self.pool)
+                .await
+        };
+        done.db_context("recording a block")?;
+        Ok(())
+    }
+
+    pub async fn is_blocked(&self, blocker: &UserId, blocked: &UserId) -> Result<bool> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = $2)",
+        )
+        .bind(blocker.as_str())
+        .bind(blocked.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .db_context("checking a block")
+    }
+
+    /// Leases due rows; `SKIP LOCKED`, so nodes claiming at once take different rows, and the
+    /// lease (`locked_until`), so rows of a node that died while sending are claimed again.
+    pub async fn claim_outbox(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>> {
+        sqlx::query_as(
+            "UPDATE webhook_outbox o SET locked_until = $2
+             FROM (SELECT id FROM webhook_outbox
+                   WHERE failed_at IS NULL AND next_attempt_at <= $1
+                     AND (locked_until IS NULL OR locked_until <= $1)
+                   ORDER BY next_attempt_at LIMIT $3
+                   FOR UPDATE SKIP LOCKED) due
+             WHERE o.id = due.id
+             RETURNING o.id, o.type, o.data, o.resolved, o.created_at, o.attempts",
+        )
+        .bind(now)
+        .bind(lease_until)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .db_context("claiming webhook events")
+    }
+
+    pub async fn resolve_outbox(&self, id: Uuid, data: Option<&str>) -> Result<()> {
+        let query = match data {
+            Some(data) => {
+                sqlx::query("UPDATE webhook_outbox SET data = $2, resolved = TRUE WHERE id = $1")
+                    .bind(id)
+                    .bind(data)
+            }
+            None => sqlx::query("DELETE FROM webhook_outbox WHERE id = $1").bind(id),
+        };
+        query
+            .execute(&self.pool)
+            .await
+            .db_context("resolving a webhook event")?;
+        Ok(())
+    }
+
+    pub async fn settle_outbox(&self, id: Uuid, settle: &OutboxSettle, now: i64) -> Result<()> {
+        let query = match settle {
+            OutboxSettle::Done => sqlx::query("DELETE FROM webhook_outbox WHERE id = $1").bind(id),
+            OutboxSettle::Retry { at, error } => sqlx::query(
+                "UPDATE webhook_outbox SET attempts = attempts + 1, next_attempt_at = $2,
+                     locked_until = NULL, last_error = $3
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(*at)
+            .bind(error.as_str()),
+            OutboxSettle::Failed { error } => sqlx::query(
+                "UPDATE webhook_outbox SET attempts = attempts + 1, failed_at = $2,
+                     locked_until = NULL, last_error = $3
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(error.as_str()),
+        };
+        query
+            .execute(&self.pool)
+            .await
+            .db_context("settling a webhook event")?;
+        Ok(())
+    }
+
+    pub async fn outbox_depth(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT count(*) FROM webhook_outbox WHERE failed_at IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .db_context("counting webhook events")
+    }
+
+    pub async fn kind_and_members(
+        &self,
+        conversation: ConversationId,
+    ) -> Result<Option<(ConversationKind, Vec<UserId>)>> {
+        let kind: Option<String> =
+            sqlx::query_scalar("SELECT kind FROM conversations WHERE id = $1")
+                .bind(conversation.0)
+                .fetch_optional(&self.pool)
+                .await
+                .db_context("loading a conversation's kind")?;
+        let Some(kind) = kind.as_deref().and_then(ConversationKind::from_db) else {
+            return Ok(None);
+        };
+        let members: Vec<String> =
+            sqlx::query_scalar("SELECT user_id FROM members WHERE conversation_id = $1")
+                .bind(conversation.0)
+                .fetch_all(&self.pool)
+                .await
+                .db_context("loading members")?;
+        Ok(Some((
+            kind,
+            members.iter().map(|u| UserId::from_db(u)).collect(),
+        )))
+    }
+
+    /// Whom `blocker` blocked.
+    pub async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<UserId>> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT blocked_id FROM blocks WHERE blocker_id = $1")
+                .bind(blocker.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .db_context("loading blocks")?;
+        Ok(ids.iter().map(|u| UserId::from_db(u)).collect())
     }
 }
 
@@ -691,7 +925,10 @@ impl Backend for PgStore {
         batch: &[NewMessage],
     ) -> Result<HashSet<(ConversationId, UserId)>> {
         let convs: Vec<Uuid> = batch.iter().map(|m| m.conversation_id.0).collect();
-        let senders: Vec<&str> = batch.iter().map(|m| m.sender_id.as_str()).collect();
+        let senders: Vec<&str> = batch
+            .iter()
+            .map(|m| sender_column(m.sender_id.as_ref()))
+            .collect();
         let rows: Vec<MembershipRow> = sqlx::query_as(
             "SELECT DISTINCT k.c AS conversation_id, k.s AS user_id
              FROM UNNEST($1::uuid[], $2::text[]) AS k(c, s)
@@ -707,7 +944,10 @@ impl Backend for PgStore {
 
     async fn stored_sends(c: &mut PgConnection, batch: &[NewMessage]) -> Result<Vec<Message>> {
         let convs: Vec<Uuid> = batch.iter().map(|m| m.conversation_id.0).collect();
-        let senders: Vec<&str> = batch.iter().map(|m| m.sender_id.as_str()).collect();
+        let senders: Vec<&str> = batch
+            .iter()
+            .map(|m| sender_column(m.sender_id.as_ref()))
+            .collect();
         let clients: Vec<&str> = batch.iter().map(|m| m.client_id.as_str()).collect();
         let rows: Vec<MessageRow> = sqlx::query_as(concat!(
             "SELECT ",
@@ -737,7 +977,10 @@ impl Backend for PgStore {
         let ids: Vec<Uuid> = stored.iter().map(|m| m.id.0).collect();
         let convs: Vec<Uuid> = stored.iter().map(|m| m.conversation_id.0).collect();
         let seqs: Vec<i64> = stored.iter().map(|m| m.seq).collect();
-        let senders: Vec<&str> = stored.iter().map(|m| m.sender_id.as_str()).collect();
+        let senders: Vec<&str> = stored
+            .iter()
+            .map(|m| sender_column(m.sender_id.as_ref()))
+            .collect();
         let clients: Vec<&str> = stored.iter().map(|m| m.client_id.as_str()).collect();
         let bodies: Vec<&str> = stored
             .iter()
@@ -752,8 +995,12 @@ impl Backend for PgStore {
                  SELECT id, c, s, snd, cl, b, $7
                  FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[])
                       AS t(id, c, s, snd, cl, b)
-                 WHERE EXISTS (SELECT 1 FROM members mb
-                               WHERE mb.conversation_id = t.c AND mb.user_id = t.snd)
+                 WHERE (t.snd = '' OR EXISTS (SELECT 1 FROM members mb
+                                              WHERE mb.conversation_id = t.c AND mb.user_id = t.snd))
+                   AND NOT EXISTS (SELECT 1 FROM blocks b
+                                   JOIN members o ON o.conversation_id = t.c AND o.user_id = b.blocker_id
+                                   JOIN conversations cv ON cv.id = t.c AND cv.kind = 'direct'
+                                   WHERE b.blocked_id = t.snd)
                  ON CONFLICT (conversation_id, sender_id, client_id) DO NOTHING
                  RETURNING 1
              ), upd AS (
@@ -776,6 +1023,93 @@ impl Backend for PgStore {
         .await
         .db_context("inserting messages")?;
         Ok(inserted as u64)
+    }
+
+    // The host app's side (server API, moderation, webhooks).
+
+    async fn find_external(
+        c: &mut PgConnection,
+        external_id: &str,
+    ) -> Result<Option<ConversationId>> {
+        let id: Option<Uuid> =
+            sqlx::query_scalar("SELECT conversation_id FROM external_ids WHERE external_id = $1")
+                .bind(external_id)
+                .fetch_optional(c)
+                .await
+                .db_context("finding an external id")?;
+        Ok(id.map(ConversationId))
+    }
+
+    async fn insert_external(
+        c: &mut PgConnection,
+        external_id: &str,
+        id: ConversationId,
+    ) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO external_ids (external_id, conversation_id) VALUES ($1, $2)
+             ON CONFLICT (external_id) DO NOTHING",
+        )
+        .bind(external_id)
+        .bind(id.0)
+        .execute(c)
+        .await
+        .db_context("recording an external id")?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    fn outbox(&self) -> Option<&tokio::sync::Notify> {
+        self.outbox.as_deref()
+    }
+
+    async fn insert_outbox(c: &mut PgConnection, events: &[OutboxEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+        let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+        let resolved: Vec<bool> = events.iter().map(|e| e.resolved).collect();
+        let created: Vec<i64> = events.iter().map(|e| e.created_at).collect();
+        sqlx::query(
+            "INSERT INTO webhook_outbox (id, type, data, resolved, created_at, next_attempt_at)
+             SELECT id, t, d, r, c, c
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::boolean[], $5::bigint[])
+                  AS e(id, t, d, r, c)",
+        )
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&data)
+        .bind(&resolved)
+        .bind(&created)
+        .execute(c)
+        .await
+        .db_context("recording webhook events")?;
+        Ok(())
+    }
+
+    async fn blocked_senders(
+        c: &mut PgConnection,
+        batch: &[NewMessage],
+    ) -> Result<HashSet<(ConversationId, UserId)>> {
+        let convs: Vec<Uuid> = batch.iter().map(|m| m.conversation_id.0).collect();
+        let senders: Vec<&str> = batch
+            .iter()
+            .map(|m| sender_column(m.sender_id.as_ref()))
+            .collect();
+        let rows: Vec<MembershipRow> = sqlx::query_as(
+            "SELECT DISTINCT k.c AS conversation_id, k.s AS user_id
+             FROM UNNEST($1::uuid[], $2::text[]) AS k(c, s)
+             JOIN blocks b ON b.blocked_id = k.s
+             JOIN members o ON o.conversation_id = k.c AND o.user_id = b.blocker_id
+             JOIN conversations cv ON cv.id = k.c AND cv.kind = 'direct'",
+        )
+        .bind(&convs)
+        .bind(&senders)
+        .fetch_all(c)
+        .await
+        .db_context("checking blocked senders")?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 }
 

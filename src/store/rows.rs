@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::assemble::ConversationHead;
 use crate::domain::{
-    ConversationId, ConversationKind, Member, Message, MessageId, ReadState, Role, Timestamp,
-    UserId,
+    ConversationId, ConversationKind, Member, Message, MessageId, MessageKind, ReadState, Role,
+    Timestamp, UserId,
 };
 use crate::error::{Error, Result};
 
@@ -70,7 +70,12 @@ impl From<MessageRow> for Message {
             id: MessageId(r.id.0),
             conversation_id: ConversationId(r.conversation_id.0),
             seq: r.seq,
-            sender_id: UserId::from_db(&r.sender_id),
+            kind: if r.sender_id == SYSTEM_SENDER {
+                MessageKind::System
+            } else {
+                MessageKind::User
+            },
+            sender_id: stored_sender(&r.sender_id),
             client_id: r.client_id,
             body: r.body,
             created_at: Timestamp(r.created_at),
@@ -78,6 +83,21 @@ impl From<MessageRow> for Message {
             deleted_at: r.deleted_at.map(Timestamp),
         }
     }
+}
+
+/// How a message's sender is stored: a system message has none, stored as `''` (no user id is
+/// empty) rather than NULL, so that the idempotency key `(conversation_id, sender_id,
+/// client_id)` still holds for system messages (NULLs would never collide). The kind is read
+/// from it, so the two can't disagree.
+pub(crate) const SYSTEM_SENDER: &str = "";
+
+/// The sender column's value for `sender` (see [`SYSTEM_SENDER`]).
+pub(crate) fn sender_column(sender: Option<&UserId>) -> &str {
+    sender.map_or(SYSTEM_SENDER, UserId::as_str)
+}
+
+fn stored_sender(raw: &str) -> Option<UserId> {
+    (raw != SYSTEM_SENDER).then(|| UserId::from_db(raw))
 }
 
 /// Decodes message rows: the common tail of every query that returns messages.
@@ -191,6 +211,12 @@ impl From<MembershipRow> for (ConversationId, UserId) {
             ConversationId(r.conversation_id.0),
             UserId::from_db(&r.user_id),
         )
+    }
+}
+
+impl From<DbUuid> for Uuid {
+    fn from(id: DbUuid) -> Self {
+        id.0
     }
 }
 

@@ -20,12 +20,15 @@ use super::assemble::{page_from_rows, sync_update};
 use super::checkpoint::{self, Checkpointer};
 use super::rows::{
     HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow, messages,
+    sender_column,
 };
 use super::transactions::{Backend, Rewrite, complete};
-use super::{DbContext, HistoryQuery, NewMessage, Page, SyncUpdate};
+use super::{
+    DbContext, HistoryQuery, NewMessage, OutboxEvent, OutboxRow, OutboxSettle, Page, SyncUpdate,
+};
 use crate::domain::{
-    Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageId, Role,
-    Timestamp, UserId,
+    Ban, Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName, Message,
+    MessageId, Role, Timestamp, UserId,
 };
 use crate::error::Result;
 use crate::protocol::requests::SyncCursor;
@@ -46,6 +49,8 @@ pub struct SqliteStore {
     readers: SqlitePool,
     /// Copies the log back into the database file, so the writer doesn't (None in memory).
     _checkpointer: Option<Arc<Checkpointer>>,
+    /// Webhooks on: signalled after a commit that recorded outbox events.
+    pub(crate) outbox: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl SqliteStore {
@@ -115,6 +120,7 @@ impl SqliteStore {
             writer,
             readers,
             _checkpointer: checkpointer,
+            outbox: None,
         })
     }
 
@@ -256,7 +262,8 @@ impl SqliteStore {
             "SELECT u.id, u.last_seen_at FROM users u
              WHERE u.id IN (SELECT value FROM json_each(?2)) AND EXISTS (
                  SELECT 1 FROM members a JOIN members b ON b.conversation_id = a.conversation_id
-                 WHERE a.user_id = ?1 AND b.user_id = u.id)",
+                 WHERE a.user_id = ?1 AND b.user_id = u.id)
+             AND NOT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = u.id AND blocked_id = ?1)",
         )
         .bind(viewer.as_str())
         .bind(json_users(users))
@@ -356,6 +363,234 @@ impl SqliteStore {
             updates.push(sync_update(cursor, messages, changed, limit));
         }
         Ok(updates)
+    }
+}
+
+// The host app's side (server API, moderation, webhooks).
+impl SqliteStore {
+    pub async fn ban(&self, ban: &Ban) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO bans (user_id, until, reason, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (user_id) DO UPDATE
+             SET until = excluded.until, reason = excluded.reason, created_at = excluded.created_at",
+        )
+        .bind(ban.user_id.as_str())
+        .bind(ban.until.map(Timestamp::millis))
+        .bind(ban.reason.as_deref())
+        .bind(Timestamp::now().millis())
+        .execute(&self.writer)
+        .await
+        .db_context("banning a user")?;
+        Ok(())
+    }
+
+    pub async fn unban(&self, user: &UserId) -> Result<bool> {
+        let removed = sqlx::query("DELETE FROM bans WHERE user_id = ?")
+            .bind(user.as_str())
+            .execute(&self.writer)
+            .await
+            .db_context("unbanning a user")?
+            .rows_affected();
+        Ok(removed > 0)
+    }
+
+    pub async fn ban_of(&self, user: &UserId, now: Timestamp) -> Result<Option<Ban>> {
+        let row: Option<(Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT until, reason FROM bans WHERE user_id = ? AND (until IS NULL OR until > ?)",
+        )
+        .bind(user.as_str())
+        .bind(now.millis())
+        .fetch_optional(&self.readers)
+        .await
+        .db_context("checking bans")?;
+        Ok(row.map(|(until, reason)| Ban {
+            user_id: user.clone(),
+            until: until.map(Timestamp),
+            reason,
+        }))
+    }
+
+    /// See `PgStore::erase_user`.
+    pub async fn erase_user(&self, user: &UserId, now: Timestamp) -> Result<Vec<Message>> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO users (id, created_at, erased_at) VALUES (?1, ?2, ?2)
+             ON CONFLICT (id) DO UPDATE SET name = NULL, erased_at = coalesce(users.erased_at, ?2)",
+        )
+        .bind(user.as_str())
+        .bind(now.millis())
+        .execute(&mut *tx)
+        .await
+        .db_context("erasing a user")?;
+        sqlx::query(
+            "INSERT INTO bans (user_id, until, reason, created_at) VALUES (?1, NULL, 'erased', ?2)
+             ON CONFLICT (user_id) DO UPDATE SET until = NULL, reason = 'erased'",
+        )
+        .bind(user.as_str())
+        .bind(now.millis())
+        .execute(&mut *tx)
+        .await
+        .db_context("banning an erased user")?;
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "UPDATE messages SET body = NULL, deleted_at = ?2, changed_at = ?2
+             WHERE sender_id = ?1 AND deleted_at IS NULL RETURNING ",
+            returned_columns!()
+        ))
+        .bind(user.as_str())
+        .bind(now.millis())
+        .fetch_all(&mut *tx)
+        .await
+        .db_context("deleting an erased user's messages")?;
+        tx.commit().await.db_context("committing an erasure")?;
+        Ok(messages(rows))
+    }
+
+    /// See `PgStore::set_block`.
+    pub async fn set_block(&self, blocker: &UserId, blocked: &UserId, on: bool) -> Result<()> {
+        let done = if on {
+            sqlx::query(
+                "INSERT INTO blocks (blocker_id, blocked_id, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(blocker.as_str())
+            .bind(blocked.as_str())
+            .bind(Timestamp::now().millis())
+            .execute(&self.writer)
+            .await
+        } else {
+            sqlx::query("DELETE FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2")
+                .bind(blocker.as_str())
+                .bind(blocked.as_str())
+                .execute(&self.writer)
+                .await
+        };
+        done.db_context("recording a block")?;
+        Ok(())
+    }
+
+    pub async fn is_blocked(&self, blocker: &UserId, blocked: &UserId) -> Result<bool> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM blocks WHERE blocker_id = ? AND blocked_id = ?)",
+        )
+        .bind(blocker.as_str())
+        .bind(blocked.as_str())
+        .fetch_one(&self.readers)
+        .await
+        .db_context("checking a block")
+    }
+
+    /// See `PgStore::claim_outbox`: here the single writer connection keeps claims apart.
+    pub async fn claim_outbox(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>> {
+        sqlx::query_as(
+            "UPDATE webhook_outbox SET locked_until = ?2
+             WHERE id IN (SELECT id FROM webhook_outbox
+                          WHERE failed_at IS NULL AND next_attempt_at <= ?1
+                            AND (locked_until IS NULL OR locked_until <= ?1)
+                          ORDER BY next_attempt_at LIMIT ?3)
+             RETURNING id, type, data, resolved, created_at, attempts",
+        )
+        .bind(now)
+        .bind(lease_until)
+        .bind(limit)
+        .fetch_all(&self.writer)
+        .await
+        .db_context("claiming webhook events")
+    }
+
+    pub async fn resolve_outbox(&self, id: uuid::Uuid, data: Option<&str>) -> Result<()> {
+        let query = match data {
+            Some(data) => {
+                sqlx::query("UPDATE webhook_outbox SET data = ?2, resolved = 1 WHERE id = ?1")
+                    .bind(id.to_string())
+                    .bind(data)
+            }
+            None => sqlx::query("DELETE FROM webhook_outbox WHERE id = ?1").bind(id.to_string()),
+        };
+        query
+            .execute(&self.writer)
+            .await
+            .db_context("resolving a webhook event")?;
+        Ok(())
+    }
+
+    pub async fn settle_outbox(
+        &self,
+        id: uuid::Uuid,
+        settle: &OutboxSettle,
+        now: i64,
+    ) -> Result<()> {
+        let id = id.to_string();
+        let query = match settle {
+            OutboxSettle::Done => sqlx::query("DELETE FROM webhook_outbox WHERE id = ?1").bind(id),
+            OutboxSettle::Retry { at, error } => sqlx::query(
+                "UPDATE webhook_outbox SET attempts = attempts + 1, next_attempt_at = ?2,
+                     locked_until = NULL, last_error = ?3
+                 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(*at)
+            .bind(error.as_str()),
+            OutboxSettle::Failed { error } => sqlx::query(
+                "UPDATE webhook_outbox SET attempts = attempts + 1, failed_at = ?2,
+                     locked_until = NULL, last_error = ?3
+                 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(error.as_str()),
+        };
+        query
+            .execute(&self.writer)
+            .await
+            .db_context("settling a webhook event")?;
+        Ok(())
+    }
+
+    pub async fn outbox_depth(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT count(*) FROM webhook_outbox WHERE failed_at IS NULL")
+            .fetch_one(&self.readers)
+            .await
+            .db_context("counting webhook events")
+    }
+
+    pub async fn kind_and_members(
+        &self,
+        conversation: ConversationId,
+    ) -> Result<Option<(ConversationKind, Vec<UserId>)>> {
+        let kind: Option<String> =
+            sqlx::query_scalar("SELECT kind FROM conversations WHERE id = ?")
+                .bind(conversation.to_string())
+                .fetch_optional(&self.readers)
+                .await
+                .db_context("loading a conversation's kind")?;
+        let Some(kind) = kind.as_deref().and_then(ConversationKind::from_db) else {
+            return Ok(None);
+        };
+        let members: Vec<String> =
+            sqlx::query_scalar("SELECT user_id FROM members WHERE conversation_id = ?")
+                .bind(conversation.to_string())
+                .fetch_all(&self.readers)
+                .await
+                .db_context("loading members")?;
+        Ok(Some((
+            kind,
+            members.iter().map(|u| UserId::from_db(u)).collect(),
+        )))
+    }
+
+    pub async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<UserId>> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT blocked_id FROM blocks WHERE blocker_id = ?")
+                .bind(blocker.as_str())
+                .fetch_all(&self.readers)
+                .await
+                .db_context("loading blocks")?;
+        Ok(ids.iter().map(|u| UserId::from_db(u)).collect())
     }
 }
 
@@ -703,7 +938,7 @@ impl Backend for SqliteStore {
                     m.id.to_string(),
                     m.conversation_id.to_string(),
                     m.seq,
-                    m.sender_id.as_str(),
+                    sender_column(m.sender_id.as_ref()),
                     m.client_id.as_str(),
                     m.body.as_deref(),
                     m.created_at.millis(),
@@ -717,9 +952,16 @@ impl Backend for SqliteStore {
                     json_extract(value, '$[4]'), json_extract(value, '$[5]'),
                     json_extract(value, '$[6]')
              FROM json_each(?) AS t
-             WHERE EXISTS (SELECT 1 FROM members mb
-                           WHERE mb.conversation_id = json_extract(t.value, '$[1]')
-                             AND mb.user_id = json_extract(t.value, '$[3]'))
+             WHERE (json_extract(t.value, '$[3]') = ''
+                    OR EXISTS (SELECT 1 FROM members mb
+                               WHERE mb.conversation_id = json_extract(t.value, '$[1]')
+                                 AND mb.user_id = json_extract(t.value, '$[3]')))
+               AND NOT EXISTS (SELECT 1 FROM blocks b
+                               JOIN members o ON o.conversation_id = json_extract(t.value, '$[1]')
+                                             AND o.user_id = b.blocker_id
+                               JOIN conversations cv ON cv.id = json_extract(t.value, '$[1]')
+                                                    AND cv.kind = 'direct'
+                               WHERE b.blocked_id = json_extract(t.value, '$[3]'))
              ON CONFLICT (conversation_id, sender_id, client_id) DO NOTHING",
         )
         .bind(json(&rows))
@@ -745,6 +987,93 @@ impl Backend for SqliteStore {
         .await
         .db_context("advancing conversations' seq")?;
         Ok(inserted)
+    }
+
+    // The host app's side (server API, moderation, webhooks).
+
+    async fn find_external(
+        c: &mut SqliteConnection,
+        external_id: &str,
+    ) -> Result<Option<ConversationId>> {
+        let id: Option<super::rows::DbUuid> =
+            sqlx::query_scalar("SELECT conversation_id FROM external_ids WHERE external_id = ?")
+                .bind(external_id)
+                .fetch_optional(c)
+                .await
+                .db_context("finding an external id")?;
+        Ok(id.map(Into::into))
+    }
+
+    async fn insert_external(
+        c: &mut SqliteConnection,
+        external_id: &str,
+        id: ConversationId,
+    ) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO external_ids (external_id, conversation_id) VALUES (?, ?)
+             ON CONFLICT (external_id) DO NOTHING",
+        )
+        .bind(external_id)
+        .bind(id.to_string())
+        .execute(c)
+        .await
+        .db_context("recording an external id")?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    fn outbox(&self) -> Option<&tokio::sync::Notify> {
+        self.outbox.as_deref()
+    }
+
+    async fn insert_outbox(c: &mut SqliteConnection, events: &[OutboxEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<_> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.id.to_string(),
+                    e.kind,
+                    e.data.as_str(),
+                    e.resolved,
+                    e.created_at,
+                )
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO webhook_outbox (id, type, data, resolved, created_at, next_attempt_at)
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                    json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                    json_extract(value, '$[4]'), json_extract(value, '$[4]')
+             FROM json_each(?)",
+        )
+        .bind(json(&rows))
+        .execute(c)
+        .await
+        .db_context("recording webhook events")?;
+        Ok(())
+    }
+
+    async fn blocked_senders(
+        c: &mut SqliteConnection,
+        batch: &[NewMessage],
+    ) -> Result<HashSet<(ConversationId, UserId)>> {
+        let rows: Vec<MembershipRow> = sqlx::query_as(
+            "SELECT DISTINCT json_extract(k.value, '$[0]') AS conversation_id,
+                    json_extract(k.value, '$[1]') AS user_id
+             FROM json_each(?) AS k
+             JOIN blocks b ON b.blocked_id = json_extract(k.value, '$[1]')
+             JOIN members o ON o.conversation_id = json_extract(k.value, '$[0]')
+                           AND o.user_id = b.blocker_id
+             JOIN conversations cv ON cv.id = json_extract(k.value, '$[0]') AND cv.kind = 'direct'",
+        )
+        .bind(send_keys(batch))
+        .fetch_all(c)
+        .await
+        .db_context("checking blocked senders")?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 }
 
@@ -812,7 +1141,7 @@ fn send_keys(batch: &[NewMessage]) -> String {
             .map(|m| {
                 (
                     m.conversation_id.to_string(),
-                    m.sender_id.as_str(),
+                    sender_column(m.sender_id.as_ref()),
                     m.client_id.as_str(),
                 )
             })

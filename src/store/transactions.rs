@@ -14,10 +14,12 @@ use sqlx::Transaction;
 use super::assemble::{ConversationHead, assemble};
 use super::plan::{by_send_key, direct_key, plan_batch};
 use super::rows::{MemberRow, MessageRow, messages};
-use super::{MembershipChange, MembershipPlan, MessageChange, NewMessage, SendOutcome};
+use super::{
+    MembershipChange, MembershipPlan, MessageChange, NewMessage, OutboxEvent, SendOutcome,
+};
 use crate::domain::{
-    Conversation, ConversationId, ConversationTitle, Message, MessageBody, MessageId, Role,
-    Timestamp, UserId,
+    Conversation, ConversationId, ConversationTitle, ExternalId, Message, MessageBody, MessageId,
+    Role, Timestamp, UserId,
 };
 use crate::error::{Error, Result};
 
@@ -138,6 +140,28 @@ pub(crate) trait Backend: Sync {
         messages: &[&Message],
         last_seqs: &HashMap<ConversationId, i64>,
     ) -> Result<u64>;
+
+    // The host app's side (server API, moderation, webhooks).
+
+    /// The conversation the host app's `external_id` names, if any.
+    async fn find_external(c: &mut Conn<Self>, external_id: &str)
+    -> Result<Option<ConversationId>>;
+    /// Records that `external_id` names `id`, unless it names one already; `true` when recorded.
+    async fn insert_external(
+        c: &mut Conn<Self>,
+        external_id: &str,
+        id: ConversationId,
+    ) -> Result<bool>;
+    /// Webhooks on: the signal to give after committing outbox events.
+    fn outbox(&self) -> Option<&tokio::sync::Notify>;
+    /// Records webhook events (in the caller's transaction).
+    async fn insert_outbox(c: &mut Conn<Self>, events: &[OutboxEvent]) -> Result<()>;
+    /// Which (conversation, sender) pairs of the batch are direct conversations whose other
+    /// member blocked the sender.
+    async fn blocked_senders(
+        c: &mut Conn<Self>,
+        batch: &[NewMessage],
+    ) -> Result<HashSet<(ConversationId, UserId)>>;
 }
 
 /// Attaches members and last messages to conversation heads: two more statements for any
@@ -194,50 +218,99 @@ async fn reload<B: Backend>(c: &mut Conn<B>, id: ConversationId) -> Result<Conve
         .ok_or_else(|| Error::internal(anyhow::anyhow!("conversation {id} vanished")))
 }
 
-/// The direct conversation between `a` and `b`, created if needed; `true` when created now.
-/// The unique key decides between two sides creating it at once, on any number of nodes.
-pub(crate) async fn create_direct<B: Backend>(
-    backend: &B,
-    a: &UserId,
-    b: &UserId,
-) -> Result<(Conversation, bool)> {
-    let key = direct_key(a, b);
-    let now = Timestamp::now().millis();
-    let mut tx = backend.begin().await?;
-    B::ensure_users(&mut tx, &[a, b]).await?;
-    let new = ConversationId::new();
-    let created = B::insert_direct(&mut tx, new, &key, now).await?;
-    let id = if created {
-        B::insert_members(&mut tx, new, &[(a, Role::Member), (b, Role::Member)], now).await?;
-        new
-    } else {
-        B::find_direct(&mut tx, &key).await?
-    };
-    let conversation = reload::<B>(&mut tx, id).await?;
-    commit::<B>(tx).await?;
-    Ok((conversation, created))
+/// What to create: a direct conversation between two users, or a group.
+#[derive(Clone, Copy)]
+pub(crate) enum Creation<'a> {
+    Direct(&'a UserId, &'a UserId),
+    Group {
+        owner: &'a UserId,
+        title: &'a ConversationTitle,
+        /// Without the owner.
+        members: &'a [UserId],
+    },
 }
 
-/// A new group owned by `owner` with `members` (which must not contain `owner`).
-pub(crate) async fn create_group<B: Backend>(
+/// Creates a conversation (a direct one is found when the pair has one); `true` when created
+/// now. With the host app's `external_id`, the conversation it already names is returned
+/// instead, and a new one is recorded under it in the same transaction. The unique keys (the
+/// pair's, the external id's) decide between requests creating the same thing at once, on any
+/// number of nodes: the loser rolls back and finds the winner's.
+pub(crate) async fn create<B: Backend>(
     backend: &B,
-    owner: &UserId,
-    title: &ConversationTitle,
-    members: &[UserId],
-) -> Result<Conversation> {
-    let id = ConversationId::new();
+    what: Creation<'_>,
+    external_id: Option<&ExternalId>,
+) -> Result<(Conversation, bool)> {
+    // Two rounds: the second finds what a concurrent request recorded under the external id.
+    for _ in 0..2 {
+        let mut tx = backend.begin().await?;
+        if let Some(external) = external_id {
+            if let Some(id) = B::find_external(&mut tx, external.as_str()).await? {
+                let conversation = reload::<B>(&mut tx, id).await?;
+                commit::<B>(tx).await?;
+                return Ok((conversation, false));
+            }
+        }
+        let (id, created) = insert_conversation::<B>(&mut tx, what).await?;
+        if let Some(external) = external_id {
+            if !B::insert_external(&mut tx, external.as_str(), id).await? {
+                tx.rollback()
+                    .await
+                    .map_err(|e| super::db_error(e, "rolling back"))?;
+                continue;
+            }
+        }
+        let conversation = reload::<B>(&mut tx, id).await?;
+        let outbox = created && backend.outbox().is_some();
+        if outbox {
+            let data = serde_json::json!({ "conversation": conversation });
+            B::insert_outbox(
+                &mut tx,
+                &[OutboxEvent::new("conversation.created", &data, true)],
+            )
+            .await?;
+        }
+        commit::<B>(tx).await?;
+        wake_outbox(backend, outbox);
+        return Ok((conversation, created));
+    }
+    Err(Error::internal(anyhow::anyhow!(
+        "an external id was taken and then not found"
+    )))
+}
+
+/// The creating step of [`create`]: the conversation's id, and whether it is new.
+async fn insert_conversation<B: Backend>(
+    c: &mut Conn<B>,
+    what: Creation<'_>,
+) -> Result<(ConversationId, bool)> {
     let now = Timestamp::now().millis();
-    let mut tx = backend.begin().await?;
-    let mut everyone = vec![owner];
-    everyone.extend(members);
-    B::ensure_users(&mut tx, &everyone).await?;
-    B::insert_group(&mut tx, id, title, now).await?;
-    let mut roles = vec![(owner, Role::Owner)];
-    roles.extend(members.iter().map(|m| (m, Role::Member)));
-    B::insert_members(&mut tx, id, &roles, now).await?;
-    let conversation = reload::<B>(&mut tx, id).await?;
-    commit::<B>(tx).await?;
-    Ok(conversation)
+    let new = ConversationId::new();
+    match what {
+        Creation::Direct(a, b) => {
+            let key = direct_key(a, b);
+            B::ensure_users(c, &[a, b]).await?;
+            if B::insert_direct(c, new, &key, now).await? {
+                B::insert_members(c, new, &[(a, Role::Member), (b, Role::Member)], now).await?;
+                Ok((new, true))
+            } else {
+                Ok((B::find_direct(c, &key).await?, false))
+            }
+        }
+        Creation::Group {
+            owner,
+            title,
+            members,
+        } => {
+            let mut everyone = vec![owner];
+            everyone.extend(members);
+            B::ensure_users(c, &everyone).await?;
+            B::insert_group(c, new, title, now).await?;
+            let mut roles = vec![(owner, Role::Owner)];
+            roles.extend(members.iter().map(|m| (m, Role::Member)));
+            B::insert_members(c, new, &roles, now).await?;
+            Ok((new, true))
+        }
+    }
 }
 
 /// See [`Store::change_members`](super::Store::change_members).
@@ -286,7 +359,21 @@ where
         B::record_departures(&mut tx, id, &plan.departures, now).await?;
     }
     let after = reload::<B>(&mut tx, id).await?;
+    let mut events = Vec::new();
+    if backend.outbox().is_some() {
+        for (kind, users) in [
+            ("member.added", &plan.add),
+            ("member.removed", &plan.remove),
+        ] {
+            if !users.is_empty() {
+                let data = serde_json::json!({ "conversation_id": id, "user_ids": users });
+                events.push(OutboxEvent::new(kind, &data, true));
+            }
+        }
+        B::insert_outbox(&mut tx, &events).await?;
+    }
     commit::<B>(tx).await?;
+    wake_outbox(backend, !events.is_empty());
     Ok(Some(MembershipChange { before, after }))
 }
 
@@ -350,12 +437,13 @@ async fn try_insert_messages<B: Backend>(
     // 2. Only when a first attempt skipped a row: which senders are members, and which sends
     //    are retries of stored messages. Read after the lock, so a membership change that
     //    committed while we waited for it is seen.
-    let (members, existing) = if look_up {
+    let (members, existing, blocked) = if look_up {
         let members = B::senders_who_are_members(&mut tx, batch).await?;
         let existing = by_send_key(B::stored_sends(&mut tx, batch).await?);
-        (Some(members), existing)
+        let blocked = B::blocked_senders(&mut tx, batch).await?;
+        (Some(members), existing, blocked)
     } else {
-        (None, HashMap::new())
+        (None, HashMap::new(), HashSet::new())
     };
 
     let (outcomes, new_last) = plan_batch(
@@ -364,6 +452,7 @@ async fn try_insert_messages<B: Backend>(
         // Until a skipped row says otherwise, every sender is taken to be a member: the insert
         // checks it.
         |c, u| members.as_ref().is_none_or(|m| m.contains(&(c, u.clone()))),
+        |c, u| blocked.contains(&(c, u.clone())),
         existing,
         Timestamp::now(),
     );
@@ -386,7 +475,29 @@ async fn try_insert_messages<B: Backend>(
                 .map_err(|e| super::db_error(e, "rolling back"))?;
             return Ok(None);
         }
+        if backend.outbox().is_some() {
+            // Resolved by the sender: who of the members is away is known to the nodes.
+            let events: Vec<OutboxEvent> = stored
+                .iter()
+                .map(|m| {
+                    OutboxEvent::new(
+                        "message.created",
+                        &serde_json::json!({ "message": m }),
+                        false,
+                    )
+                })
+                .collect();
+            B::insert_outbox(&mut tx, &events).await?;
+        }
     }
     commit::<B>(tx).await?;
+    wake_outbox(backend, !stored.is_empty());
     Ok(Some(outcomes))
+}
+
+/// Wakes the webhook sender after a commit that recorded events (`recorded`).
+fn wake_outbox<B: Backend>(backend: &B, recorded: bool) {
+    if recorded && let Some(written) = backend.outbox() {
+        written.notify_one();
+    }
 }

@@ -14,7 +14,11 @@ use crate::proxy::Proxy;
 
 /// A cluster on PostgreSQL: `n` in-process nodes sharing a fresh schema and a Redis prefix of
 /// their own. `None` when PostgreSQL is unavailable outside CI.
-async fn cluster(n: usize, redis_url: &str, extra: &[(&str, &str)]) -> Option<Vec<TestApp>> {
+pub(crate) async fn cluster(
+    n: usize,
+    redis_url: &str,
+    extra: &[(&str, &str)],
+) -> Option<Vec<TestApp>> {
     let dir = tempfile::tempdir().unwrap();
     let database = shared_database(Backend::Postgres, dir.path()).await?;
     let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
@@ -31,7 +35,7 @@ async fn cluster(n: usize, redis_url: &str, extra: &[(&str, &str)]) -> Option<Ve
     Some(nodes)
 }
 
-const REDIS: &str = "redis://127.0.0.1:6379";
+pub(crate) const REDIS: &str = "redis://127.0.0.1:6379";
 
 /// Settings for child-process nodes sharing `database` and a Redis prefix of their own.
 fn node_settings<'a>(

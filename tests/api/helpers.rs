@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 pub const SECRET: &str = "integration-test-secret-0123456789";
+/// The host app's server key every test server accepts (`CONFAB_SERVER_API_KEYS`).
+pub const SERVER_KEY: &str = "integration-test-server-key-0123456789";
 /// How long to wait for an event that should arrive.
 pub const EVENT_WAIT: Duration = Duration::from_secs(5);
 /// How long to watch for an event that must not arrive.
@@ -103,6 +105,7 @@ pub async fn spawn_app_with(backend: Backend, settings: &[(&str, &str)]) -> Opti
         ("CONFAB_RATE_MEMBERS".into(), "100000/100000".into()),
         ("CONFAB_RATE_CONNECT_PER_IP".into(), "100000/100000".into()),
         ("CONFAB_RATE_SESSION_PER_IP".into(), "100000/100000".into()),
+        ("CONFAB_SERVER_API_KEYS".into(), SERVER_KEY.into()),
     ]);
     // An empty value removes a default of the harness (for example the secret, for local
     // mode): confab itself refuses a variable that is set but empty.
@@ -373,6 +376,14 @@ impl Http {
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
         self.post_raw(path, token, body.to_string()).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.client.delete(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send().await.expect("request")).await
     }
 
     pub async fn post_raw(&self, path: &str, token: Option<&str>, body: String) -> (u16, Value) {

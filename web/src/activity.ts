@@ -253,7 +253,9 @@ export class Activity {
         else this.typingEnded(conversationId, t.user_id);
       },
       // Their message ends their typing, even before the server says so.
-      message: (m) => this.typingEnded(conversationId, m.sender_id),
+      message: (m) => {
+        if (m.sender_id !== null) this.typingEnded(conversationId, m.sender_id);
+      },
     });
     this.subscriptions.set(conversationId, unsubscribe);
   }

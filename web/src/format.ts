@@ -54,7 +54,8 @@ export function otherMember(conversation: Conversation, me: string | undefined):
 
 export function preview(message: Message | null, me: string | undefined, conversation: Conversation, name: (id: string) => string): string {
   if (!message) return "No messages yet";
-  const who = message.sender_id === me ? "You: " : conversation.kind === "group" ? `${name(message.sender_id)}: ` : "";
+  const who =
+    message.sender_id === null ? "" : message.sender_id === me ? "You: " : conversation.kind === "group" ? `${name(message.sender_id)}: ` : "";
   if (message.deleted_at !== null || message.body === null) return `${who}message deleted`;
   return who + message.body.replace(/\s+/g, " ");
 }

@@ -11,7 +11,10 @@ export interface Message {
   conversation_id: string;
   /** Numbers a conversation's messages from 1, without gaps or duplicates. */
   seq: number;
-  sender_id: UserId;
+  /** `null` for a system message (posted by the host app's server, from no user). */
+  sender_id: UserId | null;
+  /** `"system"`: posted by the host app's server ("Your order has shipped"); show it apart. */
+  kind: "user" | "system";
   /** The sender's idempotency key. */
   client_id: string;
   /** `null` once deleted. */
@@ -131,6 +134,8 @@ export interface ServerEvents {
   presence: Presence;
   "session:expiring": { expires_at: string };
   "session:expired": { expires_at: string };
+  /** The host app banned or erased the user; the server disconnects the socket. Don't reconnect. */
+  "session:ended": { reason: "banned" | "erased"; until: string | null };
   /** Events may have been missed (a node's link restored, or a node died): call `sync`. */
   resync: Record<string, never>;
   /** The node is shutting down: reconnect (to another node) and `sync`. */

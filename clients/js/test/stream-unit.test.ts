@@ -12,6 +12,7 @@ function message(seq: number, body = `m${seq}`, conversation = "c"): Message {
     conversation_id: conversation,
     seq,
     sender_id: "bob",
+    kind: "user",
     client_id: `k${seq}`,
     body,
     created_at: "2026-01-01T00:00:00.000Z",

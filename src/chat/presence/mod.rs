@@ -97,11 +97,11 @@ impl Presence {
             }),
         };
         if first_anywhere {
-            self.announce_online(user);
+            self.announce_online(user).await;
         }
     }
 
-    fn announce_online(&self, user: &UserId) {
+    async fn announce_online(&self, user: &UserId) {
         let conversations = self.inner.hub.conversations_of(user);
         self.announce(
             &conversations,
@@ -110,7 +110,8 @@ impl Presence {
                 online: true,
                 last_seen_at: None,
             },
-        );
+        )
+        .await;
     }
 
     /// The last socket of `user` here closed; they were in `conversations`. They go offline
@@ -153,15 +154,25 @@ impl Presence {
                 online: false,
                 last_seen_at: Some(now),
             },
-        );
+        )
+        .await;
     }
 
-    /// Tells every member of `conversations`, on every node (once each, never the user).
-    fn announce(&self, conversations: &[ConversationId], state: &PresenceState) {
+    /// Tells every member of `conversations`, on every node (once each, never the user), but
+    /// those the user blocked. Without the list of them (the database is down) nobody is told:
+    /// a blocked user must not learn the blocker's presence.
+    async fn announce(&self, conversations: &[ConversationId], state: &PresenceState) {
+        let hidden = match self.inner.store.blocked_by(&state.user_id).await {
+            Ok(hidden) => hidden,
+            Err(e) => {
+                tracing::warn!(user = %state.user_id, error = e.cause_chain(), "presence not announced: loading blocks");
+                return;
+            }
+        };
         let event = Outgoing::of(state);
         self.inner
             .hub
-            .announce_presence(&state.user_id, conversations, &event);
+            .announce_presence(&state.user_id, conversations, &event, &hidden);
     }
 
     /// This node is going away. Its heartbeat is removed so that the other nodes take its users
@@ -213,7 +224,7 @@ impl Presence {
     }
 
     /// Online here (or in the grace period here), or on another node.
-    async fn online(&self, users: &[UserId]) -> HashMap<UserId, bool> {
+    pub async fn online(&self, users: &[UserId]) -> HashMap<UserId, bool> {
         let mut online: HashMap<UserId, bool> = users
             .iter()
             .map(|u| {
@@ -319,7 +330,7 @@ async fn heartbeat(presence: std::sync::Weak<Inner>) {
                 Ok(true) => match cluster.reassert(&presence.inner.hub.local_users()).await {
                     Ok(fresh) => {
                         for user in fresh {
-                            presence.announce_online(&user);
+                            presence.announce_online(&user).await;
                         }
                     }
                     Err(e) => tracing::debug!(error = %e, "re-registering users"),

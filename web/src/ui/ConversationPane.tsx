@@ -219,8 +219,8 @@ function Messages(props: MessagesProps) {
         key={m.id}
         message={m}
         mine={m.sender_id === me}
-        showSender={conversation.kind === "group" && m.sender_id !== me && (previous?.sender_id !== m.sender_id || dayKey(previous.created_at) !== key)}
-        senderName={m.sender_id === me ? "You" : activity.name(m.sender_id)}
+        showSender={conversation.kind === "group" && m.sender_id !== null && m.sender_id !== me && (previous?.sender_id !== m.sender_id || dayKey(previous.created_at) !== key)}
+        senderName={m.sender_id === null ? "Notice" : m.sender_id === me ? "You" : activity.name(m.sender_id)}
         seenBy={m === lastOwn && seenBy.length > 0 ? (conversation.kind === "direct" ? "Seen" : `Seen by ${listNames(seenBy)}`) : null}
         onEdit={props.onEdit}
         onDelete={props.onDelete}

@@ -162,7 +162,7 @@ export class ConversationView extends Store<ConversationViewSnapshot> implements
       host.subscribe(id, {
         message: (m) => {
           // Their message ends their typing, even before the server says so.
-          const typingChanged = this.typingEnded(m.sender_id);
+          const typingChanged = m.sender_id !== null && this.typingEnded(m.sender_id);
           if (this.atLiveEnd) {
             this.put([m]);
             this.trimOldest();

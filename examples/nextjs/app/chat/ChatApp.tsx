@@ -154,7 +154,7 @@ function Thread({ conversation, me }: { conversation: Conversation; me: string }
         {messages.map((m) => (
           // Plain text: React escapes it. Never render message bodies as HTML.
           <li key={m.id} className={m.sender_id === me ? "mine" : undefined}>
-            <b>{nameOf(m.sender_id)}</b> {m.body ?? <i>deleted</i>}
+            <b>{m.sender_id === null ? "Notice" : nameOf(m.sender_id)}</b> {m.body ?? <i>deleted</i>}
           </li>
         ))}
         {pending.map((p) => (
