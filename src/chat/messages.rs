@@ -36,6 +36,7 @@ impl Chat {
                 sender_id: actor.user.clone(),
                 client_id: request.client_id,
                 body: request.body,
+                attachment_ids: request.attachment_ids,
             },
             Box::new(move |outcome| after.settle(outcome)),
         );
@@ -60,10 +61,14 @@ impl Chat {
         request: DeleteMessage,
     ) -> Result<Message> {
         let (conversation, message) = (request.conversation_id, request.message_id);
-        self.rewrite(actor, conversation, message, |m, role| {
-            policy::delete(m, role, &actor.user)
-        })
-        .await
+        let deleted = self
+            .rewrite(actor, conversation, message, |m, role| {
+                policy::delete(m, role, &actor.user)
+            })
+            .await?;
+        // Its attachments, if any, were marked deleted with it: their bytes can go.
+        self.attachments_discarded();
+        Ok(deleted)
     }
 
     /// Changes a message as `decide` (a policy rule, run in the store's transaction) says,
@@ -188,6 +193,7 @@ impl AfterCommit {
             Ok(SendOutcome::NotFound) => {
                 (self.done)(Err(Error::NotFound(policy::CONVERSATION_NOT_FOUND)))
             }
+            Ok(SendOutcome::Refused(e)) => (self.done)(Err(e)),
             Err(e) => (self.done)(Err(e)),
         }
     }

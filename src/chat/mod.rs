@@ -7,6 +7,7 @@
 //! sends (queued in arrival order), and what readiness and shutdown need. The store, the hub
 //! and the rest stay inside.
 
+mod attachments;
 mod conversations;
 mod messages;
 pub mod policy;
@@ -31,6 +32,7 @@ use crate::store::{Store, Writer};
 use presence::Presence;
 use typing::Typing;
 
+pub use attachments::{AttachmentSettings, Download, MAX_UNSENT, Upload};
 pub use messages::SYNC_PAGE;
 
 /// How long a connect waits for Redis to confirm its subscriptions before going ahead anyway.
@@ -74,6 +76,7 @@ pub struct ChatSettings {
     pub presence_grace: Duration,
     /// Presence shared with other nodes through Redis, in a cluster.
     pub cluster_presence: Option<presence::ClusterPresence>,
+    pub attachments: AttachmentSettings,
 }
 
 /// The chat service. Cheap to clone.
@@ -85,6 +88,7 @@ pub struct Chat {
     typing: Typing,
     presence: Presence,
     limits: Arc<Limits>,
+    attachments: Arc<attachments::Attachments>,
 }
 
 impl Chat {
@@ -97,6 +101,7 @@ impl Chat {
                 settings.presence_grace,
                 settings.cluster_presence,
             ),
+            attachments: attachments::Attachments::start(settings.attachments, store.clone()),
             store,
             writer,
             hub,

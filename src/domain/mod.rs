@@ -3,13 +3,15 @@
 //! Untrusted input is parsed into these types once, at the edge; everything past the edge
 //! works with values that are known to be valid.
 
+mod attachment;
 mod ids;
 mod limits;
 mod model;
 mod text;
 mod time;
 
-pub use ids::{ClientId, ConversationId, MessageId, UserId};
+pub use attachment::{Attachment, AttachmentName};
+pub use ids::{AttachmentId, ClientId, ConversationId, MessageId, UserId};
 pub use limits::Limits;
 pub use model::{Conversation, ConversationKind, Member, Message, ReadState, Role};
 pub use text::{ConversationTitle, DisplayName, MessageBody, TextError};

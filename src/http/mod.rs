@@ -3,6 +3,7 @@
 //! alike).
 
 mod api;
+mod attachments;
 mod client_addr;
 mod extract;
 mod health;
@@ -40,6 +41,7 @@ pub struct AppState {
 pub fn routes(state: AppState, dev_login: Option<DevLogin>) -> Router {
     Router::new()
         .merge(api::routes())
+        .merge(attachments::routes())
         .merge(health::routes())
         .merge(metrics::routes())
         .merge(web::routes(dev_login))

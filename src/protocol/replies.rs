@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::events::PresenceState;
-use crate::domain::{Conversation, ConversationId, Message, Timestamp};
+use crate::domain::{Attachment, Conversation, ConversationId, Message, Timestamp};
 
 /// A page of messages in ascending seq (`message:history`, and each conversation of `sync`).
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +67,16 @@ pub enum Reply {
     },
     /// `typing:*`: `{}`.
     Done {},
+    /// `POST /api/attachments`.
+    Attachment {
+        attachment: Attachment,
+    },
+    /// `GET /api/attachments/{id}/link`: a URL (relative to the server) that downloads the
+    /// attachment without a token until `expires_at`.
+    AttachmentLink {
+        url: String,
+        expires_at: Timestamp,
+    },
 }
 
 impl Reply {

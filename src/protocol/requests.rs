@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde::de::{DeserializeOwned, Deserializer};
 
 use crate::domain::{
-    ClientId, ConversationId, ConversationTitle, Limits, MessageBody, MessageId, Timestamp, UserId,
+    AttachmentId, ClientId, ConversationId, ConversationTitle, Limits, MessageBody, MessageId,
+    Timestamp, UserId,
 };
 use crate::error::{Error, Result};
 
@@ -21,6 +22,8 @@ pub const MAX_SYNC_CURSORS: usize = 1000;
 /// History page size when none is asked for, and the largest allowed.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
 pub const MAX_HISTORY_LIMIT: u32 = 200;
+/// Most attachments on one message.
+pub const MAX_ATTACHMENTS: usize = 10;
 
 /// Deserializes a wire struct, turning serde's error into `invalid_payload` naming the field.
 pub fn decode<'de, T, D>(input: D) -> Result<T>
@@ -213,14 +216,41 @@ impl ConversationRef {
 pub struct SendMessage {
     pub conversation_id: ConversationId,
     pub client_id: ClientId,
+    /// Empty only when the message has attachments (a photo needs no caption).
     pub body: MessageBody,
+    /// Files the sender uploaded (`POST /api/attachments`) and hasn't sent yet: distinct, at
+    /// most [`MAX_ATTACHMENTS`].
+    pub attachment_ids: Vec<AttachmentId>,
 }
 
 #[derive(Deserialize)]
 struct SendMessageWire {
     conversation_id: Option<String>,
     client_id: String,
-    body: String,
+    body: Option<String>,
+    #[serde(default)]
+    attachment_ids: Vec<String>,
+}
+
+/// The attachments of a send: canonical ids, distinct, a few at most.
+fn attachment_ids(raw: Vec<String>) -> Result<Vec<AttachmentId>> {
+    if raw.len() > MAX_ATTACHMENTS {
+        return Err(Error::too_large(
+            "attachment_ids",
+            format!("at most {MAX_ATTACHMENTS} attachments per message"),
+        ));
+    }
+    let mut ids = Vec::with_capacity(raw.len());
+    for (i, id) in raw.iter().enumerate() {
+        let field = format!("attachment_ids[{i}]");
+        let id = AttachmentId::parse(id)
+            .ok_or_else(|| Error::invalid(field.clone(), "must be an attachment id (a UUID)"))?;
+        if ids.contains(&id) {
+            return Err(Error::invalid(field, "is listed twice"));
+        }
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 impl SendMessage {
@@ -240,12 +270,22 @@ impl SendMessage {
             (None, Some(raw)) => conversation_id("conversation_id", &raw)?,
             (None, None) => return Err(Error::invalid("conversation_id", "is required")),
         };
+        let client_id = ClientId::parse(wire.client_id)
+            .map_err(|e| Error::invalid("client_id", e.to_string()))?;
+        let attachment_ids = attachment_ids(wire.attachment_ids)?;
+        let body = match wire.body {
+            // A file on its own: no caption.
+            None if !attachment_ids.is_empty() => MessageBody::empty(),
+            Some(body) if body.is_empty() && !attachment_ids.is_empty() => MessageBody::empty(),
+            None => return Err(Error::invalid("body", "missing field `body`")),
+            Some(body) => MessageBody::parse(body, limits.max_body_chars)
+                .map_err(|e| Error::text("body", e))?,
+        };
         Ok(Self {
             conversation_id,
-            client_id: ClientId::parse(wire.client_id)
-                .map_err(|e| Error::invalid("client_id", e.to_string()))?,
-            body: MessageBody::parse(wire.body, limits.max_body_chars)
-                .map_err(|e| Error::text("body", e))?,
+            client_id,
+            body,
+            attachment_ids,
         })
     }
 }

@@ -24,8 +24,8 @@ pub use sqlite::SqliteStore;
 pub use writer::{SendReply, Writer};
 
 use crate::domain::{
-    ClientId, Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageBody,
-    MessageId, Role, Timestamp, UserId,
+    Attachment, AttachmentId, ClientId, Conversation, ConversationId, ConversationTitle,
+    DisplayName, Message, MessageBody, MessageId, Role, Timestamp, UserId,
 };
 use crate::error::{Error, Result};
 pub use crate::protocol::replies::{Page, SyncUpdate};
@@ -38,6 +38,8 @@ pub struct NewMessage {
     pub sender_id: UserId,
     pub client_id: ClientId,
     pub body: MessageBody,
+    /// Uploads to claim for it, in order: the sender's own, not yet in a message.
+    pub attachment_ids: Vec<AttachmentId>,
 }
 
 /// What became of one [`NewMessage`].
@@ -50,6 +52,8 @@ pub enum SendOutcome {
     Duplicate(Message),
     /// The sender is not a member, or there is no such conversation.
     NotFound,
+    /// Refused for what it carries (an attachment that isn't the sender's to send).
+    Refused(Error),
 }
 
 /// Which slice of a conversation's history to read.
@@ -287,6 +291,50 @@ impl Store {
         changed_since: Option<Timestamp>,
     ) -> Result<Vec<SyncUpdate>> {
         dispatch!(self, s => s.sync(user, cursors, limit, changed_since).await)
+    }
+
+    // Attachments.
+
+    /// Records an upload whose bytes are stored, unclaimed.
+    pub async fn insert_attachment(
+        &self,
+        uploader: &UserId,
+        attachment: &Attachment,
+        now: Timestamp,
+    ) -> Result<()> {
+        dispatch!(self, s => s.insert_attachment(uploader, attachment, now).await)
+    }
+
+    /// How many uploads of `uploader` no message has claimed yet (and none deleted).
+    pub async fn unclaimed_count(&self, uploader: &UserId) -> Result<i64> {
+        dispatch!(self, s => s.unclaimed_count(uploader).await)
+    }
+
+    /// The attachment, if `viewer` may download it: its uploader before a message claims it,
+    /// the members of the message's conversation after; never once deleted.
+    pub async fn visible_attachment(
+        &self,
+        viewer: &UserId,
+        id: AttachmentId,
+    ) -> Result<Option<Attachment>> {
+        dispatch!(self, s => s.visible_attachment(viewer, id).await)
+    }
+
+    /// Marks deleted the uploads left unclaimed since before `cutoff`, atomically with respect
+    /// to a send claiming them (which skips deleted ones), and returns every deleted
+    /// attachment whose bytes are still to go (at most `limit`).
+    pub async fn doomed_attachments(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<AttachmentId>> {
+        dispatch!(self, s => s.doomed_attachments(cutoff, now, limit).await)
+    }
+
+    /// Forgets deleted attachments whose bytes are gone.
+    pub async fn forget_attachments(&self, ids: &[AttachmentId]) -> Result<()> {
+        dispatch!(self, s => s.forget_attachments(ids).await)
     }
 }
 

@@ -16,14 +16,14 @@ use uuid::Uuid;
 
 use super::assemble::{page_from_rows, sync_update};
 use super::rows::{
-    HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow,
-    message_columns, messages,
+    AttachmentRow, HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow,
+    StoredAttachment, attachment_columns, encode_attachments, message_columns, messages,
 };
 use super::transactions::{Backend, Rewrite, complete};
 use super::{DbContext, HistoryQuery, NewMessage, Page, SyncUpdate};
 use crate::domain::{
-    Conversation, ConversationId, ConversationTitle, DisplayName, Message, MessageId, Role,
-    Timestamp, UserId,
+    Attachment, AttachmentId, Conversation, ConversationId, ConversationTitle, DisplayName,
+    Message, MessageId, Role, Timestamp, UserId,
 };
 use crate::error::Result;
 use crate::protocol::requests::SyncCursor;
@@ -391,6 +391,103 @@ impl PgStore {
     }
 }
 
+/// Attachments.
+impl PgStore {
+    pub async fn insert_attachment(
+        &self,
+        uploader: &UserId,
+        a: &Attachment,
+        now: Timestamp,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO attachments (id, uploader_id, content_type, size, name, width, height, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(a.id.0)
+        .bind(uploader.as_str())
+        .bind(&a.content_type)
+        .bind(a.size)
+        .bind(a.name.as_deref())
+        .bind(a.width.map(i64::from))
+        .bind(a.height.map(i64::from))
+        .bind(now.millis())
+        .execute(&self.pool)
+        .await
+        .db_context("recording an attachment")?;
+        Ok(())
+    }
+
+    pub async fn unclaimed_count(&self, uploader: &UserId) -> Result<i64> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM attachments
+             WHERE uploader_id = $1 AND message_id IS NULL AND deleted_at IS NULL",
+        )
+        .bind(uploader.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .db_context("counting unsent attachments")
+    }
+
+    pub async fn visible_attachment(
+        &self,
+        viewer: &UserId,
+        id: AttachmentId,
+    ) -> Result<Option<Attachment>> {
+        let row: Option<AttachmentRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            attachment_columns!(),
+            " FROM attachments a
+             WHERE a.id = $1 AND a.deleted_at IS NULL AND (
+                 (a.message_id IS NULL AND a.uploader_id = $2)
+                 OR EXISTS (SELECT 1 FROM members mb
+                            WHERE mb.conversation_id = a.conversation_id AND mb.user_id = $2))"
+        ))
+        .bind(id.0)
+        .bind(viewer.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .db_context("looking up an attachment")?;
+        Ok(row.map(|r| StoredAttachment::from(r).attachment))
+    }
+
+    pub async fn doomed_attachments(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<AttachmentId>> {
+        // A send claiming one locks it first and skips it once deleted, so an upload is
+        // either sent or swept, never both.
+        sqlx::query(
+            "UPDATE attachments SET deleted_at = $2
+             WHERE message_id IS NULL AND deleted_at IS NULL AND created_at < $1",
+        )
+        .bind(cutoff.millis())
+        .bind(now.millis())
+        .execute(&self.pool)
+        .await
+        .db_context("sweeping unsent attachments")?;
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM attachments WHERE deleted_at IS NOT NULL ORDER BY deleted_at LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .db_context("listing deleted attachments")?;
+        Ok(ids.into_iter().map(AttachmentId).collect())
+    }
+
+    pub async fn forget_attachments(&self, ids: &[AttachmentId]) -> Result<()> {
+        let ids: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
+        sqlx::query("DELETE FROM attachments WHERE id = ANY($1) AND deleted_at IS NOT NULL")
+            .bind(&ids)
+            .execute(&self.pool)
+            .await
+            .db_context("forgetting deleted attachments")?;
+        Ok(())
+    }
+}
+
 impl Backend for PgStore {
     type Db = Postgres;
 
@@ -657,7 +754,7 @@ impl Backend for PgStore {
             .bind(body.into_string())
             .bind(now),
             Rewrite::Delete => sqlx::query_as(concat!(
-                "UPDATE messages m SET body = NULL, deleted_at = $3, changed_at = $3
+                "UPDATE messages m SET body = NULL, attachments = NULL, deleted_at = $3, changed_at = $3
                  WHERE m.id = $1 AND m.conversation_id = $2 RETURNING ",
                 message_columns!()
             ))
@@ -743,15 +840,19 @@ impl Backend for PgStore {
             .iter()
             .map(|m| m.body.as_deref().unwrap_or_default())
             .collect();
+        let attachments: Vec<Option<String>> = stored
+            .iter()
+            .map(|m| encode_attachments(&m.attachments))
+            .collect();
         let now = stored[0].created_at.millis();
         let (last_ids, last_seqs): (Vec<Uuid>, Vec<i64>) =
             last_seqs.iter().map(|(c, s)| (c.0, *s)).unzip();
         let inserted: i64 = sqlx::query_scalar(
             "WITH ins AS (
-                 INSERT INTO messages (id, conversation_id, seq, sender_id, client_id, body, created_at)
-                 SELECT id, c, s, snd, cl, b, $7
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[])
-                      AS t(id, c, s, snd, cl, b)
+                 INSERT INTO messages (id, conversation_id, seq, sender_id, client_id, body, created_at, attachments)
+                 SELECT id, c, s, snd, cl, b, $7, a
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], $10::text[])
+                      AS t(id, c, s, snd, cl, b, a)
                  WHERE EXISTS (SELECT 1 FROM members mb
                                WHERE mb.conversation_id = t.c AND mb.user_id = t.snd)
                  ON CONFLICT (conversation_id, sender_id, client_id) DO NOTHING
@@ -772,10 +873,61 @@ impl Backend for PgStore {
         .bind(now)
         .bind(&last_ids)
         .bind(&last_seqs)
+        .bind(&attachments)
         .fetch_one(c)
         .await
         .db_context("inserting messages")?;
         Ok(inserted as u64)
+    }
+
+    async fn lock_attachments(
+        c: &mut PgConnection,
+        ids: &[AttachmentId],
+    ) -> Result<Vec<StoredAttachment>> {
+        let ids: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
+        let rows: Vec<AttachmentRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            attachment_columns!(),
+            " FROM attachments WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        ))
+        .bind(&ids)
+        .fetch_all(c)
+        .await
+        .db_context("locking attachments")?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn claim_attachments(
+        c: &mut PgConnection,
+        claims: &[(AttachmentId, MessageId, ConversationId)],
+    ) -> Result<()> {
+        let ids: Vec<Uuid> = claims.iter().map(|(a, _, _)| a.0).collect();
+        let messages: Vec<Uuid> = claims.iter().map(|(_, m, _)| m.0).collect();
+        let convs: Vec<Uuid> = claims.iter().map(|(_, _, c)| c.0).collect();
+        sqlx::query(
+            "UPDATE attachments a SET message_id = t.m, conversation_id = t.c
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS t(id, m, c)
+             WHERE a.id = t.id",
+        )
+        .bind(&ids)
+        .bind(&messages)
+        .bind(&convs)
+        .execute(c)
+        .await
+        .db_context("claiming attachments")?;
+        Ok(())
+    }
+
+    async fn discard_attachments(c: &mut PgConnection, message: MessageId, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE attachments SET deleted_at = $2 WHERE message_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(message.0)
+        .bind(now)
+        .execute(c)
+        .await
+        .db_context("discarding attachments")?;
+        Ok(())
     }
 }
 

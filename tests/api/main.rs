@@ -7,6 +7,7 @@
 mod helpers;
 
 mod amplification;
+mod attachments;
 mod auth;
 mod cluster;
 mod conversations;
