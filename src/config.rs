@@ -273,6 +273,12 @@ pub const SETTINGS: &[Setting] = &[
         default: "60",
         doc: "How often the bytes of deleted attachments (unsent too long, or their message deleted) are removed from storage. A delete also starts a sweep at once.",
     },
+    // Search.
+    Setting {
+        key: "search_language",
+        default: "simple",
+        doc: "PostgreSQL text search configuration for `message:search` (`SELECT cfgname FROM pg_ts_config` lists them). `simple` (lower-cased words, no stemming) works for every language; `english`, `french`, … add stemming (\"deploys\" finds \"deployed\") and stop words for one language, with an index of their own built on the first start with them. SQLite's index (FTS5, `unicode61`) is the same for every language.",
+    },
 ];
 
 /// Where attachments are kept and their limits (see the settings of the same names).
@@ -325,6 +331,7 @@ pub struct Config {
     pub log_filter: String,
     pub log_format: LogFormat,
     pub attachments: AttachmentConfig,
+    pub search_language: String,
     /// Things worth telling the operator that don't stop the start (a misspelled variable, an
     /// open sign-in on a public address). Logged once logging is up.
     pub warnings: Vec<String>,
@@ -466,6 +473,7 @@ impl Config {
                 unsent_ttl: Duration::from_secs(src.parse_positive("unsent_attachment_ttl_secs")?),
                 sweep_every: Duration::from_secs(src.parse_positive("attachment_sweep_secs")?),
             },
+            search_language: src.parse("search_language")?,
             data_dir,
             database_url,
             database_url_configured,

@@ -20,8 +20,9 @@ use crate::error::{Error, Result};
 use crate::protocol::envelope;
 use crate::protocol::requests::{
     ChangeMembers, ConversationRef, CreateConversation, DeleteMessage, EditMessage, History,
-    HistoryWindowWire, MAX_ATTACHMENTS, MAX_HISTORY_LIMIT, MAX_PRESENCE_USERS, MAX_SYNC_CURSORS,
-    MAX_USER_IDS, MarkRead, PresenceQuery, Refresh, SendMessage, Sync, decode,
+    HistoryWindowWire, MAX_ATTACHMENTS, MAX_HISTORY_LIMIT, MAX_PRESENCE_USERS, MAX_SEARCH_LIMIT,
+    MAX_SYNC_CURSORS, MAX_USER_IDS, MarkRead, PresenceQuery, Refresh, Search, SendMessage, Sync,
+    decode,
 };
 
 /// Small enough that fuzzed bodies reach `too_large`.
@@ -123,6 +124,17 @@ pub fn requests(data: &[u8]) {
         json!({ "user_ids": r.user_ids })
     });
     check(payload, Refresh::parse, |r| json!({ "token": r.token }));
+    check(payload, Search::parse, |r| {
+        assert!((1..=MAX_SEARCH_LIMIT).contains(&r.limit));
+        // What the databases are handed is made of quoted words only.
+        assert!(!r.query.fts5().is_empty());
+        json!({
+            "query": r.query.as_str(),
+            "conversation_id": r.conversation_id,
+            "before": r.before,
+            "limit": r.limit,
+        })
+    });
     check(payload, Sync::parse, |r| {
         assert!(r.cursors.len() <= MAX_SYNC_CURSORS);
         assert!(r.cursors.is_sorted());

@@ -57,7 +57,12 @@ impl Application {
         // Installed before anything records, so no early sample is lost.
         crate::telemetry::metrics();
         let verifier = Arc::new(Verifier::new(&config.jwt).context("loading JWT keys")?);
-        let store = Store::connect(&config.database_url, config.database_max_connections).await?;
+        let store = Store::connect(
+            &config.database_url,
+            config.database_max_connections,
+            &config.search_language,
+        )
+        .await?;
         // SQLite has one writer anyway; PostgreSQL commits batches for different conversations
         // in parallel, which overlaps one batch's fsync with the next batch's work.
         let shards = match store {

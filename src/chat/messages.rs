@@ -6,12 +6,14 @@
 use std::time::Duration;
 
 use super::{Actor, Chat, Done, policy};
-use crate::domain::{ConversationId, Message, MessageId, Role, Timestamp};
+use crate::domain::{ConversationId, Message, MessageId, Role, Snippet, Timestamp};
 use crate::error::{Error, Result};
 use crate::hub::{Except, Hub, Outgoing, SocketKey};
 use crate::protocol::events::{MessageNew, MessageUpdated, Receipt};
-use crate::protocol::replies::{Page, Reply, SyncUpdate};
-use crate::protocol::requests::{DeleteMessage, EditMessage, History, MarkRead, SendMessage, Sync};
+use crate::protocol::replies::{Page, Reply, SearchResult, SyncUpdate};
+use crate::protocol::requests::{
+    DeleteMessage, EditMessage, History, MarkRead, Search, SendMessage, Sync,
+};
 use crate::store::{HistoryQuery, MessageChange, NewMessage, SendOutcome};
 
 /// Most messages per conversation in one `sync` answer.
@@ -162,6 +164,34 @@ impl Chat {
             .sync(&actor.user, &request.cursors, SYNC_PAGE, changed_since)
             .await?;
         Ok((updates, server_time))
+    }
+}
+
+impl Chat {
+    /// Full-text search over the caller's conversations (those they are a member of now):
+    /// newest first, each result with its highlighted passage.
+    pub(super) async fn search(&self, actor: &Actor, request: Search) -> Result<Reply> {
+        let limit = request.limit as usize;
+        let mut found = self
+            .store
+            .search(
+                &actor.user,
+                &request.query,
+                request.conversation_id,
+                request.before,
+                request.limit + 1,
+            )
+            .await?;
+        let has_more = found.len() > limit;
+        found.truncate(limit);
+        let results = found
+            .into_iter()
+            .map(|message| SearchResult {
+                snippet: Snippet::of(message.body.as_deref().unwrap_or_default(), &request.query),
+                message,
+            })
+            .collect();
+        Ok(Reply::Search { results, has_more })
     }
 }
 

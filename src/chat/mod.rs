@@ -172,6 +172,7 @@ impl Chat {
             Request::Presence(query) => Reply::Presence {
                 presence: self.presence.get(&actor.user, &query.user_ids).await?,
             },
+            Request::Search(search) => self.search(actor, search).await?,
             request @ (Request::TypingStart(_) | Request::TypingStop(_)) => {
                 self.typing(actor, &request)?
             }

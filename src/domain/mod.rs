@@ -7,6 +7,7 @@ mod attachment;
 mod ids;
 mod limits;
 mod model;
+mod search;
 mod text;
 mod time;
 
@@ -14,5 +15,6 @@ pub use attachment::{Attachment, AttachmentName};
 pub use ids::{AttachmentId, ClientId, ConversationId, MessageId, UserId};
 pub use limits::Limits;
 pub use model::{Conversation, ConversationKind, Member, Message, ReadState, Role};
+pub use search::{SearchQuery, Snippet};
 pub use text::{ConversationTitle, DisplayName, MessageBody, TextError};
 pub use time::Timestamp;

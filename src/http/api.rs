@@ -13,7 +13,9 @@ use super::extract::{Caller, JsonBody, QueryParams};
 use crate::domain::ConversationId;
 use crate::error::{Error, Result};
 use crate::protocol::Request;
-use crate::protocol::requests::{CreateConversation, History, HistoryWindowWire, SendMessage};
+use crate::protocol::requests::{
+    CreateConversation, History, HistoryWindowWire, Search, SearchWire, SendMessage,
+};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -25,6 +27,7 @@ pub fn routes() -> Router<AppState> {
             "/api/conversations/{id}/messages",
             get(history).post(send_message),
         )
+        .route("/api/search", get(search))
 }
 
 fn conversation_id(raw: &str) -> Result<ConversationId> {
@@ -82,4 +85,12 @@ async fn send_message(
         state.chat.limits(),
     )?);
     answer(&state, caller, request).await
+}
+
+async fn search(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryParams(wire): QueryParams<SearchWire>,
+) -> Result<Response> {
+    answer(&state, caller, Request::Search(Search::from_wire(wire)?)).await
 }

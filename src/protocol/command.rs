@@ -3,7 +3,7 @@
 
 use super::requests::{
     ChangeMembers, ConversationRef, CreateConversation, DeleteMessage, EditMessage, History,
-    MarkRead, PresenceQuery, Refresh, SendMessage, Sync,
+    MarkRead, PresenceQuery, Refresh, Search, SendMessage, Sync,
 };
 use crate::domain::Limits;
 use crate::error::{Error, Result};
@@ -48,11 +48,12 @@ pub enum ClientEvent {
     TypingStop,
     PresenceGet,
     AuthRefresh,
+    MessageSearch,
 }
 
 impl ClientEvent {
     /// Every event with its name on the wire.
-    pub const ALL: [(ClientEvent, &'static str); 15] = [
+    pub const ALL: [(ClientEvent, &'static str); 16] = [
         (Self::MessageSend, "message:send"),
         (Self::MessageEdit, "message:edit"),
         (Self::MessageDelete, "message:delete"),
@@ -71,6 +72,7 @@ impl ClientEvent {
         (Self::TypingStop, "typing:stop"),
         (Self::PresenceGet, "presence:get"),
         (Self::AuthRefresh, "auth:refresh"),
+        (Self::MessageSearch, "message:search"),
     ];
 
     pub fn of(name: &str) -> Option<Self> {
@@ -116,6 +118,7 @@ impl ClientEvent {
             Self::TypingStart => Request::TypingStart(ConversationRef::parse(payload)?),
             Self::TypingStop => Request::TypingStop(ConversationRef::parse(payload)?),
             Self::PresenceGet => Request::Presence(PresenceQuery::parse(payload)?),
+            Self::MessageSearch => Request::Search(Search::parse(payload)?),
         };
         Ok(Command::Chat(request))
     }
@@ -156,6 +159,7 @@ pub enum Request {
     TypingStart(ConversationRef),
     TypingStop(ConversationRef),
     Presence(PresenceQuery),
+    Search(Search),
 }
 
 impl Request {

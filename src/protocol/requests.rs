@@ -11,7 +11,7 @@ use serde::de::{DeserializeOwned, Deserializer};
 
 use crate::domain::{
     AttachmentId, ClientId, ConversationId, ConversationTitle, Limits, MessageBody, MessageId,
-    Timestamp, UserId,
+    SearchQuery, Timestamp, UserId,
 };
 use crate::error::{Error, Result};
 
@@ -566,6 +566,65 @@ impl Sync {
         }
         cursors.sort();
         Ok(Self { cursors, since })
+    }
+}
+
+/// Search results per page when none is asked for, and the most.
+pub const DEFAULT_SEARCH_LIMIT: u32 = 20;
+pub const MAX_SEARCH_LIMIT: u32 = 50;
+
+/// `message:search` (and `GET /api/search`'s query string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Search {
+    pub query: SearchQuery,
+    /// Only this conversation's messages.
+    pub conversation_id: Option<ConversationId>,
+    /// Only messages older than this one (the last of the previous page).
+    pub before: Option<MessageId>,
+    pub limit: u32,
+}
+
+/// The fields of a search, from JSON or a query string (`q` there, `query` here).
+#[derive(Deserialize, Default)]
+pub struct SearchWire {
+    #[serde(alias = "q")]
+    pub query: Option<String>,
+    pub conversation_id: Option<String>,
+    pub before: Option<String>,
+    pub limit: Option<i64>,
+}
+
+impl Search {
+    pub fn parse(raw: &str) -> Result<Self> {
+        Self::from_wire(from_json(raw)?)
+    }
+
+    pub fn from_wire(wire: SearchWire) -> Result<Self> {
+        let raw = wire
+            .query
+            .ok_or_else(|| Error::invalid("query", "is required"))?;
+        let query = SearchQuery::parse(&raw).map_err(|e| Error::invalid("query", e))?;
+        let limit = match wire.limit {
+            None => DEFAULT_SEARCH_LIMIT,
+            Some(l) if l < 1 => return Err(Error::invalid("limit", "must be at least 1")),
+            Some(l) => l.min(i64::from(MAX_SEARCH_LIMIT)) as u32,
+        };
+        Ok(Self {
+            query,
+            conversation_id: wire
+                .conversation_id
+                .map(|id| conversation_id("conversation_id", &id))
+                .transpose()?,
+            before: wire
+                .before
+                .map(|id| {
+                    MessageId::parse(&id).ok_or_else(|| {
+                        Error::invalid("before", "must be a message id (the last one of a page)")
+                    })
+                })
+                .transpose()?,
+            limit,
+        })
     }
 }
 

@@ -25,7 +25,7 @@ pub use writer::{SendReply, Writer};
 
 use crate::domain::{
     Attachment, AttachmentId, ClientId, Conversation, ConversationId, ConversationTitle,
-    DisplayName, Message, MessageBody, MessageId, Role, Timestamp, UserId,
+    DisplayName, Message, MessageBody, MessageId, Role, SearchQuery, Timestamp, UserId,
 };
 use crate::error::{Error, Result};
 pub use crate::protocol::replies::{Page, SyncUpdate};
@@ -127,10 +127,16 @@ macro_rules! dispatch {
 
 impl Store {
     /// Connects to the database named by `url` and brings its schema up to date.
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    /// `search_language`: PostgreSQL's text search configuration for message search
+    /// (`simple`, `english`, …); SQLite's tokenizer serves every language alike.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        search_language: &str,
+    ) -> anyhow::Result<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             // Its errors name the server and database themselves.
-            let store = PgStore::connect(url, max_connections).await?;
+            let store = PgStore::connect(url, max_connections, search_language).await?;
             Ok(Self::Postgres(store))
         } else if url.starts_with("sqlite:") {
             let store = SqliteStore::connect(url, max_connections).await?;
@@ -330,6 +336,20 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<AttachmentId>> {
         dispatch!(self, s => s.doomed_attachments(cutoff, now, limit).await)
+    }
+
+    /// Messages matching `query` in the conversations `user` is a member of now (only
+    /// `conversation`, if given), not deleted, older than `before` if given: newest first, at
+    /// most `limit`.
+    pub async fn search(
+        &self,
+        user: &UserId,
+        query: &SearchQuery,
+        conversation: Option<ConversationId>,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        dispatch!(self, s => s.search(user, query, conversation, before, limit).await)
     }
 
     /// Forgets deleted attachments whose bytes are gone.

@@ -23,7 +23,7 @@ use super::transactions::{Backend, Rewrite, complete};
 use super::{DbContext, HistoryQuery, NewMessage, Page, SyncUpdate};
 use crate::domain::{
     Attachment, AttachmentId, Conversation, ConversationId, ConversationTitle, DisplayName,
-    Message, MessageId, Role, Timestamp, UserId,
+    Message, MessageId, Role, SearchQuery, Timestamp, UserId,
 };
 use crate::error::Result;
 use crate::protocol::requests::SyncCursor;
@@ -31,6 +31,10 @@ use crate::protocol::requests::SyncCursor;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The search statement, with the text search configuration written into it: the GIN
+    /// index is on an expression with that configuration, which the planner matches only
+    /// against the same constant.
+    search_sql: &'static str,
 }
 
 /// How long the first connection may take before the start fails.
@@ -83,7 +87,11 @@ async fn probe(options: &PgConnectOptions) -> anyhow::Result<()> {
 }
 
 impl PgStore {
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        search_language: &str,
+    ) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(url).context("parsing the PostgreSQL url")?;
         probe(&options).await?;
         let pool = PgPoolOptions::new()
@@ -98,7 +106,8 @@ impl PgStore {
             .run(&pool)
             .await
             .context("migrating the PostgreSQL database")?;
-        Ok(Self { pool })
+        let search_sql = search_index(&pool, search_language).await?;
+        Ok(Self { pool, search_sql })
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -388,6 +397,71 @@ impl PgStore {
                 )
             })
             .collect())
+    }
+}
+
+/// Makes sure messages are indexed for search with the text search configuration `language`,
+/// and returns the search statement that uses that index. The migration indexes `simple`
+/// (words as they are: any language, no stemming); another configuration gets its own index,
+/// built here on first start with it (concurrently: writes go on meanwhile).
+async fn search_index(pool: &PgPool, language: &str) -> anyhow::Result<&'static str> {
+    let known: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = $1)")
+            .bind(language)
+            .fetch_one(pool)
+            .await
+            .context("looking up the search language")?;
+    // A name from pg_ts_config, and only letters and underscores: safe to write into SQL.
+    if !known || !language.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+        anyhow::bail!(
+            "CONFAB_SEARCH_LANGUAGE: {language:?} is not a PostgreSQL text search configuration (`SELECT cfgname FROM pg_ts_config` lists them; `simple` works for every language)"
+        );
+    }
+    let vector = format!("to_tsvector('{language}'::regconfig, coalesce(body, ''))");
+    if language != "simple" {
+        let create = format!(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS messages_search_{language} ON messages USING GIN ({vector})"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(create))
+            .execute(pool)
+            .await
+            .with_context(|| format!("indexing messages for search in {language:?}"))?;
+    }
+    let sql = format!(
+        "SELECT {columns} FROM messages m
+         WHERE to_tsvector('{language}'::regconfig, coalesce(m.body, ''))
+               @@ websearch_to_tsquery('{language}'::regconfig, $1)
+           AND m.conversation_id IN (SELECT conversation_id FROM members
+                                     WHERE user_id = $2 AND ($3::uuid IS NULL OR conversation_id = $3))
+           AND m.deleted_at IS NULL
+           AND ($4::uuid IS NULL OR m.id < $4)
+         ORDER BY m.id DESC LIMIT $5",
+        columns = message_columns!(),
+    );
+    // Built once per process.
+    Ok(Box::leak(sql.into_boxed_str()))
+}
+
+/// Search.
+impl PgStore {
+    pub async fn search(
+        &self,
+        user: &UserId,
+        query: &SearchQuery,
+        conversation: Option<ConversationId>,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        let rows: Vec<MessageRow> = sqlx::query_as(self.search_sql)
+            .bind(query.as_str())
+            .bind(user.as_str())
+            .bind(conversation.map(|c| c.0))
+            .bind(before.map(|m| m.0))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .db_context("searching messages")?;
+        Ok(messages(rows))
     }
 }
 

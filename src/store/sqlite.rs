@@ -24,7 +24,7 @@ use super::transactions::{Backend, Rewrite, complete};
 use super::{DbContext, HistoryQuery, NewMessage, Page, SyncUpdate};
 use crate::domain::{
     Attachment, AttachmentId, Conversation, ConversationId, ConversationTitle, DisplayName,
-    Message, MessageId, Role, Timestamp, UserId,
+    Message, MessageId, Role, SearchQuery, Timestamp, UserId,
 };
 use crate::error::Result;
 use crate::protocol::requests::SyncCursor;
@@ -331,6 +331,41 @@ impl SqliteStore {
             updates.push(sync_update(cursor, messages, changed, limit));
         }
         Ok(updates)
+    }
+}
+
+/// Search.
+impl SqliteStore {
+    pub async fn search(
+        &self,
+        user: &UserId,
+        query: &SearchQuery,
+        conversation: Option<ConversationId>,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages_fts f
+             JOIN message_search_ids s ON s.rowid = f.rowid
+             JOIN messages m ON m.id = s.message_id
+             WHERE messages_fts MATCH ?1
+               AND m.conversation_id IN (SELECT conversation_id FROM members
+                                         WHERE user_id = ?2 AND (?3 IS NULL OR conversation_id = ?3))
+               AND m.deleted_at IS NULL
+               AND (?4 IS NULL OR m.id < ?4)
+             ORDER BY m.id DESC LIMIT ?5"
+        ))
+        .bind(query.fts5())
+        .bind(user.as_str())
+        .bind(conversation.map(|c| c.to_string()))
+        .bind(before.map(|m| m.to_string()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await
+        .db_context("searching messages")?;
+        Ok(messages(rows))
     }
 }
 

@@ -26,6 +26,7 @@ mod payloads;
 mod presence;
 mod proxy;
 mod receipts;
+mod search;
 mod security;
 mod session;
 mod startup;

@@ -31,3 +31,10 @@ CREATE INDEX attachments_by_message ON attachments (message_id) WHERE message_id
 -- What the sweeper looks for, and the per-user bound on unclaimed uploads.
 CREATE INDEX attachments_unclaimed ON attachments (uploader_id, created_at) WHERE message_id IS NULL;
 CREATE INDEX attachments_doomed ON attachments (deleted_at) WHERE deleted_at IS NOT NULL;
+
+-- Search: messages' words, in the `simple` configuration (lower-cased words, no stemming, no stop
+-- words: it works for every language). An expression index rather than a stored tsvector column:
+-- nothing more to store per message, and an edit or delete (body NULL) is re-indexed by the update
+-- itself. Another configuration (`search_language`) gets its own index, built at start.
+CREATE INDEX messages_search_simple ON messages
+    USING GIN (to_tsvector('simple'::regconfig, coalesce(body, '')));
