@@ -291,7 +291,22 @@ pub struct AttachmentConfig {
     pub signing_key: Option<String>,
     pub unsent_ttl: Duration,
     pub sweep_every: Duration,
+    /// With an `s3://` URL: the AWS variables that are set, by name.
+    pub aws: Vec<(String, String)>,
 }
+
+/// The AWS variables read for S3 storage (the names the AWS tools use).
+const AWS_VARIABLES: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT",
+    "AWS_ENDPOINT_URL",
+    "AWS_ALLOW_HTTP",
+    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+];
 
 /// The parsed configuration.
 #[derive(Clone)]
@@ -472,6 +487,15 @@ impl Config {
                 signing_key: src.get("attachments_signing_key")?,
                 unsent_ttl: Duration::from_secs(src.parse_positive("unsent_attachment_ttl_secs")?),
                 sweep_every: Duration::from_secs(src.parse_positive("attachment_sweep_secs")?),
+                aws: AWS_VARIABLES
+                    .iter()
+                    .filter_map(|name| env(name).map(|v| ((*name).to_owned(), v)))
+                    // `AWS_DEFAULT_REGION` is what the AWS CLI reads; object_store, `AWS_REGION`.
+                    .map(|(name, v)| match name.as_str() {
+                        "AWS_DEFAULT_REGION" => ("AWS_REGION".to_owned(), v),
+                        _ => (name, v),
+                    })
+                    .collect(),
             },
             search_language: src.parse("search_language")?,
             data_dir,

@@ -224,10 +224,13 @@ fn attachment_settings(config: &Config, cluster: bool) -> anyhow::Result<Attachm
     let a = &config.attachments;
     let blobs = match a.url.as_deref() {
         None => Blobs::local(&config.data_dir.join("attachments"))?,
+        Some(url) if url.starts_with("s3://") => {
+            Blobs::s3(url, &a.aws).context("CONFAB_ATTACHMENTS_URL")?
+        }
         Some(url) => match url.strip_prefix("file://") {
             Some(dir) => Blobs::local(std::path::Path::new(dir))?,
             None => anyhow::bail!(
-                "CONFAB_ATTACHMENTS_URL: {url:?} is not supported: use file:///DIR (or leave it unset for DATA_DIR/attachments)"
+                "CONFAB_ATTACHMENTS_URL: {url:?} is not supported: use s3://BUCKET/PREFIX or file:///DIR (or leave it unset for DATA_DIR/attachments)"
             ),
         },
     };

@@ -18,8 +18,10 @@ use anyhow::Context;
 use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
 
 use crate::domain::AttachmentId;
@@ -56,6 +58,35 @@ impl Blobs {
             part_size: 64 * 1024,
             place: dir.display().to_string(),
         })
+    }
+
+    /// S3 or an S3-compatible server: `s3://BUCKET/PREFIX`, with `settings` the usual AWS
+    /// variables (`AWS_ACCESS_KEY_ID`, `AWS_REGION`, `AWS_ENDPOINT`, …) by name.
+    pub fn s3(url: &str, settings: &[(String, String)]) -> anyhow::Result<Self> {
+        let rest = url
+            .strip_prefix("s3://")
+            .context("an S3 URL starts with s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            anyhow::bail!("{url:?} names no bucket: s3://BUCKET/PREFIX");
+        }
+        let mut builder = AmazonS3Builder::new().with_url(format!("s3://{bucket}"));
+        for (name, value) in settings {
+            let key: AmazonS3ConfigKey = name
+                .to_ascii_lowercase()
+                .parse()
+                .with_context(|| format!("{name} is not an S3 setting"))?;
+            builder = builder.with_config(key, value);
+        }
+        let s3 = builder.build().context("configuring S3")?;
+        let prefix = prefix.trim_matches('/');
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(PrefixStore::new(s3, prefix))
+        };
+        // S3's least part size (but for the last part).
+        Ok(Self::with_store(store, 5 * 1024 * 1024, url.to_owned()))
     }
 
     /// Any object store, written in parts of `part_size` bytes.

@@ -349,42 +349,8 @@ async fn oversize_uploads_are_refused_as_they_stream() {
     assert_eq!(body["error"]["code"], "too_large");
 
     // Chunked, with no length: 8 MiB offered, refused once past 100 KB.
-    let addr = app.url.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "POST /api/attachments HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let (mut reader, mut writer) = stream.into_split();
-    let sender = tokio::spawn(async move {
-        let chunk = png(64 * 1024);
-        let mut sent = 0usize;
-        for _ in 0..128 {
-            let frame = [
-                format!("{:x}\r\n", chunk.len()).into_bytes(),
-                chunk.clone(),
-                b"\r\n".to_vec(),
-            ]
-            .concat();
-            if writer.write_all(&frame).await.is_err() {
-                break;
-            }
-            sent += chunk.len();
-        }
-        sent
-    });
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
-        match tokio::time::timeout(EVENT_WAIT, reader.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
-            other => panic!("no answer to the oversize upload: {other:?}"),
-        }
-    }
-    let answer = String::from_utf8_lossy(&answer);
+    let (answer, sent) = chunked_upload(&app, &token, 128).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    drop(reader);
-    let sent = sender.await.unwrap();
     assert!(sent < 8 * 1024 * 1024, "the server read all {sent} bytes");
     assert_eq!(
         stored_files(&app),
@@ -489,4 +455,196 @@ async fn unsent_uploads_are_swept() {
     let id = group(&alice, "t", &[]).await;
     let reply = send_with(&alice, &id, "a1", &[&a["id"]]).await;
     assert_eq!(reply["error"]["field"], "attachment_ids[0]", "{reply}");
+}
+
+/// Offers `chunks` × 64 KiB of PNG as a chunked upload with no length; returns the head of the
+/// answer and how many bytes were sent before the server stopped taking them.
+async fn chunked_upload(app: &TestApp, token: &str, chunks: usize) -> (String, usize) {
+    let addr = app.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/attachments HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let sender = tokio::spawn(async move {
+        let chunk = png(64 * 1024);
+        let mut sent = 0usize;
+        for _ in 0..chunks {
+            let frame = [
+                format!("{:x}\r\n", chunk.len()).into_bytes(),
+                chunk.clone(),
+                b"\r\n".to_vec(),
+            ]
+            .concat();
+            if writer.write_all(&frame).await.is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(20), reader.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
+            other => panic!("no answer to the chunked upload: {other:?}"),
+        }
+    }
+    drop(reader);
+    let sent = sender.await.unwrap();
+    (String::from_utf8_lossy(&answer).into_owned(), sent)
+}
+
+/// moto's S3 server on a free loopback port, stopped when dropped.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `moto_server` (`pip install 'moto[server]'`); `None` outside CI when it isn't installed.
+async fn moto() -> Option<Moto> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = match std::process::Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if !services_required() => {
+            eprintln!("moto_server is not installed ({e}); skipping the S3 test");
+            return None;
+        }
+        Err(e) => panic!("moto_server (pip install 'moto[server]') is required in CI: {e}"),
+    };
+    let moto = Moto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while reqwest::get(&moto.endpoint).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "moto_server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Some(moto)
+}
+
+impl Moto {
+    /// How many keys `bucket` holds under `prefix`, and how many multipart uploads are open.
+    async fn list(&self, bucket: &str, prefix: &str) -> (usize, usize) {
+        let keys = reqwest::get(format!(
+            "{}/{bucket}?list-type=2&prefix={prefix}",
+            self.endpoint
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        let uploads = reqwest::get(format!("{}/{bucket}?uploads", self.endpoint))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        (
+            keys.matches("<Key>").count(),
+            uploads.matches("<UploadId>").count(),
+        )
+    }
+}
+
+/// Several nodes share their attachments in S3-compatible storage: here moto's server, a real
+/// S3 API on loopback. Multipart uploads, ranges, an upload refused midway that leaves nothing,
+/// another node serving the same file, and a deleted message's file removed from the bucket.
+#[tokio::test]
+async fn attachments_are_kept_in_s3_compatible_storage() {
+    let Some(moto) = moto().await else {
+        return;
+    };
+    let bucket = "confab-test";
+    let created = reqwest::Client::new()
+        .put(format!("{}/{bucket}", moto.endpoint))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{created:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let database = shared_database(Backend::Sqlite, dir.path()).await.unwrap();
+    let settings = [
+        ("CONFAB_DATABASE_URL", database.as_str()),
+        ("CONFAB_ATTACHMENTS_URL", "s3://confab-test/uploads"),
+        ("AWS_ENDPOINT", moto.endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("CONFAB_MAX_ATTACHMENT_BYTES", "7000000"),
+    ];
+    let app = spawn_app_with(Backend::Sqlite, &settings).await.unwrap();
+    let token = app.token("alice");
+    // Over one 5 MiB part: a real multipart upload.
+    let big = png(6_000_000);
+    let a = uploaded(&app, &token, "image/png", big.clone()).await;
+    let small = uploaded(&app, &token, "text/plain", b"notes".to_vec()).await;
+    assert_eq!(moto.list(bucket, "uploads/").await, (2, 0));
+    assert_eq!(stored_files(&app), 0, "nothing on local disk");
+
+    let path = format!("/api/attachments/{}", a["id"].as_str().unwrap());
+    let r = get(
+        &app,
+        &path,
+        Some(&token),
+        &[("range", "bytes=5999000-5999099")],
+    )
+    .await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &big[5999000..5999100]);
+
+    // Another node on the same bucket and database serves it too.
+    let other = app.with(&settings).await;
+    let r = get(&other, &path, Some(&token), &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), big.as_slice());
+
+    // Past the limit as it streams (after a part went to S3): the multipart upload is
+    // aborted, and nothing stays.
+    let (answer, _) = chunked_upload(&app, &token, 160).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(moto.list(bucket, "uploads/").await, (2, 0));
+
+    let alice = app.connect("alice").await;
+    let id = group(&alice, "t", &[]).await;
+    let reply = send_with(&alice, &id, "a1", &[&small["id"]]).await;
+    let message_id = reply["data"]["message"]["id"].clone();
+    alice
+        .ok(
+            "message:delete",
+            json!({ "conversation_id": id, "message_id": message_id }),
+        )
+        .await;
+    let deadline = tokio::time::Instant::now() + EVENT_WAIT;
+    while moto.list(bucket, "uploads/").await.0 > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deleted message's file is still in the bucket"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
