@@ -1,0 +1,63 @@
+// Files and search in the web app, in a real browser against a real confab: a photo attached
+// with the button shows as a preview for the other person, a text file as a chip that
+// downloads, and the search box finds a message and opens its conversation.
+
+import { expect, test } from "vitest";
+
+import { until } from "../../clients/js/test/server.js";
+import { pane, send, shot, startGroup, suite, timeline } from "./people.js";
+
+const s = suite({ secret: null });
+
+/** A real 3×2 PNG (red), so the browser draws it. */
+const PNG = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAMAAAACCAYAAACddGYaAAAAEUlEQVR4nGM4YWPzH4YZkDkArV0Ne3wTlfEAAAAASUVORK5CYII=", "base64");
+
+test("a photo and a file are attached, shown, and a message is found by search", async () => {
+  const alice = await s.signedIn("alice", "Alice");
+  const bob = await s.signedIn("bob", "Bob");
+  await startGroup(alice, "Trip", "bob");
+
+  // Attach with the button: chips with the uploads, sent without a caption.
+  const chooser = alice.page.waitForEvent("filechooser");
+  await alice.page.getByRole("button", { name: "Attach files" }).click();
+  await (await chooser).setFiles([
+    { name: "beach.png", mimeType: "image/png", buffer: PNG },
+    { name: "packing.txt", mimeType: "text/plain", buffer: Buffer.from("towel\nsunscreen\n") },
+  ]);
+  const chips = alice.page.getByRole("list", { name: "Attachments" });
+  await chips.getByText("beach.png").waitFor();
+  const sendButton = alice.page.getByRole("button", { name: "Send", exact: true });
+  await until(async () => await sendButton.isEnabled(), "the uploads to finish");
+  await sendButton.click();
+  await chips.waitFor({ state: "detached" });
+
+  // Bob sees the preview (a signed link, no token in the address) and the file chip.
+  await bob.page.getByRole("link", { name: /Trip/ }).first().click();
+  await pane(bob, "Trip").waitFor();
+  await bob.page.getByRole("navigation", { name: "Conversations" }).getByText("Alice: 2 files").waitFor();
+  const image = timeline(bob).getByRole("img", { name: "beach.png" });
+  await image.waitFor();
+  const src = (await image.getAttribute("src")) ?? "";
+  expect(src).toContain("sig=");
+  expect(src).not.toContain("Bearer");
+  const chip = timeline(bob).getByRole("link", { name: /packing\.txt/ });
+  await chip.waitFor();
+  expect(await chip.getAttribute("download")).toBe("packing.txt");
+  await until(async () => await image.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth === 3), "the image to load");
+  await shot(bob, "20-files");
+
+  // Search: the snippet's match is marked, and the result opens the conversation.
+  await send(alice, "meet at the lighthouse at noon");
+  await timeline(bob).getByText("meet at the lighthouse at noon").waitFor();
+  await bob.page.getByRole("link", { name: /Trip/ }).first().click();
+  const box = bob.page.getByRole("searchbox", { name: "Search messages" });
+  await box.fill("lighthouse");
+  await box.press("Enter");
+  const results = bob.page.getByRole("list", { name: "Search results" });
+  await results.locator("mark", { hasText: "lighthouse" }).waitFor();
+  await shot(bob, "21-search");
+  await results.getByRole("link").first().click();
+  await pane(bob, "Trip").waitFor();
+  expect(alice.errors).toEqual([]);
+  expect(bob.errors).toEqual([]);
+});
