@@ -4,8 +4,8 @@
 
 import { expect, test } from "vitest";
 
-import { until } from "../../clients/js/test/server.js";
-import { pane, send, shot, startGroup, suite, timeline } from "./people.js";
+import { devToken, until } from "../../clients/js/test/server.js";
+import { conversationId, pane, send, shot, startGroup, suite, timeline } from "./people.js";
 
 const s = suite({ secret: null });
 
@@ -60,4 +60,35 @@ test("a photo and a file are attached, shown, and a message is found by search",
   await pane(bob, "Trip").waitFor();
   expect(alice.errors).toEqual([]);
   expect(bob.errors).toEqual([]);
+});
+
+test("a search result far back in history is loaded and scrolled to", async () => {
+  const carol = await s.signedIn("carol", "Carol");
+  await startGroup(carol, "Archive", "");
+  const id = await conversationId(carol, "Archive");
+  // More than two pages of history after it, sent over the HTTP API.
+  const token = await devToken(s.server, "carol", "Carol");
+  const post = (client_id: string, body: string) =>
+    fetch(`${s.server.url}/api/conversations/${id}/messages`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ client_id, body }),
+    });
+  await post("needle", "the needle in the haystack");
+  for (let i = 0; i < 120; i++) await post(`hay-${i}`, `hay number ${i}`);
+  await timeline(carol).getByText("hay number 119").waitFor();
+
+  const box = carol.page.getByRole("searchbox", { name: "Search messages" });
+  await box.fill("needle");
+  await box.press("Enter");
+  await carol.page.getByRole("list", { name: "Search results" }).getByRole("link").first().click();
+  const needle = timeline(carol).locator("li[data-seq]", { hasText: "the needle in the haystack" });
+  await needle.waitFor();
+  await until(async () => await needle.isVisible() && (await needle.getAttribute("class"))?.includes("focused"), "the result scrolled to");
+  const inView = await needle.evaluate((el) => {
+    const box = el.getBoundingClientRect();
+    return box.top >= 0 && box.bottom <= window.innerHeight;
+  });
+  expect(inView).toBe(true);
+  expect(carol.errors).toEqual([]);
 });

@@ -8,6 +8,7 @@ import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 
 import type { TimelineLine } from "../activity.js";
 import { humanError } from "../errors.js";
+import { focusDone, usePendingFocus } from "../focus.js";
 import { clock, conversationTitle, dayKey, dayLabel, lastSeen, listNames, otherMember, plural } from "../format.js";
 import { MessageAttachments, UploadChips, useUploads } from "./Attachments.js";
 import { initial, useActivity } from "./ChatApp.js";
@@ -164,6 +165,25 @@ function Messages(props: MessagesProps) {
     // Not enough to scroll yet: fetch more so scrolling up can begin.
     if (hasMore && !loading && el.scrollHeight <= el.clientHeight + LOAD_OLDER_AT) loadOlder();
   }, [messages, lines, pending, hasMore, loading, loadOlder]);
+
+  // A search result to show: older pages load until it is there, then it is scrolled to.
+  const focusSeq = usePendingFocus(conversation.id);
+  useEffect(() => {
+    if (focusSeq === null) return;
+    const el = scroller.current?.querySelector<HTMLElement>(`li[data-seq="${focusSeq}"]`);
+    if (el) {
+      focusDone();
+      atBottom.current = false;
+      el.scrollIntoView({ block: "center" });
+      el.classList.add("focused");
+      setTimeout(() => el.classList.remove("focused"), 2_000);
+    } else if (hasMore && !loading) {
+      loadOlder();
+    } else if (!hasMore && !loading && messages.length > 0) {
+      // Not there (deleted since, say): nothing to show.
+      focusDone();
+    }
+  }, [focusSeq, messages, hasMore, loading, loadOlder]);
 
   // Seen while the page is visible and the user is at the bottom: mark read.
   useEffect(() => {

@@ -6,6 +6,7 @@ import { useConfab, useConversations } from "@confab/client/react";
 import { useState } from "preact/hooks";
 
 import { humanError } from "../errors.js";
+import { focusMessage } from "../focus.js";
 import { clock, conversationTitle } from "../format.js";
 import { hrefFor, navigate } from "../route.js";
 import { useActivity } from "./ChatApp.js";
@@ -80,6 +81,7 @@ export function Search() {
                 onClick={(e) => {
                   e.preventDefault();
                   setResults(null);
+                  focusMessage(r.message.conversation_id, r.message.seq);
                   navigate(r.message.conversation_id);
                 }}
               >
