@@ -92,3 +92,21 @@ test("a search result far back in history is loaded and scrolled to", async () =
   expect(inView).toBe(true);
   expect(carol.errors).toEqual([]);
 });
+
+test("a file attached offline is uploaded once back, then sent", async () => {
+  const dan = await s.signedIn("dan", "Dan");
+  await startGroup(dan, "Offline", "");
+  await dan.context.setOffline(true);
+  const chooser = dan.page.waitForEvent("filechooser");
+  await dan.page.getByRole("button", { name: "Attach files" }).click();
+  await (await chooser).setFiles([{ name: "later.png", mimeType: "image/png", buffer: PNG }]);
+  const chips = dan.page.getByRole("list", { name: "Attachments" });
+  await chips.getByText("Waiting for the connection…").waitFor();
+  const sendButton = dan.page.getByRole("button", { name: "Send", exact: true });
+  expect(await sendButton.isDisabled()).toBe(true);
+  await dan.context.setOffline(false);
+  await until(async () => await sendButton.isEnabled(), "the upload once back online", 15_000);
+  await sendButton.click();
+  await timeline(dan).locator("li[data-seq]").getByRole("img", { name: "later.png" }).waitFor();
+  expect(dan.errors).toEqual([]);
+});

@@ -3,9 +3,9 @@
 // that download. Their URLs are signed links (client.attachmentUrl), so the token never goes
 // into an address.
 
-import type { Attachment } from "@confab/client";
+import { ConfabError, type Attachment } from "@confab/client";
 import { useConfab } from "@confab/client/react";
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 
 import { humanError } from "../errors.js";
 
@@ -17,7 +17,12 @@ export interface Upload {
   progress: number;
   attachment?: Attachment;
   error?: string;
+  /** Offline or refused for now: tried again shortly. */
+  waiting?: boolean;
 }
+
+/** How long an upload that failed for a passing reason (offline, busy) waits before its retry. */
+const RETRY_MS = 2_000;
 
 let nextKey = 1;
 
@@ -25,27 +30,57 @@ let nextKey = 1;
 export function useUploads() {
   const client = useConfab();
   const [uploads, setUploads] = useState<Upload[]>([]);
+  // Uploads still wanted (removed ones are not retried) and the retries' timers.
+  const wanted = useRef(new Set<number>());
+  const timers = useRef(new Set<ReturnType<typeof setTimeout>>());
+  useEffect(() => () => timers.current.forEach(clearTimeout), []);
   const update = (key: number, change: Partial<Upload>) =>
     setUploads((all) => all.map((u) => (u.key === key ? { ...u, ...change } : u)));
+
+  // Offline (or the server busy for a moment), an upload is tried again until it goes through,
+  // and the message waits for it: the send is queued like any other once its files are stored.
+  function upload(key: number, file: File) {
+    client
+      .uploadAttachment(file, { onProgress: (loaded, total) => update(key, { progress: total > 0 ? loaded / total : 1 }) })
+      .then(
+        (attachment) => update(key, { attachment, progress: 1, waiting: false }),
+        (error: unknown) => {
+          if (!wanted.current.has(key)) return;
+          // A TypeError is a fetch that didn't reach the server (the token's, offline).
+          if ((error instanceof ConfabError && error.retryable) || error instanceof TypeError) {
+            update(key, { waiting: true, progress: 0 });
+            const timer = setTimeout(() => {
+              timers.current.delete(timer);
+              if (wanted.current.has(key)) upload(key, file);
+            }, RETRY_MS);
+            timers.current.add(timer);
+          } else {
+            update(key, { error: humanError(error), waiting: false });
+          }
+        },
+      );
+  }
 
   function add(files: Iterable<File>) {
     for (const file of files) {
       const key = nextKey++;
+      wanted.current.add(key);
       setUploads((all) => [...all, { key, name: file.name || "pasted file", progress: 0 }]);
-      client
-        .uploadAttachment(file, { onProgress: (loaded, total) => update(key, { progress: total > 0 ? loaded / total : 1 }) })
-        .then(
-          (attachment) => update(key, { attachment, progress: 1 }),
-          (error: unknown) => update(key, { error: humanError(error) }),
-        );
+      upload(key, file);
     }
   }
 
   return {
     uploads,
     add,
-    remove: (key: number) => setUploads((all) => all.filter((u) => u.key !== key)),
-    clear: () => setUploads([]),
+    remove: (key: number) => {
+      wanted.current.delete(key);
+      setUploads((all) => all.filter((u) => u.key !== key));
+    },
+    clear: () => {
+      wanted.current.clear();
+      setUploads([]);
+    },
     ready: uploads.flatMap((u) => (u.attachment ? [u.attachment] : [])),
     busy: uploads.some((u) => !u.attachment && !u.error),
   };
@@ -63,7 +98,9 @@ export function UploadChips({ uploads, onRemove }: { uploads: Upload[]; onRemove
             <span class="error small" role="alert">
               {u.error}
             </span>
-          ) : u.attachment ? null : (
+          ) : u.attachment ? null : u.waiting ? (
+            <span class="muted small">Waiting for the connection…</span>
+          ) : (
             <progress max={1} value={u.progress} aria-label={`Uploading ${u.name}`} />
           )}
           <button type="button" class="link" aria-label={`Remove ${u.name}`} onClick={() => onRemove(u.key)}>
