@@ -273,6 +273,75 @@ pub const SETTINGS: &[Setting] = &[
         default: "10000",
         doc: "How long one webhook request may take before it counts as failed.",
     },
+    // Attachments.
+    Setting {
+        key: "attachments_url",
+        default: "",
+        doc: "Where uploaded files are kept. Unset: the directory `DATA_DIR/attachments` (one node, or nodes sharing that directory). `s3://BUCKET/PREFIX` for S3-compatible object storage, with the usual `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` and (for other S3-compatible servers) `AWS_ENDPOINT` variables.",
+    },
+    Setting {
+        key: "max_attachment_bytes",
+        default: "10485760",
+        doc: "Largest file accepted by `POST /api/attachments`, in bytes (10 MiB). Counted as the upload streams to storage: a larger one is refused as soon as it passes this, and nothing of it is kept.",
+    },
+    Setting {
+        key: "rate_upload",
+        default: "1/10",
+        doc: "Per-user token bucket for `POST /api/attachments`: rate per second / burst (ten files dropped at once, then one a second).",
+    },
+    Setting {
+        key: "attachment_link_ttl_secs",
+        default: "600",
+        doc: "How long a signed download link (`GET /api/attachments/{id}/link`) lasts: between this and twice this (links made within one period are the same URL, so browsers cache the file).",
+    },
+    Setting {
+        key: "attachments_signing_key",
+        default: "",
+        doc: "Secret that signs download links, shared by every node of a cluster. Unset: derived from `jwt_secret`; with a public key and no secret, a random key per process (links then work only on the node that made them).",
+    },
+    Setting {
+        key: "unsent_attachment_ttl_secs",
+        default: "86400",
+        doc: "How long an upload no message has claimed is kept before it is deleted.",
+    },
+    Setting {
+        key: "attachment_sweep_secs",
+        default: "60",
+        doc: "How often the bytes of deleted attachments (unsent too long, or their message deleted) are removed from storage. A delete also starts a sweep at once.",
+    },
+    // Search.
+    Setting {
+        key: "search_language",
+        default: "simple",
+        doc: "PostgreSQL text search configuration for `message:search` (`SELECT cfgname FROM pg_ts_config` lists them). `simple` (lower-cased words, no stemming) works for every language; `english`, `french`, … add stemming (\"deploys\" finds \"deployed\") and stop words for one language, with an index of their own built on the first start with them. SQLite's index (FTS5, `unicode61`) is the same for every language.",
+    },
+];
+
+/// Where attachments are kept and their limits (see the settings of the same names).
+#[derive(Debug, Clone)]
+pub struct AttachmentConfig {
+    /// `None`: `DATA_DIR/attachments`.
+    pub url: Option<String>,
+    pub max_bytes: u64,
+    pub link_ttl_secs: u64,
+    pub signing_key: Option<String>,
+    pub unsent_ttl: Duration,
+    pub sweep_every: Duration,
+    /// With an `s3://` URL: the AWS variables that are set, by name.
+    pub aws: Vec<(String, String)>,
+}
+
+/// The AWS variables read for S3 storage (the names the AWS tools use).
+const AWS_VARIABLES: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT",
+    "AWS_ENDPOINT_URL",
+    "AWS_ALLOW_HTTP",
+    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
 ];
 
 /// The parsed configuration.
@@ -316,6 +385,8 @@ pub struct Config {
     pub server_api_keys: Vec<String>,
     /// Where and how to send webhooks, when configured.
     pub webhooks: Option<crate::chat::webhooks::WebhookSettings>,
+    pub attachments: AttachmentConfig,
+    pub search_language: String,
     /// Things worth telling the operator that don't stop the start (a misspelled variable, an
     /// open sign-in on a public address). Logged once logging is up.
     pub warnings: Vec<String>,
@@ -439,6 +510,7 @@ impl Config {
                 members: src.parse("rate_members")?,
                 connect_per_ip: src.parse("rate_connect_per_ip")?,
                 max_sockets_per_user: src.parse("max_sockets_per_user")?,
+                upload: src.parse("rate_upload")?,
             },
             sessions: SessionLimits {
                 rate_per_ip: src.parse("rate_session_per_ip")?,
@@ -450,6 +522,24 @@ impl Config {
             log_format: src.parse("log_format")?,
             server_api_keys: server_api_keys(src.get("server_api_keys")?)?,
             webhooks: webhooks(&src)?,
+            attachments: AttachmentConfig {
+                url: src.get("attachments_url")?,
+                max_bytes: src.parse_positive("max_attachment_bytes")?,
+                link_ttl_secs: src.parse_positive("attachment_link_ttl_secs")?,
+                signing_key: src.get("attachments_signing_key")?,
+                unsent_ttl: Duration::from_secs(src.parse_positive("unsent_attachment_ttl_secs")?),
+                sweep_every: Duration::from_secs(src.parse_positive("attachment_sweep_secs")?),
+                aws: AWS_VARIABLES
+                    .iter()
+                    .filter_map(|name| env(name).map(|v| ((*name).to_owned(), v)))
+                    // `AWS_DEFAULT_REGION` is what the AWS CLI reads; object_store, `AWS_REGION`.
+                    .map(|(name, v)| match name.as_str() {
+                        "AWS_DEFAULT_REGION" => ("AWS_REGION".to_owned(), v),
+                        _ => (name, v),
+                    })
+                    .collect(),
+            },
+            search_language: src.parse("search_language")?,
             data_dir,
             database_url,
             database_url_configured,
@@ -771,6 +861,7 @@ const SENSITIVE: &[&str] = &[
     "server_api_keys",
     "webhook_secret",
     "webhook_url",
+    "attachments_signing_key",
 ];
 
 impl Sources<'_> {
@@ -863,9 +954,10 @@ impl Sources<'_> {
             .map(|s| {
                 let (value, origin) = read.get(s.key).cloned().unwrap_or((None, Origin::Default));
                 let value = value.map(|v| match s.key {
-                    "jwt_secret" => format!("(set, {} bytes)", v.len()),
+                    "jwt_secret" | "webhook_secret" | "attachments_signing_key" => {
+                        format!("(set, {} bytes)", v.len())
+                    }
                     "server_api_keys" => format!("(set, {} keys)", v.split(',').count()),
-                    "webhook_secret" => format!("(set, {} bytes)", v.len()),
                     k if SENSITIVE.contains(&k) => mask_password(&v),
                     _ => v,
                 });

@@ -15,13 +15,14 @@ use serde_json::{Map, Value, json};
 
 use crate::auth::{AuthFailure, JwtKeys, Verifier, mint};
 use crate::domain::Limits;
-use crate::domain::{ClientId, ConversationId, ConversationTitle, UserId};
+use crate::domain::{ClientId, ConversationId, ConversationTitle};
 use crate::error::{Error, Result};
 use crate::protocol::envelope;
 use crate::protocol::requests::{
     ChangeMembers, ConversationRef, CreateConversation, DeleteMessage, EditMessage, History,
-    HistoryWindowWire, MAX_HISTORY_LIMIT, MAX_PRESENCE_USERS, MAX_SYNC_CURSORS, MAX_USER_IDS,
-    MarkRead, PresenceQuery, Refresh, SendMessage, Sync, decode,
+    HistoryWindowWire, MAX_ATTACHMENTS, MAX_HISTORY_LIMIT, MAX_PRESENCE_USERS, MAX_SEARCH_LIMIT,
+    MAX_SYNC_CURSORS, MAX_USER_IDS, MarkRead, PresenceQuery, Refresh, Search, SendMessage, Sync,
+    decode,
 };
 
 /// Small enough that fuzzed bodies reach `too_large`.
@@ -61,12 +62,21 @@ pub fn requests(data: &[u8]) {
         |r| json!({ "conversation_id": r.conversation_id }),
     );
     let send_wire = |r: &SendMessage| {
-        check_body(r.body.as_str());
+        // A message of attachments alone has no text.
+        if !r.body.as_str().is_empty() || r.attachment_ids.is_empty() {
+            check_body(r.body.as_str());
+        }
+        assert!(r.attachment_ids.len() <= MAX_ATTACHMENTS);
+        assert_unique(&r.attachment_ids, MAX_ATTACHMENTS);
         assert_eq!(
             ClientId::parse(r.client_id.as_str().to_owned()).as_ref(),
             Ok(&r.client_id)
         );
-        json!({ "conversation_id": r.conversation_id, "client_id": r.client_id, "body": r.body })
+        let mut wire = json!({ "conversation_id": r.conversation_id, "client_id": r.client_id, "body": r.body });
+        if !r.attachment_ids.is_empty() {
+            wire["attachment_ids"] = json!(r.attachment_ids);
+        }
+        wire
     };
     check(payload, |v| SendMessage::parse(v, &limits), send_wire);
     // The HTTP route takes the conversation from the path: one in the body is ignored.
@@ -114,6 +124,17 @@ pub fn requests(data: &[u8]) {
         json!({ "user_ids": r.user_ids })
     });
     check(payload, Refresh::parse, |r| json!({ "token": r.token }));
+    check(payload, Search::parse, |r| {
+        assert!((1..=MAX_SEARCH_LIMIT).contains(&r.limit));
+        // What the databases are handed is made of quoted words only.
+        assert!(!r.query.fts5().is_empty());
+        json!({
+            "query": r.query.as_str(),
+            "conversation_id": r.conversation_id,
+            "before": r.before,
+            "limit": r.limit,
+        })
+    });
     check(payload, Sync::parse, |r| {
         assert!(r.cursors.len() <= MAX_SYNC_CURSORS);
         assert!(r.cursors.is_sorted());
@@ -215,7 +236,7 @@ fn check_window(h: &History) {
     assert!(h.after_seq.is_none_or(|s| s >= 0));
 }
 
-fn assert_unique(ids: &[UserId], max: usize) {
+fn assert_unique<T: std::hash::Hash + Eq + std::fmt::Debug>(ids: &[T], max: usize) {
     assert!(ids.len() <= max);
     let set: std::collections::HashSet<_> = ids.iter().collect();
     assert_eq!(set.len(), ids.len(), "duplicates in {ids:?}");

@@ -5,6 +5,7 @@
 //! writes through `store` and delivers through `hub` (and, in a cluster, `bus`).
 //! docs/ARCHITECTURE.md follows a message, a sync and a cross-node delivery through the files.
 
+pub mod attachments;
 pub mod auth;
 pub mod bus;
 pub mod chat;

@@ -49,6 +49,8 @@ pub struct RateLimits {
     pub members: Rate,
     pub connect_per_ip: Rate,
     pub max_sockets_per_user: usize,
+    /// Uploads (`POST /api/attachments`).
+    pub upload: Rate,
 }
 
 /// How often idle buckets are forgotten, so memory follows active users.
@@ -63,6 +65,7 @@ pub struct Limiter {
     members: Arc<DefaultKeyedRateLimiter<UserId>>,
     connect: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     pub max_sockets_per_user: usize,
+    upload: Arc<DefaultKeyedRateLimiter<UserId>>,
 }
 
 fn quota(rate: Rate) -> Quota {
@@ -79,6 +82,7 @@ impl Limiter {
             members: Arc::new(RateLimiter::keyed(quota(rates.members))),
             connect: Arc::new(RateLimiter::keyed(quota(rates.connect_per_ip))),
             max_sockets_per_user: rates.max_sockets_per_user,
+            upload: Arc::new(RateLimiter::keyed(quota(rates.upload))),
         };
         tokio::spawn(cleanup(
             [
@@ -86,6 +90,7 @@ impl Limiter {
                 Arc::downgrade(&limiter.typing),
                 Arc::downgrade(&limiter.other),
                 Arc::downgrade(&limiter.members),
+                Arc::downgrade(&limiter.upload),
             ],
             Arc::downgrade(&limiter.connect),
         ));
@@ -145,6 +150,14 @@ impl Limiter {
         }
     }
 
+    /// Takes a token from `user`'s upload bucket, or says how long to wait.
+    pub fn check_upload(&self, user: &UserId) -> Result<(), Error> {
+        take(&self.upload, user).map_err(|retry_after_ms| {
+            metrics::counter!("confab_rate_limited_total", "bucket" => "Upload").increment(1);
+            Error::RateLimited { retry_after_ms }
+        })
+    }
+
     /// Takes a token for a connection attempt from `ip`; `Err` holds the wait in milliseconds.
     pub fn check_connect(&self, ip: IpAddr) -> Result<(), u64> {
         take(&self.connect, &ip).inspect_err(|_| {
@@ -167,7 +180,7 @@ fn wait_ms(not_until: &NotUntil<<DefaultClock as Clock>::Instant>) -> u64 {
 
 type Weak<K> = std::sync::Weak<DefaultKeyedRateLimiter<K>>;
 
-async fn cleanup(per_user: [Weak<UserId>; 4], connect: Weak<IpAddr>) {
+async fn cleanup(per_user: [Weak<UserId>; 5], connect: Weak<IpAddr>) {
     let mut tick = tokio::time::interval(CLEANUP);
     loop {
         tick.tick().await;
@@ -200,6 +213,7 @@ mod tests {
             members: rate,
             connect_per_ip: rate,
             max_sockets_per_user: 1,
+            upload: rate,
         });
         let alice = UserId::parse("alice").unwrap();
         for _ in 0..3 {

@@ -14,9 +14,10 @@ use confab_sio::SocketIo;
 use tokio::net::{TcpListener, TcpSocket};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::attachments::{Blobs, Links};
 use crate::auth::{ServerKeys, Verifier};
 use crate::bus::Bus;
-use crate::chat::{Chat, ChatSettings};
+use crate::chat::{AttachmentSettings, Chat, ChatSettings};
 use crate::config::Config;
 use crate::http::{AppState, DevLogin, OriginPolicy};
 use crate::hub::Hub;
@@ -56,8 +57,12 @@ impl Application {
         // Installed before anything records, so no early sample is lost.
         crate::telemetry::metrics();
         let verifier = Arc::new(Verifier::new(&config.jwt).context("loading JWT keys")?);
-        let mut store =
-            Store::connect(&config.database_url, config.database_max_connections).await?;
+        let mut store = Store::connect(
+            &config.database_url,
+            config.database_max_connections,
+            &config.search_language,
+        )
+        .await?;
         // Webhooks: the transactions record events in the outbox and wake the sender.
         let outbox_written = Arc::new(tokio::sync::Notify::new());
         if config.webhooks.is_some() {
@@ -71,6 +76,7 @@ impl Application {
         };
         let writer = Writer::start(store.clone(), shards, config.write_batch_max);
         let shutting_down = Arc::new(AtomicBool::new(false));
+        let redis_configured = config.redis_url.is_some();
         // With Redis this node joins a cluster; without, it runs alone.
         let (hub, cluster_presence) = match &config.redis_url {
             Some(url) => {
@@ -85,6 +91,7 @@ impl Application {
             }
             None => (Hub::new(None), None),
         };
+        let attachments = attachment_settings(&config, redis_configured)?;
         let chat = Chat::new(
             store.clone(),
             writer.clone(),
@@ -94,6 +101,7 @@ impl Application {
                 typing_ttl: config.typing_ttl,
                 presence_grace: config.presence_grace,
                 cluster_presence,
+                attachments,
             },
         );
         if let Some(webhooks) = config.webhooks.clone() {
@@ -219,6 +227,47 @@ impl Application {
             .await
             .context("serving")
     }
+}
+
+/// Where attachments are kept and how their links are signed.
+fn attachment_settings(config: &Config, cluster: bool) -> anyhow::Result<AttachmentSettings> {
+    let a = &config.attachments;
+    let blobs = match a.url.as_deref() {
+        None => Blobs::local(&config.data_dir.join("attachments"))?,
+        Some(url) if url.starts_with("s3://") => {
+            Blobs::s3(url, &a.aws).context("CONFAB_ATTACHMENTS_URL")?
+        }
+        Some(url) => match url.strip_prefix("file://") {
+            Some(dir) => Blobs::local(std::path::Path::new(dir))?,
+            None => anyhow::bail!(
+                "CONFAB_ATTACHMENTS_URL: {url:?} is not supported: use s3://BUCKET/PREFIX or file:///DIR (or leave it unset for DATA_DIR/attachments)"
+            ),
+        },
+    };
+    let links = match (&a.signing_key, &config.jwt.secret) {
+        (Some(key), _) => {
+            if key.len() < 16 {
+                anyhow::bail!("CONFAB_ATTACHMENTS_SIGNING_KEY must be at least 16 bytes");
+            }
+            Links::new(key.as_bytes(), a.link_ttl_secs)
+        }
+        (None, Some(secret)) => Links::derive(secret.as_bytes(), a.link_ttl_secs),
+        (None, None) => {
+            if cluster {
+                tracing::warn!(
+                    "no CONFAB_ATTACHMENTS_SIGNING_KEY (and no JWT secret to derive one from): download links made by this node work only on this node"
+                );
+            }
+            Links::new(&rand::random::<[u8; 32]>(), a.link_ttl_secs)
+        }
+    };
+    Ok(AttachmentSettings {
+        blobs,
+        links,
+        max_bytes: a.max_bytes,
+        unsent_ttl: a.unsent_ttl,
+        sweep_every: a.sweep_every,
+    })
 }
 
 /// Binds with a deep accept queue: a reconnect storm (a node restarting, a network blip) arrives

@@ -6,12 +6,14 @@
 use std::time::Duration;
 
 use super::{Actor, Chat, Done, policy};
-use crate::domain::{ConversationId, Message, MessageId, Role, Timestamp};
+use crate::domain::{ConversationId, Message, MessageId, Role, Snippet, Timestamp};
 use crate::error::{Error, Result};
 use crate::hub::{Except, Hub, Outgoing, SocketKey};
 use crate::protocol::events::{MessageNew, MessageUpdated, Receipt};
-use crate::protocol::replies::{Page, Reply, SyncUpdate};
-use crate::protocol::requests::{DeleteMessage, EditMessage, History, MarkRead, SendMessage, Sync};
+use crate::protocol::replies::{Page, Reply, SearchResult, SyncUpdate};
+use crate::protocol::requests::{
+    DeleteMessage, EditMessage, History, MarkRead, Search, SendMessage, Sync,
+};
 use crate::store::{HistoryQuery, MessageChange, NewMessage, SendOutcome};
 
 /// Most messages per conversation in one `sync` answer.
@@ -36,6 +38,7 @@ impl Chat {
                 sender_id: Some(actor.user.clone()),
                 client_id: request.client_id,
                 body: request.body,
+                attachment_ids: request.attachment_ids,
             },
             Box::new(move |outcome| after.settle(outcome)),
         );
@@ -60,10 +63,14 @@ impl Chat {
         request: DeleteMessage,
     ) -> Result<Message> {
         let (conversation, message) = (request.conversation_id, request.message_id);
-        self.rewrite(actor, conversation, message, |m, role| {
-            policy::delete(m, role, &actor.user)
-        })
-        .await
+        let deleted = self
+            .rewrite(actor, conversation, message, |m, role| {
+                policy::delete(m, role, &actor.user)
+            })
+            .await?;
+        // Its attachments, if any, were marked deleted with it: their bytes can go.
+        self.attachments_discarded();
+        Ok(deleted)
     }
 
     /// Changes a message as `decide` (a policy rule, run in the store's transaction) says,
@@ -160,6 +167,34 @@ impl Chat {
     }
 }
 
+impl Chat {
+    /// Full-text search over the caller's conversations (those they are a member of now):
+    /// newest first, each result with its highlighted passage.
+    pub(super) async fn search(&self, actor: &Actor, request: Search) -> Result<Reply> {
+        let limit = request.limit as usize;
+        let mut found = self
+            .store
+            .search(
+                &actor.user,
+                &request.query,
+                request.conversation_id,
+                request.before,
+                request.limit + 1,
+            )
+            .await?;
+        let has_more = found.len() > limit;
+        found.truncate(limit);
+        let results = found
+            .into_iter()
+            .map(|message| SearchResult {
+                snippet: Snippet::of(message.body.as_deref().unwrap_or_default(), &request.query),
+                message,
+            })
+            .collect();
+        Ok(Reply::Search { results, has_more })
+    }
+}
+
 /// What happens to a send after its transaction: runs on the writer's task, in commit order,
 /// so each conversation's acks and broadcasts go out in seq order. It must not wait.
 pub(super) struct AfterCommit {
@@ -189,6 +224,7 @@ impl AfterCommit {
                 (self.done)(Err(Error::NotFound(policy::CONVERSATION_NOT_FOUND)))
             }
             Ok(SendOutcome::Blocked) => (self.done)(Err(Error::Forbidden(policy::BLOCKED))),
+            Ok(SendOutcome::Refused(e)) => (self.done)(Err(e)),
             Err(e) => (self.done)(Err(e)),
         }
     }

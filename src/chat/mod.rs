@@ -7,6 +7,7 @@
 //! sends (queued in arrival order), and what readiness and shutdown need. The store, the hub
 //! and the rest stay inside.
 
+mod attachments;
 mod conversations;
 mod messages;
 pub mod policy;
@@ -34,6 +35,7 @@ use crate::store::{Store, Writer};
 use presence::Presence;
 use typing::Typing;
 
+pub use attachments::{AttachmentSettings, Download, MAX_UNSENT, Upload};
 use messages::AfterCommit;
 pub use messages::SYNC_PAGE;
 
@@ -78,6 +80,7 @@ pub struct ChatSettings {
     pub presence_grace: Duration,
     /// Presence shared with other nodes through Redis, in a cluster.
     pub cluster_presence: Option<presence::ClusterPresence>,
+    pub attachments: AttachmentSettings,
 }
 
 /// The chat service. Cheap to clone.
@@ -89,6 +92,7 @@ pub struct Chat {
     typing: Typing,
     presence: Presence,
     limits: Arc<Limits>,
+    attachments: Arc<attachments::Attachments>,
 }
 
 impl Chat {
@@ -101,6 +105,7 @@ impl Chat {
                 settings.presence_grace,
                 settings.cluster_presence,
             ),
+            attachments: attachments::Attachments::start(settings.attachments, store.clone()),
             store,
             writer,
             hub,
@@ -171,6 +176,7 @@ impl Chat {
             Request::Presence(query) => Reply::Presence {
                 presence: self.presence.get(&actor.user, &query.user_ids).await?,
             },
+            Request::Search(search) => self.search(actor, search).await?,
             request @ (Request::TypingStart(_) | Request::TypingStop(_)) => {
                 self.typing(actor, &request)?
             }

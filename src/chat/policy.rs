@@ -9,6 +9,8 @@ use crate::store::{MembershipPlan, MessageChange};
 pub const CONVERSATION_NOT_FOUND: &str = "conversation not found";
 pub const MESSAGE_NOT_FOUND: &str = "message not found";
 pub const BLOCKED: &str = "this user blocked you";
+/// For an attachment that doesn't exist and one the caller may not see alike.
+pub const ATTACHMENT_NOT_FOUND: &str = "attachment not found";
 
 /// The caller's role, or `not_found` when they are not a member: a conversation you are not in
 /// looks exactly like one that doesn't exist.

@@ -182,6 +182,8 @@ impl Chat {
                 sender_id: request.sender_id,
                 client_id: request.client_id,
                 body: request.body,
+                // The server API posts text; files are a user's, uploaded with their token.
+                attachment_ids: Vec::new(),
             },
             Box::new(move |outcome| after.settle(outcome)),
         );

@@ -100,6 +100,10 @@ uuid_id!(
     /// A message id.
     MessageId
 );
+uuid_id!(
+    /// An uploaded attachment's id.
+    AttachmentId
+);
 
 /// The client's idempotency key for a send: 1–64 characters without control characters.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize)]

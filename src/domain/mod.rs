@@ -3,18 +3,22 @@
 //! Untrusted input is parsed into these types once, at the edge; everything past the edge
 //! works with values that are known to be valid.
 
+mod attachment;
 mod ids;
 mod limits;
 mod model;
 // The OpenAPI document's view of the domain's values.
 mod schema;
+mod search;
 mod text;
 mod time;
 
-pub use ids::{ClientId, ConversationId, ExternalId, MessageId, UserId};
+pub use attachment::{Attachment, AttachmentName};
+pub use ids::{AttachmentId, ClientId, ConversationId, ExternalId, MessageId, UserId};
 pub use limits::Limits;
 pub use model::{
     Ban, Conversation, ConversationKind, Member, Message, MessageKind, ReadState, Role,
 };
+pub use search::{SearchQuery, Snippet};
 pub use text::{ConversationTitle, DisplayName, MessageBody, TextError};
 pub use time::Timestamp;

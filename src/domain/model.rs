@@ -3,7 +3,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{ConversationId, MessageId, Timestamp, UserId};
+use super::{Attachment, ConversationId, MessageId, Timestamp, UserId};
 
 /// What kind of conversation: a fixed pair of users, or a managed group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -85,6 +85,10 @@ pub struct Message {
     pub created_at: Timestamp,
     pub edited_at: Option<Timestamp>,
     pub deleted_at: Option<Timestamp>,
+    /// The files sent with it, in the order the sender gave; left out when there are none
+    /// (and once deleted).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
 }
 
 /// Who wrote a message: a user, or the host app's server (a system message, which clients show

@@ -5,7 +5,7 @@ use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
-use super::{ConversationId, MessageId, Timestamp, UserId};
+use super::{AttachmentId, ConversationId, MessageId, Timestamp, UserId};
 
 fn string(
     format: Option<SchemaFormat>,
@@ -52,6 +52,13 @@ impl PartialSchema for MessageId {
     }
 }
 impl ToSchema for MessageId {}
+
+impl PartialSchema for AttachmentId {
+    fn schema() -> RefOr<Schema> {
+        string(Some(uuid()), None, None, "An attachment id.")
+    }
+}
+impl ToSchema for AttachmentId {}
 
 impl PartialSchema for Timestamp {
     fn schema() -> RefOr<Schema> {

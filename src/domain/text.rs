@@ -104,6 +104,11 @@ impl MessageBody {
         Ok(Self(raw))
     }
 
+    /// No text: only for a message that carries attachments.
+    pub fn empty() -> Self {
+        Self(String::new())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

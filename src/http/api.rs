@@ -12,13 +12,13 @@ use super::AppState;
 use super::extract::{Caller, JsonBody, QueryParams};
 use super::openapi::{
     BlockedData, ConversationData, ConversationsData, CreateConversationBody, Failure, MessageData,
-    PageData, SendMessageBody, Success, UserIdBody,
+    PageData, SearchData, SendMessageBody, Success, UserIdBody,
 };
 use crate::domain::ConversationId;
 use crate::error::{Error, Result};
 use crate::protocol::Request;
 use crate::protocol::requests::{
-    CreateConversation, History, HistoryWindowWire, SendMessage, UserRef,
+    CreateConversation, History, HistoryWindowWire, Search, SearchWire, SendMessage, UserRef,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -34,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         // Blocks (issue 19).
         .route("/api/blocks", post(block))
         .route("/api/blocks/{user_id}", delete(unblock))
+        .route("/api/search", get(search))
 }
 
 fn conversation_id(raw: &str) -> Result<ConversationId> {
@@ -117,4 +118,13 @@ pub(super) async fn unblock(
 ) -> Result<Response> {
     let user_id = crate::protocol::server::path_user(&user)?;
     answer(&state, caller, Request::Unblock(UserRef { user_id })).await
+}
+
+#[utoipa::path(get, path = "/api/search", tag = "user", security(("user_jwt" = [])), params(("q" = String, Query, description = "What to look for, as in a search box: words, \"a phrase\", `or`, `-word`"), ("conversation_id" = Option<String>, Query, description = "Only this conversation"), ("before" = Option<String>, Query, description = "Only messages older than this message id (the last of the previous page)"), ("limit" = Option<i64>, Query, description = "1 to 50 (more is served as 50); 20 by default")), responses((status = 200, description = "Matches in the caller's conversations, newest first", body = Success<SearchData>), (status = "4XX", description = "Refused: the error envelope (docs/PROTOCOL.md, \"Errors\")", body = Failure), (status = "5XX", description = "A server-side failure", body = Failure)))]
+pub(super) async fn search(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryParams(wire): QueryParams<SearchWire>,
+) -> Result<Response> {
+    answer(&state, caller, Request::Search(Search::from_wire(wire)?)).await
 }

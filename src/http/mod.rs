@@ -3,6 +3,7 @@
 //! alike).
 
 mod api;
+mod attachments;
 mod client_addr;
 mod extract;
 mod health;
@@ -47,6 +48,7 @@ pub fn routes(state: AppState, dev_login: Option<DevLogin>) -> Router {
         .merge(api::routes())
         .merge(server_api::routes())
         .merge(openapi::routes())
+        .merge(attachments::routes())
         .merge(health::routes())
         .merge(metrics::routes())
         .merge(web::routes(dev_login))

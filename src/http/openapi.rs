@@ -16,7 +16,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::AppState;
-use crate::domain::{Ban, Conversation, ConversationKind, Message, UserId};
+use crate::domain::{Attachment, Ban, Conversation, ConversationKind, Message, Timestamp, UserId};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/openapi.json", get(serve))
@@ -46,6 +46,10 @@ pub fn document() -> String {
         super::api::send_message,
         super::api::block,
         super::api::unblock,
+        super::api::search,
+        super::attachments::upload,
+        super::attachments::download,
+        super::attachments::link,
         super::server_api::create_conversation,
         super::server_api::add_members,
         super::server_api::remove_member,
@@ -169,6 +173,35 @@ pub struct PageData {
 }
 
 #[derive(Serialize, ToSchema)]
+pub struct SearchData {
+    /// Newest first.
+    results: Vec<SearchResultData>,
+    /// More, older results: ask again with `before` set to the last result's message id.
+    has_more: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SearchResultData {
+    message: Message,
+    /// Plain text around the first match (never markup).
+    snippet: String,
+    /// `[start, end)` of each match in `snippet`, in characters.
+    highlights: Vec<[u64; 2]>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AttachmentData {
+    attachment: Attachment,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LinkData {
+    /// Relative to the server; downloads without a token until `expires_at`.
+    url: String,
+    expires_at: Timestamp,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct BlockedData {
     user_id: UserId,
     blocked: bool,
@@ -208,6 +241,8 @@ pub struct SendMessageBody {
     client_id: String,
     /// 1–`CONFAB_MAX_BODY_CHARS` characters.
     body: String,
+    /// Up to a few of the caller's uploads not yet sent (`POST /api/attachments`).
+    attachment_ids: Option<Vec<String>>,
 }
 
 #[derive(Serialize, ToSchema)]

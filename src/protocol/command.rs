@@ -3,7 +3,7 @@
 
 use super::requests::{
     ChangeMembers, ConversationRef, CreateConversation, DeleteMessage, EditMessage, History,
-    MarkRead, PresenceQuery, Refresh, SendMessage, Sync, UserRef,
+    MarkRead, PresenceQuery, Refresh, Search, SendMessage, Sync, UserRef,
 };
 use crate::domain::Limits;
 use crate::error::{Error, Result};
@@ -51,11 +51,13 @@ pub enum ClientEvent {
     // The host app's side (issue 19): blocks.
     UserBlock,
     UserUnblock,
+    // Search (issue 20).
+    MessageSearch,
 }
 
 impl ClientEvent {
     /// Every event with its name on the wire.
-    pub const ALL: [(ClientEvent, &'static str); 17] = [
+    pub const ALL: [(ClientEvent, &'static str); 18] = [
         (Self::MessageSend, "message:send"),
         (Self::MessageEdit, "message:edit"),
         (Self::MessageDelete, "message:delete"),
@@ -76,6 +78,7 @@ impl ClientEvent {
         (Self::AuthRefresh, "auth:refresh"),
         (Self::UserBlock, "user:block"),
         (Self::UserUnblock, "user:unblock"),
+        (Self::MessageSearch, "message:search"),
     ];
 
     pub fn of(name: &str) -> Option<Self> {
@@ -123,6 +126,7 @@ impl ClientEvent {
             Self::PresenceGet => Request::Presence(PresenceQuery::parse(payload)?),
             Self::UserBlock => Request::Block(UserRef::parse(payload)?),
             Self::UserUnblock => Request::Unblock(UserRef::parse(payload)?),
+            Self::MessageSearch => Request::Search(Search::parse(payload)?),
         };
         Ok(Command::Chat(request))
     }
@@ -165,6 +169,7 @@ pub enum Request {
     Presence(PresenceQuery),
     Block(UserRef),
     Unblock(UserRef),
+    Search(Search),
 }
 
 impl Request {

@@ -4,7 +4,9 @@
 use serde::Serialize;
 
 use super::events::PresenceState;
-use crate::domain::{Ban, Conversation, ConversationId, Message, Timestamp, UserId};
+use crate::domain::{
+    Attachment, Ban, Conversation, ConversationId, Message, Snippet, Timestamp, UserId,
+};
 
 /// A page of messages in ascending seq (`message:history`, and each conversation of `sync`).
 #[derive(Debug, Clone, Serialize)]
@@ -24,6 +26,14 @@ pub struct SyncUpdate {
     pub changed: Vec<Message>,
     /// More changes than `changed` holds: ask again from its last seq.
     pub changed_has_more: bool,
+}
+
+/// A message that matched a search, with the passage that matched.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResult {
+    pub message: Message,
+    #[serde(flatten)]
+    pub snippet: Snippet,
 }
 
 /// The answer to a request, serialized as the envelope's `data` object.
@@ -82,6 +92,23 @@ pub enum Reply {
     Blocked {
         user_id: UserId,
         blocked: bool,
+    },
+    // Attachments and search (issue 20).
+    /// `POST /api/attachments`.
+    Attachment {
+        attachment: Attachment,
+    },
+    /// `message:search`, `GET /api/search`: newest first.
+    Search {
+        results: Vec<SearchResult>,
+        /// More, older results: ask again with `before` set to the last result's message id.
+        has_more: bool,
+    },
+    /// `GET /api/attachments/{id}/link`: a URL (relative to the server) that downloads the
+    /// attachment without a token until `expires_at`.
+    AttachmentLink {
+        url: String,
+        expires_at: Timestamp,
     },
 }
 

@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde::de::{DeserializeOwned, Deserializer};
 
 use crate::domain::{
-    ClientId, ConversationId, ConversationTitle, Limits, MessageBody, MessageId, Timestamp, UserId,
+    AttachmentId, ClientId, ConversationId, ConversationTitle, Limits, MessageBody, MessageId,
+    SearchQuery, Timestamp, UserId,
 };
 use crate::error::{Error, Result};
 
@@ -21,6 +22,8 @@ pub const MAX_SYNC_CURSORS: usize = 1000;
 /// History page size when none is asked for, and the largest allowed.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
 pub const MAX_HISTORY_LIMIT: u32 = 200;
+/// Most attachments on one message.
+pub const MAX_ATTACHMENTS: usize = 10;
 
 /// Deserializes a wire struct, turning serde's error into `invalid_payload` naming the field.
 pub fn decode<'de, T, D>(input: D) -> Result<T>
@@ -213,14 +216,41 @@ impl ConversationRef {
 pub struct SendMessage {
     pub conversation_id: ConversationId,
     pub client_id: ClientId,
+    /// Empty only when the message has attachments (a photo needs no caption).
     pub body: MessageBody,
+    /// Files the sender uploaded (`POST /api/attachments`) and hasn't sent yet: distinct, at
+    /// most [`MAX_ATTACHMENTS`].
+    pub attachment_ids: Vec<AttachmentId>,
 }
 
 #[derive(Deserialize)]
 struct SendMessageWire {
     conversation_id: Option<String>,
     client_id: String,
-    body: String,
+    body: Option<String>,
+    #[serde(default)]
+    attachment_ids: Vec<String>,
+}
+
+/// The attachments of a send: canonical ids, distinct, a few at most.
+fn attachment_ids(raw: Vec<String>) -> Result<Vec<AttachmentId>> {
+    if raw.len() > MAX_ATTACHMENTS {
+        return Err(Error::too_large(
+            "attachment_ids",
+            format!("at most {MAX_ATTACHMENTS} attachments per message"),
+        ));
+    }
+    let mut ids = Vec::with_capacity(raw.len());
+    for (i, id) in raw.iter().enumerate() {
+        let field = format!("attachment_ids[{i}]");
+        let id = AttachmentId::parse(id)
+            .ok_or_else(|| Error::invalid(field.clone(), "must be an attachment id (a UUID)"))?;
+        if ids.contains(&id) {
+            return Err(Error::invalid(field, "is listed twice"));
+        }
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 impl SendMessage {
@@ -240,12 +270,22 @@ impl SendMessage {
             (None, Some(raw)) => conversation_id("conversation_id", &raw)?,
             (None, None) => return Err(Error::invalid("conversation_id", "is required")),
         };
+        let client_id = ClientId::parse(wire.client_id)
+            .map_err(|e| Error::invalid("client_id", e.to_string()))?;
+        let attachment_ids = attachment_ids(wire.attachment_ids)?;
+        let body = match wire.body {
+            // A file on its own: no caption.
+            None if !attachment_ids.is_empty() => MessageBody::empty(),
+            Some(body) if body.is_empty() && !attachment_ids.is_empty() => MessageBody::empty(),
+            None => return Err(Error::invalid("body", "missing field `body`")),
+            Some(body) => MessageBody::parse(body, limits.max_body_chars)
+                .map_err(|e| Error::text("body", e))?,
+        };
         Ok(Self {
             conversation_id,
-            client_id: ClientId::parse(wire.client_id)
-                .map_err(|e| Error::invalid("client_id", e.to_string()))?,
-            body: MessageBody::parse(wire.body, limits.max_body_chars)
-                .map_err(|e| Error::text("body", e))?,
+            client_id,
+            body,
+            attachment_ids,
         })
     }
 }
@@ -545,6 +585,64 @@ impl UserRef {
         let wire: UserRefWire = from_json(raw)?;
         Ok(Self {
             user_id: user_id("user_id", &wire.user_id)?,
+        })
+    }
+}
+/// Search results per page when none is asked for, and the most.
+pub const DEFAULT_SEARCH_LIMIT: u32 = 20;
+pub const MAX_SEARCH_LIMIT: u32 = 50;
+
+/// `message:search` (and `GET /api/search`'s query string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Search {
+    pub query: SearchQuery,
+    /// Only this conversation's messages.
+    pub conversation_id: Option<ConversationId>,
+    /// Only messages older than this one (the last of the previous page).
+    pub before: Option<MessageId>,
+    pub limit: u32,
+}
+
+/// The fields of a search, from JSON or a query string (`q` there, `query` here).
+#[derive(Deserialize, Default)]
+pub struct SearchWire {
+    #[serde(alias = "q")]
+    pub query: Option<String>,
+    pub conversation_id: Option<String>,
+    pub before: Option<String>,
+    pub limit: Option<i64>,
+}
+
+impl Search {
+    pub fn parse(raw: &str) -> Result<Self> {
+        Self::from_wire(from_json(raw)?)
+    }
+
+    pub fn from_wire(wire: SearchWire) -> Result<Self> {
+        let raw = wire
+            .query
+            .ok_or_else(|| Error::invalid("query", "is required"))?;
+        let query = SearchQuery::parse(&raw).map_err(|e| Error::invalid("query", e))?;
+        let limit = match wire.limit {
+            None => DEFAULT_SEARCH_LIMIT,
+            Some(l) if l < 1 => return Err(Error::invalid("limit", "must be at least 1")),
+            Some(l) => l.min(i64::from(MAX_SEARCH_LIMIT)) as u32,
+        };
+        Ok(Self {
+            query,
+            conversation_id: wire
+                .conversation_id
+                .map(|id| conversation_id("conversation_id", &id))
+                .transpose()?,
+            before: wire
+                .before
+                .map(|id| {
+                    MessageId::parse(&id).ok_or_else(|| {
+                        Error::invalid("before", "must be a message id (the last one of a page)")
+                    })
+                })
+                .transpose()?,
+            limit,
         })
     }
 }

@@ -25,8 +25,9 @@ pub use sqlite::SqliteStore;
 pub use writer::{SendReply, Writer};
 
 use crate::domain::{
-    Ban, ClientId, Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName,
-    ExternalId, Message, MessageBody, MessageId, Role, Timestamp, UserId,
+    Attachment, AttachmentId, Ban, ClientId, Conversation, ConversationId, ConversationKind,
+    ConversationTitle, DisplayName, ExternalId, Message, MessageBody, MessageId, Role, SearchQuery,
+    Timestamp, UserId,
 };
 use crate::error::{Error, Result};
 pub use crate::protocol::replies::{Page, SyncUpdate};
@@ -40,6 +41,8 @@ pub struct NewMessage {
     pub sender_id: Option<UserId>,
     pub client_id: ClientId,
     pub body: MessageBody,
+    /// Uploads to claim for it, in order: the sender's own, not yet in a message.
+    pub attachment_ids: Vec<AttachmentId>,
 }
 
 /// What became of one [`NewMessage`].
@@ -54,6 +57,8 @@ pub enum SendOutcome {
     NotFound,
     /// A direct conversation whose other member blocked the sender.
     Blocked,
+    /// Refused for what it carries (an attachment that isn't the sender's to send).
+    Refused(Error),
 }
 
 /// Which slice of a conversation's history to read.
@@ -178,10 +183,16 @@ macro_rules! dispatch {
 
 impl Store {
     /// Connects to the database named by `url` and brings its schema up to date.
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    /// `search_language`: PostgreSQL's text search configuration for message search
+    /// (`simple`, `english`, …); SQLite's tokenizer serves every language alike.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        search_language: &str,
+    ) -> anyhow::Result<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             // Its errors name the server and database themselves.
-            let store = PgStore::connect(url, max_connections).await?;
+            let store = PgStore::connect(url, max_connections, search_language).await?;
             Ok(Self::Postgres(store))
         } else if url.starts_with("sqlite:") {
             let store = SqliteStore::connect(url, max_connections).await?;
@@ -454,6 +465,63 @@ impl Store {
     /// Whom `blocker` blocked.
     pub async fn blocked_by(&self, blocker: &UserId) -> Result<Vec<UserId>> {
         dispatch!(self, s => s.blocked_by(blocker).await)
+    }
+    // Attachments.
+
+    /// Records an upload whose bytes are stored, unclaimed.
+    pub async fn insert_attachment(
+        &self,
+        uploader: &UserId,
+        attachment: &Attachment,
+        now: Timestamp,
+    ) -> Result<()> {
+        dispatch!(self, s => s.insert_attachment(uploader, attachment, now).await)
+    }
+
+    /// How many uploads of `uploader` no message has claimed yet (and none deleted).
+    pub async fn unclaimed_count(&self, uploader: &UserId) -> Result<i64> {
+        dispatch!(self, s => s.unclaimed_count(uploader).await)
+    }
+
+    /// The attachment, if `viewer` may download it: its uploader before a message claims it,
+    /// the members of the message's conversation after; never once deleted.
+    pub async fn visible_attachment(
+        &self,
+        viewer: &UserId,
+        id: AttachmentId,
+    ) -> Result<Option<Attachment>> {
+        dispatch!(self, s => s.visible_attachment(viewer, id).await)
+    }
+
+    /// Marks deleted the uploads left unclaimed since before `cutoff`, atomically with respect
+    /// to a send claiming them (which skips deleted ones), and returns every deleted
+    /// attachment whose bytes are still to go (at most `limit`).
+    pub async fn doomed_attachments(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<AttachmentId>> {
+        dispatch!(self, s => s.doomed_attachments(cutoff, now, limit).await)
+    }
+
+    /// Messages matching `query` in the conversations `user` is a member of now (only
+    /// `conversation`, if given), not deleted, older than `before` if given: newest first, at
+    /// most `limit`.
+    pub async fn search(
+        &self,
+        user: &UserId,
+        query: &SearchQuery,
+        conversation: Option<ConversationId>,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        dispatch!(self, s => s.search(user, query, conversation, before, limit).await)
+    }
+
+    /// Forgets deleted attachments whose bytes are gone.
+    pub async fn forget_attachments(&self, ids: &[AttachmentId]) -> Result<()> {
+        dispatch!(self, s => s.forget_attachments(ids).await)
     }
 }
 

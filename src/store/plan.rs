@@ -1,10 +1,14 @@
 //! How a batch of sends is written: the rules of group commit, pure functions shared by both
 //! backends (seqs in batch order, retries answered with what was stored, non-members refused).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use super::rows::StoredAttachment;
 use super::{NewMessage, SendOutcome};
-use crate::domain::{ConversationId, Message, MessageId, MessageKind, Timestamp, UserId};
+use crate::domain::{
+    Attachment, AttachmentId, ConversationId, Message, MessageId, MessageKind, Timestamp, UserId,
+};
+use crate::error::Error;
 
 /// The key that makes a direct conversation unique per pair, whichever side creates it.
 pub(crate) fn direct_key(a: &UserId, b: &UserId) -> String {
@@ -25,9 +29,11 @@ pub(crate) fn plan_batch(
     is_member: impl Fn(ConversationId, &UserId) -> bool,
     is_blocked: impl Fn(ConversationId, &UserId) -> bool,
     mut existing: HashMap<SendKey, Message>,
+    attachments: &HashMap<AttachmentId, StoredAttachment>,
     now: Timestamp,
 ) -> (Vec<SendOutcome>, HashMap<ConversationId, i64>) {
     let mut next = last_seq.clone();
+    let mut claimed = HashSet::new();
     let outcomes = batch
         .iter()
         .map(|m| {
@@ -55,6 +61,10 @@ pub(crate) fn plan_batch(
             if let Some(stored) = existing.get(&key) {
                 return SendOutcome::Duplicate(stored.clone());
             }
+            let attached = match claim(m, attachments, &mut claimed) {
+                Ok(attached) => attached,
+                Err(e) => return SendOutcome::Refused(e),
+            };
             *seq += 1;
             let message = Message {
                 id: MessageId::new(),
@@ -71,6 +81,7 @@ pub(crate) fn plan_batch(
                 created_at: now,
                 edited_at: None,
                 deleted_at: None,
+                attachments: attached,
             };
             // A second copy later in the same batch is a duplicate of this one.
             existing.insert(key, message.clone());
@@ -79,6 +90,40 @@ pub(crate) fn plan_batch(
         .collect();
     next.retain(|id, seq| last_seq.get(id) != Some(seq));
     (outcomes, next)
+}
+
+/// The attachments `m` may claim, in its order: each one its sender's upload, not deleted, and
+/// in no message yet (nor in an earlier one of this batch, which `claimed` remembers).
+fn claim(
+    m: &NewMessage,
+    attachments: &HashMap<AttachmentId, StoredAttachment>,
+    claimed: &mut HashSet<AttachmentId>,
+) -> Result<Vec<Attachment>, Error> {
+    let usable = |id: &AttachmentId| {
+        attachments.get(id).filter(|a| {
+            Some(&a.uploader) == m.sender_id.as_ref()
+                && !a.claimed
+                && !a.deleted
+                && !claimed.contains(id)
+        })
+    };
+    // Whose it is and whether it was used are not told apart: either way it is not the
+    // sender's to send, and an id of someone else's upload must not be confirmed.
+    let attached = m
+        .attachment_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            usable(id).map(|a| a.attachment.clone()).ok_or_else(|| {
+                Error::invalid(
+                    format!("attachment_ids[{i}]"),
+                    "is not an upload of yours that is still unsent",
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    claimed.extend(m.attachment_ids.iter().copied());
+    Ok(attached)
 }
 
 /// A send's idempotency key: conversation, sender and client id.
@@ -109,6 +154,7 @@ mod tests {
             sender_id: Some(UserId::parse(sender).unwrap()),
             client_id: ClientId::parse(client.into()).unwrap(),
             body: MessageBody::parse("hi".into(), 10).unwrap(),
+            attachment_ids: Vec::new(),
         }
     }
 
@@ -129,6 +175,7 @@ mod tests {
             |_, u| u.as_str() != "mallory",
             |_, _| false,
             HashMap::new(),
+            &HashMap::new(),
             Timestamp(0),
         );
         let seqs: Vec<_> = out
@@ -138,6 +185,7 @@ mod tests {
                 SendOutcome::Duplicate(m) => format!("dup {}", m.seq),
                 SendOutcome::NotFound => "not found".into(),
                 SendOutcome::Blocked => "blocked".into(),
+                SendOutcome::Refused(e) => format!("refused {e}"),
             })
             .collect();
         assert_eq!(
@@ -156,6 +204,7 @@ mod tests {
             |_, _| true,
             |_, _| false,
             HashMap::new(),
+            &HashMap::new(),
             Timestamp(0),
         );
         assert!(matches!(out[0], SendOutcome::NotFound));

@@ -16,16 +16,17 @@ use uuid::Uuid;
 
 use super::assemble::{page_from_rows, sync_update};
 use super::rows::{
-    HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow,
-    message_columns, messages, sender_column,
+    AttachmentRow, HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow,
+    StoredAttachment, attachment_columns, encode_attachments, message_columns, messages,
+    sender_column,
 };
 use super::transactions::{Backend, Rewrite, complete};
 use super::{
     DbContext, HistoryQuery, NewMessage, OutboxEvent, OutboxRow, OutboxSettle, Page, SyncUpdate,
 };
 use crate::domain::{
-    Ban, Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName, Message,
-    MessageId, Role, Timestamp, UserId,
+    Attachment, AttachmentId, Ban, Conversation, ConversationId, ConversationKind,
+    ConversationTitle, DisplayName, Message, MessageId, Role, SearchQuery, Timestamp, UserId,
 };
 use crate::error::Result;
 use crate::protocol::requests::SyncCursor;
@@ -35,6 +36,10 @@ pub struct PgStore {
     pool: PgPool,
     /// Webhooks on: signalled after a commit that recorded outbox events.
     pub(crate) outbox: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// The search statement, with the text search configuration written into it: the GIN
+    /// index is on an expression with that configuration, which the planner matches only
+    /// against the same constant.
+    search_sql: &'static str,
 }
 
 /// How long the first connection may take before the start fails.
@@ -87,7 +92,11 @@ async fn probe(options: &PgConnectOptions) -> anyhow::Result<()> {
 }
 
 impl PgStore {
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        search_language: &str,
+    ) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(url).context("parsing the PostgreSQL url")?;
         probe(&options).await?;
         let pool = PgPoolOptions::new()
@@ -102,7 +111,12 @@ impl PgStore {
             .run(&pool)
             .await
             .context("migrating the PostgreSQL database")?;
-        Ok(Self { pool, outbox: None })
+        let search_sql = search_index(&pool, search_language).await?;
+        Ok(Self {
+            pool,
+            outbox: None,
+            search_sql,
+        })
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -465,7 +479,7 @@ impl PgStore {
         .await
         .db_context("banning an erased user")?;
         let rows: Vec<MessageRow> = sqlx::query_as(concat!(
-            "UPDATE messages m SET body = NULL, deleted_at = $2, changed_at = $2
+            "UPDATE messages m SET body = NULL, attachments = NULL, deleted_at = $2, changed_at = $2
              WHERE m.sender_id = $1 AND m.deleted_at IS NULL RETURNING ",
             message_columns!()
         ))
@@ -474,6 +488,15 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await
         .db_context("deleting an erased user's messages")?;
+        // Their files go too, sent or not: no longer served, the sweeper deletes the bytes.
+        sqlx::query(
+            "UPDATE attachments SET deleted_at = $2 WHERE uploader_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(user.as_str())
+        .bind(now.millis())
+        .execute(&mut *tx)
+        .await
+        .db_context("deleting an erased user's attachments")?;
         tx.commit().await.db_context("committing an erasure")?;
         Ok(messages(rows))
     }
@@ -622,6 +645,174 @@ impl PgStore {
                 .await
                 .db_context("loading blocks")?;
         Ok(ids.iter().map(|u| UserId::from_db(u)).collect())
+    }
+}
+/// Makes sure messages are indexed for search with the text search configuration `language`,
+/// and returns the search statement that uses that index. The migration indexes `simple`
+/// (words as they are: any language, no stemming); another configuration gets its own index,
+/// built here on first start with it (concurrently: writes go on meanwhile).
+async fn search_index(pool: &PgPool, language: &str) -> anyhow::Result<&'static str> {
+    let known: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = $1)")
+            .bind(language)
+            .fetch_one(pool)
+            .await
+            .context("looking up the search language")?;
+    // A name from pg_ts_config, and only letters and underscores: safe to write into SQL.
+    if !known || !language.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+        anyhow::bail!(
+            "CONFAB_SEARCH_LANGUAGE: {language:?} is not a PostgreSQL text search configuration (`SELECT cfgname FROM pg_ts_config` lists them; `simple` works for every language)"
+        );
+    }
+    let vector = format!("to_tsvector('{language}'::regconfig, coalesce(body, ''))");
+    if language != "simple" {
+        let create = format!(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS messages_search_{language} ON messages USING GIN (conversation_id, {vector})"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(create))
+            .execute(pool)
+            .await
+            .with_context(|| format!("indexing messages for search in {language:?}"))?;
+    }
+    // The matches are gathered first (MATERIALIZED), conversation by conversation through the
+    // index, then the newest taken. Left to itself the planner may instead walk all messages
+    // newest first, testing each one's words, to stop at the LIMIT early: quick for a word in
+    // half the messages, and seconds for one that is common elsewhere and rare in the caller's
+    // conversations (p99 666 ms against 14 ms this way, docs/BENCHMARKS.md).
+    let sql = format!(
+        "WITH hits AS MATERIALIZED (
+             SELECT * FROM messages m
+             WHERE m.conversation_id IN (SELECT conversation_id FROM members
+                                         WHERE user_id = $2 AND ($3::uuid IS NULL OR conversation_id = $3))
+               AND to_tsvector('{language}'::regconfig, coalesce(m.body, ''))
+                   @@ websearch_to_tsquery('{language}'::regconfig, $1)
+               AND m.deleted_at IS NULL
+               AND ($4::uuid IS NULL OR m.id < $4)
+         )
+         SELECT {columns} FROM hits m ORDER BY m.id DESC LIMIT $5",
+        columns = message_columns!(),
+    );
+    // Built once per process.
+    Ok(Box::leak(sql.into_boxed_str()))
+}
+
+/// Search.
+impl PgStore {
+    pub async fn search(
+        &self,
+        user: &UserId,
+        query: &SearchQuery,
+        conversation: Option<ConversationId>,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        let rows: Vec<MessageRow> = sqlx::query_as(self.search_sql)
+            .bind(query.as_str())
+            .bind(user.as_str())
+            .bind(conversation.map(|c| c.0))
+            .bind(before.map(|m| m.0))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .db_context("searching messages")?;
+        Ok(messages(rows))
+    }
+}
+
+/// Attachments.
+impl PgStore {
+    pub async fn insert_attachment(
+        &self,
+        uploader: &UserId,
+        a: &Attachment,
+        now: Timestamp,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO attachments (id, uploader_id, content_type, size, name, width, height, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(a.id.0)
+        .bind(uploader.as_str())
+        .bind(&a.content_type)
+        .bind(a.size)
+        .bind(a.name.as_deref())
+        .bind(a.width.map(i64::from))
+        .bind(a.height.map(i64::from))
+        .bind(now.millis())
+        .execute(&self.pool)
+        .await
+        .db_context("recording an attachment")?;
+        Ok(())
+    }
+
+    pub async fn unclaimed_count(&self, uploader: &UserId) -> Result<i64> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM attachments
+             WHERE uploader_id = $1 AND message_id IS NULL AND deleted_at IS NULL",
+        )
+        .bind(uploader.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .db_context("counting unsent attachments")
+    }
+
+    pub async fn visible_attachment(
+        &self,
+        viewer: &UserId,
+        id: AttachmentId,
+    ) -> Result<Option<Attachment>> {
+        let row: Option<AttachmentRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            attachment_columns!(),
+            " FROM attachments a
+             WHERE a.id = $1 AND a.deleted_at IS NULL AND (
+                 (a.message_id IS NULL AND a.uploader_id = $2)
+                 OR EXISTS (SELECT 1 FROM members mb
+                            WHERE mb.conversation_id = a.conversation_id AND mb.user_id = $2))"
+        ))
+        .bind(id.0)
+        .bind(viewer.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .db_context("looking up an attachment")?;
+        Ok(row.map(|r| StoredAttachment::from(r).attachment))
+    }
+
+    pub async fn doomed_attachments(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<AttachmentId>> {
+        // A send claiming one locks it first and skips it once deleted, so an upload is
+        // either sent or swept, never both.
+        sqlx::query(
+            "UPDATE attachments SET deleted_at = $2
+             WHERE message_id IS NULL AND deleted_at IS NULL AND created_at < $1",
+        )
+        .bind(cutoff.millis())
+        .bind(now.millis())
+        .execute(&self.pool)
+        .await
+        .db_context("sweeping unsent attachments")?;
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM attachments WHERE deleted_at IS NOT NULL ORDER BY deleted_at LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .db_context("listing deleted attachments")?;
+        Ok(ids.into_iter().map(AttachmentId).collect())
+    }
+
+    pub async fn forget_attachments(&self, ids: &[AttachmentId]) -> Result<()> {
+        let ids: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
+        sqlx::query("DELETE FROM attachments WHERE id = ANY($1) AND deleted_at IS NOT NULL")
+            .bind(&ids)
+            .execute(&self.pool)
+            .await
+            .db_context("forgetting deleted attachments")?;
+        Ok(())
     }
 }
 
@@ -891,7 +1082,7 @@ impl Backend for PgStore {
             .bind(body.into_string())
             .bind(now),
             Rewrite::Delete => sqlx::query_as(concat!(
-                "UPDATE messages m SET body = NULL, deleted_at = $3, changed_at = $3
+                "UPDATE messages m SET body = NULL, attachments = NULL, deleted_at = $3, changed_at = $3
                  WHERE m.id = $1 AND m.conversation_id = $2 RETURNING ",
                 message_columns!()
             ))
@@ -986,15 +1177,19 @@ impl Backend for PgStore {
             .iter()
             .map(|m| m.body.as_deref().unwrap_or_default())
             .collect();
+        let attachments: Vec<Option<String>> = stored
+            .iter()
+            .map(|m| encode_attachments(&m.attachments))
+            .collect();
         let now = stored[0].created_at.millis();
         let (last_ids, last_seqs): (Vec<Uuid>, Vec<i64>) =
             last_seqs.iter().map(|(c, s)| (c.0, *s)).unzip();
         let inserted: i64 = sqlx::query_scalar(
             "WITH ins AS (
-                 INSERT INTO messages (id, conversation_id, seq, sender_id, client_id, body, created_at)
-                 SELECT id, c, s, snd, cl, b, $7
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[])
-                      AS t(id, c, s, snd, cl, b)
+                 INSERT INTO messages (id, conversation_id, seq, sender_id, client_id, body, created_at, attachments)
+                 SELECT id, c, s, snd, cl, b, $7, a
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], $10::text[])
+                      AS t(id, c, s, snd, cl, b, a)
                  WHERE (t.snd = '' OR EXISTS (SELECT 1 FROM members mb
                                               WHERE mb.conversation_id = t.c AND mb.user_id = t.snd))
                    AND NOT EXISTS (SELECT 1 FROM blocks b
@@ -1019,6 +1214,7 @@ impl Backend for PgStore {
         .bind(now)
         .bind(&last_ids)
         .bind(&last_seqs)
+        .bind(&attachments)
         .fetch_one(c)
         .await
         .db_context("inserting messages")?;
@@ -1110,6 +1306,55 @@ impl Backend for PgStore {
         .await
         .db_context("checking blocked senders")?;
         Ok(rows.into_iter().map(Into::into).collect())
+    }
+    async fn lock_attachments(
+        c: &mut PgConnection,
+        ids: &[AttachmentId],
+    ) -> Result<Vec<StoredAttachment>> {
+        let ids: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
+        let rows: Vec<AttachmentRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            attachment_columns!(),
+            " FROM attachments WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        ))
+        .bind(&ids)
+        .fetch_all(c)
+        .await
+        .db_context("locking attachments")?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn claim_attachments(
+        c: &mut PgConnection,
+        claims: &[(AttachmentId, MessageId, ConversationId)],
+    ) -> Result<()> {
+        let ids: Vec<Uuid> = claims.iter().map(|(a, _, _)| a.0).collect();
+        let messages: Vec<Uuid> = claims.iter().map(|(_, m, _)| m.0).collect();
+        let convs: Vec<Uuid> = claims.iter().map(|(_, _, c)| c.0).collect();
+        sqlx::query(
+            "UPDATE attachments a SET message_id = t.m, conversation_id = t.c
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS t(id, m, c)
+             WHERE a.id = t.id",
+        )
+        .bind(&ids)
+        .bind(&messages)
+        .bind(&convs)
+        .execute(c)
+        .await
+        .db_context("claiming attachments")?;
+        Ok(())
+    }
+
+    async fn discard_attachments(c: &mut PgConnection, message: MessageId, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE attachments SET deleted_at = $2 WHERE message_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(message.0)
+        .bind(now)
+        .execute(c)
+        .await
+        .db_context("discarding attachments")?;
+        Ok(())
     }
 }
 

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::assemble::ConversationHead;
 use crate::domain::{
-    ConversationId, ConversationKind, Member, Message, MessageId, MessageKind, ReadState, Role,
-    Timestamp, UserId,
+    Attachment, AttachmentId, ConversationId, ConversationKind, Member, Message, MessageId,
+    MessageKind, ReadState, Role, Timestamp, UserId,
 };
 use crate::error::{Error, Result};
 
@@ -46,7 +46,7 @@ impl<'r> Decode<'r, Sqlite> for DbUuid {
 /// by their text).
 macro_rules! message_columns {
     () => {
-        "m.id, m.conversation_id, m.seq, m.sender_id, m.client_id, m.body, m.created_at, m.edited_at, m.deleted_at"
+        "m.id, m.conversation_id, m.seq, m.sender_id, m.client_id, m.body, m.created_at, m.edited_at, m.deleted_at, m.attachments"
     };
 }
 pub(crate) use message_columns;
@@ -62,6 +62,8 @@ pub(crate) struct MessageRow {
     created_at: i64,
     edited_at: Option<i64>,
     deleted_at: Option<i64>,
+    /// A JSON array of attachment objects, or NULL.
+    attachments: Option<String>,
 }
 
 impl From<MessageRow> for Message {
@@ -81,6 +83,11 @@ impl From<MessageRow> for Message {
             created_at: Timestamp(r.created_at),
             edited_at: r.edited_at.map(Timestamp),
             deleted_at: r.deleted_at.map(Timestamp),
+            attachments: r
+                .attachments
+                .as_deref()
+                .map(decode_attachments)
+                .unwrap_or_default(),
         }
     }
 }
@@ -98,6 +105,77 @@ pub(crate) fn sender_column(sender: Option<&UserId>) -> &str {
 
 fn stored_sender(raw: &str) -> Option<UserId> {
     (raw != SYSTEM_SENDER).then(|| UserId::from_db(raw))
+}
+/// A message's copy of its attachments, as written by [`encode_attachments`]. Only this server
+/// writes it; should it ever not parse, the message is still served, without them.
+fn decode_attachments(json: &str) -> Vec<Attachment> {
+    serde_json::from_str(json).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "unreadable attachments column");
+        Vec::new()
+    })
+}
+
+/// The `attachments` column of a message: `None` when it has none.
+pub(crate) fn encode_attachments(attachments: &[Attachment]) -> Option<String> {
+    (!attachments.is_empty())
+        .then(|| serde_json::to_string(attachments).expect("attachments serialize"))
+}
+
+/// The columns of an attachment, as [`AttachmentRow`] reads them.
+macro_rules! attachment_columns {
+    () => {
+        "id, uploader_id, content_type, size, name, width, height, message_id, deleted_at"
+    };
+}
+pub(crate) use attachment_columns;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AttachmentRow {
+    id: DbUuid,
+    uploader_id: String,
+    content_type: String,
+    size: i64,
+    name: Option<String>,
+    width: Option<i64>,
+    height: Option<i64>,
+    message_id: Option<DbUuid>,
+    deleted_at: Option<i64>,
+}
+
+/// An attachment with what decides who may use and see it.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredAttachment {
+    pub attachment: Attachment,
+    pub uploader: UserId,
+    /// Claimed by a message already.
+    pub claimed: bool,
+    /// Deleted with its message, or swept: no longer served.
+    pub deleted: bool,
+}
+
+impl From<AttachmentRow> for StoredAttachment {
+    fn from(r: AttachmentRow) -> Self {
+        let dimension = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+        StoredAttachment {
+            attachment: Attachment {
+                id: AttachmentId(r.id.0),
+                content_type: r.content_type,
+                size: r.size,
+                name: r.name,
+                width: dimension(r.width),
+                height: dimension(r.height),
+            },
+            uploader: UserId::from_db(&r.uploader_id),
+            claimed: r.message_id.is_some(),
+            deleted: r.deleted_at.is_some(),
+        }
+    }
+}
+
+impl From<DbUuid> for AttachmentId {
+    fn from(id: DbUuid) -> Self {
+        AttachmentId(id.0)
+    }
 }
 
 /// Decodes message rows: the common tail of every query that returns messages.

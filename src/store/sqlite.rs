@@ -19,16 +19,16 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use super::assemble::{page_from_rows, sync_update};
 use super::checkpoint::{self, Checkpointer};
 use super::rows::{
-    HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow, messages,
-    sender_column,
+    AttachmentRow, HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow,
+    StoredAttachment, attachment_columns, encode_attachments, messages, sender_column,
 };
 use super::transactions::{Backend, Rewrite, complete};
 use super::{
     DbContext, HistoryQuery, NewMessage, OutboxEvent, OutboxRow, OutboxSettle, Page, SyncUpdate,
 };
 use crate::domain::{
-    Ban, Conversation, ConversationId, ConversationKind, ConversationTitle, DisplayName, Message,
-    MessageId, Role, Timestamp, UserId,
+    Attachment, AttachmentId, Ban, Conversation, ConversationId, ConversationKind,
+    ConversationTitle, DisplayName, Message, MessageId, Role, SearchQuery, Timestamp, UserId,
 };
 use crate::error::Result;
 use crate::protocol::requests::SyncCursor;
@@ -38,7 +38,7 @@ use super::rows::message_columns;
 /// The same columns unqualified, for `RETURNING` (SQLite doesn't accept the table alias there).
 macro_rules! returned_columns {
     () => {
-        "id, conversation_id, seq, sender_id, client_id, body, created_at, edited_at, deleted_at"
+        "id, conversation_id, seq, sender_id, client_id, body, created_at, edited_at, deleted_at, attachments"
     };
 }
 
@@ -432,7 +432,7 @@ impl SqliteStore {
         .await
         .db_context("banning an erased user")?;
         let rows: Vec<MessageRow> = sqlx::query_as(concat!(
-            "UPDATE messages SET body = NULL, deleted_at = ?2, changed_at = ?2
+            "UPDATE messages SET body = NULL, attachments = NULL, deleted_at = ?2, changed_at = ?2
              WHERE sender_id = ?1 AND deleted_at IS NULL RETURNING ",
             returned_columns!()
         ))
@@ -441,6 +441,15 @@ impl SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .db_context("deleting an erased user's messages")?;
+        // Their files go too, sent or not: no longer served, the sweeper deletes the bytes.
+        sqlx::query(
+            "UPDATE attachments SET deleted_at = ?2 WHERE uploader_id = ?1 AND deleted_at IS NULL",
+        )
+        .bind(user.as_str())
+        .bind(now.millis())
+        .execute(&mut *tx)
+        .await
+        .db_context("deleting an erased user's attachments")?;
         tx.commit().await.db_context("committing an erasure")?;
         Ok(messages(rows))
     }
@@ -591,6 +600,139 @@ impl SqliteStore {
                 .await
                 .db_context("loading blocks")?;
         Ok(ids.iter().map(|u| UserId::from_db(u)).collect())
+    }
+}
+/// Search.
+impl SqliteStore {
+    pub async fn search(
+        &self,
+        user: &UserId,
+        query: &SearchQuery,
+        conversation: Option<ConversationId>,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        let rows: Vec<MessageRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages_fts f
+             JOIN message_search_ids s ON s.rowid = f.rowid
+             JOIN messages m ON m.id = s.message_id
+             WHERE messages_fts MATCH ?1
+               AND m.conversation_id IN (SELECT conversation_id FROM members
+                                         WHERE user_id = ?2 AND (?3 IS NULL OR conversation_id = ?3))
+               AND m.deleted_at IS NULL
+               AND (?4 IS NULL OR m.id < ?4)
+             ORDER BY m.id DESC LIMIT ?5"
+        ))
+        .bind(query.fts5())
+        .bind(user.as_str())
+        .bind(conversation.map(|c| c.to_string()))
+        .bind(before.map(|m| m.to_string()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await
+        .db_context("searching messages")?;
+        Ok(messages(rows))
+    }
+}
+
+/// Attachments.
+impl SqliteStore {
+    pub async fn insert_attachment(
+        &self,
+        uploader: &UserId,
+        a: &Attachment,
+        now: Timestamp,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO attachments (id, uploader_id, content_type, size, name, width, height, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(a.id.to_string())
+        .bind(uploader.as_str())
+        .bind(&a.content_type)
+        .bind(a.size)
+        .bind(a.name.as_deref())
+        .bind(a.width.map(i64::from))
+        .bind(a.height.map(i64::from))
+        .bind(now.millis())
+        .execute(&self.writer)
+        .await
+        .db_context("recording an attachment")?;
+        Ok(())
+    }
+
+    pub async fn unclaimed_count(&self, uploader: &UserId) -> Result<i64> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM attachments
+             WHERE uploader_id = ? AND message_id IS NULL AND deleted_at IS NULL",
+        )
+        .bind(uploader.as_str())
+        .fetch_one(&self.readers)
+        .await
+        .db_context("counting unsent attachments")
+    }
+
+    pub async fn visible_attachment(
+        &self,
+        viewer: &UserId,
+        id: AttachmentId,
+    ) -> Result<Option<Attachment>> {
+        let row: Option<AttachmentRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            attachment_columns!(),
+            " FROM attachments a
+             WHERE a.id = ?1 AND a.deleted_at IS NULL AND (
+                 (a.message_id IS NULL AND a.uploader_id = ?2)
+                 OR EXISTS (SELECT 1 FROM members mb
+                            WHERE mb.conversation_id = a.conversation_id AND mb.user_id = ?2))"
+        ))
+        .bind(id.to_string())
+        .bind(viewer.as_str())
+        .fetch_optional(&self.readers)
+        .await
+        .db_context("looking up an attachment")?;
+        Ok(row.map(|r| StoredAttachment::from(r).attachment))
+    }
+
+    pub async fn doomed_attachments(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<AttachmentId>> {
+        // On the single writer, as sends' claims are: an upload is either sent or swept.
+        sqlx::query(
+            "UPDATE attachments SET deleted_at = ?2
+             WHERE message_id IS NULL AND deleted_at IS NULL AND created_at < ?1",
+        )
+        .bind(cutoff.millis())
+        .bind(now.millis())
+        .execute(&self.writer)
+        .await
+        .db_context("sweeping unsent attachments")?;
+        let ids: Vec<super::rows::DbUuid> = sqlx::query_scalar(
+            "SELECT id FROM attachments WHERE deleted_at IS NOT NULL ORDER BY deleted_at LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await
+        .db_context("listing deleted attachments")?;
+        Ok(ids.into_iter().map(Into::into).collect())
+    }
+
+    pub async fn forget_attachments(&self, ids: &[AttachmentId]) -> Result<()> {
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        sqlx::query(
+            "DELETE FROM attachments
+             WHERE id IN (SELECT value FROM json_each(?)) AND deleted_at IS NOT NULL",
+        )
+        .bind(json(&ids))
+        .execute(&self.writer)
+        .await
+        .db_context("forgetting deleted attachments")?;
+        Ok(())
     }
 }
 
@@ -864,7 +1006,7 @@ impl Backend for SqliteStore {
             .bind(body.into_string())
             .bind(now),
             Rewrite::Delete => sqlx::query_as(concat!(
-                "UPDATE messages SET body = NULL, deleted_at = ?1, changed_at = ?1 WHERE id = ?2 RETURNING ",
+                "UPDATE messages SET body = NULL, attachments = NULL, deleted_at = ?1, changed_at = ?1 WHERE id = ?2 RETURNING ",
                 returned_columns!()
             ))
             .bind(now),
@@ -942,15 +1084,16 @@ impl Backend for SqliteStore {
                     m.client_id.as_str(),
                     m.body.as_deref(),
                     m.created_at.millis(),
+                    encode_attachments(&m.attachments),
                 )
             })
             .collect();
         let inserted = sqlx::query(
-            "INSERT INTO messages (id, conversation_id, seq, sender_id, client_id, body, created_at)
+            "INSERT INTO messages (id, conversation_id, seq, sender_id, client_id, body, created_at, attachments)
              SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                     json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                     json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-                    json_extract(value, '$[6]')
+                    json_extract(value, '$[6]'), json_extract(value, '$[7]')
              FROM json_each(?) AS t
              WHERE (json_extract(t.value, '$[3]') = ''
                     OR EXISTS (SELECT 1 FROM members mb
@@ -1074,6 +1217,62 @@ impl Backend for SqliteStore {
         .await
         .db_context("checking blocked senders")?;
         Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// The caller holds the single writer: reading is locking.
+    async fn lock_attachments(
+        c: &mut SqliteConnection,
+        ids: &[AttachmentId],
+    ) -> Result<Vec<StoredAttachment>> {
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let rows: Vec<AttachmentRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            attachment_columns!(),
+            " FROM attachments WHERE id IN (SELECT value FROM json_each(?))"
+        ))
+        .bind(json(&ids))
+        .fetch_all(c)
+        .await
+        .db_context("locking attachments")?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn claim_attachments(
+        c: &mut SqliteConnection,
+        claims: &[(AttachmentId, MessageId, ConversationId)],
+    ) -> Result<()> {
+        let rows: Vec<(String, String, String)> = claims
+            .iter()
+            .map(|(a, m, c)| (a.to_string(), m.to_string(), c.to_string()))
+            .collect();
+        sqlx::query(
+            "UPDATE attachments
+             SET message_id = json_extract(t.value, '$[1]'),
+                 conversation_id = json_extract(t.value, '$[2]')
+             FROM json_each(?) AS t
+             WHERE attachments.id = json_extract(t.value, '$[0]')",
+        )
+        .bind(json(&rows))
+        .execute(c)
+        .await
+        .db_context("claiming attachments")?;
+        Ok(())
+    }
+
+    async fn discard_attachments(
+        c: &mut SqliteConnection,
+        message: MessageId,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE attachments SET deleted_at = ? WHERE message_id = ? AND deleted_at IS NULL",
+        )
+        .bind(now)
+        .bind(message.to_string())
+        .execute(c)
+        .await
+        .db_context("discarding attachments")?;
+        Ok(())
     }
 }
 

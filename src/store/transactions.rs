@@ -13,13 +13,13 @@ use sqlx::Transaction;
 
 use super::assemble::{ConversationHead, assemble};
 use super::plan::{by_send_key, direct_key, plan_batch};
-use super::rows::{MemberRow, MessageRow, messages};
+use super::rows::{MemberRow, MessageRow, StoredAttachment, messages};
 use super::{
     MembershipChange, MembershipPlan, MessageChange, NewMessage, OutboxEvent, SendOutcome,
 };
 use crate::domain::{
-    Conversation, ConversationId, ConversationTitle, ExternalId, Message, MessageBody, MessageId,
-    Role, Timestamp, UserId,
+    AttachmentId, Conversation, ConversationId, ConversationTitle, ExternalId, Message,
+    MessageBody, MessageId, Role, Timestamp, UserId,
 };
 use crate::error::{Error, Result};
 
@@ -162,6 +162,21 @@ pub(crate) trait Backend: Sync {
         c: &mut Conn<Self>,
         batch: &[NewMessage],
     ) -> Result<HashSet<(ConversationId, UserId)>>;
+    // Attachments.
+
+    /// These attachments (those that exist), locked until the transaction ends.
+    async fn lock_attachments(
+        c: &mut Conn<Self>,
+        ids: &[AttachmentId],
+    ) -> Result<Vec<StoredAttachment>>;
+    /// Records that each attachment belongs to the message (and conversation) given with it.
+    async fn claim_attachments(
+        c: &mut Conn<Self>,
+        claims: &[(AttachmentId, MessageId, ConversationId)],
+    ) -> Result<()>;
+    /// Marks a deleted message's attachments deleted: no longer served, and their bytes are
+    /// the sweeper's to delete.
+    async fn discard_attachments(c: &mut Conn<Self>, message: MessageId, now: i64) -> Result<()>;
 }
 
 /// Attaches members and last messages to conversation heads: two more statements for any
@@ -400,6 +415,9 @@ where
         MessageChange::Delete => Rewrite::Delete,
     };
     let now = Timestamp::now().millis();
+    if matches!(rewrite, Rewrite::Delete) && !current.attachments.is_empty() {
+        B::discard_attachments(&mut tx, message, now).await?;
+    }
     let updated = B::rewrite_message(&mut tx, conversation, message, rewrite, now).await?;
     commit::<B>(tx).await?;
     Ok(Some(updated))
@@ -446,6 +464,21 @@ async fn try_insert_messages<B: Backend>(
         (None, HashMap::new(), HashSet::new())
     };
 
+    // Attachments to claim, locked: only a batch that carries some pays for this.
+    let attachment_ids: Vec<AttachmentId> = batch
+        .iter()
+        .flat_map(|m| m.attachment_ids.iter().copied())
+        .collect();
+    let attachments: HashMap<AttachmentId, StoredAttachment> = if attachment_ids.is_empty() {
+        HashMap::new()
+    } else {
+        B::lock_attachments(&mut tx, &attachment_ids)
+            .await?
+            .into_iter()
+            .map(|a| (a.attachment.id, a))
+            .collect()
+    };
+
     let (outcomes, new_last) = plan_batch(
         batch,
         &last_seq,
@@ -454,8 +487,21 @@ async fn try_insert_messages<B: Backend>(
         |c, u| members.as_ref().is_none_or(|m| m.contains(&(c, u.clone()))),
         |c, u| blocked.contains(&(c, u.clone())),
         existing,
+        &attachments,
         Timestamp::now(),
     );
+    if !look_up
+        && outcomes
+            .iter()
+            .any(|o| matches!(o, SendOutcome::Refused(_)))
+    {
+        // A retry of a stored send finds its attachments claimed (by itself): look retries up
+        // before refusing anything.
+        tx.rollback()
+            .await
+            .map_err(|e| super::db_error(e, "rolling back"))?;
+        return Ok(None);
+    }
 
     // 3. Insert the new messages and move each conversation's last seq.
     let stored: Vec<&Message> = outcomes
@@ -488,6 +534,18 @@ async fn try_insert_messages<B: Backend>(
                 })
                 .collect();
             B::insert_outbox(&mut tx, &events).await?;
+        }
+        // Claimed in the transaction that stores the message: both happen, or neither.
+        let claims: Vec<(AttachmentId, MessageId, ConversationId)> = stored
+            .iter()
+            .flat_map(|m| {
+                m.attachments
+                    .iter()
+                    .map(|a| (a.id, m.id, m.conversation_id))
+            })
+            .collect();
+        if !claims.is_empty() {
+            B::claim_attachments(&mut tx, &claims).await?;
         }
     }
     commit::<B>(tx).await?;

@@ -256,6 +256,11 @@ impl TestApp {
         connect(self.options().auth(auth)).await
     }
 
+    /// The server's data directory (its SQLite file, and the attachments' bytes).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn http(&self) -> Http {
         Http {
             base: self.url.clone(),

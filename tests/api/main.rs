@@ -7,6 +7,7 @@
 mod helpers;
 
 mod amplification;
+mod attachments;
 mod auth;
 mod blocks;
 mod cluster;
@@ -28,6 +29,7 @@ mod payloads;
 mod presence;
 mod proxy;
 mod receipts;
+mod search;
 mod security;
 mod server_api;
 mod session;

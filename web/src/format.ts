@@ -57,6 +57,10 @@ export function preview(message: Message | null, me: string | undefined, convers
   const who =
     message.sender_id === null ? "" : message.sender_id === me ? "You: " : conversation.kind === "group" ? `${name(message.sender_id)}: ` : "";
   if (message.deleted_at !== null || message.body === null) return `${who}message deleted`;
+  const files = message.attachments ?? [];
+  if (message.body === "" && files.length > 0) {
+    return who + (files.length === 1 ? (files[0]?.name ?? "a file") : `${files.length} files`);
+  }
   return who + message.body.replace(/\s+/g, " ");
 }
 

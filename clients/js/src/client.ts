@@ -13,6 +13,7 @@ import { ConversationView, type ViewOptions } from "./stores/view.js";
 import { Stream } from "./stream.js";
 import { looksExpired, readClaims } from "./token.js";
 import type {
+  Attachment,
   ClientEvents,
   Conversation,
   Envelope,
@@ -21,6 +22,7 @@ import type {
   Message,
   Presence,
   Receipt,
+  SearchPage,
   ServerEvents,
   Typing,
   UserId,
@@ -110,6 +112,34 @@ export interface SendOptions extends WaitOptions {
    * your own to send the same message again after a reload without storing it twice.
    */
   clientId?: string;
+  /**
+   * Files uploaded with `uploadAttachment()` (or their ids) to send with the message, at most
+   * 10. With attachments, `body` may be empty. They are the user's own uploads, sent once.
+   */
+  attachments?: (Attachment | string)[];
+}
+
+/** Options of `uploadAttachment()`. */
+export interface UploadOptions {
+  /** The file's name (default: the `File`'s own name, if it is one). */
+  name?: string;
+  /**
+   * Called as the upload goes: bytes sent so far and in all. In browsers (through
+   * `XMLHttpRequest`, which reports upload progress); elsewhere only once, when done.
+   */
+  onProgress?: (loaded: number, total: number) => void;
+  /** Stops the upload: rejects with `signal.reason`. */
+  signal?: AbortSignal;
+}
+
+/** Options of `search()`. */
+export interface SearchOptions extends RequestOptions {
+  /** Only this conversation's messages. */
+  conversationId?: string;
+  /** Only messages older than this one: the last result's `message.id`, for the next page. */
+  before?: string;
+  /** At most this many (default 20, at most 50). */
+  limit?: number;
 }
 
 /** Which page of history: `history()`'s options. */
@@ -439,8 +469,67 @@ export class ConfabClient {
    */
   send(conversationId: string, body: string, options: SendOptions = {}): Promise<Message> {
     this.stopTyping(conversationId);
-    const { clientId = newClientId(), signal, timeoutMs = this.options.sendTimeoutMs } = options;
-    return this.outbox.add(conversationId, body, clientId, { signal, timeoutMs });
+    const { clientId = newClientId(), signal, timeoutMs = this.options.sendTimeoutMs, attachments = [] } = options;
+    const ids = attachments.map((a) => (typeof a === "string" ? a : a.id));
+    return this.outbox.add(conversationId, body, clientId, { signal, timeoutMs }, ids);
+  }
+
+  // ---- attachments and search ------------------------------------------------------------
+
+  /**
+   * Uploads a file (`POST /api/attachments`) for a later `send(..., { attachments })`; resolves
+   * with the attachment as the server stored it (its type read from the bytes, an image's
+   * dimensions). Rejects with a ConfabError: `invalid_payload` (a type the server doesn't
+   * accept, or one the bytes contradict), `too_large`, `rate_limited`, or `disconnected` when
+   * the server can't be reached (then upload again: nothing was stored).
+   */
+  async uploadAttachment(file: Blob, options: UploadOptions = {}): Promise<Attachment> {
+    const name = options.name ?? (typeof File !== "undefined" && file instanceof File ? file.name : undefined);
+    const url = this.apiUrl(`/api/attachments${name === undefined ? "" : `?name=${encodeURIComponent(name)}`}`);
+    const token = await this.options.getToken();
+    const headers = { authorization: `Bearer ${token}`, "content-type": file.type || "application/octet-stream" };
+    const { status, body } =
+      typeof XMLHttpRequest === "undefined"
+        ? await fetchJson(url, { method: "POST", headers, body: file, signal: options.signal })
+        : await xhrUpload(url, headers, file, options);
+    options.onProgress?.(file.size, file.size);
+    if (status === 201) return (body as { data: { attachment: Attachment } }).data.attachment;
+    throw apiError(body, status);
+  }
+
+  /**
+   * A URL that downloads an attachment without a token for a while (10–20 minutes), for an
+   * `<img src>` or a download link: the server checks the user may still see it.
+   */
+  async attachmentUrl(attachmentId: string, options: { signal?: AbortSignal } = {}): Promise<string> {
+    const token = await this.options.getToken();
+    const { status, body } = await fetchJson(this.apiUrl(`/api/attachments/${encodeURIComponent(attachmentId)}/link`), {
+      headers: { authorization: `Bearer ${token}` },
+      signal: options.signal,
+    });
+    if (status !== 200) throw apiError(body, status);
+    return this.apiUrl((body as { data: { url: string } }).data.url);
+  }
+
+  /** Full-text search over the user's conversations, newest first; see `message:search`. */
+  search(query: string, options: SearchOptions = {}): Promise<SearchPage> {
+    const { conversationId, before, limit, ...request } = options;
+    return this.request(
+      "message:search",
+      {
+        query,
+        ...(conversationId !== undefined && { conversation_id: conversationId }),
+        ...(before !== undefined && { before }),
+        ...(limit !== undefined && { limit }),
+      },
+      request,
+    );
+  }
+
+  /** An absolute URL on the server for `path`. */
+  private apiUrl(path: string): string {
+    const base = this.options.url ?? (typeof location === "undefined" ? "" : location.origin);
+    return new URL(path, base).toString();
   }
 
   /** Messages not yet stored (of one conversation, or all), oldest first. */
@@ -1149,3 +1238,63 @@ export function newClientId(): string {
 }
 
 export type { ErrorBody };
+
+/** The envelope's error of an HTTP answer, as a ConfabError. */
+function apiError(body: unknown, status: number): ConfabError {
+  const error = (body as { error?: ErrorBody } | undefined)?.error;
+  return new ConfabError(error ?? { code: "internal", message: `HTTP ${status}` });
+}
+
+/** An HTTP request answered with JSON; a failure to reach the server is `disconnected`. */
+async function fetchJson(url: string, init: RequestInit): Promise<{ status: number; body: unknown }> {
+  let response: Response;
+  try {
+    response = await fetch(url, init);
+  } catch (e) {
+    if (init.signal?.aborted) throw init.signal.reason;
+    throw ConfabError.client("disconnected", e instanceof Error ? e.message : String(e));
+  }
+  const body: unknown = await response.json().catch(() => undefined);
+  return { status: response.status, body };
+}
+
+/** An upload through XMLHttpRequest, the browser API that reports upload progress. */
+function xhrUpload(
+  url: string,
+  headers: Record<string, string>,
+  file: Blob,
+  options: UploadOptions,
+): Promise<{ status: number; body: unknown }> {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", url);
+    for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
+    xhr.upload.onprogress = (e) => options.onProgress?.(e.loaded, e.lengthComputable ? e.total : file.size);
+    xhr.onload = () => {
+      let body: unknown;
+      try {
+        body = JSON.parse(xhr.responseText);
+      } catch {
+        body = undefined;
+      }
+      resolve({ status: xhr.status, body });
+    };
+    xhr.onerror = () => reject(ConfabError.client("disconnected", "the upload failed"));
+    const { signal } = options;
+    if (signal) {
+      if (signal.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      signal.addEventListener(
+        "abort",
+        () => {
+          xhr.abort();
+          reject(signal.reason);
+        },
+        { once: true },
+      );
+    }
+    xhr.send(file);
+  });
+}

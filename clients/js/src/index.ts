@@ -9,7 +9,9 @@ export type {
   ClientEventMap,
   HistoryOptions,
   RequestOptions,
+  SearchOptions,
   SendOptions,
+  UploadOptions,
 } from "./client.js";
 export { ConfabError } from "./errors.js";
 export type { Unsubscribe } from "./listeners.js";

@@ -45,6 +45,8 @@ export interface StoredEntry {
   clientId: string;
   conversationId: string;
   body: string;
+  /** Uploaded attachments it carries (absent in entries stored by older clients). */
+  attachmentIds?: string[];
   /** `sending` is stored as `queued`: the attempt did not outlive the page. */
   state: Exclude<OutboxState, "sending">;
   error: { code: ErrorCode; message: string } | undefined;
@@ -273,6 +275,8 @@ function isStoredEntry(v: unknown): v is StoredEntry {
     typeof e.clientId === "string" &&
     typeof e.conversationId === "string" &&
     typeof e.body === "string" &&
+    (e.attachmentIds === undefined ||
+      (Array.isArray(e.attachmentIds) && e.attachmentIds.every((id) => typeof id === "string"))) &&
     (e.state === "queued" || e.state === "failed") &&
     typeof e.attempts === "number" &&
     typeof e.createdAt === "number" &&

@@ -33,6 +33,8 @@ export interface OutboxEntry {
   readonly client_id: string;
   readonly conversation_id: string;
   readonly body: string;
+  /** Ids of the uploaded attachments it carries. */
+  readonly attachment_ids: readonly string[];
   readonly state: OutboxState;
   /** The last failure: the reason a `failed` entry stopped, or why a queued one waits. */
   readonly error: ConfabError | undefined;
@@ -53,7 +55,7 @@ export interface WaitOptions {
 export interface OutboxHost {
   connected(): boolean;
   /** Emits `message:send`; rejects with a ConfabError (timeouts and disconnects included). */
-  send(payload: { conversation_id: string; client_id: string; body: string }): Promise<Message>;
+  send(payload: { conversation_id: string; client_id: string; body: string; attachment_ids?: string[] }): Promise<Message>;
   /** The server stored the message. */
   acked(message: Message): void;
   /** The entries changed (for the UI). */
@@ -66,6 +68,7 @@ interface Entry {
   clientId: string;
   conversationId: string;
   body: string;
+  attachmentIds: string[];
   state: OutboxState;
   error: ConfabError | undefined;
   attempts: number;
@@ -93,7 +96,13 @@ export class Outbox {
   constructor(private readonly host: OutboxHost) {}
 
   /** Queues a message; resolves with it once stored (see `WaitOptions` for how long it waits). */
-  add(conversationId: string, body: string, clientId: string, wait: WaitOptions = {}): Promise<Message> {
+  add(
+    conversationId: string,
+    body: string,
+    clientId: string,
+    wait: WaitOptions = {},
+    attachmentIds: string[] = [],
+  ): Promise<Message> {
     if (this.closed) return Promise.reject(ConfabError.client("closed", "the client is closed").forSend(clientId));
     // Aborted already: nothing is queued, as `fetch` sends nothing.
     if (wait.signal?.aborted) return Promise.reject(wait.signal.reason);
@@ -106,6 +115,7 @@ export class Outbox {
       clientId,
       conversationId,
       body,
+      attachmentIds,
       state: "queued",
       error: undefined,
       attempts: 0,
@@ -166,6 +176,7 @@ export class Outbox {
         client_id: e.clientId,
         conversation_id: e.conversationId,
         body: e.body,
+        attachment_ids: e.attachmentIds,
         state: e.state,
         error: e.error,
         attempts: e.attempts,
@@ -186,6 +197,7 @@ export class Outbox {
         clientId: s.clientId,
         conversationId: s.conversationId,
         body: s.body,
+        attachmentIds: s.attachmentIds ?? [],
         state: s.state,
         error: s.error === undefined ? undefined : new ConfabError(s.error),
         attempts: s.attempts,
@@ -208,6 +220,7 @@ export class Outbox {
       clientId: e.clientId,
       conversationId: e.conversationId,
       body: e.body,
+      ...(e.attachmentIds.length > 0 && { attachmentIds: e.attachmentIds }),
       state: e.state === "failed" ? "failed" : "queued",
       error: e.error === undefined ? undefined : { code: e.error.code, message: e.error.message },
       attempts: e.attempts,
@@ -268,7 +281,12 @@ export class Outbox {
     const attempt = ++entry.attempt;
     this.host.changed(entry.conversationId);
     this.host
-      .send({ conversation_id: entry.conversationId, client_id: entry.clientId, body: entry.body })
+      .send({
+        conversation_id: entry.conversationId,
+        client_id: entry.clientId,
+        body: entry.body,
+        ...(entry.attachmentIds.length > 0 && { attachment_ids: entry.attachmentIds }),
+      })
       .then(
         (message) => this.succeeded(entry, message),
         (error: unknown) => {

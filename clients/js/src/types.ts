@@ -22,6 +22,38 @@ export interface Message {
   created_at: string;
   edited_at: string | null;
   deleted_at: string | null;
+  /** The files sent with it, in order; absent when there are none (and once deleted). */
+  attachments?: Attachment[];
+}
+
+/** An uploaded file (PROTOCOL.md, "Attachment"); `uploadAttachment()` makes one. */
+export interface Attachment {
+  id: string;
+  /** What the bytes are, read by the server: `image/png`, `image/jpeg`, `image/gif`, `image/webp`, `application/pdf` or `text/plain`. */
+  content_type: string;
+  /** In bytes. */
+  size: number;
+  /** The name it was uploaded with, cleaned by the server. */
+  name: string | null;
+  /** Images' dimensions in pixels, when their header gives them. */
+  width?: number;
+  height?: number;
+}
+
+/** A message found by `search()`, with the passage that matched. */
+export interface SearchResult {
+  message: Message;
+  /** Plain text around the first match: show it as text, never as HTML. */
+  snippet: string;
+  /** `[start, end)` of each match in `snippet`, in Unicode code points. */
+  highlights: [number, number][];
+}
+
+/** A page of `message:search`: newest first. */
+export interface SearchPage {
+  results: SearchResult[];
+  /** More, older results: ask again with `before` set to the last result's message id. */
+  has_more: boolean;
 }
 
 /** A member's role in a group: owners and admins manage its members. */
@@ -163,7 +195,7 @@ export interface ClientEvents {
     { conversation_id: string; last_read_seq: number },
   ];
   "message:send": [
-    { conversation_id: string; client_id: string; body: string },
+    { conversation_id: string; client_id: string; body: string; attachment_ids?: string[] },
     { message: Message },
   ];
   "message:edit": [
@@ -180,4 +212,8 @@ export interface ClientEvents {
   "presence:get": [{ user_ids: UserId[] }, { presence: Presence[] }];
   sync: [{ cursors: Record<string, number>; since?: string; changed_after?: Record<string, number> }, { updates: SyncUpdate[]; server_time: string }];
   "auth:refresh": [{ token: string }, { expires_at: string }];
+  "message:search": [
+    { query: string; conversation_id?: string; before?: string; limit?: number },
+    SearchPage,
+  ];
 }

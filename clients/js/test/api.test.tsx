@@ -147,7 +147,7 @@ test("every record the client hands out has the protocol's snake_case names", as
   expect(keys.filter((k) => !/^[a-z]+(_[a-z]+)*$/.test(k))).toEqual([]);
   // The same names for the same things: an entry becomes a message with its client_id.
   expect(Object.keys(me.pending()[0] ?? {}).sort()).toEqual(
-    ["attempts", "body", "client_id", "conversation_id", "created_at", "error", "state"].sort(),
+    ["attachment_ids", "attempts", "body", "client_id", "conversation_id", "created_at", "error", "state"].sort(),
   );
   expect(me.conversations.get(direct.id)).toMatchObject({ id: direct.id, last_message: { body: "hi" }, unread_count: 1 });
   view.dispose();

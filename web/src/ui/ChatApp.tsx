@@ -12,6 +12,7 @@ import { count } from "../format.js";
 import { backToList, navigate, useRoute } from "../route.js";
 import { tokenSource, type Session } from "../session.js";
 import { ConversationList } from "./ConversationList.js";
+import { Search } from "./Search.js";
 import { ConversationPane } from "./ConversationPane.js";
 import { NewChat } from "./NewChat.js";
 
@@ -109,6 +110,7 @@ function Layout({ onSignOut }: { onSignOut: () => void }) {
             {notice}
           </p>
         )}
+        <Search />
         <ConversationList selected={open} />
       </aside>
       <main class="main">

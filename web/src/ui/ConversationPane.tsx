@@ -2,13 +2,15 @@
 // left; older messages load on scrolling up), what is still on its way, who is typing, who has
 // seen what, and the composer.
 
-import type { Conversation, Message, OutboxEntry } from "@confab/client";
+import type { Attachment, Conversation, Message, OutboxEntry } from "@confab/client";
 import { useConfab, useConversation, useConversations, usePresence } from "@confab/client/react";
 import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 
 import type { TimelineLine } from "../activity.js";
 import { humanError } from "../errors.js";
+import { focusDone, usePendingFocus } from "../focus.js";
 import { clock, conversationTitle, dayKey, dayLabel, lastSeen, listNames, otherMember, plural } from "../format.js";
+import { MessageAttachments, UploadChips, useUploads } from "./Attachments.js";
 import { initial, useActivity } from "./ChatApp.js";
 import { PresenceDot } from "./ConversationList.js";
 import { Members } from "./Members.js";
@@ -53,7 +55,7 @@ export function ConversationPane({ id, onBack }: { id: string; onBack: () => voi
       )}
       <TypingLine typing={activity.typingIn(id)} />
       <Composer
-        onSend={(body) => void view.send(body).catch(() => {})}
+        onSend={(body, attachments) => void view.send(body, { attachments }).catch(() => {})}
         onTyping={() => view.typing()}
         onStopTyping={() => view.stopTyping()}
       />
@@ -163,6 +165,25 @@ function Messages(props: MessagesProps) {
     // Not enough to scroll yet: fetch more so scrolling up can begin.
     if (hasMore && !loading && el.scrollHeight <= el.clientHeight + LOAD_OLDER_AT) loadOlder();
   }, [messages, lines, pending, hasMore, loading, loadOlder]);
+
+  // A search result to show: older pages load until it is there, then it is scrolled to.
+  const focusSeq = usePendingFocus(conversation.id);
+  useEffect(() => {
+    if (focusSeq === null) return;
+    const el = scroller.current?.querySelector<HTMLElement>(`li[data-seq="${focusSeq}"]`);
+    if (el) {
+      focusDone();
+      atBottom.current = false;
+      el.scrollIntoView({ block: "center" });
+      el.classList.add("focused");
+      setTimeout(() => el.classList.remove("focused"), 2_000);
+    } else if (hasMore && !loading) {
+      loadOlder();
+    } else if (!hasMore && !loading && messages.length > 0) {
+      // Not there (deleted since, say): nothing to show.
+      focusDone();
+    }
+  }, [focusSeq, messages, hasMore, loading, loadOlder]);
 
   // Seen while the page is visible and the user is at the bottom: mark read.
   useEffect(() => {
@@ -335,7 +356,10 @@ function MessageItem(props: {
             </div>
           </form>
         ) : (
-          <p class="body">{deleted ? "This message was deleted." : message.body}</p>
+          <>
+            {!deleted && <MessageAttachments attachments={message.attachments} />}
+            {(deleted || message.body) && <p class="body">{deleted ? "This message was deleted." : message.body}</p>}
+          </>
         )}
         <span class="meta">
           {message.edited_at !== null && !deleted && <span class="edited">edited · </span>}
@@ -383,7 +407,10 @@ function PendingItem({ entry, onRetry, onDiscard }: { entry: OutboxEntry; onRetr
     <li class={`message mine pending ${entry.state}`} data-client-id={entry.client_id}>
       <span class="sr-only">You: </span>
       <div class="bubble">
-        <p class="body">{entry.body}</p>
+        {entry.body && <p class="body">{entry.body}</p>}
+        {entry.attachment_ids.length > 0 && (
+          <p class="muted small">{entry.attachment_ids.length === 1 ? "1 file" : `${entry.attachment_ids.length} files`}</p>
+        )}
         <span class="meta">{status}</span>
       </div>
       {entry.state === "failed" && (
@@ -410,15 +437,28 @@ function TypingLine({ typing }: { typing: readonly string[] }) {
   );
 }
 
-function Composer({ onSend, onTyping, onStopTyping }: { onSend: (body: string) => void; onTyping: () => void; onStopTyping: () => void }) {
+function Composer({
+  onSend,
+  onTyping,
+  onStopTyping,
+}: {
+  onSend: (body: string, attachments: Attachment[]) => void;
+  onTyping: () => void;
+  onStopTyping: () => void;
+}) {
   const [text, setText] = useState("");
   const input = useRef<HTMLTextAreaElement>(null);
+  const picker = useRef<HTMLInputElement>(null);
+  const files = useUploads();
+  // Text, or files (all uploaded): a photo needs no caption.
+  const canSend = !files.busy && (text.trim() !== "" || files.ready.length > 0);
 
   function send(e?: Event) {
     e?.preventDefault();
-    if (!text.trim()) return;
-    onSend(text);
+    if (!canSend) return;
+    onSend(text.trim() ? text : "", files.ready);
     setText("");
+    files.clear();
     input.current?.focus();
   }
 
@@ -431,28 +471,60 @@ function Composer({ onSend, onTyping, onStopTyping }: { onSend: (body: string) =
   }, [text]);
 
   return (
-    <form class="composer" onSubmit={send}>
-      <textarea
-        ref={input}
-        name="message"
-        rows={1}
-        maxLength={5000}
-        placeholder="Write a message"
-        aria-label="Message"
-        value={text}
-        onInput={(e) => {
-          setText(e.currentTarget.value);
-          if (e.currentTarget.value) onTyping();
-          else onStopTyping();
+    <>
+      <UploadChips uploads={files.uploads} onRemove={files.remove} />
+      <form
+        class="composer"
+        onSubmit={send}
+        onDragOver={(e) => e.preventDefault()}
+        onDrop={(e) => {
+          if (!e.dataTransfer?.files.length) return;
+          e.preventDefault();
+          files.add(Array.from(e.dataTransfer.files));
         }}
-        onBlur={onStopTyping}
-        onKeyDown={(e) => {
-          if (e.key === "Enter" && !e.shiftKey && !e.isComposing && e.keyCode !== 229) send(e);
-        }}
-      />
-      <button type="submit" class="primary" disabled={!text.trim()}>
-        Send
-      </button>
-    </form>
+      >
+        <input
+          ref={picker}
+          type="file"
+          multiple
+          hidden
+          accept="image/png,image/jpeg,image/gif,image/webp,application/pdf,text/plain"
+          onChange={(e) => {
+            files.add(Array.from(e.currentTarget.files ?? []));
+            e.currentTarget.value = "";
+          }}
+        />
+        <button type="button" class="ghost attach" aria-label="Attach files" title="Attach files" onClick={() => picker.current?.click()}>
+          +
+        </button>
+        <textarea
+          ref={input}
+          name="message"
+          rows={1}
+          maxLength={5000}
+          placeholder="Write a message"
+          aria-label="Message"
+          value={text}
+          onInput={(e) => {
+            setText(e.currentTarget.value);
+            if (e.currentTarget.value) onTyping();
+            else onStopTyping();
+          }}
+          onBlur={onStopTyping}
+          onPaste={(e) => {
+            const pasted = Array.from(e.clipboardData?.files ?? []);
+            if (pasted.length === 0) return;
+            e.preventDefault();
+            files.add(pasted);
+          }}
+          onKeyDown={(e) => {
+            if (e.key === "Enter" && !e.shiftKey && !e.isComposing && e.keyCode !== 229) send(e);
+          }}
+        />
+        <button type="submit" class="primary" disabled={!canSend}>
+          Send
+        </button>
+      </form>
+    </>
   );
 }
