@@ -431,6 +431,18 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await
         .db_context("banning an erased user")?;
+        // Her direct conversations keep their history for the other member, but no longer
+        // stand for the pair: should the id come back (an unban), a new one is opened,
+        // rather than handing her one she is no longer a member of.
+        sqlx::query(
+            "UPDATE conversations SET direct_key = NULL
+             WHERE kind = 'direct'
+               AND id IN (SELECT conversation_id FROM members WHERE user_id = ?1)",
+        )
+        .bind(user.as_str())
+        .execute(&mut *tx)
+        .await
+        .db_context("releasing an erased user's direct conversations")?;
         let rows: Vec<MessageRow> = sqlx::query_as(concat!(
             "UPDATE messages SET body = NULL, attachments = NULL, deleted_at = ?2, changed_at = ?2
              WHERE sender_id = ?1 AND deleted_at IS NULL RETURNING ",

@@ -143,6 +143,19 @@ both_backends! {
         let (status, body) = as_app(&app, "DELETE", "/api/server/users/alice", json!({})).await;
         assert_eq!((status, &body["data"]), (200, &json!({ "user_id": "alice", "messages_deleted": 0, "conversations_left": 0 })));
         expect_none(&mut bob, "message:updated").await;
+
+        // Should her id come back (an unban), she is handed a new direct conversation with Bob,
+        // never the old one she is no longer a member of (whose last message is Bob's).
+        let (status, _) = as_app(&app, "DELETE", "/api/server/users/alice/ban", json!({})).await;
+        assert_eq!(status, 200);
+        let again = app.connect("alice").await;
+        let reopened = again.ok("conversation:create", json!({ "kind": "direct", "user_id": "bob" })).await;
+        let conversation = &reopened["conversation"];
+        assert_ne!(conversation["id"].as_str(), Some(direct_id.as_str()));
+        let mut members: Vec<&str> = conversation["members"].as_array().unwrap().iter().map(|m| m["user_id"].as_str().unwrap()).collect();
+        members.sort();
+        assert_eq!(members, ["alice", "bob"]);
+        assert_eq!(conversation["last_message"], Value::Null);
     }
 }
 
