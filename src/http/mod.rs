@@ -52,8 +52,14 @@ pub fn routes(state: AppState, dev_login: Option<DevLogin>) -> Router {
         .merge(health::routes())
         .merge(metrics::routes())
         .merge(web::routes(dev_login))
+        // An unknown path gets the envelope like any refusal, so a client's JSON parsing
+        // reports "not_found" rather than failing on an empty body (a base URL with a
+        // trailing slash makes every path `//api/…`).
+        .fallback(async || Error::NotFound(NO_SUCH_ROUTE))
         .with_state(state)
 }
+
+const NO_SUCH_ROUTE: &str = "no such route: check the path (and the base URL: no trailing slash)";
 
 pub use origin::guard as origin_guard;
 

@@ -39,7 +39,10 @@ pub enum ServerRequest {
 /// Longest ban reason, in characters.
 pub const MAX_BAN_REASON_CHARS: usize = 500;
 
+/// Unknown fields are refused here, unlike elsewhere: a misspelt `until` would otherwise be
+/// read as no `until`, a ban for good.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct BanWire {
     until: Option<String>,
     reason: Option<String>,
@@ -65,8 +68,10 @@ impl ServerRequest {
         if until.is_some_and(|u| u <= now) {
             return Err(Error::invalid("until", "must be in the future"));
         }
+        // An empty reason (a blank form field) is no reason.
         let reason = wire
             .reason
+            .filter(|r| !r.trim().is_empty())
             .map(|r| {
                 MessageBody::parse(r, MAX_BAN_REASON_CHARS)
                     .map(MessageBody::into_string)

@@ -69,6 +69,13 @@ both_backends! {
         assert_eq!(body["error"]["code"], "not_found");
         let (status, _) = http.get("/api/conversations/not-an-id/messages", Some(&alice)).await;
         assert_eq!(status, 400);
+        // An unknown path (a base URL with a trailing slash gives `//api/…`) answers the
+        // envelope, so a client parsing JSON learns what went wrong.
+        for path in ["/api/no-such-route", "//api/conversations"] {
+            let (status, body) = http.get(path, Some(&alice)).await;
+            assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{path}: {body}");
+            assert!(body["error"]["message"].as_str().unwrap().contains("trailing slash"), "{body}");
+        }
         let (status, body) = http.get(&format!("/api/conversations/{missing}/messages?limit=abc"), Some(&alice)).await;
         assert_eq!((status, body["error"]["field"].as_str()), (400, Some("limit")));
 

@@ -90,7 +90,14 @@ both_backends! {
         }
         let (status, _) = as_app(&app, "POST", "/api/server/users/dave/ban", json!({ "reason": "x".repeat(501) })).await;
         assert_eq!(status, 413);
+        // A misspelt field is refused, not read as a ban for good.
+        let (status, reply) = as_app(&app, "POST", "/api/server/users/dave/ban", json!({ "untill": format_time(chrono_now() + 60) })).await;
+        assert_eq!(status, 400, "{reply}");
+        assert!(reply["error"]["message"].as_str().unwrap().contains("untill"), "{reply}");
         assert_eq!(refused_reason(&app, "dave").await, None);
+        // A blank reason (an empty form field) is no reason.
+        let (status, reply) = as_app(&app, "POST", "/api/server/users/erin/ban", json!({ "reason": " " })).await;
+        assert_eq!((status, &reply["data"]["ban"]["reason"]), (200, &Value::Null), "{reply}");
         // A user's token can't ban.
         let (status, _) = app.http().post("/api/server/users/dave/ban", Some(&app.token("carol")), &json!({})).await;
         assert_eq!(status, 401);
