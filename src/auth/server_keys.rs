@@ -30,6 +30,16 @@ impl ServerKeys {
     /// Checks a presented key against every configured one (all of them, whichever matches,
     /// so the time taken doesn't say which key matched either).
     pub fn verify(&self, presented: &str) -> Result<(), AuthFailure> {
+        if self.digests.is_empty() {
+            // Refused like a wrong key (the caller learns nothing of the setup), but whoever
+            // runs confab should learn why the app's calls fail: once per process.
+            static TOLD: std::sync::Once = std::sync::Once::new();
+            TOLD.call_once(|| {
+                tracing::warn!(
+                    "a server API request was refused: CONFAB_SERVER_API_KEYS is not set, so the server API refuses every key"
+                );
+            });
+        }
         let digest: [u8; 32] = Sha256::digest(presented).into();
         let matched = self
             .digests

@@ -8,7 +8,8 @@ use crate::store::{MembershipPlan, MessageChange};
 
 pub const CONVERSATION_NOT_FOUND: &str = "conversation not found";
 pub const MESSAGE_NOT_FOUND: &str = "message not found";
-pub const BLOCKED: &str = "this user blocked you";
+/// Says no more than that: the same words whichever of the two blocked the other.
+pub const BLOCKED: &str = "you can't message this user";
 /// For an attachment that doesn't exist and one the caller may not see alike.
 pub const ATTACHMENT_NOT_FOUND: &str = "attachment not found";
 

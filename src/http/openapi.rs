@@ -229,7 +229,7 @@ pub struct CreateConversationBody {
     kind: ConversationKind,
     /// The other user (direct).
     user_id: Option<String>,
-    /// 1–100 characters (group).
+    /// 1–200 characters (group).
     title: Option<String>,
     /// Group members besides the caller.
     member_ids: Option<Vec<String>>,
@@ -262,7 +262,7 @@ pub struct AppCreateConversationBody {
     kind: ConversationKind,
     /// The two users (direct).
     user_ids: Option<Vec<String>>,
-    /// 1–100 characters (group).
+    /// 1–200 characters (group).
     title: Option<String>,
     /// The group's owner.
     owner_id: Option<String>,

@@ -109,7 +109,7 @@ pub(super) async fn list_conversations(
     answer(&state, request).await
 }
 
-#[utoipa::path(post, path = "/api/server/users/{user_id}/ban", operation_id = "server_ban", tag = "server", security(("server_key" = [])), params(("user_id" = String, Path, description = "The user id")), request_body = BanBody, responses((status = 200, description = "The ban in force", body = Success<BanData>), (status = "4XX", description = "Refused: the error envelope (docs/PROTOCOL.md, \"Errors\")", body = Failure), (status = "5XX", description = "A server-side failure", body = Failure)))]
+#[utoipa::path(post, path = "/api/server/users/{user_id}/ban", operation_id = "server_ban", tag = "server", security(("server_key" = [])), params(("user_id" = String, Path, description = "The user id")), request_body(content = Option<BanBody>, description = "Optional: no body is a ban for good with no reason"), responses((status = 200, description = "The ban in force", body = Success<BanData>), (status = "4XX", description = "Refused: the error envelope (docs/PROTOCOL.md, \"Errors\")", body = Failure), (status = "5XX", description = "A server-side failure", body = Failure)))]
 pub(super) async fn ban(
     State(state): State<AppState>,
     _: AppServer,
