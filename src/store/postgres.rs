@@ -509,6 +509,15 @@ impl PgStore {
         .execute(&mut *tx)
         .await
         .db_context("deleting an erased user's attachments")?;
+        // Webhook events not yet delivered (or given up) would still carry the words erased
+        // above: they go too. (Delivered ones are deleted when sent.)
+        sqlx::query(
+            "DELETE FROM webhook_outbox WHERE type = 'message.created' AND (data::jsonb #>> '{message,sender_id}') = $1",
+        )
+        .bind(user.as_str())
+        .execute(&mut *tx)
+        .await
+        .db_context("deleting an erased user's webhook events")?;
         tx.commit().await.db_context("committing an erasure")?;
         Ok(messages(rows))
     }

@@ -244,6 +244,33 @@ both_backends! {
     }
 }
 
+both_backends! {
+    // An erasure takes the words out of events not yet delivered too: the app must not email
+    // text its author erased.
+    async fn erasing_a_user_drops_their_undelivered_message_events(app: TestApp) {
+        let inbox = Inbox::default();
+        let port = free_port();
+        let url = hook_url(port);
+        let app = app.with(&webhook_settings(&url)).await;
+        let (_, body) = as_app(&app.url, "/api/server/conversations", json!({ "kind": "group", "title": "t", "owner_id": "o", "member_ids": ["eve", "m"] })).await;
+        let id = body["data"]["conversation"]["id"].as_str().unwrap().to_owned();
+        let path = format!("/api/server/conversations/{id}/messages");
+        let (status, _) = as_app(&app.url, &path, json!({ "client_id": "e1", "sender_id": "eve", "body": "my private text" })).await;
+        assert_eq!(status, 201);
+        let (status, _) = as_app(&app.url, &path, json!({ "client_id": "o1", "sender_id": "o", "body": "still here" })).await;
+        assert_eq!(status, 201);
+        // The receiver is down while Eve is erased.
+        let (status, _) = app.http().delete("/api/server/users/eve", Some(SERVER_KEY)).await;
+        assert_eq!(status, 200);
+        let _receiver = receive(&inbox, port).await;
+        let messages = inbox.wait_for("message.created", 1, Duration::from_secs(20)).await;
+        inbox.wait_for("member.removed", 1, EVENT_WAIT).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let bodies: Vec<Value> = inbox.of_type("message.created").iter().map(|e| e["data"]["message"]["body"].clone()).collect();
+        assert_eq!(bodies, [json!("still here")], "{messages:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_is_an_event_when_asked() {
     let inbox = Inbox::default();
