@@ -207,8 +207,17 @@ pub fn app_add_members(
             format!("a group holds at most {max_members} members"),
         ));
     }
+    // A group the app emptied has no owner: the first one added becomes it, so a group with
+    // members always has an owner.
+    let set_role = match add.first() {
+        Some(first) if !conversation.members.iter().any(|m| m.role == Role::Owner) => {
+            vec![(first.clone(), Role::Owner)]
+        }
+        _ => Vec::new(),
+    };
     Ok(MembershipPlan {
         add,
+        set_role,
         ..Default::default()
     })
 }
@@ -313,6 +322,23 @@ mod tests {
                 .unwrap_err()
                 .code(),
             "too_large"
+        );
+    }
+
+    #[test]
+    fn a_group_the_app_emptied_gets_an_owner_again() {
+        let g = group(&[("o", Role::Owner, 0), ("m", Role::Member, 1)]);
+        let plan = app_remove_members(&g, &[user("o")]).unwrap();
+        assert_eq!(plan.set_role, [(user("m"), Role::Owner)]);
+        let empty = group(&[]);
+        let plan = app_add_members(&empty, &[user("x"), user("y")], 10).unwrap();
+        assert_eq!(plan.set_role, [(user("x"), Role::Owner)]);
+        // With an owner, those added are members.
+        assert!(
+            app_add_members(&g, &[user("x")], 10)
+                .unwrap()
+                .set_role
+                .is_empty()
         );
     }
 

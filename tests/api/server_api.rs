@@ -137,6 +137,16 @@ both_backends! {
         let (status, _) = http.delete(&format!("/api/server/conversations/{id}/members/nobody"), Some(SERVER_KEY)).await;
         assert_eq!(status, 200);
         expect_none(&mut carl, "conversation:members").await;
+        // Emptied by the app and filled again, the group has an owner again: the first added.
+        for gone in ["ann", "carl"] {
+            let (status, _) = http.delete(&format!("/api/server/conversations/{id}/members/{gone}"), Some(SERVER_KEY)).await;
+            assert_eq!(status, 200);
+        }
+        let (status, body) = http.post(&format!("/api/server/conversations/{id}/members"), Some(SERVER_KEY), &json!({ "user_ids": ["dora", "ed"] })).await;
+        assert_eq!(status, 200, "{body}");
+        let roles: Vec<(&str, &str)> = body["data"]["conversation"]["members"].as_array().unwrap().iter()
+            .map(|m| (m["user_id"].as_str().unwrap(), m["role"].as_str().unwrap())).collect();
+        assert!(roles.contains(&("dora", "owner")) && roles.contains(&("ed", "member")), "{roles:?}");
 
         // Direct conversations keep their two members.
         let (_, direct) = create(&app, json!({ "kind": "direct", "user_ids": ["ann", "carl"] })).await;
