@@ -59,6 +59,7 @@ async fn official_client(app: &TestApp, parser: &str) {
             expired,
         ])
         .arg(parser)
+        .arg(SERVER_KEY)
         .current_dir(&dir)
         .output()
         .await

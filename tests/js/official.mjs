@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { io } from "socket.io-client";
 import msgpackParser from "socket.io-msgpack-parser";
 
-const [url, aliceToken, bobToken, carolToken, expiredToken, parserName = "json"] = process.argv.slice(2);
+const [url, aliceToken, bobToken, carolToken, expiredToken, parserName = "json", serverKey] = process.argv.slice(2);
 assert.ok(["json", "msgpack"].includes(parserName), `parser ${parserName}: json or msgpack`);
 const parser = parserName === "msgpack" ? { parser: msgpackParser } : {};
 
@@ -86,6 +86,20 @@ assert.deepEqual([bad.ok, bad.error.code, bad.error.field], [false, "invalid_pay
 
 assert.ok(frames.length > 0);
 assert.deepEqual([...new Set(frames)], [parserName === "msgpack" ? "object" : "string"]);
+
+// The server's last word before it disconnects reaches a polling client too: a ban's
+// `session:ended`, then the disconnect (sent with the close packet, the event was dropped).
+const ended = [];
+bob.on("session:ended", (e) => ended.push(["session:ended", e.reason]));
+const gone = new Promise((resolve) => bob.on("disconnect", (reason) => resolve(reason)));
+const banned = await fetch(`${url}/api/server/users/bob/ban`, {
+  method: "POST",
+  headers: { authorization: `Bearer ${serverKey}`, "content-type": "application/json" },
+  body: "{}",
+});
+assert.equal(banned.status, 200);
+assert.equal(await gone, "io server disconnect");
+assert.deepEqual(ended, [["session:ended", "banned"]]);
 
 for (const s of [alice, bob, carol]) s.close();
 console.log("ok");

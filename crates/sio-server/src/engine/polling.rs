@@ -159,14 +159,15 @@ impl<H: Handler> Engine<H> {
         .await;
         let body = match taken {
             None => Bytes::from_static(b"6"),
-            Some(Taken::Frames(frames, cost, close)) => {
+            Some(Taken::Frames(frames, cost, _close)) => {
                 // Out of the queue and into this response: no longer held for the session.
                 conn.socket.0.release(cost);
-                let mut frames: Vec<Frame> = frames.into();
-                if let Some(reason) = close {
-                    frames.push(Frame::Text(Bytes::from_static(b"1")));
-                    self.finish(conn, reason);
-                }
+                // A pending close is not sent with these packets but in the next response (or by
+                // the heartbeat, when no GET comes within the close grace). The official client
+                // hands a payload's packets on a tick later but acts on a close packet at once,
+                // so a last event and a `41` sent with a close were dropped (a ban's
+                // `session:ended`). The reference server closes once the buffer drained, too.
+                let frames: Vec<Frame> = frames.into();
                 packet::encode_payload(&frames)
             }
             Some(Taken::Close(reason)) => {
