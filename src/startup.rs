@@ -105,8 +105,13 @@ impl Application {
             },
         );
         if let Some(webhooks) = config.webhooks.clone() {
-            chat.start_webhooks(webhooks, outbox_written, shutting_down.clone())
-                .context("starting the webhook sender")?;
+            chat.start_webhooks(
+                webhooks,
+                config.presence_grace,
+                outbox_written,
+                shutting_down.clone(),
+            )
+            .context("starting the webhook sender")?;
         }
         let limiter = Limiter::new(&config.rates);
         let realtime = Realtime::new(

@@ -52,6 +52,7 @@ impl Chat {
     pub fn start_webhooks(
         &self,
         settings: WebhookSettings,
+        away_after: Duration,
         written: Arc<Notify>,
         stop: Arc<AtomicBool>,
     ) -> anyhow::Result<()> {
@@ -64,6 +65,7 @@ impl Chat {
         let sender = Sender {
             store: self.store.clone(),
             presence: self.presence.clone(),
+            away_after,
             client,
             settings,
         };
@@ -76,6 +78,10 @@ impl Chat {
 struct Sender {
     store: Store,
     presence: Presence,
+    /// The presence grace period: who is away is judged this long after a message, so that a
+    /// member who closed the app just before it counts as away, and one reloading the page
+    /// doesn't.
+    away_after: Duration,
     client: reqwest::Client,
     settings: WebhookSettings,
 }
@@ -111,7 +117,12 @@ impl Sender {
             let now = Timestamp::now().millis();
             let rows = match self
                 .store
-                .claim_outbox(now, now + lease.as_millis() as i64, BATCH as i64)
+                .claim_outbox(
+                    now,
+                    now - self.away_after.as_millis() as i64,
+                    now + lease.as_millis() as i64,
+                    BATCH as i64,
+                )
                 .await
             {
                 Ok(rows) => rows,
@@ -180,7 +191,7 @@ impl Sender {
     }
 
     /// Completes a `message.created` event with the recipients who have no socket anywhere in
-    /// the cluster now (right after the commit: the sender is woken by it), and the
+    /// the cluster now (the presence grace period after the commit), and the
     /// conversation's kind. `None`: nobody is away (and not every message is wanted), so there
     /// is nothing to send; the row is gone.
     async fn resolve(&self, row: &OutboxRow) -> crate::error::Result<Option<String>> {

@@ -430,14 +430,16 @@ impl Store {
         dispatch!(self, s => s.outbox = Some(written))
     }
 
-    /// Leases up to `limit` due outbox rows to this node until `lease_until` (unix ms).
+    /// Leases up to `limit` due outbox rows to this node until `lease_until` (unix ms). Rows
+    /// still to be resolved (`message.created`) are due only once created by `settled_before`.
     pub async fn claim_outbox(
         &self,
         now: i64,
+        settled_before: i64,
         lease_until: i64,
         limit: i64,
     ) -> Result<Vec<OutboxRow>> {
-        dispatch!(self, s => s.claim_outbox(now, lease_until, limit).await)
+        dispatch!(self, s => s.claim_outbox(now, settled_before, lease_until, limit).await)
     }
 
     /// Completes a `message.created` row's data (or, `None`, deletes it: nobody to tell).

@@ -561,6 +561,7 @@ impl PgStore {
     pub async fn claim_outbox(
         &self,
         now: i64,
+        settled_before: i64,
         lease_until: i64,
         limit: i64,
     ) -> Result<Vec<OutboxRow>> {
@@ -569,6 +570,7 @@ impl PgStore {
              FROM (SELECT id FROM webhook_outbox
                    WHERE failed_at IS NULL AND next_attempt_at <= $1
                      AND (locked_until IS NULL OR locked_until <= $1)
+                     AND (resolved OR created_at <= $4)
                    ORDER BY next_attempt_at LIMIT $3
                    FOR UPDATE SKIP LOCKED) due
              WHERE o.id = due.id
@@ -577,6 +579,7 @@ impl PgStore {
         .bind(now)
         .bind(lease_until)
         .bind(limit)
+        .bind(settled_before)
         .fetch_all(&self.pool)
         .await
         .db_context("claiming webhook events")

@@ -513,6 +513,7 @@ impl SqliteStore {
     pub async fn claim_outbox(
         &self,
         now: i64,
+        settled_before: i64,
         lease_until: i64,
         limit: i64,
     ) -> Result<Vec<OutboxRow>> {
@@ -521,12 +522,14 @@ impl SqliteStore {
              WHERE id IN (SELECT id FROM webhook_outbox
                           WHERE failed_at IS NULL AND next_attempt_at <= ?1
                             AND (locked_until IS NULL OR locked_until <= ?1)
+                            AND (resolved OR created_at <= ?4)
                           ORDER BY next_attempt_at LIMIT ?3)
              RETURNING id, type, data, resolved, created_at, attempts",
         )
         .bind(now)
         .bind(lease_until)
         .bind(limit)
+        .bind(settled_before)
         .fetch_all(&self.writer)
         .await
         .db_context("claiming webhook events")

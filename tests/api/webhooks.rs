@@ -128,9 +128,14 @@ fn hook_url(port: u16) -> String {
     format!("http://127.0.0.1:{port}/hook")
 }
 
+/// The presence grace period of the webhook tests' nodes: who is away is judged this long
+/// after a message.
+const GRACE: Duration = Duration::from_millis(300);
+
 /// Settings of a node that sends webhooks to `port`, retrying fast.
 fn webhook_settings(url: &str) -> Vec<(&str, &str)> {
     vec![
+        ("CONFAB_PRESENCE_GRACE_MS", "300"),
         ("CONFAB_WEBHOOK_URL", url),
         ("CONFAB_WEBHOOK_SECRET", WEBHOOK_SECRET),
         ("CONFAB_WEBHOOK_BACKOFF_MS", "100"),
@@ -191,12 +196,19 @@ both_backends! {
         let event = inbox.wait_for("message.created", 1, EVENT_WAIT).await.remove(0);
         assert_eq!(event["data"], json!({ "conversation_id": id, "conversation_kind": "group", "message": sent, "offline_member_ids": ["bob"] }));
         // Once he is connected, a message to him is no event (nobody to email).
-        let _bob = app.connect("bob").await;
+        let bob = app.connect("bob").await;
         send(&alice, &id, "a2", "tracking number follows").await;
-        // A system message is for both; Alice is online, Bob too: still nothing.
+        // A system message is for both; Alice is online, Bob too: still nothing (waited for
+        // past the grace period, when who is away is judged).
         post_system(&app.url, &id, 0..1).await;
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        tokio::time::sleep(GRACE * 4).await;
         assert_eq!(inbox.of_type("message.created").len(), 1);
+        // Bob closes the app just before a message: judged after the grace period, he is away.
+        bob.disconnect().await;
+        let sent = send(&alice, &id, "a3", "shipped!").await;
+        let events = inbox.wait_for("message.created", 2, EVENT_WAIT).await;
+        assert_eq!(events[1]["data"]["message"], sent);
+        assert_eq!(events[1]["data"]["offline_member_ids"], json!(["bob"]));
 
         // Members added and removed, so the app can mirror them.
         let (status, _) = as_app(&app.url, &format!("/api/server/conversations/{id}/members"), json!({ "user_ids": ["carol"] })).await;
