@@ -638,7 +638,32 @@ async fn a_node_that_could_not_publish_tells_the_others_to_resync() {
     proxy.freeze(true);
     let missed = send(&alice, &id, "p2", "committed, its publish lost").await;
     assert_eq!(missed["seq"], 2);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Until the node has given the publish up (its response timeout): healed sooner, the
+    // publish would go through on a new connection after all. Waited for, not slept for: a
+    // busy machine stretches the timeout.
+    let metrics = Http {
+        base: cut.url.clone(),
+        client: reqwest::Client::new(),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, text) = metrics.get("/metrics", None).await;
+        let dropped = text.as_str().unwrap_or("").lines().any(|l| {
+            l.starts_with("confab_bus_dropped_total")
+                && l.split_whitespace()
+                    .last()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    >= Some(1.0)
+        });
+        if dropped {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the publish was never given up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     proxy.admit_new();
     loop {
         match bob.next_event_timeout(Duration::from_secs(20)).await {
