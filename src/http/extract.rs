@@ -11,6 +11,17 @@ use crate::auth::{AuthFailure, Identity, bearer_token};
 use crate::error::Error;
 use crate::protocol::requests::decode;
 
+/// The credential of `Authorization: Bearer <credential>` (a user's JWT or a server key).
+fn bearer(parts: &Parts) -> Result<&str, Error> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| v.to_str().map_err(|_| AuthFailure::Invalid))
+        .transpose()
+        .map_err(Error::Unauthorized)?;
+    bearer_token(header).map_err(Error::Unauthorized)
+}
+
 /// The caller, from `Authorization: Bearer <jwt>`: verified, nothing more (the route records
 /// who they are through `chat`).
 pub struct Caller(pub Identity);
@@ -24,13 +35,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
         let state = AppState::from_ref(state);
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .map(|v| v.to_str().map_err(|_| AuthFailure::Invalid))
-            .transpose()
-            .map_err(Error::Unauthorized)?;
-        let token = bearer_token(header).map_err(Error::Unauthorized)?;
+        let token = bearer(parts)?;
         let identity = state.verifier.verify(token).map_err(Error::Unauthorized)?;
         Ok(Caller(identity))
     }
@@ -49,13 +54,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
         let state = AppState::from_ref(state);
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .map(|v| v.to_str().map_err(|_| AuthFailure::Invalid))
-            .transpose()
-            .map_err(Error::Unauthorized)?;
-        let key = bearer_token(header).map_err(Error::Unauthorized)?;
+        let key = bearer(parts)?;
         state.server_keys.verify(key).map_err(Error::Unauthorized)?;
         Ok(AppServer)
     }
