@@ -15,6 +15,10 @@
 #   soak       $USERS users in groups of $GROUP_SIZE at one rate for $SOAK_SECS s, second by
 #              second: $SOAK_RATE_PG (confab-pg), $SOAK_RATE_SQLITE (confab-sqlite),
 #              $SOAK_RATE_PEER (peer: a rate it sustains)
+#   search     $SEARCH_MESSAGES messages stored through the server at $SEARCH_RATE_PG (confab-pg) or
+#              $SEARCH_RATE_SQLITE (confab-sqlite) msgs/s by $SEARCH_USERS users in groups of
+#              $GROUP_SIZE, then one-word searches by a member of 50 of the groups (confab only:
+#              the peer has no search)
 #
 # for each server in $SERVERS: confab-pg (release build, PostgreSQL, a fresh database),
 # confab-sqlite (release build, SQLite in a temp dir; connect, chat and sweep only) and peer
@@ -37,7 +41,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 
 SERVERS=${SERVERS:-confab-pg confab-sqlite peer}
-SCENARIOS=${SCENARIOS:-connect members chat sweep fanout multinode capacity soak}
+SCENARIOS=${SCENARIOS:-connect members chat sweep fanout multinode capacity soak search}
 CONNECT_USERS=${CONNECT_USERS:-10000}
 USERS=${USERS:-1000}
 GROUP_SIZE=${GROUP_SIZE:-10}
@@ -58,6 +62,11 @@ CAPACITY_SPARE=${CAPACITY_SPARE:-64}
 CAPACITY_RATE=${CAPACITY_RATE:-1000}
 CAPACITY_SECS=${CAPACITY_SECS:-10}
 SOAK_SECS=${SOAK_SECS:-600}
+SEARCH_USERS=${SEARCH_USERS:-5000}
+SEARCH_MESSAGES=${SEARCH_MESSAGES:-1000000}
+SEARCH_RATE_PG=${SEARCH_RATE_PG:-5000}
+SEARCH_RATE_SQLITE=${SEARCH_RATE_SQLITE:-3000}
+SEARCH_QUERIES=${SEARCH_QUERIES:-300}
 SOAK_RATE_PG=${SOAK_RATE_PG:-5000}
 SOAK_RATE_SQLITE=${SOAK_RATE_SQLITE:-3000}
 SOAK_RATE_PEER=${SOAK_RATE_PEER:-400}
@@ -240,6 +249,7 @@ for server in $SERVERS; do
       # SQLite is for one process, and its target is throughput: the rest would repeat
       # confab-pg's figures at the cost of minutes.
       confab-sqlite:fanout | confab-sqlite:multinode | confab-sqlite:capacity) continue ;;
+      peer:search) continue ;;
     esac
     log "$server: $scenario"
     wait_quiet
@@ -311,6 +321,15 @@ for server in $SERVERS; do
         esac
         bench "$server" soak soak --url "$url" --users "$USERS" --group-size "$GROUP_SIZE" \
           --rate "$rate" --duration "$SOAK_SECS" "${pids[@]}" "${watch[@]}"
+        ;;
+      search)
+        rate=$SEARCH_RATE_PG
+        if [[ $server == confab-sqlite ]]; then
+          rate=$SEARCH_RATE_SQLITE
+        fi
+        bench "$server" search search --url "$url" --users "$SEARCH_USERS" --group-size "$GROUP_SIZE" \
+          --messages "$SEARCH_MESSAGES" --rate "$rate" --queries "$SEARCH_QUERIES" --grace 30 \
+          "${pids[@]}" "${watch[@]}"
         ;;
       *)
         echo "unknown scenario $scenario" >&2

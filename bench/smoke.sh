@@ -106,6 +106,7 @@ bench "confab chat" chat --url "$CONFAB_URL" --users 60 --group-size 5 --rate 20
 bench "confab fanout" fanout --url "$CONFAB_URL" --users 1100 --rate 5 --duration 1 --server-pid "$CONFAB_PID" --settle 0.3 --label confab-sqlite
 bench "confab sweep" sweep --url "$CONFAB_URL" --users 40 --group-size 4 --rates 50,100 --duration 1 --p99-bound-ms 1000 --settle 0.3 --label confab-sqlite
 bench "confab soak" soak --url "$CONFAB_URL" --users 40 --group-size 4 --rate 100 --duration 3 --server-pid "$CONFAB_PID" --settle 0.3 --label confab-sqlite
+bench "confab search" search --url "$CONFAB_URL" --users 100 --group-size 2 --messages 400 --rate 200 --queries 10 --server-pid "$CONFAB_PID" --settle 0.3 --label confab-sqlite
 
 log "confab cluster (2 nodes, PostgreSQL + Redis)"
 psql -q "$PG_URL/postgres" -c "CREATE DATABASE \"$CLUSTER_DB\"" >/dev/null

@@ -636,6 +636,10 @@ impl SqliteStore {
         before: Option<MessageId>,
         limit: u32,
     ) -> Result<Vec<Message>> {
+        // Newest first is the index's own order (migration 0009): the scan stops at a page
+        // rather than gathering every match, so a common word costs as little as a rare one.
+        // What it can't skip: a word common elsewhere and rare in the caller's conversations
+        // reads its matches until a page is full (docs/bench/notes.md, "Search").
         let rows: Vec<MessageRow> = sqlx::query_as(concat!(
             "SELECT ",
             message_columns!(),
@@ -643,11 +647,12 @@ impl SqliteStore {
              JOIN message_search_ids s ON s.rowid = f.rowid
              JOIN messages m ON m.id = s.message_id
              WHERE messages_fts MATCH ?1
+               AND (?4 IS NULL OR f.rowid < (SELECT rowid FROM message_search_ids
+                                            WHERE message_id = ?4))
                AND m.conversation_id IN (SELECT conversation_id FROM members
                                          WHERE user_id = ?2 AND (?3 IS NULL OR conversation_id = ?3))
                AND m.deleted_at IS NULL
-               AND (?4 IS NULL OR m.id < ?4)
-             ORDER BY m.id DESC LIMIT ?5"
+             ORDER BY f.rowid DESC LIMIT ?5"
         ))
         .bind(query.fts5())
         .bind(user.as_str())

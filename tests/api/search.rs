@@ -112,6 +112,27 @@ both_backends! {
         assert_eq!(seen, (1..=5).rev().map(|i| format!("ping number {i}")).collect::<Vec<_>>());
     }
 
+    async fn an_edit_keeps_its_place_and_a_deleted_cursor_still_pages(app: TestApp) {
+        let alice = app.connect("alice").await;
+        let id = group(&alice, "t", &[]).await;
+        let mut ids = Vec::new();
+        for i in 1..=5 {
+            ids.push(send(&alice, &id, &i.to_string(), &format!("ping number {i}")).await["id"].clone());
+        }
+        // An edit is found where it was sent, not as the newest.
+        alice.ok("message:edit", json!({ "conversation_id": id, "message_id": ids[1], "body": "ping edited 2" })).await;
+        let data = search(&alice, json!({ "query": "ping", "limit": 2 })).await;
+        assert_eq!(bodies(&data), ["ping number 5", "ping number 4"]);
+        // The page's last message is deleted before the next page is asked for: the cursor
+        // still names its place.
+        alice.ok("message:delete", json!({ "conversation_id": id, "message_id": ids[3] })).await;
+        let data = search(&alice, json!({ "query": "ping", "limit": 2, "before": ids[3] })).await;
+        assert_eq!(bodies(&data), ["ping number 3", "ping edited 2"]);
+        let data = search(&alice, json!({ "query": "ping", "limit": 2, "before": ids[1] })).await;
+        assert_eq!(bodies(&data), ["ping number 1"]);
+        assert_eq!(data["has_more"], false);
+    }
+
     async fn bad_searches_are_refused_clearly(app: TestApp) {
         let alice = app.connect("alice").await;
         for (query, field) in [

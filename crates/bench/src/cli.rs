@@ -167,6 +167,21 @@ pub struct Args {
     /// sweep: the most steps to run.
     #[arg(long, value_name = "N", default_value_t = 12)]
     pub max_steps: usize,
+
+    /// search: messages to store before searching, sent at --rate through the server, so
+    /// they are indexed as chat indexes them. [default: 1000000]
+    #[arg(long, value_name = "N")]
+    pub messages: Option<u64>,
+
+    /// search: words in the vocabulary the messages are written in (`w0` … , skewed like
+    /// real text: `w0` is in about half the messages).
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    pub vocabulary: u32,
+
+    /// search: one-word searches to time, one at a time, each for a word drawn uniformly from
+    /// the vocabulary; then a tenth as many for `w0`, the commonest word.
+    #[arg(long, value_name = "N", default_value_t = 300)]
+    pub queries: usize,
 }
 
 /// `confab-bench report`: writes docs/BENCHMARKS.md and its SVG plots from the JSON lines
@@ -224,6 +239,12 @@ pub enum Scenario {
     /// second: acks, ack p50/p99/max and (with --server-pid) the servers' RSS and CPU. Finds
     /// the stalls and the memory growth a short run hides.
     Soak,
+    /// Stores --messages (default 1,000,000) in groups of --group-size at --rate (default
+    /// 3000), written in a vocabulary of --vocabulary words, with user 0 a member of 50 groups;
+    /// then times --queries one-word `message:search`es by user 0 (a random word, then the
+    /// commonest) and checks every result is the user's and holds the word. Reports the
+    /// storing phase as chat does (throughput with indexing on) and the searches' latency.
+    Search,
 }
 
 impl Scenario {
@@ -235,6 +256,7 @@ impl Scenario {
             Scenario::Multinode => "multinode",
             Scenario::Sweep => "sweep",
             Scenario::Soak => "soak",
+            Scenario::Search => "search",
         }
     }
 }
@@ -247,6 +269,7 @@ Examples:
   confab-bench multinode --url http://127.0.0.1:3001 --url http://127.0.0.1:3002 --secret $S
   confab-bench sweep --users 1000 --rate 1000 --duration 10 --secret $S --json-out sweep.jsonl
   confab-bench soak --users 1000 --rate 5000 --duration 600 --secret $S --server-pid $(pgrep -n confab)
+  confab-bench search --users 5000 --messages 1000000 --rate 3000 --secret $S
 
   confab-bench report --results bench/results/run.jsonl --out docs/BENCHMARKS.md
 

@@ -298,6 +298,8 @@ pub struct Shared {
     pub recorder: Arc<Recorder>,
     /// The body, already JSON-encoded with its quotes.
     body_json: String,
+    /// Instead of `body_json`, a body of words from a vocabulary of this size ([`words_body`]).
+    words: Option<u32>,
     /// Speak the MessagePack parser.
     msgpack: bool,
 }
@@ -307,9 +309,41 @@ impl Shared {
         Self {
             recorder,
             body_json: Value::from(body).to_string(),
+            words: None,
             msgpack,
         }
     }
+
+    /// Sends text to search instead of one fixed body: see [`words_body`].
+    pub fn with_words(mut self, vocabulary: u32) -> Self {
+        self.words = Some(vocabulary.max(1));
+        self
+    }
+}
+
+/// Words in each [`words_body`].
+pub const WORDS_PER_BODY: usize = 12;
+
+/// The body of message `msg` of `phase` for search benchmarks: [`WORDS_PER_BODY`] words `w0`,
+/// `w1`, … from a vocabulary of `vocabulary`, skewed like real text (word `wN` is drawn with
+/// probability about N^(-2/3), as `floor(vocabulary × r³)` for uniform r): of 5,000 words, `w0` is
+/// in about half the messages and `w1000` in one in 400. The same (phase, msg) always gives
+/// the same text, so a run can be repeated.
+pub fn words_body(vocabulary: u32, phase: u32, msg: u32) -> String {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(
+        (u64::from(phase) << 32 | u64::from(msg)) ^ 0x5eed_5eed_5eed_5eed,
+    );
+    let mut body = String::with_capacity(WORDS_PER_BODY * 6);
+    for i in 0..WORDS_PER_BODY {
+        let r: f64 = rng.random();
+        let word = ((f64::from(vocabulary) * r * r * r) as u32).min(vocabulary - 1);
+        if i > 0 {
+            body.push(' ');
+        }
+        let _ = write!(body, "w{word}");
+    }
+    body
 }
 
 /// The `client_id` of message `msg` of phase `phase`; deliveries are matched back by it.
@@ -632,16 +666,21 @@ impl Connection {
                 msg,
             } => {
                 let id = self.ack_id();
-                let mut frame = String::with_capacity(
-                    conversation.payload_prefix.len() + self.shared.body_json.len() + 48,
-                );
+                // Words are plain ASCII: quoted, they are their own JSON.
+                let words = self
+                    .shared
+                    .words
+                    .map(|vocabulary| format!("\"{}\"", words_body(vocabulary, phase, msg)));
+                let body_json = words.as_deref().unwrap_or(&self.shared.body_json);
+                let mut frame =
+                    String::with_capacity(conversation.payload_prefix.len() + body_json.len() + 48);
                 // Writing to a String can't fail.
                 let _ = write!(
                     frame,
                     "42{id}[\"message:send\",{}{}\",\"body\":{}}}]",
                     conversation.payload_prefix,
                     client_id(phase, msg),
-                    self.shared.body_json
+                    body_json
                 );
                 self.outgoing
                     .push_back(frame_for(self.shared.msgpack, frame));

@@ -546,6 +546,8 @@ pub fn render(r: &Results, opts: &Options) -> Report {
         }
     }
 
+    search_table(r, &mut md);
+
     // The commands.
     md += "## Commands\n\n";
     if let Some(cmd) = str_at(&meta, "command") {
@@ -1031,6 +1033,88 @@ fn soak_table(r: &Results, md: &mut String) -> bool {
     true
 }
 
+/// The search runs' figures (confab only: the peer has no search).
+fn search_table(r: &Results, md: &mut String) {
+    let runs = [CONFAB_PG, CONFAB_SQLITE].map(|s| r.last(s, "search"));
+    if runs.iter().all(Option::is_none) {
+        return;
+    }
+    md.push_str("### search\n\n");
+    md.push_str(
+        "A corpus stored through the server as chat stores messages (so indexed on the write \
+         path), written in a skewed vocabulary (`w0` is in about half the messages, most words \
+         are rare); then one user, a member of 50 of the groups, searches one word at a time: \
+         a word drawn uniformly from the vocabulary, then `w0`. Every result is checked to be \
+         from the user's conversations and to hold the word. Target: p99 ≤ 50 ms at 1,000,000 \
+         messages. The storing rows are the `chat` figures with indexing on.\n\n",
+    );
+    md.push_str("| | confab-pg | confab-sqlite |\n|---|---|---|\n");
+    let row = |md: &mut String, name: &str, f: &dyn Fn(&Value) -> Option<String>| {
+        let cells: Vec<String> = runs
+            .iter()
+            .map(|l| l.and_then(f).unwrap_or_else(|| "–".into()))
+            .collect();
+        let _ = writeln!(md, "| {name} | {} |", cells.join(" | "));
+    };
+    let n = |path: &'static str| move |l: &Value| num(l, path).map(fmt_num);
+    row(md, "messages", &n("messages"));
+    row(md, "groups (of users)", &|l| {
+        Some(format!(
+            "{} ({})",
+            fmt_num(num(l, "groups")?),
+            fmt_num(num(l, "users")?)
+        ))
+    });
+    row(md, "storing: rate msgs/s", &n("rate"));
+    row(md, "storing: acked/s", &n("acked_per_s"));
+    row(md, "storing: lost", &n("lost"));
+    row(md, "storing: ack p99 / p99.9 / max ms", &|l| {
+        Some(format!(
+            "{} / {} / {}",
+            fmt_num(num(l, "ack_ms.p99")?),
+            fmt_num(num(l, "ack_ms.p999")?),
+            fmt_num(num(l, "ack_ms.max")?)
+        ))
+    });
+    for (name, key) in [
+        ("a random word", "search_random"),
+        ("`w0`", "search_common"),
+    ] {
+        row(md, &format!("search, {name}: queries"), &move |l| {
+            num(l, &format!("{key}.queries")).map(fmt_num)
+        });
+        row(
+            md,
+            &format!("search, {name}: p50 / p99 / max ms"),
+            &move |l| {
+                Some(format!(
+                    "{} / {} / {}",
+                    fmt_num(num(l, &format!("{key}.ms.p50"))?),
+                    fmt_num(num(l, &format!("{key}.ms.p99"))?),
+                    fmt_num(num(l, &format!("{key}.ms.max"))?)
+                ))
+            },
+        );
+        row(
+            md,
+            &format!("search, {name}: results per query"),
+            &move |l| num(l, &format!("{key}.results_mean")).map(fmt_num),
+        );
+        row(
+            md,
+            &format!("search, {name}: failed / wrong results"),
+            &move |l| {
+                Some(format!(
+                    "{} / {}",
+                    fmt_num(num(l, &format!("{key}.failed"))?),
+                    fmt_num(num(l, &format!("{key}.wrong"))?)
+                ))
+            },
+        );
+    }
+    md.push('\n');
+}
+
 /// The largest per-second `field` of a soak's series.
 fn worst_second(line: &Value, field: &str) -> Option<f64> {
     at(line, "series")?
@@ -1360,6 +1444,34 @@ mod tests {
             .find(|(n, _)| n == "soak-ack-latency.svg")
             .unwrap();
         assert_ne!(&other, svg);
+    }
+
+    #[test]
+    fn a_search_gets_its_table() {
+        let line = |label: &str, p99: f64| {
+            format!(
+                r#"{{"scenario":"search","label":"{label}","users":5000,"groups":500,"messages":1000000,"rate":3000,"acked_per_s":2990.5,"lost":0,"ack_ms":{{"p99":20.0,"p999":40.0,"max":60.0}},"search_random":{{"queries":300,"ms":{{"p50":1.2,"p99":{p99},"max":30.0}},"results_mean":14.5,"failed":0,"wrong":0}},"search_common":{{"queries":30,"ms":{{"p50":2.0,"p99":4.0,"max":5.0}},"results_mean":20,"failed":0,"wrong":0}}}}"#
+            )
+        };
+        let md = render_md(&format!(
+            "{}\n{}",
+            line("confab-pg", 14.5),
+            line("confab-sqlite", 7.25)
+        ))
+        .markdown;
+        assert!(md.contains("### search"), "{md}");
+        assert!(
+            row(&md, "search, a random word: p50 / p99 / max ms")
+                .contains("| 1.20 / 14.5 / 30 | 1.20 / 7.25 / 30 |"),
+            "{md}"
+        );
+        assert!(row(&md, "storing: acked/s").contains("2,991"), "{md}");
+        // Without search runs, no section.
+        assert!(
+            !render_md(&line("peer", 1.0))
+                .markdown
+                .contains("### search")
+        );
     }
 
     #[test]

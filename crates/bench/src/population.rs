@@ -297,6 +297,8 @@ pub fn format_counts(counts: &BTreeMap<String, u64>) -> String {
 
 /// A group the generator created.
 pub struct Group {
+    /// The conversation's id.
+    pub id: String,
     pub conversation: Arc<Conversation>,
     /// Indexes of its members into the population's users; the first is the owner.
     pub members: Vec<usize>,
@@ -350,6 +352,7 @@ pub async fn create_group(
     }
     Ok(Group {
         conversation: Arc::new(Conversation::new(&id)),
+        id,
         members,
     })
 }

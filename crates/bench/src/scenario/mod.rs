@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod connect;
 pub mod fanout;
+pub mod search;
 pub mod soak;
 pub mod sweep;
 
@@ -58,6 +59,7 @@ pub async fn run(args: Args) -> anyhow::Result<Verdict> {
         Scenario::Fanout => fanout::run(&bench).await,
         Scenario::Sweep => sweep::run(&bench).await,
         Scenario::Soak => soak::run(&bench).await,
+        Scenario::Search => search::run(&bench).await,
     }
 }
 
@@ -105,11 +107,11 @@ impl Bench {
 
         let recorder = Arc::new(Recorder::new());
         let body: String = "x".repeat(args.body_chars.max(1));
-        let shared = Arc::new(Shared::new(
-            recorder.clone(),
-            &body,
-            args.parser == "msgpack",
-        ));
+        let mut shared = Shared::new(recorder.clone(), &body, args.parser == "msgpack");
+        if scenario == Scenario::Search {
+            shared = shared.with_words(args.vocabulary);
+        }
+        let shared = Arc::new(shared);
         let user_prefix = args.user_prefix.clone().unwrap_or_else(fresh_prefix);
         let plan = ConnectPlan {
             targets: targets.clone(),
@@ -412,6 +414,13 @@ impl Load {
     /// How many groups there are.
     pub fn group_count(&self) -> usize {
         self.senders.groups.len()
+    }
+
+    /// The groups, to change their members between phases (none may be running).
+    pub fn groups_mut(&mut self) -> &mut [Group] {
+        &mut Arc::get_mut(&mut self.senders)
+            .expect("no phase is running")
+            .groups
     }
 
     /// Sends at `rate` for `duration` on the open-loop schedule, then waits up to `grace` for
