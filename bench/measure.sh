@@ -9,7 +9,8 @@
 #   sweep      $USERS users in groups of $GROUP_SIZE from $SWEEP_START msgs/s (or the list
 #              $SWEEP_RATES), p99 ack ≤ 50 ms
 #   fanout     one group of $FANOUT_USERS at $FANOUT_RATE msgs/s (the peer stops at 1,000 members)
-#   multinode  two nodes sharing PostgreSQL and Redis, $USERS users spread over both
+#   multinode  $MULTINODE_NODES nodes (default two) sharing PostgreSQL and Redis, $USERS users spread
+#              over them
 #   capacity   as many users as the server's open-file limit ($CAPACITY_NOFILE) leaves room for,
 #              chatting at $CAPACITY_RATE msgs/s (label <server>/capacity)
 #   soak       $USERS users in groups of $GROUP_SIZE at one rate for $SOAK_SECS s, second by
@@ -71,6 +72,11 @@ SOAK_RATE_PG=${SOAK_RATE_PG:-5000}
 SOAK_RATE_SQLITE=${SOAK_RATE_SQLITE:-3000}
 SOAK_RATE_PEER=${SOAK_RATE_PEER:-400}
 BENCH_ARGS=${BENCH_ARGS:-}
+# Nodes in the multinode scenario (sharing PostgreSQL and Redis).
+MULTINODE_NODES=${MULTINODE_NODES:-2}
+# PROBES=1: around each run, what it cost PostgreSQL, Redis, the nodes' bus and the kernel's TCP
+# memory, as a {"record": "probe"} line (bench/probe.py; the inputs of docs/SCALING.md).
+PROBES=${PROBES:-0}
 PG_URL=${PG_URL:-postgres://root@127.0.0.1:5432}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 # confab's log filter, and a directory to keep each run's server logs in (<label>-<scenario>-server<n>.log),
@@ -232,7 +238,21 @@ bench() {
   local cmd=("$BENCH" "$@" --label "$label" $BENCH_ARGS)
   LABEL="$label-$scenario"
   record_command "$label" "$scenario" "${cmd[@]}"
+  if [[ $PROBES != 1 ]]; then
+    "${cmd[@]}" --json-out "$OUT" || echo "warning: $label $scenario failed (status $?)" >&2
+    return
+  fi
+  local redis= sampler
+  ((${#SERVER_URLS[@]} > 1)) && redis=$REDIS_URL
+  bench/probe.py snapshot "$TMP/probe-before" "$SERVER_DB" "$redis" "${SERVER_URLS[@]}"
+  rm -f "$TMP/probe-peak"
+  bench/probe.py sample "$TMP/probe-peak" &
+  sampler=$!
   "${cmd[@]}" --json-out "$OUT" || echo "warning: $label $scenario failed (status $?)" >&2
+  kill "$sampler" 2>/dev/null || true
+  wait "$sampler" 2>/dev/null || true
+  bench/probe.py snapshot "$TMP/probe-after" "$SERVER_DB" "$redis" "${SERVER_URLS[@]}"
+  bench/probe.py diff "$TMP/probe-before" "$TMP/probe-after" "$TMP/probe-peak" "$label" "$scenario" | tee -a "$OUT"
 }
 
 log "build"
@@ -256,7 +276,7 @@ for server in $SERVERS; do
     watch=(--watch-comm postgres)
     case $scenario in
       multinode)
-        start_server "$server" 2
+        start_server "$server" "$MULTINODE_NODES"
         watch+=(--watch-comm redis-server)
         ;;
       capacity) start_server "$server" 1 "$CAPACITY_NOFILE" ;;
@@ -297,7 +317,11 @@ for server in $SERVERS; do
         ;;
       multinode)
         # The peer's Redis adapter joins members to rooms asynchronously: give it a moment.
-        bench "$server" multinode multinode --url "$url" --url "${SERVER_URLS[1]}" --users "$USERS" \
+        urls=()
+        for u in "${SERVER_URLS[@]}"; do
+          urls+=(--url "$u")
+        done
+        bench "$server" multinode multinode "${urls[@]}" --users "$USERS" \
           --group-size "$GROUP_SIZE" --rate "$MULTINODE_RATE" --duration "$MULTINODE_SECS" --settle 2 \
           "${pids[@]}" "${watch[@]}"
         ;;

@@ -626,6 +626,19 @@ impl SqliteStore {
         Ok(ids.iter().map(|u| UserId::from_db(u)).collect())
     }
 }
+/// The most conversations a search is narrowed to inside the index (see `search`).
+const SEARCH_NARROWED_MAX: usize = 500;
+
+/// A conversation as the search index holds it: one token, `c` and the id's hex digits (the
+/// `unicode61` tokenizer would split a UUID at its dashes). Migration 0009's triggers write the
+/// same.
+fn conversation_token(id: &str) -> String {
+    let mut token = String::with_capacity(33);
+    token.push('c');
+    token.extend(id.chars().filter(|c| *c != '-'));
+    token
+}
+
 /// Search.
 impl SqliteStore {
     pub async fn search(
@@ -636,10 +649,32 @@ impl SqliteStore {
         before: Option<MessageId>,
         limit: u32,
     ) -> Result<Vec<Message>> {
-        // Newest first is the index's own order (migration 0009): the scan stops at a page
-        // rather than gathering every match, so a common word costs as little as a rare one.
-        // What it can't skip: a word common elsewhere and rare in the caller's conversations
-        // reads its matches until a page is full (docs/bench/notes.md, "Search").
+        // Two things keep a search from reading every match of a common word (migration 0009):
+        // - the index is read newest first (its rowids are the messages' order) and stops at a
+        //   page;
+        // - it is narrowed to the caller's conversations inside the index (each message's
+        //   conversation is a token there), so a word common elsewhere and absent here costs
+        //   little too. A caller in very many conversations gets no narrowing (the filter would
+        //   cost more than it saves), only the membership check below, which always applies.
+        let conversations: Vec<String> = match conversation {
+            Some(c) => vec![c.to_string()],
+            None => sqlx::query_scalar("SELECT conversation_id FROM members WHERE user_id = ?")
+                .bind(user.as_str())
+                .fetch_all(&self.readers)
+                .await
+                .db_context("loading a user's conversations")?,
+        };
+        if conversations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut expression = format!("body : ({})", query.fts5());
+        if conversations.len() <= SEARCH_NARROWED_MAX {
+            let tokens: Vec<String> = conversations
+                .iter()
+                .map(|c| conversation_token(c))
+                .collect();
+            expression.push_str(&format!(" AND conversation : ({})", tokens.join(" OR ")));
+        }
         let rows: Vec<MessageRow> = sqlx::query_as(concat!(
             "SELECT ",
             message_columns!(),
@@ -654,7 +689,7 @@ impl SqliteStore {
                AND m.deleted_at IS NULL
              ORDER BY f.rowid DESC LIMIT ?5"
         ))
-        .bind(query.fts5())
+        .bind(expression)
         .bind(user.as_str())
         .bind(conversation.map(|c| c.to_string()))
         .bind(before.map(|m| m.to_string()))

@@ -68,7 +68,8 @@ impl Results {
             match value.get("record").and_then(Value::as_str) {
                 Some("meta") => self.meta = Some(value),
                 Some("command") => self.commands.push(value),
-                _ if value.get("scenario").is_some() => self.lines.push(value),
+                // Other records (bench/probe.py's) are about a result, not results.
+                None if value.get("scenario").is_some() => self.lines.push(value),
                 _ => {}
             }
         }
