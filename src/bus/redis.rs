@@ -139,6 +139,8 @@ pub struct CommandLink {
     /// A std Mutex is enough: it is held only to clone or swap the handle, never across an
     /// await.
     conn: Arc<Mutex<Conn>>,
+    /// Whether the operator was told that the one Redis configured is a cluster's node.
+    told_cluster: Arc<AtomicBool>,
 }
 
 impl CommandLink {
@@ -147,6 +149,7 @@ impl CommandLink {
         Ok(Self {
             connector,
             conn: Arc::new(Mutex::new(conn)),
+            told_cluster: Arc::default(),
         })
     }
 
@@ -167,6 +170,18 @@ impl CommandLink {
 
     /// Called with a command's error: after a timeout, the next command uses a new connection.
     fn failed(&self, error: &redis::RedisError) {
+        // One Redis configured, and it redirects: it is a node of a Redis Cluster. Pub/sub
+        // would seem to work (classic PUBLISH reaches every node of a cluster) while presence
+        // fails for most users, so say what to change.
+        if !self.is_cluster()
+            && error.redirect_node().is_some()
+            && !self.told_cluster.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(
+                error = %error,
+                "CONFAB_REDIS_URL is a node of a Redis Cluster (it answers MOVED): set CONFAB_REDIS_CLUSTER=true"
+            );
+        }
         if !error.is_timeout() {
             return;
         }
@@ -193,6 +208,21 @@ impl CommandConnection {
         }
         result
     }
+
+    /// An error the server answered comes back as a value (it becomes an `Err` only when the
+    /// caller converts the reply): looked for here too.
+    fn answered(&self, value: &redis::Value) {
+        match value {
+            redis::Value::ServerError(e) => self.link.failed(&e.clone().into()),
+            // A transaction's replies, inside EXEC's.
+            redis::Value::Array(values) => values.iter().for_each(|v| {
+                if let redis::Value::ServerError(e) = v {
+                    self.link.failed(&e.clone().into());
+                }
+            }),
+            _ => {}
+        }
+    }
 }
 
 impl redis::aio::ConnectionLike for CommandConnection {
@@ -205,6 +235,9 @@ impl redis::aio::ConnectionLike for CommandConnection {
                 Conn::Single(c) => c.req_packed_command(cmd).await,
                 Conn::Cluster(c) => c.req_packed_command(cmd).await,
             };
+            if let Ok(value) = &result {
+                self.answered(value);
+            }
             self.checked(result)
         })
     }
@@ -220,6 +253,9 @@ impl redis::aio::ConnectionLike for CommandConnection {
                 Conn::Single(c) => c.req_packed_commands(pipeline, offset, count).await,
                 Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count).await,
             };
+            if let Ok(values) = &result {
+                values.iter().for_each(|v| self.answered(v));
+            }
             self.checked(result)
         })
     }

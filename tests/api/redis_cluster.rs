@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::cluster::View;
 use crate::helpers::*;
-use crate::nodes::RedisCluster;
+use crate::nodes::{NodeProcess, RedisCluster};
 
 /// `n` in-process nodes on a fresh PostgreSQL schema and `redis`, with a Redis prefix of their
 /// own, which is returned (channel names start with it). `None` when PostgreSQL is
@@ -384,4 +384,53 @@ async fn migrate_slot(
             .unwrap();
     }
     redis.wait_healthy().await;
+}
+
+/// A wrong setting: a cluster's node given as one Redis (CONFAB_REDIS_CLUSTER left out). Classic
+/// pub/sub would seem to work, presence would fail for most users; the log says what to set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_configured_as_one_redis_is_named_in_the_log() {
+    let Some(redis) = RedisCluster::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(database) = shared_database(Backend::Postgres, dir.path()).await else {
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{}", redis.ports[0]);
+    let node = NodeProcess::start(&[
+        ("CONFAB_DATABASE_URL", database.as_str()),
+        ("CONFAB_REDIS_URL", url.as_str()),
+        ("CONFAB_JWT_SECRET", SECRET),
+        ("CONFAB_DATA_DIR", dir.path().to_str().unwrap()),
+    ])
+    .await;
+    // Users whose presence keys hash to other shards than the configured node's.
+    let mut users = Vec::new();
+    for i in 0..6 {
+        let token = sign(json!({ "sub": format!("u{i}"), "exp": chrono_now() + 3600 }));
+        users.push(
+            confab_sio_client::connect(
+                confab_sio_client::ConnectOptions::new(&node.url).auth(json!({ "token": token })),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if node
+            .output()
+            .iter()
+            .any(|l| l.contains("set CONFAB_REDIS_CLUSTER=true"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no hint in the log: {:#?}",
+            node.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
