@@ -195,6 +195,40 @@ async fn nodes_chat_and_share_presence_over_sharded_pub_sub() {
         "each conversation has its channel: {per_shard:?}"
     );
 
+    // Bob removed from a group: his node, with no member left there, unsubscribes; its own
+    // unsubscription is not taken for the cluster moving the channel (no resync).
+    alice
+        .ok(
+            "conversation:members:remove",
+            json!({ "conversation_id": ids[1], "user_ids": ["bob"] }),
+        )
+        .await;
+    expect(&mut bob, "conversation:removed").await;
+    let channel = format!("{prefix}:c:{}", ids[1]);
+    let mut owner = redis.conn(redis.owner(&channel).await.port).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, subscribers): (String, i64) = redis::cmd("PUBSUB")
+            .arg("SHARDNUMSUB")
+            .arg(&channel)
+            .query_async(&mut owner)
+            .await
+            .unwrap();
+        if subscribers == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b still subscribed: {subscribers}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bob.expect_no_event("resync", Duration::from_secs(1))
+        .await
+        .expect("no resync for an unsubscription of its own");
+    let m = send(&alice, &ids[2], "a-after", "still here").await;
+    assert_eq!(expect(&mut bob, "message:new").await["message"], m);
+
     // Presence across nodes: bob (on b) is online for alice (on a); he leaves, she hears it
     // once; he comes back on her node, she hears that.
     let seen = alice
@@ -245,6 +279,7 @@ async fn a_primary_killed_mid_chat_fails_over_and_nothing_acked_is_lost() {
         }
     };
     assert_eq!(acked.len(), 120, "every send acked while Redis failed over");
+    let live = view.by_seq.len();
 
     // The replica takes over; bob's node restores its subscriptions there and tells him to
     // resync. (Other events may come first: drain them into the view.)
@@ -262,8 +297,15 @@ async fn a_primary_killed_mid_chat_fails_over_and_nothing_acked_is_lost() {
     wait_ready(a).await;
     wait_ready(b).await;
     watch(&mut bob, &mut view, Duration::from_millis(200)).await;
+    let before_sync = view.by_seq.len();
     view.sync(&bob, &id).await;
     view.assert_gap_free(&acked, "bob");
+    eprintln!(
+        "failover: {} acked; bob had {live} live when the sends ended, {before_sync} before syncing, \
+         {} from sync",
+        acked.len(),
+        acked.len() - before_sync
+    );
 
     // Live delivery works again both ways, through the promoted primary.
     let after = send(&alice, &id, "after", "after the failover").await;
