@@ -383,7 +383,12 @@ pub struct ClusterNode {
 impl RedisCluster {
     /// `None` outside CI when `redis-server` isn't installed.
     pub async fn start() -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = Self::reserve();
+        cluster.launch().await.then_some(cluster)
+    }
+
+    /// Chooses the ports, starting nothing yet (to configure confab before the cluster runs).
+    pub fn reserve() -> Self {
         // The cluster bus port is the client port + 10000 by default, which a random port may
         // push past 65535: each gets a free one of its own (`cluster-port`, Redis 7).
         let mut ports = Vec::new();
@@ -393,9 +398,21 @@ impl RedisCluster {
                 ports.push(p);
             }
         }
-        let (ports, bus_ports) = ports.split_at(6);
+        Self {
+            ports,
+            servers: Vec::new(),
+            _dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Starts the servers and makes them a cluster. `false` outside CI when `redis-server`
+    /// isn't installed.
+    pub async fn launch(&mut self) -> bool {
+        let dir = self._dir.path().to_owned();
+        let (ports, bus_ports) = self.ports.split_at(6);
+        let (ports, bus_ports) = (ports.to_vec(), bus_ports.to_vec());
         let mut servers = Vec::new();
-        for (port, bus) in ports.iter().zip(bus_ports) {
+        for (port, bus) in ports.iter().zip(&bus_ports) {
             let child = Command::new("redis-server")
                 .args([
                     "--port",
@@ -408,7 +425,7 @@ impl RedisCluster {
                 .args(["--cluster-node-timeout", "1000"])
                 .args(["--save", "", "--appendonly", "no"])
                 .arg("--dir")
-                .arg(dir.path())
+                .arg(&dir)
                 .stdout(Stdio::null())
                 .kill_on_drop(true)
                 .spawn();
@@ -416,20 +433,17 @@ impl RedisCluster {
                 Ok(child) => servers.push(Some(child)),
                 Err(e) if !services_required() => {
                     eprintln!("redis-server not available ({e}); skipping");
-                    return None;
+                    return false;
                 }
                 Err(e) => panic!("redis-server is required in CI: {e}"),
             }
         }
-        let cluster = Self {
-            ports: ports.to_vec(),
-            servers,
-            _dir: dir,
-        };
-        for &port in &cluster.ports {
+        self.ports = ports;
+        self.servers = servers;
+        for &port in &self.ports {
             wait_for_port(port).await;
         }
-        let nodes: Vec<String> = cluster
+        let nodes: Vec<String> = self
             .ports
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
@@ -448,8 +462,8 @@ impl RedisCluster {
             String::from_utf8_lossy(&created.stdout),
             String::from_utf8_lossy(&created.stderr)
         );
-        cluster.wait_healthy().await;
-        Some(cluster)
+        self.wait_healthy().await;
+        true
     }
 
     /// Seed URLs for `CONFAB_REDIS_URL`: two of the nodes, as an operator would list them.

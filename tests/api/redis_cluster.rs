@@ -476,3 +476,35 @@ async fn a_cluster_configured_as_one_redis_is_named_in_the_log() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// confab doesn't wait for Redis: nodes started before the cluster exists serve their own
+/// users, then join it when it comes up, and cross-node delivery starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_started_before_the_cluster_join_it_when_it_comes_up() {
+    let mut redis = RedisCluster::reserve();
+    let Some((nodes, _)) = nodes_on(&redis, 2).await else {
+        return;
+    };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut alice = a.connect("alice").await;
+    let mut bob = b.connect("bob").await;
+    let solo = group(&alice, "alone", &[]).await;
+    send(&alice, &solo, "e1", "before Redis").await;
+    let (_, ready) = a.http().get("/readyz", None).await;
+    assert_eq!(ready["status"], "degraded", "{ready}");
+
+    if !redis.launch().await {
+        return;
+    }
+    wait_ready(a).await;
+    wait_ready(b).await;
+    // (The group is made now: a membership change published while Redis is unreachable is
+    // lost to the other nodes, which learn it when the member's socket reconnects; a
+    // limitation of both Redis modes, not tested here.)
+    let id = group(&alice, "early", &["bob"]).await;
+    expect(&mut bob, "conversation:new").await;
+    let later = send(&alice, &id, "e2", "after Redis came up").await;
+    assert_eq!(expect(&mut bob, "message:new").await["message"], later);
+    let reply = send(&bob, &id, "e3", "heard you").await;
+    assert_eq!(expect(&mut alice, "message:new").await["message"], reply);
+}
