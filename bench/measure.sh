@@ -79,6 +79,10 @@ MULTINODE_NODES=${MULTINODE_NODES:-2}
 PROBES=${PROBES:-0}
 PG_URL=${PG_URL:-postgres://root@127.0.0.1:5432}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+# REDIS_CLUSTER=true: REDIS_URL lists seed nodes of a Redis Cluster (confab only; the peer's Redis
+# adapter uses one Redis). bench/redis-cluster.sh starts one on loopback:
+#   REDIS_URL=$(bench/redis-cluster.sh start) REDIS_CLUSTER=true SERVERS=confab-pg SCENARIOS=multinode bench/measure.sh
+REDIS_CLUSTER=${REDIS_CLUSTER:-false}
 # confab's log filter, and a directory to keep each run's server logs in (<label>-<scenario>-server<n>.log),
 # to line stalls up with the database's events:
 #   SERVER_LOG=info,confab::store=debug SERVER_LOGS=target/soak-logs SCENARIOS=soak bench/measure.sh
@@ -187,7 +191,7 @@ start_server() {
           CONFAB_MAX_UNAUTHENTICATED_PER_IP=1000000 CONFAB_MAX_UNAUTHENTICATED=1000000 CONFAB_RATE_SEND=1000000/1000000
           CONFAB_RATE_OTHER=1000000/1000000 CONFAB_RATE_MEMBERS=1000000/1000000)
         if ((nodes > 1)); then
-          env+=(CONFAB_REDIS_URL="$REDIS_URL" CONFAB_REDIS_PREFIX="measure-$SERVER_DB")
+          env+=(CONFAB_REDIS_URL="$REDIS_URL" CONFAB_REDIS_CLUSTER="$REDIS_CLUSTER" CONFAB_REDIS_PREFIX="measure-$SERVER_DB")
         fi
         (ulimit -Sn "$nofile" && exec env "${env[@]}" CONFAB_JWT_SECRET="$SECRET" target/release/confab) \
           >"$TMP/server$n.log" 2>&1 &

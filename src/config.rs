@@ -60,12 +60,17 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "redis_url",
         default: "",
-        doc: "`redis://host:6379`: run as one node of a cluster sharing Redis (and PostgreSQL). Unset: a single node with in-process fan-out.",
+        doc: "`redis://host:6379`: run as one node of a cluster sharing Redis (and PostgreSQL). Unset: a single node with in-process fan-out. With `redis_cluster`, one or more seed nodes of the Redis Cluster, comma-separated (`redis://10.0.0.21:6379,redis://10.0.0.22:6379`; a managed service's configuration endpoint is one); confab discovers the rest. A password or user in the first URL is used for every node.",
+    },
+    Setting {
+        key: "redis_cluster",
+        default: "false",
+        doc: "`true`: `redis_url` is a Redis Cluster (Redis 7 or later, as managed Redis services with cluster mode enabled are). Events then use sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`), so each conversation's and user's channel lives on the shard that owns its hash slot and the traffic spreads over the shards; presence keys are spread too. A failover or resharding is followed, and clients are told to `resync` across it.",
     },
     Setting {
         key: "redis_prefix",
         default: "confab",
-        doc: "Prefix of every Redis key and channel, so several clusters can share one Redis.",
+        doc: "Prefix of every Redis key and channel, so several clusters can share one Redis. With `redis_cluster` it may not contain `{` or `}`: a hash tag would put every channel in one slot, on one shard.",
     },
     Setting {
         key: "node_timeout_secs",
@@ -355,6 +360,8 @@ pub struct Config {
     pub database_url_configured: bool,
     pub database_max_connections: u32,
     pub redis_url: Option<String>,
+    /// `redis_url` is a Redis Cluster (its seed nodes).
+    pub redis_cluster: bool,
     pub redis_prefix: String,
     pub node_timeout: Duration,
     pub jwt: JwtKeys,
@@ -467,6 +474,7 @@ impl Config {
             bind: resolve_bind(&src.parse::<String>("bind")?)?,
             database_max_connections: src.parse("database_max_connections")?,
             redis_url: src.get("redis_url")?,
+            redis_cluster: src.parse("redis_cluster")?,
             redis_prefix: src.parse("redis_prefix")?,
             node_timeout: Duration::from_secs(src.parse("node_timeout_secs")?),
             jwt: JwtKeys {
@@ -569,7 +577,35 @@ impl Config {
         if config.write_shards == 0 {
             bail!("CONFAB_WRITE_SHARDS must be at least 1");
         }
+        config.check_redis()?;
         Ok(config)
+    }
+
+    /// Several Redis URLs only make sense as a cluster's seeds, and a hash tag in the prefix
+    /// would put every channel of a cluster on one shard.
+    fn check_redis(&self) -> anyhow::Result<()> {
+        let Some(url) = &self.redis_url else {
+            if self.redis_cluster {
+                bail!(
+                    "CONFAB_REDIS_CLUSTER=true needs CONFAB_REDIS_URL (the cluster's seed nodes)"
+                );
+            }
+            return Ok(());
+        };
+        let urls: Vec<&str> = url.split(',').map(str::trim).collect();
+        if urls.len() > 1 && !self.redis_cluster {
+            bail!(
+                "CONFAB_REDIS_URL lists {} URLs: several are the seed nodes of a Redis Cluster; set CONFAB_REDIS_CLUSTER=true (or give one URL)",
+                urls.len()
+            );
+        }
+        if self.redis_cluster && self.redis_prefix.contains(['{', '}']) {
+            bail!(
+                "CONFAB_REDIS_PREFIX {:?}: with CONFAB_REDIS_CLUSTER it may not contain `{{` or `}}` (a hash tag would put every channel in one slot, on one shard)",
+                self.redis_prefix
+            );
+        }
+        Ok(())
     }
 
     /// True when no key was configured, so confab runs with a secret of its own.
@@ -972,8 +1008,16 @@ impl Sources<'_> {
     }
 }
 
-/// `scheme://user:password@host/…` with the password replaced by `***`.
+/// `scheme://user:password@host/…` with the password replaced by `***`; each of a
+/// comma-separated list of URLs (a Redis Cluster's seeds).
 fn mask_password(url: &str) -> String {
+    if url.contains(',') {
+        return url
+            .split(',')
+            .map(mask_password)
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -1220,7 +1264,44 @@ mod tests {
             (Origin::Default, Some("127.0.0.1:3001"))
         );
         assert_eq!(mask_password("redis://:pw@r:6379"), "redis://:***@r:6379");
+        assert_eq!(
+            mask_password("redis://:pw@r1:6379,redis://u:pw@r2:6379"),
+            "redis://:***@r1:6379,redis://u:***@r2:6379"
+        );
         assert_eq!(mask_password("sqlite://./x.db"), "sqlite://./x.db");
+    }
+
+    #[test]
+    fn a_redis_cluster_is_asked_for_explicitly_with_its_seeds() {
+        let seeds = "redis://10.0.0.1:6379, redis://10.0.0.2:6379";
+        let c = load(&[
+            ("CONFAB_REDIS_URL", seeds),
+            ("CONFAB_REDIS_CLUSTER", "true"),
+        ])
+        .unwrap();
+        assert!(c.redis_cluster);
+        assert!(!load(&[]).unwrap().redis_cluster, "one Redis by default");
+        let several = load(&[("CONFAB_REDIS_URL", seeds)]).err().unwrap();
+        assert!(
+            several.to_string().contains("CONFAB_REDIS_CLUSTER=true"),
+            "{several}"
+        );
+        let alone = load(&[("CONFAB_REDIS_CLUSTER", "true")]).err().unwrap();
+        assert!(alone.to_string().contains("CONFAB_REDIS_URL"), "{alone}");
+        let tagged = load(&[
+            ("CONFAB_REDIS_URL", "redis://10.0.0.1:6379"),
+            ("CONFAB_REDIS_CLUSTER", "true"),
+            ("CONFAB_REDIS_PREFIX", "{chat}"),
+        ])
+        .err()
+        .unwrap();
+        assert!(tagged.to_string().contains("one slot"), "{tagged}");
+        // One Redis may have any prefix, as before.
+        load(&[
+            ("CONFAB_REDIS_URL", "redis://10.0.0.1:6379"),
+            ("CONFAB_REDIS_PREFIX", "{chat}"),
+        ])
+        .unwrap();
     }
 
     #[test]

@@ -85,7 +85,8 @@ impl Application {
                         "a cluster on SQLite: every node must open the same file, on one machine"
                     );
                 }
-                let (bus, signals) = Bus::start(url, &config.redis_prefix).await?;
+                let (bus, signals) =
+                    Bus::start(url, config.redis_cluster, &config.redis_prefix).await?;
                 let presence = bus.presence(config.node_timeout);
                 (Hub::new(Some((bus, signals))), Some(presence))
             }

@@ -9,9 +9,14 @@
 //! Events travel as the Socket.IO packet already encoded by the sending node, so receivers push
 //! the same bytes to their sockets without parsing them.
 //!
-//! Everything confab does with Redis is here: the channels (`redis.rs` holds the connections)
-//! and the cluster's presence keys (`presence.rs`).
+//! On a Redis Cluster (`CONFAB_REDIS_CLUSTER`), the same channels ride sharded pub/sub: each
+//! lives on the shard that owns its hash slot, and the channel names carry no hash tag, so
+//! conversations and users spread over every shard (only the rare `cluster` channel is one).
+//!
+//! Everything confab does with Redis is here: the channels (`redis.rs` holds the connections,
+//! `cluster.rs` the sharded subscriptions) and the cluster's presence keys (`presence.rs`).
 
+mod cluster;
 mod presence;
 mod redis;
 
@@ -113,11 +118,13 @@ pub struct Bus {
 
 impl Bus {
     /// Connects to Redis (without waiting for it) and returns the bus and its incoming stream.
+    /// With `cluster`, `url` lists seed nodes of a Redis Cluster (comma-separated).
     pub async fn start(
         url: &str,
+        cluster: bool,
         prefix: &str,
     ) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<Signal>)> {
-        let (link, signals) = RedisLink::start(url)
+        let (link, signals) = RedisLink::start(url, cluster)
             .await
             .context("starting the Redis bus")?;
         let node = hex::encode(rand::random::<[u8; 8]>());
@@ -225,8 +232,8 @@ mod tests {
     #[tokio::test]
     async fn a_death_notice_round_trips_on_the_cluster_channel() {
         // Neither connects: starting a bus doesn't wait for Redis.
-        let (a, _) = Bus::start("redis://127.0.0.1:1", "p").await.unwrap();
-        let (b, _) = Bus::start("redis://127.0.0.1:1", "p").await.unwrap();
+        let (a, _) = Bus::start("redis://127.0.0.1:1", false, "p").await.unwrap();
+        let (b, _) = Bus::start("redis://127.0.0.1:1", false, "p").await.unwrap();
         assert_eq!(a.channel_name(&Channel::Cluster), "p:cluster");
         let header = serde_json::to_vec(&Header {
             n: a.node_id().to_owned(),

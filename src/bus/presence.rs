@@ -8,6 +8,11 @@
 //!   saying goodbye: another node removes it from its users' sets (`node-users:{node}` lists
 //!   them) and announces those who are left with no node at all as offline.
 //! - `nodes`: the nodes to watch.
+//!
+//! Each transaction or pipeline here touches one key, so every one of them works on a Redis
+//! Cluster (where a transaction must stay within one hash slot) without hash tags, and the keys
+//! spread over the shards. Where one change spans two keys, the two steps are ordered so that a
+//! node dying between them leaves nothing the reaper can't clean up.
 
 use std::time::Duration;
 
@@ -72,11 +77,16 @@ impl ClusterPresence {
     ///
     /// (In these pipelines, `.ignore()`d commands leave no value in the result tuple.)
     pub async fn arrive(&self, user: &UserId) -> redis::RedisResult<bool> {
+        // The node's list first: a node that dies before the second step has its user in a
+        // list the reaper cleans, never in an online set that nobody would clean.
+        let (): () = self
+            .conn
+            .get()
+            .sadd(self.node_users_key(&self.node), user.as_str())
+            .await?;
         let (added, count): (i64, i64) = redis::pipe()
             .atomic()
             .sadd(self.online_key(user.as_str()), &self.node)
-            .sadd(self.node_users_key(&self.node), user.as_str())
-            .ignore()
             .scard(self.online_key(user.as_str()))
             .query_async(&mut self.conn.get())
             .await?;
@@ -86,42 +96,49 @@ impl ClusterPresence {
     /// `user` has no socket left on this node. `true` when no node has them now: announce
     /// offline.
     pub async fn depart(&self, user: &UserId) -> redis::RedisResult<bool> {
+        // The reverse order of `arrive`.
         let (count,): (i64,) = redis::pipe()
             .atomic()
             .srem(self.online_key(user.as_str()), &self.node)
             .ignore()
-            .srem(self.node_users_key(&self.node), user.as_str())
-            .ignore()
             .scard(self.online_key(user.as_str()))
             .query_async(&mut self.conn.get())
+            .await?;
+        let (): () = self
+            .conn
+            .get()
+            .srem(self.node_users_key(&self.node), user.as_str())
             .await?;
         Ok(count == 0)
     }
 
-    /// Which of `users` have a socket on some node.
+    /// Which of `users` have a socket on some node. One command per user, sent together (the
+    /// connection pipelines them): on a cluster their keys are on different shards.
     pub async fn online(&self, users: &[UserId]) -> redis::RedisResult<Vec<bool>> {
-        let mut pipe = redis::pipe();
-        for u in users {
-            pipe.exists(self.online_key(u.as_str()));
-        }
-        pipe.query_async(&mut self.conn.get()).await
+        futures::future::try_join_all(users.iter().map(|u| {
+            let mut conn = self.conn.get();
+            let key = self.online_key(u.as_str());
+            async move { conn.exists(key).await }
+        }))
+        .await
     }
 
     /// Renews this node's heartbeat. `true` when it had lapsed (Redis restarted and lost
     /// everything, or other nodes took us for dead): the caller must re-register its users.
     pub async fn heartbeat(&self) -> redis::RedisResult<bool> {
         let ttl = self.node_timeout.as_millis() as u64;
-        let (previous,): (Option<String>,) = redis::pipe()
-            .cmd("SET")
-            .arg(self.node_key(&self.node))
+        // Two keys (on a cluster, two shards): two commands, sent together.
+        let (mut beat, mut listed) = (self.conn.get(), self.conn.get());
+        let mut set = redis::cmd("SET");
+        set.arg(self.node_key(&self.node))
             .arg(1)
             .arg("PX")
             .arg(ttl)
-            .arg("GET")
-            .sadd(self.nodes_key(), &self.node)
-            .ignore()
-            .query_async(&mut self.conn.get())
-            .await?;
+            .arg("GET");
+        let (previous, ()): (Option<String>, ()) = futures::try_join!(
+            set.query_async(&mut beat),
+            listed.sadd(self.nodes_key(), &self.node),
+        )?;
         Ok(previous.is_none())
     }
 
@@ -184,13 +201,10 @@ impl ClusterPresence {
                     reaped.offline.push(user);
                 }
             }
-            let (): () = redis::pipe()
-                .del(self.node_users_key(&node))
-                .ignore()
-                .srem(self.nodes_key(), &node)
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
+            // Its list before its entry in `nodes`: if this node dies in between, the next
+            // reaper finds the dead node again, with nothing left to do but forget it.
+            let (): () = conn.del(self.node_users_key(&node)).await?;
+            let (): () = conn.srem(self.nodes_key(), &node).await?;
         }
         Ok(reaped)
     }

@@ -2,9 +2,10 @@
 //! reconnecting by itself.
 //!
 //! Publishing goes through a queue drained by one task, which sends whatever has queued up as a
-//! single pipeline: callers never wait for Redis, and order is kept (one connection, one
-//! writer). Subscribing is a dedicated pub/sub connection whose channel set this module keeps,
-//! so that after Redis comes back every subscription is restored.
+//! single pipeline (on a Redis Cluster, one per hash slot): callers never wait for Redis, and
+//! order is kept (one writer, and a channel's messages in one pipeline). Subscribing is a
+//! dedicated pub/sub connection whose channel set this module keeps, so that after Redis comes
+//! back every subscription is restored (on a cluster, `cluster.rs` keeps one per shard).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,8 +24,8 @@ const PUBLISH_QUEUE: usize = 64 * 1024;
 /// Most messages sent to Redis in one pipeline.
 const PUBLISH_BATCH: usize = 512;
 /// Wait between attempts to reach Redis again.
-const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(2);
+pub(super) const RETRY_MIN: Duration = Duration::from_millis(100);
+pub(super) const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// A message that arrived on a subscribed channel.
 pub struct Inbound {
@@ -44,7 +45,7 @@ pub enum Signal {
     PublishRestored,
 }
 
-enum Command {
+pub(super) enum Command {
     Subscribe(String, oneshot::Sender<()>),
     Unsubscribe(String),
 }
@@ -52,7 +53,7 @@ enum Command {
 /// Whether Redis is reachable, with the last error when it isn't.
 #[derive(Default)]
 pub struct Health {
-    subscriber_up: AtomicBool,
+    pub(super) subscriber_up: AtomicBool,
     publisher_up: AtomicBool,
     /// Set when a message could not be published; the publisher clears it, and says so with
     /// `Signal::PublishRestored`, once a publish or ping succeeds again.
@@ -75,7 +76,7 @@ impl Health {
         )
     }
 
-    fn failed(&self, flag: &AtomicBool, error: impl std::fmt::Display) {
+    pub(super) fn failed(&self, flag: &AtomicBool, error: impl std::fmt::Display) {
         if flag.swap(false, Ordering::Relaxed) {
             tracing::warn!(error = %error, "lost Redis");
         }
@@ -83,7 +84,7 @@ impl Health {
         metrics::gauge!("confab_redis_up").set(0.0);
     }
 
-    fn recovered(&self, flag: &AtomicBool) {
+    pub(super) fn recovered(&self, flag: &AtomicBool) {
         if !flag.swap(true, Ordering::Relaxed) {
             tracing::info!("connected to Redis");
         }
@@ -93,28 +94,69 @@ impl Health {
     }
 }
 
-/// A connection for commands that comes back by itself. `ConnectionManager` reconnects when
-/// the connection drops, but not when it goes silent (a partition without a reset): every
-/// command then times out on the same dead connection, for as long as TCP takes to give up.
-/// So a timeout replaces it. Cheap to clone.
+/// How command connections are made: to one Redis, or to a Redis Cluster (routed by slot).
+#[derive(Clone)]
+pub(super) enum Connector {
+    Single(redis::Client, ConnectionManagerConfig),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+impl Connector {
+    /// A connection that connects (and reconnects) by itself: it never waits for Redis here.
+    fn connect(&self) -> anyhow::Result<Conn> {
+        Ok(match self {
+            Self::Single(client, config) => Conn::Single(
+                ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+                    .context("setting up the Redis connection")?,
+            ),
+            // Connects to the seed nodes in the background; follows MOVED/ASK and refreshes
+            // its slot map by itself.
+            Self::Cluster(client) => Conn::Cluster(
+                client
+                    .get_pending_async_connection_with_config(redis::cluster::ClusterConfig::new()),
+            ),
+        })
+    }
+
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+/// A connection for commands that comes back by itself. `ConnectionManager` (and the cluster
+/// connection) reconnect when a connection drops, but not when it goes silent (a partition
+/// without a reset): every command then times out on the same dead connection, for as long as
+/// TCP takes to give up. So a timeout replaces it. Cheap to clone.
 #[derive(Clone)]
 pub struct CommandLink {
-    client: redis::Client,
-    config: ConnectionManagerConfig,
+    connector: Connector,
     /// A std Mutex is enough: it is held only to clone or swap the handle, never across an
     /// await.
-    conn: Arc<Mutex<ConnectionManager>>,
+    conn: Arc<Mutex<Conn>>,
+    /// Whether the operator was told that the one Redis configured is a cluster's node.
+    told_cluster: Arc<AtomicBool>,
 }
 
 impl CommandLink {
-    fn new(client: redis::Client, config: ConnectionManagerConfig) -> anyhow::Result<Self> {
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-            .context("setting up the Redis connection")?;
+    fn new(connector: Connector) -> anyhow::Result<Self> {
+        let conn = connector.connect()?;
         Ok(Self {
-            client,
-            config,
+            connector,
             conn: Arc::new(Mutex::new(conn)),
+            told_cluster: Arc::default(),
         })
+    }
+
+    /// Whether this is a Redis Cluster: a pipeline or transaction must then stay within one
+    /// hash slot.
+    pub fn is_cluster(&self) -> bool {
+        self.connector.is_cluster()
     }
 
     /// The current connection. Every command sent through it reports its failure back here,
@@ -128,10 +170,22 @@ impl CommandLink {
 
     /// Called with a command's error: after a timeout, the next command uses a new connection.
     fn failed(&self, error: &redis::RedisError) {
+        // One Redis configured, and it redirects: it is a node of a Redis Cluster. Pub/sub
+        // would seem to work (classic PUBLISH reaches every node of a cluster) while presence
+        // fails for most users, so say what to change.
+        if !self.is_cluster()
+            && error.redirect_node().is_some()
+            && !self.told_cluster.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(
+                error = %error,
+                "CONFAB_REDIS_URL is a node of a Redis Cluster (it answers MOVED): set CONFAB_REDIS_CLUSTER=true"
+            );
+        }
         if !error.is_timeout() {
             return;
         }
-        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
+        match self.connector.connect() {
             Ok(fresh) => {
                 tracing::debug!("Redis stopped answering: replacing the connection");
                 *self.conn.lock().unwrap() = fresh;
@@ -141,9 +195,9 @@ impl CommandLink {
     }
 }
 
-/// A connection from [`CommandLink::get`]: a `ConnectionManager` whose errors go back to its link.
+/// A connection from [`CommandLink::get`]: a connection whose errors go back to its link.
 pub struct CommandConnection {
-    conn: ConnectionManager,
+    conn: Conn,
     link: CommandLink,
 }
 
@@ -154,6 +208,21 @@ impl CommandConnection {
         }
         result
     }
+
+    /// An error the server answered comes back as a value (it becomes an `Err` only when the
+    /// caller converts the reply): looked for here too.
+    fn answered(&self, value: &redis::Value) {
+        match value {
+            redis::Value::ServerError(e) => self.link.failed(&e.clone().into()),
+            // A transaction's replies, inside EXEC's.
+            redis::Value::Array(values) => values.iter().for_each(|v| {
+                if let redis::Value::ServerError(e) = v {
+                    self.link.failed(&e.clone().into());
+                }
+            }),
+            _ => {}
+        }
+    }
 }
 
 impl redis::aio::ConnectionLike for CommandConnection {
@@ -162,7 +231,13 @@ impl redis::aio::ConnectionLike for CommandConnection {
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
         Box::pin(async move {
-            let result = self.conn.req_packed_command(cmd).await;
+            let result = match &mut self.conn {
+                Conn::Single(c) => c.req_packed_command(cmd).await,
+                Conn::Cluster(c) => c.req_packed_command(cmd).await,
+            };
+            if let Ok(value) = &result {
+                self.answered(value);
+            }
             self.checked(result)
         })
     }
@@ -174,13 +249,22 @@ impl redis::aio::ConnectionLike for CommandConnection {
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
         Box::pin(async move {
-            let result = self.conn.req_packed_commands(pipeline, offset, count).await;
+            let result = match &mut self.conn {
+                Conn::Single(c) => c.req_packed_commands(pipeline, offset, count).await,
+                Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count).await,
+            };
+            if let Ok(values) = &result {
+                values.iter().for_each(|v| self.answered(v));
+            }
             self.checked(result)
         })
     }
 
     fn get_db(&self) -> i64 {
-        self.conn.get_db()
+        match &self.conn {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(_) => 0,
+        }
     }
 }
 
@@ -198,15 +282,37 @@ pub struct RedisLink {
 impl RedisLink {
     /// Starts both connections. Doesn't wait for Redis: a node starts (and serves its local
     /// users) while Redis is down, and joins the cluster once it is reachable.
-    pub async fn start(url: &str) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<Signal>)> {
-        let client = redis::Client::open(url).context("parsing the Redis url")?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_max_delay(RETRY_MAX);
-        let keys = CommandLink::new(client.clone(), config.clone())?;
-        let publishing = CommandLink::new(client.clone(), config)?;
+    ///
+    /// `url` is one Redis, or with `cluster` one or more seed nodes of a Redis Cluster
+    /// (comma-separated): events then ride sharded pub/sub, each channel on the shard that owns
+    /// its hash slot.
+    pub async fn start(
+        url: &str,
+        cluster: bool,
+    ) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<Signal>)> {
+        let (connector, seed) = if cluster {
+            let seeds: Vec<&str> = url.split(',').map(str::trim).collect();
+            let client = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+                .connection_timeout(Duration::from_secs(1))
+                .response_timeout(Duration::from_secs(2))
+                .min_retry_wait(RETRY_MIN.as_millis() as u64)
+                .max_retry_wait(RETRY_MAX.as_millis() as u64)
+                .build()
+                .context("parsing the Redis Cluster seed urls")?;
+            let seed = redis::IntoConnectionInfo::into_connection_info(seeds[0])
+                .context("parsing the Redis Cluster seed url")?;
+            (Connector::Cluster(client), Some(seed))
+        } else {
+            let client = redis::Client::open(url).context("parsing the Redis url")?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_response_timeout(Some(Duration::from_secs(2)))
+                .set_number_of_retries(1)
+                .set_max_delay(RETRY_MAX);
+            (Connector::Single(client, config), None)
+        };
+        let keys = CommandLink::new(connector.clone())?;
+        let publishing = CommandLink::new(connector.clone())?;
         let health = Arc::new(Health::default());
         let (publish, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (commands, commands_rx) = mpsc::unbounded_channel();
@@ -217,7 +323,21 @@ impl RedisLink {
             health.clone(),
             signals.clone(),
         ));
-        tokio::spawn(subscriber(client, commands_rx, signals, health.clone()));
+        match (connector, seed) {
+            (Connector::Cluster(_), Some(seed)) => {
+                tokio::spawn(super::cluster::subscriber(
+                    keys.clone(),
+                    seed,
+                    commands_rx,
+                    signals,
+                    health.clone(),
+                ));
+            }
+            (Connector::Single(client, _), _) => {
+                tokio::spawn(subscriber(client, commands_rx, signals, health.clone()));
+            }
+            (Connector::Cluster(_), None) => unreachable!("a cluster has a seed"),
+        }
         Ok((
             Self {
                 publish,
@@ -255,8 +375,8 @@ const IDLE_PING: Duration = Duration::from_secs(1);
 /// How often the subscriber pings Redis, and how long it waits for the answer. A connection
 /// cut without a reset (a partition, a dead load balancer) would otherwise look healthy
 /// forever while no message arrives.
-const SUBSCRIBER_PING: Duration = Duration::from_secs(5);
-const SUBSCRIBER_PING_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const SUBSCRIBER_PING: Duration = Duration::from_secs(5);
+pub(super) const SUBSCRIBER_PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn publisher(
     conn: CommandLink,
@@ -286,23 +406,44 @@ async fn publisher(
         if received == 0 {
             return;
         }
-        let mut pipe = redis::pipe();
-        for (channel, payload) in &batch {
-            pipe.cmd("PUBLISH")
-                .arg(&channel[..])
-                .arg(&payload[..])
-                .ignore();
-        }
-        match pipe.query_async::<()>(&mut conn.get()).await {
-            Ok(()) => {
-                metrics::counter!("confab_bus_published_total").increment(batch.len() as u64);
-                published(&health);
+        // One Redis: one pipeline of PUBLISH. A cluster: SPUBLISH, one pipeline per hash slot
+        // (a pipeline must stay within a slot), sent together; each keeps its messages' order.
+        let pipes = if conn.is_cluster() {
+            super::cluster::spublish_by_slot(&batch)
+        } else {
+            let mut pipe = redis::pipe();
+            for (channel, payload) in &batch {
+                pipe.cmd("PUBLISH")
+                    .arg(&channel[..])
+                    .arg(&payload[..])
+                    .ignore();
             }
-            Err(e) => {
-                // Not retried: by the time Redis is back, clients have moved on; they fill
-                // the gap with `sync` (and are told to: `Signal::Reconnected` on the other
-                // nodes, `Signal::PublishRestored` here).
-                metrics::counter!("confab_bus_dropped_total").increment(batch.len() as u64);
+            vec![(batch.len(), pipe)]
+        };
+        let results = futures::future::join_all(
+            pipes
+                .iter()
+                .map(|(_, pipe)| async { pipe.query_async::<()>(&mut conn.get()).await }),
+        )
+        .await;
+        let mut failure = None;
+        for ((count, _), result) in pipes.iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    metrics::counter!("confab_bus_published_total").increment(*count as u64);
+                }
+                Err(e) => {
+                    // Not retried: by the time Redis is back, clients have moved on; they fill
+                    // the gap with `sync` (and are told to: `Signal::Reconnected` on the other
+                    // nodes, `Signal::PublishRestored` here).
+                    metrics::counter!("confab_bus_dropped_total").increment(*count as u64);
+                    failure = Some(e);
+                }
+            }
+        }
+        match failure {
+            None => published(&health),
+            Some(e) => {
                 health.dropped.store(true, Ordering::Relaxed);
                 health.failed(&health.publisher_up, &e);
             }
@@ -424,7 +565,7 @@ async fn subscriber(
 }
 
 /// While Redis is unreachable, (un)subscribing only changes the set restored on reconnect.
-fn apply_offline(channels: &mut HashSet<String>, cmd: Command) {
+pub(super) fn apply_offline(channels: &mut HashSet<String>, cmd: Command) {
     match cmd {
         Command::Subscribe(channel, done) => {
             channels.insert(channel);

@@ -253,14 +253,14 @@ async fn a_user_on_several_nodes_is_online_once_and_offline_once() {
 /// What one client has seen of a conversation, by seq: built from `message:new` and `sync`, the
 /// way the protocol tells client authors to.
 #[derive(Default)]
-struct View {
-    by_seq: BTreeMap<i64, Value>,
+pub(crate) struct View {
+    pub(crate) by_seq: BTreeMap<i64, Value>,
     /// `message:new` events for a seq already seen (expected 0 without failures).
-    duplicates: usize,
+    pub(crate) duplicates: usize,
 }
 
 impl View {
-    fn take(&mut self, message: &Value) -> bool {
+    pub(crate) fn take(&mut self, message: &Value) -> bool {
         let seq = message["seq"].as_i64().unwrap();
         self.by_seq.insert(seq, message.clone()).is_none()
     }
@@ -281,7 +281,7 @@ impl View {
         connected
     }
 
-    async fn sync(&mut self, client: &Client, conversation: &str) {
+    pub(crate) async fn sync(&mut self, client: &Client, conversation: &str) {
         loop {
             let cursor = self.by_seq.keys().next_back().copied().unwrap_or(0);
             // Fill holes too: ask from the first gap.
@@ -301,7 +301,7 @@ impl View {
         }
     }
 
-    fn assert_gap_free(&self, expected: &[Value], who: &str) {
+    pub(crate) fn assert_gap_free(&self, expected: &[Value], who: &str) {
         let seqs: Vec<i64> = self.by_seq.keys().copied().collect();
         let want: Vec<i64> = (1..=expected.len() as i64).collect();
         assert_eq!(

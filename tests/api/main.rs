@@ -29,6 +29,7 @@ mod payloads;
 mod presence;
 mod proxy;
 mod receipts;
+mod redis_cluster;
 mod search;
 mod security;
 mod server_api;

@@ -358,3 +358,273 @@ fn pg_bindir() -> Option<PathBuf> {
             .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
     })
 }
+
+/// A Redis Cluster of the test's own: three primaries and a replica of each, on random ports,
+/// keeping nothing on disk, with a 1 s node timeout so a killed primary's replica takes over in
+/// a few seconds. Every server is killed when this is dropped (a failed test included).
+pub struct RedisCluster {
+    /// Client ports, in the order the servers were started.
+    pub ports: Vec<u16>,
+    servers: Vec<Option<Child>>,
+    _dir: tempfile::TempDir,
+}
+
+/// One line of `CLUSTER NODES`.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    pub id: String,
+    pub port: u16,
+    pub primary: bool,
+    pub failed: bool,
+    /// Slot ranges it serves (primaries).
+    pub slots: Vec<(u16, u16)>,
+}
+
+impl RedisCluster {
+    /// `None` outside CI when `redis-server` isn't installed.
+    pub async fn start() -> Option<Self> {
+        let mut cluster = Self::reserve();
+        cluster.launch().await.then_some(cluster)
+    }
+
+    /// Chooses the ports, starting nothing yet (to configure confab before the cluster runs).
+    pub fn reserve() -> Self {
+        // The cluster bus port is the client port + 10000 by default, which a random port may
+        // push past 65535: each gets a free one of its own (`cluster-port`, Redis 7).
+        let mut ports = Vec::new();
+        while ports.len() < 12 {
+            let p = free_port();
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        Self {
+            ports,
+            servers: Vec::new(),
+            _dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Starts the servers and makes them a cluster. `false` outside CI when `redis-server`
+    /// isn't installed.
+    pub async fn launch(&mut self) -> bool {
+        let dir = self._dir.path().to_owned();
+        let (ports, bus_ports) = self.ports.split_at(6);
+        let (ports, bus_ports) = (ports.to_vec(), bus_ports.to_vec());
+        let mut servers = Vec::new();
+        for (port, bus) in ports.iter().zip(&bus_ports) {
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--cluster-port",
+                    &bus.to_string(),
+                ])
+                .args(["--bind", "127.0.0.1", "--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                .args(["--cluster-node-timeout", "1000"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn();
+            match child {
+                Ok(child) => servers.push(Some(child)),
+                Err(e) if !services_required() => {
+                    eprintln!("redis-server not available ({e}); skipping");
+                    return false;
+                }
+                Err(e) => panic!("redis-server is required in CI: {e}"),
+            }
+        }
+        self.ports = ports;
+        self.servers = servers;
+        for &port in &self.ports {
+            wait_for_port(port).await;
+        }
+        let nodes: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("redis-cli (installed with redis-server)");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&created.stdout),
+            String::from_utf8_lossy(&created.stderr)
+        );
+        self.wait_healthy().await;
+        true
+    }
+
+    /// Seed URLs for `CONFAB_REDIS_URL`: two of the nodes, as an operator would list them.
+    pub fn seeds(&self) -> String {
+        format!(
+            "redis://127.0.0.1:{},redis://127.0.0.1:{}",
+            self.ports[0], self.ports[1]
+        )
+    }
+
+    fn live_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ports
+            .iter()
+            .zip(&self.servers)
+            .filter(|(_, s)| s.is_some())
+            .map(|(p, _)| *p)
+    }
+
+    /// A connection to one server.
+    pub async fn conn(&self, port: u16) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| panic!("connecting to redis on {port}: {e}"))
+    }
+
+    /// `CLUSTER NODES` as one live server sees it.
+    pub async fn nodes(&self, port: u16) -> Vec<ClusterNode> {
+        let text: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut self.conn(port).await)
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let port = f[1]
+                    .split('@')
+                    .next()
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| p.parse().ok())
+                    .unwrap();
+                let slots = f[8..]
+                    .iter()
+                    .filter(|s| !s.starts_with('['))
+                    .map(|s| match s.split_once('-') {
+                        Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
+                        None => (s.parse().unwrap(), s.parse().unwrap()),
+                    })
+                    .collect();
+                ClusterNode {
+                    id: f[0].to_owned(),
+                    port,
+                    primary: f[2].contains("master"),
+                    failed: f[2].contains("fail"),
+                    slots,
+                }
+            })
+            .collect()
+    }
+
+    /// The hash slot of `key`, as Redis computes it.
+    pub async fn slot(&self, key: &str) -> u16 {
+        let port = self.live_ports().next().unwrap();
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut self.conn(port).await)
+            .await
+            .unwrap()
+    }
+
+    /// The primary that serves `key`'s slot now.
+    pub async fn owner(&self, key: &str) -> ClusterNode {
+        let slot = self.slot(key).await;
+        let port = self.live_ports().next().unwrap();
+        self.nodes(port)
+            .await
+            .into_iter()
+            .find(|n| {
+                n.primary && !n.failed && n.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+            })
+            .unwrap_or_else(|| panic!("no primary serves slot {slot}"))
+    }
+
+    /// Kills the server on `port` (SIGKILL to its process: no goodbye to the cluster).
+    pub async fn kill(&mut self, port: u16) {
+        let i = self.ports.iter().position(|p| *p == port).unwrap();
+        let mut child = self.servers[i].take().expect("running");
+        child.kill().await.unwrap();
+    }
+
+    /// Waits until every live server says the cluster is ok, every slot is served by a live
+    /// primary, and every live replica's link to its primary is up (a replica that isn't
+    /// caught up can't take over).
+    pub async fn wait_healthy(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.health_problem().await {
+                None => return,
+                Some(problem) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the Redis cluster did not become healthy: {problem}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn health_problem(&self) -> Option<String> {
+        let live: Vec<u16> = self.live_ports().collect();
+        for &port in &live {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut self.conn(port).await)
+                .await
+                .unwrap();
+            if !info.contains("cluster_state:ok") {
+                return Some(format!("{port}: not cluster_state:ok"));
+            }
+            let nodes = self.nodes(port).await;
+            let mut served = 0;
+            for n in nodes.iter().filter(|n| n.primary && !n.slots.is_empty()) {
+                if n.failed || !live.contains(&n.port) {
+                    return Some(format!("{port} sees slots on {} (dead)", n.port));
+                }
+                served += n
+                    .slots
+                    .iter()
+                    .map(|(a, b)| (b - a + 1) as usize)
+                    .sum::<usize>();
+            }
+            if served != 16384 {
+                return Some(format!("{port} sees {served} slots served"));
+            }
+            if !nodes.iter().any(|n| n.port == port && n.primary) {
+                let replication: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut self.conn(port).await)
+                    .await
+                    .unwrap();
+                if !replication.contains("master_link_status:up") {
+                    return Some(format!("replica {port} not linked"));
+                }
+            }
+        }
+        None
+    }
+}
+
+async fn wait_for_port(port: u16) {
+    for _ in 0..250 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("redis-server did not start on port {port}");
+}
