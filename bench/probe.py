@@ -54,10 +54,23 @@ def bus(urls):
     return total
 
 
+# Kernel objects each socket holds (beside buffers, which "mem" counts): the socket itself, its
+# inode, its open file, its epoll entry. Readable as root.
+SLABS = ("TCP", "sock_inode_cache", "filp", "eventpoll_epi")
+
+
 def tcp():
     text = open("/proc/net/sockstat").read()
     m = re.search(r"TCP: inuse (\d+) .* mem (\d+)", text)
-    return {"inuse": int(m.group(1)), "mem_pages": int(m.group(2))}
+    out = {"inuse": int(m.group(1)), "mem_pages": int(m.group(2)), "slab_bytes": 0}
+    try:
+        for line in open("/proc/slabinfo"):
+            f = line.split()
+            if f and f[0] in SLABS:
+                out["slab_bytes"] += int(f[1]) * int(f[3])
+    except OSError:
+        pass
+    return out
 
 
 def main():
@@ -88,8 +101,7 @@ def main():
             if a[part] is not None and b[part] is not None:
                 line[part] = {k: round(b[part][k] - a[part][k], 3) for k in a[part]}
         if part := peak:
-            line["tcp_peak"] = {"inuse": part["inuse"] - a["tcp"]["inuse"],
-                                "mem_pages": part["mem_pages"] - a["tcp"]["mem_pages"]}
+            line["tcp_peak"] = {k: part[k] - a["tcp"].get(k, 0) for k in part}
         print(json.dumps(line))
 
 

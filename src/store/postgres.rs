@@ -39,7 +39,7 @@ pub struct PgStore {
     /// The search statement, with the text search configuration written into it: the GIN
     /// index is on an expression with that configuration, which the planner matches only
     /// against the same constant.
-    search_sql: &'static str,
+    search_sql: SearchSql,
 }
 
 /// How long the first connection may take before the start fails.
@@ -671,11 +671,22 @@ impl PgStore {
         Ok(ids.iter().map(|u| UserId::from_db(u)).collect())
     }
 }
+/// The search statements for one text search configuration: with the caller's conversations
+/// as a filter inside the index, and without (a caller in very many conversations).
+#[derive(Clone, Copy)]
+pub struct SearchSql {
+    narrowed: &'static str,
+    plain: &'static str,
+}
+
+/// The most conversations a search is narrowed to inside the index (see `search`).
+const SEARCH_NARROWED_MAX: usize = 2000;
+
 /// Makes sure messages are indexed for search with the text search configuration `language`,
-/// and returns the search statement that uses that index. The migration indexes `simple`
+/// and returns the search statements that use that index. The migration indexes `simple`
 /// (words as they are: any language, no stemming); another configuration gets its own index,
 /// built here on first start with it (concurrently: writes go on meanwhile).
-async fn search_index(pool: &PgPool, language: &str) -> anyhow::Result<&'static str> {
+async fn search_index(pool: &PgPool, language: &str) -> anyhow::Result<SearchSql> {
     let known: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = $1)")
             .bind(language)
@@ -688,46 +699,51 @@ async fn search_index(pool: &PgPool, language: &str) -> anyhow::Result<&'static 
             "CONFAB_SEARCH_LANGUAGE: {language:?} is not a PostgreSQL text search configuration (`SELECT cfgname FROM pg_ts_config` lists them; `simple` works for every language)"
         );
     }
-    let vector = format!("to_tsvector('{language}'::regconfig, coalesce(body, ''))");
-    if language != "simple" {
-        let create = format!(
-            "CREATE INDEX CONCURRENTLY IF NOT EXISTS messages_search_{language} ON messages USING GIN (conversation_id, {vector}) WITH (gin_pending_list_limit = 256)"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(create))
-            .execute(pool)
-            .await
-            .with_context(|| format!("indexing messages for search in {language:?}"))?;
-        // An index built before the setting existed gets it too (migration 0009 says why).
-        let small_pending_list =
-            format!("ALTER INDEX messages_search_{language} SET (gin_pending_list_limit = 256)");
-        sqlx::query(sqlx::AssertSqlSafe(small_pending_list))
-            .execute(pool)
-            .await
-            .with_context(|| format!("tuning the search index for {language:?}"))?;
-    }
-    // One small search per conversation of the caller's (LATERAL), then the newest of all.
-    // Within a conversation the planner picks by how common the words are: a rare word through
-    // the GIN index (conversation first, so only this conversation's matches are read), a common
-    // one by walking the conversation newest first until a page is full. Planned with the
-    // query's words each time (`persistent(false)` below): a plan made for any words would treat
-    // every word as rare, and a word in half the messages would fetch all of them (347 ms
-    // against 35 ms at 1,000,000 messages; docs/bench/notes.md, "Search").
-    let sql = format!(
-        "SELECT {columns}
-         FROM (SELECT conversation_id FROM members
-               WHERE user_id = $2 AND ($3::uuid IS NULL OR conversation_id = $3)) c,
-         LATERAL (SELECT * FROM messages m
-                  WHERE m.conversation_id = c.conversation_id
-                    AND to_tsvector('{language}'::regconfig, coalesce(m.body, ''))
-                        @@ websearch_to_tsquery('{language}'::regconfig, $1)
-                    AND m.deleted_at IS NULL
-                    AND ($4::uuid IS NULL OR m.id < $4)
-                  ORDER BY m.seq DESC LIMIT $5) m
-         ORDER BY m.id DESC LIMIT $5",
-        columns = message_columns!(),
+    // The message's words and its conversation as one more word (migration 0009 says why). The
+    // statements must spell the index's expression exactly for the planner to use the index.
+    let vector = format!(
+        "(to_tsvector('{language}'::regconfig, coalesce(body, '')) \
+         || array_to_tsvector(ARRAY['c ' || replace(conversation_id::text, '-', '')]))"
     );
-    // Built once per process.
-    Ok(Box::leak(sql.into_boxed_str()))
+    if language != "simple" {
+        for statement in [
+            // The index of the first design (before migration 0009), if this language had one.
+            format!("DROP INDEX CONCURRENTLY IF EXISTS messages_search_{language}"),
+            format!(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS messages_words_{language} ON messages USING GIN ({vector})"
+            ),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(pool)
+                .await
+                .with_context(|| format!("indexing messages for search in {language:?}"))?;
+        }
+    }
+    let statement = |filter: &str| {
+        let sql = format!(
+            "SELECT {columns} FROM messages m
+             WHERE {vector} @@ (websearch_to_tsquery('{language}'::regconfig, $1){filter})
+               AND m.conversation_id IN (SELECT conversation_id FROM members
+                                         WHERE user_id = $2 AND ($3::uuid IS NULL OR conversation_id = $3))
+               AND m.deleted_at IS NULL
+               AND ($4::uuid IS NULL OR m.id < $4)
+             ORDER BY m.id DESC LIMIT $5",
+            columns = message_columns!(),
+        );
+        // Built once per process.
+        &*Box::leak(sql.into_boxed_str())
+    };
+    Ok(SearchSql {
+        narrowed: statement(" && $6::tsquery"),
+        plain: statement(""),
+    })
+}
+
+/// A conversation as the search index holds it, quoted for a `tsquery`: one word, `c`, a space
+/// and the id's hex digits. No text a user searches for parses into a word with a space in it,
+/// so only the server's filter can match it.
+fn conversation_lexeme(id: &Uuid) -> String {
+    format!("'c {}'", id.simple())
 }
 
 /// Search.
@@ -740,13 +756,43 @@ impl PgStore {
         before: Option<MessageId>,
         limit: u32,
     ) -> Result<Vec<Message>> {
-        let rows: Vec<MessageRow> = sqlx::query_as(self.search_sql)
+        // One index scan finds the messages holding the words *and* one of the caller's
+        // conversations (each message's conversation is a word in the index), so a word common
+        // elsewhere costs only its matches here, and a caller in hundreds of conversations costs
+        // one scan, not hundreds. Then the newest are taken. The membership check in the
+        // statement always applies; the index filter only narrows.
+        let conversations: Vec<Uuid> = match conversation {
+            Some(c) => vec![c.0],
+            None => sqlx::query_scalar("SELECT conversation_id FROM members WHERE user_id = $1")
+                .bind(user.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .db_context("loading a user's conversations")?,
+        };
+        if conversations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let narrowed = conversations.len() <= SEARCH_NARROWED_MAX;
+        let sql = if narrowed {
+            self.search_sql.narrowed
+        } else {
+            self.search_sql.plain
+        };
+        // Planned with the query's words each time (an unnamed statement): a plan made for any
+        // words treats every word as rare, and a word in half the messages then fetches all of
+        // them (docs/bench/notes.md, "Search").
+        let mut statement = sqlx::query_as(sql)
             .persistent(false)
             .bind(query.as_str())
             .bind(user.as_str())
             .bind(conversation.map(|c| c.0))
             .bind(before.map(|m| m.0))
-            .bind(i64::from(limit))
+            .bind(i64::from(limit));
+        if narrowed {
+            let lexemes: Vec<String> = conversations.iter().map(conversation_lexeme).collect();
+            statement = statement.bind(lexemes.join(" | "));
+        }
+        let rows: Vec<MessageRow> = statement
             .fetch_all(&self.pool)
             .await
             .db_context("searching messages")?;
