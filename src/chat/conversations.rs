@@ -4,14 +4,42 @@
 use std::collections::HashSet;
 
 use super::{Actor, Chat, policy};
-use crate::domain::{Conversation, ConversationId, UserId};
+use crate::domain::{Conversation, ConversationId, MemberCursor, UserId};
 use crate::error::{Error, Result};
 use crate::hub::{Except, Outgoing};
 use crate::protocol::events::{ConversationMembers, ConversationNew, ConversationRemoved};
-use crate::protocol::requests::{ChangeMembers, ConversationRef, CreateConversation};
+use crate::protocol::replies::Reply;
+use crate::protocol::requests::{ChangeMembers, ConversationRef, CreateConversation, ListMembers};
 use crate::store::MembershipChange;
 
 impl Chat {
+    /// A page of a conversation's members, for its members only.
+    pub(super) async fn list_members(&self, actor: &Actor, request: ListMembers) -> Result<Reply> {
+        // One more than asked, to learn whether there is a page after this one.
+        let (mut members, member_count) = self
+            .store
+            .members_page(
+                request.conversation_id,
+                &actor.user,
+                request.after.as_ref(),
+                request.limit + 1,
+            )
+            .await?
+            .ok_or(Error::NotFound(policy::CONVERSATION_NOT_FOUND))?;
+        let more = members.len() > request.limit;
+        members.truncate(request.limit);
+        let next = if more {
+            members.last().map(|m| MemberCursor::of(m).encode())
+        } else {
+            None
+        };
+        Ok(Reply::Members {
+            members,
+            member_count,
+            next,
+        })
+    }
+
     /// A direct conversation (found if it exists: `false`) or a new group (`true`).
     pub(super) async fn create_conversation(
         &self,
@@ -68,6 +96,16 @@ impl Chat {
             self.hub.join(user, conversation.id);
             self.hub.to_user(user, &event, except);
         }
+        self.hub
+            .set_sizes(&[(conversation.id, conversation.member_count)]);
+    }
+
+    /// Whether the members who were there before a change and remain are told of it: always
+    /// in a small group (before or after), where clients hold the whole list; in a large one
+    /// only when someone's role changed. Telling every member of a large group of every join
+    /// would make building a group of n cost n² (docs/PROTOCOL.md, "Large groups").
+    fn tell_the_others(before: &Conversation, delta: &ConversationMembers) -> bool {
+        !before.is_large() || !crate::domain::is_large(delta.member_count) || delta.role_changed
     }
 
     pub(super) async fn add_members(
@@ -102,16 +140,21 @@ impl Chat {
             conversation: after,
             by,
         });
-        let members = Outgoing::of(&ConversationMembers::between(before, after, by));
+        let delta = ConversationMembers::between(before, after, by);
+        let tell = Self::tell_the_others(before, &delta);
+        let members = Outgoing::of(&delta);
         let had: HashSet<&UserId> = before.member_ids().collect();
         for member in after.member_ids() {
             if had.contains(member) {
-                self.hub.to_user(member, &members, except);
+                if tell {
+                    self.hub.to_user(member, &members, except);
+                }
             } else {
                 self.hub.join(member, after.id);
                 self.hub.to_user(member, &new, except);
             }
         }
+        self.hub.set_sizes(&[(after.id, after.member_count)]);
     }
 
     pub(super) async fn remove_members(
@@ -170,15 +213,21 @@ impl Chat {
         let removed = Outgoing::of(&ConversationRemoved {
             conversation_id: after.id,
         });
+        let stays: HashSet<&UserId> = after.member_ids().collect();
         for member in before.member_ids() {
-            if after.member(member).is_none() {
+            if !stays.contains(member) {
                 // Leave the room first: from here on, nothing of this conversation reaches them.
                 self.hub.leave(member, after.id);
                 self.hub.to_user(member, &removed, except);
                 self.typing.stop(member, after.id);
             }
         }
-        let members = Outgoing::of(&ConversationMembers::between(before, after, by));
+        let delta = ConversationMembers::between(before, after, by);
+        self.hub.set_sizes(&[(after.id, after.member_count)]);
+        if !Self::tell_the_others(before, &delta) {
+            return;
+        }
+        let members = Outgoing::of(&delta);
         for member in after.member_ids() {
             self.hub.to_user(member, &members, except);
         }

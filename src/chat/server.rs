@@ -85,7 +85,7 @@ impl Chat {
                 .to_conversation(message.conversation_id, &event, Except::Nobody);
         }
         let mut left = 0;
-        for conversation in self.store.memberships(&user).await? {
+        for (conversation, _) in self.store.memberships(&user).await? {
             let change = self
                 .store
                 .change_members(conversation, &[], |c, _| policy::erase_member(c, &user))

@@ -54,8 +54,14 @@ pub struct ConversationMembers<'a> {
     pub conversation_id: ConversationId,
     pub changed: Vec<&'a Member>,
     pub removed: Vec<&'a UserId>,
+    /// How many members there are after the change.
+    pub member_count: i64,
     /// `null` when the host app's server made the change.
     pub by: Option<&'a UserId>,
+    /// Whether a member who stays changed role (an ownership hand-over): news for everyone,
+    /// in a large group too.
+    #[serde(skip)]
+    pub role_changed: bool,
 }
 event!(ConversationMembers<'a>, "conversation:members");
 
@@ -69,15 +75,21 @@ impl<'a> ConversationMembers<'a> {
         let old: HashMap<&UserId, &Member> =
             before.members.iter().map(|m| (&m.user_id, m)).collect();
         let new: HashSet<&UserId> = after.member_ids().collect();
+        let changed: Vec<&Member> = after
+            .members
+            .iter()
+            .filter(|m| old.get(&m.user_id) != Some(m))
+            .collect();
+        let role_changed = changed
+            .iter()
+            .any(|m| old.get(&m.user_id).is_some_and(|o| o.role != m.role));
         Self {
             conversation_id: after.id,
-            changed: after
-                .members
-                .iter()
-                .filter(|m| old.get(&m.user_id) != Some(m))
-                .collect(),
+            changed,
             removed: before.member_ids().filter(|id| !new.contains(id)).collect(),
+            member_count: after.member_count,
             by,
+            role_changed,
         }
     }
 }

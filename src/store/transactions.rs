@@ -60,13 +60,15 @@ pub(crate) trait Backend: Sync {
         title: &ConversationTitle,
         now: i64,
     ) -> Result<()>;
-    /// Adds members (an existing member is left as it is).
+    /// Adds members (an existing member is left as it is), and counts them in the
+    /// conversation's `member_count`.
     async fn insert_members(
         c: &mut Conn<Self>,
         id: ConversationId,
         members: &[(&UserId, Role)],
         now: i64,
     ) -> Result<()>;
+    /// Removes members, and uncounts them from the conversation's `member_count`.
     async fn remove_members(c: &mut Conn<Self>, id: ConversationId, users: &[UserId])
     -> Result<()>;
     async fn set_role(
@@ -87,8 +89,13 @@ pub(crate) trait Backend: Sync {
         id: ConversationId,
         users: &[UserId],
     ) -> Result<Vec<UserId>>;
-    /// The members of these conversations, with their names.
-    async fn members(c: &mut Conn<Self>, ids: &[ConversationId]) -> Result<Vec<MemberRow>>;
+    /// The members of these conversations, with their names: all of them, or (`first`) only
+    /// the first that many of each in member order.
+    async fn members(
+        c: &mut Conn<Self>,
+        ids: &[ConversationId],
+        first: Option<usize>,
+    ) -> Result<Vec<MemberRow>>;
     /// The messages at these (conversation, seq) places.
     async fn last_messages(
         c: &mut Conn<Self>,
@@ -179,17 +186,18 @@ pub(crate) trait Backend: Sync {
     async fn discard_attachments(c: &mut Conn<Self>, message: MessageId, now: i64) -> Result<()>;
 }
 
-/// Attaches members and last messages to conversation heads: two more statements for any
-/// number of conversations.
+/// Attaches members (all, or the `first` that many of each) and last messages to conversation
+/// heads: two more statements for any number of conversations.
 pub(crate) async fn complete<B: Backend>(
     c: &mut Conn<B>,
     heads: Vec<ConversationHead>,
+    first: Option<usize>,
 ) -> Result<Vec<Conversation>> {
     if heads.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<ConversationId> = heads.iter().map(|h| h.id).collect();
-    let members = B::members(c, &ids)
+    let members = B::members(c, &ids, first)
         .await?
         .into_iter()
         .map(MemberRow::into_member)
