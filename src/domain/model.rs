@@ -107,10 +107,12 @@ pub struct Conversation {
     pub id: ConversationId,
     pub kind: ConversationKind,
     pub title: Option<String>,
-    /// In member order (owner, admins, members, each by join time). The server may hold all of
-    /// them (to decide a membership change) or only the first page (a list); clients always get
-    /// at most the first [`MEMBERS_PAGE`], so an object costs the same in a group of any size
-    /// and the rest is paged with `conversation:members:list`.
+    /// The first 100 members in member order (owner, admins, members, each by when they
+    /// joined): all of them in a group of up to 100; page through a larger one with
+    /// `conversation:members:list` (`GET /api/conversations/{id}/members`).
+    // The server may hold all of them (to decide a membership change) or only the first page (a
+    // list); clients always get at most the first `MEMBERS_PAGE`, so an object costs the same
+    // in a group of any size.
     #[serde(serialize_with = "first_page")]
     #[schema(max_items = 100)]
     pub members: Vec<Member>,
