@@ -1,6 +1,10 @@
 //! The rules: who may change what. Pure functions of the current state, so they are written once
 //! for both storage backends and tested without a database; the store runs them inside the
 //! transaction that applies their decision.
+//!
+//! The conversation a membership rule sees holds the members its request involves (the users it
+//! names, and who asks) and the first ones in member order, not every member of a large group;
+//! `member_count` is the whole count (see `Store::change_members`).
 
 use std::collections::HashMap;
 
@@ -73,7 +77,7 @@ pub fn add_members(
         .filter(|u| !present.contains_key(u))
         .cloned()
         .collect();
-    if conversation.members.len() + add.len() > max_members {
+    if conversation.member_count as usize + add.len() > max_members {
         return Err(Error::too_large(
             "user_ids",
             format!("a group holds at most {max_members} members"),
@@ -216,7 +220,7 @@ pub fn app_add_members(
         .filter(|u| !present.contains_key(u))
         .cloned()
         .collect();
-    if conversation.members.len() + add.len() > max_members {
+    if conversation.member_count as usize + add.len() > max_members {
         return Err(Error::too_large(
             "user_ids",
             format!("a group holds at most {max_members} members"),

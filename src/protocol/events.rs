@@ -2,7 +2,7 @@
 //! clients receive (docs/PROTOCOL.md, "Server → client events"). Whoever emits one encodes it
 //! once for all its recipients (`hub::Outgoing::of`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use serde::Serialize;
 
@@ -66,30 +66,27 @@ pub struct ConversationMembers<'a> {
 event!(ConversationMembers<'a>, "conversation:members");
 
 impl<'a> ConversationMembers<'a> {
-    /// The delta that takes `before`'s member list to `after`'s, a change made `by` them.
-    pub fn between(
-        before: &'a Conversation,
+    /// The delta of a membership change made `by` them: who `joined` or changed role
+    /// (`roles`), as they are in `after`, and who was `removed`.
+    pub fn of(
         after: &'a Conversation,
+        joined: &[UserId],
+        roles: &[UserId],
+        removed: &'a [UserId],
         by: Option<&'a UserId>,
     ) -> Self {
-        let old: HashMap<&UserId, &Member> =
-            before.members.iter().map(|m| (&m.user_id, m)).collect();
-        let new: HashSet<&UserId> = after.member_ids().collect();
-        let changed: Vec<&Member> = after
-            .members
-            .iter()
-            .filter(|m| old.get(&m.user_id) != Some(m))
-            .collect();
-        let role_changed = changed
-            .iter()
-            .any(|m| old.get(&m.user_id).is_some_and(|o| o.role != m.role));
+        let touched: HashSet<&UserId> = joined.iter().chain(roles).collect();
         Self {
             conversation_id: after.id,
-            changed,
-            removed: before.member_ids().filter(|id| !new.contains(id)).collect(),
+            changed: after
+                .members
+                .iter()
+                .filter(|m| touched.contains(&m.user_id))
+                .collect(),
+            removed: removed.iter().collect(),
             member_count: after.member_count,
             by,
-            role_changed,
+            role_changed: roles.iter().any(|u| !joined.contains(u)),
         }
     }
 }

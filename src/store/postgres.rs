@@ -14,7 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::assemble::{page_from_rows, sync_update};
+use super::assemble::{ConversationHead, page_from_rows, sync_update};
 use super::rows::{
     AttachmentRow, HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow,
     StoredAttachment, attachment_columns, encode_attachments, message_columns, messages,
@@ -218,6 +218,16 @@ impl PgStore {
             .into_iter()
             .map(|(id, n)| (ConversationId(id), n))
             .collect())
+    }
+
+    pub async fn member_ids(&self, conversation: ConversationId) -> Result<Vec<UserId>> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT user_id FROM members WHERE conversation_id = $1")
+                .bind(conversation.0)
+                .fetch_all(&self.pool)
+                .await
+                .db_context("loading members")?;
+        Ok(ids.iter().map(|u| UserId::from_db(u)).collect())
     }
 
     /// See [`Store::members_page`](super::Store::members_page).
@@ -1148,6 +1158,42 @@ impl Backend for PgStore {
         .await
         .db_context("loading departures")?;
         Ok(ids.iter().map(|u| UserId::from_db(u)).collect())
+    }
+
+    async fn head(
+        c: &mut PgConnection,
+        id: ConversationId,
+        lock: bool,
+    ) -> Result<Option<ConversationHead>> {
+        const SELECT: &str = "SELECT id, kind, title, created_at, last_seq,
+                    member_count::bigint AS member_count
+             FROM conversations WHERE id = $1";
+        const SELECT_LOCKED: &str = "SELECT id, kind, title, created_at, last_seq,
+                    member_count::bigint AS member_count
+             FROM conversations WHERE id = $1 FOR UPDATE";
+        let row: Option<HeadRow> = sqlx::query_as(if lock { SELECT_LOCKED } else { SELECT })
+            .bind(id.0)
+            .fetch_optional(c)
+            .await
+            .db_context("loading a conversation")?;
+        row.map(|r| r.into_head(None)).transpose()
+    }
+
+    async fn members_named(
+        c: &mut PgConnection,
+        id: ConversationId,
+        users: &[UserId],
+    ) -> Result<Vec<MemberRow>> {
+        sqlx::query_as(
+            "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
+             FROM members mb JOIN users u ON u.id = mb.user_id
+             WHERE mb.conversation_id = $1 AND mb.user_id = ANY($2)",
+        )
+        .bind(id.0)
+        .bind(user_strs(users))
+        .fetch_all(c)
+        .await
+        .db_context("loading members")
     }
 
     async fn load_conversations(

@@ -16,7 +16,7 @@ use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
-use super::assemble::{page_from_rows, sync_update};
+use super::assemble::{ConversationHead, page_from_rows, sync_update};
 use super::checkpoint::{self, Checkpointer};
 use super::rows::{
     AttachmentRow, HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow,
@@ -199,6 +199,16 @@ impl SqliteStore {
         .await
         .db_context("loading memberships")?;
         Ok(rows.into_iter().map(|(id, n)| (id.into(), n)).collect())
+    }
+
+    pub async fn member_ids(&self, conversation: ConversationId) -> Result<Vec<UserId>> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT user_id FROM members WHERE conversation_id = ?")
+                .bind(conversation.to_string())
+                .fetch_all(&self.readers)
+                .await
+                .db_context("loading members")?;
+        Ok(ids.iter().map(|u| UserId::from_db(u)).collect())
     }
 
     /// See [`Store::members_page`](super::Store::members_page).
@@ -1016,6 +1026,40 @@ impl Backend for SqliteStore {
         .await
         .db_context("loading departures")?;
         Ok(ids.iter().map(|u| UserId::from_db(u)).collect())
+    }
+
+    /// `lock` needs nothing: the caller holds the single writer.
+    async fn head(
+        c: &mut SqliteConnection,
+        id: ConversationId,
+        _lock: bool,
+    ) -> Result<Option<ConversationHead>> {
+        let row: Option<HeadRow> = sqlx::query_as(
+            "SELECT id, kind, title, created_at, last_seq, member_count FROM conversations
+             WHERE id = ?",
+        )
+        .bind(id.to_string())
+        .fetch_optional(c)
+        .await
+        .db_context("loading a conversation")?;
+        row.map(|r| r.into_head(None)).transpose()
+    }
+
+    async fn members_named(
+        c: &mut SqliteConnection,
+        id: ConversationId,
+        users: &[UserId],
+    ) -> Result<Vec<MemberRow>> {
+        sqlx::query_as(
+            "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
+             FROM members mb JOIN users u ON u.id = mb.user_id
+             WHERE mb.conversation_id = ? AND mb.user_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(id.to_string())
+        .bind(json_users(users))
+        .fetch_all(c)
+        .await
+        .db_context("loading members")
     }
 
     /// `lock` needs nothing: the caller holds the single writer.

@@ -18,8 +18,8 @@ use super::{
     MembershipChange, MembershipPlan, MessageChange, NewMessage, OutboxEvent, SendOutcome,
 };
 use crate::domain::{
-    AttachmentId, Conversation, ConversationId, ConversationTitle, ExternalId, Message,
-    MessageBody, MessageId, Role, Timestamp, UserId,
+    AttachmentId, Conversation, ConversationId, ConversationTitle, ExternalId, MEMBERS_PAGE,
+    Message, MessageBody, MessageId, Role, Timestamp, UserId,
 };
 use crate::error::{Error, Result};
 
@@ -101,6 +101,18 @@ pub(crate) trait Backend: Sync {
         c: &mut Conn<Self>,
         last: &[(ConversationId, i64)],
     ) -> Result<Vec<MessageRow>>;
+    /// The conversation's row (without members), locked if `lock`.
+    async fn head(
+        c: &mut Conn<Self>,
+        id: ConversationId,
+        lock: bool,
+    ) -> Result<Option<ConversationHead>>;
+    /// Those of `users` who are members of the conversation, with their names.
+    async fn members_named(
+        c: &mut Conn<Self>,
+        id: ConversationId,
+        users: &[UserId],
+    ) -> Result<Vec<MemberRow>>;
     /// Conversations with their members and last message, locked if `lock`.
     async fn load_conversations(
         c: &mut Conn<Self>,
@@ -336,11 +348,46 @@ async fn insert_conversation<B: Backend>(
     }
 }
 
+/// A conversation as a membership change sees it (locked if `lock`): the first members in
+/// member order and those of `involves` who are members, with the whole `member_count`. The
+/// first `MEMBERS_PAGE`, and at least one more than `involves` holds, so that whoever leaves,
+/// the heir (the first in member order who stays) is among them.
+async fn load_for_change<B: Backend>(
+    c: &mut Conn<B>,
+    id: ConversationId,
+    lock: bool,
+    involves: &[UserId],
+) -> Result<Option<Conversation>> {
+    let Some(head) = B::head(c, id, lock).await? else {
+        return Ok(None);
+    };
+    let first = MEMBERS_PAGE.max(involves.len() + 1);
+    let mut rows = B::members(c, &[id], Some(first)).await?;
+    if !involves.is_empty() {
+        rows.extend(B::members_named(c, id, involves).await?);
+    }
+    let mut seen = HashSet::new();
+    let mut members = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (conversation, member) = row.into_member()?;
+        if seen.insert(member.user_id.clone()) {
+            members.push((conversation, member));
+        }
+    }
+    let last_messages = if head.last_seq > 0 {
+        messages(B::last_messages(c, &[(id, head.last_seq)]).await?)
+    } else {
+        Vec::new()
+    };
+    Ok(assemble(vec![head], members, last_messages).pop())
+}
+
 /// See [`Store::change_members`](super::Store::change_members).
 pub(crate) async fn change_members<B, F>(
     backend: &B,
     id: ConversationId,
     names: &[UserId],
+    involves: &[UserId],
     decide: F,
 ) -> Result<Option<MembershipChange>>
 where
@@ -350,7 +397,7 @@ where
     let mut tx = backend.begin().await?;
     // The lock serialises membership changes with each other and with message writes, which
     // lock the same conversation.
-    let Some(before) = B::load_conversations(&mut tx, &[id], true).await?.pop() else {
+    let Some(before) = load_for_change::<B>(&mut tx, id, true, involves).await? else {
         return Ok(None);
     };
     let departed = if names.is_empty() {
@@ -363,6 +410,7 @@ where
         return Ok(Some(MembershipChange {
             after: before.clone(),
             before,
+            plan,
         }));
     }
     let now = Timestamp::now().millis();
@@ -381,7 +429,9 @@ where
     if !plan.departures.is_empty() {
         B::record_departures(&mut tx, id, &plan.departures, now).await?;
     }
-    let after = reload::<B>(&mut tx, id).await?;
+    let after = load_for_change::<B>(&mut tx, id, false, involves)
+        .await?
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("conversation {id} vanished")))?;
     let mut events = Vec::new();
     if backend.outbox().is_some() {
         for (kind, users) in [
@@ -397,7 +447,11 @@ where
     }
     commit::<B>(tx).await?;
     wake_outbox(backend, !events.is_empty());
-    Ok(Some(MembershipChange { before, after }))
+    Ok(Some(MembershipChange {
+        before,
+        after,
+        plan,
+    }))
 }
 
 /// See [`Store::change_message`](super::Store::change_message).

@@ -367,10 +367,14 @@ both_backends! {
         assert_eq!(page["members"][1]["user_id"], "u00001");
         assert_eq!(page["members"][1]["last_read_seq"], 1);
 
-        // A join is not pushed to everyone; an ownership hand-over is.
+        // A join is not pushed to everyone; an ownership hand-over is, also to members past
+        // the first page (whom the change itself never loaded).
+        let mut far = app.connect("u00149").await;
         app_add(&app, &id, &["newcomer".to_owned()]).await;
         expect_none(&mut three, "conversation:members").await;
         app_remove(&app, &id, "u00000").await;
+        let far_delta = expect(&mut far, "conversation:members").await;
+        assert_eq!(far_delta["changed"][0]["role"], "owner");
         let delta = expect(&mut three, "conversation:members").await;
         assert_eq!(delta["removed"], json!(["u00000"]));
         assert_eq!(delta["changed"][0]["user_id"], "u00001");
