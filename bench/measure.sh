@@ -8,7 +8,9 @@
 #   chat       $USERS users in groups of $GROUP_SIZE at $CHAT_RATE msgs/s for $CHAT_SECS s
 #   sweep      $USERS users in groups of $GROUP_SIZE from $SWEEP_START msgs/s (or the list
 #              $SWEEP_RATES), p99 ack ≤ 50 ms
-#   fanout     one group of $FANOUT_USERS at $FANOUT_RATE msgs/s (the peer stops at 1,000 members)
+#   fanout     one group of $FANOUT_USERS at $FANOUT_RATE msgs/s (the peer stops at 1,000 members); for
+#              confab the group has $FANOUT_MEMBERS members in all (default $FANOUT_USERS), those
+#              beyond $FANOUT_USERS never connecting (a group of 100,000 on one machine)
 #   multinode  $MULTINODE_NODES nodes (default two) sharing PostgreSQL and Redis, $USERS users spread
 #              over them
 #   capacity   as many users as the server's open-file limit ($CAPACITY_NOFILE) leaves room for,
@@ -52,6 +54,7 @@ SWEEP_START=${SWEEP_START:-1000}
 SWEEP_SECS=${SWEEP_SECS:-10}
 SWEEP_RATES=${SWEEP_RATES:-}
 FANOUT_USERS=${FANOUT_USERS:-1000}
+FANOUT_MEMBERS=${FANOUT_MEMBERS:-$FANOUT_USERS}
 FANOUT_RATE=${FANOUT_RATE:-5}
 FANOUT_SECS=${FANOUT_SECS:-10}
 MULTINODE_RATE=${MULTINODE_RATE:-1000}
@@ -182,11 +185,11 @@ start_server() {
         else
           db_url="sqlite://$TMP/data-$port/confab.db"
         fi
-        # fanout's group may be larger than confab's default limit of 1,000 members. The rate
+        # fanout's group may be larger than confab's default limit of 100,000 members. The rate
         # limits are off: every simulated user comes from a few loopback addresses (the
         # per-IP connect limit would refuse them), and the peer has none.
         env=(CONFAB_BIND="127.0.0.1:$port" CONFAB_DATA_DIR="$TMP/data-$port" CONFAB_DATABASE_URL="$db_url"
-          CONFAB_LOG=$SERVER_LOG CONFAB_MAX_GROUP_MEMBERS=$((FANOUT_USERS > 1000 ? FANOUT_USERS : 1000))
+          CONFAB_LOG=$SERVER_LOG CONFAB_MAX_GROUP_MEMBERS=$((FANOUT_MEMBERS > 100000 ? FANOUT_MEMBERS : 100000))
           CONFAB_RATE_CONNECT_PER_IP=1000000/1000000 CONFAB_RATE_SESSION_PER_IP=1000000/1000000
           CONFAB_MAX_UNAUTHENTICATED_PER_IP=1000000 CONFAB_MAX_UNAUTHENTICATED=1000000 CONFAB_RATE_SEND=1000000/1000000
           CONFAB_RATE_OTHER=1000000/1000000 CONFAB_RATE_MEMBERS=1000000/1000000)
@@ -316,7 +319,9 @@ for server in $SERVERS; do
           "${rates[@]}" --duration "$SWEEP_SECS" "${pids[@]}" "${watch[@]}"
         ;;
       fanout)
-        bench "$server" fanout fanout --url "$url" --users "$FANOUT_USERS" --rate "$FANOUT_RATE" \
+        members=()
+        [[ $server == confab* ]] && members=(--group-members "$FANOUT_MEMBERS")
+        bench "$server" fanout fanout --url "$url" --users "$FANOUT_USERS" "${members[@]}" --rate "$FANOUT_RATE" \
           --duration "$FANOUT_SECS" "${pids[@]}" "${watch[@]}"
         ;;
       multinode)

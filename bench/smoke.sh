@@ -102,8 +102,9 @@ start_confab confab CONFAB_DATABASE_URL="sqlite://$TMP/confab/confab.db"
 bench "confab connect" connect --url "$CONFAB_URL" --users 200 --duration 1 --server-pid "$CONFAB_PID" --label confab-sqlite
 bench "confab connect, with memberships" connect --url "$CONFAB_URL" --users 200 --group-size 10 --duration 1 --label confab-sqlite/members
 bench "confab chat" chat --url "$CONFAB_URL" --users 60 --group-size 5 --rate 200 --duration 2 --server-pid "$CONFAB_PID" --settle 0.3 --label confab-sqlite
-# 1100 members: one conversation:create of 1000, then a conversation:members:add.
-bench "confab fanout" fanout --url "$CONFAB_URL" --users 1100 --rate 5 --duration 1 --server-pid "$CONFAB_PID" --settle 0.3 --label confab-sqlite
+# 1100 connected members: one conversation:create of 1000, then a conversation:members:add; and
+# 400 more who never connect (--group-members), as the group of 100,000 has.
+bench "confab fanout" fanout --url "$CONFAB_URL" --users 1100 --group-members 1500 --rate 5 --duration 1 --server-pid "$CONFAB_PID" --settle 0.3 --label confab-sqlite
 bench "confab sweep" sweep --url "$CONFAB_URL" --users 40 --group-size 4 --rates 50,100 --duration 1 --p99-bound-ms 1000 --settle 0.3 --label confab-sqlite
 bench "confab soak" soak --url "$CONFAB_URL" --users 40 --group-size 4 --rate 100 --duration 3 --server-pid "$CONFAB_PID" --settle 0.3 --label confab-sqlite
 bench "confab search" search --url "$CONFAB_URL" --users 100 --group-size 2 --messages 400 --rate 200 --queries 10 --server-pid "$CONFAB_PID" --settle 0.3 --label confab-sqlite

@@ -131,8 +131,14 @@ impl Chat {
                 user_id: &actor.user,
                 seq: mark,
             });
-            self.hub
-                .to_conversation(request.conversation_id, &event, actor.except());
+            if self.hub.is_large(request.conversation_id) {
+                // Every member reading every message would be n² receipts: in a large group
+                // only the reader's other devices hear of it (to clear their badges).
+                self.hub.to_user(&actor.user, &event, actor.except());
+            } else {
+                self.hub
+                    .to_conversation(request.conversation_id, &event, actor.except());
+            }
         }
         let unread = self
             .store

@@ -161,6 +161,7 @@ impl Chat {
             Request::ListConversations => Reply::Conversations {
                 conversations: self.store.conversations_of(&actor.user).await?,
             },
+            Request::ListMembers(list) => self.list_members(actor, list).await?,
             Request::AddMembers(change) => Reply::Conversation {
                 conversation: self.add_members(actor, change).await?,
                 created: false,
@@ -200,6 +201,11 @@ impl Chat {
         if !self.hub.is_member(&actor.user, conversation_id) {
             return Err(Error::NotFound(policy::CONVERSATION_NOT_FOUND));
         }
+        if self.hub.is_large(conversation_id) {
+            // Each typing event would reach every member: in a group of 100,000 with a
+            // thousand typing, 10⁸ deliveries a second. Answered, and told nobody.
+            return Ok(Reply::Done {});
+        }
         match request {
             Request::TypingStart(_) => self.typing.start(&actor.user, socket, conversation_id),
             _ => self.typing.stop(&actor.user, conversation_id),
@@ -227,8 +233,10 @@ impl Chat {
         );
         let touched = banned.and(touched);
         match touched {
-            Ok(conversations) => {
+            Ok(sizes) => {
+                let conversations: Vec<_> = sizes.iter().map(|(c, _)| *c).collect();
                 let more = self.hub.add_conversations(user, &conversations);
+                self.hub.set_sizes(&sizes);
                 // With Redis: only once this node hears the user's conversations may the client
                 // `sync`, or a message published in between would be missed.
                 subscribed.wait(SUBSCRIBE_WAIT).await;

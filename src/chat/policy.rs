@@ -1,8 +1,14 @@
 //! The rules: who may change what. Pure functions of the current state, so they are written once
 //! for both storage backends and tested without a database; the store runs them inside the
 //! transaction that applies their decision.
+//!
+//! The conversation a membership rule sees holds the members its request involves (the users it
+//! names, and who asks) and the first ones in member order, not every member of a large group;
+//! `member_count` is the whole count (see `Store::change_members`).
 
-use crate::domain::{Conversation, ConversationKind, Message, MessageBody, Role, UserId};
+use std::collections::HashMap;
+
+use crate::domain::{Conversation, ConversationKind, Member, Message, MessageBody, Role, UserId};
 use crate::error::{Error, Result};
 use crate::store::{MembershipPlan, MessageChange};
 
@@ -20,6 +26,16 @@ fn role_of(conversation: &Conversation, actor: &UserId) -> Result<Role> {
         .member(actor)
         .map(|m| m.role)
         .ok_or(Error::NotFound(CONVERSATION_NOT_FOUND))
+}
+
+/// The members by id: requests name up to 1,000 users, and a group holds up to 100,000, so
+/// each is looked up in a map rather than searched for.
+fn by_id(conversation: &Conversation) -> HashMap<&UserId, &Member> {
+    conversation
+        .members
+        .iter()
+        .map(|m| (&m.user_id, m))
+        .collect()
 }
 
 fn managers_only(conversation: &Conversation, actor: &UserId, what: &'static str) -> Result<Role> {
@@ -55,12 +71,13 @@ pub fn add_members(
             "people who left a group can't be added back to it",
         ));
     }
+    let present = by_id(conversation);
     let add: Vec<UserId> = users
         .iter()
-        .filter(|u| conversation.member(u).is_none())
+        .filter(|u| !present.contains_key(u))
         .cloned()
         .collect();
-    if conversation.members.len() + add.len() > max_members {
+    if conversation.member_count as usize + add.len() > max_members {
         return Err(Error::too_large(
             "user_ids",
             format!("a group holds at most {max_members} members"),
@@ -82,9 +99,10 @@ pub fn remove_members(
         actor,
         "only the owner or an admin can remove members",
     )?;
+    let present = by_id(conversation);
     let mut remove = Vec::new();
     for user in users {
-        let Some(member) = conversation.member(user) else {
+        let Some(member) = present.get(user) else {
             continue;
         };
         if user == actor {
@@ -196,12 +214,13 @@ pub fn app_add_members(
     max_members: usize,
 ) -> Result<MembershipPlan> {
     groups_only(conversation)?;
+    let present = by_id(conversation);
     let add: Vec<UserId> = users
         .iter()
-        .filter(|u| conversation.member(u).is_none())
+        .filter(|u| !present.contains_key(u))
         .cloned()
         .collect();
-    if conversation.members.len() + add.len() > max_members {
+    if conversation.member_count as usize + add.len() > max_members {
         return Err(Error::too_large(
             "user_ids",
             format!("a group holds at most {max_members} members"),
@@ -226,9 +245,10 @@ pub fn app_add_members(
 /// leaves, so a group with members always has an owner.
 pub fn app_remove_members(conversation: &Conversation, users: &[UserId]) -> Result<MembershipPlan> {
     groups_only(conversation)?;
+    let present = by_id(conversation);
     let remove: Vec<UserId> = users
         .iter()
-        .filter(|u| conversation.member(u).is_some())
+        .filter(|u| present.contains_key(u))
         .cloned()
         .collect();
     let mut plan = MembershipPlan {
@@ -279,6 +299,7 @@ mod tests {
             id: ConversationId::new(),
             kind: ConversationKind::Group,
             title: Some("t".into()),
+            member_count: members.len() as i64,
             members: members
                 .iter()
                 .map(|(u, role, joined)| Member {

@@ -85,16 +85,18 @@ impl Chat {
                 .to_conversation(message.conversation_id, &event, Except::Nobody);
         }
         let mut left = 0;
-        for conversation in self.store.memberships(&user).await? {
+        for (conversation, _) in self.store.memberships(&user).await? {
             let change = self
                 .store
-                .change_members(conversation, &[], |c, _| policy::erase_member(c, &user))
+                .change_members(conversation, &[], std::slice::from_ref(&user), |c, _| {
+                    policy::erase_member(c, &user)
+                })
                 .await?;
             if let Some(change) = change {
-                if change.before != change.after {
+                if !change.plan.is_empty() {
                     left += 1;
                 }
-                self.announce_departures(None, Except::Nobody, &change.before, &change.after);
+                self.announce_change(&change, None, Except::Nobody).await;
             }
         }
         Ok(Reply::Erased {
@@ -139,12 +141,12 @@ impl Chat {
         let max = self.limits.max_group_members;
         let change = self
             .store
-            .change_members(conversation, &[], |c, _| {
+            .change_members(conversation, &[], users, |c, _| {
                 policy::app_add_members(c, users, max)
             })
             .await?
             .ok_or(Error::NotFound(policy::CONVERSATION_NOT_FOUND))?;
-        self.announce_additions(&change, None, Except::Nobody);
+        self.announce_change(&change, None, Except::Nobody).await;
         Ok(change.after)
     }
 
@@ -155,12 +157,12 @@ impl Chat {
     ) -> Result<Conversation> {
         let change = self
             .store
-            .change_members(conversation, &[], |c, _| {
+            .change_members(conversation, &[], users, |c, _| {
                 policy::app_remove_members(c, users)
             })
             .await?
             .ok_or(Error::NotFound(policy::CONVERSATION_NOT_FOUND))?;
-        self.announce_departures(None, Except::Nobody, &change.before, &change.after);
+        self.announce_change(&change, None, Except::Nobody).await;
         Ok(change.after)
     }
 

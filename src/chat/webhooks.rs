@@ -201,10 +201,17 @@ impl Sender {
             .map_err(|e| crate::error::Error::internal(anyhow::anyhow!("outbox data: {e}")))?;
         let conversation = ConversationId::parse(&unresolved.message.conversation_id)
             .ok_or_else(|| crate::error::Error::internal(anyhow::anyhow!("outbox data: id")))?;
-        let Some((kind, members)) = self.store.kind_and_members(conversation).await? else {
+        let Some((kind, count, members)) = self.store.kind_and_members(conversation).await? else {
             self.store.resolve_outbox(row.id, None).await?;
             return Ok(None);
         };
+        if crate::domain::is_large(count) && !self.settings.all_messages {
+            // Who of 100,000 members is away would be a presence lookup per member per
+            // message, and an email to each of them no notification anyone wants: a large
+            // group's messages are not announced as missed (docs/PROTOCOL.md, "Webhooks").
+            self.store.resolve_outbox(row.id, None).await?;
+            return Ok(None);
+        }
         let sender = unresolved.message.sender_id;
         let recipients: Vec<UserId> = members
             .into_iter()

@@ -17,7 +17,8 @@ pub use attachment::{Attachment, AttachmentName};
 pub use ids::{AttachmentId, ClientId, ConversationId, ExternalId, MessageId, UserId};
 pub use limits::Limits;
 pub use model::{
-    Ban, Conversation, ConversationKind, Member, Message, MessageKind, ReadState, Role,
+    Ban, Conversation, ConversationKind, MEMBERS_PAGE, Member, MemberCursor, Message, MessageKind,
+    ReadState, Role, is_large, role_rank,
 };
 pub use search::{SearchQuery, Snippet};
 pub use text::{ConversationTitle, DisplayName, MessageBody, TextError};

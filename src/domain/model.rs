@@ -1,6 +1,6 @@
 //! The objects of the protocol: conversations, members and messages, shaped as clients see them.
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use utoipa::ToSchema;
 
 use super::{Attachment, ConversationId, MessageId, Timestamp, UserId};
@@ -107,7 +107,17 @@ pub struct Conversation {
     pub id: ConversationId,
     pub kind: ConversationKind,
     pub title: Option<String>,
+    /// The first 100 members in member order (owner, admins, members, each by when they
+    /// joined): all of them in a group of up to 100; page through a larger one with
+    /// `conversation:members:list` (`GET /api/conversations/{id}/members`).
+    // The server may hold all of them (to decide a membership change) or only the first page (a
+    // list); clients always get at most the first `MEMBERS_PAGE`, so an object costs the same
+    // in a group of any size.
+    #[serde(serialize_with = "first_page")]
+    #[schema(max_items = 100)]
     pub members: Vec<Member>,
+    /// How many members the conversation has (`members` may hold only the first of them).
+    pub member_count: i64,
     pub created_at: Timestamp,
     pub last_seq: i64,
     pub last_message: Option<Message>,
@@ -128,7 +138,27 @@ pub struct ReadState {
     pub unread_count: i64,
 }
 
+/// How many members a conversation object carries, and the largest page of
+/// `conversation:members:list`. A group with at most this many members is *small*: its objects
+/// hold every member, membership deltas reach every member, and so do presence, typing and
+/// receipts. A larger group is *large*: those go only where they stay O(1) per change (see
+/// docs/PROTOCOL.md, "Large groups").
+pub const MEMBERS_PAGE: usize = 100;
+
+fn first_page<S: Serializer>(members: &[Member], s: S) -> Result<S::Ok, S::Error> {
+    members[..members.len().min(MEMBERS_PAGE)].serialize(s)
+}
+
+/// Whether a conversation of `member_count` members is large (see [`MEMBERS_PAGE`]).
+pub fn is_large(member_count: i64) -> bool {
+    member_count > MEMBERS_PAGE as i64
+}
+
 impl Conversation {
+    pub fn is_large(&self) -> bool {
+        is_large(self.member_count)
+    }
+
     pub fn member(&self, user: &UserId) -> Option<&Member> {
         self.members.iter().find(|m| &m.user_id == user)
     }
@@ -145,4 +175,80 @@ pub struct Ban {
     pub user_id: UserId,
     pub until: Option<Timestamp>,
     pub reason: Option<String>,
+}
+
+/// A place in a conversation's member order, after which `conversation:members:list` goes on.
+/// Clients get it as an opaque string (`next`) and hand it back as `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberCursor {
+    /// 0 owner, 1 admin, 2 member: the order roles are listed in.
+    pub rank: i64,
+    pub joined_at: i64,
+    pub user_id: UserId,
+}
+
+impl MemberCursor {
+    /// The place of `member` (the last of a page).
+    pub fn of(member: &Member) -> Self {
+        Self {
+            rank: role_rank(member.role),
+            joined_at: member.joined_at.millis(),
+            user_id: member.user_id.clone(),
+        }
+    }
+
+    /// The opaque text clients see: the hex of `rank.joined_at.user_id` (safe in a URL).
+    pub fn encode(&self) -> String {
+        hex::encode(format!("{}.{}.{}", self.rank, self.joined_at, self.user_id))
+    }
+
+    /// Reads what [`MemberCursor::encode`] wrote; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Self> {
+        let bytes = hex::decode(text).ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let mut parts = text.splitn(3, '.');
+        let rank: i64 = parts.next()?.parse().ok()?;
+        let joined_at: i64 = parts.next()?.parse().ok()?;
+        let user_id = UserId::parse(parts.next()?).ok()?;
+        (0..=2).contains(&rank).then_some(Self {
+            rank,
+            joined_at,
+            user_id,
+        })
+    }
+}
+
+/// A role's place in member order (SQL: `CASE role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1
+/// ELSE 2 END`, the expression the `members_in_order` index is built on).
+pub fn role_rank(role: Role) -> i64 {
+    match role {
+        Role::Owner => 0,
+        Role::Admin => 1,
+        Role::Member => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_cursors_round_trip_and_refuse_anything_else() {
+        let c = MemberCursor {
+            rank: 2,
+            joined_at: 1_700_000_000_123,
+            user_id: UserId::parse("a.b.c").unwrap(),
+        };
+        assert_eq!(MemberCursor::decode(&c.encode()), Some(c));
+        for bad in [
+            "",
+            "x",
+            "!!!",
+            &hex::encode("3.1.a"),
+            &hex::encode("1.x.a"),
+            &hex::encode("1.2."),
+        ] {
+            assert_eq!(MemberCursor::decode(bad), None, "{bad}");
+        }
+    }
 }

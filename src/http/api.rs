@@ -11,14 +11,15 @@ use axum::routing::{delete, get, post};
 use super::AppState;
 use super::extract::{Caller, JsonBody, QueryParams};
 use super::openapi::{
-    BlockedData, ConversationData, ConversationsData, CreateConversationBody, Failure, MessageData,
-    PageData, SearchData, SendMessageBody, Success, UserIdBody,
+    BlockedData, ConversationData, ConversationsData, CreateConversationBody, Failure, MembersData,
+    MessageData, PageData, SearchData, SendMessageBody, Success, UserIdBody,
 };
 use crate::domain::ConversationId;
 use crate::error::{Error, Result};
 use crate::protocol::Request;
 use crate::protocol::requests::{
-    CreateConversation, History, HistoryWindowWire, Search, SearchWire, SendMessage, UserRef,
+    CreateConversation, History, HistoryWindowWire, ListMembers, MembersWindowWire, Search,
+    SearchWire, SendMessage, UserRef,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -31,6 +32,7 @@ pub fn routes() -> Router<AppState> {
             "/api/conversations/{id}/messages",
             get(history).post(send_message),
         )
+        .route("/api/conversations/{id}/members", get(list_members))
         // Blocks (issue 19).
         .route("/api/blocks", post(block))
         .route("/api/blocks/{user_id}", delete(unblock))
@@ -82,6 +84,17 @@ pub(super) async fn history(
     QueryParams(window): QueryParams<HistoryWindowWire>,
 ) -> Result<Response> {
     let request = Request::History(History::from_window(conversation_id(&id)?, window)?);
+    answer(&state, caller, request).await
+}
+
+#[utoipa::path(get, path = "/api/conversations/{id}/members", tag = "user", security(("user_jwt" = [])), params(("id" = String, Path, description = "The conversation id"), ("after" = Option<String>, Query, description = "The `next` of the page before (none: from the first member)"), ("limit" = Option<i64>, Query, description = "1 to 1000 (more is served as 1000); 100 by default")), responses((status = 200, description = "A page of the conversation's members, in member order", body = Success<MembersData>), (status = "4XX", description = "Refused: the error envelope (docs/PROTOCOL.md, \"Errors\")", body = Failure), (status = "5XX", description = "A server-side failure", body = Failure)))]
+pub(super) async fn list_members(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    QueryParams(window): QueryParams<MembersWindowWire>,
+) -> Result<Response> {
+    let request = Request::ListMembers(ListMembers::from_window(conversation_id(&id)?, window)?);
     answer(&state, caller, request).await
 }
 

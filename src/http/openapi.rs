@@ -16,7 +16,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::AppState;
-use crate::domain::{Attachment, Ban, Conversation, ConversationKind, Message, Timestamp, UserId};
+use crate::domain::{
+    Attachment, Ban, Conversation, ConversationKind, Member, Message, Timestamp, UserId,
+};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/openapi.json", get(serve))
@@ -43,6 +45,7 @@ pub fn document() -> String {
         super::api::list_conversations,
         super::api::create_conversation,
         super::api::history,
+        super::api::list_members,
         super::api::send_message,
         super::api::block,
         super::api::unblock,
@@ -158,6 +161,16 @@ pub struct ConversationData {
 #[derive(Serialize, ToSchema)]
 pub struct ConversationsData {
     conversations: Vec<Conversation>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MembersData {
+    /// In member order: owner, admins, members, each by when they joined.
+    members: Vec<Member>,
+    /// How many members the conversation has.
+    member_count: i64,
+    /// The cursor for the next page (`after`); `null` after the last page.
+    next: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

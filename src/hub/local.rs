@@ -26,6 +26,9 @@ pub struct Local {
     /// have an entry, so memory (and bus subscriptions) follow this node's users, not the
     /// database.
     conversations: HashMap<ConversationId, HashSet<UserId>>,
+    /// Which of those are large groups (`domain::is_large`), whose presence, typing and
+    /// receipts stay with the user concerned. Kept only for conversations in `conversations`.
+    large: HashSet<ConversationId>,
 }
 
 impl Local {
@@ -67,6 +70,26 @@ impl Local {
         changes
     }
 
+    /// Records the member counts of conversations with local members (others are ignored).
+    pub fn set_sizes(&mut self, sizes: &[(ConversationId, i64)]) {
+        for (c, count) in sizes {
+            if !self.conversations.contains_key(c) {
+                continue;
+            }
+            if crate::domain::is_large(*count) {
+                self.large.insert(*c);
+            } else {
+                self.large.remove(c);
+            }
+        }
+    }
+
+    pub fn is_large(&self, conversation: ConversationId) -> bool {
+        self.large.contains(&conversation)
+    }
+
+    /// Removes a socket; for a user's last one, also returns their small conversations (where
+    /// presence is announced).
     pub fn unregister(
         &mut self,
         user: &UserId,
@@ -80,11 +103,17 @@ impl Local {
             return (None, Vec::new());
         }
         let entry = self.users.remove(user).expect("entry exists");
+        let small: Vec<ConversationId> = entry
+            .conversations
+            .iter()
+            .filter(|c| !self.large.contains(c))
+            .copied()
+            .collect();
         let mut changes = vec![Interest::Lost(Channel::User(user.clone()))];
         for c in &entry.conversations {
             self.forget_member(*c, user, &mut changes);
         }
-        (Some(entry.conversations.into_iter().collect()), changes)
+        (Some(small), changes)
     }
 
     pub fn leave(&mut self, user: &UserId, conversation: ConversationId) -> Vec<Interest> {
@@ -102,6 +131,7 @@ impl Local {
             set.remove(user);
             if set.is_empty() {
                 self.conversations.remove(&c);
+                self.large.remove(&c);
                 changes.push(Interest::Lost(Channel::Conversation(c)));
             }
         }
@@ -187,10 +217,17 @@ impl Local {
             .is_some_and(|u| u.conversations.contains(&conversation))
     }
 
-    pub fn conversations_of(&self, user: &UserId) -> Vec<ConversationId> {
+    /// The user's conversations that are not large groups.
+    pub fn small_conversations_of(&self, user: &UserId) -> Vec<ConversationId> {
         self.users
             .get(user)
-            .map(|u| u.conversations.iter().copied().collect())
+            .map(|u| {
+                u.conversations
+                    .iter()
+                    .filter(|c| !self.large.contains(c))
+                    .copied()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -202,7 +202,8 @@ impl Hub {
     }
 
     /// Removes a socket. When it was the user's last socket here, returns the conversations
-    /// they were in (whose members may need to hear they left).
+    /// they were in whose members may need to hear they left: not large groups, where presence
+    /// is not announced (docs/PROTOCOL.md, "Large groups").
     pub fn unregister(&self, user: &UserId, key: SocketKey) -> Option<Vec<ConversationId>> {
         let mut local = self.inner.local.write().unwrap();
         let (gone, changes) = local.unregister(user, key);
@@ -371,9 +372,27 @@ impl Hub {
             .is_member(user, conversation)
     }
 
-    /// The conversations of `user`, connected here.
-    pub fn conversations_of(&self, user: &UserId) -> Vec<ConversationId> {
-        self.inner.local.read().unwrap().conversations_of(user)
+    /// The conversations of `user`, connected here, but large groups: where their presence is
+    /// announced.
+    pub fn small_conversations_of(&self, user: &UserId) -> Vec<ConversationId> {
+        self.inner
+            .local
+            .read()
+            .unwrap()
+            .small_conversations_of(user)
+    }
+
+    /// Records conversations' member counts (at a member's connect, and after membership
+    /// changes), for [`Hub::is_large`]. Only conversations with local members are kept.
+    pub fn set_sizes(&self, sizes: &[(ConversationId, i64)]) {
+        self.inner.local.write().unwrap().set_sizes(sizes);
+    }
+
+    /// Whether `conversation` is a large group, as of its last recorded count here (a local
+    /// member's connect or a membership change seen here). Large groups get no presence,
+    /// typing or others' receipts: each would cost a delivery per member.
+    pub fn is_large(&self, conversation: ConversationId) -> bool {
+        self.inner.local.read().unwrap().is_large(conversation)
     }
 
     /// The users with sockets here.

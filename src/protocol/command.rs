@@ -3,7 +3,7 @@
 
 use super::requests::{
     ChangeMembers, ConversationRef, CreateConversation, DeleteMessage, EditMessage, History,
-    MarkRead, PresenceQuery, Refresh, Search, SendMessage, Sync, UserRef,
+    ListMembers, MarkRead, PresenceQuery, Refresh, Search, SendMessage, Sync, UserRef,
 };
 use crate::domain::Limits;
 use crate::error::{Error, Result};
@@ -53,11 +53,13 @@ pub enum ClientEvent {
     UserUnblock,
     // Search (issue 20).
     MessageSearch,
+    // Large groups (issue 23).
+    ConversationMembersList,
 }
 
 impl ClientEvent {
     /// Every event with its name on the wire.
-    pub const ALL: [(ClientEvent, &'static str); 18] = [
+    pub const ALL: [(ClientEvent, &'static str); 19] = [
         (Self::MessageSend, "message:send"),
         (Self::MessageEdit, "message:edit"),
         (Self::MessageDelete, "message:delete"),
@@ -79,6 +81,7 @@ impl ClientEvent {
         (Self::UserBlock, "user:block"),
         (Self::UserUnblock, "user:unblock"),
         (Self::MessageSearch, "message:search"),
+        (Self::ConversationMembersList, "conversation:members:list"),
     ];
 
     pub fn of(name: &str) -> Option<Self> {
@@ -127,6 +130,7 @@ impl ClientEvent {
             Self::UserBlock => Request::Block(UserRef::parse(payload)?),
             Self::UserUnblock => Request::Unblock(UserRef::parse(payload)?),
             Self::MessageSearch => Request::Search(Search::parse(payload)?),
+            Self::ConversationMembersList => Request::ListMembers(ListMembers::parse(payload)?),
         };
         Ok(Command::Chat(request))
     }
@@ -170,6 +174,7 @@ pub enum Request {
     Block(UserRef),
     Unblock(UserRef),
     Search(Search),
+    ListMembers(ListMembers),
 }
 
 impl Request {

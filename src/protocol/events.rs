@@ -2,7 +2,7 @@
 //! clients receive (docs/PROTOCOL.md, "Server → client events"). Whoever emits one encodes it
 //! once for all its recipients (`hub::Outgoing::of`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use serde::Serialize;
 
@@ -54,30 +54,39 @@ pub struct ConversationMembers<'a> {
     pub conversation_id: ConversationId,
     pub changed: Vec<&'a Member>,
     pub removed: Vec<&'a UserId>,
+    /// How many members there are after the change.
+    pub member_count: i64,
     /// `null` when the host app's server made the change.
     pub by: Option<&'a UserId>,
+    /// Whether a member who stays changed role (an ownership hand-over): news for everyone,
+    /// in a large group too.
+    #[serde(skip)]
+    pub role_changed: bool,
 }
 event!(ConversationMembers<'a>, "conversation:members");
 
 impl<'a> ConversationMembers<'a> {
-    /// The delta that takes `before`'s member list to `after`'s, a change made `by` them.
-    pub fn between(
-        before: &'a Conversation,
+    /// The delta of a membership change made `by` them: who `joined` or changed role
+    /// (`roles`), as they are in `after`, and who was `removed`.
+    pub fn of(
         after: &'a Conversation,
+        joined: &[UserId],
+        roles: &[UserId],
+        removed: &'a [UserId],
         by: Option<&'a UserId>,
     ) -> Self {
-        let old: HashMap<&UserId, &Member> =
-            before.members.iter().map(|m| (&m.user_id, m)).collect();
-        let new: HashSet<&UserId> = after.member_ids().collect();
+        let touched: HashSet<&UserId> = joined.iter().chain(roles).collect();
         Self {
             conversation_id: after.id,
             changed: after
                 .members
                 .iter()
-                .filter(|m| old.get(&m.user_id) != Some(m))
+                .filter(|m| touched.contains(&m.user_id))
                 .collect(),
-            removed: before.member_ids().filter(|id| !new.contains(id)).collect(),
+            removed: removed.iter().collect(),
+            member_count: after.member_count,
             by,
+            role_changed: roles.iter().any(|u| !joined.contains(u)),
         }
     }
 }

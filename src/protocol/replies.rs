@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::events::PresenceState;
 use crate::domain::{
-    Attachment, Ban, Conversation, ConversationId, Message, Snippet, Timestamp, UserId,
+    Attachment, Ban, Conversation, ConversationId, Member, Message, Snippet, Timestamp, UserId,
 };
 
 /// A page of messages in ascending seq (`message:history`, and each conversation of `sync`).
@@ -55,6 +55,13 @@ pub enum Reply {
     },
     Conversations {
         conversations: Vec<Conversation>,
+    },
+    /// `conversation:members:list`: a page in member order; `next` is the cursor for the
+    /// page after (`null`: this was the last).
+    Members {
+        members: Vec<Member>,
+        member_count: i64,
+        next: Option<String>,
     },
     Left {
         conversation_id: ConversationId,

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde::de::{DeserializeOwned, Deserializer};
 
 use crate::domain::{
-    AttachmentId, ClientId, ConversationId, ConversationTitle, Limits, MessageBody, MessageId,
-    SearchQuery, Timestamp, UserId,
+    AttachmentId, ClientId, ConversationId, ConversationTitle, Limits, MemberCursor, MessageBody,
+    MessageId, SearchQuery, Timestamp, UserId,
 };
 use crate::error::{Error, Result};
 
@@ -402,6 +402,70 @@ impl History {
             conversation_id,
             before_seq: w.before_seq,
             after_seq: w.after_seq,
+            limit,
+        })
+    }
+}
+
+/// Member pages (`conversation:members:list`): the size when none is asked for, and the
+/// largest served (more is served as this many).
+pub const DEFAULT_MEMBERS_LIMIT: usize = crate::domain::MEMBERS_PAGE;
+pub const MAX_MEMBERS_LIMIT: usize = 1000;
+
+/// `conversation:members:list` (and `GET /api/conversations/{id}/members`): a page of members
+/// in member order, after the cursor of the page before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListMembers {
+    pub conversation_id: ConversationId,
+    pub after: Option<MemberCursor>,
+    pub limit: usize,
+}
+
+/// The paging part of a member list request, shared with the HTTP query string.
+#[derive(Deserialize, Default)]
+pub struct MembersWindowWire {
+    pub after: Option<String>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct ListMembersWire {
+    conversation_id: String,
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+impl ListMembers {
+    pub fn parse(raw: &str) -> Result<Self> {
+        let wire: ListMembersWire = from_json(raw)?;
+        Self::from_window(
+            conversation_id("conversation_id", &wire.conversation_id)?,
+            MembersWindowWire {
+                after: wire.after,
+                limit: wire.limit,
+            },
+        )
+    }
+
+    pub fn from_window(conversation_id: ConversationId, w: MembersWindowWire) -> Result<Self> {
+        let after = match w.after.as_deref() {
+            None => None,
+            Some(text) => Some(MemberCursor::decode(text).ok_or_else(|| {
+                Error::invalid(
+                    "after",
+                    "must be the `next` of an earlier page, as it was given",
+                )
+            })?),
+        };
+        let limit = match w.limit {
+            None => DEFAULT_MEMBERS_LIMIT,
+            Some(l) if l < 1 => return Err(Error::invalid("limit", "must be at least 1")),
+            // As for history: larger pages are served at the maximum size, not refused.
+            Some(l) => l.min(MAX_MEMBERS_LIMIT as i64) as usize,
+        };
+        Ok(Self {
+            conversation_id,
+            after,
             limit,
         })
     }

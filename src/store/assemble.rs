@@ -39,6 +39,7 @@ pub(crate) fn assemble(
                 kind: h.kind,
                 title: h.title,
                 members,
+                member_count: h.member_count,
                 created_at: h.created_at,
                 last_seq: h.last_seq,
                 last_message: last_of.remove(&h.id),
@@ -56,6 +57,7 @@ pub(crate) struct ConversationHead {
     pub title: Option<String>,
     pub created_at: Timestamp,
     pub last_seq: i64,
+    pub member_count: i64,
     /// Filled in when listing a user's own conversations.
     pub read_state: Option<ReadState>,
 }

@@ -26,8 +26,8 @@ pub use writer::{SendReply, Writer};
 
 use crate::domain::{
     Attachment, AttachmentId, Ban, ClientId, Conversation, ConversationId, ConversationKind,
-    ConversationTitle, DisplayName, ExternalId, Message, MessageBody, MessageId, Role, SearchQuery,
-    Timestamp, UserId,
+    ConversationTitle, DisplayName, ExternalId, Member, MemberCursor, Message, MessageBody,
+    MessageId, Role, SearchQuery, Timestamp, UserId,
 };
 use crate::error::{Error, Result};
 pub use crate::protocol::replies::{Page, SyncUpdate};
@@ -97,11 +97,16 @@ impl MembershipPlan {
     }
 }
 
-/// A conversation before and after a membership change.
+/// A conversation before and after a membership change, and the change. `before` and `after`
+/// hold the first members in member order and the users the request involved, not every
+/// member of a large group (`member_count` has the whole count): see
+/// [`Store::change_members`].
 #[derive(Debug, Clone)]
 pub struct MembershipChange {
     pub before: Conversation,
     pub after: Conversation,
+    /// What was applied (empty: nothing changed).
+    pub plan: MembershipPlan,
 }
 
 /// What to do to a message, decided by policy.
@@ -214,13 +219,13 @@ impl Store {
         dispatch!(self, s => s.ping().await)
     }
 
-    /// Records the user (and their latest display name) and returns their conversations.
-    /// Called on every connect, so it is one round trip.
+    /// Records the user (and their latest display name) and returns their conversations, each
+    /// with its member count. Called on every connect, so it is one round trip.
     pub async fn touch_user(
         &self,
         user: &UserId,
         name: Option<&DisplayName>,
-    ) -> Result<Vec<ConversationId>> {
+    ) -> Result<Vec<(ConversationId, i64)>> {
         dispatch!(self, s => s.touch_user(user, name).await)
     }
 
@@ -239,9 +244,24 @@ impl Store {
         dispatch!(self, s => s.unread_count(conversation, user, after).await)
     }
 
-    /// The conversations `user` is a member of.
-    pub async fn memberships(&self, user: &UserId) -> Result<Vec<ConversationId>> {
+    /// The conversations `user` is a member of, each with its member count.
+    pub async fn memberships(&self, user: &UserId) -> Result<Vec<(ConversationId, i64)>> {
         dispatch!(self, s => s.memberships(user).await)
+    }
+
+    /// Up to `limit` members of `conversation` in member order, after `after` (from the first
+    /// without), and how many members it has; `Ok(None)` when `viewer` is not a member (or
+    /// there is no such conversation). The order is by role, then join time, then id: members
+    /// joining meanwhile come after the others of their role, so a walk through the pages sees
+    /// every member who stayed, exactly once.
+    pub async fn members_page(
+        &self,
+        conversation: ConversationId,
+        viewer: &UserId,
+        after: Option<&MemberCursor>,
+        limit: usize,
+    ) -> Result<Option<(Vec<Member>, i64)>> {
+        dispatch!(self, s => s.members_page(conversation, viewer, after, limit).await)
     }
 
     /// The direct conversation between `a` and `b`, created if needed. `true` when created now.
@@ -303,16 +323,27 @@ impl Store {
     /// Locks the conversation, lets `decide` plan a membership change from its current state
     /// (and which of the users the request `names` left it by their own choice), and applies
     /// the plan in the same transaction. `Ok(None)` when there is no such conversation.
+    ///
+    /// The state `decide` sees holds the members the request `involves` (the users it names,
+    /// and whoever asks) and the first members in member order (enough to find an heir
+    /// whoever leaves), with the whole count in `member_count`: a change costs O(request),
+    /// not O(group), so a group of 100,000 joined one member at a time costs O(n) in all.
     pub async fn change_members<F>(
         &self,
         conversation: ConversationId,
         names: &[UserId],
+        involves: &[UserId],
         decide: F,
     ) -> Result<Option<MembershipChange>>
     where
         F: FnOnce(&Conversation, &[UserId]) -> Result<MembershipPlan> + Send,
     {
-        dispatch!(self, s => transactions::change_members(s, conversation, names, decide).await)
+        dispatch!(self, s => transactions::change_members(s, conversation, names, involves, decide).await)
+    }
+
+    /// Every member's id: for telling every member of a large group of a role change (rare).
+    pub async fn member_ids(&self, conversation: ConversationId) -> Result<Vec<UserId>> {
+        dispatch!(self, s => s.member_ids(conversation).await)
     }
 
     /// Writes a batch of messages in one transaction (the group-commit writer's call), assigning
@@ -456,11 +487,12 @@ impl Store {
         dispatch!(self, s => s.outbox_depth().await)
     }
 
-    /// A conversation's kind and members.
+    /// A conversation's kind, member count and members; a large group's members are not
+    /// loaded (empty): see `domain::MEMBERS_PAGE`.
     pub async fn kind_and_members(
         &self,
         conversation: ConversationId,
-    ) -> Result<Option<(ConversationKind, Vec<UserId>)>> {
+    ) -> Result<Option<(ConversationKind, i64, Vec<UserId>)>> {
         dispatch!(self, s => s.kind_and_members(conversation).await)
     }
 

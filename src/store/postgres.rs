@@ -14,7 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::assemble::{page_from_rows, sync_update};
+use super::assemble::{ConversationHead, page_from_rows, sync_update};
 use super::rows::{
     AttachmentRow, HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow,
     StoredAttachment, attachment_columns, encode_attachments, message_columns, messages,
@@ -26,10 +26,19 @@ use super::{
 };
 use crate::domain::{
     Attachment, AttachmentId, Ban, Conversation, ConversationId, ConversationKind,
-    ConversationTitle, DisplayName, Message, MessageId, Role, SearchQuery, Timestamp, UserId,
+    ConversationTitle, DisplayName, MEMBERS_PAGE, Member, MemberCursor, Message, MessageId, Role,
+    SearchQuery, Timestamp, UserId, is_large,
 };
 use crate::error::Result;
 use crate::protocol::requests::SyncCursor;
+
+/// A member's place in member order by role (`domain::role_rank`): the expression the
+/// `members_in_order` index is built on, so that ordering and paging use it.
+macro_rules! member_rank {
+    () => {
+        "(CASE mb.role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END)"
+    };
+}
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -131,10 +140,10 @@ impl PgStore {
         &self,
         user: &UserId,
         name: Option<&DisplayName>,
-    ) -> Result<Vec<ConversationId>> {
+    ) -> Result<Vec<(ConversationId, i64)>> {
         // Insert-if-new and update-if-renamed are separate CTEs so that the common case (known
         // user, same name) writes nothing and takes no row lock.
-        let ids: Vec<Uuid> = sqlx::query_scalar(
+        let rows: Vec<(Uuid, i64)> = sqlx::query_as(
             "WITH ins AS (
                  INSERT INTO users (id, name, created_at) VALUES ($1, $2, $3)
                  ON CONFLICT (id) DO NOTHING
@@ -142,7 +151,9 @@ impl PgStore {
                  UPDATE users SET name = $2
                  WHERE id = $1 AND $2::text IS NOT NULL AND name IS DISTINCT FROM $2
              )
-             SELECT conversation_id FROM members WHERE user_id = $1",
+             SELECT mb.conversation_id, c.member_count::bigint
+             FROM members mb JOIN conversations c ON c.id = mb.conversation_id
+             WHERE mb.user_id = $1",
         )
         .bind(user.as_str())
         .bind(name.map(DisplayName::as_str))
@@ -150,7 +161,10 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await
         .db_context("recording the user and loading memberships")?;
-        Ok(ids.into_iter().map(ConversationId).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(id, n)| (ConversationId(id), n))
+            .collect())
     }
 
     pub async fn remember_user(&self, user: &UserId, name: Option<&DisplayName>) -> Result<()> {
@@ -190,20 +204,90 @@ impl PgStore {
         .db_context("counting unread messages")
     }
 
-    pub async fn memberships(&self, user: &UserId) -> Result<Vec<ConversationId>> {
-        let ids: Vec<Uuid> =
-            sqlx::query_scalar("SELECT conversation_id FROM members WHERE user_id = $1")
-                .bind(user.as_str())
+    pub async fn memberships(&self, user: &UserId) -> Result<Vec<(ConversationId, i64)>> {
+        let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+            "SELECT mb.conversation_id, c.member_count::bigint
+             FROM members mb JOIN conversations c ON c.id = mb.conversation_id
+             WHERE mb.user_id = $1",
+        )
+        .bind(user.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .db_context("loading memberships")?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, n)| (ConversationId(id), n))
+            .collect())
+    }
+
+    pub async fn member_ids(&self, conversation: ConversationId) -> Result<Vec<UserId>> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT user_id FROM members WHERE conversation_id = $1")
+                .bind(conversation.0)
                 .fetch_all(&self.pool)
                 .await
-                .db_context("loading memberships")?;
-        Ok(ids.into_iter().map(ConversationId).collect())
+                .db_context("loading members")?;
+        Ok(ids.iter().map(|u| UserId::from_db(u)).collect())
+    }
+
+    /// See [`Store::members_page`](super::Store::members_page).
+    pub async fn members_page(
+        &self,
+        conversation: ConversationId,
+        viewer: &UserId,
+        after: Option<&MemberCursor>,
+        limit: usize,
+    ) -> Result<Option<(Vec<Member>, i64)>> {
+        let mut tx = self.pool.begin().await.db_context("beginning a read")?;
+        // Whether the viewer is a member, and the count, as of the page's snapshot.
+        let count: Option<i32> = sqlx::query_scalar(
+            "SELECT c.member_count FROM conversations c
+             JOIN members mb ON mb.conversation_id = c.id AND mb.user_id = $2
+             WHERE c.id = $1",
+        )
+        .bind(conversation.0)
+        .bind(viewer.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .db_context("checking membership")?;
+        let Some(count) = count else {
+            return Ok(None);
+        };
+        let (rank, joined_at, user) = match after {
+            Some(a) => (a.rank, a.joined_at, a.user_id.as_str()),
+            None => (-1, i64::MIN, ""),
+        };
+        let rows: Vec<MemberRow> =
+            sqlx::query_as(concat!(
+            "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
+             FROM members mb JOIN users u ON u.id = mb.user_id
+             WHERE mb.conversation_id = $1
+               AND (", member_rank!(), ", mb.joined_at, mb.user_id COLLATE \"C\")
+                   > ($2::int, $3::bigint, $4::text COLLATE \"C\")
+             ORDER BY ", member_rank!(), ", mb.joined_at, mb.user_id COLLATE \"C\"
+             LIMIT $5"
+        ))
+            .bind(conversation.0)
+            .bind(rank as i32)
+            .bind(joined_at)
+            .bind(user)
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await
+            .db_context("loading a page of members")?;
+        tx.commit().await.db_context("ending a read")?;
+        let members = rows
+            .into_iter()
+            .map(|r| r.into_member().map(|(_, m)| m))
+            .collect::<Result<_>>()?;
+        Ok(Some((members, i64::from(count))))
     }
 
     pub async fn conversations_of(&self, user: &UserId) -> Result<Vec<Conversation>> {
         let mut conn = self.pool.acquire().await.db_context("acquiring")?;
         let rows: Vec<OwnHeadRow> = sqlx::query_as(
-            "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, mb.last_read_seq,
+            "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq,
+                    c.member_count::bigint AS member_count, mb.last_read_seq,
                     (SELECT count(*) FROM messages m
                      WHERE m.conversation_id = c.id AND m.seq > mb.last_read_seq
                        AND m.deleted_at IS NULL AND m.sender_id <> mb.user_id) AS unread_count
@@ -219,7 +303,7 @@ impl PgStore {
             .into_iter()
             .map(OwnHeadRow::into_head)
             .collect::<Result<_>>()?;
-        complete::<Self>(&mut conn, heads).await
+        complete::<Self>(&mut conn, heads, Some(MEMBERS_PAGE)).await
     }
 
     pub async fn mark_read(
@@ -638,16 +722,23 @@ impl PgStore {
     pub async fn kind_and_members(
         &self,
         conversation: ConversationId,
-    ) -> Result<Option<(ConversationKind, Vec<UserId>)>> {
-        let kind: Option<String> =
-            sqlx::query_scalar("SELECT kind FROM conversations WHERE id = $1")
+    ) -> Result<Option<(ConversationKind, i64, Vec<UserId>)>> {
+        let head: Option<(String, i32)> =
+            sqlx::query_as("SELECT kind, member_count FROM conversations WHERE id = $1")
                 .bind(conversation.0)
                 .fetch_optional(&self.pool)
                 .await
                 .db_context("loading a conversation's kind")?;
-        let Some(kind) = kind.as_deref().and_then(ConversationKind::from_db) else {
+        let Some((kind, count)) = head else {
             return Ok(None);
         };
+        let Some(kind) = ConversationKind::from_db(&kind) else {
+            return Ok(None);
+        };
+        let count = i64::from(count);
+        if is_large(count) {
+            return Ok(Some((kind, count, Vec::new())));
+        }
         let members: Vec<String> =
             sqlx::query_scalar("SELECT user_id FROM members WHERE conversation_id = $1")
                 .bind(conversation.0)
@@ -656,6 +747,7 @@ impl PgStore {
                 .db_context("loading members")?;
         Ok(Some((
             kind,
+            count,
             members.iter().map(|u| UserId::from_db(u)).collect(),
         )))
     }
@@ -900,13 +992,37 @@ impl PgStore {
 impl Backend for PgStore {
     type Db = Postgres;
 
-    async fn members(c: &mut PgConnection, ids: &[ConversationId]) -> Result<Vec<MemberRow>> {
-        sqlx::query_as(
+    async fn members(
+        c: &mut PgConnection,
+        ids: &[ConversationId],
+        first: Option<usize>,
+    ) -> Result<Vec<MemberRow>> {
+        let Some(first) = first else {
+            return sqlx::query_as(
+                "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
+                 FROM members mb JOIN users u ON u.id = mb.user_id
+                 WHERE mb.conversation_id = ANY($1)",
+            )
+            .bind(uuids(ids))
+            .fetch_all(c)
+            .await
+            .db_context("loading members");
+        };
+        // A short scan of `members_in_order` per conversation, however large each is.
+        sqlx::query_as(concat!(
             "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
-             FROM members mb JOIN users u ON u.id = mb.user_id
-             WHERE mb.conversation_id = ANY($1)",
-        )
+             FROM UNNEST($1::uuid[]) AS k(c)
+             CROSS JOIN LATERAL (
+                 SELECT * FROM members mb WHERE mb.conversation_id = k.c
+                 ORDER BY ",
+            member_rank!(),
+            ", mb.joined_at, mb.user_id COLLATE \"C\"
+                 LIMIT $2
+             ) mb
+             JOIN users u ON u.id = mb.user_id"
+        ))
         .bind(uuids(ids))
+        .bind(first as i64)
         .fetch_all(c)
         .await
         .db_context("loading members")
@@ -1009,9 +1125,14 @@ impl Backend for PgStore {
         let users: Vec<&str> = members.iter().map(|(u, _)| u.as_str()).collect();
         let roles: Vec<&str> = members.iter().map(|(_, r)| r.as_str()).collect();
         sqlx::query(
-            "INSERT INTO members (conversation_id, user_id, role, joined_at)
-             SELECT $1, u, r, $4 FROM UNNEST($2::text[], $3::text[]) AS t(u, r)
-             ON CONFLICT DO NOTHING",
+            "WITH added AS (
+                 INSERT INTO members (conversation_id, user_id, role, joined_at)
+                 SELECT $1, u, r, $4 FROM UNNEST($2::text[], $3::text[]) AS t(u, r)
+                 ON CONFLICT DO NOTHING
+                 RETURNING 1
+             )
+             UPDATE conversations SET member_count = member_count + (SELECT count(*) FROM added)
+             WHERE id = $1",
         )
         .bind(id.0)
         .bind(&users)
@@ -1028,12 +1149,19 @@ impl Backend for PgStore {
         id: ConversationId,
         users: &[UserId],
     ) -> Result<()> {
-        sqlx::query("DELETE FROM members WHERE conversation_id = $1 AND user_id = ANY($2)")
-            .bind(id.0)
-            .bind(user_strs(users))
-            .execute(c)
-            .await
-            .db_context("removing members")?;
+        sqlx::query(
+            "WITH gone AS (
+                 DELETE FROM members WHERE conversation_id = $1 AND user_id = ANY($2)
+                 RETURNING 1
+             )
+             UPDATE conversations SET member_count = member_count - (SELECT count(*) FROM gone)
+             WHERE id = $1",
+        )
+        .bind(id.0)
+        .bind(user_strs(users))
+        .execute(c)
+        .await
+        .db_context("removing members")?;
         Ok(())
     }
 
@@ -1079,7 +1207,12 @@ impl Backend for PgStore {
         users: &[UserId],
     ) -> Result<Vec<UserId>> {
         let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT user_id FROM departures WHERE conversation_id = $1 AND user_id = ANY($2)",
+            // One lookup per name: see `members_named`.
+            "SELECT d.user_id FROM UNNEST($2::text[]) AS t(u)
+             CROSS JOIN LATERAL (
+                 SELECT user_id FROM departures
+                 WHERE conversation_id = $1 AND user_id = t.u LIMIT 1
+             ) d",
         )
         .bind(id.0)
         .bind(user_strs(users))
@@ -1089,16 +1222,61 @@ impl Backend for PgStore {
         Ok(ids.iter().map(|u| UserId::from_db(u)).collect())
     }
 
+    async fn head(
+        c: &mut PgConnection,
+        id: ConversationId,
+        lock: bool,
+    ) -> Result<Option<ConversationHead>> {
+        const SELECT: &str = "SELECT id, kind, title, created_at, last_seq,
+                    member_count::bigint AS member_count
+             FROM conversations WHERE id = $1";
+        const SELECT_LOCKED: &str = "SELECT id, kind, title, created_at, last_seq,
+                    member_count::bigint AS member_count
+             FROM conversations WHERE id = $1 FOR UPDATE";
+        let row: Option<HeadRow> = sqlx::query_as(if lock { SELECT_LOCKED } else { SELECT })
+            .bind(id.0)
+            .fetch_optional(c)
+            .await
+            .db_context("loading a conversation")?;
+        row.map(|r| r.into_head(None)).transpose()
+    }
+
+    async fn members_named(
+        c: &mut PgConnection,
+        id: ConversationId,
+        users: &[UserId],
+    ) -> Result<Vec<MemberRow>> {
+        sqlx::query_as(
+            // One primary-key lookup per name, whatever the statistics say: with `= ANY($2)` a
+            // growing table's stale statistics let the planner filter a scan of the whole group
+            // with the array (a thousand comparisons per member: seconds at 60,000 members,
+            // measured), and a plain join may hash the whole group. `LIMIT 1` keeps the lateral
+            // subquery from being flattened into such a join.
+            "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
+             FROM UNNEST($2::text[]) AS t(u)
+             CROSS JOIN LATERAL (
+                 SELECT * FROM members m WHERE m.conversation_id = $1 AND m.user_id = t.u LIMIT 1
+             ) mb
+             JOIN users u ON u.id = mb.user_id",
+        )
+        .bind(id.0)
+        .bind(user_strs(users))
+        .fetch_all(c)
+        .await
+        .db_context("loading members")
+    }
+
     async fn load_conversations(
         c: &mut PgConnection,
         ids: &[ConversationId],
         lock: bool,
     ) -> Result<Vec<Conversation>> {
-        const SELECT: &str =
-            "SELECT id, kind, title, created_at, last_seq FROM conversations WHERE id = ANY($1)";
-        const SELECT_LOCKED: &str =
-            "SELECT id, kind, title, created_at, last_seq FROM conversations
-             WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+        const SELECT: &str = "SELECT id, kind, title, created_at, last_seq,
+                    member_count::bigint AS member_count
+             FROM conversations WHERE id = ANY($1)";
+        const SELECT_LOCKED: &str = "SELECT id, kind, title, created_at, last_seq,
+                    member_count::bigint AS member_count
+             FROM conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE";
         let rows: Vec<HeadRow> = sqlx::query_as(if lock { SELECT_LOCKED } else { SELECT })
             .bind(uuids(ids))
             .fetch_all(&mut *c)
@@ -1108,7 +1286,7 @@ impl Backend for PgStore {
             .into_iter()
             .map(|r| r.into_head(None))
             .collect::<Result<_>>()?;
-        complete::<Self>(c, heads).await
+        complete::<Self>(c, heads, None).await
     }
 
     async fn role_of(

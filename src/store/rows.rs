@@ -183,7 +183,7 @@ pub(crate) fn messages(rows: Vec<MessageRow>) -> Vec<Message> {
     rows.into_iter().map(Message::from).collect()
 }
 
-/// `SELECT id, kind, title, created_at, last_seq FROM conversations`.
+/// `SELECT id, kind, title, created_at, last_seq, member_count FROM conversations`.
 #[derive(sqlx::FromRow)]
 pub(crate) struct HeadRow {
     id: DbUuid,
@@ -191,6 +191,7 @@ pub(crate) struct HeadRow {
     title: Option<String>,
     created_at: i64,
     last_seq: i64,
+    member_count: i64,
 }
 
 impl HeadRow {
@@ -202,6 +203,7 @@ impl HeadRow {
             title: self.title,
             created_at: Timestamp(self.created_at),
             last_seq: self.last_seq,
+            member_count: self.member_count,
             read_state,
         })
     }

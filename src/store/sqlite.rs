@@ -16,7 +16,7 @@ use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
-use super::assemble::{page_from_rows, sync_update};
+use super::assemble::{ConversationHead, page_from_rows, sync_update};
 use super::checkpoint::{self, Checkpointer};
 use super::rows::{
     AttachmentRow, HeadRow, LastSeenRow, MemberRow, MembershipRow, MessageRow, OwnHeadRow, SeqRow,
@@ -28,7 +28,8 @@ use super::{
 };
 use crate::domain::{
     Attachment, AttachmentId, Ban, Conversation, ConversationId, ConversationKind,
-    ConversationTitle, DisplayName, Message, MessageId, Role, SearchQuery, Timestamp, UserId,
+    ConversationTitle, DisplayName, MEMBERS_PAGE, Member, MemberCursor, Message, MessageId, Role,
+    SearchQuery, Timestamp, UserId, is_large,
 };
 use crate::error::Result;
 use crate::protocol::requests::SyncCursor;
@@ -136,7 +137,7 @@ impl SqliteStore {
         &self,
         user: &UserId,
         name: Option<&DisplayName>,
-    ) -> Result<Vec<ConversationId>> {
+    ) -> Result<Vec<(ConversationId, i64)>> {
         self.remember_user(user, name).await?;
         self.memberships(user).await
     }
@@ -187,20 +188,66 @@ impl SqliteStore {
         .db_context("counting unread messages")
     }
 
-    pub async fn memberships(&self, user: &UserId) -> Result<Vec<ConversationId>> {
-        let ids: Vec<super::rows::DbUuid> =
-            sqlx::query_scalar("SELECT conversation_id FROM members WHERE user_id = ?")
-                .bind(user.as_str())
+    pub async fn memberships(&self, user: &UserId) -> Result<Vec<(ConversationId, i64)>> {
+        let rows: Vec<(super::rows::DbUuid, i64)> = sqlx::query_as(
+            "SELECT mb.conversation_id, c.member_count
+             FROM members mb JOIN conversations c ON c.id = mb.conversation_id
+             WHERE mb.user_id = ?",
+        )
+        .bind(user.as_str())
+        .fetch_all(&self.readers)
+        .await
+        .db_context("loading memberships")?;
+        Ok(rows.into_iter().map(|(id, n)| (id.into(), n)).collect())
+    }
+
+    pub async fn member_ids(&self, conversation: ConversationId) -> Result<Vec<UserId>> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT user_id FROM members WHERE conversation_id = ?")
+                .bind(conversation.to_string())
                 .fetch_all(&self.readers)
                 .await
-                .db_context("loading memberships")?;
-        Ok(ids.into_iter().map(Into::into).collect())
+                .db_context("loading members")?;
+        Ok(ids.iter().map(|u| UserId::from_db(u)).collect())
+    }
+
+    /// See [`Store::members_page`](super::Store::members_page).
+    pub async fn members_page(
+        &self,
+        conversation: ConversationId,
+        viewer: &UserId,
+        after: Option<&MemberCursor>,
+        limit: usize,
+    ) -> Result<Option<(Vec<Member>, i64)>> {
+        // One read transaction: the membership check, the count and the page see one snapshot.
+        let mut tx = self.readers.begin().await.db_context("beginning a read")?;
+        let count: Option<i64> = sqlx::query_scalar(
+            "SELECT c.member_count FROM conversations c
+             JOIN members mb ON mb.conversation_id = c.id AND mb.user_id = ?2
+             WHERE c.id = ?1",
+        )
+        .bind(conversation.to_string())
+        .bind(viewer.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .db_context("checking membership")?;
+        let Some(count) = count else {
+            return Ok(None);
+        };
+        let rows = page_of_members(&mut tx, conversation, after, limit).await?;
+        tx.commit().await.db_context("ending a read")?;
+        let members = rows
+            .into_iter()
+            .map(|r| r.into_member().map(|(_, m)| m))
+            .collect::<Result<_>>()?;
+        Ok(Some((members, count)))
     }
 
     pub async fn conversations_of(&self, user: &UserId) -> Result<Vec<Conversation>> {
         let mut conn = self.readers.acquire().await.db_context("acquiring")?;
         let rows: Vec<OwnHeadRow> = sqlx::query_as(
-            "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, mb.last_read_seq,
+            "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, c.member_count,
+                    mb.last_read_seq,
                     (SELECT count(*) FROM messages m
                      WHERE m.conversation_id = c.id AND m.seq > mb.last_read_seq
                        AND m.deleted_at IS NULL AND m.sender_id <> mb.user_id) AS unread_count
@@ -216,7 +263,7 @@ impl SqliteStore {
             .into_iter()
             .map(OwnHeadRow::into_head)
             .collect::<Result<_>>()?;
-        complete::<Self>(&mut conn, heads).await
+        complete::<Self>(&mut conn, heads, Some(MEMBERS_PAGE)).await
     }
 
     pub async fn mark_read(
@@ -594,16 +641,22 @@ impl SqliteStore {
     pub async fn kind_and_members(
         &self,
         conversation: ConversationId,
-    ) -> Result<Option<(ConversationKind, Vec<UserId>)>> {
-        let kind: Option<String> =
-            sqlx::query_scalar("SELECT kind FROM conversations WHERE id = ?")
+    ) -> Result<Option<(ConversationKind, i64, Vec<UserId>)>> {
+        let head: Option<(String, i64)> =
+            sqlx::query_as("SELECT kind, member_count FROM conversations WHERE id = ?")
                 .bind(conversation.to_string())
                 .fetch_optional(&self.readers)
                 .await
                 .db_context("loading a conversation's kind")?;
-        let Some(kind) = kind.as_deref().and_then(ConversationKind::from_db) else {
+        let Some((kind, count)) = head else {
             return Ok(None);
         };
+        let Some(kind) = ConversationKind::from_db(&kind) else {
+            return Ok(None);
+        };
+        if is_large(count) {
+            return Ok(Some((kind, count, Vec::new())));
+        }
         let members: Vec<String> =
             sqlx::query_scalar("SELECT user_id FROM members WHERE conversation_id = ?")
                 .bind(conversation.to_string())
@@ -612,6 +665,7 @@ impl SqliteStore {
                 .db_context("loading members")?;
         Ok(Some((
             kind,
+            count,
             members.iter().map(|u| UserId::from_db(u)).collect(),
         )))
     }
@@ -803,7 +857,19 @@ impl SqliteStore {
 impl Backend for SqliteStore {
     type Db = Sqlite;
 
-    async fn members(c: &mut SqliteConnection, ids: &[ConversationId]) -> Result<Vec<MemberRow>> {
+    async fn members(
+        c: &mut SqliteConnection,
+        ids: &[ConversationId],
+        first: Option<usize>,
+    ) -> Result<Vec<MemberRow>> {
+        if let Some(first) = first {
+            // In-process, a short index scan per conversation costs microseconds.
+            let mut rows = Vec::new();
+            for id in ids {
+                rows.extend(page_of_members(c, *id, None, first).await?);
+            }
+            return Ok(rows);
+        }
         sqlx::query_as(
             "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
              FROM members mb JOIN users u ON u.id = mb.user_id
@@ -915,7 +981,7 @@ impl Backend for SqliteStore {
             .iter()
             .map(|(u, r)| (u.as_str(), r.as_str()))
             .collect();
-        sqlx::query(
+        let added = sqlx::query(
             "INSERT INTO members (conversation_id, user_id, role, joined_at)
              SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?3
              FROM json_each(?2) WHERE true
@@ -924,10 +990,11 @@ impl Backend for SqliteStore {
         .bind(id.to_string())
         .bind(json(&members))
         .bind(now)
-        .execute(c)
+        .execute(&mut *c)
         .await
-        .db_context("adding members")?;
-        Ok(())
+        .db_context("adding members")?
+        .rows_affected();
+        count_members(c, id, added as i64).await
     }
 
     async fn remove_members(
@@ -935,16 +1002,17 @@ impl Backend for SqliteStore {
         id: ConversationId,
         users: &[UserId],
     ) -> Result<()> {
-        sqlx::query(
+        let removed = sqlx::query(
             "DELETE FROM members
              WHERE conversation_id = ? AND user_id IN (SELECT value FROM json_each(?))",
         )
         .bind(id.to_string())
         .bind(json_users(users))
-        .execute(c)
+        .execute(&mut *c)
         .await
-        .db_context("removing members")?;
-        Ok(())
+        .db_context("removing members")?
+        .rows_affected();
+        count_members(c, id, -(removed as i64)).await
     }
 
     async fn set_role(
@@ -1001,13 +1069,47 @@ impl Backend for SqliteStore {
     }
 
     /// `lock` needs nothing: the caller holds the single writer.
+    async fn head(
+        c: &mut SqliteConnection,
+        id: ConversationId,
+        _lock: bool,
+    ) -> Result<Option<ConversationHead>> {
+        let row: Option<HeadRow> = sqlx::query_as(
+            "SELECT id, kind, title, created_at, last_seq, member_count FROM conversations
+             WHERE id = ?",
+        )
+        .bind(id.to_string())
+        .fetch_optional(c)
+        .await
+        .db_context("loading a conversation")?;
+        row.map(|r| r.into_head(None)).transpose()
+    }
+
+    async fn members_named(
+        c: &mut SqliteConnection,
+        id: ConversationId,
+        users: &[UserId],
+    ) -> Result<Vec<MemberRow>> {
+        sqlx::query_as(
+            "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
+             FROM members mb JOIN users u ON u.id = mb.user_id
+             WHERE mb.conversation_id = ? AND mb.user_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(id.to_string())
+        .bind(json_users(users))
+        .fetch_all(c)
+        .await
+        .db_context("loading members")
+    }
+
+    /// `lock` needs nothing: the caller holds the single writer.
     async fn load_conversations(
         c: &mut SqliteConnection,
         ids: &[ConversationId],
         _lock: bool,
     ) -> Result<Vec<Conversation>> {
         let rows: Vec<HeadRow> = sqlx::query_as(
-            "SELECT id, kind, title, created_at, last_seq FROM conversations
+            "SELECT id, kind, title, created_at, last_seq, member_count FROM conversations
              WHERE id IN (SELECT value FROM json_each(?))",
         )
         .bind(json_ids(ids))
@@ -1018,7 +1120,7 @@ impl Backend for SqliteStore {
             .into_iter()
             .map(|r| r.into_head(None))
             .collect::<Result<_>>()?;
-        complete::<Self>(c, heads).await
+        complete::<Self>(c, heads, None).await
     }
 
     async fn role_of(
@@ -1410,6 +1512,72 @@ fn send_keys(batch: &[NewMessage]) -> String {
             })
             .collect::<Vec<_>>(),
     )
+}
+
+/// Up to `limit` members of `conversation` after `after` (from the start without), in member
+/// order, as range scans of the `members_in_order` index (whose expression this repeats).
+/// SQLite seeks a row value only on plain columns after the equalities, so the walk is two
+/// seeks: the rest of the cursor's role, then the roles after it. (A single row-value
+/// comparison starting at the role would filter every member before the cursor.)
+async fn page_of_members(
+    c: &mut SqliteConnection,
+    conversation: ConversationId,
+    after: Option<&MemberCursor>,
+    limit: usize,
+) -> Result<Vec<MemberRow>> {
+    let (rank, joined_at, user) = match after {
+        Some(a) => (a.rank, a.joined_at, a.user_id.as_str()),
+        None => (-1, i64::MIN, ""),
+    };
+    let mut rows: Vec<MemberRow> = sqlx::query_as(
+        "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
+         FROM members mb JOIN users u ON u.id = mb.user_id
+         WHERE mb.conversation_id = ?1
+           AND (CASE mb.role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END) = ?2
+           AND (mb.joined_at, mb.user_id) > (?3, ?4)
+         ORDER BY mb.joined_at, mb.user_id
+         LIMIT ?5",
+    )
+    .bind(conversation.to_string())
+    .bind(rank)
+    .bind(joined_at)
+    .bind(user)
+    .bind(limit as i64)
+    .fetch_all(&mut *c)
+    .await
+    .db_context("loading a page of members")?;
+    if rows.len() < limit {
+        let rest: Vec<MemberRow> = sqlx::query_as(
+            "SELECT mb.conversation_id, mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
+             FROM members mb JOIN users u ON u.id = mb.user_id
+             WHERE mb.conversation_id = ?1
+               AND (CASE mb.role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END) > ?2
+             ORDER BY (CASE mb.role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END),
+                      mb.joined_at, mb.user_id
+             LIMIT ?3",
+        )
+        .bind(conversation.to_string())
+        .bind(rank)
+        .bind((limit - rows.len()) as i64)
+        .fetch_all(&mut *c)
+        .await
+        .db_context("loading a page of members")?;
+        rows.extend(rest);
+    }
+    Ok(rows)
+}
+
+/// Moves a conversation's `member_count` by `delta` (in the writer's transaction).
+async fn count_members(c: &mut SqliteConnection, id: ConversationId, delta: i64) -> Result<()> {
+    if delta != 0 {
+        sqlx::query("UPDATE conversations SET member_count = member_count + ? WHERE id = ?")
+            .bind(delta)
+            .bind(id.to_string())
+            .execute(c)
+            .await
+            .db_context("counting members")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

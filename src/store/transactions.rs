@@ -18,8 +18,8 @@ use super::{
     MembershipChange, MembershipPlan, MessageChange, NewMessage, OutboxEvent, SendOutcome,
 };
 use crate::domain::{
-    AttachmentId, Conversation, ConversationId, ConversationTitle, ExternalId, Message,
-    MessageBody, MessageId, Role, Timestamp, UserId,
+    AttachmentId, Conversation, ConversationId, ConversationTitle, ExternalId, MEMBERS_PAGE,
+    Message, MessageBody, MessageId, Role, Timestamp, UserId,
 };
 use crate::error::{Error, Result};
 
@@ -60,13 +60,15 @@ pub(crate) trait Backend: Sync {
         title: &ConversationTitle,
         now: i64,
     ) -> Result<()>;
-    /// Adds members (an existing member is left as it is).
+    /// Adds members (an existing member is left as it is), and counts them in the
+    /// conversation's `member_count`.
     async fn insert_members(
         c: &mut Conn<Self>,
         id: ConversationId,
         members: &[(&UserId, Role)],
         now: i64,
     ) -> Result<()>;
+    /// Removes members, and uncounts them from the conversation's `member_count`.
     async fn remove_members(c: &mut Conn<Self>, id: ConversationId, users: &[UserId])
     -> Result<()>;
     async fn set_role(
@@ -87,13 +89,30 @@ pub(crate) trait Backend: Sync {
         id: ConversationId,
         users: &[UserId],
     ) -> Result<Vec<UserId>>;
-    /// The members of these conversations, with their names.
-    async fn members(c: &mut Conn<Self>, ids: &[ConversationId]) -> Result<Vec<MemberRow>>;
+    /// The members of these conversations, with their names: all of them, or (`first`) only
+    /// the first that many of each in member order.
+    async fn members(
+        c: &mut Conn<Self>,
+        ids: &[ConversationId],
+        first: Option<usize>,
+    ) -> Result<Vec<MemberRow>>;
     /// The messages at these (conversation, seq) places.
     async fn last_messages(
         c: &mut Conn<Self>,
         last: &[(ConversationId, i64)],
     ) -> Result<Vec<MessageRow>>;
+    /// The conversation's row (without members), locked if `lock`.
+    async fn head(
+        c: &mut Conn<Self>,
+        id: ConversationId,
+        lock: bool,
+    ) -> Result<Option<ConversationHead>>;
+    /// Those of `users` who are members of the conversation, with their names.
+    async fn members_named(
+        c: &mut Conn<Self>,
+        id: ConversationId,
+        users: &[UserId],
+    ) -> Result<Vec<MemberRow>>;
     /// Conversations with their members and last message, locked if `lock`.
     async fn load_conversations(
         c: &mut Conn<Self>,
@@ -179,17 +198,18 @@ pub(crate) trait Backend: Sync {
     async fn discard_attachments(c: &mut Conn<Self>, message: MessageId, now: i64) -> Result<()>;
 }
 
-/// Attaches members and last messages to conversation heads: two more statements for any
-/// number of conversations.
+/// Attaches members (all, or the `first` that many of each) and last messages to conversation
+/// heads: two more statements for any number of conversations.
 pub(crate) async fn complete<B: Backend>(
     c: &mut Conn<B>,
     heads: Vec<ConversationHead>,
+    first: Option<usize>,
 ) -> Result<Vec<Conversation>> {
     if heads.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<ConversationId> = heads.iter().map(|h| h.id).collect();
-    let members = B::members(c, &ids)
+    let members = B::members(c, &ids, first)
         .await?
         .into_iter()
         .map(MemberRow::into_member)
@@ -328,11 +348,46 @@ async fn insert_conversation<B: Backend>(
     }
 }
 
+/// A conversation as a membership change sees it (locked if `lock`): the first members in
+/// member order and those of `involves` who are members, with the whole `member_count`. The
+/// first `MEMBERS_PAGE`, and at least one more than `involves` holds, so that whoever leaves,
+/// the heir (the first in member order who stays) is among them.
+async fn load_for_change<B: Backend>(
+    c: &mut Conn<B>,
+    id: ConversationId,
+    lock: bool,
+    involves: &[UserId],
+) -> Result<Option<Conversation>> {
+    let Some(head) = B::head(c, id, lock).await? else {
+        return Ok(None);
+    };
+    let first = MEMBERS_PAGE.max(involves.len() + 1);
+    let mut rows = B::members(c, &[id], Some(first)).await?;
+    if !involves.is_empty() {
+        rows.extend(B::members_named(c, id, involves).await?);
+    }
+    let mut seen = HashSet::new();
+    let mut members = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (conversation, member) = row.into_member()?;
+        if seen.insert(member.user_id.clone()) {
+            members.push((conversation, member));
+        }
+    }
+    let last_messages = if head.last_seq > 0 {
+        messages(B::last_messages(c, &[(id, head.last_seq)]).await?)
+    } else {
+        Vec::new()
+    };
+    Ok(assemble(vec![head], members, last_messages).pop())
+}
+
 /// See [`Store::change_members`](super::Store::change_members).
 pub(crate) async fn change_members<B, F>(
     backend: &B,
     id: ConversationId,
     names: &[UserId],
+    involves: &[UserId],
     decide: F,
 ) -> Result<Option<MembershipChange>>
 where
@@ -342,7 +397,7 @@ where
     let mut tx = backend.begin().await?;
     // The lock serialises membership changes with each other and with message writes, which
     // lock the same conversation.
-    let Some(before) = B::load_conversations(&mut tx, &[id], true).await?.pop() else {
+    let Some(before) = load_for_change::<B>(&mut tx, id, true, involves).await? else {
         return Ok(None);
     };
     let departed = if names.is_empty() {
@@ -355,6 +410,7 @@ where
         return Ok(Some(MembershipChange {
             after: before.clone(),
             before,
+            plan,
         }));
     }
     let now = Timestamp::now().millis();
@@ -373,7 +429,9 @@ where
     if !plan.departures.is_empty() {
         B::record_departures(&mut tx, id, &plan.departures, now).await?;
     }
-    let after = reload::<B>(&mut tx, id).await?;
+    let after = load_for_change::<B>(&mut tx, id, false, involves)
+        .await?
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("conversation {id} vanished")))?;
     let mut events = Vec::new();
     if backend.outbox().is_some() {
         for (kind, users) in [
@@ -389,7 +447,11 @@ where
     }
     commit::<B>(tx).await?;
     wake_outbox(backend, !events.is_empty());
-    Ok(Some(MembershipChange { before, after }))
+    Ok(Some(MembershipChange {
+        before,
+        after,
+        plan,
+    }))
 }
 
 /// See [`Store::change_message`](super::Store::change_message).

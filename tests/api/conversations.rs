@@ -192,7 +192,7 @@ both_backends! {
             assert_eq!(expect(socket, "conversation:removed").await, json!({ "conversation_id": id }));
         }
         let members = expect(&mut carol, "conversation:members").await;
-        assert_eq!(members, json!({ "conversation_id": id, "changed": [], "removed": ["bob"], "by": "alice" }));
+        assert_eq!(members, json!({ "conversation_id": id, "changed": [], "removed": ["bob"], "member_count": 2, "by": "alice" }));
         send(&alice, &id, "c2", "after").await;
         expect(&mut carol, "message:new").await;
         expect_none(&mut bob, "message:new").await;

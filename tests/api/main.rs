@@ -17,6 +17,7 @@ mod fuzz;
 mod history;
 mod hostile;
 mod http;
+mod large_groups;
 mod limits;
 mod logs;
 mod messages;

@@ -303,6 +303,57 @@ async fn every_message_is_an_event_when_asked() {
     assert_eq!(event["data"]["offline_member_ids"], json!([]));
 }
 
+/// A large group's messages don't name who of its members is away (a presence lookup per
+/// member per message, and an email to thousands); the app's conversation.created event carries
+/// the first page of members and the count. With every message asked for, they are events
+/// with no one named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_groups_messages_name_nobody_away() {
+    let inbox = Inbox::default();
+    let port = free_port();
+    let _receiver = receive(&inbox, port).await;
+    let url = hook_url(port);
+    let members: Vec<String> = (0..150).map(|i| format!("away{i}")).collect();
+    for all in [false, true] {
+        let mut settings = webhook_settings(&url);
+        if all {
+            settings.push(("CONFAB_WEBHOOK_ALL_MESSAGES", "true"));
+        }
+        let app = spawn_app_with(Backend::Sqlite, &settings).await.unwrap();
+        let alice = app.connect("alice").await;
+        let (status, body) = as_app(
+            &app.url,
+            "/api/server/conversations",
+            json!({ "kind": "group", "title": "big", "owner_id": "alice", "member_ids": members }),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["data"]["conversation"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let created = inbox
+            .wait_for("conversation.created", if all { 2 } else { 1 }, EVENT_WAIT)
+            .await;
+        let conversation = &created.last().unwrap()["data"]["conversation"];
+        assert_eq!(conversation["member_count"], 151);
+        assert_eq!(conversation["members"].as_array().unwrap().len(), 100);
+        // 150 members away, yet no event (or, with every message asked for, one naming none).
+        let sent = send(&alice, &id, "a1", "hello, everyone").await;
+        if all {
+            let event = inbox
+                .wait_for("message.created", 1, EVENT_WAIT)
+                .await
+                .remove(0);
+            assert_eq!(event["data"]["message"], sent);
+            assert_eq!(event["data"]["offline_member_ids"], json!([]));
+        } else {
+            tokio::time::sleep(GRACE * 4).await;
+            assert_eq!(inbox.of_type("message.created").len(), 0);
+        }
+    }
+}
+
 /// confab is killed (SIGKILL) with events queued for a receiver that is down; restarted, it
 /// sends them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

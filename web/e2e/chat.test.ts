@@ -221,6 +221,27 @@ test("a group, older history on scroll-up, and a phone-sized screen", async () =
   expect(phone.errors).toEqual([]);
 });
 
+test("a large group shows its count and pages its members on demand", async () => {
+  // 150 members: the conversation carries the first 100, the dialog loads the rest when asked.
+  const ids = Array.from({ length: 149 }, (_, i) => `big-${String(i).padStart(3, "0")}`);
+  await startGroup(alice, "Big club", ids.join(", "));
+  await pane(alice, "Big club").getByText("150 members").waitFor();
+  await alice.page.getByRole("button", { name: "Members" }).click();
+  const dialog = alice.page.getByRole("dialog", { name: "Members" });
+  await dialog.getByRole("heading", { name: "150 members" }).waitFor();
+  expect(await dialog.getByRole("listitem").count()).toBe(100);
+  const more = dialog.getByRole("button", { name: /^Show more \(50 more\)/ });
+  await more.click();
+  await until(async () => (await dialog.getByRole("listitem").count()) === 150, "the second page");
+  expect(await more.count()).toBe(0);
+  // Each member once, the last to join last.
+  const users = await dialog.locator("li[data-user]").evaluateAll((items) => items.map((li) => li.getAttribute("data-user")));
+  expect(new Set(users).size).toBe(150);
+  expect(users.at(-1)).toBe("big-148");
+  await dialog.getByRole("button", { name: "Close" }).click();
+  expect(alice.errors).toEqual([]);
+});
+
 test("a group's members dialog adds and removes people, and lets a member leave", async () => {
   await startGroup(alice, "Book club", "bob");
   await conversationItem(bob, "Book club").waitFor();

@@ -19,6 +19,8 @@ import type {
   Envelope,
   ErrorBody,
   HistoryPage,
+  Member,
+  MembersPage,
   Message,
   Presence,
   Receipt,
@@ -442,6 +444,38 @@ export class ConfabClient {
     );
     this.conversations.upsert(conversation);
     return conversation;
+  }
+
+  /**
+   * A page of a conversation's members, in member order (owner, admins, then by when they joined): the
+   * first without `after`, then the one after each page's `next` (`null` after the last). `limit` is
+   * 1–1000, 100 by default. A conversation object carries only its first 100 members; this loads
+   * the rest of a large group on demand.
+   */
+  async listMembers(
+    conversationId: string,
+    page: { after?: string; limit?: number } = {},
+    options?: RequestOptions,
+  ): Promise<MembersPage> {
+    return this.request(
+      "conversation:members:list",
+      {
+        conversation_id: conversationId,
+        ...(page.after !== undefined && { after: page.after }),
+        ...(page.limit !== undefined && { limit: page.limit }),
+      },
+      options,
+    );
+  }
+
+  /** Every member of a conversation, page by page (`for await (const m of client.members(id))`). */
+  async *members(conversationId: string, page: { limit?: number } = {}, options?: RequestOptions): AsyncGenerator<Member> {
+    let after: string | undefined;
+    do {
+      const answer = await this.listMembers(conversationId, { after, limit: page.limit }, options);
+      yield* answer.members;
+      after = answer.next ?? undefined;
+    } while (after !== undefined);
   }
 
   /** Leaves a group; it is forgotten here (its unsent messages fail with `not_found`). */
@@ -945,10 +979,22 @@ export class ConfabClient {
       this.eventListeners.emit("conversation:new", conversation);
     });
     this.on_("conversation:members", (change: ServerEvents["conversation:members"]) => {
-      const conversation = this.conversations.membersChanged(change.conversation_id, change.changed, change.removed);
+      const conversation = this.conversations.membersChanged(
+        change.conversation_id,
+        change.changed,
+        change.removed,
+        change.member_count,
+      );
       // Not in the list yet (its `conversation:list` answer is on the way): reload it to be sure.
       if (conversation === undefined) this.conversations.refreshSoon(() => this.loadConversations());
-      else this.eventListeners.emit("conversation:updated", conversation);
+      else {
+        this.eventListeners.emit("conversation:updated", conversation);
+        // A group that shrank back to 100 or fewer: the copy held only its first page, so the list
+        // no longer adds up. Its members are loaded again (all of them fit in one page).
+        if (conversation.member_count <= 100 && conversation.members.length !== conversation.member_count) {
+          void this.reloadMembers(conversation.id);
+        }
+      }
     });
     this.on_("conversation:removed", (payload: ServerEvents["conversation:removed"]) => {
       this.removed(payload.conversation_id);
@@ -1170,6 +1216,17 @@ export class ConfabClient {
       },
       jitter(this.maxDelay * 2 ** (this.refreshRetries - 1)),
     );
+  }
+
+  /** Loads a conversation's first page of members again into `conversations`. */
+  private async reloadMembers(conversationId: string): Promise<void> {
+    try {
+      const page = await this.listMembers(conversationId);
+      const conversation = this.conversations.setMembers(conversationId, page.members, page.member_count);
+      if (conversation) this.eventListeners.emit("conversation:updated", conversation);
+    } catch {
+      // Gone meanwhile, or offline: the next conversation list brings the members anyway.
+    }
   }
 
   private async loadConversations(options?: RequestOptions): Promise<Conversation[]> {

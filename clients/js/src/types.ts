@@ -73,7 +73,13 @@ export interface Conversation {
   id: string;
   kind: "direct" | "group";
   title: string | null;
+  /**
+   * The first members (at most 100) in member order: owner, admins, then members by when they joined.
+   * A group of up to 100 has them all; page through a larger one with `listMembers`.
+   */
   members: Member[];
+  /** How many members it has (as of when this copy was loaded or last changed). */
+  member_count: number;
   created_at: string;
   last_seq: number;
   last_message: Message | null;
@@ -81,6 +87,14 @@ export interface Conversation {
   last_read_seq?: number;
   /** Only in `conversation:list` answers. */
   unread_count?: number;
+}
+
+/** A page of a conversation's members (`conversation:members:list`). */
+export interface MembersPage {
+  members: Member[];
+  member_count: number;
+  /** Pass as `after` for the next page; `null` after the last one. */
+  next: string | null;
 }
 
 /** Whether a user is online, and when they were last seen. */
@@ -159,7 +173,7 @@ export interface ServerEvents {
   "message:updated": { message: Message };
   "conversation:new": { conversation: Conversation };
   /** A group's members changed: `changed` joined or changed role (replace by `user_id`), `removed` left. */
-  "conversation:members": { conversation_id: string; changed: Member[]; removed: UserId[] };
+  "conversation:members": { conversation_id: string; changed: Member[]; removed: UserId[]; member_count: number };
   "conversation:removed": { conversation_id: string };
   receipt: Receipt;
   typing: Typing;
@@ -189,6 +203,7 @@ export interface ClientEvents {
     { conversation_id: string; user_ids: UserId[] },
     { conversation: Conversation },
   ];
+  "conversation:members:list": [{ conversation_id: string; after?: string; limit?: number }, MembersPage];
   "conversation:leave": [{ conversation_id: string }, { conversation_id: string }];
   "conversation:read": [
     { conversation_id: string; seq: number },

@@ -49,3 +49,51 @@ test("members joining, leaving and an ownership hand-over reach the other member
   await until(() => fresh.conversations.get(group.id) !== undefined, "a fresh list");
   expect(roles(fresh.conversations.get(group.id))).toEqual(roles(atBob()));
 });
+
+test("a large group carries its first 100 members and the count; the rest is paged on demand", async () => {
+  const owner = await live(client(server, "lg-owner"));
+  const watcher = await live(client(server, "lg-0"));
+  const others = Array.from({ length: 149 }, (_, i) => `lg-${i}`);
+  const group = await owner.createGroup("Big", others.slice(0, 120));
+  await owner.addMembers(group.id, others.slice(120));
+  expect(group.members).toHaveLength(100);
+  expect(group.member_count).toBe(121);
+  await until(() => watcher.conversations.get(group.id) !== undefined, "the watcher to learn the group");
+  const copy = watcher.conversations.get(group.id)!;
+  expect(copy.members).toHaveLength(100);
+
+  // Page by page, each member once, owner first.
+  const first = await watcher.listMembers(group.id, { limit: 60 });
+  expect(first.members).toHaveLength(60);
+  expect(first.member_count).toBe(150);
+  expect(first.members[0]).toMatchObject({ user_id: "lg-owner", role: "owner" });
+  const second = await watcher.listMembers(group.id, { after: first.next!, limit: 60 });
+  expect(second.members[0]?.user_id).not.toBe(first.members[59]?.user_id);
+  const all: string[] = [];
+  for await (const m of watcher.members(group.id, { limit: 40 })) all.push(m.user_id);
+  expect(all).toHaveLength(150);
+  expect(new Set(all).size).toBe(150);
+  expect(all.slice(0, 60)).toEqual(first.members.map((m) => m.user_id));
+
+  // Strangers and bad cursors are refused with the server's error.
+  const stranger = await live(client(server, "lg-stranger"));
+  await expect(stranger.listMembers(group.id)).rejects.toMatchObject({ code: "not_found" });
+  await expect(watcher.listMembers(group.id, { after: "bogus" })).rejects.toMatchObject({ code: "invalid_payload" });
+});
+
+test("a group that shrinks back to 100 is loaded whole again", async () => {
+  const owner = await live(client(server, "sh-owner"));
+  const watcher = await live(client(server, "sh-0"));
+  const others = Array.from({ length: 102 }, (_, i) => `sh-${i}`);
+  const group = await owner.createGroup("Shrinking", others);
+  await until(() => watcher.conversations.get(group.id)?.member_count === 103, "the watcher to learn the group");
+  expect(watcher.conversations.get(group.id)!.members).toHaveLength(100);
+  // Down to 100: the delta alone can't make the list whole (the copy held the first 100 of 103);
+  // the client loads it again.
+  await owner.removeMembers(group.id, ["sh-101", "sh-100", "sh-99"]);
+  await until(() => watcher.conversations.get(group.id)?.member_count === 100, "the count to follow");
+  await until(() => watcher.conversations.get(group.id)?.members.length === 100, "the whole list");
+  const ids = watcher.conversations.get(group.id)!.members.map((m) => m.user_id);
+  expect(ids).not.toContain("sh-99");
+  expect(new Set(ids).size).toBe(100);
+});

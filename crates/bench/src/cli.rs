@@ -54,6 +54,14 @@ pub struct Args {
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
 
+    /// fanout: members of the group in all, owner included; those beyond --users never connect
+    /// ("<user prefix>-away-<index>", added in requests of 1,000). A group larger than the
+    /// sockets one machine holds (a server process has at most ~19,900 with an open-file limit
+    /// of 20,000): each message is stored once and delivered to the --users - 1 connected
+    /// members. [default: --users]
+    #[arg(long, value_name = "N")]
+    pub group_members: Option<usize>,
+
     /// Seconds to wait after the last send for outstanding acks and deliveries (the wait ends
     /// early once everything arrived). Whatever is still missing then counts as lost or
     /// no_ack.

@@ -282,6 +282,7 @@ fn io_kind(e: &io::Error) -> String {
 /// A conversation the generator sends to, with its send payload prefix prepared once.
 #[derive(Debug)]
 pub struct Conversation {
+    pub id: String,
     /// `{"conversation_id":"…","client_id":"` — the start of every send's payload.
     payload_prefix: String,
 }
@@ -289,7 +290,10 @@ pub struct Conversation {
 impl Conversation {
     pub fn new(id: &str) -> Self {
         let payload_prefix = format!("{{\"conversation_id\":{},\"client_id\":\"", Value::from(id));
-        Self { payload_prefix }
+        Self {
+            id: id.to_owned(),
+            payload_prefix,
+        }
     }
 }
 

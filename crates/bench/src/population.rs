@@ -21,7 +21,7 @@ pub const CREATE_MAX_MEMBERS: usize = 1000;
 /// Most ids one `conversation:members:add` takes.
 pub const ADD_CHUNK: usize = 1000;
 /// How long setup requests (creating groups, adding members) may take.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How to connect the users.
 pub struct ConnectPlan {
@@ -344,7 +344,7 @@ pub async fn create_group(
         envelope_data(&answer, "conversation:members:add").map_err(|e| {
             e.context(format!(
                 "growing a group past {CREATE_MAX_MEMBERS} members takes conversation:members:add, \
-                 and a server that caps groups (confab: CONFAB_MAX_GROUP_MEMBERS, default 1000) \
+                 and a server that caps groups (confab: CONFAB_MAX_GROUP_MEMBERS, default 100,000) \
                  must allow {} members",
                 members.len()
             ))

@@ -102,7 +102,9 @@ impl Presence {
     }
 
     async fn announce_online(&self, user: &UserId) {
-        let conversations = self.inner.hub.conversations_of(user);
+        // Not large groups: an arrival there would cost a delivery per member, so n² as they
+        // all connect (docs/PROTOCOL.md, "Large groups"). Their members ask `presence:get`.
+        let conversations = self.inner.hub.small_conversations_of(user);
         self.announce(
             &conversations,
             &PresenceState {
@@ -353,12 +355,16 @@ async fn heartbeat(presence: std::sync::Weak<Inner>) {
                     presence.inner.hub.node_died(node);
                 }
                 for user in reaped.offline {
-                    let conversations = presence
+                    let conversations: Vec<ConversationId> = presence
                         .inner
                         .store
                         .memberships(&user)
                         .await
-                        .unwrap_or_default();
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|(_, count)| !crate::domain::is_large(*count))
+                        .map(|(c, _)| c)
+                        .collect();
                     presence.went_offline(&user, &conversations).await;
                 }
             }

@@ -9,7 +9,7 @@ import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import type { TimelineLine } from "../activity.js";
 import { humanError } from "../errors.js";
 import { focusDone, usePendingFocus } from "../focus.js";
-import { clock, conversationTitle, dayKey, dayLabel, lastSeen, listNames, otherMember, plural } from "../format.js";
+import { clock, conversationTitle, count, dayKey, dayLabel, lastSeen, listNames, otherMember, plural } from "../format.js";
 import { MessageAttachments, UploadChips, useUploads } from "./Attachments.js";
 import { initial, useActivity } from "./ChatApp.js";
 import { PresenceDot } from "./ConversationList.js";
@@ -71,7 +71,10 @@ function Header({ conversation, me, onBack }: { conversation: Conversation; me: 
   const state = other ? presence.get(other) : undefined;
   const title = conversationTitle(conversation, me, activity.name);
   let subtitle = null;
-  if (conversation.kind === "group") {
+  if (conversation.kind === "group" && conversation.member_count > conversation.members.length) {
+    // A large group: its object holds only the first members, and naming 100 says little anyway.
+    subtitle = count(conversation.member_count, { one: "member", other: "members" });
+  } else if (conversation.kind === "group") {
     subtitle = listNames(conversation.members.map((m) => (m.user_id === me ? "you" : activity.name(m.user_id))));
   } else if (state?.online) {
     subtitle = "online";

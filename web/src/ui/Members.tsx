@@ -1,10 +1,11 @@
 // A group's members: who is in it and with what role; owners and admins add and remove people,
-// and anyone can leave. The server decides who may do what; the buttons only follow its rules
+// and anyone can leave. A conversation carries its first 100 members; the rest of a large group
+// is loaded a page at a time, when asked for. The server decides who may do what; the buttons only follow its rules
 // (docs/PROTOCOL.md), so a refusal is shown, never expected.
 
 import type { Conversation, Member } from "@confab/client";
 import { useConfab } from "@confab/client/react";
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 
 import { humanError, type Attempt } from "../errors.js";
 import { count } from "../format.js";
@@ -13,6 +14,11 @@ import { Dialog } from "./Dialog.js";
 import { splitIds } from "./NewChat.js";
 
 /** Whether `me` (with role `mine`) may remove `member`: owners anyone but themselves, admins plain members. */
+/** A count for display, as the browser writes numbers. */
+function numberOf(n: number): string {
+  return new Intl.NumberFormat().format(Math.max(0, n));
+}
+
 function canRemove(mine: Member["role"] | undefined, member: Member, me: string | undefined): boolean {
   if (member.user_id === me || member.role === "owner") return false;
   return mine === "owner" || (mine === "admin" && member.role === "member");
@@ -22,11 +28,49 @@ export function Members({ conversation, onClose }: { conversation: Conversation;
   const client = useConfab();
   const activity = useActivity();
   const me = client.me?.id;
-  const mine = conversation.members.find((m) => m.user_id === me)?.role;
+  // Members past the first page, loaded on demand, and where the next page starts (`null`: none).
+  const [more, setMore] = useState<Member[]>([]);
+  const [next, setNext] = useState<string | null>(null);
+  const [loading, setLoading] = useState(false);
+  const first = conversation.members;
+  const large = conversation.member_count > first.length;
+  const shown = more.length === 0 ? first : first.concat(more.filter((m) => !first.some((f) => f.user_id === m.user_id)));
+  const mine = shown.find((m) => m.user_id === me)?.role;
   const manages = mine === "owner" || mine === "admin";
   const [adding, setAdding] = useState("");
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+
+  // A large group: learn where its second page starts (the first is in the conversation).
+  useEffect(() => {
+    if (!large) {
+      setMore([]);
+      setNext(null);
+      return;
+    }
+    let live = true;
+    client
+      .listMembers(conversation.id, { limit: first.length })
+      .then((page) => live && setNext(page.next))
+      .catch(() => undefined);
+    return () => {
+      live = false;
+    };
+  }, [conversation.id, large]);
+
+  async function loadMore() {
+    if (next === null) return;
+    setLoading(true);
+    try {
+      const page = await client.listMembers(conversation.id, { after: next });
+      setMore((m) => m.concat(page.members));
+      setNext(page.next);
+    } catch (err) {
+      setError(humanError(err, "members", { ids: [] }));
+    } finally {
+      setLoading(false);
+    }
+  }
 
   async function run(attempt: Attempt, ids: string[], action: () => Promise<unknown>): Promise<boolean> {
     setBusy(true);
@@ -62,9 +106,9 @@ export function Members({ conversation, onClose }: { conversation: Conversation;
   }
 
   return (
-    <Dialog label="Members" title={count(conversation.members.length, { one: "member", other: "members" })} onClose={onClose}>
+    <Dialog label="Members" title={count(conversation.member_count, { one: "member", other: "members" })} onClose={onClose}>
       <ul class="members">
-        {conversation.members.map((m) => {
+        {shown.map((m) => {
           const name = m.user_id === me ? "You" : activity.name(m.user_id);
           return (
             <li key={m.user_id} class="member" data-user={m.user_id}>
@@ -83,6 +127,11 @@ export function Members({ conversation, onClose }: { conversation: Conversation;
           );
         })}
       </ul>
+      {next !== null && (
+        <button type="button" class="ghost more-members" disabled={loading} onClick={() => void loadMore()}>
+          {loading ? "Loading…" : `Show more (${numberOf(conversation.member_count - shown.length)} more)`}
+        </button>
+      )}
       {manages && (
         <form class="add-members" onSubmit={add}>
           <label>

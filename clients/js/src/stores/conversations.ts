@@ -88,7 +88,7 @@ export class ConversationList extends Store<ConversationListSnapshot> {
   }
 
   /** A `conversation:members` event: the members changed applied; the conversation after, if known. @internal */
-  membersChanged(id: string, changed: Member[], removed: UserId[]): Conversation | undefined {
+  membersChanged(id: string, changed: Member[], removed: UserId[], memberCount?: number): Conversation | undefined {
     const entry = this.entries.get(id);
     if (!entry) return undefined;
     // Changed members keep their place and those who joined go last, then owner and admins first:
@@ -104,7 +104,17 @@ export class ConversationList extends Store<ConversationListSnapshot> {
       })
       .concat([...updates.values()])
       .sort((x, y) => ROLE_RANK[x.role] - ROLE_RANK[y.role]);
-    entry.conversation = { ...entry.conversation, members };
+    const member_count = memberCount ?? members.length;
+    entry.conversation = { ...entry.conversation, members, member_count };
+    this.changed();
+    return entry.conversation;
+  }
+
+  /** The first page of a conversation's members, as loaded. @internal */
+  setMembers(id: string, members: Member[], memberCount: number): Conversation | undefined {
+    const entry = this.entries.get(id);
+    if (!entry) return undefined;
+    entry.conversation = { ...entry.conversation, members, member_count: memberCount };
     this.changed();
     return entry.conversation;
   }

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde_json::{Value, json};
 
 use super::{Bench, Load, Verdict, check_groups};
@@ -20,12 +21,38 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
     let (_, bytes_before) = bench.recorder.traffic();
     let members: Vec<usize> = (0..bench.users).collect();
     let group = population::create_group(&population.users, members, "bench fanout").await?;
+    let group_members = bench.args.group_members.unwrap_or(bench.users);
+    if group_members < bench.users {
+        anyhow::bail!("--group-members must be at least --users");
+    }
+    let away: Vec<String> = (0..group_members - bench.users)
+        .map(|i| format!("{}-away-{i}", bench.plan.user_prefix))
+        .collect();
+    if !away.is_empty() {
+        let owner = population.users[0]
+            .as_ref()
+            .context("the group's owner is not connected")?;
+        for chunk in away.chunks(population::ADD_CHUNK) {
+            let answer = owner
+                .handle
+                .request(
+                    "conversation:members:add",
+                    json!({ "conversation_id": group.conversation.id, "user_ids": chunk }),
+                    population::SETUP_TIMEOUT,
+                )
+                .await?;
+            population::envelope_data(&answer, "conversation:members:add")?;
+        }
+    }
     let setup_s = started.elapsed().as_secs_f64();
-    eprintln!("created one group of {} in {setup_s:.2} s", bench.users);
+    eprintln!(
+        "created one group of {group_members} ({} connected) in {setup_s:.2} s",
+        bench.users
+    );
     let groups = vec![group];
     check_groups(bench.users, &groups)?;
-    // Adding members sends every existing member a conversation:members; let that traffic
-    // pass before measuring, or it shows up as delivery latency.
+    // Adding members sends every existing member of a small group a conversation:members; let
+    // that traffic pass before measuring, or it shows up as delivery latency.
     tokio::time::sleep(super::secs("--settle", bench.args.settle)?).await;
     let mut load = Load::new(&population, groups, bench.seed, bench.recorder.clone());
     load.drain(Duration::from_secs(1), Duration::from_secs(60))
@@ -35,8 +62,9 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
     eprintln!("the members received {setup_mib:.1} MiB of events while the group was built");
 
     eprintln!(
-        "sending {rate} msgs/s for {:.1} s to {} members each",
+        "sending {rate} msgs/s for {:.1} s to {} members each ({} of them connected)",
         bench.duration.as_secs_f64(),
+        group_members - 1,
         bench.users - 1
     );
     let outcome = load
@@ -46,7 +74,8 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Verdict> {
     let ok = report::phase_ok(&outcome.result, &run);
 
     let mut line = bench.header();
-    line.insert("group_size".into(), json!(bench.users));
+    line.insert("group_size".into(), json!(group_members));
+    line.insert("connected_members".into(), json!(bench.users));
     line.insert("groups".into(), json!(1));
     line.insert("setup_s".into(), json!(report::round(setup_s, 3)));
     line.insert("setup_mib_in".into(), json!(report::round(setup_mib, 1)));
