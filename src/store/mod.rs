@@ -244,6 +244,11 @@ impl Store {
         dispatch!(self, s => s.memberships(user).await)
     }
 
+    /// The memberships of `users` (a batch: one query).
+    pub async fn memberships_of(&self, users: &[UserId]) -> Result<Vec<(ConversationId, UserId)>> {
+        dispatch!(self, s => s.memberships_of(users).await)
+    }
+
     /// The direct conversation between `a` and `b`, created if needed. `true` when created now.
     pub async fn create_direct(&self, a: &UserId, b: &UserId) -> Result<(Conversation, bool)> {
         let what = transactions::Creation::Direct(a, b);
@@ -582,5 +587,43 @@ pub(crate) fn is_connection_lost(e: &sqlx::Error) -> bool {
         sqlx::Error::Io(_) => true,
         sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P01" | "57P02")),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::domain::ConversationTitle;
+
+    /// `memberships_of` answers a batch of users in one query (SQLite here; PostgreSQL is
+    /// exercised by the cluster tests, which reconcile through it).
+    #[tokio::test]
+    async fn memberships_of_a_batch_of_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("m.db").display());
+        let store = Store::connect(&url, 2, "simple").await.unwrap();
+        let [alice, bob, carol, nobody] =
+            ["alice", "bob", "carol", "nobody"].map(|u| UserId::parse(u).unwrap());
+        let title = ConversationTitle::parse("t").unwrap();
+        let group = store
+            .create_group(&alice, &title, std::slice::from_ref(&bob))
+            .await
+            .unwrap();
+        let (direct, _) = store.create_direct(&bob, &carol).await.unwrap();
+        let got: BTreeSet<(ConversationId, UserId)> = store
+            .memberships_of(&[bob.clone(), carol.clone(), nobody])
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        let want = BTreeSet::from([
+            (group.id, bob.clone()),
+            (direct.id, bob),
+            (direct.id, carol),
+        ]);
+        assert_eq!(got, want);
+        assert!(store.memberships_of(&[]).await.unwrap().is_empty());
     }
 }

@@ -200,6 +200,16 @@ impl PgStore {
         Ok(ids.into_iter().map(ConversationId).collect())
     }
 
+    pub async fn memberships_of(&self, users: &[UserId]) -> Result<Vec<(ConversationId, UserId)>> {
+        let rows: Vec<MembershipRow> =
+            sqlx::query_as("SELECT conversation_id, user_id FROM members WHERE user_id = ANY($1)")
+                .bind(user_strs(users))
+                .fetch_all(&self.pool)
+                .await
+                .db_context("loading memberships")?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     pub async fn conversations_of(&self, user: &UserId) -> Result<Vec<Conversation>> {
         let mut conn = self.pool.acquire().await.db_context("acquiring")?;
         let rows: Vec<OwnHeadRow> = sqlx::query_as(

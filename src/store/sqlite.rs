@@ -197,6 +197,18 @@ impl SqliteStore {
         Ok(ids.into_iter().map(Into::into).collect())
     }
 
+    pub async fn memberships_of(&self, users: &[UserId]) -> Result<Vec<(ConversationId, UserId)>> {
+        let rows: Vec<MembershipRow> = sqlx::query_as(
+            "SELECT conversation_id, user_id FROM members
+             WHERE user_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json_users(users))
+        .fetch_all(&self.readers)
+        .await
+        .db_context("loading memberships")?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     pub async fn conversations_of(&self, user: &UserId) -> Result<Vec<Conversation>> {
         let mut conn = self.readers.acquire().await.db_context("acquiring")?;
         let rows: Vec<OwnHeadRow> = sqlx::query_as(
