@@ -5,14 +5,16 @@
 //! have lost messages (the hub says so: `Hub::memberships_stale`, in every case where it asks
 //! clients to `resync`), a lost join would leave a member without live events, and a lost leave
 //! would keep sending a removed member the conversation's events. So this task reloads the
-//! memberships of every user with a socket here and makes the hub match.
+//! memberships of every user with a socket here and makes the hub match, and closes the sockets
+//! here of users banned meanwhile (the ban's `EndSessions` rides the same bus).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use crate::domain::{ConversationId, UserId};
+use crate::domain::{ConversationId, Timestamp, UserId};
 use crate::error::Result;
-use crate::hub::{Hub, Reconciled};
+use crate::hub::{Hub, Outgoing, Reconciled};
+use crate::protocol::events::SessionEnded;
 use crate::store::Store;
 
 /// Users per database read: one query each, run one after the other, so even a node with
@@ -47,9 +49,19 @@ pub(super) fn start(hub: Hub, store: Store) {
 /// One pass over this node's users.
 async fn reconcile(hub: &Hub, store: &Store) -> Result<()> {
     let users = hub.local_users();
-    let (mut joined, mut left, mut unsettled) = (0, 0, 0);
+    let (mut joined, mut left, mut ended, mut unsettled) = (0, 0, 0, 0);
     for batch in users.chunks(BATCH) {
         let mut todo = batch.to_vec();
+        // A ban's `EndSessions` travels on the user's channel too, and may have been lost with
+        // the rest: the banned user's sockets here would stay open, receiving and sending.
+        // Their memberships stay (a ban can be lifted), so it is the sockets that must go.
+        for (user, until, erased) in store.banned_among(&todo, Timestamp::now()).await? {
+            if hub.is_online(&user) {
+                let reason = if erased { "erased" } else { "banned" };
+                hub.end_sessions_here(&user, &Outgoing::of(&SessionEnded { reason, until }));
+                ended += 1;
+            }
+        }
         for _ in 0..ATTEMPTS {
             if todo.is_empty() {
                 break;
@@ -83,12 +95,15 @@ async fn reconcile(hub: &Hub, store: &Store) -> Result<()> {
         .increment(joined as u64);
     metrics::counter!("confab_membership_corrections_total", "change" => "left")
         .increment(left as u64);
+    metrics::counter!("confab_membership_corrections_total", "change" => "banned")
+        .increment(ended as u64);
     metrics::counter!("confab_membership_reconciliations_total").increment(1);
-    if joined + left > 0 || unsettled > 0 {
+    if joined + left + ended > 0 || unsettled > 0 {
         tracing::warn!(
             users = users.len(),
             joined,
             left,
+            banned = ended,
             unsettled,
             "memberships reconciled with the database after lost bus messages"
         );

@@ -385,7 +385,8 @@ impl Hub {
         }
     }
 
-    fn end_sessions_here(&self, user: &UserId, event: &Outgoing) {
+    /// Ends `user`'s sessions on this node only (each socket gets `event`, then is closed).
+    pub fn end_sessions_here(&self, user: &UserId, event: &Outgoing) {
         // Collected first: closing a socket unregisters it, which takes the lock.
         let sockets = self.inner.local.read().unwrap().sockets_of(user);
         for socket in sockets {

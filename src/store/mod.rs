@@ -249,6 +249,16 @@ impl Store {
         dispatch!(self, s => s.memberships_of(users).await)
     }
 
+    /// Those of `users` banned at `now`: each with the ban's end (`None`: for good) and whether
+    /// they were erased (a ban for good too).
+    pub async fn banned_among(
+        &self,
+        users: &[UserId],
+        now: Timestamp,
+    ) -> Result<Vec<(UserId, Option<Timestamp>, bool)>> {
+        dispatch!(self, s => s.banned_among(users, now).await)
+    }
+
     /// The direct conversation between `a` and `b`, created if needed. `true` when created now.
     pub async fn create_direct(&self, a: &UserId, b: &UserId) -> Result<(Conversation, bool)> {
         let what = transactions::Creation::Direct(a, b);
@@ -620,10 +630,28 @@ mod tests {
             .collect();
         let want = BTreeSet::from([
             (group.id, bob.clone()),
-            (direct.id, bob),
-            (direct.id, carol),
+            (direct.id, bob.clone()),
+            (direct.id, carol.clone()),
         ]);
         assert_eq!(got, want);
         assert!(store.memberships_of(&[]).await.unwrap().is_empty());
+
+        // Bans in force only: a lapsed one is not listed; an erasure is a ban for good.
+        let now = Timestamp::now();
+        for (user, until) in [(&alice, None), (&carol, Some(Timestamp(now.millis() - 1)))] {
+            let ban = Ban {
+                user_id: user.clone(),
+                until,
+                reason: None,
+            };
+            store.ban(&ban).await.unwrap();
+        }
+        store.erase_user(&bob, now).await.unwrap();
+        let mut banned = store
+            .banned_among(&[alice.clone(), bob.clone(), carol], now)
+            .await
+            .unwrap();
+        banned.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(banned, vec![(alice, None, false), (bob, None, true)]);
     }
 }

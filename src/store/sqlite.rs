@@ -209,6 +209,27 @@ impl SqliteStore {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    pub async fn banned_among(
+        &self,
+        users: &[UserId],
+        now: Timestamp,
+    ) -> Result<Vec<(UserId, Option<Timestamp>, bool)>> {
+        let rows: Vec<(String, Option<i64>, bool)> = sqlx::query_as(
+            "SELECT b.user_id, b.until, u.erased_at IS NOT NULL
+             FROM bans b JOIN users u ON u.id = b.user_id
+             WHERE b.user_id IN (SELECT value FROM json_each(?)) AND (b.until IS NULL OR b.until > ?)",
+        )
+        .bind(json_users(users))
+        .bind(now.millis())
+        .fetch_all(&self.readers)
+        .await
+        .db_context("checking bans")?;
+        Ok(rows
+            .into_iter()
+            .map(|(u, until, erased)| (UserId::from_db(&u), until.map(Timestamp), erased))
+            .collect())
+    }
+
     pub async fn conversations_of(&self, user: &UserId) -> Result<Vec<Conversation>> {
         let mut conn = self.readers.acquire().await.db_context("acquiring")?;
         let rows: Vec<OwnHeadRow> = sqlx::query_as(

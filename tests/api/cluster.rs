@@ -50,6 +50,7 @@ fn node_settings<'a>(
         ("CONFAB_JWT_SECRET", SECRET),
         ("CONFAB_NODE_TIMEOUT_SECS", "3"),
         ("CONFAB_DATA_DIR", data_dir),
+        ("CONFAB_SERVER_API_KEYS", SERVER_KEY),
     ]
 }
 
@@ -739,8 +740,9 @@ async fn wait_settled(url: &str, name: &str, what: &str) {
 /// Joins and leaves reach other nodes only as bus messages. Made while their node can't
 /// publish, they are lost: without a repair, a member removed meanwhile would keep receiving
 /// the conversation's live events on the other node (a privacy leak), and a member added would
-/// get none until they reconnect. When the other node is told it missed messages, it reloads its
-/// users' memberships from the database.
+/// get none until they reconnect; and a user banned meanwhile would keep their sockets there.
+/// When the other node is told it missed messages, it reloads its users' memberships (and bans)
+/// from the database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memberships_changed_while_a_node_could_not_publish_are_reconciled_on_the_others() {
     // As above: the cut-off node must not be reaped as dead, which would hide what is tested.
@@ -756,8 +758,10 @@ async fn memberships_changed_while_a_node_could_not_publish_are_reconciled_on_th
     let alice = connect_to(&cut.url, "alice").await;
     let mut bob = connect_to(&other.url, "bob").await;
     let mut carol = connect_to(&other.url, "carol").await;
-    let id = group(&alice, "reconciled", &["bob"]).await;
+    let mut dave = connect_to(&other.url, "dave").await;
+    let id = group(&alice, "reconciled", &["bob", "dave"]).await;
     expect(&mut bob, "conversation:new").await;
+    expect(&mut dave, "conversation:new").await;
     let first = send(&alice, &id, "r1", "before").await;
     assert_eq!(expect(&mut bob, "message:new").await["message"], first);
     let reconciled = "confab_membership_reconciliations_total";
@@ -776,6 +780,14 @@ async fn memberships_changed_while_a_node_could_not_publish_are_reconciled_on_th
             json!({ "conversation_id": id, "user_ids": ["carol"] }),
         )
         .await;
+    let host_app = Http {
+        base: cut.url.clone(),
+        client: reqwest::Client::new(),
+    };
+    let (status, _) = host_app
+        .post("/api/server/users/dave/ban", Some(SERVER_KEY), &json!({}))
+        .await;
+    assert_eq!(status, 200);
     // Every publish of both changes given up (they may be spread over several batches, each
     // timing out in turn): healed sooner, a later batch would go through after all.
     wait_settled(
@@ -785,12 +797,17 @@ async fn memberships_changed_while_a_node_could_not_publish_are_reconciled_on_th
     )
     .await;
     proxy.admit_new();
-    for (name, client) in [("bob", &mut bob), ("carol", &mut carol)] {
+    for (name, client) in [
+        ("bob", &mut bob),
+        ("carol", &mut carol),
+        ("dave", &mut dave),
+    ] {
         loop {
             match client.next_event_timeout(Duration::from_secs(20)).await {
                 Some(Incoming::Event(e)) if e.name == "resync" => break,
                 Some(Incoming::Event(e))
-                    if e.name == "conversation:removed" || e.name == "conversation:new" =>
+                    if ["conversation:removed", "conversation:new", "session:ended"]
+                        .contains(&e.name.as_str()) =>
                 {
                     panic!("the change reached {name} after all: {:?}", e.data())
                 }
@@ -816,6 +833,15 @@ async fn memberships_changed_while_a_node_could_not_publish_are_reconciled_on_th
         metric(&other.url, &format!("{corrected}{{change=\"joined\"}}")).await,
         1.0,
         "Carol's lost join"
+    );
+    assert_eq!(
+        metric(&other.url, &format!("{corrected}{{change=\"banned\"}}")).await,
+        1.0,
+        "Dave's lost ban"
+    );
+    assert_eq!(
+        expect(&mut dave, "session:ended").await,
+        json!({ "reason": "banned", "until": null })
     );
 
     let after = send(&alice, &id, "r2", "after the outage").await;
