@@ -35,7 +35,7 @@ pub(super) fn start(hub: Hub, store: Store) {
         while stale.changed().await.is_ok() {
             loop {
                 match reconcile(&hub, &store).await {
-                    Ok(()) => break,
+                    Ok(_) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "reconciling memberships failed; retrying");
                         tokio::time::sleep(RETRY).await;
@@ -46,8 +46,19 @@ pub(super) fn start(hub: Hub, store: Store) {
     });
 }
 
+/// What one pass did.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    joined: usize,
+    left: usize,
+    /// Users whose sockets were closed for a ban.
+    ended: usize,
+    /// Users left as they were: their memberships kept changing during every read.
+    unsettled: usize,
+}
+
 /// One pass over this node's users.
-async fn reconcile(hub: &Hub, store: &Store) -> Result<()> {
+async fn reconcile(hub: &Hub, store: &Store) -> Result<Tally> {
     let users = hub.local_users();
     let (mut joined, mut left, mut ended, mut unsettled) = (0, 0, 0, 0);
     for batch in users.chunks(BATCH) {
@@ -113,5 +124,126 @@ async fn reconcile(hub: &Hub, store: &Store) -> Result<()> {
             "memberships reconciled: nothing was lost"
         );
     }
-    Ok(())
+    Ok(Tally {
+        joined,
+        left,
+        ended,
+        unsettled,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::domain::ConversationTitle;
+    use crate::hub::{Except, Outbound};
+
+    struct Nowhere;
+    impl Outbound for Nowhere {
+        fn send(&self, _: &Outgoing) -> bool {
+            true
+        }
+        fn disconnect(&self) {}
+    }
+
+    /// The cost of one pass on a node with 20,000 users in two groups of 20 each, 1% of them
+    /// missing a join and 1% holding a stale membership: how long the pass takes, and how long
+    /// a delivery on the node waits meanwhile (the pass takes the hub's lock once per user).
+    /// `RECONCILE_DB` picks the database (a fresh SQLite file by default):
+    /// `RECONCILE_DB=postgres://root@127.0.0.1/bench cargo test --release --lib
+    /// a_pass_over_20000_users -- --ignored --nocapture`
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement"]
+    async fn a_pass_over_20000_users() {
+        const USERS: usize = 20_000;
+        const GROUP: usize = 20;
+        let dir = tempfile::tempdir().unwrap();
+        let url = std::env::var("RECONCILE_DB")
+            .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("r.db").display()));
+        let store = Store::connect(&url, 4, "simple").await.unwrap();
+        let users: Vec<UserId> = (0..USERS)
+            .map(|i| UserId::parse(&format!("u{i}")).unwrap())
+            .collect();
+        let title = ConversationTitle::parse("g").unwrap();
+        // Groups of 20 consecutive users, and again shifted by 10: two groups each.
+        let started = Instant::now();
+        for offset in [0, GROUP / 2] {
+            let shifted: Vec<&UserId> = users.iter().cycle().skip(offset).take(USERS).collect();
+            for members in shifted.chunks(GROUP) {
+                let others: Vec<UserId> = members[1..].iter().map(|u| (*u).clone()).collect();
+                store
+                    .create_group(members[0], &title, &others)
+                    .await
+                    .unwrap();
+            }
+        }
+        eprintln!(
+            "set up {} groups in {:?}",
+            2 * USERS / GROUP,
+            started.elapsed()
+        );
+        let hub = Hub::default();
+        let mut stored = HashMap::<UserId, Vec<ConversationId>>::new();
+        for (c, u) in store.memberships_of(&users).await.unwrap() {
+            stored.entry(u).or_default().push(c);
+        }
+        let stale = ConversationId::new();
+        for (i, user) in users.iter().enumerate() {
+            let _ = hub.register(user, i as u64, Arc::new(Nowhere));
+            let mut held = stored[user].clone();
+            match i % 100 {
+                0 => drop(held.pop()),
+                1 => held.push(stale),
+                _ => {}
+            }
+            let _ = hub.add_conversations(user, &held);
+        }
+        // A delivery every millisecond to one of the groups, timed, while the pass runs.
+        let done = Arc::new(AtomicBool::new(false));
+        let prober = tokio::spawn({
+            let (hub, done) = (hub.clone(), done.clone());
+            let target = stored[&users[0]][0];
+            let event = Outgoing::of(&crate::protocol::events::Resync {});
+            async move {
+                let mut waits = Vec::new();
+                while !done.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    hub.to_conversation(target, &event, Except::Nobody);
+                    waits.push(t.elapsed());
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                waits
+            }
+        });
+        let started = Instant::now();
+        let tally = reconcile(&hub, &store).await.unwrap();
+        let took = started.elapsed();
+        done.store(true, Ordering::Relaxed);
+        let mut waits = prober.await.unwrap();
+        waits.sort();
+        let at = |q: f64| waits[((waits.len() - 1) as f64 * q) as usize];
+        eprintln!(
+            "{}: one pass over {USERS} users took {took:?}; {tally:?}; deliveries during it: \
+             {} timed, p50 {:?}, p99 {:?}, p99.9 {:?}, max {:?}",
+            store.backend(),
+            waits.len(),
+            at(0.5),
+            at(0.99),
+            at(0.999),
+            waits.last().unwrap(),
+        );
+        assert_eq!(
+            tally,
+            Tally {
+                joined: USERS / 100,
+                left: USERS / 100,
+                ended: 0,
+                unsettled: 0
+            }
+        );
+    }
 }
