@@ -12,6 +12,7 @@ mod conversations;
 mod messages;
 pub mod policy;
 pub mod presence;
+mod reconcile;
 // The host app's server API: a block of its own.
 mod server;
 pub mod typing;
@@ -97,6 +98,9 @@ pub struct Chat {
 
 impl Chat {
     pub fn new(store: Store, writer: Writer, hub: Hub, settings: ChatSettings) -> Self {
+        if hub.bus().is_some() {
+            reconcile::start(hub.clone(), store.clone());
+        }
         Self {
             typing: Typing::new(hub.clone(), settings.typing_ttl),
             presence: Presence::new(

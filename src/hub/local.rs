@@ -17,6 +17,23 @@ pub enum Interest {
 struct UserEntry {
     sockets: Vec<(SocketKey, Arc<dyn Outbound>)>,
     conversations: HashSet<ConversationId>,
+    /// Set from `Local::clock` at every change to `conversations` (and when the entry is made),
+    /// so a reconciliation that read the database before a change can tell and not undo it
+    /// (see `reconcile`). A hub-wide clock, not a per-user count: a user who disconnects and
+    /// comes back never gets a version seen before.
+    version: u64,
+}
+
+/// What a reconciliation with the database did for one user.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reconciled {
+    /// The user has no socket here any more.
+    Gone,
+    /// Their memberships changed here since the snapshot: the database read may predate the
+    /// change, so nothing was applied (read again).
+    Changed,
+    /// Joined and left that many conversations to match the database.
+    Applied { joined: usize, left: usize },
 }
 
 #[derive(Default)]
@@ -29,6 +46,7 @@ pub struct Local {
     /// Which of those are large groups (`domain::is_large`), whose presence, typing and
     /// receipts stay with the user concerned. Kept only for conversations in `conversations`.
     large: HashSet<ConversationId>,
+    clock: u64,
 }
 
 impl Local {
@@ -38,7 +56,12 @@ impl Local {
         key: SocketKey,
         outbound: Arc<dyn Outbound>,
     ) -> (bool, Vec<Interest>) {
-        let entry = self.users.entry(user.clone()).or_default();
+        self.clock += 1;
+        let clock = self.clock;
+        let entry = self.users.entry(user.clone()).or_insert_with(|| UserEntry {
+            version: clock,
+            ..UserEntry::default()
+        });
         entry.sockets.push((key, outbound));
         let first = entry.sockets.len() == 1;
         let changes = if first {
@@ -58,6 +81,8 @@ impl Local {
         let Some(entry) = self.users.get_mut(user) else {
             return changes;
         };
+        self.clock += 1;
+        entry.version = self.clock;
         for c in conversations {
             if entry.conversations.insert(*c) {
                 let members = self.conversations.entry(*c).or_default();
@@ -118,12 +143,54 @@ impl Local {
 
     pub fn leave(&mut self, user: &UserId, conversation: ConversationId) -> Vec<Interest> {
         let mut changes = Vec::new();
-        if let Some(entry) = self.users.get_mut(user)
-            && entry.conversations.remove(&conversation)
-        {
-            self.forget_member(conversation, user, &mut changes);
+        if let Some(entry) = self.users.get_mut(user) {
+            self.clock += 1;
+            entry.version = self.clock;
+            if entry.conversations.remove(&conversation) {
+                self.forget_member(conversation, user, &mut changes);
+            }
         }
         changes
+    }
+
+    /// The membership version of each of `users` (`None`: not here), to pass to `reconcile`.
+    pub fn versions(&self, users: &[UserId]) -> Vec<Option<u64>> {
+        users
+            .iter()
+            .map(|u| self.users.get(u).map(|e| e.version))
+            .collect()
+    }
+
+    /// Makes `user`'s memberships here those of the database, `stored`, read after `version`
+    /// was taken. Every join or leave applied here follows its commit, so a version unchanged
+    /// since the snapshot means the read saw every change this node knows of, and whatever
+    /// else differs is a join or leave whose bus message was lost. A version that moved means
+    /// a change landed meanwhile, which the read may predate: applying it could undo that
+    /// change, so nothing is applied.
+    pub fn reconcile(
+        &mut self,
+        user: &UserId,
+        version: u64,
+        stored: &HashSet<ConversationId>,
+    ) -> (Reconciled, Vec<Interest>) {
+        let Some(entry) = self.users.get(user) else {
+            return (Reconciled::Gone, Vec::new());
+        };
+        if entry.version != version {
+            return (Reconciled::Changed, Vec::new());
+        }
+        let missing: Vec<ConversationId> =
+            stored.difference(&entry.conversations).copied().collect();
+        let extra: Vec<ConversationId> = entry.conversations.difference(stored).copied().collect();
+        let mut changes = self.add_conversations(user, &missing);
+        for c in &extra {
+            changes.extend(self.leave(user, *c));
+        }
+        let outcome = Reconciled::Applied {
+            joined: missing.len(),
+            left: extra.len(),
+        };
+        (outcome, changes)
     }
 
     fn forget_member(&mut self, c: ConversationId, user: &UserId, changes: &mut Vec<Interest>) {

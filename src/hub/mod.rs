@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use confab_sio::Packet;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::bus::{Bus, Channel, Control, Received, Signal};
 use crate::domain::{ConversationId, UserId};
 use crate::protocol::ServerEvent;
 use crate::protocol::events::Resync;
+pub use local::Reconciled;
 use local::{Interest, Local};
 
 /// A process-unique number for a connected socket.
@@ -122,6 +123,11 @@ struct Inner {
     local: RwLock<Local>,
     bus: Option<Bus>,
     presence_seen: PresenceSeen,
+    /// Bumped whenever memberships held here may disagree with the database: a join or leave
+    /// travels to other nodes only as a bus message, and the events that make clients `resync`
+    /// are exactly those where bus messages may have been lost. The chat layer, which owns the
+    /// store, watches it and reconciles (`membership_versions`, `reconcile`).
+    stale: watch::Sender<u64>,
 }
 
 /// The registry of this process's sockets, and its link to the other nodes. Cheap to clone.
@@ -149,6 +155,7 @@ impl Hub {
                 local: RwLock::default(),
                 bus,
                 presence_seen: Mutex::default(),
+                stale: watch::Sender::new(0),
             }),
         };
         if let Some(signals) = signals {
@@ -308,6 +315,41 @@ impl Hub {
         }
     }
 
+    /// Changes whenever this node's memberships may have missed joins or leaves made on other
+    /// nodes (the bus lost messages); the receiver sees the latest change only.
+    pub fn memberships_stale(&self) -> watch::Receiver<u64> {
+        self.inner.stale.subscribe()
+    }
+
+    /// Each of `users`' membership version here (`None`: no socket here), to take before
+    /// reading their memberships from the database and pass to `reconcile`.
+    pub fn membership_versions(&self, users: &[UserId]) -> Vec<Option<u64>> {
+        self.inner.local.read().unwrap().versions(users)
+    }
+
+    /// Makes `user`'s memberships here match `stored`, read from the database after
+    /// `membership_versions` returned `version`, unless they changed here meanwhile (then the
+    /// caller reads again). Subscribes to and unsubscribes from conversation channels
+    /// accordingly. Nothing is published: every node reconciles its own users.
+    pub fn reconcile(
+        &self,
+        user: &UserId,
+        version: u64,
+        stored: &HashSet<ConversationId>,
+    ) -> Reconciled {
+        let mut local = self.inner.local.write().unwrap();
+        let (outcome, changes) = local.reconcile(user, version, stored);
+        let _ = self.apply(changes);
+        outcome
+    }
+
+    /// Bus messages from or to this node may have been lost: clients here are told to `resync`
+    /// (events), and memberships here are marked stale (joins and leaves).
+    fn missed_here(&self) {
+        self.inner.stale.send_modify(|n| *n += 1);
+        self.to_everyone_here(&resync());
+    }
+
     /// Sends `event` to every socket on this node (shutdown notices, resync hints).
     pub fn to_everyone_here(&self, event: &Outgoing) {
         self.inner.local.read().unwrap().to_everyone(event);
@@ -319,7 +361,8 @@ impl Hub {
     /// tells its sockets to `resync`.
     pub fn node_died(&self, node: &str) {
         tracing::info!(node, "a node died: asking every client to resync");
-        self.to_everyone_here(&resync());
+        // It may also have died between committing a membership change and publishing it.
+        self.missed_here();
         if let Some(bus) = &self.inner.bus {
             bus.publish(
                 &Channel::Cluster,
@@ -343,7 +386,8 @@ impl Hub {
         }
     }
 
-    fn end_sessions_here(&self, user: &UserId, event: &Outgoing) {
+    /// Ends `user`'s sessions on this node only (each socket gets `event`, then is closed).
+    pub fn end_sessions_here(&self, user: &UserId, event: &Outgoing) {
         // Collected first: closing a socket unregisters it, which takes the lock.
         let sockets = self.inner.local.read().unwrap().sockets_of(user);
         for socket in sockets {
@@ -432,11 +476,12 @@ async fn receive(hub: Weak<Inner>, mut signals: mpsc::UnboundedReceiver<Signal>)
                 // here are told to catch up with `sync` rather than wait for a seq gap that
                 // may never come.
                 tracing::info!("bus restored: asking local clients to resync");
-                hub.to_everyone_here(&resync());
+                hub.missed_here();
             }
             Signal::PublishRestored => {
                 // Local sockets had everything (local delivery doesn't use Redis); the other
-                // nodes' did not.
+                // nodes' did not. Memberships here are right too: this node applied its own
+                // joins and leaves before publishing them.
                 tracing::info!("publishing restored after drops: asking other nodes to resync");
                 if let Some(bus) = hub.bus() {
                     bus.publish(&Channel::Cluster, Control::Missed, &[]);
@@ -503,11 +548,11 @@ impl Hub {
                     node,
                     "another node reaped a dead one: asking local clients to resync"
                 );
-                self.to_everyone_here(&resync());
+                self.missed_here();
             }
             (Channel::Cluster, Control::Missed) => {
                 tracing::info!("another node dropped messages: asking local clients to resync");
-                self.to_everyone_here(&resync());
+                self.missed_here();
             }
             // Joins and leaves only travel on user channels, presence on conversations, deaths
             // on the cluster channel.
@@ -569,5 +614,123 @@ mod tests {
         assert!(hub.unregister(&user("a"), 1).is_none());
         assert_eq!(hub.unregister(&user("a"), 2), Some(vec![conv]));
         assert_eq!(hub.counts(), (1, 1));
+    }
+
+    /// A reconciliation makes memberships match the database: a lost join is joined (events
+    /// arrive), a lost leave is left (events stop).
+    #[test]
+    fn reconciling_joins_what_is_missing_and_leaves_what_is_extra() {
+        let hub = Hub::default();
+        let (kept, lost_join, lost_leave) = (
+            ConversationId::new(),
+            ConversationId::new(),
+            ConversationId::new(),
+        );
+        let b = Arc::new(Recorder::default());
+        let _ = hub.register(&user("b"), 1, b.clone());
+        let _ = hub.add_conversations(&user("b"), &[kept, lost_leave]);
+        let [Some(version)] = hub.membership_versions(&[user("b")])[..] else {
+            panic!("b is here");
+        };
+        let stored = HashSet::from([kept, lost_join]);
+        assert_eq!(
+            hub.reconcile(&user("b"), version, &stored),
+            Reconciled::Applied { joined: 1, left: 1 }
+        );
+        for c in [kept, lost_join, lost_leave] {
+            hub.to_conversation(c, &Outgoing::new("x", &1), Except::Nobody);
+        }
+        assert_eq!(
+            b.0.lock().unwrap().len(),
+            2,
+            "kept and lost_join, not lost_leave"
+        );
+        assert!(!hub.is_member(&user("b"), lost_leave));
+
+        // Once in line, another pass changes nothing.
+        let [Some(version)] = hub.membership_versions(&[user("b")])[..] else {
+            panic!("b is here");
+        };
+        assert_eq!(
+            hub.reconcile(&user("b"), version, &stored),
+            Reconciled::Applied { joined: 0, left: 0 }
+        );
+    }
+
+    /// A join or leave applied between the version snapshot and the reconciliation (the
+    /// database read may predate it) is not undone: the user is left alone, to be read again.
+    #[test]
+    fn a_change_made_during_a_reconciliation_is_not_undone() {
+        let hub = Hub::default();
+        let (joined, left) = (ConversationId::new(), ConversationId::new());
+        let _ = hub.register(&user("b"), 1, Arc::new(Recorder::default()));
+        let _ = hub.add_conversations(&user("b"), &[left]);
+        let [Some(version)] = hub.membership_versions(&[user("b")])[..] else {
+            panic!("b is here");
+        };
+        // What the database said when read, before these two changes committed.
+        let stale = HashSet::from([left]);
+        hub.join(&user("b"), joined);
+        hub.leave(&user("b"), left);
+        assert_eq!(
+            hub.reconcile(&user("b"), version, &stale),
+            Reconciled::Changed
+        );
+        assert!(hub.is_member(&user("b"), joined));
+        assert!(!hub.is_member(&user("b"), left));
+
+        // Read again after the changes: nothing to correct.
+        let [Some(version)] = hub.membership_versions(&[user("b")])[..] else {
+            panic!("b is here");
+        };
+        assert_eq!(
+            hub.reconcile(&user("b"), version, &HashSet::from([joined])),
+            Reconciled::Applied { joined: 0, left: 0 }
+        );
+    }
+
+    /// A user who disconnects and reconnects during a reconciliation loaded their memberships
+    /// afresh: their new entry never carries a version seen before.
+    #[test]
+    fn a_user_back_during_a_reconciliation_is_not_reconciled_with_an_old_read() {
+        let hub = Hub::default();
+        let c = ConversationId::new();
+        let _ = hub.register(&user("b"), 1, Arc::new(Recorder::default()));
+        let versions = hub.membership_versions(&[user("b"), user("nobody")]);
+        assert!(
+            versions[1].is_none(),
+            "no socket here: nothing to reconcile"
+        );
+        let version = versions[0].unwrap();
+        assert!(hub.unregister(&user("b"), 1).is_some());
+        assert_eq!(
+            hub.reconcile(&user("b"), version, &HashSet::from([c])),
+            Reconciled::Gone
+        );
+        let _ = hub.register(&user("b"), 2, Arc::new(Recorder::default()));
+        assert_eq!(
+            hub.reconcile(&user("b"), version, &HashSet::from([c])),
+            Reconciled::Changed
+        );
+        assert!(!hub.is_member(&user("b"), c));
+    }
+
+    /// Every case where clients are told to `resync` also marks memberships stale, except
+    /// this node's own dropped publishes: it applied its own joins and leaves before publishing.
+    #[tokio::test]
+    async fn memberships_are_marked_stale_when_bus_messages_may_have_been_lost() {
+        let (bus, _) = Bus::start("redis://127.0.0.1:1", false, "p").await.unwrap();
+        let (signals, rx) = mpsc::unbounded_channel();
+        let hub = Hub::new(Some((bus, rx)));
+        let mut stale = hub.memberships_stale();
+        signals.send(Signal::PublishRestored).unwrap();
+        signals.send(Signal::Reconnected).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), stale.changed())
+            .await
+            .expect("marked stale")
+            .unwrap();
+        assert_eq!(*stale.borrow_and_update(), 1, "once: for Reconnected only");
+        hub.node_died("x1");
+        assert!(stale.has_changed().unwrap(), "a local reaping marks it too");
     }
 }

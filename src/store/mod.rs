@@ -264,6 +264,21 @@ impl Store {
         dispatch!(self, s => s.members_page(conversation, viewer, after, limit).await)
     }
 
+    /// The memberships of `users` (a batch: one query).
+    pub async fn memberships_of(&self, users: &[UserId]) -> Result<Vec<(ConversationId, UserId)>> {
+        dispatch!(self, s => s.memberships_of(users).await)
+    }
+
+    /// Those of `users` banned at `now`: each with the ban's end (`None`: for good) and whether
+    /// they were erased (a ban for good too).
+    pub async fn banned_among(
+        &self,
+        users: &[UserId],
+        now: Timestamp,
+    ) -> Result<Vec<(UserId, Option<Timestamp>, bool)>> {
+        dispatch!(self, s => s.banned_among(users, now).await)
+    }
+
     /// The direct conversation between `a` and `b`, created if needed. `true` when created now.
     pub async fn create_direct(&self, a: &UserId, b: &UserId) -> Result<(Conversation, bool)> {
         let what = transactions::Creation::Direct(a, b);
@@ -614,5 +629,61 @@ pub(crate) fn is_connection_lost(e: &sqlx::Error) -> bool {
         sqlx::Error::Io(_) => true,
         sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P01" | "57P02")),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::domain::ConversationTitle;
+
+    /// `memberships_of` answers a batch of users in one query (SQLite here; PostgreSQL is
+    /// exercised by the cluster tests, which reconcile through it).
+    #[tokio::test]
+    async fn memberships_of_a_batch_of_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("m.db").display());
+        let store = Store::connect(&url, 2, "simple").await.unwrap();
+        let [alice, bob, carol, nobody] =
+            ["alice", "bob", "carol", "nobody"].map(|u| UserId::parse(u).unwrap());
+        let title = ConversationTitle::parse("t").unwrap();
+        let group = store
+            .create_group(&alice, &title, std::slice::from_ref(&bob))
+            .await
+            .unwrap();
+        let (direct, _) = store.create_direct(&bob, &carol).await.unwrap();
+        let got: BTreeSet<(ConversationId, UserId)> = store
+            .memberships_of(&[bob.clone(), carol.clone(), nobody])
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        let want = BTreeSet::from([
+            (group.id, bob.clone()),
+            (direct.id, bob.clone()),
+            (direct.id, carol.clone()),
+        ]);
+        assert_eq!(got, want);
+        assert!(store.memberships_of(&[]).await.unwrap().is_empty());
+
+        // Bans in force only: a lapsed one is not listed; an erasure is a ban for good.
+        let now = Timestamp::now();
+        for (user, until) in [(&alice, None), (&carol, Some(Timestamp(now.millis() - 1)))] {
+            let ban = Ban {
+                user_id: user.clone(),
+                until,
+                reason: None,
+            };
+            store.ban(&ban).await.unwrap();
+        }
+        store.erase_user(&bob, now).await.unwrap();
+        let mut banned = store
+            .banned_among(&[alice.clone(), bob.clone(), carol], now)
+            .await
+            .unwrap();
+        banned.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(banned, vec![(alice, None, false), (bob, None, true)]);
     }
 }

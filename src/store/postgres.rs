@@ -283,6 +283,37 @@ impl PgStore {
         Ok(Some((members, i64::from(count))))
     }
 
+    pub async fn memberships_of(&self, users: &[UserId]) -> Result<Vec<(ConversationId, UserId)>> {
+        let rows: Vec<MembershipRow> =
+            sqlx::query_as("SELECT conversation_id, user_id FROM members WHERE user_id = ANY($1)")
+                .bind(user_strs(users))
+                .fetch_all(&self.pool)
+                .await
+                .db_context("loading memberships")?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    pub async fn banned_among(
+        &self,
+        users: &[UserId],
+        now: Timestamp,
+    ) -> Result<Vec<(UserId, Option<Timestamp>, bool)>> {
+        let rows: Vec<(String, Option<i64>, bool)> = sqlx::query_as(
+            "SELECT b.user_id, b.until, u.erased_at IS NOT NULL
+             FROM bans b JOIN users u ON u.id = b.user_id
+             WHERE b.user_id = ANY($1) AND (b.until IS NULL OR b.until > $2)",
+        )
+        .bind(user_strs(users))
+        .bind(now.millis())
+        .fetch_all(&self.pool)
+        .await
+        .db_context("checking bans")?;
+        Ok(rows
+            .into_iter()
+            .map(|(u, until, erased)| (UserId::from_db(&u), until.map(Timestamp), erased))
+            .collect())
+    }
+
     pub async fn conversations_of(&self, user: &UserId) -> Result<Vec<Conversation>> {
         let mut conn = self.pool.acquire().await.db_context("acquiring")?;
         let rows: Vec<OwnHeadRow> = sqlx::query_as(

@@ -243,6 +243,39 @@ impl SqliteStore {
         Ok(Some((members, count)))
     }
 
+    pub async fn memberships_of(&self, users: &[UserId]) -> Result<Vec<(ConversationId, UserId)>> {
+        let rows: Vec<MembershipRow> = sqlx::query_as(
+            "SELECT conversation_id, user_id FROM members
+             WHERE user_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json_users(users))
+        .fetch_all(&self.readers)
+        .await
+        .db_context("loading memberships")?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    pub async fn banned_among(
+        &self,
+        users: &[UserId],
+        now: Timestamp,
+    ) -> Result<Vec<(UserId, Option<Timestamp>, bool)>> {
+        let rows: Vec<(String, Option<i64>, bool)> = sqlx::query_as(
+            "SELECT b.user_id, b.until, u.erased_at IS NOT NULL
+             FROM bans b JOIN users u ON u.id = b.user_id
+             WHERE b.user_id IN (SELECT value FROM json_each(?)) AND (b.until IS NULL OR b.until > ?)",
+        )
+        .bind(json_users(users))
+        .bind(now.millis())
+        .fetch_all(&self.readers)
+        .await
+        .db_context("checking bans")?;
+        Ok(rows
+            .into_iter()
+            .map(|(u, until, erased)| (UserId::from_db(&u), until.map(Timestamp), erased))
+            .collect())
+    }
+
     pub async fn conversations_of(&self, user: &UserId) -> Result<Vec<Conversation>> {
         let mut conn = self.readers.acquire().await.db_context("acquiring")?;
         let rows: Vec<OwnHeadRow> = sqlx::query_as(

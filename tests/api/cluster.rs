@@ -50,6 +50,7 @@ fn node_settings<'a>(
         ("CONFAB_JWT_SECRET", SECRET),
         ("CONFAB_NODE_TIMEOUT_SECS", "3"),
         ("CONFAB_DATA_DIR", data_dir),
+        ("CONFAB_SERVER_API_KEYS", SERVER_KEY),
     ]
 }
 
@@ -689,6 +690,177 @@ async fn a_node_that_could_not_publish_tells_the_others_to_resync() {
         .expect("the cut-off node's subscriber reconnects by itself");
     let after = send(&bob, &id, "p3", "after").await;
     assert_eq!(expect(&mut alice, "message:new").await["message"], after);
+}
+
+/// The sum of the samples of `series` on the node at `url`: a metric name (all its labels) or
+/// one labelled series (`name{label="value"}`).
+async fn metric(url: &str, series: &str) -> f64 {
+    let http = Http {
+        base: url.to_owned(),
+        client: reqwest::Client::new(),
+    };
+    let (_, text) = http.get("/metrics", None).await;
+    text.as_str()
+        .unwrap_or("")
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(series)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits until metric `name` on the node at `url` reaches `at_least`.
+async fn wait_metric(url: &str, name: &str, at_least: f64, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while metric(url, name).await < at_least {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until metric `name` on the node at `url` is positive and has stopped moving for
+/// longer than a publish takes to time out: every publish queued so far is then given up.
+async fn wait_settled(url: &str, name: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let (mut last, mut since) = (0.0, tokio::time::Instant::now());
+    loop {
+        let now = metric(url, name).await;
+        if now != last {
+            (last, since) = (now, tokio::time::Instant::now());
+        } else if now > 0.0 && since.elapsed() > Duration::from_secs(5) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Joins and leaves reach other nodes only as bus messages. Made while their node can't
+/// publish, they are lost: without a repair, a member removed meanwhile would keep receiving
+/// the conversation's live events on the other node (a privacy leak), and a member added would
+/// get none until they reconnect; and a user banned meanwhile would keep their sockets there.
+/// When the other node is told it missed messages, it reloads its users' memberships (and bans)
+/// from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memberships_changed_while_a_node_could_not_publish_are_reconciled_on_the_others() {
+    // As above: the cut-off node must not be reaped as dead, which would hide what is tested.
+    let Some(ProxiedPair {
+        proxy,
+        behind: cut,
+        direct: other,
+        _dir: _data,
+    }) = proxied_pair("120").await
+    else {
+        return;
+    };
+    let alice = connect_to(&cut.url, "alice").await;
+    let mut bob = connect_to(&other.url, "bob").await;
+    let mut carol = connect_to(&other.url, "carol").await;
+    let mut dave = connect_to(&other.url, "dave").await;
+    let id = group(&alice, "reconciled", &["bob", "dave"]).await;
+    expect(&mut bob, "conversation:new").await;
+    expect(&mut dave, "conversation:new").await;
+    let first = send(&alice, &id, "r1", "before").await;
+    assert_eq!(expect(&mut bob, "message:new").await["message"], first);
+    let reconciled = "confab_membership_reconciliations_total";
+    let before = metric(&other.url, reconciled).await;
+
+    proxy.freeze(true);
+    alice
+        .ok(
+            "conversation:members:remove",
+            json!({ "conversation_id": id, "user_ids": ["bob"] }),
+        )
+        .await;
+    alice
+        .ok(
+            "conversation:members:add",
+            json!({ "conversation_id": id, "user_ids": ["carol"] }),
+        )
+        .await;
+    let host_app = Http {
+        base: cut.url.clone(),
+        client: reqwest::Client::new(),
+    };
+    let (status, _) = host_app
+        .post("/api/server/users/dave/ban", Some(SERVER_KEY), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    // Every publish of both changes given up (they may be spread over several batches, each
+    // timing out in turn): healed sooner, a later batch would go through after all.
+    wait_settled(
+        &cut.url,
+        "confab_bus_dropped_total",
+        "the cut-off node never gave up its publishes",
+    )
+    .await;
+    proxy.admit_new();
+    for (name, client) in [
+        ("bob", &mut bob),
+        ("carol", &mut carol),
+        ("dave", &mut dave),
+    ] {
+        loop {
+            match client.next_event_timeout(Duration::from_secs(20)).await {
+                Some(Incoming::Event(e)) if e.name == "resync" => break,
+                Some(Incoming::Event(e))
+                    if ["conversation:removed", "conversation:new", "session:ended"]
+                        .contains(&e.name.as_str()) =>
+                {
+                    panic!("the change reached {name} after all: {:?}", e.data())
+                }
+                Some(Incoming::Event(_)) => {}
+                other => panic!("{name} got no resync: {other:?}"),
+            }
+        }
+    }
+    wait_metric(
+        &other.url,
+        reconciled,
+        before + 1.0,
+        "the other node never reconciled its memberships",
+    )
+    .await;
+    let corrected = "confab_membership_corrections_total";
+    assert_eq!(
+        metric(&other.url, &format!("{corrected}{{change=\"left\"}}")).await,
+        1.0,
+        "Bob's lost leave"
+    );
+    assert_eq!(
+        metric(&other.url, &format!("{corrected}{{change=\"joined\"}}")).await,
+        1.0,
+        "Carol's lost join"
+    );
+    assert_eq!(
+        metric(&other.url, &format!("{corrected}{{change=\"banned\"}}")).await,
+        1.0,
+        "Dave's lost ban"
+    );
+    assert_eq!(
+        expect(&mut dave, "session:ended").await,
+        json!({ "reason": "banned", "until": null })
+    );
+
+    let after = send(&alice, &id, "r2", "after the outage").await;
+    assert_eq!(expect(&mut carol, "message:new").await["message"], after);
+    // Bob and Carol are on the same node, which queues one bus message to every local member
+    // in one go: had Bob been sent it, it would be in his queue by now.
+    bob.expect_no_event("message:new", QUIET)
+        .await
+        .expect("a removed member gets no live events");
+    let data = bob
+        .ok("sync", json!({ "cursors": { id.as_str(): 1 } }))
+        .await;
+    assert!(
+        !data.to_string().contains("after the outage"),
+        "a removed member's sync doesn't return it: {data}"
+    );
+    // The node's own view follows too: typing is checked against it.
+    bob.fails("typing:start", json!({ "conversation_id": id }))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
