@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::redis::{
     Command, CommandLink, Health, Inbound, RETRY_MAX, RETRY_MIN, SUBSCRIBER_PING,
-    SUBSCRIBER_PING_TIMEOUT, Signal, apply_offline,
+    SUBSCRIBER_PING_TIMEOUT, Signal, wait_offline,
 };
 
 /// Redis Cluster's hash slots.
@@ -272,18 +272,8 @@ pub(super) async fn subscriber(
             Ok(shards) => shards,
             Err(e) => {
                 health.failed(&health.subscriber_up, e);
-                // Keep the channel set current while waiting, and don't keep anyone waiting
-                // for a confirmation that can't come yet.
-                let deadline = tokio::time::sleep(retry);
-                tokio::pin!(deadline);
-                loop {
-                    tokio::select! {
-                        _ = &mut deadline => break,
-                        cmd = commands.recv() => match cmd {
-                            Some(cmd) => apply_offline(&mut channels, cmd),
-                            None => return,
-                        },
-                    }
+                if !wait_offline(retry, &mut commands, &mut channels).await {
+                    return;
                 }
                 retry = (retry * 2).min(RETRY_MAX);
                 continue;

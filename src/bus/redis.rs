@@ -466,18 +466,8 @@ async fn subscriber(
             Ok(p) => p,
             Err(e) => {
                 health.failed(&health.subscriber_up, &e);
-                // Keep the channel set current while waiting, and don't keep anyone waiting
-                // for a confirmation that can't come yet.
-                let deadline = tokio::time::sleep(retry);
-                tokio::pin!(deadline);
-                loop {
-                    tokio::select! {
-                        _ = &mut deadline => break,
-                        cmd = commands.recv() => match cmd {
-                            Some(cmd) => apply_offline(&mut channels, cmd),
-                            None => return,
-                        },
-                    }
+                if !wait_offline(retry, &mut commands, &mut channels).await {
+                    return;
                 }
                 retry = (retry * 2).min(RETRY_MAX);
                 continue;
@@ -565,6 +555,27 @@ async fn subscriber(
 }
 
 /// While Redis is unreachable, (un)subscribing only changes the set restored on reconnect.
+/// Waits `retry` before the next attempt to subscribe, keeping the channel set current
+/// meanwhile and keeping no one waiting for a confirmation that can't come yet. `false` when
+/// the command link closed (the bus is gone).
+pub(super) async fn wait_offline(
+    retry: Duration,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    channels: &mut HashSet<String>,
+) -> bool {
+    let deadline = tokio::time::sleep(retry);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return true,
+            cmd = commands.recv() => match cmd {
+                Some(cmd) => apply_offline(channels, cmd),
+                None => return false,
+            },
+        }
+    }
+}
+
 pub(super) fn apply_offline(channels: &mut HashSet<String>, cmd: Command) {
     match cmd {
         Command::Subscribe(channel, done) => {
