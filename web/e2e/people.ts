@@ -81,7 +81,14 @@ export async function signIn(p: Person, url: string | null, sub: string, name: s
   await p.page.getByLabel("User id").fill(sub);
   await p.page.getByLabel("Display name").fill(name);
   await p.page.getByRole("button", { name: "Sign in" }).click();
-  await p.page.getByRole("button", { name: "New chat" }).waitFor();
+  // Signed in: the list (with its New chat button) shows, or, on a phone with a conversation in
+  // the address, that conversation does, with the list folded behind its Back button. Which one
+  // is seen first depends on whether the list has loaded, so either will do.
+  await p.page
+    .getByRole("button", { name: "New chat" })
+    .or(p.page.getByRole("button", { name: "Back to conversations" }))
+    .first()
+    .waitFor();
 }
 
 /** The list of conversations (a navigation landmark). */
