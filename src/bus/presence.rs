@@ -142,14 +142,23 @@ impl ClusterPresence {
         Ok(previous.is_none())
     }
 
-    /// Registers users again after the heartbeat lapsed; returns those that no other node had,
-    /// who must be announced online again.
+    /// Registers users again after Redis may have lost them; returns those that no other node
+    /// had, who must be announced online again. Several users at a time (their keys may be on
+    /// different shards), so a node with thousands of users is done in a moment.
     pub async fn reassert(&self, users: &[UserId]) -> redis::RedisResult<Vec<UserId>> {
+        /// Users registered at once.
+        const AT_ONCE: usize = 64;
         let mut fresh = Vec::new();
-        for user in users {
-            if self.arrive(user).await? {
-                fresh.push(user.clone());
-            }
+        for batch in users.chunks(AT_ONCE) {
+            let arrived =
+                futures::future::try_join_all(batch.iter().map(|u| self.arrive(u))).await?;
+            fresh.extend(
+                batch
+                    .iter()
+                    .zip(arrived)
+                    .filter(|(_, first)| *first)
+                    .map(|(u, _)| u.clone()),
+            );
         }
         Ok(fresh)
     }

@@ -2,7 +2,7 @@
 //! may have been lost on the bus.
 //!
 //! A join or leave made on one node reaches the others only as a bus message. When the bus may
-//! have lost messages (the hub says so: `Hub::memberships_stale`, in every case where it asks
+//! have lost messages (the hub says so: `Hub::bus_missed`, in every case where it asks
 //! clients to `resync`), a lost join would leave a member without live events, and a lost leave
 //! would keep sending a removed member the conversation's events. So this task reloads the
 //! memberships of every user with a socket here and makes the hub match, and closes the sockets
@@ -27,10 +27,10 @@ const ATTEMPTS: usize = 3;
 /// Pause before trying again after the database failed.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// Reconciles after every `memberships_stale` change, until the hub is gone. Several changes
+/// Reconciles after every `bus_missed` change, until the hub is gone. Several changes
 /// during one pass make one more pass.
 pub(super) fn start(hub: Hub, store: Store) {
-    let mut stale = hub.memberships_stale();
+    let mut stale = hub.bus_missed();
     tokio::spawn(async move {
         while stale.changed().await.is_ok() {
             loop {

@@ -315,9 +315,12 @@ impl Hub {
         }
     }
 
-    /// Changes whenever this node's memberships may have missed joins or leaves made on other
-    /// nodes (the bus lost messages); the receiver sees the latest change only.
-    pub fn memberships_stale(&self) -> watch::Receiver<u64> {
+    /// Changes whenever bus messages from or to this node may have been lost (the subscriber
+    /// reconnected, a node died, another node dropped messages): memberships here may have
+    /// missed joins or leaves made on other nodes, and Redis may have lost what this node wrote
+    /// to it (a failed-over primary loses writes it had not yet replicated). The receiver sees
+    /// the latest change only.
+    pub fn bus_missed(&self) -> watch::Receiver<u64> {
         self.inner.stale.subscribe()
     }
 
@@ -722,7 +725,7 @@ mod tests {
         let (bus, _) = Bus::start("redis://127.0.0.1:1", false, "p").await.unwrap();
         let (signals, rx) = mpsc::unbounded_channel();
         let hub = Hub::new(Some((bus, rx)));
-        let mut stale = hub.memberships_stale();
+        let mut stale = hub.bus_missed();
         signals.send(Signal::PublishRestored).unwrap();
         signals.send(Signal::Reconnected).unwrap();
         tokio::time::timeout(Duration::from_secs(5), stale.changed())

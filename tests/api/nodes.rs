@@ -376,6 +376,8 @@ pub struct ClusterNode {
     pub port: u16,
     pub primary: bool,
     pub failed: bool,
+    /// The id of its primary (replicas).
+    pub replica_of: Option<String>,
     /// Slot ranges it serves (primaries).
     pub slots: Vec<(u16, u16)>,
 }
@@ -521,6 +523,7 @@ impl RedisCluster {
                     port,
                     primary: f[2].contains("master"),
                     failed: f[2].contains("fail"),
+                    replica_of: (f[3] != "-").then(|| f[3].to_owned()),
                     slots,
                 }
             })

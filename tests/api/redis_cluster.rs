@@ -315,7 +315,87 @@ async fn a_primary_killed_mid_chat_fails_over_and_nothing_acked_is_lost() {
     let seen = bob
         .ok("presence:get", json!({ "user_ids": ["alice"] }))
         .await;
-    assert_eq!(seen["presence"][0]["online"], true);
+    assert_eq!(seen["presence"][0]["online"], true, "{seen}");
+}
+
+/// Redis loses what a node wrote without the node's heartbeat lapsing: a primary that fails
+/// over loses the writes its replica had not received yet (Redis Cluster acknowledges before it
+/// replicates). Here the lost write is a user's presence, removed from the shard by hand just
+/// before that shard fails over (`CLUSTER FAILOVER` on its replica, which also takes the node's
+/// subscriptions there away). The node registers its users again on the new primary at once:
+/// the user is online again for everyone, without waiting for a heartbeat that never lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_lost_in_a_failover_is_registered_again() {
+    let Some(redis) = RedisCluster::start().await else {
+        return;
+    };
+    let Some((nodes, prefix)) = nodes_on(&redis, 2).await else {
+        return;
+    };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // A user whose presence key and whose own channel (which node a subscribes to) are on one
+    // shard: that shard's failover is then one node a takes part in.
+    let mut user = None;
+    for i in 0..100 {
+        let u = format!("alice{i}");
+        let key = redis.owner(&format!("{prefix}:online:{u}")).await;
+        if key.port == redis.owner(&format!("{prefix}:u:{u}")).await.port {
+            user = Some(u);
+            break;
+        }
+    }
+    let user = user.expect("one of 100 names has both on one of three shards");
+    let alice = a.connect(&user).await;
+    let mut bob = b.connect("bob").await;
+    group(&alice, "lost", &["bob"]).await;
+    expect(&mut bob, "conversation:new").await;
+    let online = |seen: Value| seen["presence"][0]["online"] == true;
+    assert!(online(
+        bob.ok("presence:get", json!({ "user_ids": [user] })).await
+    ));
+
+    // The write is lost: the user is offline for bob, and nothing would bring them back.
+    let key = format!("{prefix}:online:{user}");
+    let primary = redis.owner(&key).await;
+    let (): () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut redis.conn(primary.port).await)
+        .await
+        .unwrap();
+    assert!(!online(
+        bob.ok("presence:get", json!({ "user_ids": [user] })).await
+    ));
+
+    // Its shard fails over.
+    let replica = redis
+        .nodes(primary.port)
+        .await
+        .into_iter()
+        .find(|n| n.replica_of.as_deref() == Some(primary.id.as_str()) && !n.failed)
+        .expect("the primary has a replica");
+    let (): () = redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .query_async(&mut redis.conn(replica.port).await)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while redis.owner(&key).await.port != replica.port {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the failover did not happen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    redis.wait_healthy().await;
+
+    // Bob hears the user is online, and presence:get says so (the heartbeat, every 5 s, would
+    // never have noticed: its own key was not lost).
+    let started = tokio::time::Instant::now();
+    presence_of(&mut bob, &user, true).await;
+    assert!(online(
+        bob.ok("presence:get", json!({ "user_ids": [user] })).await
+    ));
+    eprintln!("online again {:?} after the failover", started.elapsed());
 }
 
 /// Resharding: the slot of a conversation's channel moves to another primary (the way

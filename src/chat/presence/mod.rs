@@ -302,21 +302,34 @@ async fn end_grace_periods(presence: Weak<Inner>, started: Arc<Notify>) {
 /// right after the earliest other node's heartbeat would lapse: a node that dies is found at its
 /// timeout (counted from its last beat, so at most the timeout after its death), not up to a
 /// beat later.
+///
+/// Redis may lose what this node wrote without its heartbeat lapsing: a Redis Cluster primary
+/// that fails over loses the writes its replica had not yet received, and the heartbeat key may
+/// live on another shard; another node may take this one for dead (and take its users off) in
+/// the moment before its heartbeat is renewed. Each of these also makes the hub say that bus
+/// messages may have been lost, so the users here are registered again then too.
 async fn heartbeat(presence: std::sync::Weak<Inner>) {
     /// Redis drops an expired key when it is next touched; looking a moment after the lapse
     /// finds it gone.
     const AFTER_LAPSE: Duration = Duration::from_millis(10);
-    let interval = match presence
-        .upgrade()
-        .and_then(|p| p.cluster.as_ref().map(|c| c.heartbeat_interval()))
-    {
-        Some(interval) => interval,
-        None => return,
+    let Some((interval, mut missed)) = presence.upgrade().and_then(|p| {
+        let interval = p.cluster.as_ref()?.heartbeat_interval();
+        Some((interval, p.hub.bus_missed()))
+    }) else {
+        return;
     };
     let mut next_beat = tokio::time::Instant::now();
     let mut next_look = next_beat;
+    // Registering the users here again is due (and is retried at each beat until it works).
+    let mut reassert = false;
     loop {
-        tokio::time::sleep_until(next_beat.min(next_look)).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_beat.min(next_look)) => {}
+            changed = missed.changed() => match changed {
+                Ok(()) => reassert = true,
+                Err(_) => return,
+            },
+        }
         // Stops with the server.
         let Some(inner) = presence.upgrade() else {
             return;
@@ -329,21 +342,27 @@ async fn heartbeat(presence: std::sync::Weak<Inner>) {
         if now >= next_beat {
             next_beat = now + interval;
             match cluster.heartbeat().await {
-                Ok(true) => match cluster.reassert(&presence.inner.hub.local_users()).await {
-                    Ok(fresh) => {
-                        for user in fresh {
-                            presence.announce_online(&user).await;
-                        }
-                    }
-                    Err(e) => tracing::debug!(error = %e, "re-registering users"),
-                },
-                Ok(false) => {}
+                Ok(lapsed) => reassert |= lapsed,
                 Err(e) => {
                     tracing::debug!(error = %e, "presence heartbeat");
                     next_look = next_beat;
                     continue;
                 }
             }
+        }
+        if reassert {
+            match cluster.reassert(&presence.inner.hub.local_users()).await {
+                Ok(fresh) => {
+                    reassert = false;
+                    for user in fresh {
+                        presence.announce_online(&user).await;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "re-registering users"),
+            }
+        }
+        if now < next_look {
+            continue;
         }
         next_look = next_beat;
         match cluster.reap().await {
