@@ -262,6 +262,12 @@ bench() {
   bench/probe.py diff "$TMP/probe-before" "$TMP/probe-after" "$TMP/probe-peak" "$label" "$scenario" | tee -a "$OUT"
 }
 
+# PostgreSQL with autovacuum off (this machine's CI image turns it off) measures a database no
+# deployment runs: say so, since every PostgreSQL figure depends on it.
+if [[ $SERVERS == *confab-pg* || $SERVERS == *peer* ]] &&
+  [[ $(psql -qAtX "$PG_URL/postgres" -c 'SHOW autovacuum' 2>/dev/null) == off ]]; then
+  log "warning: PostgreSQL's autovacuum is off: deployments run with it on, and the tail differs (docs/bench/notes.md)"
+fi
 log "build"
 cargo build --release -p confab -p confab-bench
 if [[ $SERVERS == *peer* && ! -d $PEER_DIR/node_modules ]]; then

@@ -106,7 +106,12 @@ bench "confab chat" chat --url "$CONFAB_URL" --users 60 --group-size 5 --rate 20
 # 400 more who never connect (--group-members), as the group of 100,000 has.
 bench "confab fanout" fanout --url "$CONFAB_URL" --users 1100 --group-members 1500 --rate 5 --duration 1 --server-pid "$CONFAB_PID" --settle 0.3 --label confab-sqlite
 bench "confab sweep" sweep --url "$CONFAB_URL" --users 40 --group-size 4 --rates 50,100 --duration 1 --p99-bound-ms 1000 --settle 0.3 --label confab-sqlite
+# The stall sampler beside the soak (bench/stalls.py reads both below).
+python3 bench/pressure.py "$TMP/pressure.jsonl" --comm confab --comm confab-bench &
+PRESSURE_PID=$!
+PIDS+=("$PRESSURE_PID")
 bench "confab soak" soak --url "$CONFAB_URL" --users 40 --group-size 4 --rate 100 --duration 3 --server-pid "$CONFAB_PID" --settle 0.3 --label confab-sqlite
+kill "$PRESSURE_PID"
 bench "confab search" search --url "$CONFAB_URL" --users 100 --group-size 2 --messages 400 --rate 200 --queries 10 --server-pid "$CONFAB_PID" --settle 0.3 --label confab-sqlite
 
 log "confab cluster (2 nodes, PostgreSQL + Redis)"
@@ -171,4 +176,8 @@ grep -q '^### multinode' "$TMP/report/BENCHMARKS.md"
 [[ -s $TMP/report/bench/sweep-ack-latency.svg ]]
 grep -q '^### soak' "$TMP/report/BENCHMARKS.md"
 [[ -s $TMP/report/bench/soak-ack-latency.svg ]]
+# The soak's worst seconds lined up with the server's log and the sampler's.
+python3 bench/stalls.py "$TMP/results.jsonl" confab-sqlite --server-log "$TMP/confab.log" \
+  --pressure "$TMP/pressure.jsonl" --top 3 >"$TMP/stalls.txt"
+grep -q 'cpu_some' "$TMP/stalls.txt"
 log "smoke passed in $((SECONDS - STARTED)) s after the build"

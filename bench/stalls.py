@@ -33,7 +33,7 @@ FIELD = re.compile(r"(\w+)=(\S+)")
 def load_run(path, label):
     for line in open(path):
         d = json.loads(line)
-        if d.get("label") == label and "series" in d:
+        if d.get("label") == label and d.get("scenario") == "soak" and "series" in d:
             return d
     sys.exit(f"no soak result labelled {label} in {path}")
 
@@ -58,8 +58,16 @@ def server_events(path, t0):
 def pg_events(path, t0, t1):
     """(start, end, text) for checkpoints, vacuums and analyzes ending in [t0, t1 + 60 s]."""
     out = []
+    # An entry's first line, with its continuation lines (tab-indented: a vacuum's "elapsed" is
+    # on one of them) appended.
+    entries = []
     for raw in open(path, errors="replace"):
-        m = PG_LINE.match(raw.strip())
+        if raw.startswith("\t") and entries:
+            entries[-1] += " " + raw.strip()
+        else:
+            entries.append(raw.strip())
+    for entry in entries:
+        m = PG_LINE.match(entry)
         if not m:
             continue
         stamp, zone, text = m.groups()
