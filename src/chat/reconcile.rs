@@ -30,9 +30,9 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Reconciles after every `bus_missed` change, until the hub is gone. Several changes
 /// during one pass make one more pass.
 pub(super) fn start(hub: Hub, store: Store) {
-    let mut stale = hub.bus_missed();
+    let mut missed = hub.bus_missed();
     tokio::spawn(async move {
-        while stale.changed().await.is_ok() {
+        while missed.changed().await.is_ok() {
             loop {
                 match reconcile(&hub, &store).await {
                     Ok(_) => break,

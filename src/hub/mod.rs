@@ -123,11 +123,12 @@ struct Inner {
     local: RwLock<Local>,
     bus: Option<Bus>,
     presence_seen: PresenceSeen,
-    /// Bumped whenever memberships held here may disagree with the database: a join or leave
-    /// travels to other nodes only as a bus message, and the events that make clients `resync`
-    /// are exactly those where bus messages may have been lost. The chat layer, which owns the
-    /// store, watches it and reconciles (`membership_versions`, `reconcile`).
-    stale: watch::Sender<u64>,
+    /// Bumped whenever bus messages from or to this node may have been lost (exactly the events
+    /// that make clients `resync`). Memberships held here may then disagree with the database (a
+    /// join or leave travels to other nodes only as a bus message): the chat layer, which owns
+    /// the store, watches it and reconciles (`membership_versions`, `reconcile`). Presence
+    /// watches it too, and registers the users here again in Redis.
+    missed: watch::Sender<u64>,
 }
 
 /// The registry of this process's sockets, and its link to the other nodes. Cheap to clone.
@@ -155,7 +156,7 @@ impl Hub {
                 local: RwLock::default(),
                 bus,
                 presence_seen: Mutex::default(),
-                stale: watch::Sender::new(0),
+                missed: watch::Sender::new(0),
             }),
         };
         if let Some(signals) = signals {
@@ -321,7 +322,7 @@ impl Hub {
     /// to it (a failed-over primary loses writes it had not yet replicated). The receiver sees
     /// the latest change only.
     pub fn bus_missed(&self) -> watch::Receiver<u64> {
-        self.inner.stale.subscribe()
+        self.inner.missed.subscribe()
     }
 
     /// Each of `users`' membership version here (`None`: no socket here), to take before
@@ -347,9 +348,9 @@ impl Hub {
     }
 
     /// Bus messages from or to this node may have been lost: clients here are told to `resync`
-    /// (events), and memberships here are marked stale (joins and leaves).
+    /// (events), and the `bus_missed` watch is bumped (memberships, presence).
     fn missed_here(&self) {
-        self.inner.stale.send_modify(|n| *n += 1);
+        self.inner.missed.send_modify(|n| *n += 1);
         self.to_everyone_here(&resync());
     }
 
