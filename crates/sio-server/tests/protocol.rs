@@ -617,6 +617,33 @@ async fn an_unknown_namespace_is_refused_once_and_the_connection_closed() {
     server.stop().await;
 }
 
+/// The official client probes a WebSocket upgrade as soon as the session opens, while its first
+/// `CONNECT` goes out in a `POST`. A refusal queued for the polling side must survive a probe that
+/// comes before the `GET` that takes it: the probe is turned away, the session is not ended.
+#[tokio::test]
+async fn a_probe_of_a_closing_session_does_not_lose_the_refusal() {
+    let server = Server::start(Config::default()).await;
+    let sid = polling_session(&server).await;
+    let url = format!("{POLLING}&sid={sid}");
+    assert_eq!(post(server.addr, &url, b"40/other,").await.text(), "ok");
+    let mut ws = ws_open(&server, &format!("&sid={sid}")).await;
+    ws.send(Message::text("2probe")).await.unwrap();
+    // No upgrade of a session that is closing: the WebSocket is closed, with no `3probe`.
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        Ok(Some(Ok(Message::Close(frame)))) => {
+            assert_eq!(frame.map(|f| f.code), Some(CloseCode::Away))
+        }
+        other => panic!("expected the WebSocket closed, got {other:?}"),
+    }
+    assert_eq!(
+        get(server.addr, &url).await.text(),
+        r#"44/other,{"message":"Invalid namespace"}"#
+    );
+    assert_eq!(get(server.addr, &url).await.text(), "1");
+    assert_gone(&server, &sid).await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn repeated_probes_queue_one_noop() {
     let server = Server::start(Config::default()).await;

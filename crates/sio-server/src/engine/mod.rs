@@ -22,9 +22,9 @@ use crate::socketio::SioState;
 use packet::Frame;
 use polling::PollingState;
 
-/// How long a session asked to close may take to deliver what is queued (a WebSocket's last frames and
 /// While the application answers a `CONNECT` past the connect timeout, how often to look again.
 pub(crate) const CONNECT_RECHECK: Duration = Duration::from_millis(250);
+/// How long a session asked to close may take to deliver what is queued (a WebSocket's last frames and
 /// its close frame; a polling session's last `GET`).
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -103,15 +103,18 @@ impl<H: Handler> Engine<H> {
         self.sessions.len()
     }
 
-    /// Queues a protocol reply (a noop, a ping, a refusal) for a session. A session that can't take it
-    /// (its queue would pass its bound: the client provokes replies and doesn't read them; or it is
-    /// closing) is ended. `false` then.
+    /// Queues a protocol reply (a noop, a ping, a refusal) for a session; `false` if it can't take it.
+    /// A session whose queue would pass its bound (the client provokes replies and doesn't read them)
+    /// is ended. A session already closing is left to close its own way: ending it here would drop
+    /// the last frames it queued (a refusal waiting for the polling client's next `GET`).
     pub(crate) fn reply(&self, conn: &Connection<H>, frame: Frame) -> bool {
         if conn.socket.0.push_control(frame) {
             return true;
         }
-        tracing::debug!(sid = %conn.sid, "a reply doesn't fit in the outgoing queue: closing the session");
-        self.finish(conn, DisconnectReason::TransportError);
+        if conn.socket.0.close_requested().is_none() {
+            tracing::debug!(sid = %conn.sid, "a reply doesn't fit in the outgoing queue: closing the session");
+            self.finish(conn, DisconnectReason::TransportError);
+        }
         false
     }
 

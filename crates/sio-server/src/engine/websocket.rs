@@ -424,6 +424,12 @@ impl<H: Handler, IO: WsIo> Driver<H, IO> {
         match self.phase {
             Phase::Probing { .. } => match packet {
                 Ok(Packet::Ping("probe")) => {
+                    // A session asked to close (it refused a namespace, say, while the official client
+                    // probes) is not upgraded: what it queued goes out in its last `GET`, and no
+                    // `3probe` makes the client pause its polling for an upgrade that can't come.
+                    if self.conn.socket.0.close_requested().is_some() {
+                        return self.begin_close(Outcome::UpgradeAbandoned, CloseCode::GOING_AWAY);
+                    }
                     if !self.charge(6, true) {
                         return self.overflow();
                     }
