@@ -8,7 +8,8 @@ Each line: the wall-clock time, the machine's pressure stall totals (/proc/press
 user, system, softirq, steal (a virtual machine's core taken by the host) and the rest, in
 clock ticks) and, per process name (`comm`), the total time its threads have waited on a run
 queue (run_delay in /proc/PID/task/TID/schedstat, nanoseconds) and spent running, with every
-other process together as "others" (run time only); the disk's counters (/proc/diskstats:
+other process together as "others" (the run time of each one's main thread only: reading every
+thread of every process each 100 ms would cost more than it tells); the disk's counters (/proc/diskstats:
 sectors written, ms spent writing, flushes (each fsync of a log ends in one) and ms spent on
 them, discards); and the bytes each kind of PostgreSQL process (from its title: checkpointer,
 walwriter, background writer, autovacuum worker, a backend) has had written to the disk.
@@ -45,7 +46,8 @@ def cpu_ticks():
 
 def sched(comms):
     """Per comm: [run_delay ns, on-CPU ns] summed over every thread of every matching process;
-    "others": [0, on-CPU ns] of every other process."""
+    "others": [0, on-CPU ns] of every other process's main thread (/proc/PID/schedstat is the
+    first thread's alone)."""
     totals = {c: [0, 0] for c in comms}
     totals["others"] = [0, 0]
     for pid in os.listdir("/proc"):
