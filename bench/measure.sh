@@ -231,6 +231,12 @@ import json, shlex, sys
 out, label, scenario, server, busy, nofile, *bench = sys.argv[1:]
 line = {"record": "command", "label": label, "scenario": scenario, "server": server,
         "bench": shlex.join(bench), "busy_before_pct": int(busy), "server_nofile": int(nofile)}
+# The kernel's write-back timing sets the database's tail (docs/OPERATIONS.md).
+try:
+    line["kernel_writeback"] = {k: int(open(f"/proc/sys/vm/{k}").read())
+                                for k in ("dirty_expire_centisecs", "dirty_writeback_centisecs")}
+except OSError:
+    pass
 with open(out, "a") as f:
     f.write(json.dumps(line) + "\n")
 EOF
@@ -267,6 +273,13 @@ bench() {
 if [[ $SERVERS == *confab-pg* || $SERVERS == *peer* ]] &&
   [[ $(psql -qAtX "$PG_URL/postgres" -c 'SHOW autovacuum' 2>/dev/null) == off ]]; then
   log "warning: PostgreSQL's autovacuum is off: deployments run with it on, and the tail differs (docs/bench/notes.md)"
+fi
+# The kernel's default write-back flushes a file's dirty pages once they are 30 s old, all at
+# once: PostgreSQL's data files then go out in bursts (~80 MB every 30 s at 5,000 msgs/s) that
+# stall the log flushes every commit waits for. Deployments should shorten it; say when it isn't.
+if [[ $SERVERS == *confab-pg* || $SERVERS == *peer* ]] &&
+  (($(cat /proc/sys/vm/dirty_expire_centisecs 2>/dev/null || echo 0) >= 3000)); then
+  log "warning: vm.dirty_expire_centisecs is $(cat /proc/sys/vm/dirty_expire_centisecs): PostgreSQL's data files are written back in 30 s bursts that stall its commits (docs/OPERATIONS.md, \"The tail of the ack latency\")"
 fi
 log "build"
 cargo build --release -p confab -p confab-bench
