@@ -4,7 +4,7 @@
 //! is not announced as offline-then-online. `last_seen_at` is written when the user really goes.
 //! Alone, a node knows presence from its own sockets; in a cluster, `cluster` keeps it in Redis.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -225,16 +225,15 @@ impl Presence {
             .collect())
     }
 
+    /// A socket here, or a grace period running here.
+    fn is_here(&self, user: &UserId) -> bool {
+        self.inner.hub.is_online(user) || self.inner.going.lock().unwrap().users.contains_key(user)
+    }
+
     /// Online here (or in the grace period here), or on another node.
     pub async fn online(&self, users: &[UserId]) -> HashMap<UserId, bool> {
-        let mut online: HashMap<UserId, bool> = users
-            .iter()
-            .map(|u| {
-                let here = self.inner.hub.is_online(u)
-                    || self.inner.going.lock().unwrap().users.contains_key(u);
-                (u.clone(), here)
-            })
-            .collect();
+        let mut online: HashMap<UserId, bool> =
+            users.iter().map(|u| (u.clone(), self.is_here(u))).collect();
         if let Some(cluster) = &self.inner.cluster {
             match cluster.online(users).await {
                 Ok(elsewhere) => {
@@ -295,6 +294,27 @@ async fn end_grace_periods(presence: Weak<Inner>, started: Arc<Notify>) {
     }
 }
 
+/// Splits the users a re-registration covered (`users`; `fresh`: those it registered anew) by
+/// whether they are still `here` (a socket, or a grace period running) now that it is done:
+/// those registered anew and here are announced online; those no longer here departed while it
+/// ran and are taken off again. Returns (to announce, to take off).
+fn after_reassert(
+    users: &[UserId],
+    fresh: Vec<UserId>,
+    here: impl Fn(&UserId) -> bool,
+) -> (Vec<UserId>, Vec<UserId>) {
+    let fresh: HashSet<UserId> = fresh.into_iter().collect();
+    let (mut announce, mut gone) = (Vec::new(), Vec::new());
+    for user in users {
+        if !here(user) {
+            gone.push(user.clone());
+        } else if fresh.contains(user) {
+            announce.push(user.clone());
+        }
+    }
+    (announce, gone)
+}
+
 /// Keeps this node's heartbeat, restores its users after Redis lost them, and marks the users
 /// of nodes that died offline.
 ///
@@ -351,10 +371,25 @@ async fn heartbeat(presence: std::sync::Weak<Inner>) {
             }
         }
         if reassert {
-            match cluster.reassert(&presence.inner.hub.local_users()).await {
+            let users = presence.inner.hub.local_users();
+            match cluster.reassert(&users).await {
                 Ok(fresh) => {
                     reassert = false;
-                    for user in fresh {
+                    // A user may have left, and their grace period ended, while the registration
+                    // was on its way (it takes as long as Redis does, and a troubled Redis is why
+                    // it runs): their departure may have reached Redis first. They are taken off
+                    // again, quietly: their going offline was announced.
+                    let (announce, gone) = after_reassert(&users, fresh, |u| presence.is_here(u));
+                    for user in gone {
+                        // Unless they came back meanwhile.
+                        if presence.is_here(&user) {
+                            continue;
+                        }
+                        if let Err(e) = cluster.depart(&user).await {
+                            tracing::debug!(error = %e, "taking a departed user off again");
+                        }
+                    }
+                    for user in announce {
                         presence.announce_online(&user).await;
                     }
                 }
@@ -389,5 +424,25 @@ async fn heartbeat(presence: std::sync::Weak<Inner>) {
             }
             Err(e) => tracing::debug!(error = %e, "looking for dead nodes"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(names: &[&str]) -> Vec<UserId> {
+        names.iter().map(|n| UserId::parse(n).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_reassertion_announces_who_is_still_here_and_takes_off_who_left_meanwhile() {
+        // a: registered anew and here; b: was registered, here; c: registered anew, left (its
+        // departure may have reached Redis before the registration); d: was registered, left.
+        let users = ids(&["a", "b", "c", "d"]);
+        let here: HashSet<UserId> = ids(&["a", "b"]).into_iter().collect();
+        let (announce, gone) = after_reassert(&users, ids(&["a", "c"]), |u| here.contains(u));
+        assert_eq!(announce, ids(&["a"]));
+        assert_eq!(gone, ids(&["c", "d"]));
     }
 }
