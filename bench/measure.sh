@@ -268,18 +268,20 @@ bench() {
   bench/probe.py diff "$TMP/probe-before" "$TMP/probe-after" "$TMP/probe-peak" "$label" "$scenario" | tee -a "$OUT"
 }
 
-# PostgreSQL with autovacuum off (this machine's CI image turns it off) measures a database no
-# deployment runs: say so, since every PostgreSQL figure depends on it.
-if [[ $SERVERS == *confab-pg* || $SERVERS == *peer* ]] &&
-  [[ $(psql -qAtX "$PG_URL/postgres" -c 'SHOW autovacuum' 2>/dev/null) == off ]]; then
-  log "warning: PostgreSQL's autovacuum is off: deployments run with it on, and the tail differs (docs/bench/notes.md)"
-fi
-# The kernel's default write-back flushes a file's dirty pages once they are 30 s old, all at
-# once: PostgreSQL's data files then go out in bursts (~80 MB every 30 s at 5,000 msgs/s) that
-# stall the log flushes every commit waits for. Deployments should shorten it; say when it isn't.
-if [[ $SERVERS == *confab-pg* || $SERVERS == *peer* ]] &&
-  (($(cat /proc/sys/vm/dirty_expire_centisecs 2>/dev/null || echo 0) >= 3000)); then
-  log "warning: vm.dirty_expire_centisecs is $(cat /proc/sys/vm/dirty_expire_centisecs): PostgreSQL's data files are written back in 30 s bursts that stall its commits (docs/OPERATIONS.md, \"The tail of the ack latency\")"
+# Two settings of this machine that every PostgreSQL figure depends on: say when they are not
+# what a deployment should run.
+if [[ $SERVERS == *confab-pg* || $SERVERS == *peer* ]]; then
+  # Autovacuum off (this machine's CI image turns it off) measures a database no deployment runs.
+  if [[ $(psql -qAtX "$PG_URL/postgres" -c 'SHOW autovacuum' 2>/dev/null) == off ]]; then
+    log "warning: PostgreSQL's autovacuum is off: deployments run with it on, and the tail differs (docs/bench/notes.md)"
+  fi
+  # The kernel's default write-back flushes a file's dirty pages once they are 30 s old, all at
+  # once: PostgreSQL's data files then go out in bursts (~80 MB every 30 s at 5,000 msgs/s) that
+  # stall the log flushes every commit waits for. Deployments should shorten it.
+  expire=$(cat /proc/sys/vm/dirty_expire_centisecs 2>/dev/null || echo 0)
+  if ((expire >= 3000)); then
+    log "warning: vm.dirty_expire_centisecs is $expire: PostgreSQL's data files are written back in 30 s bursts that stall its commits (docs/OPERATIONS.md, \"The tail of the ack latency\")"
+  fi
 fi
 log "build"
 cargo build --release -p confab -p confab-bench
