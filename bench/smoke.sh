@@ -180,4 +180,16 @@ grep -q '^### soak' "$TMP/report/BENCHMARKS.md"
 python3 bench/stalls.py "$TMP/results.jsonl" confab-sqlite --server-log "$TMP/confab.log" \
   --pressure "$TMP/pressure.jsonl" --top 3 >"$TMP/stalls.txt"
 grep -q 'cpu_some' "$TMP/stalls.txt"
+grep -q 'runtime busy' "$TMP/stalls.txt"
+# Each second of confab's soak carries its runtime's figures (from /metrics); the peer has none.
+python3 - "$TMP/results.jsonl" <<'EOF'
+import json, sys
+soaks = {l["label"]: l for l in map(json.loads, open(sys.argv[1])) if l.get("scenario") == "soak"}
+series = soaks["confab-sqlite"]["series"]
+with_runtime = [s for s in series if "wake_ms" in s and "runtime_busy_pct" in s]
+if not with_runtime or len(with_runtime) < len(series) // 2:
+    sys.exit(f"smoke: confab's soak has runtime figures in {len(with_runtime)} of {len(series)} seconds")
+if any("wake_ms" in s for s in soaks.get("peer", {}).get("series", [])):
+    sys.exit("smoke: the peer's soak has runtime figures it can't have")
+EOF
 log "smoke passed in $((SECONDS - STARTED)) s after the build"

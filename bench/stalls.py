@@ -2,10 +2,12 @@
 """Lines a soak's worst seconds up with what the server and the database were doing then.
 
     bench/stalls.py RESULTS.jsonl LABEL [--server-log FILE]... [--pg-log FILE]
-                    [--pressure FILE] [--top N]
+                    [--pressure FILE] [--top N] [--run N]
 
 RESULTS.jsonl holds the soak's result line (its "series": per second acked, p50/p99/max ack ms,
-server RSS and CPU; "started_at_unix_ms": when second 0 began). The server's log is confab's
+server RSS and CPU, and from confab's /metrics the latest wake of its runtime's probe, the
+runtime's busy share and the writers' wait for a core; "started_at_unix_ms": when second 0
+began). The server's log is confab's
 own (`SERVER_LOG=info,confab::store=debug SERVER_LOGS=DIR bench/measure.sh` keeps it): slow
 batches, slow replies, slow commits and SQLite checkpoints. The PostgreSQL log is the cluster's
 (`log_checkpoints`, and `log_autovacuum_min_duration = 0` for every vacuum and analyze), where
@@ -30,12 +32,13 @@ PG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) (\w+) \[\d+\]
 FIELD = re.compile(r"(\w+)=(\S+)")
 
 
-def load_run(path, label):
-    for line in open(path):
-        d = json.loads(line)
-        if d.get("label") == label and d.get("scenario") == "soak" and "series" in d:
-            return d
-    sys.exit(f"no soak result labelled {label} in {path}")
+def load_run(path, label, run):
+    """The run-th soak result labelled `label` (bench/measure.sh appends each run to the file)."""
+    found = [d for d in map(json.loads, open(path))
+             if d.get("label") == label and d.get("scenario") == "soak" and "series" in d]
+    if not 1 <= run <= len(found):
+        sys.exit(f"{len(found)} soak results labelled {label} in {path}: no run {run}")
+    return found[run - 1]
 
 
 def server_events(path, t0):
@@ -138,9 +141,10 @@ def main():
     ap.add_argument("--pg-log")
     ap.add_argument("--pressure")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--run", type=int, default=1, help="which of the label's runs in the file (1: the first)")
     args = ap.parse_args()
 
-    run = load_run(args.results, args.label)
+    run = load_run(args.results, args.label, args.run)
     t0 = run["started_at_unix_ms"] / 1000
     series = run["series"]
     t1 = t0 + len(series)
@@ -180,6 +184,14 @@ def main():
             slow[kind] = (n + 1, max(worst, ms))
         words = [f"{k} x{n} (max {w} ms)" for k, (n, w) in sorted(slow.items())]
         words += [text for start, end, text in pg if start - 1 <= t <= end + 1]
+        if "wake_ms" in s:
+            # confab's /metrics: the latest wake that second (bucket bounds), the runtime's busy
+            # share, the writers' mean wait for a core.
+            lo, hi = s["wake_ms"]
+            words.append(f"wake {lo:g}..{hi if hi is not None else 'inf'} ms"
+                         f" ({s.get('wakes_over_10ms', 0)} over 10), runtime busy {s.get('runtime_busy_pct', 0):.0f}%"
+                         f", writer wait {s.get('writer_wait_ms_mean', 0):.2f} ms"
+                         f" ({s.get('writer_long_waits', 0)} over 5)")
         if pressure:
             words.append("waits (ms): " + waits(pressure[t]))
         print(f"  {t:4d} {s['p50']:6.1f} {s['p99']:6.1f} {s['max']:6.1f} {s.get('server_cpu_pct', 0):5.0f}  "

@@ -229,6 +229,8 @@ impl Application {
             writer.drain(DRAIN_LIMIT).await;
             chat.retire().await;
         };
+        // Stopped when serving ends (dropped on return).
+        let _probe = crate::telemetry::runtime::probe();
         confab_sio::serve(self.listener, self.sio, self.router, wind_down)
             .await
             .context("serving")

@@ -19,6 +19,7 @@ async fn render(State(state): State<AppState>) -> impl IntoResponse {
     let (sockets, users) = state.chat.counts();
     metrics::gauge!("confab_sockets").set(sockets as f64);
     metrics::gauge!("confab_users_online").set(users as f64);
+    crate::telemetry::runtime::record();
     match state.chat.redis() {
         RedisState::NotConfigured => {}
         RedisState::Up => metrics::gauge!("confab_redis_up").set(1.0),

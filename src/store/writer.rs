@@ -56,7 +56,8 @@ impl Writer {
         let shards = (0..shards.max(1))
             .map(|shard| {
                 let (tx, rx) = mpsc::channel(QUEUE_PER_SHARD);
-                tokio::spawn(run(store.clone(), rx, max_batch, shard, in_flight.clone()));
+                let run = run(store.clone(), rx, max_batch, shard, in_flight.clone());
+                tokio::spawn(crate::telemetry::runtime::WRITER.instrument(run));
                 tx
             })
             .collect();

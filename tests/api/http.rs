@@ -268,3 +268,50 @@ async fn a_node_shutting_down_is_not_ready_and_refuses_new_sockets() {
 unsafe extern "C" {
     fn kill(pid: i32, signal: i32) -> i32;
 }
+
+/// An operator reads docs/OPERATIONS.md to know what `/metrics` means: every metric the server
+/// exports is in its table, and the runtime's and the writers' figures are there once a message
+/// has been written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_exported_metric_is_documented_and_the_runtime_is_watched() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let alice = app.connect("alice").await;
+    let id = group(&alice, "ops", &["bob"]).await;
+    send(&alice, &id, "m1", "hello").await;
+    // The probe wakes every 20 ms.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (status, text) = app.http().get("/metrics", None).await;
+    assert_eq!(status, 200);
+    let text = text.as_str().expect("Prometheus text").to_owned();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert!(value("confab_runtime_wake_delay_seconds_count") >= 1.0);
+    assert!(value("confab_runtime_workers") >= 1.0);
+    assert!(value("confab_runtime_busy_seconds_total") > 0.0);
+    assert!(value("confab_runtime_tasks") >= 1.0);
+    assert!(
+        value("confab_writer_wakes_total") >= 1.0,
+        "the writer was woken by the send"
+    );
+    assert!(value("confab_writer_poll_seconds_total") > 0.0);
+
+    let operations =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/OPERATIONS.md"))
+            .unwrap();
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next())
+        .collect();
+    assert!(exported.len() > 10, "{text}");
+    let undocumented: Vec<_> = exported
+        .iter()
+        .filter(|m| !operations.contains(&format!("`{m}")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "not in docs/OPERATIONS.md's metrics table: {undocumented:?}"
+    );
+}

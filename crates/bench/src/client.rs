@@ -58,6 +58,11 @@ pub struct Target {
 }
 
 impl Target {
+    /// Where the server listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// Parses `http://host:port` (or `ws://`); the host must resolve now.
     pub fn parse(url: &str) -> anyhow::Result<Self> {
         let rest = url

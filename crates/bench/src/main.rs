@@ -11,6 +11,7 @@ mod probe;
 mod report;
 mod scenario;
 mod schedule;
+mod scrape;
 mod stats;
 mod tokens;
 mod usage;

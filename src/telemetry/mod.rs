@@ -1,5 +1,7 @@
 //! Logs and metrics.
 
+pub mod runtime;
+
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -55,6 +57,12 @@ pub fn metrics() -> &'static PrometheusHandle {
                 b.set_buckets_for_metric(
                     Matcher::Full("confab_persist_batch_size".into()),
                     &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0],
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("confab_runtime_wake_delay_seconds".into()),
+                    runtime::WAKE_DELAY_BUCKETS,
                 )
             })
             .expect("bucket lists are not empty")
