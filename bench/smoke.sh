@@ -186,7 +186,7 @@ python3 - "$TMP/results.jsonl" <<'EOF'
 import json, sys
 soaks = {l["label"]: l for l in map(json.loads, open(sys.argv[1])) if l.get("scenario") == "soak"}
 series = soaks["confab-sqlite"]["series"]
-with_runtime = [s for s in series if "wake_ms" in s and "runtime_busy_pct" in s]
+with_runtime = [s for s in series if "wake_ms" in s and "runtime_busy_pct" in s and "server_send_ms" in s]
 if not with_runtime or len(with_runtime) < len(series) // 2:
     sys.exit(f"smoke: confab's soak has runtime figures in {len(with_runtime)} of {len(series)} seconds")
 if any("wake_ms" in s for s in soaks.get("peer", {}).get("series", [])):

@@ -5,8 +5,9 @@
                     [--pressure FILE] [--top N] [--run N]
 
 RESULTS.jsonl holds the soak's result line (its "series": per second acked, p50/p99/max ack ms,
-server RSS and CPU, and from confab's /metrics the latest wake of its runtime's probe, the
-runtime's busy share and the writers' wait for a core; "started_at_unix_ms": when second 0
+server RSS and CPU, and from confab's /metrics the slowest message inside the server (its
+writer's queue, commit and replies), the latest wake of its runtime's probe, the runtime's busy
+share and the writers' wait for a core; "started_at_unix_ms": when second 0
 began). The server's log is confab's
 own (`SERVER_LOG=info,confab::store=debug SERVER_LOGS=DIR bench/measure.sh` keeps it): slow
 batches, slow replies, slow commits and SQLite checkpoints. The PostgreSQL log is the cluster's
@@ -184,6 +185,11 @@ def main():
             slow[kind] = (n + 1, max(worst, ms))
         words = [f"{k} x{n} (max {w} ms)" for k, (n, w) in sorted(slow.items())]
         words += [text for start, end, text in pg if start - 1 <= t <= end + 1]
+        if "server_send_ms" in s:
+            # The slowest message inside the server (writer queue, commit, replies) that second.
+            lo, hi = s["server_send_ms"]
+            words.append(f"in the server {lo:g}..{hi if hi is not None else 'inf'} ms"
+                         f" ({s.get('server_sends_over_50ms', 0)} over 50)")
         if "wake_ms" in s:
             # confab's /metrics: the latest wake that second (bucket bounds), the runtime's busy
             # share, the writers' mean wait for a core.

@@ -27,6 +27,8 @@ pub type SendReply = Box<dyn FnOnce(Result<SendOutcome>) + Send>;
 struct Job {
     message: NewMessage,
     reply: SendReply,
+    /// When it was submitted: the writer's share of the ack's latency is measured from here.
+    queued: Instant,
 }
 
 /// Jobs waiting beyond this per shard are refused as `unavailable`, which bounds memory when
@@ -79,7 +81,12 @@ impl Writer {
         self.in_flight.add(1);
         let hash = self.hasher.hash_one(message.conversation_id);
         let shard = &self.shards[(hash % self.shards.len() as u64) as usize];
-        if let Err(e) = shard.try_send(Job { message, reply }) {
+        let job = Job {
+            message,
+            reply,
+            queued: Instant::now(),
+        };
+        if let Err(e) = shard.try_send(job) {
             let job = match e {
                 mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => {
                     job
@@ -135,8 +142,10 @@ async fn run(
     in_flight: Arc<InFlight>,
 ) {
     let mut jobs = Vec::with_capacity(max_batch);
+    let mut queued = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut jobs, max_batch).await > 0 {
         let answered = jobs.len();
+        queued.extend(jobs.iter().map(|j| j.queued));
         let (messages, replies): (Vec<NewMessage>, Vec<SendReply>) =
             jobs.drain(..).map(|j| (j.message, j.reply)).unzip();
         let started = Instant::now();
@@ -193,6 +202,13 @@ async fn run(
                     reply(Err(e.clone()));
                 }
             }
+        }
+        // Each message's time in the writer, until its batch was answered: its wait in the queue,
+        // the batch's commit, and the batch's replies (acks and broadcasts).
+        let answered_at = Instant::now();
+        let histogram = metrics::histogram!("confab_send_seconds");
+        for at in queued.drain(..) {
+            histogram.record(answered_at.saturating_duration_since(at).as_secs_f64());
         }
         in_flight.done(answered);
     }

@@ -61,6 +61,14 @@ pub fn metrics() -> &'static PrometheusHandle {
             })
             .and_then(|b| {
                 b.set_buckets_for_metric(
+                    Matcher::Full("confab_send_seconds".into()),
+                    &[
+                        0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    ],
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
                     Matcher::Full("confab_runtime_wake_delay_seconds".into()),
                     runtime::WAKE_DELAY_BUCKETS,
                 )

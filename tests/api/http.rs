@@ -297,6 +297,10 @@ async fn every_exported_metric_is_documented_and_the_runtime_is_watched() {
         "the writer was woken by the send"
     );
     assert!(value("confab_writer_poll_seconds_total") > 0.0);
+    assert!(
+        value("confab_send_seconds_count") >= 1.0,
+        "the send's time in the writer"
+    );
 
     let operations =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/OPERATIONS.md"))

@@ -244,9 +244,9 @@ pub enum Scenario {
     /// --p99-bound-ms with nothing lost (the sustainable throughput).
     Sweep,
     /// chat at one --rate for a long --duration (default 600 s), with a series of one entry per
-    /// second: acks, ack p50/p99/max, confab's runtime figures from its /metrics (the latest
-    /// wake, the busy share, the writers' wait for a core) and (with --server-pid) the servers'
-    /// RSS and CPU. Finds the stalls and the memory growth a short run hides.
+    /// second: acks, ack p50/p99/max, confab's figures from its /metrics (the slowest message
+    /// inside the server, the runtime's latest wake and busy share, the writers' wait for a
+    /// core) and (with --server-pid) the servers' RSS and CPU. Finds the stalls and the memory growth a short run hides.
     Soak,
     /// Stores --messages (default 1,000,000) in groups of --group-size at --rate (default
     /// 3000), written in a vocabulary of --vocabulary words, with user 0 a member of 50 groups;

@@ -14,8 +14,6 @@ use tokio::net::TcpStream;
 #[derive(Default, Clone)]
 pub struct Scrape(HashMap<String, f64>);
 
-const WAKE_BUCKET: &str = "confab_runtime_wake_delay_seconds_bucket{le=\"";
-
 impl Scrape {
     /// Parses Prometheus text: `series value` lines; comments and anything else are skipped.
     pub fn parse(text: &str) -> Self {
@@ -41,13 +39,14 @@ impl Scrape {
         self.0.get(series).copied()
     }
 
-    /// The wake-delay histogram's cumulative buckets, by upper bound in seconds (+Inf last).
-    fn wake_buckets(&self) -> Vec<(f64, f64)> {
+    /// A histogram's cumulative buckets, by upper bound in seconds (+Inf last).
+    fn buckets(&self, histogram: &str) -> Vec<(f64, f64)> {
+        let prefix = format!("{histogram}_bucket{{le=\"");
         let mut buckets: Vec<(f64, f64)> = self
             .0
             .iter()
             .filter_map(|(series, &count)| {
-                let le = series.strip_prefix(WAKE_BUCKET)?.strip_suffix("\"}")?;
+                let le = series.strip_prefix(&prefix)?.strip_suffix("\"}")?;
                 let le = if le == "+Inf" {
                     f64::INFINITY
                 } else {
@@ -58,6 +57,34 @@ impl Scrape {
             .collect();
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
         buckets
+    }
+
+    /// Of the samples `histogram` took since `before`: the bounds (seconds) of the bucket of the
+    /// largest, and how many were over `over` (a bucket bound). None when it took none.
+    fn largest_since(
+        &self,
+        before: &Scrape,
+        histogram: &str,
+        over: f64,
+    ) -> Option<((f64, f64), u64)> {
+        let then = before.buckets(histogram);
+        let mut below = 0.0;
+        let mut lower = 0.0;
+        let mut largest = None;
+        let mut over_count = 0.0;
+        for (le, cumulative) in self.buckets(histogram) {
+            // Cumulative counts: a bucket's own samples are its count less the one below's.
+            let cumulative = cumulative - then.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1);
+            if cumulative > below {
+                largest = Some((lower, le));
+            }
+            if le > over {
+                over_count += cumulative - below;
+            }
+            below = cumulative;
+            lower = le;
+        }
+        Some((largest?, over_count as u64))
     }
 
     /// What happened between `before` and this scrape, `wall` apart, as fields of a soak's
@@ -73,33 +100,20 @@ impl Scrape {
                 json!(round1(busy / wall * 100.0)),
             );
         }
-        // The latest wake in this second, as the bounds of its bucket (ms; null: over the last).
-        let (now, then) = (self.wake_buckets(), before.wake_buckets());
-        let per_bucket: Vec<(f64, f64)> = now
-            .iter()
-            .map(|&(le, count)| {
-                let was = then.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1);
-                (le, count - was)
-            })
-            .collect();
-        // Cumulative counts: a bucket's own wakes are its count less the one below's.
-        let mut below = 0.0;
-        let mut latest = None;
-        let mut over_10ms = 0.0;
-        for (i, &(le, cumulative)) in per_bucket.iter().enumerate() {
-            if cumulative > below {
-                let lower = if i == 0 { 0.0 } else { per_bucket[i - 1].0 };
-                latest = Some((lower, le));
-            }
-            if le > 0.010 {
-                over_10ms += cumulative - below;
-            }
-            below = cumulative;
-        }
-        if let Some((lower, upper)) = latest {
-            let ms = |s: f64| s.is_finite().then(|| round1(s * 1000.0));
+        // The latest wake and the slowest send in this second, as the bounds of their buckets
+        // (ms; null: over the last bound).
+        let ms = |s: f64| s.is_finite().then(|| round1(s * 1000.0));
+        if let Some(((lower, upper), over)) =
+            self.largest_since(before, "confab_runtime_wake_delay_seconds", 0.010)
+        {
             out.insert("wake_ms".into(), json!([ms(lower), ms(upper)]));
-            out.insert("wakes_over_10ms".into(), json!(over_10ms as u64));
+            out.insert("wakes_over_10ms".into(), json!(over));
+        }
+        if let Some(((lower, upper), over)) =
+            self.largest_since(before, "confab_send_seconds", 0.050)
+        {
+            out.insert("server_send_ms".into(), json!([ms(lower), ms(upper)]));
+            out.insert("server_sends_over_50ms".into(), json!(over));
         }
         if let (Some(wakes), Some(waited)) = (
             delta("confab_writer_wakes_total"),
@@ -180,6 +194,25 @@ mod tests {
         assert_eq!(d["runtime_busy_pct"], json!(150.0));
         assert_eq!(d["wake_ms"], json!([10.0, 100.0]));
         assert_eq!(d["wakes_over_10ms"], json!(2));
+    }
+
+    #[test]
+    fn a_second_reports_its_slowest_send_inside_the_server() {
+        let text = |fast: f64, slow: f64| {
+            format!(
+                "confab_send_seconds_bucket{{le=\"0.05\"}} {fast}\nconfab_send_seconds_bucket{{le=\"0.1\"}} {}\nconfab_send_seconds_bucket{{le=\"+Inf\"}} {}\n",
+                fast + slow,
+                fast + slow
+            )
+        };
+        let (before, after) = (
+            Scrape::parse(&text(10.0, 0.0)),
+            Scrape::parse(&text(20.0, 3.0)),
+        );
+        let d = after.since(&before, Duration::from_secs(1));
+        assert_eq!(d["server_send_ms"], json!([50.0, 100.0]));
+        assert_eq!(d["server_sends_over_50ms"], json!(3));
+        assert!(!d.contains_key("wake_ms"), "no wakes were scraped");
     }
 
     #[test]
