@@ -47,8 +47,10 @@ pub fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let handle = PrometheusBuilder::new()
+            // Every latency histogram (commits, sends, wake-ups): from half a millisecond, where
+            // a quiet commit lies, to the seconds of an outage.
             .set_buckets_for_metric(
-                Matcher::Full("confab_persist_seconds".into()),
+                Matcher::Suffix("_seconds".into()),
                 &[
                     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                 ],
@@ -57,20 +59,6 @@ pub fn metrics() -> &'static PrometheusHandle {
                 b.set_buckets_for_metric(
                     Matcher::Full("confab_persist_batch_size".into()),
                     &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0],
-                )
-            })
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    Matcher::Full("confab_send_seconds".into()),
-                    &[
-                        0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    ],
-                )
-            })
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    Matcher::Full("confab_runtime_wake_delay_seconds".into()),
-                    runtime::WAKE_DELAY_BUCKETS,
                 )
             })
             .expect("bucket lists are not empty")

@@ -24,11 +24,6 @@ const PROBE_EVERY: Duration = Duration::from_millis(20);
 /// A writer's wait for a core, or a poll of it, counted as long from here.
 const LONG: Duration = Duration::from_millis(5);
 
-/// The histogram's buckets, in seconds. Tokio's timer ticks every millisecond, so up to 1 ms of
-/// lateness is the timer's, not a wait.
-pub const WAKE_DELAY_BUCKETS: &[f64] =
-    &[0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0];
-
 /// Wraps the message writer tasks (`store::writer`). One per process, as the metrics are.
 pub static WRITER: LazyLock<TaskMonitor> = LazyLock::new(|| {
     let mut builder = TaskMonitor::builder();
