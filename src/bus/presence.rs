@@ -9,14 +9,18 @@
 //!   them) and announces those who are left with no node at all as offline.
 //! - `nodes`: the nodes to watch.
 //!
-//! Each transaction or pipeline here touches one key, so every one of them works on a Redis
-//! Cluster (where a transaction must stay within one hash slot) without hash tags, and the keys
-//! spread over the shards. Where one change spans two keys, the two steps are ordered so that a
+//! Each command or script here touches one key, so every one of them works on a Redis Cluster
+//! without hash tags, and the keys spread over the shards. Where two steps on one key must be
+//! atomic they are a script, not a MULTI/EXEC transaction: the cluster client follows a slot that
+//! moved (MOVED, after a failover or a reshard) for a single command, but fails a transaction on
+//! it until its next refresh of the slot map, which left users registered nowhere for up to ten
+//! seconds after a failover (tests/api/redis_cluster.rs caught it). Where one change spans two keys, the two steps are ordered so that a
 //! node dying between them leaves nothing the reaper can't clean up.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::AsyncCommands;
+use redis::{AsyncCommands, Script};
 
 use super::CommandLink;
 use crate::domain::UserId;
@@ -32,6 +36,22 @@ pub struct Reaped {
     /// looking again then finds a dead node at its timeout, not up to a beat later.
     pub next_lapse: Option<Duration>,
 }
+
+/// Adds ARGV[1] to the set KEYS[1]: `{added, members now}`.
+static ADD_AND_COUNT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local added = redis.call('SADD', KEYS[1], ARGV[1]) \
+         return {added, redis.call('SCARD', KEYS[1])}",
+    )
+});
+
+/// Removes ARGV[1] from the set KEYS[1]: the members left.
+static REMOVE_AND_COUNT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "redis.call('SREM', KEYS[1], ARGV[1]) \
+         return redis.call('SCARD', KEYS[1])",
+    )
+});
 
 pub struct ClusterPresence {
     conn: CommandLink,
@@ -74,8 +94,6 @@ impl ClusterPresence {
     }
 
     /// `user` has a socket on this node. `true` when no node had them before: announce online.
-    ///
-    /// (In these pipelines, `.ignore()`d commands leave no value in the result tuple.)
     pub async fn arrive(&self, user: &UserId) -> redis::RedisResult<bool> {
         // The node's list first: a node that dies before the second step has its user in a
         // list the reaper cleans, never in an online set that nobody would clean.
@@ -84,11 +102,10 @@ impl ClusterPresence {
             .get()
             .sadd(self.node_users_key(&self.node), user.as_str())
             .await?;
-        let (added, count): (i64, i64) = redis::pipe()
-            .atomic()
-            .sadd(self.online_key(user.as_str()), &self.node)
-            .scard(self.online_key(user.as_str()))
-            .query_async(&mut self.conn.get())
+        let (added, count): (i64, i64) = ADD_AND_COUNT
+            .key(self.online_key(user.as_str()))
+            .arg(&self.node)
+            .invoke_async(&mut self.conn.get())
             .await?;
         Ok(added == 1 && count == 1)
     }
@@ -97,12 +114,10 @@ impl ClusterPresence {
     /// offline.
     pub async fn depart(&self, user: &UserId) -> redis::RedisResult<bool> {
         // The reverse order of `arrive`.
-        let (count,): (i64,) = redis::pipe()
-            .atomic()
-            .srem(self.online_key(user.as_str()), &self.node)
-            .ignore()
-            .scard(self.online_key(user.as_str()))
-            .query_async(&mut self.conn.get())
+        let count: i64 = REMOVE_AND_COUNT
+            .key(self.online_key(user.as_str()))
+            .arg(&self.node)
+            .invoke_async(&mut self.conn.get())
             .await?;
         let (): () = self
             .conn
@@ -198,11 +213,10 @@ impl ClusterPresence {
                 "a node died: marking its users offline"
             );
             for user in users {
-                let (count,): (i64,) = redis::pipe()
-                    .srem(self.online_key(&user), &node)
-                    .ignore()
-                    .scard(self.online_key(&user))
-                    .query_async(&mut conn)
+                let count: i64 = REMOVE_AND_COUNT
+                    .key(self.online_key(&user))
+                    .arg(&node)
+                    .invoke_async(&mut conn)
                     .await?;
                 if count == 0
                     && let Ok(user) = UserId::parse(&user)
