@@ -14,8 +14,9 @@
 //! atomic they are a script, not a MULTI/EXEC transaction: the cluster client follows a slot that
 //! moved (MOVED, after a failover or a reshard) for a single command, but fails a transaction on
 //! it until its next refresh of the slot map, which left users registered nowhere for up to ten
-//! seconds after a failover (tests/api/redis_cluster.rs caught it). Where one change spans two keys, the two steps are ordered so that a
-//! node dying between them leaves nothing the reaper can't clean up.
+//! seconds after a failover (tests/api/redis_cluster.rs caught it). Where one change spans two
+//! keys, the two steps are ordered so that a node dying between them leaves nothing the reaper
+//! can't clean up.
 
 use std::sync::LazyLock;
 use std::time::Duration;
