@@ -37,12 +37,12 @@ pub static WRITER: LazyLock<TaskMonitor> = LazyLock::new(|| {
 /// (`Probe` does so when dropped).
 pub fn probe() -> Probe {
     Probe(tokio::spawn(async {
+        let late = metrics::histogram!("confab_runtime_wake_delay_seconds");
         let mut deadline = Instant::now() + PROBE_EVERY;
         loop {
             tokio::time::sleep_until(deadline).await;
             let now = Instant::now();
-            metrics::histogram!("confab_runtime_wake_delay_seconds")
-                .record(now.saturating_duration_since(deadline).as_secs_f64());
+            late.record(now.saturating_duration_since(deadline).as_secs_f64());
             // From now, not from the missed deadline: a stall is one late wake, not a burst of
             // catching up.
             deadline = now + PROBE_EVERY;

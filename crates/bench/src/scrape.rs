@@ -10,8 +10,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::report::round;
+
 /// One scrape: each series (`name` or `name{labels}`, as written) and its value.
-#[derive(Default, Clone)]
+#[derive(Default)]
 pub struct Scrape(HashMap<String, f64>);
 
 impl Scrape {
@@ -97,12 +99,12 @@ impl Scrape {
             // Of one core, summed over the workers, as the CPU figure is.
             out.insert(
                 "runtime_busy_pct".into(),
-                json!(round1(busy / wall * 100.0)),
+                json!(round(busy / wall * 100.0, 1)),
             );
         }
         // The latest wake and the slowest send in this second, as the bounds of their buckets
         // (ms; null: over the last bound).
-        let ms = |s: f64| s.is_finite().then(|| round1(s * 1000.0));
+        let ms = |s: f64| s.is_finite().then(|| round(s * 1000.0, 1));
         if let Some(((lower, upper), over)) =
             self.largest_since(before, "confab_runtime_wake_delay_seconds", 0.010)
         {
@@ -122,7 +124,7 @@ impl Scrape {
         {
             out.insert(
                 "writer_wait_ms_mean".into(),
-                json!(round3(waited / wakes * 1000.0)),
+                json!(round(waited / wakes * 1000.0, 3)),
             );
         }
         if let Some(long) = delta("confab_writer_long_waits_total") {
@@ -130,14 +132,6 @@ impl Scrape {
         }
         out
     }
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// `GET /metrics` from `addr`, within `limit`. None when the server has no such endpoint or
